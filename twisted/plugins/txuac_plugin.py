@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+uac = ServiceMaker("txuac", "txuac.tap", "Kamailio uac module as a Twisted service.", "uac")

@@ -1,0 +1,3 @@
+"""txuac: Kamailio's uac module as a Twisted service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,51 @@
+"""The one error hierarchy of txuac: every error we raise derives from TxuacError."""
+
+
+class TxuacError(Exception):
+    """Root of every error txuac raises on purpose."""
+
+
+class SIPParseError(TxuacError):
+    """A SIP message, header or URI is malformed.
+
+    ``status`` is the SIP status a UAS should answer with (400, 505, 513, ...);
+    ``element`` names the offending part (a header name, "start line", ...).
+    """
+
+    def __init__(self, reason: str, status: int = 400, element: str | None = None):
+        self.reason = reason
+        self.status = status
+        self.element = element
+        text = f"{element}: {reason}" if element else reason
+        super().__init__(text)
+
+    @property
+    def reason_phrase(self) -> str:
+        """A short reason phrase for a response line (no CR/LF, ASCII)."""
+        phrase = str(self)
+        phrase = phrase.encode("ascii", "replace").decode("ascii")
+        return "".join(c if 32 <= ord(c) < 127 else "?" for c in phrase)[:120]
+
+
+class ConfigError(TxuacError):
+    """The configuration is invalid; the message names the key and the file."""
+
+
+class TransportError(TxuacError):
+    """A message could not be sent or a connection failed."""
+
+
+class TransactionTimeout(TxuacError):
+    """A client transaction got no final response in time (Timer B or F)."""
+
+
+class ResolutionError(TxuacError):
+    """RFC 3263 resolution found no usable target."""
+
+
+class AuthenticationError(TxuacError):
+    """A challenge could not be answered, or our answer was refused."""
+
+
+class StoreError(TxuacError):
+    """The account store failed (query error, lost connection, bad schema)."""

@@ -1,0 +1,243 @@
+"""RFC 3261 section 25 lexical rules as small, fast scanners.
+
+Everything here works on ``str`` values decoded from the wire with
+``utf-8``/``surrogateescape`` so that any octet survives a round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+from txuac.errors import SIPParseError
+
+# RFC 3261 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+# gen-value = token / host / quoted-string; host adds "[", "]" and ":" (IPv6 references).
+_GEN_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\[\]:]+\Z")
+# quoted-string = SWS DQUOTE *(qdtext / quoted-pair) DQUOTE; quoted-pair excludes CR and LF.
+_QUOTED_RE = re.compile(r'"(?:[^"\\\r\n]|\\[^\r\n])*"')
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+_NEEDS_QUOTING_RE = re.compile(r'["\\]')
+# LWS inside values: folding has already been replaced by a single space.
+_SWS_RE = re.compile(r"[ \t]+")
+# One element of a comma list: runs of plain text, quoted strings, <...> and (...).
+_LIST_ITEM_RE = re.compile(r'(?:[^,"<(]+|"(?:[^"\\\r\n]|\\[^\r\n])*"|<[^>]*>|\((?:[^()\\]|\\.)*\))*')
+_PARAM_ITEM_RE = re.compile(r'(?:[^;"]+|"(?:[^"\\\r\n]|\\[^\r\n])*")*')
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_PARAM = (
+    r"[ \t]*" + _TOKEN + r"[ \t]*(?:=[ \t]*(?:[A-Za-z0-9\-.!%*_+`'~\[\]:]+|"
+    + r'"(?:[^"\\\r\n]|\\[^\r\n])*"' + r")[ \t]*)?"
+)
+# A whole parameter list after its first ';', validated in one match.
+_PARAM_LIST_RE = re.compile(_PARAM + r"(?:;" + _PARAM + r")*\Z")
+
+
+def is_token(text: str) -> bool:
+    """True when ``text`` is a non-empty RFC 3261 token."""
+    return _TOKEN_RE.match(text) is not None
+
+
+def check_token(text: str, element: str, what: str = "token") -> str:
+    """Return ``text`` or raise SIPParseError naming ``element``."""
+    if _TOKEN_RE.match(text) is None:
+        raise SIPParseError(f"invalid {what} {text!r}", element=element)
+    return text
+
+
+def match_quoted(text: str, pos: int, element: str) -> int:
+    """Return the index just past the quoted-string starting at ``text[pos]``."""
+    m = _QUOTED_RE.match(text, pos)
+    if m is None:
+        raise SIPParseError("unterminated quoted string", element=element)
+    return m.end()
+
+
+def unquote(text: str) -> str:
+    """Remove the quotes and quoted-pair escapes of a quoted-string (as is otherwise)."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        inner = text[1:-1]
+        return _QUOTED_PAIR_RE.sub(r"\1", inner) if "\\" in inner else inner
+    return text
+
+
+def quote(text: str) -> str:
+    """Make a quoted-string of ``text``, escaping backslash and double quote."""
+    return '"' + _NEEDS_QUOTING_RE.sub(lambda m: "\\" + m.group(0), text) + '"'
+
+
+def split_list(value: str, element: str) -> list[str]:
+    """Split a comma-separated header value (RFC 3261 7.3.1).
+
+    Commas inside quoted strings, angle brackets and comments do not split.
+    Elements are stripped; empty elements are kept as "" so callers decide
+    whether they are an error.
+    """
+    if '"' not in value and "<" not in value and "(" not in value:
+        return [part.strip() for part in value.split(",")]
+    parts = []
+    pos = 0
+    end = len(value)
+    match = _LIST_ITEM_RE.match
+    while True:
+        stop = match(value, pos).end()
+        parts.append(value[pos:stop].strip())
+        if stop == end:
+            return parts
+        if value[stop] != ",":
+            # Unbalanced quote, bracket or nested comment: the slow scanner
+            # handles the rare valid case and names the error otherwise.
+            return [part.strip() for part in _scan_separated(value, ",", element)]
+        pos = stop + 1
+
+
+def split_params(text: str, element: str) -> list[str]:
+    """Split ``a;b=c;d="x;y"`` on semicolons outside quoted strings."""
+    if '"' not in text:
+        return text.split(";")
+    parts = []
+    pos = 0
+    end = len(text)
+    while True:
+        stop = _PARAM_ITEM_RE.match(text, pos).end()
+        parts.append(text[pos:stop])
+        if stop == end:
+            return parts
+        if text[stop] != ";":
+            return list(_scan_separated(text, ";", element))
+        pos = stop + 1
+
+
+def _scan_separated(value: str, separator: str, element: str) -> Iterator[str]:
+    start = 0
+    pos = 0
+    end = len(value)
+    angle = False
+    comment_depth = 0
+    while pos < end:
+        char = value[pos]
+        if char == '"' and not angle:
+            pos = match_quoted(value, pos, element)
+            continue
+        if char == "\\" and comment_depth:
+            pos += 2
+            continue
+        if char == "<" and not comment_depth:
+            angle = True
+        elif char == ">" and angle:
+            angle = False
+        elif char == "(" and not angle:
+            comment_depth += 1
+        elif char == ")" and comment_depth:
+            comment_depth -= 1
+        elif char == separator and not angle and not comment_depth:
+            yield value[start:pos]
+            start = pos + 1
+        pos += 1
+    if angle:
+        raise SIPParseError("unbalanced '<'", element=element)
+    if comment_depth:
+        raise SIPParseError("unbalanced '('", element=element)
+    yield value[start:]
+
+
+class Parameters:
+    """Ordered ``;name=value`` parameters with case-insensitive names.
+
+    Values are kept as they appeared (quoted strings keep their quotes); a
+    parameter without ``=`` has the value None.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[tuple[str, str | None]] | None = None):
+        self._items: list[tuple[str, str | None]] = list(items) if items else []
+
+    @classmethod
+    def parse(cls, text: str, element: str) -> "Parameters":
+        """Parse the text after the first ``;`` (``a=1;b``); whitespace around ``;``/``=`` is allowed."""
+        if _PARAM_LIST_RE.match(text) is None:
+            _raise_param_error(text, element)
+        items: list[tuple[str, str | None]] = []
+        for piece in split_params(text, element):
+            name, eq, value = piece.partition("=")
+            items.append((name.strip(), value.strip() if eq else None))
+        return cls(items)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The value of the first parameter called ``name`` (None when it has no value)."""
+        lname = name.lower()
+        for key, value in self._items:
+            if key.lower() == lname:
+                return value
+        return default
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        lname = name.lower()
+        return any(key.lower() == lname for key, _ in self._items)
+
+    def __getitem__(self, name: str) -> str | None:
+        lname = name.lower()
+        for key, value in self._items:
+            if key.lower() == lname:
+                return value
+        raise KeyError(name)
+
+    def set(self, name: str, value: str | None = None) -> None:
+        """Replace the value of ``name`` in place, or append it."""
+        lname = name.lower()
+        for index, (key, _) in enumerate(self._items):
+            if key.lower() == lname:
+                self._items[index] = (key, value)
+                return
+        self._items.append((name, value))
+
+    def remove(self, name: str) -> None:
+        """Remove every parameter called ``name``."""
+        lname = name.lower()
+        self._items = [(k, v) for k, v in self._items if k.lower() != lname]
+
+    def items(self) -> list[tuple[str, str | None]]:
+        return list(self._items)
+
+    def copy(self) -> "Parameters":
+        return Parameters(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Parameters):
+            return NotImplemented
+        return self._items == other._items
+
+    def __str__(self) -> str:
+        return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self._items)
+
+    def __repr__(self) -> str:
+        return f"Parameters({self._items!r})"
+
+
+def _raise_param_error(text: str, element: str) -> None:
+    """Name the first bad parameter of a list that failed validation."""
+    for piece in split_params(text, element):
+        name, eq, value = piece.partition("=")
+        name = name.strip()
+        if not name:
+            raise SIPParseError("empty parameter", element=element)
+        if _TOKEN_RE.match(name) is None:
+            raise SIPParseError(f"invalid parameter name {name[:32]!r}", element=element)
+        if eq:
+            value = value.strip()
+            if _GEN_VALUE_RE.match(value) is None and _QUOTED_RE.fullmatch(value) is None:
+                raise SIPParseError(f"invalid value for parameter {name!r}", element=element)
+    raise SIPParseError("malformed parameters", element=element)

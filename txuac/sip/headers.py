@@ -1,0 +1,221 @@
+"""An ordered, case-insensitive, multi-valued header list (RFC 3261 7.3)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator, TypeVar
+
+from txuac.errors import SIPParseError
+from txuac.sip.grammar import is_token
+
+T = TypeVar("T")
+
+# RFC 3261 7.3.3 and the IANA registry: compact form -> canonical name.
+COMPACT_FORMS = {
+    "i": "Call-ID",
+    "m": "Contact",
+    "e": "Content-Encoding",
+    "l": "Content-Length",
+    "f": "From",
+    "s": "Subject",
+    "k": "Supported",
+    "t": "To",
+    "v": "Via",
+    "c": "Content-Type",
+    "o": "Event",
+    "u": "Allow-Events",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "x": "Session-Expires",
+    "a": "Accept-Contact",
+    "j": "Reject-Contact",
+    "d": "Request-Disposition",
+    "y": "Identity",
+    "n": "Identity-Info",
+}
+
+_KNOWN_NAMES = [
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+    "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "Flow-Timer", "From",
+    "Identity", "Identity-Info", "In-Reply-To", "Max-Forwards", "Min-Expires", "MIME-Version",
+    "Organization", "P-Asserted-Identity", "P-Preferred-Identity", "Path", "Priority", "Privacy",
+    "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "RAck", "Reason", "Record-Route",
+    "Refer-To", "Referred-By", "Reject-Contact", "Reply-To", "Request-Disposition", "Require",
+    "Retry-After", "Route", "RSeq", "Server", "Service-Route", "Session-Expires", "Subject",
+    "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning",
+    "WWW-Authenticate",
+]
+CANONICAL_NAMES = {name.lower(): name for name in _KNOWN_NAMES}
+
+# Raw header name as received (trailing whitespace included) -> (key, canonical name).
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
+_NAME_CACHE_LIMIT = 4096
+
+
+def header_names(raw_name: str) -> tuple[str, str]:
+    """(lookup key, output name) of a header name as received.
+
+    The key is the lower-case long form (compact forms expanded); the output
+    name is the canonical spelling, or the name as received when unknown.
+    """
+    entry = _NAME_CACHE.get(raw_name)
+    if entry is not None:
+        return entry
+    name = raw_name.rstrip(" \t")
+    if not is_token(name):
+        raise SIPParseError(f"invalid header name {name[:40]!r}", element="header")
+    lower = name.lower()
+    compact = COMPACT_FORMS.get(lower)
+    key = compact.lower() if compact else lower
+    entry = (key, CANONICAL_NAMES.get(key, name))
+    if len(_NAME_CACHE) < _NAME_CACHE_LIMIT:
+        _NAME_CACHE[raw_name] = entry
+    return entry
+
+
+def header_key(name: str) -> str:
+    """The lookup key of a header name: lower case, compact forms expanded."""
+    entry = _NAME_CACHE.get(name)
+    return entry[0] if entry is not None else header_names(name)[0]
+
+
+class Headers:
+    """Header fields in wire order; names compare case-insensitively, compact forms included.
+
+    Each field is ``(key, name, value)``: the lookup key, the canonical name
+    used on output, and the value with folding replaced by a space. Typed
+    views of a header are cached here and dropped on every change.
+    """
+
+    __slots__ = ("_fields", "_views")
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()):
+        self._fields: list[tuple[str, str, str]] = []
+        self._views: dict = {}
+        for name, value in fields:
+            self.add(name, value)
+
+    @classmethod
+    def _from_parsed(cls, fields: list[tuple[str, str, str]]) -> "Headers":
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        headers._views = {}
+        return headers
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``."""
+        key = header_key(name)
+        for field_key, _, value in self._fields:
+            if field_key == key:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in order (one entry per header line)."""
+        key = header_key(name)
+        return [value for field_key, _, value in self._fields if field_key == key]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = header_key(name)
+        return any(field_key == key for field_key, _, _ in self._fields)
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header line."""
+        key, output_name = header_names(name)
+        self._fields.append((key, output_name, _check_value(value, name)))
+        self._views.clear()
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert a header line before every other (a new top Via, a new Route)."""
+        key, output_name = header_names(name)
+        self._fields.insert(0, (key, output_name, _check_value(value, name)))
+        self._views.clear()
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every ``name`` line by one, kept where the first one was."""
+        key, output_name = header_names(name)
+        field = (key, output_name, _check_value(value, name))
+        fields = []
+        placed = False
+        for existing in self._fields:
+            if existing[0] == key:
+                if not placed:
+                    fields.append(field)
+                    placed = True
+            else:
+                fields.append(existing)
+        if not placed:
+            fields.append(field)
+        self._fields = fields
+        self._views.clear()
+
+    def remove(self, name: str) -> int:
+        """Remove every ``name`` line; return how many were removed."""
+        key = header_key(name)
+        before = len(self._fields)
+        self._fields = [f for f in self._fields if f[0] != key]
+        self._views.clear()
+        return before - len(self._fields)
+
+    def remove_first(self, name: str) -> str | None:
+        """Remove and return the first ``name`` line's value (popping a Via line)."""
+        key = header_key(name)
+        for index, field in enumerate(self._fields):
+            if field[0] == key:
+                del self._fields[index]
+                self._views.clear()
+                return field[2]
+        return None
+
+    def view(self, cache_key: str, build: Callable[[], T]) -> T:
+        """Return the cached typed view ``cache_key``, building it on first use."""
+        try:
+            return self._views[cache_key]
+        except KeyError:
+            value = self._views[cache_key] = build()
+            return value
+
+    def copy(self) -> "Headers":
+        return Headers._from_parsed(list(self._fields))
+
+    def items(self) -> list[tuple[str, str]]:
+        """(canonical name, value) pairs in order."""
+        return [(name, value) for _, name, value in self._fields]
+
+    def keys(self) -> list[str]:
+        """The lookup keys of every line, in order."""
+        return [key for key, _, _ in self._fields]
+
+    def fields(self) -> list[tuple[str, str, str]]:
+        """(key, canonical name, value) of every line, in order."""
+        return list(self._fields)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((name, value) for _, name, value in self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _, v in self._fields] == [(k, v) for k, _, v in other._fields]
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
+    def serialize_into(self, parts: list[str], content_length: int | None) -> None:
+        """Append ``Name: value\\r\\n`` lines; Content-Length is written as ``content_length``."""
+        for key, name, value in self._fields:
+            if key == "content-length" and content_length is not None:
+                value = str(content_length)
+            parts.append(f"{name}: {value}\r\n")
+
+
+def _check_value(value: str, name: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise SIPParseError("CR or LF in a header value", element=name)
+    return value.strip()

@@ -1,0 +1,336 @@
+"""SIP requests and responses with typed, lazily parsed header views."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from txuac.errors import SIPParseError
+from txuac.sip import fields
+from txuac.sip.fields import AuthParams, CSeq, NameAddress, RetryAfter, Via
+from txuac.sip.grammar import split_list
+from txuac.sip.headers import Headers
+from txuac.sip.uri import URI
+
+SIP_VERSION = "SIP/2.0"
+
+# RFC 3261 8.1.1: the header fields every request and response must carry.
+# Max-Forwards is left out so RFC 2543 requests are accepted (RFC 4475 3.4.1).
+REQUIRED_HEADERS = ("To", "From", "CSeq", "Call-ID", "Via")
+
+REASON_PHRASES = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
+    301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy",
+    380: "Alternative Service", 400: "Bad Request", 401: "Unauthorized",
+    402: "Payment Required", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 407: "Proxy Authentication Required", 408: "Request Timeout",
+    410: "Gone", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
+    415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    421: "Extension Required", 423: "Interval Too Brief", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 491: "Request Pending", 493: "Undecipherable",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
+    604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+
+def _contact_list(value: str, name: str) -> list:
+    return fields.parse_name_addr_list(value, name, allow_wildcard=True)
+
+
+def _name_addr_list(value: str, name: str) -> list:
+    return fields.parse_name_addr_list(value, name)
+
+
+# Header key -> the Message property that parses it; validate() reads these.
+_TYPED_VIEWS = {
+    "via": "via",
+    "from": "from_",
+    "to": "to",
+    "call-id": "call_id",
+    "cseq": "cseq",
+    "max-forwards": "max_forwards",
+    "contact": "contacts",
+    "route": "route",
+    "record-route": "record_route",
+    "path": "path",
+    "service-route": "service_route",
+    "content-length": "content_length",
+    "expires": "expires",
+    "min-expires": "min_expires",
+    "retry-after": "retry_after",
+    "date": "date",
+    "www-authenticate": "www_authenticate",
+    "proxy-authenticate": "proxy_authenticate",
+    "authorization": "authorization",
+    "proxy-authorization": "proxy_authorization",
+}
+_TOKEN_LIST_HEADERS = frozenset({"require", "proxy-require", "supported", "unsupported", "allow"})
+
+
+class Message:
+    """What requests and responses share: headers, body and the typed views."""
+
+    __slots__ = ("headers", "body")
+
+    def __init__(self, headers: Headers | None = None, body: bytes = b""):
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    # --- single-valued header helpers -------------------------------------------
+    def _single(self, name: str) -> str | None:
+        values = self.headers.get_all(name)
+        if not values:
+            return None
+        if len(values) > 1:
+            raise SIPParseError(f"{len(values)} {name} header fields, one allowed", element=name)
+        return values[0]
+
+    def _single_view(self, name: str, parse):
+        value = self._single(name)
+        return None if value is None else parse(value, name)
+
+    # --- typed views ---------------------------------------------------------------
+    @property
+    def via(self) -> list[Via]:
+        """Every via-parm of every Via line, top first."""
+        return self.headers.view(
+            "via", lambda: [v for line in self.headers.get_all("Via") for v in fields.parse_via_list(line)]
+        )
+
+    @property
+    def top_via(self) -> Via | None:
+        """The topmost via-parm, parsing only that one."""
+
+        def build() -> Via | None:
+            first = self.headers.get("Via")
+            if first is None:
+                return None
+            item = split_list(first, "Via")[0]
+            if not item:
+                raise SIPParseError("empty list element", element="Via")
+            return fields.parse_via(item)
+
+        return self.headers.view("top_via", build)
+
+    @property
+    def from_(self) -> NameAddress | None:
+        return self.headers.view("from", lambda: self._single_view("From", fields.parse_name_addr))
+
+    @property
+    def to(self) -> NameAddress | None:
+        return self.headers.view("to", lambda: self._single_view("To", fields.parse_name_addr))
+
+    @property
+    def call_id(self) -> str | None:
+        return self.headers.view("call-id", lambda: self._single_view("Call-ID", fields.parse_call_id))
+
+    @property
+    def cseq(self) -> CSeq | None:
+        return self.headers.view("cseq", lambda: self._single_view("CSeq", fields.parse_cseq))
+
+    @property
+    def max_forwards(self) -> int | None:
+        return self.headers.view(
+            "max-forwards", lambda: self._single_view("Max-Forwards", fields.parse_max_forwards)
+        )
+
+    @property
+    def contacts(self) -> list:
+        """Contact entries: NameAddress values, or ``[WILDCARD]`` for ``Contact: *``."""
+        return self.headers.view(
+            "contact", lambda: [c for line in self.headers.get_all("Contact") for c in _contact_list(line, "Contact")]
+        )
+
+    @property
+    def route(self) -> list[NameAddress]:
+        return self._name_addr_header("Route")
+
+    @property
+    def record_route(self) -> list[NameAddress]:
+        return self._name_addr_header("Record-Route")
+
+    @property
+    def path(self) -> list[NameAddress]:
+        return self._name_addr_header("Path")
+
+    @property
+    def service_route(self) -> list[NameAddress]:
+        return self._name_addr_header("Service-Route")
+
+    def _name_addr_header(self, name: str) -> list[NameAddress]:
+        return self.headers.view(
+            name.lower(), lambda: [a for line in self.headers.get_all(name) for a in _name_addr_list(line, name)]
+        )
+
+    @property
+    def content_length(self) -> int | None:
+        return self.headers.view(
+            "content-length", lambda: self._single_view("Content-Length", _parse_content_length)
+        )
+
+    @property
+    def expires(self) -> int | None:
+        return self.headers.view("expires", lambda: self._single_view("Expires", fields.parse_delta_seconds))
+
+    @property
+    def min_expires(self) -> int | None:
+        return self.headers.view(
+            "min-expires", lambda: self._single_view("Min-Expires", fields.parse_delta_seconds)
+        )
+
+    @property
+    def retry_after(self) -> RetryAfter | None:
+        return self.headers.view("retry-after", lambda: self._single_view("Retry-After", fields.parse_retry_after))
+
+    @property
+    def date(self) -> datetime | None:
+        return self.headers.view("date", lambda: self._single_view("Date", fields.parse_date))
+
+    @property
+    def www_authenticate(self) -> list[AuthParams]:
+        return self._auth_header("WWW-Authenticate")
+
+    @property
+    def proxy_authenticate(self) -> list[AuthParams]:
+        return self._auth_header("Proxy-Authenticate")
+
+    @property
+    def authorization(self) -> list[AuthParams]:
+        return self._auth_header("Authorization")
+
+    @property
+    def proxy_authorization(self) -> list[AuthParams]:
+        return self._auth_header("Proxy-Authorization")
+
+    def _auth_header(self, name: str) -> list[AuthParams]:
+        return self.headers.view(
+            name.lower(), lambda: [a for line in self.headers.get_all(name) for a in fields.parse_auth_list(line, name)]
+        )
+
+    def tokens(self, name: str) -> list[str]:
+        """The tokens of a list header such as Require, Supported or Allow."""
+        return self.headers.view(
+            "tokens:" + name.lower(),
+            lambda: [t for line in self.headers.get_all(name) for t in fields.parse_token_list(line, name)],
+        )
+
+    def validate(self) -> "Message":
+        """Parse every header that has a typed view and check the required ones.
+
+        Raises SIPParseError for the first problem (RFC 3261 8.2: a UAS
+        answers 400); returns the message so calls can be chained. The views
+        stay cached, so reading them afterwards costs nothing.
+        """
+        self._validate_start_line()
+        keys = set(self.headers.keys())
+        for key in keys:
+            attribute = _TYPED_VIEWS.get(key)
+            if attribute is not None:
+                getattr(self, attribute)
+            elif key in _TOKEN_LIST_HEADERS:
+                self.tokens(key)
+        for name in REQUIRED_HEADERS:
+            if name.lower() not in keys:
+                raise SIPParseError("missing required header field", element=name)
+        for contact in self.contacts:
+            if isinstance(contact, NameAddress):
+                contact.uri  # noqa: B018 - parses the URI
+                contact.expires  # noqa: B018
+        for address in (self.from_, self.to, *self.route, *self.record_route, *self.path):
+            address.uri  # noqa: B018
+        return self
+
+    def _validate_start_line(self) -> None:
+        pass
+
+    # --- serialisation -------------------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        parts = [self.start_line(), "\r\n"]
+        self.headers.serialize_into(parts, len(self.body))
+        parts.append("\r\n")
+        return "".join(parts).encode("utf-8", "surrogateescape") + self.body
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.start_line() == other.start_line() and self.headers == other.headers and self.body == other.body
+
+
+class Request(Message):
+    """A SIP request: ``METHOD uri SIP/2.0``."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(self, method: str, uri: URI, headers: Headers | None = None, body: bytes = b""):
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {SIP_VERSION}"
+
+    def _validate_start_line(self) -> None:
+        cseq = self.cseq
+        if cseq is not None and cseq.method != self.method:
+            raise SIPParseError(
+                f"CSeq method {cseq.method!r} does not match the request method", element="CSeq"
+            )
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    """A SIP response: ``SIP/2.0 status reason``."""
+
+    __slots__ = ("status", "reason")
+
+    def __init__(self, status: int, reason: str | None = None, headers: Headers | None = None, body: bytes = b""):
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = REASON_PHRASES.get(status, "Unknown") if reason is None else reason
+
+    def start_line(self) -> str:
+        return f"{SIP_VERSION} {self.status} {self.reason}"
+
+    @property
+    def is_provisional(self) -> bool:
+        return self.status < 200
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def _parse_content_length(text: str, element: str) -> int:
+    text = text.strip()
+    if not text.isdigit() or not text.isascii() or len(text) > 10:
+        raise SIPParseError(f"invalid Content-Length {text[:24]!r}", element=element)
+    return int(text)
+
+
+# Headers a response copies from its request (RFC 3261 8.2.6.2).
+_COPIED_TO_RESPONSE = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def make_response(request: Request, status: int, reason: str | None = None, to_tag: str | None = None) -> Response:
+    """Build a response to ``request`` (RFC 3261 8.2.6): Via, From, To, Call-ID, CSeq copied.
+
+    ``to_tag`` is added to To when it has none (RFC 3261 8.2.6.2).
+    """
+    headers = Headers()
+    for name in _COPIED_TO_RESPONSE:
+        for value in request.headers.get_all(name):
+            if name == "To" and to_tag is not None and status != 100:
+                to = request.to
+                if to is not None and to.tag is None:
+                    value = f"{value};tag={to_tag}"
+            headers.add(name, value)
+    headers.add("Content-Length", "0")
+    return Response(status, reason, headers)

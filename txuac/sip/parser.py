@@ -1,0 +1,184 @@
+"""bytes -> Request/Response, for one datagram or one framed stream message.
+
+The parser checks the structure (start line, header lines, Content-Length,
+CSeq) eagerly and leaves every other header to the typed views. It raises
+SIPParseError and nothing else, whatever the input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from txuac.errors import SIPParseError
+from txuac.sip.headers import _NAME_CACHE, Headers, header_names
+from txuac.sip.message import Message, Request, Response, _parse_content_length
+from txuac.sip.uri import SipURI, parse_uri
+
+
+@dataclass(frozen=True)
+class ParserLimits:
+    """Bounds beyond which the parser refuses a message instead of allocating."""
+
+    max_message_size: int = 65535
+    max_headers: int = 256
+    max_line_length: int = 8192
+
+
+DEFAULT_LIMITS = ParserLimits()
+
+_METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)\Z", re.IGNORECASE)
+
+
+def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Message:
+    """Parse one SIP message from a datagram.
+
+    Octets past Content-Length are ignored (RFC 4475 3.1.1.8); without
+    Content-Length the body is the rest of the datagram (RFC 3261 18.3).
+    """
+    try:
+        return _parse(data, limits)
+    except SIPParseError:
+        raise
+    except (ValueError, IndexError, UnicodeError, OverflowError, RecursionError) as e:
+        # A defect of ours must still surface as a parse error, never as a crash.
+        raise SIPParseError(f"unparseable message ({type(e).__name__})") from e
+
+
+def _parse(data: bytes, limits: ParserLimits) -> Message:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SIPParseError("expected bytes")
+    data = bytes(data)
+    if len(data) > limits.max_message_size:
+        raise SIPParseError(f"message of {len(data)} octets exceeds {limits.max_message_size}", status=513)
+    newline = "\r\n"
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        body_start = end + 4
+    else:
+        lf_end = data.find(b"\n\n")
+        if lf_end >= 0 and b"\r" not in data[:lf_end]:
+            # Bare LF line ends: not RFC 3261, but common enough to accept.
+            end, body_start, newline = lf_end, lf_end + 2, "\n"
+        elif data.endswith(b"\r\n") and len(data) > 2:
+            # The datagram ends right after the last header line.
+            end = body_start = len(data) - 2
+        else:
+            raise SIPParseError("no end of header section")
+    head = data[:end].decode("utf-8", "surrogateescape")
+    if len(head) > limits.max_line_length:
+        _check_line_lengths(head, newline, limits.max_line_length)
+    lines = head.split(newline)
+    while lines and not lines[0]:
+        del lines[0]  # RFC 3261 7.5: ignore CRLFs before the start line
+    if not lines:
+        raise SIPParseError("empty message")
+    if len(lines) > limits.max_headers + 1:
+        raise SIPParseError(f"more than {limits.max_headers} header lines")
+    message = _parse_start_line(lines[0], limits)
+    headers = Headers._from_parsed(_parse_header_lines(lines, limits))
+    message.headers = headers
+
+    length_text = None
+    for key, _, value in headers.fields():
+        if key == "content-length":
+            if length_text is not None:
+                raise SIPParseError("more than one Content-Length", element="Content-Length")
+            length_text = value
+    body = data[body_start:]
+    if length_text is not None:
+        length = _parse_content_length(length_text, "Content-Length")
+        if length > len(body):
+            raise SIPParseError(
+                f"Content-Length {length} exceeds the {len(body)} octets received", element="Content-Length"
+            )
+        body = body[:length]
+        headers.view("content-length", lambda: length)
+    message.body = body
+
+    cseq = message.cseq  # eager: every layer needs it and it is cheap
+    if isinstance(message, Request) and cseq is not None and cseq.method != message.method:
+        raise SIPParseError(f"CSeq method {cseq.method!r} does not match {message.method!r}", element="CSeq")
+    return message
+
+
+def _check_line_lengths(head: str, newline: str, limit: int) -> None:
+    for line in head.split(newline):
+        if len(line) > limit:
+            raise SIPParseError(f"line longer than {limit} octets", element="header")
+
+
+def _parse_start_line(line: str, limits: ParserLimits) -> Message:
+    if len(line) > limits.max_line_length:
+        raise SIPParseError("start line too long", status=414 if not line.startswith("SIP/") else 400)
+    if line[:4].upper() == "SIP/":
+        version, _, rest = line.partition(" ")
+        _check_version(version)
+        code, _, reason = rest.partition(" ")
+        if len(code) != 3 or not code.isdigit() or not code.isascii() or not 100 <= int(code) <= 699:
+            raise SIPParseError(f"invalid status code {code[:16]!r}", element="status line")
+        if "\r" in reason or "\n" in reason:
+            raise SIPParseError("CR or LF in the reason phrase", element="status line")
+        return Response(int(code), reason)
+    # RFC 3261 7.1: Method SP Request-URI SP SIP-Version, single spaces only.
+    parts = line.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SIPParseError("expected 'METHOD Request-URI SIP/2.0' with single spaces", element="request line")
+    method, uri_text, version = parts
+    if _METHOD_RE.match(method) is None:
+        raise SIPParseError(f"invalid method {method[:32]!r}", element="request line")
+    _check_version(version)
+    if uri_text.startswith("<"):
+        raise SIPParseError("Request-URI enclosed in <>", element="Request-URI")
+    if "\t" in uri_text:
+        raise SIPParseError("whitespace in the Request-URI", element="Request-URI")
+    uri = parse_uri(uri_text, "Request-URI")
+    if isinstance(uri, SipURI) and uri.headers:
+        # RFC 3261 19.1.1 table: headers are not allowed in a Request-URI.
+        raise SIPParseError("headers are not allowed in the Request-URI", element="Request-URI")
+    return Request(method, uri)
+
+
+def _check_version(version: str) -> None:
+    m = _VERSION_RE.match(version)
+    if m is None:
+        raise SIPParseError(f"malformed SIP version {version[:16]!r}", element="start line")
+    if (m.group(1), m.group(2)) != ("2", "0"):
+        raise SIPParseError(f"version {version[:16]!r} not supported", status=505, element="start line")
+
+
+def _parse_header_lines(lines: list[str], limits: ParserLimits) -> list[tuple[str, str, str]]:
+    """Unfold and split header lines into (key, canonical name, value)."""
+    result: list[tuple[str, str, str]] = []
+    append = result.append
+    names = _NAME_CACHE
+    for index in range(1, len(lines)):
+        line = lines[index]
+        name, colon, value = line.partition(":")
+        entry = names.get(name)  # only valid names are cached: the common case ends here
+        if entry is None:
+            if not line:
+                raise SIPParseError("empty line inside the header section", element="header")
+            if line[0] == " " or line[0] == "\t":
+                _fold(result, line, limits)
+                continue
+            if not colon:
+                raise SIPParseError(f"header line without ':' {line[:40]!r}", element="header")
+            entry = header_names(name)
+        append((entry[0], entry[1], value.strip(" \t")))
+    return result
+
+
+def _fold(result: list[tuple[str, str, str]], line: str, limits: ParserLimits) -> None:
+    """RFC 3261 7.3.1: a continuation line; the folding is equivalent to one SP."""
+    if not result:
+        raise SIPParseError("continuation line before the first header", element="header")
+    key, name, value = result[-1]
+    joined = f"{value} {line.strip()}" if value else line.strip()
+    if len(joined) > limits.max_line_length:
+        raise SIPParseError(f"header value longer than {limits.max_line_length}", element=name)
+    result[-1] = (key, name, joined)
+
+
+__all__ = ["DEFAULT_LIMITS", "ParserLimits", "parse_message"]
