@@ -13,6 +13,9 @@ from datetime import datetime, timezone
 
 from txuac.errors import SIPParseError
 from txuac.sip.grammar import (
+    QUOTED_INNER,
+    QUOTED_STRING,
+    TOKEN,
     Parameters,
     check_token,
     is_token,
@@ -119,11 +122,10 @@ class Wildcard:
 WILDCARD = Wildcard()
 
 
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 # The common shapes, matched in one go: ["display" | token display] <uri> [;params]
 # and addr-spec [;params]. Anything else takes the slow path, which names the error.
 _NAME_ADDR_RE = re.compile(
-    r'[ \t]*(?:"((?:[^"\\\r\n]|\\[^\r\n])*)"|((?:' + _TOKEN + r"[ \t]+)*" + _TOKEN + r"))?"
+    r'[ \t]*(?:"(' + QUOTED_INNER + r')"|((?:' + TOKEN + r"[ \t]+)*" + TOKEN + r"))?"
     r"[ \t]*<([^\s<>]+)>[ \t]*(?:;(.*))?\Z",
     re.S,
 )
@@ -204,7 +206,7 @@ def _parse_name_addr_slowly(text: str, element: str) -> NameAddress:
 
 def parse_name_addr_list(value: str, element: str, allow_wildcard: bool = False) -> list:
     """Parse a comma-separated list of name-addrs (Contact, Route, Record-Route, Path)."""
-    if allow_wildcard and value.strip() == "*":
+    if allow_wildcard and value.strip(" \t") == "*":
         return [WILDCARD]
     result = []
     for item in split_list(value, element):
@@ -290,7 +292,7 @@ _SENT_BY_COLON_RE = re.compile(r"[ \t]*:[ \t]*(?=[0-9]+\Z)")
 
 _HOST = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?"
 _VIA_FAST_RE = re.compile(
-    r"[ \t]*(" + _TOKEN + r")[ \t]*/[ \t]*(" + _TOKEN + r")[ \t]*/[ \t]*(" + _TOKEN + r")[ \t]+"
+    r"[ \t]*(" + TOKEN + r")[ \t]*/[ \t]*(" + TOKEN + r")[ \t]*/[ \t]*(" + TOKEN + r")[ \t]+"
     r"(" + _HOST + r")(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(?:;(.*))?\Z",
     re.S,
 )
@@ -398,6 +400,8 @@ def parse_cseq(text: str, element: str = "CSeq") -> CSeq:
 
 def parse_delta_seconds(text: str, element: str) -> int:
     """``delta-seconds``: digits; values above 2**32-1 are taken as 2**32-1."""
+    if len(text) < 10 and text.isdigit() and text.isascii():
+        return int(text)
     text = text.strip()
     if not text.isdigit() or not text.isascii():
         raise SIPParseError(f"expected delta-seconds, got {text[:24]!r}", element=element)
@@ -530,8 +534,10 @@ class AuthParams:
         return f"AuthParams({self.scheme!r}, {len(self.params)} params)"
 
 
-_AUTH_PARAM_RE = re.compile(r"([^\s=]+)[ \t]*=[ \t]*(.*)\Z", re.S)
-_SCHEME_START_RE = re.compile(r"([^\s=,]+)(?:[ \t]+(.*))?\Z", re.S)
+# auth-param = token EQUAL ( token / quoted-string ); some stacks send unquoted
+# URIs (uri=sip:...), so any run without quotes, spaces or commas is accepted too.
+_AUTH_PARAM_RE = re.compile(r"(" + TOKEN + r")[ \t]*=[ \t]*(" + QUOTED_STRING + r'|[^\s",]+)\Z')
+_SCHEME_START_RE = re.compile(r"(" + TOKEN + r")(?:[ \t]+(.*))?\Z", re.S)
 _TOKEN68_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
 
 
@@ -543,24 +549,25 @@ def parse_auth_list(value: str, element: str) -> list[AuthParams]:
     """
     result: list[AuthParams] = []
     current: AuthParams | None = None
+    param_match = _AUTH_PARAM_RE.match
     for item in split_list(value, element):
         if not item:
             continue  # RFC 7230 7: empty list elements are ignored
-        m = _AUTH_PARAM_RE.match(item)
-        if m is not None and current is not None and is_token(m.group(1)) and current.token68 is None:
-            current.params.append((m.group(1), _auth_value(m.group(2), m.group(1), element)))
+        m = param_match(item)
+        if m is not None and current is not None and current.token68 is None:
+            current.params.append(m.groups())
             continue
         m = _SCHEME_START_RE.match(item)
-        if m is None or not is_token(m.group(1)):
-            raise SIPParseError(f"expected an auth scheme, got {item[:32]!r}", element=element)
+        if m is None:
+            raise SIPParseError(f"expected an auth scheme or auth-param, got {item[:32]!r}", element=element)
         current = AuthParams(m.group(1))
         result.append(current)
         rest = m.group(2)
         if rest:
             rest = rest.strip()
-            pm = _AUTH_PARAM_RE.match(rest)
-            if pm is not None and is_token(pm.group(1)):
-                current.params.append((pm.group(1), _auth_value(pm.group(2), pm.group(1), element)))
+            pm = param_match(rest)
+            if pm is not None:
+                current.params.append(pm.groups())
             elif _TOKEN68_RE.match(rest):
                 current.token68 = rest
             else:
@@ -568,20 +575,6 @@ def parse_auth_list(value: str, element: str) -> list[AuthParams]:
     if not result:
         raise SIPParseError("no auth scheme", element=element)
     return result
-
-
-def _auth_value(raw: str, name: str, element: str) -> str:
-    raw = raw.strip()
-    if raw.startswith('"'):
-        if match_quoted(raw, 0, element) != len(raw):
-            raise SIPParseError(f"junk after quoted value of {name!r}", element=element)
-        return raw
-    if not is_token(raw):
-        # Some stacks send unquoted URIs (uri=sip:...): tolerate any run of
-        # printable characters without quotes or spaces.
-        if not raw or _WHITESPACE_RE.search(raw) or '"' in raw:
-            raise SIPParseError(f"invalid value of {name!r}", element=element)
-    return raw
 
 
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}

@@ -13,25 +13,27 @@ from txuac.errors import SIPParseError
 
 # RFC 3261 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+# Regex building blocks, shared with the header views.
+TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+# quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE; quoted-pair excludes CR and LF.
+# Written as an unrolled loop so that long strings match without per-character alternation.
+QUOTED_INNER = r'[^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*'
+QUOTED_STRING = '"' + QUOTED_INNER + '"'
 # gen-value = token / host / quoted-string; host adds "[", "]" and ":" (IPv6 references).
-_GEN_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\[\]:]+\Z")
-# quoted-string = SWS DQUOTE *(qdtext / quoted-pair) DQUOTE; quoted-pair excludes CR and LF.
-_QUOTED_RE = re.compile(r'"(?:[^"\\\r\n]|\\[^\r\n])*"')
+GEN_VALUE = r"[A-Za-z0-9\-.!%*_+`'~\[\]:]+"
+
+_TOKEN_RE = re.compile(TOKEN + r"\Z")
+_GEN_VALUE_RE = re.compile(GEN_VALUE + r"\Z")
+_QUOTED_RE = re.compile(QUOTED_STRING)
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
 _NEEDS_QUOTING_RE = re.compile(r'["\\]')
-# LWS inside values: folding has already been replaced by a single space.
-_SWS_RE = re.compile(r"[ \t]+")
 # One element of a comma list: runs of plain text, quoted strings, <...> and (...).
-_LIST_ITEM_RE = re.compile(r'(?:[^,"<(]+|"(?:[^"\\\r\n]|\\[^\r\n])*"|<[^>]*>|\((?:[^()\\]|\\.)*\))*')
-_PARAM_ITEM_RE = re.compile(r'(?:[^;"]+|"(?:[^"\\\r\n]|\\[^\r\n])*")*')
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-_PARAM = (
-    r"[ \t]*" + _TOKEN + r"[ \t]*(?:=[ \t]*(?:[A-Za-z0-9\-.!%*_+`'~\[\]:]+|"
-    + r'"(?:[^"\\\r\n]|\\[^\r\n])*"' + r")[ \t]*)?"
-)
-# A whole parameter list after its first ';', validated in one match.
-_PARAM_LIST_RE = re.compile(_PARAM + r"(?:;" + _PARAM + r")*\Z")
+_LIST_ITEM_RE = re.compile(r'(?:[^,"<(]+|' + QUOTED_STRING + r"|<[^>]*>|\((?:[^()\\]|\\.)*\))*")
+_PARAM = r"[ \t]*(" + TOKEN + r")[ \t]*(?:(=)[ \t]*(" + GEN_VALUE + "|" + QUOTED_STRING + r")[ \t]*)?"
+_PARAM_NO_GROUPS = _PARAM.replace("(" + TOKEN + ")", TOKEN).replace("(=)", "=").replace("(" + GEN_VALUE, "(?:" + GEN_VALUE)
+# A whole parameter list after its first ';': validated in one match, then split.
+_PARAM_LIST_RE = re.compile(_PARAM_NO_GROUPS + "(?:;" + _PARAM_NO_GROUPS + r")*\Z")
+_PARAM_PAIR_RE = re.compile(_PARAM + r"(?:;|\Z)")
 
 
 def is_token(text: str) -> bool:
@@ -74,6 +76,8 @@ def split_list(value: str, element: str) -> list[str]:
     Elements are stripped; empty elements are kept as "" so callers decide
     whether they are an error.
     """
+    if "," not in value:
+        return [value.strip()]
     if '"' not in value and "<" not in value and "(" not in value:
         return [part.strip() for part in value.split(",")]
     parts = []
@@ -96,17 +100,7 @@ def split_params(text: str, element: str) -> list[str]:
     """Split ``a;b=c;d="x;y"`` on semicolons outside quoted strings."""
     if '"' not in text:
         return text.split(";")
-    parts = []
-    pos = 0
-    end = len(text)
-    while True:
-        stop = _PARAM_ITEM_RE.match(text, pos).end()
-        parts.append(text[pos:stop])
-        if stop == end:
-            return parts
-        if text[stop] != ";":
-            return list(_scan_separated(text, ";", element))
-        pos = stop + 1
+    return list(_scan_separated(text, ";", element))
 
 
 def _scan_separated(value: str, separator: str, element: str) -> Iterator[str]:
@@ -159,8 +153,10 @@ class Parameters:
         """Parse the text after the first ``;`` (``a=1;b``); whitespace around ``;``/``=`` is allowed."""
         if _PARAM_LIST_RE.match(text) is None:
             _raise_param_error(text, element)
-        items: list[tuple[str, str | None]] = []
-        for piece in split_params(text, element):
+        if '"' in text:
+            return cls([(name, value if eq else None) for name, eq, value in _PARAM_PAIR_RE.findall(text)])
+        items = []
+        for piece in text.split(";"):
             name, eq, value = piece.partition("=")
             items.append((name.strip(), value.strip() if eq else None))
         return cls(items)

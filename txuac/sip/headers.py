@@ -170,6 +170,31 @@ class Headers:
                 return field[2]
         return None
 
+    def values(self, key: str) -> list[str]:
+        """Every value of the header whose lookup key (see header_key) is ``key``."""
+        return [value for field_key, _, value in self._fields if field_key == key]
+
+    def single_view(self, key: str, name: str, parse: Callable[[str, str], T]) -> T | None:
+        """The cached view of a single-valued header: None when absent, an error when repeated."""
+        views = self._views
+        try:
+            return views[key]
+        except KeyError:
+            pass
+        values = [value for field_key, _, value in self._fields if field_key == key]
+        if not values:
+            result = None
+        elif len(values) > 1:
+            raise SIPParseError(f"{len(values)} {name} header fields, one allowed", element=name)
+        else:
+            result = parse(values[0], name)
+        views[key] = result
+        return result
+
+    def cache_view(self, cache_key: str, value: object) -> None:
+        """Store a view computed elsewhere (the parser's eager CSeq and Content-Length)."""
+        self._views[cache_key] = value
+
     def view(self, cache_key: str, build: Callable[[], T]) -> T:
         """Return the cached typed view ``cache_key``, building it on first use."""
         try:

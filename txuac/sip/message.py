@@ -80,25 +80,14 @@ class Message:
         self.headers = headers if headers is not None else Headers()
         self.body = body
 
-    # --- single-valued header helpers -------------------------------------------
-    def _single(self, name: str) -> str | None:
-        values = self.headers.get_all(name)
-        if not values:
-            return None
-        if len(values) > 1:
-            raise SIPParseError(f"{len(values)} {name} header fields, one allowed", element=name)
-        return values[0]
+    def _view(self, key: str, name: str, parse):
+        return self.headers.single_view(key, name, parse)
 
-    def _single_view(self, name: str, parse):
-        value = self._single(name)
-        return None if value is None else parse(value, name)
-
-    # --- typed views ---------------------------------------------------------------
     @property
     def via(self) -> list[Via]:
         """Every via-parm of every Via line, top first."""
         return self.headers.view(
-            "via", lambda: [v for line in self.headers.get_all("Via") for v in fields.parse_via_list(line)]
+            "via", lambda: [v for line in self.headers.values("via") for v in fields.parse_via_list(line)]
         )
 
     @property
@@ -106,7 +95,8 @@ class Message:
         """The topmost via-parm, parsing only that one."""
 
         def build() -> Via | None:
-            first = self.headers.get("Via")
+            values = self.headers.values("via")
+            first = values[0] if values else None
             if first is None:
                 return None
             item = split_list(first, "Via")[0]
@@ -118,31 +108,29 @@ class Message:
 
     @property
     def from_(self) -> NameAddress | None:
-        return self.headers.view("from", lambda: self._single_view("From", fields.parse_name_addr))
+        return self._view("from", "From", fields.parse_name_addr)
 
     @property
     def to(self) -> NameAddress | None:
-        return self.headers.view("to", lambda: self._single_view("To", fields.parse_name_addr))
+        return self._view("to", "To", fields.parse_name_addr)
 
     @property
     def call_id(self) -> str | None:
-        return self.headers.view("call-id", lambda: self._single_view("Call-ID", fields.parse_call_id))
+        return self._view("call-id", "Call-ID", fields.parse_call_id)
 
     @property
     def cseq(self) -> CSeq | None:
-        return self.headers.view("cseq", lambda: self._single_view("CSeq", fields.parse_cseq))
+        return self._view("cseq", "CSeq", fields.parse_cseq)
 
     @property
     def max_forwards(self) -> int | None:
-        return self.headers.view(
-            "max-forwards", lambda: self._single_view("Max-Forwards", fields.parse_max_forwards)
-        )
+        return self._view("max-forwards", "Max-Forwards", fields.parse_max_forwards)
 
     @property
     def contacts(self) -> list:
         """Contact entries: NameAddress values, or ``[WILDCARD]`` for ``Contact: *``."""
         return self.headers.view(
-            "contact", lambda: [c for line in self.headers.get_all("Contact") for c in _contact_list(line, "Contact")]
+            "contact", lambda: [c for line in self.headers.values("contact") for c in _contact_list(line, "Contact")]
         )
 
     @property
@@ -163,32 +151,28 @@ class Message:
 
     def _name_addr_header(self, name: str) -> list[NameAddress]:
         return self.headers.view(
-            name.lower(), lambda: [a for line in self.headers.get_all(name) for a in _name_addr_list(line, name)]
+            name.lower(), lambda: [a for line in self.headers.values(name.lower()) for a in _name_addr_list(line, name)]
         )
 
     @property
     def content_length(self) -> int | None:
-        return self.headers.view(
-            "content-length", lambda: self._single_view("Content-Length", _parse_content_length)
-        )
+        return self._view("content-length", "Content-Length", _parse_content_length)
 
     @property
     def expires(self) -> int | None:
-        return self.headers.view("expires", lambda: self._single_view("Expires", fields.parse_delta_seconds))
+        return self._view("expires", "Expires", fields.parse_delta_seconds)
 
     @property
     def min_expires(self) -> int | None:
-        return self.headers.view(
-            "min-expires", lambda: self._single_view("Min-Expires", fields.parse_delta_seconds)
-        )
+        return self._view("min-expires", "Min-Expires", fields.parse_delta_seconds)
 
     @property
     def retry_after(self) -> RetryAfter | None:
-        return self.headers.view("retry-after", lambda: self._single_view("Retry-After", fields.parse_retry_after))
+        return self._view("retry-after", "Retry-After", fields.parse_retry_after)
 
     @property
     def date(self) -> datetime | None:
-        return self.headers.view("date", lambda: self._single_view("Date", fields.parse_date))
+        return self._view("date", "Date", fields.parse_date)
 
     @property
     def www_authenticate(self) -> list[AuthParams]:
@@ -208,7 +192,8 @@ class Message:
 
     def _auth_header(self, name: str) -> list[AuthParams]:
         return self.headers.view(
-            name.lower(), lambda: [a for line in self.headers.get_all(name) for a in fields.parse_auth_list(line, name)]
+            name.lower(),
+            lambda: [a for line in self.headers.values(name.lower()) for a in fields.parse_auth_list(line, name)],
         )
 
     def tokens(self, name: str) -> list[str]:

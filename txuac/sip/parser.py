@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from txuac.errors import SIPParseError
 from txuac.sip.headers import _NAME_CACHE, Headers, header_names
+from txuac.sip.fields import parse_cseq
 from txuac.sip.message import Message, Request, Response, _parse_content_length
 from txuac.sip.uri import SipURI, parse_uri
 
@@ -77,15 +78,20 @@ def _parse(data: bytes, limits: ParserLimits) -> Message:
     if len(lines) > limits.max_headers + 1:
         raise SIPParseError(f"more than {limits.max_headers} header lines")
     message = _parse_start_line(lines[0], limits)
-    headers = Headers._from_parsed(_parse_header_lines(lines, limits))
-    message.headers = headers
+    fields = _parse_header_lines(lines, limits)
+    headers = message.headers = Headers._from_parsed(fields)
 
-    length_text = None
-    for key, _, value in headers.fields():
-        if key == "content-length":
-            if length_text is not None:
+    length_text = cseq_text = None
+    for key, _, value in fields:
+        if key == "content-length" or key == "cseq":
+            if key == "cseq":
+                if cseq_text is not None:
+                    raise SIPParseError("more than one CSeq", element="CSeq")
+                cseq_text = value
+            elif length_text is not None:
                 raise SIPParseError("more than one Content-Length", element="Content-Length")
-            length_text = value
+            else:
+                length_text = value
     body = data[body_start:]
     if length_text is not None:
         length = _parse_content_length(length_text, "Content-Length")
@@ -94,12 +100,15 @@ def _parse(data: bytes, limits: ParserLimits) -> Message:
                 f"Content-Length {length} exceeds the {len(body)} octets received", element="Content-Length"
             )
         body = body[:length]
-        headers.view("content-length", lambda: length)
+        headers.cache_view("content-length", length)
     message.body = body
 
-    cseq = message.cseq  # eager: every layer needs it and it is cheap
-    if isinstance(message, Request) and cseq is not None and cseq.method != message.method:
-        raise SIPParseError(f"CSeq method {cseq.method!r} does not match {message.method!r}", element="CSeq")
+    # CSeq is checked eagerly: every layer needs it and it is cheap.
+    if cseq_text is not None:
+        cseq = parse_cseq(cseq_text)
+        headers.cache_view("cseq", cseq)
+        if isinstance(message, Request) and cseq.method != message.method:
+            raise SIPParseError(f"CSeq method {cseq.method!r} does not match {message.method!r}", element="CSeq")
     return message
 
 
@@ -141,6 +150,8 @@ def _parse_start_line(line: str, limits: ParserLimits) -> Message:
 
 
 def _check_version(version: str) -> None:
+    if version == "SIP/2.0":
+        return
     m = _VERSION_RE.match(version)
     if m is None:
         raise SIPParseError(f"malformed SIP version {version[:16]!r}", element="start line")
