@@ -8,6 +8,8 @@ from twisted.application import service
 from twisted.python import usage
 
 from txuac import __version__
+from txuac.config import load_settings
+from txuac.errors import ConfigError
 
 
 class Options(usage.Options):
@@ -21,23 +23,13 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config is required")
-
-
-class VersionOnlyService(service.Service):
-    """Until the SIP stack lands, the service announces itself and stops the reactor."""
-
-    def __init__(self, config_path: str):
-        self.config_path = config_path
-
-    def startService(self) -> None:
-        from twisted.internet import reactor
-
-        super().startService()
-        print(f"txuac {__version__} (config {self.config_path}): the SIP stack is not built yet; exiting")
-        reactor.callWhenRunning(reactor.stop)
+        try:
+            self["settings"] = load_settings(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 def makeService(options: Options) -> service.IService:
-    top = service.MultiService()
-    VersionOnlyService(options["config"]).setServiceParent(top)
-    return top
+    from txuac.service import UACService
+
+    return UACService(options["settings"])

@@ -111,7 +111,8 @@ def feed_all(framer: StreamFramer, chunks: list[bytes]) -> list:
 
 
 def feed_until_error(chunks: list[bytes]) -> tuple[list, SIPParseError | None]:
-    """Items delivered before the framer failed, and the failure."""
+    """Items delivered before the framer failed, and the failure (raised, or pending in
+    ``framer.error`` when whole messages came first in the same chunk)."""
     framer = StreamFramer()
     items = []
     for chunk in chunks:
@@ -119,6 +120,8 @@ def feed_until_error(chunks: list[bytes]) -> tuple[list, SIPParseError | None]:
             items += framer.feed(chunk)
         except SIPParseError as e:
             return items, e
+        if framer.error is not None:
+            return items, framer.error
     return items, None
 
 
@@ -274,7 +277,9 @@ EXPECTED_VIEWS: dict[str, dict] = {
         "content-length": 0,
     },
     "mpart01": {
-        "via": [via("UDP", "127.0.0.1", ("branch", "z9hG4bK-d87543-4dade06d0bdb11ee-1--d87543-"), ("rport", None), port=5070)],
+        "via": [
+            via("UDP", "127.0.0.1", ("branch", "z9hG4bK-d87543-4dade06d0bdb11ee-1--d87543-"), ("rport", None), port=5070)
+        ],
         "max-forwards": 70,
         "route": [nameaddr("sip:127.0.0.1:5080")],
         "contact": [nameaddr("sip:fluffy@127.0.0.1:5070")],
@@ -323,7 +328,7 @@ class CorpusTests(SynchronousTestCase):
 
 
 class ValidMessageTests(SynchronousTestCase):
-    """RFC 4475 3.1.1: well formed; every header readable; round trip exact."""
+    """RFC 4475 3.1.1: well formed; validates; every header readable through its view."""
 
     def check_valid(self, name: str):
         message = parse_message(corpus.load(name))
@@ -406,7 +411,7 @@ class ValidMessageTests(SynchronousTestCase):
         """The INVITE after the REGISTER's empty body is noise (RFC 3261 18.3)."""
         self.assertEqual(m.method, "REGISTER")
         self.assertEqual(m.body, b"")
-        self.assertEqual(len(m.headers), 9)
+        self.assertEqual(len(m.headers), 8)
         self.assertNotIn("Content-Type", m.headers)
         self.assertEqual(m.headers.get("t"), "sip:j.user@example.com")
 
@@ -572,7 +577,8 @@ class SemanticMessageTests(SynchronousTestCase):
         self.assertEqual((m.uri.scheme, str(m.uri)), ("soap.beep", "soap.beep://192.0.2.103:3002"))
 
     def facts_unksm2(self, m):
-        for address, uri in ((m.to, "isbn:2983792873"), (m.from_, "http://www.example.com"), (m.contacts[0], "name:John_Smith")):
+        expected = ((m.to, "isbn:2983792873"), (m.from_, "http://www.example.com"), (m.contacts[0], "name:John_Smith"))
+        for address, uri in expected:
             self.assertIsInstance(address.uri, AbsoluteURI)
             self.assertEqual(str(address.uri), uri)
         self.assertEqual(m.from_.tag, "3234233")

@@ -8,6 +8,7 @@ message's headers to change the message.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime, timezone
 
@@ -332,6 +333,13 @@ def _parse_via_slowly(text: str, element: str) -> Via:
     return Via(transport, host, port, params, f"{name}/{version}")
 
 
+def _check_ipv6(value: str, key: str, element: str) -> None:
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        raise SIPParseError(f"invalid {key} {value[:48]!r}", element=element) from None
+
+
 _CHECKED_VIA_PARAMS = frozenset({"rport", "ttl", "received", "maddr", "branch"})
 
 
@@ -351,6 +359,8 @@ def _check_via_params(params: Parameters, element: str) -> None:
                 raise SIPParseError("invalid ttl", element=element)
         elif not value:
             raise SIPParseError(f"{key} needs a value", element=element)
+        elif ":" in value and not value.startswith("["):
+            _check_ipv6(value, key, element)  # RFC 3261 received = IPv6address, unbracketed
         else:
             split_host_port(value, element)
 
@@ -536,9 +546,19 @@ class AuthParams:
 
 # auth-param = token EQUAL ( token / quoted-string ); some stacks send unquoted
 # URIs (uri=sip:...), so any run without quotes, spaces or commas is accepted too.
-_AUTH_PARAM_RE = re.compile(r"(" + TOKEN + r")[ \t]*=[ \t]*(" + QUOTED_STRING + r'|[^\s",]+)\Z')
+_AUTH_PARAM_RE = re.compile(r"(" + TOKEN + r")[ \t]*=[ \t]*(" + QUOTED_STRING + r'|[^\s",=][^\s",]*)\Z')
 _SCHEME_START_RE = re.compile(r"(" + TOKEN + r")(?:[ \t]+(.*))?\Z", re.S)
 _TOKEN68_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
+
+
+_AUTH_VALUE = QUOTED_STRING + r'|[^\s",=][^\s",]*'
+_AUTH_PAIR = r"(" + TOKEN + r")[ \t]*=[ \t]*(" + _AUTH_VALUE + r")"
+# One scheme with one or more auth-params: the usual shape, parsed in one go.
+_SINGLE_AUTH_RE = re.compile(
+    r"[ \t]*(" + TOKEN + r")[ \t]+((?:" + TOKEN + r"[ \t]*=[ \t]*(?:" + _AUTH_VALUE + r")[ \t]*,[ \t]*)*"
+    + TOKEN + r"[ \t]*=[ \t]*(?:" + _AUTH_VALUE + r"))[ \t]*\Z"
+)
+_AUTH_PAIRS_RE = re.compile(_AUTH_PAIR)
 
 
 def parse_auth_list(value: str, element: str) -> list[AuthParams]:
@@ -547,6 +567,9 @@ def parse_auth_list(value: str, element: str) -> list[AuthParams]:
     Several challenges may share one header (RFC 7235 4.1): a list element
     that starts with a bare token followed by whitespace starts a new one.
     """
+    m = _SINGLE_AUTH_RE.match(value)
+    if m is not None and not _starts_second_challenge(m.group(2)):
+        return [AuthParams(m.group(1), _AUTH_PAIRS_RE.findall(m.group(2)))]
     result: list[AuthParams] = []
     current: AuthParams | None = None
     param_match = _AUTH_PARAM_RE.match
@@ -576,6 +599,13 @@ def parse_auth_list(value: str, element: str) -> list[AuthParams]:
         raise SIPParseError("no auth scheme", element=element)
     return result
 
+
+def _starts_second_challenge(params_text: str) -> bool:
+    """True when a second ``scheme param=...`` hides inside what looked like one challenge."""
+    return _SECOND_SCHEME_RE.search(params_text) is not None
+
+
+_SECOND_SCHEME_RE = re.compile(r",[ \t]*" + TOKEN + r"[ \t]+" + TOKEN + r"[ \t]*=")
 
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 _DATE_RE = re.compile(
@@ -615,8 +645,13 @@ _WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _CALL_ID_RE = re.compile(_WORD + r"(?:@" + _WORD + r")?\Z")
 
 
+_TOKEN_LIST_RE = re.compile(r"[ \t]*" + TOKEN + r"(?:[ \t]*,[ \t]*" + TOKEN + r")*[ \t]*\Z")
+
+
 def parse_token_list(value: str, element: str) -> list[str]:
     """A comma list of tokens (Require, Supported, Allow, ...); empty elements skipped."""
+    if _TOKEN_LIST_RE.match(value):
+        return [token.strip() for token in value.split(",")]
     tokens = []
     for item in split_list(value, element):
         if item:

@@ -45,6 +45,12 @@ class StreamFramer:
         self._failed: SIPParseError | None = None
 
     def feed(self, data: bytes) -> list[bytes | KeepAlive]:
+        """Add ``data``; return what it completed.
+
+        When the stream breaks after some whole messages, those are returned
+        first and the error is raised by the next call (and shown in ``error``
+        at once), so that the result never depends on how bytes were chunked.
+        """
         if self._failed is not None:
             raise self._failed
         self._buffer += data
@@ -55,8 +61,14 @@ class StreamFramer:
         except SIPParseError as e:
             self._failed = e
             self._buffer.clear()
-            raise
+            if not out:
+                raise
         return out
+
+    @property
+    def error(self) -> SIPParseError | None:
+        """The framing error that ended this stream, if any: the connection must be closed."""
+        return self._failed
 
     def _next(self, out: list) -> bool:
         buffer = self._buffer

@@ -9,7 +9,7 @@ from txuac.sip import fields
 from txuac.sip.fields import AuthParams, CSeq, NameAddress, RetryAfter, Via
 from txuac.sip.grammar import split_list
 from txuac.sip.headers import Headers
-from txuac.sip.uri import URI
+from txuac.sip.uri import URI, SipURI
 
 SIP_VERSION = "SIP/2.0"
 
@@ -211,7 +211,7 @@ class Message:
         stay cached, so reading them afterwards costs nothing.
         """
         self._validate_start_line()
-        keys = set(self.headers.keys())
+        keys = dict.fromkeys(self.headers.keys())  # wire order: the first bad header is named
         for key in keys:
             attribute = _TYPED_VIEWS.get(key)
             if attribute is not None:
@@ -261,6 +261,11 @@ class Request(Message):
     def start_line(self) -> str:
         return f"{self.method} {self.uri} {SIP_VERSION}"
 
+    def copy(self) -> "Request":
+        """An independent copy (headers and URI copied, body shared: bytes are immutable)."""
+        uri = self.uri.copy() if isinstance(self.uri, SipURI) else self.uri
+        return Request(self.method, uri, self.headers.copy(), self.body)
+
     def _validate_start_line(self) -> None:
         cseq = self.cseq
         if cseq is not None and cseq.method != self.method:
@@ -284,6 +289,9 @@ class Response(Message):
 
     def start_line(self) -> str:
         return f"{SIP_VERSION} {self.status} {self.reason}"
+
+    def copy(self) -> "Response":
+        return Response(self.status, self.reason, self.headers.copy(), self.body)
 
     @property
     def is_provisional(self) -> bool:

@@ -186,31 +186,42 @@ def _unrolled(chars: str, at_least_one: bool) -> str:
 _USER_CHARS = _unrolled(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]", True)
 _PASSWORD_CHARS = _unrolled(r"[A-Za-z0-9\-_.!~*'()&=+$,]", False)
 _PARAM_CHARS = _unrolled(r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]", True)
-# The common shape in one match; anything else goes through the step-by-step
-# parser below, which names the offending part.
-_SIP_URI_RE = re.compile(
-    r"(?:(" + _USER_CHARS + r")(?::(" + _PASSWORD_CHARS + r"))?@)?"
+# The common shapes in one match (with and without userinfo); anything else
+# goes through the step-by-step parser below, which names the offending part.
+_HOSTPORT_PARAMS = (
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)(?::([0-9]{1,5}))?"
     r"((?:;" + _PARAM_CHARS + r"(?:=" + _PARAM_CHARS + r")?)*)\Z"
 )
+_SIP_URI_WITH_USER_RE = re.compile(r"(" + _USER_CHARS + r")(?::(" + _PASSWORD_CHARS + r"))?@" + _HOSTPORT_PARAMS)
+_SIP_URI_HOST_ONLY_RE = re.compile(_HOSTPORT_PARAMS)
 
 
 def _parse_sip_uri(scheme: str, rest: str, element: str) -> SipURI:
     if "?" not in rest:
-        m = _SIP_URI_RE.match(rest)
-        if m is not None:
+        if "@" in rest:
+            m = _SIP_URI_WITH_USER_RE.match(rest)
+            if m is None:
+                return _parse_sip_uri_slowly(scheme, rest, element)
             user, password, host, port_text, params_text = m.groups()
-            port = None
-            if port_text is not None:
-                port = int(port_text)
-                if port > 65535 or (host[0] == "[" and host.count(":") < 2):
-                    return _parse_sip_uri_slowly(scheme, rest, element)
-            params = Parameters()
-            if params_text:
-                params = Parameters(
-                    [(n, v if eq else None) for n, eq, v in (p.partition("=") for p in params_text[1:].split(";"))]
-                )
-            return SipURI(host, user, scheme=scheme, password=password, port=port, params=params)
+        else:
+            m = _SIP_URI_HOST_ONLY_RE.match(rest)
+            if m is None:
+                return _parse_sip_uri_slowly(scheme, rest, element)
+            user = password = None
+            host, port_text, params_text = m.groups()
+        port = None
+        if port_text is not None:
+            port = int(port_text)
+            if port > 65535:
+                return _parse_sip_uri_slowly(scheme, rest, element)
+        if host[0] == "[" and host.count(":") < 2:
+            return _parse_sip_uri_slowly(scheme, rest, element)
+        params = Parameters()
+        if params_text:
+            params = Parameters(
+                [(n, v if eq else None) for n, eq, v in (p.partition("=") for p in params_text[1:].split(";"))]
+            )
+        return SipURI(host, user, scheme=scheme, password=password, port=port, params=params)
     return _parse_sip_uri_slowly(scheme, rest, element)
 
 

@@ -1,0 +1,232 @@
+"""The TOML configuration file turned into typed, validated settings.
+
+Every error is a ConfigError naming the file and the key (``[core] listen``).
+Unknown sections and keys are errors too: a typo must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from txuac.errors import ConfigError
+
+TRANSPORTS = ("udp", "tcp", "tls")
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    """One SIP socket, written as Kamailio does: ``proto:host:port``."""
+
+    transport: str
+    host: str
+    port: int
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.host
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if self.is_ipv6 else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    listen: tuple[ListenSpec, ...] = (ListenSpec("udp", "127.0.0.1", 5060),)
+    user_agent: str = "txuac"
+    dns_servers: tuple[tuple[str, int], ...] = ()
+    max_message_size: int = 65535
+    # RFC 3261 timers in milliseconds, as Kamailio's tm module takes them.
+    timer_t1: int = 500
+    timer_t2: int = 4000
+    timer_t4: int = 5000
+    tcp_idle_timeout: int = 600
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    certificate: str | None = None
+    private_key: str | None = None
+    ca_file: str | None = None
+    verify_server: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: str = "<defaults>"
+    core: CoreSettings = field(default_factory=CoreSettings)
+    tls: TLSSettings = field(default_factory=TLSSettings)
+
+
+def parse_listen(text: str, where: str) -> ListenSpec:
+    """``udp:127.0.0.1:5060``, ``tcp:[::1]:5060``, ``tls:0.0.0.0:5061``, ``udp:127.0.0.1``."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: expected a string like 'udp:127.0.0.1:5060', got {text!r}")
+    transport, sep, rest = text.partition(":")
+    transport = transport.lower()
+    if not sep or transport not in TRANSPORTS:
+        raise ConfigError(f"{where}: {text!r} must start with udp:, tcp: or tls:")
+    if rest.startswith("["):
+        close = rest.find("]")
+        if close < 0:
+            raise ConfigError(f"{where}: unterminated IPv6 address in {text!r}")
+        host, port_text = rest[1:close], rest[close + 1 :]
+        if port_text and not port_text.startswith(":"):
+            raise ConfigError(f"{where}: junk after the address in {text!r}")
+        port_text = port_text[1:]
+    else:
+        host, _, port_text = rest.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"{where}: {host!r} in {text!r} is not an IPv4 or IPv6 address") from None
+    if isinstance(address, ipaddress.IPv4Address) and rest.startswith("["):
+        raise ConfigError(f"{where}: brackets are for IPv6 addresses in {text!r}")
+    port = DEFAULT_PORTS[transport]
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"{where}: invalid port {port_text!r} in {text!r}")
+        port = int(port_text)
+    return ListenSpec(transport, str(address), port)
+
+
+class _Section:
+    """Reads one table of the file, checking types and refusing unknown keys."""
+
+    def __init__(self, path: str, name: str, table: Any):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        self.path = path
+        self.name = name
+        self.table = dict(table)
+
+    def where(self, key: str) -> str:
+        return f"{self.path}: [{self.name}] {key}"
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        if key not in self.table:
+            return default
+        value = self.table.pop(key)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # TOML booleans are Python ints: refuse them where a number is expected.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise ConfigError(f"{self.where(key)}: expected {_kind_name(kind)}, got {type(value).__name__}")
+        return value
+
+    def positive_int(self, key: str, default: int) -> int:
+        value = self.get(key, int, default)
+        if value <= 0:
+            raise ConfigError(f"{self.where(key)}: must be positive, got {value}")
+        return value
+
+    def finish(self) -> None:
+        if self.table:
+            unknown = ", ".join(sorted(self.table))
+            raise ConfigError(f"{self.path}: [{self.name}] unknown key(s): {unknown}")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {bool: "a boolean", int: "an integer", str: "a string", list: "a list", float: "a number"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _core(path: str, table: Any) -> CoreSettings:
+    section = _Section(path, "core", table)
+    defaults = CoreSettings()
+    listen_raw = section.get("listen", list, None)
+    if listen_raw is None:
+        listen = defaults.listen
+    else:
+        if not listen_raw:
+            raise ConfigError(f"{section.where('listen')}: at least one socket is needed")
+        listen = tuple(parse_listen(item, f"{section.where('listen')}[{i}]") for i, item in enumerate(listen_raw))
+        if len(set(listen)) != len(listen):
+            raise ConfigError(f"{section.where('listen')}: the same socket is listed twice")
+    dns_raw = section.get("dns_servers", list, [])
+    dns_servers = tuple(_dns_server(item, section.where("dns_servers")) for item in dns_raw)
+    settings = CoreSettings(
+        listen=listen,
+        user_agent=section.get("user_agent", str, defaults.user_agent),
+        dns_servers=dns_servers,
+        max_message_size=section.positive_int("max_message_size", defaults.max_message_size),
+        timer_t1=section.positive_int("timer_t1", defaults.timer_t1),
+        timer_t2=section.positive_int("timer_t2", defaults.timer_t2),
+        timer_t4=section.positive_int("timer_t4", defaults.timer_t4),
+        tcp_idle_timeout=section.positive_int("tcp_idle_timeout", defaults.tcp_idle_timeout),
+    )
+    section.finish()
+    if "\r" in settings.user_agent or "\n" in settings.user_agent:
+        raise ConfigError(f"{section.where('user_agent')}: must be one line")
+    if settings.timer_t2 < settings.timer_t1:
+        raise ConfigError(f"{section.where('timer_t2')}: must not be smaller than timer_t1")
+    return settings
+
+
+def _dns_server(text: Any, where: str) -> tuple[str, int]:
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: expected 'address' or 'address:port' strings")
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            port = _port(rest.lstrip(":"), where)
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = _port(port_text, where)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not an IP address") from None
+    return host, port
+
+
+def _port(text: str, where: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"{where}: invalid port {text!r}")
+    return int(text)
+
+
+def _tls(path: str, table: Any) -> TLSSettings:
+    section = _Section(path, "tls", table)
+    settings = TLSSettings(
+        certificate=section.get("certificate", str, None),
+        private_key=section.get("private_key", str, None),
+        ca_file=section.get("ca_file", str, None),
+        verify_server=section.get("verify_server", bool, True),
+    )
+    section.finish()
+    if (settings.certificate is None) != (settings.private_key is None):
+        raise ConfigError(f"{path}: [tls] certificate and private_key go together")
+    return settings
+
+
+_SECTIONS = {"core": _core, "tls": _tls}
+
+
+def load_settings(path: str) -> Settings:
+    """Read and validate the TOML file at ``path``."""
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return settings_from_dict(document, path)
+
+
+def settings_from_dict(document: dict, path: str = "<dict>") -> Settings:
+    """Validate an already parsed document (for embedding and tests)."""
+    unknown = sorted(set(document) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s): {', '.join(unknown)}")
+    parsed = {name: build(path, document.get(name, {})) for name, build in _SECTIONS.items()}
+    settings = Settings(path=path, **parsed)
+    if any(spec.transport == "tls" for spec in settings.core.listen) and settings.tls.certificate is None:
+        raise ConfigError(f"{path}: [core] listen has a tls: socket but [tls] certificate is not set")
+    return settings

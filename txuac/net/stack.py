@@ -1,0 +1,432 @@
+"""The SIP stack on Twisted: transactions bound to transports, timers and targets.
+
+``SIPStack.send_request(request, target) -> Deferred[Response]`` runs a client
+transaction; incoming requests get a server transaction and go to the
+handler registered for their method, or to the default behaviour (OPTIONS
+answered, other methods refused).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from txuac import __version__
+from txuac.errors import SIPParseError, TransactionTimeout, TransportError
+from txuac.net.resolver import TargetResolver
+from txuac.net.transports import Channel, ConnectionPool, StreamConnection, UDPChannel, UDPListener
+from txuac.sip.message import Message, Request, Response, make_response
+from txuac.sip.parser import ParserLimits, parse_message
+from txuac.sip.transaction import (
+    ClientTransaction,
+    Deliver,
+    Ended,
+    ServerTransaction,
+    TimedOut,
+    TimerSettings,
+    Transmit,
+    TransportFailed,
+    client_key_for_response,
+    server_key,
+)
+from txuac.sip.via import Address, make_via, response_address, stamp_received
+
+log = Logger()
+
+SERVER_HEADER = f"txuac/{__version__}"
+KNOWN_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER SUBSCRIBE NOTIFY MESSAGE INFO REFER UPDATE PRACK PUBLISH".split()
+)
+
+RequestHandler = Callable[["IncomingRequest"], None]
+
+
+class IncomingRequest:
+    """A request received by the stack, with the means to answer it."""
+
+    def __init__(self, stack: "SIPStack", request: Request, source: Address, transaction: ServerTransaction | None):
+        self.stack = stack
+        self.request = request
+        self.source = source
+        self.transaction = transaction
+
+    def respond(self, status: int, reason: str | None = None, headers: list[tuple[str, str]] = (),
+                body: bytes = b"", to_tag: str | None = None) -> Response:
+        """Build a response (RFC 3261 8.2.6), add ``headers``, and send it."""
+        response = make_response(self.request, status, reason, to_tag=to_tag)
+        response.headers.add("Server", self.stack.server_header)
+        for name, value in headers:
+            response.headers.add(name, value)
+        if body:
+            response.body = body
+        self.send(response)
+        return response
+
+    def send(self, response: Response) -> None:
+        if self.transaction is None:
+            raise TransportError("an ACK cannot be answered")
+        self.stack._send_response(self.transaction, response)
+
+
+class _ClientCall:
+    """What the stack keeps for one client transaction."""
+
+    __slots__ = ("transaction", "channel", "deferred", "on_provisional")
+
+    def __init__(self, transaction: ClientTransaction, channel: Channel, deferred: defer.Deferred,
+                 on_provisional: Callable[[Response], None] | None):
+        self.transaction = transaction
+        self.channel = channel
+        self.deferred = deferred
+        self.on_provisional = on_provisional
+
+
+class SIPStack:
+    """Transactions, transports and dispatch. Create, ``listen()``, use, ``stop()``."""
+
+    def __init__(self, reactor, timers: TimerSettings = TimerSettings(), limits: ParserLimits = ParserLimits(),
+                 resolver: TargetResolver | None = None, idle_timeout: float = 600.0,
+                 tls_client_options=None, user_agent: str = "txuac"):
+        self.reactor = reactor
+        self.timers = timers
+        self.limits = limits
+        self.resolver = resolver if resolver is not None else TargetResolver(reactor)
+        self.server_header = SERVER_HEADER if user_agent == "txuac" else user_agent
+        self.pool = ConnectionPool(reactor, self, limits, idle_timeout, tls_client_options)
+        self.udp_listeners: list[UDPListener] = []
+        self.stream_listeners: dict[str, Address] = {}
+        self.handlers: dict[str, RequestHandler] = {}
+        self._client: dict[tuple[str, str], _ClientCall] = {}
+        self._server: dict[tuple, tuple[ServerTransaction, Channel]] = {}
+        self._timers: dict[object, IDelayedCall] = {}
+        self._stopping = False
+
+    # --- configuration ----------------------------------------------------------------
+    def add_udp_listener(self, listener: UDPListener) -> None:
+        self.udp_listeners.append(listener)
+
+    def add_stream_listener(self, address: Address) -> None:
+        self.stream_listeners[address.transport] = address
+
+    def set_handler(self, method: str, handler: RequestHandler | None) -> None:
+        """Route incoming ``method`` requests to ``handler`` (None restores the default)."""
+        if handler is None:
+            self.handlers.pop(method.upper(), None)
+        else:
+            self.handlers[method.upper()] = handler
+
+    @property
+    def allowed_methods(self) -> list[str]:
+        return sorted({"OPTIONS", "ACK", "CANCEL", *self.handlers})
+
+    # --- client side -------------------------------------------------------------------
+    def send_request(self, request: Request, target: Address | None = None,
+                     on_provisional: Callable[[Response], None] | None = None) -> defer.Deferred:
+        """Send ``request`` in a new client transaction.
+
+        The Deferred fires with the final response, or fails with
+        TransactionTimeout, TransportError or a ResolutionError. With no
+        ``target`` the next hop comes from the top Route or the Request-URI
+        (RFC 3263); on a transport error, a timeout or a 503 the next target
+        is tried with a fresh branch.
+        """
+        if self._stopping:
+            return defer.fail(TransportError("the SIP stack is stopping"))
+        if target is not None:
+            targets_d = defer.succeed([target])
+        else:
+            targets_d = self.resolver.resolve_request(request)
+        return targets_d.addCallback(self._try_targets, request, on_provisional)
+
+    @defer.inlineCallbacks
+    def _try_targets(self, targets: list[Address], request: Request, on_provisional):
+        last_error: Exception | None = None
+        for index, target in enumerate(targets):
+            attempt = request.copy()
+            try:
+                response = yield self._send_once(attempt, target, on_provisional)
+            except (TransactionTimeout, TransportError) as e:
+                last_error = e
+                log.info("{method} to {target} failed: {error}", method=request.method, target=target, error=str(e))
+                continue
+            if response.status == 503 and index + 1 < len(targets):
+                log.info("{method} to {target} got 503, trying the next target", method=request.method, target=target)
+                continue
+            return response
+        raise last_error if last_error is not None else TransportError("no target to send to")
+
+    def _send_once(self, request: Request, target: Address, on_provisional) -> defer.Deferred:
+        if target.transport == "udp":
+            d = defer.succeed(UDPChannel(self._udp_listener_for(target), target))
+        else:
+            d = self.pool.connect(target, server_name=self.resolver.server_name(request))
+        return d.addCallback(self._start_client, request, target, on_provisional)
+
+    def _udp_listener_for(self, target: Address) -> UDPListener:
+        want_v6 = ":" in target.host
+        for listener in self.udp_listeners:
+            if (":" in listener.host) == want_v6:
+                return listener
+        raise TransportError(f"no UDP socket of the right address family for {target.host}")
+
+    def _start_client(self, channel: Channel, request: Request, target: Address, on_provisional) -> defer.Deferred:
+        local = self.stream_listeners.get(target.transport, channel.local)
+        via = make_via(target.transport, local.host, local.port)
+        request.headers.prepend("Via", str(via))
+        transaction = ClientTransaction(request, reliable=target.reliable, timers=self.timers)
+        d = defer.Deferred()
+        call = _ClientCall(transaction, channel, d, on_provisional)
+        self._client[transaction.key] = call
+        self._apply_client(call, transaction.start(self.reactor.seconds()))
+        return d
+
+    def _apply_client(self, call: _ClientCall, effects) -> None:
+        transaction = call.transaction
+        for effect in effects:
+            if isinstance(effect, Transmit):
+                try:
+                    call.channel.send(effect.data)
+                except TransportError as e:
+                    self._client_failed(call, e)
+                    return
+            elif isinstance(effect, Deliver):
+                response = effect.response
+                if response.status < 200:
+                    if call.on_provisional is not None:
+                        call.on_provisional(response)
+                elif not call.deferred.called:
+                    call.deferred.callback(response)
+            elif isinstance(effect, TimedOut):
+                if not call.deferred.called:
+                    call.deferred.errback(TransactionTimeout(
+                        f"{transaction.request.method}: no final response (Timer {effect.timer})"))
+            elif isinstance(effect, TransportFailed):
+                if not call.deferred.called:
+                    call.deferred.errback(TransportError(f"{transaction.request.method}: transport failed"))
+            elif isinstance(effect, Ended):
+                self._client.pop(transaction.key, None)
+        self._schedule(transaction, lambda: self._apply_client(call, transaction.handle_timer(self.reactor.seconds())))
+
+    def _client_failed(self, call: _ClientCall, error: TransportError) -> None:
+        effects = call.transaction.transport_failed(self.reactor.seconds())
+        if not call.deferred.called:
+            call.deferred.errback(error)
+        self._apply_client(call, effects)
+
+    # --- server side ---------------------------------------------------------------------
+    def _send_response(self, transaction: ServerTransaction, response: Response) -> None:
+        entry = self._server.get(transaction.key)
+        if entry is None:
+            log.debug("response {status} for a finished transaction dropped", status=response.status)
+            return
+        self._apply_server(transaction, entry[1], transaction.send_response(response, self.reactor.seconds()))
+
+    def _apply_server(self, transaction: ServerTransaction, channel: Channel, effects) -> None:
+        for effect in effects:
+            if isinstance(effect, Transmit):
+                try:
+                    self._response_channel(transaction, channel).send(effect.data)
+                except TransportError as e:
+                    log.info("response for {method} could not be sent: {error}", method=transaction.request.method,
+                             error=str(e))
+                    self._apply_server(transaction, channel, transaction.transport_failed(self.reactor.seconds()))
+                    return
+            elif isinstance(effect, TimedOut):
+                log.info("no ACK for the final response to INVITE {call_id}", call_id=transaction.request.call_id)
+            elif isinstance(effect, Ended):
+                self._server.pop(transaction.key, None)
+        self._schedule(transaction,
+                       lambda: self._apply_server(transaction, channel, transaction.handle_timer(self.reactor.seconds())))
+
+    def _response_channel(self, transaction: ServerTransaction, channel: Channel) -> Channel:
+        """RFC 3261 18.2.2: the same connection for streams, received/rport for UDP."""
+        if isinstance(channel, StreamConnection):
+            if channel.connected:
+                return channel
+            via = transaction.request.top_via
+            existing = self.pool.find(response_address(via, channel.transport_name))
+            if existing is not None and existing.connected:
+                return existing
+            raise TransportError("the connection the request came on is closed")
+        return channel
+
+    # --- receiving -----------------------------------------------------------------------
+    def message_received(self, data: bytes, source: Address, channel: Channel) -> None:
+        """Entry point of the transports for every datagram or framed stream message."""
+        try:
+            message = parse_message(data, self.limits)
+        except SIPParseError as e:
+            self._malformed(data, e, source, channel)
+            return
+        if isinstance(message, Response):
+            self._response_received(message, source)
+        else:
+            self._request_received(message, source, channel)
+
+    def _response_received(self, response: Response, source: Address) -> None:
+        try:
+            key = client_key_for_response(response)
+        except SIPParseError as e:
+            log.info("response from {source} dropped: {error}", source=source, error=str(e))
+            return
+        call = self._client.get(key) if key is not None else None
+        if call is None:
+            log.debug("response {status} from {source} matches no transaction", status=response.status, source=source)
+            return
+        self._apply_client(call, call.transaction.receive(response, self.reactor.seconds()))
+
+    def _request_received(self, request: Request, source: Address, channel: Channel) -> None:
+        try:
+            request.validate()
+        except SIPParseError as e:
+            self._malformed(bytes(request), e, source, channel, request)
+            return
+        stamp_received(request, source)
+        key = server_key(request)
+        existing = self._server.get(key)
+        if request.method == "ACK":
+            if existing is not None:
+                transaction, first_channel = existing
+                self._apply_server(transaction, first_channel, transaction.receive(request, self.reactor.seconds()))
+            else:
+                self._dispatch(IncomingRequest(self, request, source, None))  # ACK for a 2xx: the TU's
+            return
+        if existing is not None:
+            transaction, first_channel = existing
+            self._apply_server(transaction, first_channel, transaction.receive(request, self.reactor.seconds()))
+            return
+        transaction = ServerTransaction(request, reliable=source.reliable, timers=self.timers)
+        self._server[transaction.key] = (transaction, channel)
+        incoming = IncomingRequest(self, request, source, transaction)
+        if request.method == "CANCEL":
+            self._cancel(incoming)
+        else:
+            self._dispatch(incoming)
+
+    def _dispatch(self, incoming: IncomingRequest) -> None:
+        method = incoming.request.method
+        handler = self.handlers.get(method)
+        try:
+            if handler is not None:
+                handler(incoming)
+            elif method == "ACK":
+                pass
+            elif method == "OPTIONS":
+                incoming.respond(200, headers=[("Allow", ", ".join(self.allowed_methods)),
+                                               ("Accept", "application/sdp"), ("Supported", "")])
+            elif method in KNOWN_METHODS:
+                incoming.respond(405, headers=[("Allow", ", ".join(self.allowed_methods))])
+            else:
+                incoming.respond(501)
+        except Exception:
+            log.failure("handler for {method} failed", method=method)
+            if incoming.transaction is not None and incoming.transaction.last_response is None:
+                incoming.respond(500)
+
+    def _cancel(self, incoming: IncomingRequest) -> None:
+        """RFC 3261 9.2: CANCEL matches the INVITE server transaction with the same branch."""
+        invite_key = server_key(_as_invite(incoming.request))
+        entry = self._server.get(invite_key)
+        if entry is None or entry[0].terminated:
+            incoming.respond(481)
+            return
+        invite_transaction = entry[0]
+        incoming.respond(200)
+        if invite_transaction.last_response is None or invite_transaction.last_response.status < 200:
+            IncomingRequest(self, invite_transaction.request, incoming.source, invite_transaction).respond(487)
+
+    def _malformed(self, data: bytes, error: SIPParseError, source: Address, channel: Channel,
+                   request: Request | None = None) -> None:
+        """Answer a malformed request with the parser's status when a response can be built."""
+        log.warn("malformed message from {source}: {error}", source=source, error=str(error))
+        if request is None:
+            return  # without a parsed request there is no Via to answer to (RFC 3261 18.2.1)
+        if request.method == "ACK":
+            return
+        try:
+            response = make_response(request, error.status, error.reason_phrase)
+            response.headers.add("Server", self.server_header)
+            target = channel
+            if isinstance(channel, UDPChannel) and request.top_via is not None:
+                target = UDPChannel(channel.listener, response_address(request.top_via, "udp"))
+            target.send(bytes(response))
+        except (SIPParseError, TransportError) as e:
+            log.info("no 400 sent to {source}: {error}", source=source, error=str(e))
+
+    def connection_lost(self, connection: StreamConnection) -> None:
+        """Client transactions waiting on a lost connection fail at once (RFC 3261 17.1.4)."""
+        for call in [c for c in self._client.values() if c.channel is connection]:
+            self._client_failed(call, TransportError(f"connection to {connection.peer} lost"))
+
+    # --- timers ----------------------------------------------------------------------------
+    def _schedule(self, transaction, fire: Callable[[], None]) -> None:
+        current = self._timers.pop(transaction, None)
+        if current is not None and current.active():
+            current.cancel()
+        deadline = transaction.deadline
+        if deadline is None or transaction.terminated:
+            return
+        delay = max(0.0, deadline - self.reactor.seconds())
+        self._timers[transaction] = self.reactor.callLater(delay, self._timer_fired, transaction, fire)
+
+    def _timer_fired(self, transaction, fire: Callable[[], None]) -> None:
+        self._timers.pop(transaction, None)
+        fire()
+
+    # --- lifecycle -------------------------------------------------------------------------
+    @property
+    def pending_client_transactions(self) -> int:
+        return sum(1 for call in self._client.values() if not call.deferred.called)
+
+    def stop(self, grace: float | None = None) -> defer.Deferred:
+        """Refuse new requests, wait (at most 64*T1) for pending client transactions, then
+        cancel every timer and close the connections."""
+        self._stopping = True
+        pending = [call.deferred for call in self._client.values() if not call.deferred.called]
+        waits = [_quietly(d) for d in pending]
+        done = defer.DeferredList(waits)
+        timeout = self.timers.timeout if grace is None else grace
+        done.addTimeout(timeout, self.reactor, onTimeoutCancel=lambda *_: None)
+        done.addBoth(self._shutdown)
+        return done
+
+    def _shutdown(self, _=None) -> None:
+        for call in list(self._client.values()):
+            if not call.deferred.called:
+                call.deferred.errback(TransportError("the SIP stack stopped"))
+        self._client.clear()
+        self._server.clear()
+        for delayed in self._timers.values():
+            if delayed.active():
+                delayed.cancel()
+        self._timers.clear()
+        self.pool.close_all()
+
+
+def _quietly(d: defer.Deferred) -> defer.Deferred:
+    """A Deferred that fires when ``d`` does, without consuming its result."""
+    mirror = defer.Deferred()
+
+    def both(result):
+        if not mirror.called:
+            mirror.callback(None)
+        return result
+
+    d.addBoth(both)
+    return mirror
+
+
+def _as_invite(cancel: Request) -> Request:
+    """The INVITE a CANCEL refers to, for matching: same Via, Request-URI, Call-ID and tags."""
+    invite = cancel.copy()
+    invite.method = "INVITE"
+    cseq = cancel.cseq
+    if cseq is not None:
+        invite.headers.set("CSeq", f"{cseq.number} INVITE")
+    return invite
+
+
+__all__ = ["IncomingRequest", "Message", "SIPStack"]

@@ -1,0 +1,244 @@
+"""SIP over UDP, TCP and TLS on Twisted: listeners, connections and their reuse.
+
+These classes move bytes only. Whole messages go to a ``MessageSink`` (the
+stack) with the address they came from and the channel to answer on.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol as TypingProtocol
+
+from twisted.internet import defer, endpoints, protocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from txuac.errors import SIPParseError, TransportError
+from txuac.sip.framing import PONG_BYTES, KeepAlive, StreamFramer
+from txuac.sip.parser import ParserLimits
+from txuac.sip.via import Address
+
+log = Logger()
+
+
+class Channel(TypingProtocol):
+    """Something a message can be sent on: a UDP socket with a peer, or a connection."""
+
+    local: Address
+
+    def send(self, data: bytes) -> None: ...
+
+
+class MessageSink(TypingProtocol):
+    def message_received(self, data: bytes, source: Address, channel: Channel) -> None: ...
+
+    def connection_lost(self, connection: "StreamConnection") -> None: ...
+
+
+class UDPChannel:
+    """A UDP listener bound to one peer address."""
+
+    __slots__ = ("listener", "peer")
+
+    def __init__(self, listener: "UDPListener", peer: Address):
+        self.listener = listener
+        self.peer = peer
+
+    @property
+    def local(self) -> Address:
+        return self.listener.local
+
+    def send(self, data: bytes) -> None:
+        self.listener.send(data, self.peer)
+
+
+class UDPListener(protocol.DatagramProtocol):
+    """One UDP socket: receives datagrams for the sink and sends from the same port."""
+
+    def __init__(self, host: str, port: int, sink: MessageSink):
+        self.host = host
+        self.port = port
+        self.sink = sink
+
+    @property
+    def local(self) -> Address:
+        return Address("udp", self.host, self.port)
+
+    def startProtocol(self) -> None:
+        self.port = self.transport.getHost().port
+
+    def datagramReceived(self, data: bytes, addr: tuple) -> None:
+        if not data.strip(b"\r\n\x00 "):
+            return  # keep-alive datagrams (CRLF, NUL) carry nothing to answer
+        source = Address("udp", addr[0], addr[1])
+        self.sink.message_received(data, source, UDPChannel(self, source))
+
+    def send(self, data: bytes, peer: Address) -> None:
+        if self.transport is None:
+            raise TransportError(f"UDP socket {self.host}:{self.port} is closed")
+        try:
+            self.transport.write(data, (peer.host, peer.port))
+        except OSError as e:
+            raise TransportError(f"sending to {peer.host}:{peer.port} failed: {e}") from e
+
+
+class StreamConnection(protocol.Protocol, TimeoutMixin):
+    """A TCP or TLS connection carrying SIP, framed by Content-Length (RFC 3261 18.3)."""
+
+    def __init__(self, transport_name: str, sink: MessageSink, pool: "ConnectionPool", outgoing: bool):
+        self.transport_name = transport_name
+        self.sink = sink
+        self.pool = pool
+        self.outgoing = outgoing
+        self.framer = StreamFramer(pool.limits, expect_pings=not outgoing)
+        self.peer: Address | None = None
+        self.local = Address(transport_name, "", 0)
+        self.connected = False
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        host = self.transport.getHost()
+        self.peer = Address(self.transport_name, peer.host, peer.port)
+        self.local = Address(self.transport_name, host.host, host.port)
+        self.connected = True
+        self.setTimeout(self.pool.idle_timeout)
+        self.pool.register(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        try:
+            items = self.framer.feed(data)
+        except SIPParseError as e:
+            log.warn("closing {transport} connection from {peer}: {error}", transport=self.transport_name,
+                     peer=self.peer, error=str(e))
+            self.transport.loseConnection()
+            return
+        for item in items:
+            if item is KeepAlive.PING:
+                self.transport.write(PONG_BYTES)  # RFC 5626 4.4.1
+            elif isinstance(item, bytes):
+                self.sink.message_received(item, self.peer, self)
+        if self.framer.error is not None:
+            log.warn("closing {transport} connection from {peer}: {error}", transport=self.transport_name,
+                     peer=self.peer, error=str(self.framer.error))
+            self.transport.loseConnection()
+
+    def send(self, data: bytes) -> None:
+        if not self.connected:
+            raise TransportError(f"{self.transport_name} connection to {self.peer} is closed")
+        self.resetTimeout()
+        self.transport.write(data)
+
+    def timeoutConnection(self) -> None:
+        log.debug("closing idle {transport} connection to {peer}", transport=self.transport_name, peer=self.peer)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason=protocol.connectionDone) -> None:
+        self.connected = False
+        self.setTimeout(None)
+        self.pool.unregister(self)
+        self.sink.connection_lost(self)
+
+
+class StreamServerFactory(protocol.Factory):
+    """Accepts incoming TCP/TLS connections; they join the pool for reuse."""
+
+    def __init__(self, transport_name: str, sink: MessageSink, pool: "ConnectionPool"):
+        self.transport_name = transport_name
+        self.sink = sink
+        self.pool = pool
+
+    def buildProtocol(self, addr) -> StreamConnection:
+        connection = StreamConnection(self.transport_name, self.sink, self.pool, outgoing=False)
+        connection.factory = self
+        return connection
+
+
+class ConnectionPool:
+    """Open TCP/TLS connections by (transport, peer host, peer port), in both directions.
+
+    A request to a peer reuses any open connection to it, including one the
+    peer opened to us (RFC 3261 18.1.1 allows either).
+    """
+
+    def __init__(self, reactor: IReactorTime, sink: MessageSink, limits: ParserLimits, idle_timeout: float,
+                 tls_client_options=None, connect_timeout: float = 10.0):
+        self.reactor = reactor
+        self.sink = sink
+        self.limits = limits
+        self.idle_timeout = idle_timeout
+        self.tls_client_options = tls_client_options  # callable(hostname) -> IOpenSSLClientConnectionCreator
+        self.connect_timeout = connect_timeout
+        self._connections: dict[tuple[str, str, int], StreamConnection] = {}
+        self._pending: dict[tuple[str, str, int], list[defer.Deferred]] = {}
+
+    def register(self, connection: StreamConnection) -> None:
+        peer = connection.peer
+        self._connections.setdefault((peer.transport, peer.host, peer.port), connection)
+
+    def unregister(self, connection: StreamConnection) -> None:
+        peer = connection.peer
+        if peer is not None and self._connections.get((peer.transport, peer.host, peer.port)) is connection:
+            del self._connections[(peer.transport, peer.host, peer.port)]
+
+    def find(self, address: Address) -> StreamConnection | None:
+        return self._connections.get((address.transport, address.host, address.port))
+
+    def connect(self, address: Address, server_name: str | None = None) -> defer.Deferred:
+        """A Deferred firing with an open connection to ``address``, reusing one if possible.
+
+        ``server_name`` is the name a TLS certificate must match (RFC 5922);
+        it defaults to the address.
+        """
+        key = (address.transport, address.host, address.port)
+        existing = self._connections.get(key)
+        if existing is not None and existing.connected:
+            return defer.succeed(existing)
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            d = defer.Deferred()
+            waiting.append(d)
+            return d
+        self._pending[key] = []
+        d = self._open(address, server_name)
+        d.addBoth(self._opened, key)
+        return d
+
+    def _open(self, address: Address, server_name: str | None) -> defer.Deferred:
+        if ":" in address.host:
+            endpoint = endpoints.TCP6ClientEndpoint(self.reactor, address.host, address.port,
+                                                    timeout=self.connect_timeout)
+        else:
+            endpoint = endpoints.TCP4ClientEndpoint(self.reactor, address.host, address.port,
+                                                    timeout=self.connect_timeout)
+        if address.transport == "tls":
+            if self.tls_client_options is None:
+                return defer.fail(TransportError("TLS is not configured"))
+            endpoint = endpoints.wrapClientTLS(self.tls_client_options(server_name or address.host), endpoint)
+        factory = protocol.Factory.forProtocol(lambda: StreamConnection(address.transport, self.sink, self,
+                                                                        outgoing=True))
+        d = endpoint.connect(factory)
+        d.addErrback(self._connect_failed, address)
+        return d
+
+    @staticmethod
+    def _connect_failed(failure, address: Address):
+        if failure.check(TransportError):
+            return failure
+        raise TransportError(f"cannot connect to {address.transport}:{address.host}:{address.port}: "
+                             f"{failure.getErrorMessage()}")
+
+    def _opened(self, result, key):
+        for d in self._pending.pop(key, []):
+            if isinstance(result, StreamConnection):
+                d.callback(result)
+            else:
+                d.errback(result)
+        return result
+
+    def close_all(self) -> None:
+        for connection in list(self._connections.values()):
+            connection.transport.loseConnection()
+
+    def __len__(self) -> int:
+        return len(self._connections)

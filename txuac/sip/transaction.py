@@ -1,0 +1,382 @@
+"""RFC 3261 section 17 transactions as sans-IO state machines.
+
+Each transaction is driven by its owner with explicit times: ``start(now)``,
+``receive(message, now)``, ``send_response(response, now)`` (server side),
+``handle_timer(now)`` and ``transport_failed(now)``. Every call returns a list
+of effects for the owner to carry out; ``deadline`` is the earliest time at
+which ``handle_timer`` must be called, or None. Nothing here reads a clock or
+touches a socket.
+
+INVITE transactions follow RFC 6026: a 2xx moves them to Accepted (Timers L
+and M) instead of ending them, so that retransmitted 2xx and INVITEs are
+absorbed by the transaction rather than mistaken for new ones.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from txuac.sip.headers import Headers
+from txuac.sip.message import Request, Response
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+@dataclass(frozen=True)
+class TimerSettings:
+    """T1, T2 and T4 of RFC 3261 17.1.1.1 and table 4, in seconds."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+    @property
+    def timeout(self) -> float:
+        """64*T1: Timers B, F, H, J, L and M."""
+        return 64 * self.t1
+
+
+DEFAULT_TIMERS = TimerSettings()
+
+
+class State(enum.Enum):
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"  # RFC 6026
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+# --- effects --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Transmit:
+    """Send these bytes to the transaction's peer (a first send or a retransmission)."""
+
+    data: bytes
+    retransmission: bool = False
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Pass this response up to the transaction user (client side)."""
+
+    response: Response
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    """The transaction gave up: Timer B or F (no final response) or H (no ACK)."""
+
+    timer: str
+
+
+@dataclass(frozen=True)
+class TransportFailed:
+    """The transport reported an error; the transaction is over (RFC 3261 17.1.4, 17.2.4)."""
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The transaction reached Terminated; its owner forgets it."""
+
+
+Effect = Transmit | Deliver | TimedOut | TransportFailed | Ended
+
+
+def has_magic_cookie(branch: str | None) -> bool:
+    """RFC 3261 8.1.1.7; a bare cookie carries no identifier (RFC 4475 3.2.1)."""
+    return branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE)
+
+
+class _Transaction:
+    """Timers and bookkeeping shared by the four state machines."""
+
+    def __init__(self, reliable: bool, timers: TimerSettings):
+        self.reliable = reliable
+        self.timers = timers
+        self.state: State | None = None
+        self._deadlines: dict[str, float] = {}
+
+    @property
+    def deadline(self) -> float | None:
+        """When ``handle_timer`` must next be called, or None."""
+        return min(self._deadlines.values()) if self._deadlines else None
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is State.TERMINATED
+
+    def _arm(self, name: str, at: float) -> None:
+        self._deadlines[name] = at
+
+    def _disarm(self, *names: str) -> None:
+        for name in names:
+            self._deadlines.pop(name, None)
+
+    def _terminate(self, effects: list[Effect]) -> list[Effect]:
+        self.state = State.TERMINATED
+        self._deadlines.clear()
+        effects.append(Ended())
+        return effects
+
+    def handle_timer(self, now: float) -> list[Effect]:
+        """Fire every timer due at ``now``, earliest first."""
+        effects: list[Effect] = []
+        while self._deadlines and not self.terminated:
+            name, at = min(self._deadlines.items(), key=lambda item: item[1])
+            if at > now:
+                break
+            del self._deadlines[name]
+            self._fire(name, at, effects)
+        return effects
+
+    def transport_failed(self, now: float) -> list[Effect]:
+        if self.terminated:
+            return []
+        return self._terminate([TransportFailed()])
+
+    def _fire(self, name: str, at: float, effects: list[Effect]) -> None:
+        raise NotImplementedError
+
+
+class ClientTransaction(_Transaction):
+    """Client INVITE (17.1.1) and non-INVITE (17.1.2) transactions."""
+
+    def __init__(self, request: Request, reliable: bool, timers: TimerSettings = DEFAULT_TIMERS):
+        super().__init__(reliable, timers)
+        self.request = request
+        self.is_invite = request.method == "INVITE"
+        self._request_bytes = bytes(request)
+        self._ack_bytes: bytes | None = None
+        self._interval = timers.t1
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return client_key_for_request(self.request)
+
+    def start(self, now: float) -> list[Effect]:
+        """Send the request and arm A/B (INVITE) or E/F (non-INVITE)."""
+        timeout = now + self.timers.timeout
+        if self.is_invite:
+            self.state = State.CALLING
+            self._arm("B", timeout)
+            if not self.reliable:
+                self._arm("A", now + self.timers.t1)
+        else:
+            self.state = State.TRYING
+            self._arm("F", timeout)
+            if not self.reliable:
+                self._arm("E", now + self.timers.t1)
+        return [Transmit(self._request_bytes)]
+
+    def receive(self, response: Response, now: float) -> list[Effect]:
+        """Feed a response whose key matched this transaction (17.1.3)."""
+        if self.is_invite:
+            return self._invite_response(response, now)
+        return self._non_invite_response(response, now)
+
+    def _non_invite_response(self, response: Response, now: float) -> list[Effect]:
+        if self.state not in (State.TRYING, State.PROCEEDING):
+            return []  # Completed absorbs retransmissions; Terminated ignores them
+        if response.status < 200:
+            if self.state is State.TRYING:
+                self.state = State.PROCEEDING
+            return [Deliver(response)]
+        self.state = State.COMPLETED
+        self._disarm("E", "F")
+        # RFC 3261 17.1.2.2: Timer K is T4 on unreliable transports, zero on reliable ones.
+        if self.reliable:
+            return self._terminate([Deliver(response)])
+        self._arm("K", now + self.timers.t4)
+        return [Deliver(response)]
+
+    def _invite_response(self, response: Response, now: float) -> list[Effect]:
+        status = response.status
+        if self.state in (State.CALLING, State.PROCEEDING):
+            self._disarm("A")
+            if status < 200:
+                self.state = State.PROCEEDING
+                return [Deliver(response)]
+            self._disarm("B")
+            if status < 300:
+                # RFC 6026 7.2: Accepted, Timer M; the TU sends the ACK for a 2xx.
+                self.state = State.ACCEPTED
+                self._arm("M", now + self.timers.timeout)
+                return [Deliver(response)]
+            self.state = State.COMPLETED
+            self._ack_bytes = bytes(make_ack(self.request, response))
+            if self.reliable:
+                return self._terminate([Transmit(self._ack_bytes), Deliver(response)])
+            # Timer D: at least 32 s on unreliable transports (17.1.1.2).
+            self._arm("D", now + max(32.0, self.timers.timeout))
+            return [Transmit(self._ack_bytes), Deliver(response)]
+        if self.state is State.ACCEPTED and 200 <= status < 300:
+            return [Deliver(response)]  # retransmitted or forked 2xx: the TU ACKs it
+        if self.state is State.COMPLETED and status >= 300 and self._ack_bytes is not None:
+            return [Transmit(self._ack_bytes, retransmission=True)]
+        return []
+
+    def _fire(self, name: str, at: float, effects: list[Effect]) -> None:
+        if name == "A":
+            self._interval *= 2  # 17.1.1.2: Timer A doubles without the T2 cap
+            self._arm("A", at + self._interval)
+            effects.append(Transmit(self._request_bytes, retransmission=True))
+        elif name == "E":
+            # 17.1.2.2: doubling up to T2 while Trying, T2 once Proceeding.
+            if self.state is State.PROCEEDING:
+                self._interval = self.timers.t2
+            else:
+                self._interval = min(self._interval * 2, self.timers.t2)
+            self._arm("E", at + self._interval)
+            effects.append(Transmit(self._request_bytes, retransmission=True))
+        elif name in ("B", "F"):
+            effects.append(TimedOut(name))
+            self._terminate(effects)
+        else:  # D, K, M
+            self._terminate(effects)
+
+
+class ServerTransaction(_Transaction):
+    """Server INVITE (17.2.1) and non-INVITE (17.2.2) transactions.
+
+    The owner creates it for a new request, hands the request to the TU, and
+    sends the TU's responses through ``send_response``.
+    """
+
+    def __init__(self, request: Request, reliable: bool, timers: TimerSettings = DEFAULT_TIMERS):
+        super().__init__(reliable, timers)
+        self.request = request
+        self.is_invite = request.method == "INVITE"
+        self.state = State.PROCEEDING if self.is_invite else State.TRYING
+        self.last_response: Response | None = None
+        self._response_bytes: bytes | None = None
+        self._interval = timers.t1
+
+    @property
+    def key(self) -> tuple:
+        return server_key(self.request)
+
+    def send_response(self, response: Response, now: float) -> list[Effect]:
+        """Send a response from the TU; returns nothing when the state does not allow it."""
+        if self.state not in (State.TRYING, State.PROCEEDING, State.ACCEPTED):
+            return []
+        if self.state is State.ACCEPTED and not 200 <= response.status < 300:
+            return []
+        self.last_response = response
+        self._response_bytes = data = bytes(response)
+        effects: list[Effect] = [Transmit(data)]
+        status = response.status
+        if status < 200:
+            self.state = State.PROCEEDING
+            return effects
+        if not self.is_invite:
+            self.state = State.COMPLETED
+            if self.reliable:
+                return self._terminate(effects)
+            self._arm("J", now + self.timers.timeout)
+            return effects
+        if status < 300:
+            if self.state is not State.ACCEPTED:
+                # RFC 6026 8.7: Accepted, Timer L; the TU retransmits its 2xx itself.
+                self.state = State.ACCEPTED
+                self._arm("L", now + self.timers.timeout)
+            return effects
+        self.state = State.COMPLETED
+        self._arm("H", now + self.timers.timeout)
+        if not self.reliable:
+            self._arm("G", now + self.timers.t1)
+        return effects
+
+    def receive(self, request: Request, now: float) -> list[Effect]:
+        """Feed a retransmitted request or an ACK that matched this transaction (17.2.3)."""
+        if request.method == "ACK":
+            if self.is_invite and self.state is State.COMPLETED:
+                self.state = State.CONFIRMED
+                self._disarm("G", "H")
+                if self.reliable:
+                    return self._terminate([])
+                self._arm("I", now + self.timers.t4)
+            return []  # ACKs in Accepted or Confirmed are absorbed here
+        if self.state in (State.PROCEEDING, State.COMPLETED) and self._response_bytes is not None:
+            return [Transmit(self._response_bytes, retransmission=True)]
+        return []  # Trying, Accepted, Confirmed: absorb
+
+    def _fire(self, name: str, at: float, effects: list[Effect]) -> None:
+        if name == "G":
+            self._interval = min(self._interval * 2, self.timers.t2)
+            self._arm("G", at + self._interval)
+            if self._response_bytes is not None:
+                effects.append(Transmit(self._response_bytes, retransmission=True))
+        elif name == "H":
+            effects.append(TimedOut("H"))
+            self._terminate(effects)
+        else:  # I, J, L
+            self._terminate(effects)
+
+
+# --- matching -------------------------------------------------------------------
+def client_key_for_request(request: Request) -> tuple[str, str]:
+    """The key a client transaction is filed under: top Via branch and method."""
+    via = request.top_via
+    return (via.branch if via is not None else "") or "", request.method
+
+
+def client_key_for_response(response: Response) -> tuple[str, str] | None:
+    """RFC 3261 17.1.3: a response matches by top Via branch and CSeq method."""
+    via = response.top_via
+    cseq = response.cseq
+    if via is None or cseq is None or not via.branch:
+        return None
+    return via.branch, cseq.method
+
+
+def server_key(request: Request) -> tuple:
+    """RFC 3261 17.2.3 (branch, sent-by, method; ACK matches its INVITE) with the
+    RFC 2543 fallback for requests without a magic-cookie branch."""
+    via = request.top_via
+    method = "INVITE" if request.method == "ACK" else request.method
+    if via is not None and has_magic_cookie(via.branch):
+        return ("3261", via.branch, via.host.lower(), via.port, method)
+    to = request.to
+    from_ = request.from_
+    cseq = request.cseq
+    # RFC 3261 17.2.3 for RFC 2543 peers: Request-URI, To tag, From tag, Call-ID,
+    # CSeq and top Via. An ACK's To tag is the one our response added, so the
+    # To tag is left out to let the ACK find its INVITE transaction.
+    return (
+        "2543",
+        str(request.uri),
+        from_.tag if from_ is not None else None,
+        request.call_id,
+        cseq.number if cseq is not None else None,
+        method,
+        str(via) if via is not None else None,
+    )
+
+
+def make_ack(request: Request, response: Response) -> Request:
+    """The ACK for a non-2xx final response (RFC 3261 17.1.1.3)."""
+    headers = Headers()
+    via = request.top_via
+    if via is not None:
+        headers.add("Via", str(via))
+    from_ = request.headers.get("From")
+    if from_ is not None:
+        headers.add("From", from_)
+    to = response.headers.get("To")
+    if to is not None:
+        headers.add("To", to)
+    call_id = request.headers.get("Call-ID")
+    if call_id is not None:
+        headers.add("Call-ID", call_id)
+    cseq = request.cseq
+    if cseq is not None:
+        headers.add("CSeq", f"{cseq.number} ACK")
+    for route in request.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    headers.add("Content-Length", "0")
+    return Request("ACK", request.uri, headers)
