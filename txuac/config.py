@@ -88,9 +88,9 @@ def parse_listen(text: str, where: str) -> ListenSpec:
         raise ConfigError(f"{where}: brackets are for IPv6 addresses in {text!r}")
     port = DEFAULT_PORTS[transport]
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
             raise ConfigError(f"{where}: invalid port {port_text!r} in {text!r}")
-        port = int(port_text)
+        port = int(port_text)  # 0: the system picks a free port
     return ListenSpec(transport, str(address), port)
 
 
@@ -145,7 +145,8 @@ def _core(path: str, table: Any) -> CoreSettings:
         if not listen_raw:
             raise ConfigError(f"{section.where('listen')}: at least one socket is needed")
         listen = tuple(parse_listen(item, f"{section.where('listen')}[{i}]") for i, item in enumerate(listen_raw))
-        if len(set(listen)) != len(listen):
+        fixed = [spec for spec in listen if spec.port != 0]
+        if len(set(fixed)) != len(fixed):
             raise ConfigError(f"{section.where('listen')}: the same socket is listed twice")
     dns_raw = section.get("dns_servers", list, [])
     dns_servers = tuple(_dns_server(item, section.where("dns_servers")) for item in dns_raw)

@@ -56,12 +56,8 @@ class IncomingRequest:
     def respond(self, status: int, reason: str | None = None, headers: list[tuple[str, str]] = (),
                 body: bytes = b"", to_tag: str | None = None) -> Response:
         """Build a response (RFC 3261 8.2.6), add ``headers``, and send it."""
-        response = make_response(self.request, status, reason, to_tag=to_tag)
-        response.headers.add("Server", self.stack.server_header)
-        for name, value in headers:
-            response.headers.add(name, value)
-        if body:
-            response.body = body
+        extra = [("Server", self.stack.server_header), *headers]
+        response = make_response(self.request, status, reason, to_tag=to_tag, extra_headers=extra, body=body)
         self.send(response)
         return response
 
@@ -347,8 +343,8 @@ class SIPStack:
         if request.method == "ACK":
             return
         try:
-            response = make_response(request, error.status, error.reason_phrase)
-            response.headers.add("Server", self.server_header)
+            response = make_response(request, error.status, error.reason_phrase,
+                                     extra_headers=[("Server", self.server_header)])
             target = channel
             if isinstance(channel, UDPChannel) and request.top_via is not None:
                 target = UDPChannel(channel.listener, response_address(request.top_via, "udp"))

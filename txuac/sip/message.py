@@ -312,8 +312,10 @@ def _parse_content_length(text: str, element: str) -> int:
 _COPIED_TO_RESPONSE = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
-def make_response(request: Request, status: int, reason: str | None = None, to_tag: str | None = None) -> Response:
-    """Build a response to ``request`` (RFC 3261 8.2.6): Via, From, To, Call-ID, CSeq copied.
+def make_response(request: Request, status: int, reason: str | None = None, to_tag: str | None = None,
+                  extra_headers: list[tuple[str, str]] = (), body: bytes = b"") -> Response:
+    """Build a response to ``request`` (RFC 3261 8.2.6): Via, From, To, Call-ID, CSeq copied,
+    then ``extra_headers``, then Content-Length.
 
     ``to_tag`` is added to To when it has none (RFC 3261 8.2.6.2).
     """
@@ -325,5 +327,7 @@ def make_response(request: Request, status: int, reason: str | None = None, to_t
                 if to is not None and to.tag is None:
                     value = f"{value};tag={to_tag}"
             headers.add(name, value)
-    headers.add("Content-Length", "0")
-    return Response(status, reason, headers)
+    for name, value in extra_headers:
+        headers.add(name, value)
+    headers.add("Content-Length", str(len(body)))
+    return Response(status, reason, headers, body)
