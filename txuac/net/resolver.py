@@ -1,7 +1,9 @@
 """RFC 3263 next-hop resolution on twisted.names: NAPTR, then SRV, then A/AAAA.
 
-Caching by TTL comes from twisted.names' own CacheResolver (part of the chain
-``client.createResolver`` builds); pass any ``IResolver`` for tests.
+Answers are cached here for their TTL (RFC 2181 5.2; empty answers for the SOA
+minimum, RFC 2308 5): the CacheResolver in the chain ``client.createResolver``
+builds is never filled by the client side of twisted.names. Pass any
+``IResolver`` as ``dns_resolver`` for tests.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import random
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.names import client, dns, error as dns_error
+from twisted.internet.error import CannotListenError
+from twisted.names import client, dns, error as dns_error, hosts as dns_hosts, resolve
 
 from txuac.errors import ResolutionError
 from txuac.sip.message import Request
@@ -24,7 +27,20 @@ log = Logger()
 NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
 SRV_PREFIXES = {"udp": "_sip._udp.", "tcp": "_sip._tcp.", "tls": "_sips._tcp."}
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
-_DNS_ERRORS = (dns_error.DomainError, dns_error.DNSQueryTimeoutError, dns_error.ResolverError, defer.TimeoutError)
+# AuthoritativeDomainError is not a DomainError; IOError comes from a resolver without servers.
+_DNS_ERRORS = (dns_error.DomainError, dns_error.AuthoritativeDomainError, dns_error.DNSQueryTimeoutError,
+               dns_error.ResolverError, defer.TimeoutError, NotImplementedError, OSError, CannotListenError)
+# Seconds before each retransmission of a query; the last one expiring fails the lookup.
+# twisted.names' default (1, 3, 11, 45) outlasts Timer B/F, so a SIP request would time out
+# before resolution gives up and fails over.
+DNS_TIMEOUT = (1, 3, 5)
+CACHE_SIZE = 4096
+_LOOKUPS = {
+    dns.NAPTR: "lookupNamingAuthorityPointer",
+    dns.SRV: "lookupService",
+    dns.A: "lookupAddress",
+    dns.AAAA: "lookupIPV6Address",
+}
 
 
 def next_hop_uri(request: Request) -> SipURI:
@@ -62,16 +78,37 @@ def order_srv(records: list, rng: random.Random) -> list:
     return ordered
 
 
+def make_dns_resolver(reactor, servers: list[tuple[str, int]] | None = None):
+    """The hosts file, then ``servers`` only, or the name servers of resolv.conf when None."""
+    if not servers:
+        return client.createResolver()
+    # Not createResolver(servers=...): it also reads resolv.conf, asks its servers when ours
+    # time out, and leaves a re-read timer on the reactor.
+    return resolve.ResolverChain([dns_hosts.Resolver(), client.Resolver(servers=list(servers), reactor=reactor)])
+
+
 class TargetResolver:
     """Turns a request into the ordered list of Addresses to try (RFC 3263 4)."""
 
     def __init__(self, reactor=None, dns_resolver=None, servers: list[tuple[str, int]] | None = None,
-                 transports: tuple[str, ...] = ("udp", "tcp", "tls"), rng: random.Random | None = None):
-        if dns_resolver is None:
-            dns_resolver = client.createResolver(servers=servers or None)
-        self.dns = dns_resolver
+                 transports: tuple[str, ...] = ("udp", "tcp", "tls"), rng: random.Random | None = None,
+                 dns_timeout: tuple[float, ...] = DNS_TIMEOUT):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self._dns = dns_resolver
+        self._servers = list(servers) if servers else None
         self.transports = transports
         self.rng = rng or random.Random()
+        self.dns_timeout = tuple(dns_timeout)
+        self._cache: dict[tuple[bytes, int], tuple[float, tuple | Exception]] = {}
+
+    @property
+    def dns(self):
+        """The IResolver asked, built on first use (building one reads resolv.conf and starts timers)."""
+        if self._dns is None:
+            self._dns = make_dns_resolver(self.reactor, self._servers)
+        return self._dns
 
     def server_name(self, request: Request) -> str:
         """The name a TLS peer's certificate must match: the SIP domain (RFC 5922 4.1)."""
@@ -84,9 +121,12 @@ class TargetResolver:
             return defer.fail()
         return self.resolve_uri(uri)
 
-    @defer.inlineCallbacks
-    def resolve_uri(self, uri: SipURI):
+    def resolve_uri(self, uri: SipURI) -> defer.Deferred:
         """A Deferred list of Addresses for ``uri``, best first; ResolutionError when empty."""
+        return self._resolve_uri(uri).addCallback(_unique)
+
+    @defer.inlineCallbacks
+    def _resolve_uri(self, uri: SipURI):
         host = bare_host(uri.maddr or uri.host)
         secure = uri.secure
         transport = uri.transport
@@ -96,6 +136,8 @@ class TargetResolver:
             transport = "tls" if secure or transport == "tls" else transport
         if transport is not None and transport not in self.transports:
             raise ResolutionError(f"transport {transport} is not available")
+        if secure and "tls" not in self.transports:
+            raise ResolutionError("sips: needs TLS, which is not available")
         numeric = _is_ip(host)
         if numeric or uri.port is not None:
             # RFC 3263 4.1/4.2: no NAPTR or SRV for an IP address or an explicit port.
@@ -105,7 +147,11 @@ class TargetResolver:
                 return [Address(transport, host, port)]
             hosts = yield self._addresses(host)
             return [Address(transport, ip, port) for ip in hosts]
-        candidates = yield self._naptr(host, secure, transport)
+        candidates = []
+        if transport is None:
+            # RFC 3263 4.1: NAPTR only when the URI does not name the transport (4.2 then
+            # asks the SRV name of that transport).
+            candidates = yield self._naptr(host, secure)
         if not candidates:
             candidates = yield self._srv_without_naptr(host, secure, transport)
         if candidates:
@@ -116,9 +162,9 @@ class TargetResolver:
         return [Address(transport, ip, DEFAULT_PORTS[transport]) for ip in hosts]
 
     @defer.inlineCallbacks
-    def _naptr(self, domain: str, secure: bool, transport: str | None):
+    def _naptr(self, domain: str, secure: bool):
         try:
-            answers, _, _ = yield self.dns.lookupNamingAuthorityPointer(domain)
+            answers, _, _ = yield self._lookup(dns.NAPTR, domain)
         except _DNS_ERRORS:
             return []
         records = [rr.payload for rr in answers if rr.type == dns.NAPTR]
@@ -129,8 +175,6 @@ class TargetResolver:
             if naptr_transport is None or naptr_transport not in self.transports:
                 continue
             if secure and naptr_transport != "tls":
-                continue
-            if transport is not None and naptr_transport != transport:
                 continue
             if record.flags.string.lower() != b"s":
                 continue
@@ -156,12 +200,11 @@ class TargetResolver:
     @defer.inlineCallbacks
     def _srv(self, name: str, transport: str):
         try:
-            answers, _, additional = yield self.dns.lookupService(name)
+            answers, _, _ = yield self._lookup(dns.SRV, name)
         except _DNS_ERRORS:
             return []
-        records = [rr.payload for rr in answers if rr.type == dns.SRV]
-        if len(records) == 1 and records[0].target.name in (b"", b"."):
-            return []  # RFC 2782: "." means the service is not available here
+        # RFC 2782: a target of "." means the service is decidedly not available here.
+        records = [rr.payload for rr in answers if rr.type == dns.SRV and rr.payload.target.name not in (b"", b".")]
         result = []
         for record in order_srv(records, self.rng):
             target = record.target.name.decode("ascii", "replace")
@@ -177,9 +220,9 @@ class TargetResolver:
         if _is_ip(host):
             return [host]
         found: list[str] = []
-        for lookup, rtype in ((self.dns.lookupAddress, dns.A), (self.dns.lookupIPV6Address, dns.AAAA)):
+        for rtype in (dns.A, dns.AAAA):
             try:
-                answers, _, _ = yield lookup(host)
+                answers, _, _ = yield self._lookup(rtype, host)
             except _DNS_ERRORS:
                 continue
             found.extend(rr.payload.dottedQuad() if rtype == dns.A else _ipv6_text(rr.payload)
@@ -187,6 +230,58 @@ class TargetResolver:
         if not found:
             raise ResolutionError(f"{host}: no A or AAAA record")
         return found
+
+
+    def _lookup(self, rtype: int, name: str) -> defer.Deferred:
+        """One DNS lookup through the TTL cache: (answers, authority, additional) or a failure."""
+        key = (name.lower().rstrip(".").encode("ascii", "replace"), rtype)
+        now = self.reactor.seconds()
+        entry = self._cache.get(key)
+        if entry is not None:
+            expires, outcome = entry
+            if now < expires:
+                return defer.fail(outcome) if isinstance(outcome, Exception) else defer.succeed(outcome)
+            del self._cache[key]
+        d = getattr(self.dns, _LOOKUPS[rtype])(name, timeout=self.dns_timeout)
+        d.addCallbacks(self._store, self._store_failure, callbackArgs=(key,), errbackArgs=(key,))
+        return d
+
+    def _store(self, result, key):
+        answers, authority, _ = result
+        wanted = [rr for rr in answers if rr.type == key[1]]
+        ttl = min(rr.ttl for rr in wanted) if wanted else _negative_ttl(authority)
+        self._remember(key, ttl, result)
+        return result
+
+    def _store_failure(self, failure, key):
+        if failure.check(dns_error.DNSNameError, dns_error.AuthoritativeDomainError):
+            message = failure.value.args[0] if failure.value.args else None
+            self._remember(key, _negative_ttl(getattr(message, "authority", ())), failure.value)
+        return failure
+
+    def _remember(self, key, ttl: float, outcome) -> None:
+        if ttl <= 0:
+            return
+        if len(self._cache) >= CACHE_SIZE:
+            now = self.reactor.seconds()
+            for old in [k for k, (expires, _) in self._cache.items() if expires <= now]:
+                del self._cache[old]
+            while len(self._cache) >= CACHE_SIZE:
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = (self.reactor.seconds() + ttl, outcome)
+
+
+def _negative_ttl(authority) -> float:
+    """RFC 2308 5: a NODATA or NXDOMAIN answer lives for min(SOA TTL, SOA minimum), if given."""
+    for rr in authority:
+        if rr.type == dns.SOA:
+            return min(rr.ttl, rr.payload.minimum)
+    return 0
+
+
+def _unique(addresses: list[Address]) -> list[Address]:
+    """The first occurrence of each Address (several NAPTR or SRV records may lead to one)."""
+    return list(dict.fromkeys(addresses))
 
 
 def _ipv6_text(record) -> str:

@@ -207,8 +207,10 @@ def _parse_name_addr_slowly(text: str, element: str) -> NameAddress:
 
 def parse_name_addr_list(value: str, element: str, allow_wildcard: bool = False) -> list:
     """Parse a comma-separated list of name-addrs (Contact, Route, Record-Route, Path)."""
-    if allow_wildcard and value.strip(" \t") == "*":
-        return [WILDCARD]
+    if "," not in value:
+        if allow_wildcard and value.strip(" \t") == "*":
+            return [WILDCARD]
+        return [parse_name_addr(value, element)]
     result = []
     for item in split_list(value, element):
         if not item:
@@ -400,12 +402,16 @@ def parse_cseq(text: str, element: str = "CSeq") -> CSeq:
     if len(parts) != 2:
         raise SIPParseError(f"expected 'number method', got {text[:40]!r}", element=element)
     number, method = parts
+    if method not in _COMMON_METHODS:
+        check_token(method, element, "method")
     # RFC 3261 8.1.1.5: the sequence number MUST be expressible as a 32-bit
     # unsigned integer and MUST be less than 2**31.
     if not number.isdigit() or not number.isascii() or len(number) > 10 or int(number) >= 2**31:
         raise SIPParseError(f"invalid sequence number {number[:24]!r}", element=element)
-    check_token(method, element, "method")
     return CSeq(int(number), method)
+
+
+_COMMON_METHODS = frozenset("INVITE ACK BYE CANCEL OPTIONS REGISTER SUBSCRIBE NOTIFY MESSAGE INFO REFER UPDATE PRACK PUBLISH".split())
 
 
 def parse_delta_seconds(text: str, element: str) -> int:

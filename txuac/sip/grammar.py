@@ -28,7 +28,7 @@ _QUOTED_RE = re.compile(QUOTED_STRING)
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
 _NEEDS_QUOTING_RE = re.compile(r'["\\]')
 # One element of a comma list: runs of plain text, quoted strings, <...> and (...).
-_LIST_ITEM_RE = re.compile(r'(?:[^,"<(]+|' + QUOTED_STRING + r"|<[^>]*>|\((?:[^()\\]|\\.)*\))*")
+_LIST_ITEM_RE = re.compile(r'(?:[^,"<]+|' + QUOTED_STRING + r"|<[^>]*>)*")
 _PARAM = r"[ \t]*(" + TOKEN + r")[ \t]*(?:(=)[ \t]*(" + GEN_VALUE + "|" + QUOTED_STRING + r")[ \t]*)?"
 _PARAM_NO_GROUPS = _PARAM.replace("(" + TOKEN + ")", TOKEN).replace("(=)", "=").replace("(" + GEN_VALUE, "(?:" + GEN_VALUE)
 # A whole parameter list after its first ';': validated in one match, then split.
@@ -72,13 +72,13 @@ def quote(text: str) -> str:
 def split_list(value: str, element: str) -> list[str]:
     """Split a comma-separated header value (RFC 3261 7.3.1).
 
-    Commas inside quoted strings, angle brackets and comments do not split.
+    Commas inside quoted strings and angle brackets do not split.
     Elements are stripped; empty elements are kept as "" so callers decide
     whether they are an error.
     """
     if "," not in value:
         return [value.strip()]
-    if '"' not in value and "<" not in value and "(" not in value:
+    if '"' not in value and "<" not in value:
         return [part.strip() for part in value.split(",")]
     parts = []
     pos = 0
@@ -90,8 +90,7 @@ def split_list(value: str, element: str) -> list[str]:
         if stop == end:
             return parts
         if value[stop] != ",":
-            # Unbalanced quote, bracket or nested comment: the slow scanner
-            # handles the rare valid case and names the error otherwise.
+            # An unbalanced quote or bracket: the slow scanner names the error.
             return [part.strip() for part in _scan_separated(value, ",", element)]
         pos = stop + 1
 
@@ -104,35 +103,30 @@ def split_params(text: str, element: str) -> list[str]:
 
 
 def _scan_separated(value: str, separator: str, element: str) -> Iterator[str]:
+    """Split on ``separator`` outside quoted strings and angle brackets, naming what is unbalanced.
+
+    Parentheses are not special: the list headers split here carry no
+    comments, and '(' is valid in the user part of a URI.
+    """
     start = 0
     pos = 0
     end = len(value)
     angle = False
-    comment_depth = 0
     while pos < end:
         char = value[pos]
         if char == '"' and not angle:
             pos = match_quoted(value, pos, element)
             continue
-        if char == "\\" and comment_depth:
-            pos += 2
-            continue
-        if char == "<" and not comment_depth:
+        if char == "<":
             angle = True
         elif char == ">" and angle:
             angle = False
-        elif char == "(" and not angle:
-            comment_depth += 1
-        elif char == ")" and comment_depth:
-            comment_depth -= 1
-        elif char == separator and not angle and not comment_depth:
+        elif char == separator and not angle:
             yield value[start:pos]
             start = pos + 1
         pos += 1
     if angle:
         raise SIPParseError("unbalanced '<'", element=element)
-    if comment_depth:
-        raise SIPParseError("unbalanced '('", element=element)
     yield value[start:]
 
 
@@ -149,17 +143,24 @@ class Parameters:
         self._items: list[tuple[str, str | None]] = list(items) if items else []
 
     @classmethod
+    def _adopt(cls, items: list[tuple[str, str | None]]) -> "Parameters":
+        """Wrap a list the caller hands over (no copy: the parsers' hot path)."""
+        params = cls.__new__(cls)
+        params._items = items
+        return params
+
+    @classmethod
     def parse(cls, text: str, element: str) -> "Parameters":
         """Parse the text after the first ``;`` (``a=1;b``); whitespace around ``;``/``=`` is allowed."""
         if _PARAM_LIST_RE.match(text) is None:
             _raise_param_error(text, element)
         if '"' in text:
-            return cls([(name, value if eq else None) for name, eq, value in _PARAM_PAIR_RE.findall(text)])
+            return cls._adopt([(name, value if eq else None) for name, eq, value in _PARAM_PAIR_RE.findall(text)])
         items = []
         for piece in text.split(";"):
             name, eq, value = piece.partition("=")
             items.append((name.strip(), value.strip() if eq else None))
-        return cls(items)
+        return cls._adopt(items)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first parameter called ``name`` (None when it has no value)."""

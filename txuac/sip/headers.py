@@ -191,6 +191,16 @@ class Headers:
         views[key] = result
         return result
 
+    def list_view(self, key: str, name: str, parse: Callable[[str, str], list]) -> list:
+        """The cached items of every ``key`` line, each line parsed by ``parse(value, name)``."""
+        try:
+            return self._views[key]
+        except KeyError:
+            pass
+        result = [item for field_key, _, value in self._fields if field_key == key for item in parse(value, name)]
+        self._views[key] = result
+        return result
+
     def cache_view(self, cache_key: str, value: object) -> None:
         """Store a view computed elsewhere (the parser's eager CSeq and Content-Length)."""
         self._views[cache_key] = value
@@ -235,8 +245,8 @@ class Headers:
     def serialize_into(self, parts: list[str], content_length: int | None) -> None:
         """Append ``Name: value\\r\\n`` lines; Content-Length is written as ``content_length``."""
         for key, name, value in self._fields:
-            if key == "content-length" and content_length is not None:
-                value = str(content_length)
+            if key == "content-length" and content_length is not None and value.lstrip("0") != str(content_length).lstrip("0"):
+                value = str(content_length)  # the body changed: keep the header honest
             parts.append(f"{name}: {value}\r\n")
 
 

@@ -86,9 +86,7 @@ class Message:
     @property
     def via(self) -> list[Via]:
         """Every via-parm of every Via line, top first."""
-        return self.headers.view(
-            "via", lambda: [v for line in self.headers.values("via") for v in fields.parse_via_list(line)]
-        )
+        return self.headers.list_view("via", "Via", fields.parse_via_list)
 
     @property
     def top_via(self) -> Via | None:
@@ -129,9 +127,7 @@ class Message:
     @property
     def contacts(self) -> list:
         """Contact entries: NameAddress values, or ``[WILDCARD]`` for ``Contact: *``."""
-        return self.headers.view(
-            "contact", lambda: [c for line in self.headers.values("contact") for c in _contact_list(line, "Contact")]
-        )
+        return self.headers.list_view("contact", "Contact", _contact_list)
 
     @property
     def route(self) -> list[NameAddress]:
@@ -150,9 +146,7 @@ class Message:
         return self._name_addr_header("Service-Route")
 
     def _name_addr_header(self, name: str) -> list[NameAddress]:
-        return self.headers.view(
-            name.lower(), lambda: [a for line in self.headers.values(name.lower()) for a in _name_addr_list(line, name)]
-        )
+        return self.headers.list_view(name.lower(), name, _name_addr_list)
 
     @property
     def content_length(self) -> int | None:
@@ -191,10 +185,7 @@ class Message:
         return self._auth_header("Proxy-Authorization")
 
     def _auth_header(self, name: str) -> list[AuthParams]:
-        return self.headers.view(
-            name.lower(),
-            lambda: [a for line in self.headers.values(name.lower()) for a in fields.parse_auth_list(line, name)],
-        )
+        return self.headers.list_view(name.lower(), name, fields.parse_auth_list)
 
     def tokens(self, name: str) -> list[str]:
         """The tokens of a list header such as Require, Supported or Allow."""
@@ -254,7 +245,8 @@ class Request(Message):
     __slots__ = ("method", "uri")
 
     def __init__(self, method: str, uri: URI, headers: Headers | None = None, body: bytes = b""):
-        super().__init__(headers, body)
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
         self.method = method
         self.uri = uri
 
@@ -283,7 +275,8 @@ class Response(Message):
     __slots__ = ("status", "reason")
 
     def __init__(self, status: int, reason: str | None = None, headers: Headers | None = None, body: bytes = b""):
-        super().__init__(headers, body)
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
         self.status = status
         self.reason = REASON_PHRASES.get(status, "Unknown") if reason is None else reason
 

@@ -77,9 +77,9 @@ def _parse(data: bytes, limits: ParserLimits) -> Message:
         raise SIPParseError("empty message")
     if len(lines) > limits.max_headers + 1:
         raise SIPParseError(f"more than {limits.max_headers} header lines")
-    message = _parse_start_line(lines[0], limits)
     fields = _parse_header_lines(lines, limits)
-    headers = message.headers = Headers._from_parsed(fields)
+    headers = Headers._from_parsed(fields)
+    message = _parse_start_line(lines[0], limits, headers)
 
     length_text = cseq_text = None
     for key, _, value in fields:
@@ -118,7 +118,7 @@ def _check_line_lengths(head: str, newline: str, limit: int) -> None:
             raise SIPParseError(f"line longer than {limit} octets", element="header")
 
 
-def _parse_start_line(line: str, limits: ParserLimits) -> Message:
+def _parse_start_line(line: str, limits: ParserLimits, headers: Headers) -> Message:
     if len(line) > limits.max_line_length:
         raise SIPParseError("start line too long", status=414 if not line.startswith("SIP/") else 400)
     if line[:4].upper() == "SIP/":
@@ -129,7 +129,7 @@ def _parse_start_line(line: str, limits: ParserLimits) -> Message:
             raise SIPParseError(f"invalid status code {code[:16]!r}", element="status line")
         if "\r" in reason or "\n" in reason:
             raise SIPParseError("CR or LF in the reason phrase", element="status line")
-        return Response(int(code), reason)
+        return Response(int(code), reason, headers)
     # RFC 3261 7.1: Method SP Request-URI SP SIP-Version, single spaces only.
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
@@ -146,7 +146,7 @@ def _parse_start_line(line: str, limits: ParserLimits) -> Message:
     if isinstance(uri, SipURI) and uri.headers:
         # RFC 3261 19.1.1 table: headers are not allowed in a Request-URI.
         raise SIPParseError("headers are not allowed in the Request-URI", element="Request-URI")
-    return Request(method, uri)
+    return Request(method, uri, headers)
 
 
 def _check_version(version: str) -> None:
@@ -177,7 +177,7 @@ def _parse_header_lines(lines: list[str], limits: ParserLimits) -> list[tuple[st
             if not colon:
                 raise SIPParseError(f"header line without ':' {line[:40]!r}", element="header")
             entry = header_names(name)
-        append((entry[0], entry[1], value.strip(" \t")))
+        append((entry[0], entry[1], value.strip(" \t")))  # not strip(): U+0085, U+00A0 are data
     return result
 
 

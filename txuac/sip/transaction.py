@@ -196,11 +196,11 @@ class ClientTransaction(_Transaction):
     def _invite_response(self, response: Response, now: float) -> list[Effect]:
         status = response.status
         if self.state in (State.CALLING, State.PROCEEDING):
-            self._disarm("A")
+            # 17.1.1.2: Timer B only bounds Calling; once Proceeding the TU decides (CANCEL).
+            self._disarm("A", "B")
             if status < 200:
                 self.state = State.PROCEEDING
                 return [Deliver(response)]
-            self._disarm("B")
             if status < 300:
                 # RFC 6026 7.2: Accepted, Timer M; the TU sends the ACK for a 2xx.
                 self.state = State.ACCEPTED

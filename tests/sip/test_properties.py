@@ -1,0 +1,196 @@
+"""Property tests of the SIP message core (hypothesis).
+
+The generators, mutations and the contract check (``exercise``) live in
+bench/fuzz_parser.py, which runs them at volume; here hypothesis drives
+them, so that failures shrink to a small input. Profiles: "default" and
+"ci" (derandomized), chosen with HYPOTHESIS_PROFILE.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from txuac.sip import WILDCARD, Response, parse_message
+
+settings.register_profile(
+    "default",
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("ci", settings.get_profile("default"), max_examples=300, derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS_DIR = os.path.join(HERE, os.pardir, "data", "rfc4475")
+
+
+def _load_fuzzer():
+    path = os.path.join(HERE, os.pardir, os.pardir, "bench", "fuzz_parser.py")
+    spec = importlib.util.spec_from_file_location("txuac_bench_fuzz_parser", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fuzz = _load_fuzzer()
+CORPUS = fuzz.load_corpus(CORPUS_DIR)
+
+
+@functools.lru_cache(maxsize=4096)
+def _integers(low: int, high: int):
+    return st.integers(low, high)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sampled(values: tuple):
+    return st.sampled_from(values)
+
+
+class _Picker:
+    """The generators' ``pick`` interface (randint, choice) over hypothesis draws."""
+
+    def __init__(self, draw):
+        self._draw = draw
+
+    def randint(self, low: int, high: int) -> int:
+        return self._draw(_integers(low, high))
+
+    def choice(self, values):
+        return self._draw(_sampled(tuple(values)))
+
+
+@st.composite
+def sip_messages(draw) -> tuple[bytes, dict]:
+    """Valid requests and responses as bytes, with the values a parser must find in them."""
+    return fuzz.build_message(_Picker(draw))
+
+
+@st.composite
+def mutated(draw, base) -> bytes:
+    """``base`` (a strategy of bytes) after one to four mutations."""
+    return fuzz.mutate(draw(base), _Picker(draw), draw(st.integers(1, 4)))
+
+
+@st.composite
+def soups(draw) -> bytes:
+    return fuzz.soup(_Picker(draw))
+
+
+cut_points = st.lists(st.integers(0, 2048), max_size=3)
+
+
+class ValidMessageTests(SynchronousTestCase):
+    """Generated valid messages parse, validate, round-trip and read back."""
+
+    @given(sip_messages())
+    def test_round_trip(self, generated):
+        """parse -> validate() -> parse(bytes(m)) == m, and bytes() is stable."""
+        data, _ = generated
+        message = parse_message(data)
+        message.validate()
+        again = parse_message(bytes(message))
+        self.assertEqual(again, message)
+        self.assertEqual(bytes(again), bytes(message))
+
+    @given(sip_messages())
+    def test_views(self, generated):
+        """Every typed view gives back the generated value."""
+        data, expected = generated
+        message = parse_message(data)
+        if isinstance(message, Response):
+            self.assertEqual((message.status, message.reason), (expected["status"], expected["reason"]))
+        else:
+            self.assertEqual((message.method, str(message.uri)), (expected["method"], expected["uri"]))
+        self.assertVias(message.via, expected["via"])
+        self.assertEqual(message.top_via, message.via[0])
+        self.assertAddress(message.from_, expected["from"])
+        self.assertAddress(message.to, expected["to"])
+        self.assertEqual(message.call_id, expected["call_id"])
+        self.assertEqual((message.cseq.number, message.cseq.method), expected["cseq"])
+        self.assertEqual(message.max_forwards, expected["max_forwards"])
+        self.assertContacts(message.contacts, expected["contacts"])
+        self.assertEqual([str(hop.uri) for hop in message.route], expected["route"])
+        for name, tokens in expected["tokens"].items():
+            self.assertEqual(message.tokens(name), tokens)
+        extras: dict[str, list[str]] = {}
+        for name, value in expected["extras"]:
+            extras.setdefault(name, []).append(value)
+        for name, values in extras.items():
+            self.assertEqual(message.headers.get_all(name), values)
+        self.assertEqual(message.expires, expected["expires"])
+        self.assertEqual(message.date, expected["date"])
+        self.assertEqual(
+            [(c.scheme, c.get("realm")) for c in message.www_authenticate], expected["challenges"]
+        )
+        self.assertEqual(message.body, expected["body"])
+
+    def assertVias(self, vias, expected):
+        self.assertEqual(
+            [
+                {
+                    "transport": v.transport,
+                    "host": v.host,
+                    "port": v.port,
+                    "branch": v.branch,
+                    "received": v.received,
+                    "rport": v.rport,
+                    "rport_requested": v.rport_requested,
+                }
+                for v in vias
+            ],
+            expected,
+        )
+
+    def assertAddress(self, address, expected):
+        self.assertEqual(address.display_name, expected["display"])
+        self.assertEqual(address.uri_text, expected["uri"])
+        self.assertEqual(str(address.uri), expected["uri"])
+        for name, value in expected["params"]:
+            self.assertEqual(address.params.get(name), value)
+
+    def assertContacts(self, contacts, expected):
+        if expected == ["*"]:
+            self.assertEqual(contacts, [WILDCARD])
+            return
+        self.assertEqual(len(contacts), len(expected))
+        for contact, wanted in zip(contacts, expected):
+            self.assertAddress(contact, wanted)
+            self.assertEqual(contact.expires, wanted["expires"])
+
+
+class RobustnessTests(SynchronousTestCase):
+    """Whatever the input, only SIPParseError escapes, and what parses round-trips.
+
+    ``fuzz.exercise`` runs parse_message, the bytes() round trip, every typed
+    view (and the URIs, parameters and re-parsed str() inside), validate()
+    and the stream framer fed whole and in chunks.
+    """
+
+    def test_corpus(self):
+        """The unmutated RFC 4475 messages (the seeds of the mutations)."""
+        self.assertEqual(len(CORPUS), 49)
+        for data in CORPUS:
+            fuzz.exercise(data, [len(data) // 2])
+
+    @given(st.binary(max_size=1024), cut_points)
+    def test_random_bytes(self, data, cuts):
+        fuzz.exercise(data, cuts)
+
+    @given(soups(), cut_points)
+    def test_random_sip_fragments(self, data, cuts):
+        fuzz.exercise(data, cuts)
+
+    @given(mutated(st.sampled_from(CORPUS)), cut_points)
+    def test_mutated_corpus(self, data, cuts):
+        fuzz.exercise(data, cuts)
+
+    @given(mutated(sip_messages().map(lambda generated: generated[0])), cut_points)
+    def test_mutated_valid_messages(self, data, cuts):
+        fuzz.exercise(data, cuts)
