@@ -8,9 +8,10 @@ exception, a round-trip mismatch or a refused valid message is an escape.
 
 Usage (from the repository root): python bench/fuzz_parser.py [N=200000] [seed=0]
 
-The generators take a ``pick`` object with ``randint(a, b)`` and
-``choice(seq)``, such as ``random.Random``; tests/sip/test_properties.py
-drives the same generators and checks from hypothesis.
+The generators take a ``pick`` object with ``randint(a, b)``, ``choice(seq)``
+and ``randbytes(n)``, such as ``random.Random`` (and optionally
+``text(alphabet, lo, hi)``); tests/sip/test_properties.py drives the same
+generators and checks from hypothesis.
 """
 
 from __future__ import annotations
@@ -144,6 +145,10 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 
 
 def text(pick, alphabet: str, lo: int, hi: int) -> str:
+    """``lo`` to ``hi`` characters of ``alphabet`` (through ``pick.text`` when it has one)."""
+    draw = getattr(pick, "text", None)
+    if draw is not None:
+        return draw(alphabet, lo, hi)
     return "".join(pick.choice(alphabet) for _ in range(pick.randint(lo, hi)))
 
 
@@ -490,7 +495,7 @@ def build_message(pick) -> tuple[bytes, dict]:
         extra(("WWW-Authenticate",), ", ".join(raws))
         expected["challenges"] = list(challenges)
 
-    body = bytes(pick.randint(0, 255) for _ in range(pick.choice((0, 0, 1, pick.randint(0, 48)))))
+    body = pick.randbytes(pick.choice((0, 0, 1, pick.randint(0, 48))))
     if maybe(pick, 4):
         body += b"v=0\r\n\r\nContent-Length: 99\r\n"
     expected["body"] = body

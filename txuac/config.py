@@ -7,6 +7,7 @@ Unknown sections and keys are errors too: a typo must not be silently ignored.
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,9 +78,11 @@ def parse_listen(text: str, where: str) -> ListenSpec:
         host, port_text = rest[1:close], rest[close + 1 :]
         if port_text and not port_text.startswith(":"):
             raise ConfigError(f"{where}: junk after the address in {text!r}")
-        port_text = port_text[1:]
+        has_port, port_text = bool(port_text), port_text[1:]
+    elif rest.count(":") > 1:
+        raise ConfigError(f"{where}: IPv6 addresses go in brackets: {text!r} (like tcp:[::1]:5060)")
     else:
-        host, _, port_text = rest.partition(":")
+        host, has_port, port_text = rest.partition(":")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -87,11 +90,16 @@ def parse_listen(text: str, where: str) -> ListenSpec:
     if isinstance(address, ipaddress.IPv4Address) and rest.startswith("["):
         raise ConfigError(f"{where}: brackets are for IPv6 addresses in {text!r}")
     port = DEFAULT_PORTS[transport]
-    if port_text:
-        if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+    if has_port:
+        if not _is_number(port_text) or not 0 <= int(port_text) < 65536:
             raise ConfigError(f"{where}: invalid port {port_text!r} in {text!r}")
         port = int(port_text)  # 0: the system picks a free port
     return ListenSpec(transport, str(address), port)
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 class _Section:
@@ -145,11 +153,17 @@ def _core(path: str, table: Any) -> CoreSettings:
         if not listen_raw:
             raise ConfigError(f"{section.where('listen')}: at least one socket is needed")
         listen = tuple(parse_listen(item, f"{section.where('listen')}[{i}]") for i, item in enumerate(listen_raw))
-        fixed = [spec for spec in listen if spec.port != 0]
-        if len(set(fixed)) != len(fixed):
-            raise ConfigError(f"{section.where('listen')}: the same socket is listed twice")
+        seen: dict[tuple[str, str, int], ListenSpec] = {}
+        for spec in listen:
+            # tcp: and tls: sockets are both TCP: they cannot share an address and port.
+            key = ("udp" if spec.transport == "udp" else "tcp", spec.host, spec.port)
+            if spec.port != 0 and key in seen:
+                if spec == seen[key]:
+                    raise ConfigError(f"{section.where('listen')}: {spec} is listed twice")
+                raise ConfigError(f"{section.where('listen')}: {spec} and {seen[key]} are the same socket")
+            seen[key] = spec
     dns_raw = section.get("dns_servers", list, [])
-    dns_servers = tuple(_dns_server(item, section.where("dns_servers")) for item in dns_raw)
+    dns_servers = tuple(_dns_server(item, f"{section.where('dns_servers')}[{i}]") for i, item in enumerate(dns_raw))
     settings = CoreSettings(
         listen=listen,
         user_agent=section.get("user_agent", str, defaults.user_agent),
@@ -161,8 +175,10 @@ def _core(path: str, table: Any) -> CoreSettings:
         tcp_idle_timeout=section.positive_int("tcp_idle_timeout", defaults.tcp_idle_timeout),
     )
     section.finish()
-    if "\r" in settings.user_agent or "\n" in settings.user_agent:
-        raise ConfigError(f"{section.where('user_agent')}: must be one line")
+    if not settings.user_agent.strip():
+        raise ConfigError(f"{section.where('user_agent')}: must not be empty")
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in settings.user_agent):
+        raise ConfigError(f"{section.where('user_agent')}: must be one line without control characters")
     if settings.timer_t2 < settings.timer_t1:
         raise ConfigError(f"{section.where('timer_t2')}: must not be smaller than timer_t1")
     return settings
@@ -173,60 +189,94 @@ def _dns_server(text: Any, where: str) -> tuple[str, int]:
         raise ConfigError(f"{where}: expected 'address' or 'address:port' strings")
     host, port = text, 53
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ConfigError(f"{where}: {text!r} is not 'address', 'address:port' or '[IPv6]:port'")
         if rest:
-            port = _port(rest.lstrip(":"), where)
+            port = _port(rest[1:], where)
     elif text.count(":") == 1:
         host, port_text = text.split(":")
         port = _port(port_text, where)
     try:
-        ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
         raise ConfigError(f"{where}: {text!r} is not an IP address") from None
-    return host, port
+    if isinstance(address, ipaddress.IPv4Address) and text.startswith("["):
+        raise ConfigError(f"{where}: brackets are for IPv6 addresses in {text!r}")
+    return str(address), port
 
 
 def _port(text: str, where: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not _is_number(text) or not 0 < int(text) < 65536:
         raise ConfigError(f"{where}: invalid port {text!r}")
     return int(text)
 
 
-def _tls(path: str, table: Any) -> TLSSettings:
+def _tls(path: str, table: Any, base_dir: str | None) -> TLSSettings:
     section = _Section(path, "tls", table)
-    settings = TLSSettings(
-        certificate=section.get("certificate", str, None),
-        private_key=section.get("private_key", str, None),
-        ca_file=section.get("ca_file", str, None),
-        verify_server=section.get("verify_server", bool, True),
-    )
+    files = {key: _readable_file(section, key, base_dir) for key in ("certificate", "private_key", "ca_file")}
+    settings = TLSSettings(**files, verify_server=section.get("verify_server", bool, True))
     section.finish()
-    if (settings.certificate is None) != (settings.private_key is None):
-        raise ConfigError(f"{path}: [tls] certificate and private_key go together")
+    if settings.certificate is not None and settings.private_key is None:
+        raise ConfigError(f"{section.where('private_key')}: must be set when certificate is")
+    if settings.private_key is not None and settings.certificate is None:
+        raise ConfigError(f"{section.where('certificate')}: must be set when private_key is")
     return settings
 
 
-_SECTIONS = {"core": _core, "tls": _tls}
+def _readable_file(section: _Section, key: str, base_dir: str | None) -> str | None:
+    """A file name from the config, relative to the config file's directory (as in Kamailio),
+    checked now so that a typo fails at start-up and not at the first TLS connection."""
+    name = section.get(key, str, None)
+    if name is None:
+        return None
+    if not name:
+        raise ConfigError(f"{section.where(key)}: must not be empty")
+    if base_dir is not None:
+        name = os.path.join(base_dir, name)
+    try:
+        with open(name, "rb"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{section.where(key)}: cannot read {name}: {e.strerror or e}") from None
+    return name
+
+
+_SECTIONS = ("core", "tls")
 
 
 def load_settings(path: str) -> Settings:
-    """Read and validate the TOML file at ``path``."""
+    """Read and validate the TOML file at ``path``.
+
+    Relative file names in it ([tls] certificate, ...) are relative to its directory.
+    """
+    path = os.fspath(path)
     try:
         with open(path, "rb") as f:
             document = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return settings_from_dict(document, path)
+    return settings_from_dict(document, path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
-def settings_from_dict(document: dict, path: str = "<dict>") -> Settings:
-    """Validate an already parsed document (for embedding and tests)."""
+def settings_from_dict(document: dict, path: str = "<dict>", base_dir: str | None = None) -> Settings:
+    """Validate an already parsed document (for embedding and tests).
+
+    Relative file names are taken relative to ``base_dir``, or to the current directory.
+    """
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a table of sections, got {type(document).__name__}")
     unknown = sorted(set(document) - set(_SECTIONS))
     if unknown:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(unknown)}")
-    parsed = {name: build(path, document.get(name, {})) for name, build in _SECTIONS.items()}
+    parsed = {
+        "core": _core(path, document.get("core", {})),
+        "tls": _tls(path, document.get("tls", {}), base_dir),
+    }
     settings = Settings(path=path, **parsed)
     if any(spec.transport == "tls" for spec in settings.core.listen) and settings.tls.certificate is None:
         raise ConfigError(f"{path}: [core] listen has a tls: socket but [tls] certificate is not set")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+from OpenSSL import crypto
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.logger import Logger
 
 from txuac import __version__
 from txuac.config import ListenSpec, Settings
+from txuac.errors import ConfigError
 from txuac.net.resolver import TargetResolver
 from txuac.net.stack import SIPStack
 from txuac.net.tls import client_options_factory, server_options
@@ -20,7 +24,12 @@ log = Logger()
 
 
 class SIPService(service.Service):
-    """Binds the configured sockets and runs the SIP stack until stopped."""
+    """Binds the configured sockets and runs the SIP stack until stopped.
+
+    Errors in the configuration that only show when it is used (TLS files that are not
+    a usable PEM pair, a socket that cannot be bound) are ConfigErrors naming the file
+    and the key, raised by the constructor and by privilegedStartService.
+    """
 
     def __init__(self, settings: Settings, reactor=None):
         if reactor is None:
@@ -28,40 +37,62 @@ class SIPService(service.Service):
         self.reactor = reactor
         self.settings = settings
         core = settings.core
+        with _naming_file(settings):
+            self._tls_server_options = server_options(settings.tls) if _listens_on_tls(settings) else None
+            # Always built: without ca_file the platform's trust store verifies servers.
+            try:
+                tls_client_options = client_options_factory(settings.tls)
+            except crypto.Error as e:  # txuac.net.tls lets pyOpenSSL's errors through here
+                raise ConfigError(f"[tls] certificate/private_key/ca_file: not usable PEM: {e}") from None
         self.stack = SIPStack(
             reactor,
             timers=TimerSettings(core.timer_t1 / 1000, core.timer_t2 / 1000, core.timer_t4 / 1000),
             limits=ParserLimits(max_message_size=core.max_message_size),
             resolver=TargetResolver(reactor, servers=list(core.dns_servers) or None),
             idle_timeout=core.tcp_idle_timeout,
-            tls_client_options=client_options_factory(settings.tls) if _uses_tls(settings) else None,
+            tls_client_options=tls_client_options,
             user_agent=core.user_agent,
         )
         self.ports: list = []
+        self._bound = False
 
     def privilegedStartService(self) -> None:
+        """Bind every socket (as root under twistd, before privileges are shed): all or none."""
         super().privilegedStartService()
-        for spec in self.settings.core.listen:
-            self.ports.append(self._listen(spec))
+        if self._bound:
+            return
+        self._bound = True
+        try:
+            for spec in self.settings.core.listen:
+                self.ports.append(self._listen(spec))
+        except BaseException:
+            self._bound = False
+            ports, self.ports = self.ports, []
+            for port in ports:
+                port.stopListening()
+            raise
 
     def startService(self) -> None:
-        if not self.ports:
-            self.privilegedStartService()
+        self.privilegedStartService()  # not called first when embedded with plain startService()
         super().startService()
         log.info("txuac {version} started", version=__version__)
 
     def _listen(self, spec: ListenSpec):
         reactor = self.reactor
-        if spec.transport == "udp":
-            listener = UDPListener(spec.host, spec.port, self.stack)
-            port = reactor.listenUDP(spec.port, listener, interface=spec.host)
-            self.stack.add_udp_listener(listener)
-        else:
-            factory = StreamServerFactory(spec.transport, self.stack, self.stack.pool)
-            if spec.transport == "tcp":
-                port = reactor.listenTCP(spec.port, factory, interface=spec.host)
+        try:
+            if spec.transport == "udp":
+                listener = UDPListener(spec.host, spec.port, self.stack)
+                port = reactor.listenUDP(spec.port, listener, interface=spec.host)
+                self.stack.add_udp_listener(listener)
             else:
-                port = reactor.listenSSL(spec.port, factory, server_options(self.settings.tls), interface=spec.host)
+                factory = StreamServerFactory(spec.transport, self.stack, self.stack.pool)
+                if spec.transport == "tcp":
+                    port = reactor.listenTCP(spec.port, factory, interface=spec.host)
+                else:
+                    port = reactor.listenSSL(spec.port, factory, self._tls_server_options, interface=spec.host)
+        except error.CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            raise ConfigError(f"{self.settings.path}: [core] listen: cannot bind {spec}: {reason}") from None
         bound = port.getHost().port
         if spec.transport != "udp":
             self.stack.add_stream_listener(Address(spec.transport, spec.host, bound))
@@ -78,16 +109,37 @@ class SIPService(service.Service):
 
     @defer.inlineCallbacks
     def stopService(self):
+        """Stop accepting connections, let pending client transactions finish (at most
+        64*T1; their responses come in on the UDP sockets, which stay open meanwhile),
+        then close everything."""
         super().stopService()
-        for port in self.ports:
+        ports, self.ports = self.ports, []
+        self._bound = False
+        stream_ports = [p for spec, p in zip(self.settings.core.listen, ports) if spec.transport != "udp"]
+        udp_ports = [p for spec, p in zip(self.settings.core.listen, ports) if spec.transport == "udp"]
+        pending = self.stack.pending_client_transactions
+        if pending:
+            log.info("stopping: waiting for {count} client transaction(s)", count=pending)
+        stopped = self.stack.stop()  # at once: from now on new requests are refused
+        for port in stream_ports:
             yield port.stopListening()
-        self.ports = []
-        yield self.stack.stop()
+        yield stopped
+        for port in udp_ports:
+            yield port.stopListening()
         log.info("txuac stopped")
 
 
-def _uses_tls(settings: Settings) -> bool:
-    return settings.tls.ca_file is not None or any(s.transport == "tls" for s in settings.core.listen)
+def _listens_on_tls(settings: Settings) -> bool:
+    return any(s.transport == "tls" for s in settings.core.listen)
+
+
+@contextmanager
+def _naming_file(settings: Settings):
+    """Prefix the ConfigErrors of txuac.net.tls (which name the key) with the file name."""
+    try:
+        yield
+    except ConfigError as e:
+        raise ConfigError(f"{settings.path}: {e}") from None
 
 
 class UACService(service.MultiService):

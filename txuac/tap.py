@@ -1,4 +1,10 @@
-"""twistd plugin glue: ``twistd -n uac --config conf/uac.toml``."""
+"""twistd plugin glue: ``twistd -n uac --config conf/uac.toml`` (or ``twist uac --config ...``).
+
+A bad configuration ends the command with one line naming the file and the key, not a
+traceback: at option time (the file itself) by SystemExit, at start-up (a socket that
+cannot be bound, an unusable TLS file) by the ConfigError, which twistd reports to a
+daemon's parent and after which it removes its pid file, printed by the excepthook ``makeService`` installs.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from twisted.python import usage
 
 from txuac import __version__
 from txuac.config import load_settings
-from txuac.errors import ConfigError
+from txuac.errors import ConfigError, TxuacError
 
 
 class Options(usage.Options):
@@ -26,10 +32,25 @@ class Options(usage.Options):
         try:
             self["settings"] = load_settings(self["config"])
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            # The command line is right, the file is not: no usage text, just the error.
+            raise SystemExit(f"txuac: {e}") from None
+
+
+def _install_excepthook() -> None:
+    """Our own errors end the process with their message; anything else is a bug: traceback."""
+    previous = sys.excepthook
+
+    def excepthook(kind, value, tb) -> None:
+        if isinstance(value, TxuacError):
+            print(f"txuac: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    sys.excepthook = excepthook
 
 
 def makeService(options: Options) -> service.IService:
     from txuac.service import UACService
 
+    _install_excepthook()
     return UACService(options["settings"])

@@ -12,8 +12,8 @@ import ipaddress
 import random
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 from twisted.names import client, dns, error as dns_error, hosts as dns_hosts, resolve
 
 from txuac.errors import ResolutionError
@@ -153,7 +153,9 @@ class TargetResolver:
             # asks the SRV name of that transport).
             candidates = yield self._naptr(host, secure)
         if not candidates:
-            candidates = yield self._srv_without_naptr(host, secure, transport)
+            candidates, found = yield self._srv_without_naptr(host, secure, transport)
+            if found and not candidates:
+                raise ResolutionError(f"{host}: no usable SRV target")
         if candidates:
             return candidates
         # RFC 3263 4.2: no SRV records, so A/AAAA with the default port.
@@ -176,12 +178,12 @@ class TargetResolver:
                 continue
             if secure and naptr_transport != "tls":
                 continue
-            if record.flags.string.lower() != b"s":
-                continue
+            if record.flags.string.lower() != b"s" or record.replacement.name in (b"", b"."):
+                continue  # RFC 3263 4.1: a terminal "s" rule naming an SRV record
             usable.append((naptr_transport, record.replacement.name.decode("ascii", "replace")))
         result = []
         for naptr_transport, srv_name in usable:
-            result.extend((yield self._srv(srv_name, naptr_transport)))
+            result.extend((yield self._srv(srv_name, naptr_transport)) or [])
         return result
 
     @defer.inlineCallbacks
@@ -193,18 +195,26 @@ class TargetResolver:
         else:
             order = [t for t in ("udp", "tcp", "tls") if t in self.transports]
         result = []
+        found = False
         for candidate in order:
-            result.extend((yield self._srv(SRV_PREFIXES[candidate] + domain, candidate)))
-        return result
+            addresses = yield self._srv(SRV_PREFIXES[candidate] + domain, candidate)
+            if addresses is not None:
+                found = True
+                result.extend(addresses)
+        return result, found
 
     @defer.inlineCallbacks
     def _srv(self, name: str, transport: str):
+        """Addresses from the SRV records of ``name``, best first; None when it has none."""
         try:
             answers, _, _ = yield self._lookup(dns.SRV, name)
         except _DNS_ERRORS:
-            return []
+            return None
+        records = [rr.payload for rr in answers if rr.type == dns.SRV]
+        if not records:
+            return None
         # RFC 2782: a target of "." means the service is decidedly not available here.
-        records = [rr.payload for rr in answers if rr.type == dns.SRV and rr.payload.target.name not in (b"", b".")]
+        records = [r for r in records if r.target.name not in (b"", b".")]
         result = []
         for record in order_srv(records, self.rng):
             target = record.target.name.decode("ascii", "replace")
@@ -231,10 +241,13 @@ class TargetResolver:
             raise ResolutionError(f"{host}: no A or AAAA record")
         return found
 
-
     def _lookup(self, rtype: int, name: str) -> defer.Deferred:
         """One DNS lookup through the TTL cache: (answers, authority, additional) or a failure."""
-        key = (name.lower().rstrip(".").encode("ascii", "replace"), rtype)
+        try:
+            wire = _wire_name(name)
+        except dns_error.DomainError:
+            return defer.fail()
+        key = (wire.lower(), rtype)
         now = self.reactor.seconds()
         entry = self._cache.get(key)
         if entry is not None:
@@ -242,14 +255,15 @@ class TargetResolver:
             if now < expires:
                 return defer.fail(outcome) if isinstance(outcome, Exception) else defer.succeed(outcome)
             del self._cache[key]
-        d = getattr(self.dns, _LOOKUPS[rtype])(name, timeout=self.dns_timeout)
+        d = getattr(self.dns, _LOOKUPS[rtype])(wire, timeout=self.dns_timeout)
         d.addCallbacks(self._store, self._store_failure, callbackArgs=(key,), errbackArgs=(key,))
         return d
 
     def _store(self, result, key):
         answers, authority, _ = result
-        wanted = [rr for rr in answers if rr.type == key[1]]
-        ttl = min(rr.ttl for rr in wanted) if wanted else _negative_ttl(authority)
+        # The smallest TTL of the answer, CNAMEs on the way included (RFC 2181 5.2).
+        wanted = any(rr.type == key[1] for rr in answers)
+        ttl = min(rr.ttl for rr in answers) if wanted else _negative_ttl(authority)
         self._remember(key, ttl, result)
         return result
 
@@ -269,6 +283,18 @@ class TargetResolver:
             while len(self._cache) >= CACHE_SIZE:
                 del self._cache[next(iter(self._cache))]
         self._cache[key] = (self.reactor.seconds() + ttl, outcome)
+
+
+def _wire_name(name: str) -> bytes:
+    """``name`` as DNS carries it, or DomainError, as for a name that does not exist, when it
+    cannot be one (twisted.names would raise UnicodeError from its IDNA codec)."""
+    try:
+        wire = name.rstrip(".").encode("ascii")
+    except UnicodeEncodeError:
+        raise dns_error.DomainError(name) from None
+    if len(wire) > 253 or not all(0 < len(label) < 64 for label in wire.split(b".")):
+        raise dns_error.DomainError(name)
+    return wire
 
 
 def _negative_ttl(authority) -> float:

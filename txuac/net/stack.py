@@ -8,6 +8,7 @@ answered, other methods refused).
 
 from __future__ import annotations
 
+import secrets
 from typing import Callable
 
 from twisted.internet import defer
@@ -45,19 +46,37 @@ RequestHandler = Callable[["IncomingRequest"], None]
 
 
 class IncomingRequest:
-    """A request received by the stack, with the means to answer it."""
+    """A request received by the stack, with the means to answer it.
+
+    ``cancelled`` becomes True when a CANCEL ended the (INVITE) transaction
+    with a 487 before the handler answered it finally.
+    """
 
     def __init__(self, stack: "SIPStack", request: Request, source: Address, transaction: ServerTransaction | None):
         self.stack = stack
         self.request = request
         self.source = source
         self.transaction = transaction
+        self.cancelled = False
+        self._to_tag: str | None = None
+
+    @property
+    def to_tag(self) -> str:
+        """The To tag of every response to this request (RFC 3261 8.2.6.2), made on first use."""
+        if self._to_tag is None:
+            self._to_tag = secrets.token_hex(8)
+        return self._to_tag
 
     def respond(self, status: int, reason: str | None = None, headers: list[tuple[str, str]] = (),
                 body: bytes = b"", to_tag: str | None = None) -> Response:
-        """Build a response (RFC 3261 8.2.6), add ``headers``, and send it."""
+        """Build a response (RFC 3261 8.2.6), add ``headers``, and send it.
+
+        A request without a To tag gets ``to_tag``, or this request's own tag,
+        in every response but a 100.
+        """
         extra = [("Server", self.stack.server_header), *headers]
-        response = make_response(self.request, status, reason, to_tag=to_tag, extra_headers=extra, body=body)
+        response = make_response(self.request, status, reason, to_tag=to_tag or self.to_tag, extra_headers=extra,
+                                 body=body)
         self.send(response)
         return response
 
@@ -96,9 +115,10 @@ class SIPStack:
         self.stream_listeners: dict[str, Address] = {}
         self.handlers: dict[str, RequestHandler] = {}
         self._client: dict[tuple[str, str], _ClientCall] = {}
-        self._server: dict[tuple, tuple[ServerTransaction, Channel]] = {}
+        self._server: dict[tuple, tuple[ServerTransaction, Channel, IncomingRequest]] = {}
         self._timers: dict[object, IDelayedCall] = {}
         self._stopping = False
+        self._stopped = False
 
     # --- configuration ----------------------------------------------------------------
     def add_udp_listener(self, listener: UDPListener) -> None:
@@ -141,6 +161,8 @@ class SIPStack:
     def _try_targets(self, targets: list[Address], request: Request, on_provisional):
         last_error: Exception | None = None
         for index, target in enumerate(targets):
+            if index and self._stopping:
+                break  # no failover once stop() was called: the last error stands
             attempt = request.copy()
             try:
                 response = yield self._send_once(attempt, target, on_provisional)
@@ -169,6 +191,8 @@ class SIPStack:
         raise TransportError(f"no UDP socket of the right address family for {target.host}")
 
     def _start_client(self, channel: Channel, request: Request, target: Address, on_provisional) -> defer.Deferred:
+        if self._stopped:
+            raise TransportError("the SIP stack stopped")  # a connection completed after stop()
         local = self.stream_listeners.get(target.transport, channel.local)
         via = make_via(target.transport, local.host, local.port)
         request.headers.prepend("Via", str(via))
@@ -192,7 +216,11 @@ class SIPStack:
                 response = effect.response
                 if response.status < 200:
                     if call.on_provisional is not None:
-                        call.on_provisional(response)
+                        try:
+                            call.on_provisional(response)
+                        except Exception:
+                            log.failure("on_provisional callback for {method} failed",
+                                        method=transaction.request.method)
                 elif not call.deferred.called:
                     call.deferred.callback(response)
             elif isinstance(effect, TimedOut):
@@ -238,15 +266,20 @@ class SIPStack:
                        lambda: self._apply_server(transaction, channel, transaction.handle_timer(self.reactor.seconds())))
 
     def _response_channel(self, transaction: ServerTransaction, channel: Channel) -> Channel:
-        """RFC 3261 18.2.2: the same connection for streams, received/rport for UDP."""
+        """RFC 3261 18.2.2: the same connection for streams; for UDP, received with rport
+        (RFC 3581 4) or else the sent-by port."""
+        via = transaction.request.top_via
         if isinstance(channel, StreamConnection):
             if channel.connected:
                 return channel
-            via = transaction.request.top_via
             existing = self.pool.find(response_address(via, channel.transport_name))
             if existing is not None and existing.connected:
                 return existing
             raise TransportError("the connection the request came on is closed")
+        if isinstance(channel, UDPChannel):
+            target = response_address(via, "udp")
+            if target != channel.peer:
+                return UDPChannel(channel.listener, target)
         return channel
 
     # --- receiving -----------------------------------------------------------------------
@@ -285,18 +318,18 @@ class SIPStack:
         existing = self._server.get(key)
         if request.method == "ACK":
             if existing is not None:
-                transaction, first_channel = existing
+                transaction, first_channel, _ = existing
                 self._apply_server(transaction, first_channel, transaction.receive(request, self.reactor.seconds()))
             else:
                 self._dispatch(IncomingRequest(self, request, source, None))  # ACK for a 2xx: the TU's
             return
         if existing is not None:
-            transaction, first_channel = existing
+            transaction, first_channel, _ = existing
             self._apply_server(transaction, first_channel, transaction.receive(request, self.reactor.seconds()))
             return
         transaction = ServerTransaction(request, reliable=source.reliable, timers=self.timers)
-        self._server[transaction.key] = (transaction, channel)
         incoming = IncomingRequest(self, request, source, transaction)
+        self._server[transaction.key] = (transaction, channel, incoming)
         if request.method == "CANCEL":
             self._cancel(incoming)
         else:
@@ -329,10 +362,12 @@ class SIPStack:
         if entry is None or entry[0].terminated:
             incoming.respond(481)
             return
-        invite_transaction = entry[0]
-        incoming.respond(200)
+        invite_transaction, _, invite = entry
+        # RFC 3261 9.2: the To tag of the 200 for the CANCEL should be the INVITE's.
+        incoming.respond(200, to_tag=invite.to_tag)
         if invite_transaction.last_response is None or invite_transaction.last_response.status < 200:
-            IncomingRequest(self, invite_transaction.request, incoming.source, invite_transaction).respond(487)
+            invite.cancelled = True
+            invite.respond(487)
 
     def _malformed(self, data: bytes, error: SIPParseError, source: Address, channel: Channel,
                    request: Request | None = None) -> None:
@@ -343,11 +378,14 @@ class SIPStack:
         if request.method == "ACK":
             return
         try:
-            response = make_response(request, error.status, error.reason_phrase,
+            if request.top_via is None:
+                return
+            stamp_received(request, source)  # RFC 3261 18.2.2 needs received (and rport) here too
+            response = make_response(request, error.status, error.reason_phrase, to_tag=_readable_to_tag(request),
                                      extra_headers=[("Server", self.server_header)])
             target = channel
-            if isinstance(channel, UDPChannel) and request.top_via is not None:
-                target = UDPChannel(channel.listener, response_address(request.top_via, "udp"))
+            if isinstance(channel, UDPChannel):
+                target = UDPChannel(channel.listener, response_address(response.top_via, "udp"))
             target.send(bytes(response))
         except (SIPParseError, TransportError) as e:
             log.info("no 400 sent to {source}: {error}", source=source, error=str(e))
@@ -363,7 +401,7 @@ class SIPStack:
         if current is not None and current.active():
             current.cancel()
         deadline = transaction.deadline
-        if deadline is None or transaction.terminated:
+        if deadline is None or transaction.terminated or self._stopped:
             return
         delay = max(0.0, deadline - self.reactor.seconds())
         self._timers[transaction] = self.reactor.callLater(delay, self._timer_fired, transaction, fire)
@@ -383,13 +421,14 @@ class SIPStack:
         self._stopping = True
         pending = [call.deferred for call in self._client.values() if not call.deferred.called]
         waits = [_quietly(d) for d in pending]
-        done = defer.DeferredList(waits)
+        done = defer.DeferredList(waits, consumeErrors=True)
         timeout = self.timers.timeout if grace is None else grace
         done.addTimeout(timeout, self.reactor, onTimeoutCancel=lambda *_: None)
         done.addBoth(self._shutdown)
         return done
 
     def _shutdown(self, _=None) -> None:
+        self._stopped = True
         for call in list(self._client.values()):
             if not call.deferred.called:
                 call.deferred.errback(TransportError("the SIP stack stopped"))
@@ -413,6 +452,15 @@ def _quietly(d: defer.Deferred) -> defer.Deferred:
 
     d.addBoth(both)
     return mirror
+
+
+def _readable_to_tag(request: Request) -> str | None:
+    """A fresh To tag for a response to a malformed request, unless its To cannot be read."""
+    try:
+        to = request.to
+    except SIPParseError:
+        return None
+    return secrets.token_hex(8) if to is not None and to.tag is None else None
 
 
 def _as_invite(cancel: Request) -> Request:

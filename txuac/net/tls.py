@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+import warnings
 
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from zope.interface import implementer
 
 from txuac.config import TLSSettings
 from txuac.errors import ConfigError
@@ -20,33 +25,88 @@ def _read(path: str, what: str) -> bytes:
         raise ConfigError(f"[tls] {what}: cannot read {path}: {e.strerror or e}") from None
 
 
+def _certificates(path: str, what: str) -> list[ssl.Certificate]:
+    """Every PEM certificate in ``path``, in file order; ConfigError when there is none or one is bad."""
+    blocks = _PEM_CERT_RE.findall(_read(path, what))
+    if not blocks:
+        raise ConfigError(f"[tls] {what}: no certificate in {path}")
+    try:
+        return [ssl.Certificate.loadPEM(block) for block in blocks]
+    except Exception as e:  # pyOpenSSL raises its own errors for bad PEM
+        raise ConfigError(f"[tls] {what}: bad certificate in {path}: {e}") from None
+
+
+def _certificate_options(settings: TLSSettings, **kwargs) -> ssl.CertificateOptions:
+    """CertificateOptions with our certificate, the rest of its file as the chain (RFC 5246
+    7.4.2: intermediates go with the leaf), and the private key checked against it."""
+    chain = _certificates(settings.certificate, "certificate")
+    try:
+        key = ssl.KeyPair.load(_read(settings.private_key, "private_key"), crypto.FILETYPE_PEM)
+        options = ssl.CertificateOptions(privateKey=key.original, certificate=chain[0].original,
+                                         extraCertChain=[c.original for c in chain[1:]], **kwargs)
+        with warnings.catch_warnings():
+            # Twisted hands pyOpenSSL X509/PKey objects to pyOpenSSL, which deprecates them.
+            warnings.filterwarnings("ignore", "Passing pyOpenSSL", DeprecationWarning)
+            options.getContext()  # built (and cached) now: a key not matching fails here
+    except Exception as e:  # pyOpenSSL raises its own errors for bad PEM or a mismatched key
+        raise ConfigError(f"[tls] certificate/private_key: not a usable PEM pair: {e}") from None
+    return options
+
+
 def server_options(settings: TLSSettings) -> ssl.CertificateOptions:
-    """Our certificate and key for tls: listeners."""
+    """Our certificate, its chain and key for tls: listeners."""
     if settings.certificate is None or settings.private_key is None:
         raise ConfigError("[tls] certificate and private_key are needed for a tls: socket")
-    pem = _read(settings.certificate, "certificate") + b"\n" + _read(settings.private_key, "private_key")
-    try:
-        return ssl.PrivateCertificate.loadPEM(pem).options()
-    except Exception as e:  # pyOpenSSL raises its own errors for bad PEM
-        raise ConfigError(f"[tls] certificate/private_key: not a usable PEM pair: {e}") from None
+    return _certificate_options(settings)
 
 
 def client_options_factory(settings: TLSSettings):
     """A callable(server_name) giving connection creators that verify the peer (RFC 5922)
-    with service_identity, against ``ca_file`` or the platform's trust store."""
-    if settings.ca_file is not None:
-        certificates = [ssl.Certificate.loadPEM(pem) for pem in _PEM_CERT_RE.findall(_read(settings.ca_file, "ca_file"))]
-        if not certificates:
-            raise ConfigError(f"[tls] ca_file: no certificate in {settings.ca_file}")
-        trust_root = ssl.trustRootFromCertificates(certificates)
-    else:
-        trust_root = ssl.platformTrust()
+    with service_identity, against ``ca_file`` or the platform's trust store.
+
+    With ``verify_server = false`` nothing is verified (the server name still goes in SNI).
+    """
     client_certificate = None
     if settings.certificate is not None and settings.private_key is not None:
-        pem = _read(settings.certificate, "certificate") + b"\n" + _read(settings.private_key, "private_key")
-        client_certificate = ssl.PrivateCertificate.loadPEM(pem)
+        chain = _certificates(settings.certificate, "certificate")
+        pem = chain[0].dumpPEM() + b"\n" + _read(settings.private_key, "private_key")
+        try:
+            client_certificate = ssl.PrivateCertificate.loadPEM(pem)
+        except Exception as e:
+            raise ConfigError(f"[tls] certificate/private_key: not a usable PEM pair: {e}") from None
+
+    if not settings.verify_server:
+        if settings.certificate is not None and settings.private_key is not None:
+            context = _certificate_options(settings).getContext()
+        else:
+            context = ssl.CertificateOptions().getContext()
+
+        def unverified(server_name: str):
+            return _UnverifiedClient(context, server_name)
+
+        return unverified
+
+    if settings.ca_file is not None:
+        trust_root = ssl.trustRootFromCertificates(_certificates(settings.ca_file, "ca_file"))
+    else:
+        trust_root = ssl.platformTrust()
 
     def options_for(server_name: str):
         return ssl.optionsForClientTLS(server_name, trustRoot=trust_root, clientCertificate=client_certificate)
 
     return options_for
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _UnverifiedClient:
+    """Client connections that accept any certificate ([tls] verify_server = false)."""
+
+    def __init__(self, context: SSL.Context, server_name: str):
+        self.context = context
+        self.server_name = server_name
+
+    def clientConnectionForTLS(self, tls_protocol) -> SSL.Connection:
+        connection = SSL.Connection(self.context, None)  # Twisted sets the state and app data
+        if not (isIPAddress(self.server_name) or isIPv6Address(self.server_name)):
+            connection.set_tlsext_host_name(self.server_name.encode("idna"))  # RFC 6066 3: no IPs
+        return connection

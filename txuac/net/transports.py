@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import defer, endpoints, protocol
+from twisted.internet import defer, endpoints, error, protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -78,7 +78,8 @@ class UDPListener(protocol.DatagramProtocol):
             raise TransportError(f"UDP socket {self.host}:{self.port} is closed")
         try:
             self.transport.write(data, (peer.host, peer.port))
-        except OSError as e:
+        except (OSError, ValueError, error.MessageLengthError) as e:
+            # ValueError: InvalidAddressError, a host name or the wrong address family.
             raise TransportError(f"sending to {peer.host}:{peer.port} failed: {e}") from e
 
 
@@ -94,8 +95,12 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self.peer: Address | None = None
         self.local = Address(transport_name, "", 0)
         self.connected = False
+        self.callLater = pool.reactor.callLater  # TimeoutMixin: the pool's reactor, not the global one
 
     def connectionMade(self) -> None:
+        if self.pool.closed:
+            self.transport.loseConnection()  # opened after close_all(): nothing may use it
+            return
         peer = self.transport.getPeer()
         host = self.transport.getHost()
         self.peer = Address(self.transport_name, peer.host, peer.port)
@@ -134,10 +139,11 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self.transport.loseConnection()
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
-        self.connected = False
+        was_connected, self.connected = self.connected, False
         self.setTimeout(None)
-        self.pool.unregister(self)
-        self.sink.connection_lost(self)
+        if was_connected:
+            self.pool.unregister(self)
+            self.sink.connection_lost(self)
 
 
 class StreamServerFactory(protocol.Factory):
@@ -171,6 +177,7 @@ class ConnectionPool:
         self.connect_timeout = connect_timeout
         self._connections: dict[tuple[str, str, int], StreamConnection] = {}
         self._pending: dict[tuple[str, str, int], list[defer.Deferred]] = {}
+        self.closed = False
 
     def register(self, connection: StreamConnection) -> None:
         peer = connection.peer
@@ -237,7 +244,10 @@ class ConnectionPool:
         return result
 
     def close_all(self) -> None:
+        """Close every connection; connections completing later are closed at once."""
+        self.closed = True
         for connection in list(self._connections.values()):
+            connection.setTimeout(None)
             connection.transport.loseConnection()
 
     def __len__(self) -> int:

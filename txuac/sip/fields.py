@@ -134,8 +134,15 @@ _ADDR_SPEC_RE = re.compile(r"[ \t]*([^\s;<>\"?,]+)[ \t]*(?:;(.*))?\Z", re.S)
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
 
 
+_BRACKETED_RE = re.compile(r"<([^\s<>]+)>[ \t]*(?:;(.*))?\Z", re.S)
+
+
 def parse_name_addr(text: str, element: str) -> NameAddress:
     """Parse one name-addr or addr-spec with its header parameters."""
+    if text[:1] == "<":
+        m = _BRACKETED_RE.match(text)
+        if m is not None:
+            return _name_addr(m.group(1), None, m.group(2), element)
     m = _NAME_ADDR_RE.match(text)
     if m is not None:
         quoted, display, uri_text, params_text = m.groups()
@@ -143,13 +150,22 @@ def parse_name_addr(text: str, element: str) -> NameAddress:
             display = _QUOTED_PAIR_RE.sub(r"\1", quoted) if "\\" in quoted else quoted
         elif display is not None:
             display = " ".join(display.split())
-        params = Parameters.parse(params_text, element) if params_text is not None else Parameters()
-        return NameAddress(uri_text, display, params, element=element)
+        return _name_addr(uri_text, display, params_text, element)
     m = _ADDR_SPEC_RE.match(text)
     if m is not None and ":" in m.group(1):
-        params = Parameters.parse(m.group(2), element) if m.group(2) is not None else Parameters()
-        return NameAddress(m.group(1), None, params, element=element)
+        return _name_addr(m.group(1), None, m.group(2), element)
     return _parse_name_addr_slowly(text, element)
+
+
+def _name_addr(uri_text: str, display: str | None, params_text: str | None, element: str) -> NameAddress:
+    """Build a NameAddress from parsed parts without the keyword-argument call of __init__."""
+    address = object.__new__(NameAddress)
+    address.display_name = display
+    address.params = Parameters.parse(params_text, element) if params_text is not None else Parameters._adopt([])
+    address._uri = None
+    address._uri_text = uri_text
+    address._element = element
+    return address
 
 
 def _parse_name_addr_slowly(text: str, element: str) -> NameAddress:
@@ -314,9 +330,15 @@ def parse_via(text: str, element: str = "Via") -> Via:
             raise SIPParseError(f"invalid port {port_text!r}", element=element)
     if host[0] == "[" and host.count(":") < 2:
         raise SIPParseError(f"invalid IPv6 reference {host!r}", element=element)
-    params = Parameters.parse(params_text, element) if params_text is not None else Parameters()
+    params = Parameters.parse(params_text, element) if params_text is not None else Parameters._adopt([])
     _check_via_params(params, element)
-    return Via(transport, host, port, params, "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}")
+    via = object.__new__(Via)
+    via.protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}"
+    via.transport = transport
+    via.host = host
+    via.port = port
+    via.params = params
+    return via
 
 
 def _parse_via_slowly(text: str, element: str) -> Via:
@@ -351,7 +373,8 @@ def _check_via_params(params: Parameters, element: str) -> None:
         if lkey not in _CHECKED_VIA_PARAMS:
             continue
         if lkey == "branch":
-            if not value or not is_token(value):
+            # The parameter list was validated as gen-values: a token but for "[]:".
+            if not value or ":" in value or "[" in value or "]" in value:
                 raise SIPParseError("invalid branch", element=element)
         elif lkey == "rport":
             if value:

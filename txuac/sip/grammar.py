@@ -34,6 +34,9 @@ _PARAM_NO_GROUPS = _PARAM.replace("(" + TOKEN + ")", TOKEN).replace("(=)", "=").
 # A whole parameter list after its first ';': validated in one match, then split.
 _PARAM_LIST_RE = re.compile(_PARAM_NO_GROUPS + "(?:;" + _PARAM_NO_GROUPS + r")*\Z")
 _PARAM_PAIR_RE = re.compile(_PARAM + r"(?:;|\Z)")
+# The usual shape, without whitespace or quotes: a cheaper match and no stripping.
+_SIMPLE_PARAM = TOKEN + "(?:=" + GEN_VALUE + ")?"
+_SIMPLE_PARAM_LIST_RE = re.compile(_SIMPLE_PARAM + "(?:;" + _SIMPLE_PARAM + r")*\Z")
 
 
 def is_token(text: str) -> bool:
@@ -152,6 +155,12 @@ class Parameters:
     @classmethod
     def parse(cls, text: str, element: str) -> "Parameters":
         """Parse the text after the first ``;`` (``a=1;b``); whitespace around ``;``/``=`` is allowed."""
+        if '"' not in text and " " not in text and _SIMPLE_PARAM_LIST_RE.match(text) is not None:
+            items = []
+            for piece in text.split(";"):
+                name, eq, value = piece.partition("=")
+                items.append((name, value if eq else None))
+            return cls._adopt(items)
         if _PARAM_LIST_RE.match(text) is None:
             _raise_param_error(text, element)
         if '"' in text:

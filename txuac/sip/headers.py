@@ -80,6 +80,10 @@ def header_key(name: str) -> str:
     return entry[0] if entry is not None else header_names(name)[0]
 
 
+_INDEX = "\0index"  # the key of the per-name index inside the views cache
+_NO_VALUES: list[str] = []
+
+
 class Headers:
     """Header fields in wire order; names compare case-insensitively, compact forms included.
 
@@ -105,16 +109,12 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``."""
-        key = header_key(name)
-        for field_key, _, value in self._fields:
-            if field_key == key:
-                return value
-        return default
+        values = self.values(header_key(name))
+        return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order (one entry per header line)."""
-        key = header_key(name)
-        return [value for field_key, _, value in self._fields if field_key == key]
+        return list(self.values(header_key(name)))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -171,8 +171,20 @@ class Headers:
         return None
 
     def values(self, key: str) -> list[str]:
-        """Every value of the header whose lookup key (see header_key) is ``key``."""
-        return [value for field_key, _, value in self._fields if field_key == key]
+        """Every value of the header whose lookup key (see header_key) is ``key``; do not modify it."""
+        views = self._views
+        index = views.get(_INDEX)
+        if index is None:
+            # Built on first lookup and dropped with the views on any change,
+            # so every later lookup is one dict access.
+            index = {}
+            for field_key, _, value in self._fields:
+                if field_key in index:
+                    index[field_key].append(value)
+                else:
+                    index[field_key] = [value]
+            views[_INDEX] = index
+        return index.get(key, _NO_VALUES)
 
     def single_view(self, key: str, name: str, parse: Callable[[str, str], T]) -> T | None:
         """The cached view of a single-valued header: None when absent, an error when repeated."""
@@ -181,7 +193,7 @@ class Headers:
             return views[key]
         except KeyError:
             pass
-        values = [value for field_key, _, value in self._fields if field_key == key]
+        values = self.values(key)
         if not values:
             result = None
         elif len(values) > 1:
@@ -197,7 +209,7 @@ class Headers:
             return self._views[key]
         except KeyError:
             pass
-        result = [item for field_key, _, value in self._fields if field_key == key for item in parse(value, name)]
+        result = [item for value in self.values(key) for item in parse(value, name)]
         self._views[key] = result
         return result
 

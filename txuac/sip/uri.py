@@ -131,6 +131,9 @@ class SipURI:
         return f"SipURI({str(self)!r})"
 
 
+_new_sip_uri = object.__new__  # the parser fills the slots itself: no keyword-argument call
+
+
 class AbsoluteURI:
     """Any other absolute URI (``tel:``, ``urn:``, unknown schemes), kept opaque."""
 
@@ -162,6 +165,8 @@ URI = SipURI | AbsoluteURI
 
 def parse_uri(text: str, element: str = "URI") -> URI:
     """Parse an absolute URI; ``sip``/``sips`` get a SipURI, others an AbsoluteURI."""
+    if text.startswith("sip:"):
+        return _parse_sip_uri("sip", text[4:], element)
     scheme, colon, rest = text.partition(":")
     if not colon or _SCHEME_RE.match(scheme) is None:
         raise SIPParseError(f"not an absolute URI: {text[:64]!r}", element=element)
@@ -216,12 +221,20 @@ def _parse_sip_uri(scheme: str, rest: str, element: str) -> SipURI:
                 return _parse_sip_uri_slowly(scheme, rest, element)
         if host[0] == "[" and host.count(":") < 2:
             return _parse_sip_uri_slowly(scheme, rest, element)
-        params = Parameters()
+        items = []
         if params_text:
-            params = Parameters(
-                [(n, v if eq else None) for n, eq, v in (p.partition("=") for p in params_text[1:].split(";"))]
-            )
-        return SipURI(host, user, scheme=scheme, password=password, port=port, params=params)
+            for piece in params_text[1:].split(";"):
+                name, eq, value = piece.partition("=")
+                items.append((name, value if eq else None))
+        uri = _new_sip_uri(SipURI)
+        uri.scheme = scheme
+        uri.user = user
+        uri.password = password
+        uri.host = host
+        uri.port = port
+        uri.params = Parameters._adopt(items)
+        uri.headers = []
+        return uri
     return _parse_sip_uri_slowly(scheme, rest, element)
 
 

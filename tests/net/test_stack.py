@@ -1,0 +1,619 @@
+"""SIPStack driven through fake transports and a fake clock (no sockets, no real time).
+
+The reactor is a MemoryReactorClock: ``callLater`` and ``seconds`` for the
+timers, ``connectTCP`` recorded for stream targets. UDP goes through a
+FakeDatagramTransport, streams through StringTransport. The only stand-in
+for a txuac component is the target resolver of the failover tests.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionRefusedError, InvalidAddressError
+from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from txuac.errors import TransactionTimeout, TransportError
+from txuac.net.stack import SIPStack
+from txuac.net.transports import StreamConnection, UDPListener
+from txuac.sip import Request, Response, make_response, parse_message
+from txuac.sip.transaction import TimerSettings
+from txuac.sip.via import Address
+
+LOCAL = ("192.0.2.1", 5060)
+PEER = ("198.51.100.7", 5062)
+T1, T2, T4 = 0.5, 4.0, 5.0
+
+
+class FakeUDP(FakeDatagramTransport):
+    """A UDP socket bound to ``LOCAL``; writes to ``unreachable`` hosts fail like sendto()."""
+
+    def __init__(self):
+        super().__init__()
+        self.unreachable: set[str] = set()
+
+    def getHost(self):
+        return IPv4Address("UDP", *LOCAL)
+
+    def write(self, packet, addr=FakeDatagramTransport.noAddr):
+        if not isIPAddress(addr[0]):
+            raise InvalidAddressError(addr[0], "write() only accepts IP addresses, not hostnames")  # as udp.Port
+        if addr[0] in self.unreachable:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        super().write(packet, addr)
+
+
+class FakeResolver:
+    """Stands in for TargetResolver: a fixed list of targets (failover tests only)."""
+
+    def __init__(self, targets=()):
+        self.targets = list(targets)
+
+    def resolve_request(self, request):
+        return defer.succeed(list(self.targets))
+
+    def server_name(self, request):
+        return "example.com"
+
+
+def request_bytes(method="OPTIONS", via=f"SIP/2.0/UDP {PEER[0]}:{PEER[1]};branch=z9hG4bKabc1;rport",
+                  call_id="call-1", cseq=None, to="<sip:uas@192.0.2.1>", extra="", body=b"") -> bytes:
+    cseq = cseq or f"1 {method}"
+    head = (
+        f"{method} sip:uas@192.0.2.1 SIP/2.0\r\n"
+        f"Via: {via}\r\n"
+        f"From: <sip:alice@example.com>;tag=f1\r\n"
+        f"To: {to}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq}\r\n"
+        f"Max-Forwards: 70\r\n"
+        f"{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def outgoing(uri="sip:uas@198.51.100.7:5062", method="OPTIONS", call_id="out-1") -> Request:
+    return parse_message(
+        f"{method} {uri} SIP/2.0\r\n"
+        f"From: <sip:a@192.0.2.1>;tag=1\r\n"
+        f"To: <{uri}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: 1 {method}\r\n"
+        f"Max-Forwards: 70\r\n"
+        f"Content-Length: 0\r\n\r\n".encode()
+    )
+
+
+class StackTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.resolver = FakeResolver()
+        self.stack = SIPStack(self.reactor, timers=TimerSettings(T1, T2, T4), resolver=self.resolver)
+        self.listener = UDPListener(LOCAL[0], 0, self.stack)
+        self.udp = FakeUDP()
+        self.listener.makeConnection(self.udp)
+        self.stack.add_udp_listener(self.listener)
+
+    # --- helpers --------------------------------------------------------------
+    def sent(self) -> list[tuple[object, tuple]]:
+        """Every datagram written since the last call, parsed, with its destination."""
+        out = [(parse_message(data), addr) for data, addr in self.udp.written]
+        del self.udp.written[:]
+        return out
+
+    def receive(self, data: bytes, source=PEER) -> None:
+        self.listener.datagramReceived(data, source)
+
+    def answer(self, request: Request, status: int, source=PEER, reason=None) -> None:
+        """Feed the response ``status`` to a request the stack sent."""
+        self.receive(bytes(make_response(request, status, reason, to_tag="uas")), source)
+
+    def stream(self, peer=("198.51.100.7", 40000), outgoing_=False) -> tuple[StreamConnection, StringTransport]:
+        connection = StreamConnection("tcp", self.stack, self.stack.pool, outgoing=outgoing_)
+        transport = StringTransport(hostAddress=IPv4Address("TCP", LOCAL[0], 5060),
+                                    peerAddress=IPv4Address("TCP", *peer))
+        connection.makeConnection(transport)
+        return connection, transport
+
+    def finish(self) -> None:
+        """Stop the stack and check that no timer outlives it."""
+        d = self.stack.stop(grace=0)
+        self.reactor.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class ClientTransactionTests(StackTestCase):
+    def test_via_added_with_fresh_branch_and_rport(self):
+        original = outgoing()
+        first = self.stack.send_request(original, Address("udp", *PEER))
+        second = self.stack.send_request(original, Address("udp", *PEER))
+        (req1, addr1), (req2, addr2) = self.sent()
+        self.assertEqual((addr1, addr2), (PEER, PEER))
+        via1, via2 = req1.top_via, req2.top_via
+        for via in (via1, via2):
+            self.assertEqual((via.transport, via.host, via.port), ("UDP", LOCAL[0], LOCAL[1]))
+            self.assertTrue(via.branch.startswith("z9hG4bK") and len(via.branch) > 7 + 16, via.branch)
+            self.assertTrue(via.rport_requested)
+            self.assertIsNone(via.rport)
+        self.assertNotEqual(via1.branch, via2.branch)
+        self.assertEqual(len(req1.via), 1)
+        self.assertNotIn("Via", original.headers, "the caller's request must not be modified")
+        self.answer(req1, 200)
+        self.answer(req2, 200)
+        self.assertEqual(self.successResultOf(first).status, 200)
+        self.assertEqual(self.successResultOf(second).status, 200)
+        self.reactor.advance(T4)
+        self.assertEqual(self.stack._client, {})
+        self.finish()
+
+    def test_provisional_then_final(self):
+        provisional = []
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER), on_provisional=provisional.append)
+        [(request, _)] = self.sent()
+        self.answer(request, 100)
+        self.answer(request, 183)
+        self.assertNoResult(d)
+        self.answer(request, 404)
+        self.assertEqual([r.status for r in provisional], [100, 183])
+        self.assertEqual(self.successResultOf(d).status, 404)
+        self.answer(request, 404)  # a retransmission is absorbed by Completed
+        self.finish()
+
+    def test_provisional_callback_error_does_not_break_the_transaction(self):
+        def broken(response):
+            raise RuntimeError("TU bug")
+
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER), on_provisional=broken)
+        [(request, _)] = self.sent()
+        self.answer(request, 180)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.answer(request, 200)
+        self.assertEqual(self.successResultOf(d).status, 200)
+        self.finish()
+
+    def test_timer_e_and_f_over_udp(self):
+        """17.1.2.2: retransmit at T1, 2T1, 4T1 ... capped at T2; Timer F at 64*T1."""
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER))
+        times = [0.0]
+        self.sent()
+        now = 0.0
+        while now < 64 * T1:
+            self.reactor.advance(0.25)
+            now += 0.25
+            times.extend(now for _ in self.sent())
+        expected = [0.0]
+        interval = T1
+        while expected[-1] + interval < 64 * T1:
+            expected.append(expected[-1] + interval)
+            interval = min(2 * interval, T2)
+        self.assertEqual(times, expected)
+        self.assertEqual(expected[:6], [0.0, 0.5, 1.5, 3.5, 7.5, 11.5])
+        self.failureResultOf(d, TransactionTimeout)
+        self.assertEqual(self.stack._client, {})
+        self.finish()
+
+    def test_timer_e_after_provisional_is_t2(self):
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER))
+        [(request, _)] = self.sent()
+        self.answer(request, 100)
+        self.reactor.advance(T1)  # E fires once at T1, then every T2 in Proceeding
+        self.assertEqual(len(self.sent()), 1)
+        self.reactor.advance(T2 - 0.01)
+        self.assertEqual(self.sent(), [])
+        self.reactor.advance(0.01)
+        self.assertEqual(len(self.sent()), 1)
+        self.answer(request, 200)
+        self.successResultOf(d)
+        self.finish()
+
+    def test_udp_send_error_is_a_transport_error(self):
+        self.udp.unreachable.add("203.0.113.9")
+        d = self.stack.send_request(outgoing(), Address("udp", "203.0.113.9", 5060))
+        self.failureResultOf(d, TransportError)
+        self.assertEqual(self.stack._client, {})
+        self.finish()
+
+    def test_tcp_request_is_not_retransmitted(self):
+        self.stack.add_stream_listener(Address("tcp", LOCAL[0], 5060))
+        d = self.stack.send_request(outgoing(), Address("tcp", "198.51.100.7", 5060))
+        [(host, port, factory, _, _)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("198.51.100.7", 5060))
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport(hostAddress=IPv4Address("TCP", LOCAL[0], 41000),
+                                    peerAddress=IPv4Address("TCP", "198.51.100.7", 5060))
+        protocol.makeConnection(transport)
+        request = parse_message(transport.value())
+        via = request.top_via
+        self.assertEqual((via.transport, via.host, via.port), ("TCP", LOCAL[0], 5060))
+        self.assertFalse(via.rport_requested)
+        transport.clear()
+        self.reactor.advance(32 * T1)
+        self.assertEqual(transport.value(), b"", "no retransmission over TCP")
+        protocol.dataReceived(bytes(make_response(request, 200, to_tag="x")))
+        self.assertEqual(self.successResultOf(d).status, 200)
+        # A second request reuses the connection.
+        d2 = self.stack.send_request(outgoing(call_id="out-2"), Address("tcp", "198.51.100.7", 5060))
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        second = parse_message(transport.value())
+        self.assertEqual(second.call_id, "out-2")
+        protocol.dataReceived(bytes(make_response(second, 200, to_tag="x")))
+        self.successResultOf(d2)
+        self.finish()
+
+    def test_tcp_timeout_without_retransmissions(self):
+        d = self.stack.send_request(outgoing(), Address("tcp", "198.51.100.7", 5060))
+        [(_, _, factory, _, _)] = self.reactor.tcpClients
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.7", 5060))
+        protocol.makeConnection(transport)
+        sent = transport.value()
+        self.reactor.advance(64 * T1 - 0.001)
+        self.assertNoResult(d)
+        self.reactor.advance(0.001)
+        self.failureResultOf(d, TransactionTimeout)
+        self.assertEqual(transport.value(), sent)
+        self.finish()
+
+    def test_connection_lost_fails_the_transaction_at_once(self):
+        d = self.stack.send_request(outgoing(), Address("tcp", "198.51.100.7", 5060))
+        [(_, _, factory, _, _)] = self.reactor.tcpClients
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.7", 5060)))
+        self.assertEqual(len(self.stack.pool), 1)
+        protocol.connectionLost(Failure(ConnectionRefusedError()))
+        self.failureResultOf(d, TransportError)
+        self.assertEqual(len(self.stack.pool), 0)
+        self.assertEqual(self.stack._client, {})
+        self.finish()
+
+    def test_request_back_on_an_incoming_connection(self):
+        connection, transport = self.stream(peer=("198.51.100.7", 40000))
+        d = self.stack.send_request(outgoing(), Address("tcp", "198.51.100.7", 40000))
+        self.assertEqual(self.reactor.tcpClients, [], "the incoming connection is reused")
+        request = parse_message(transport.value())
+        connection.dataReceived(bytes(make_response(request, 200, to_tag="x")))
+        self.assertEqual(self.successResultOf(d).status, 200)
+        self.finish()
+
+
+class FailoverTests(StackTestCase):
+    def test_next_target_on_transport_error_timeout_and_503(self):
+        self.udp.unreachable.add("203.0.113.1")
+        self.resolver.targets = [
+            Address("udp", "203.0.113.1", 5060),  # sendto() fails
+            Address("udp", "203.0.113.2", 5060),  # never answers
+            Address("tcp", "203.0.113.3", 5060),  # connection refused
+            Address("udp", "203.0.113.4", 5060),  # 503
+            Address("udp", "203.0.113.5", 5060),  # 200
+        ]
+        d = self.stack.send_request(outgoing())
+        [(silent, addr)] = self.sent()
+        self.assertEqual(addr, ("203.0.113.2", 5060))
+        self.reactor.advance(64 * T1)
+        self.assertNoResult(d)
+        retransmissions = self.sent()
+        self.assertTrue(retransmissions and all(a == ("203.0.113.2", 5060) for _, a in retransmissions))
+        [(_, _, factory, _, _)] = self.reactor.tcpClients
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        [(busy, addr)] = self.sent()
+        self.assertEqual(addr, ("203.0.113.4", 5060))
+        self.answer(busy, 503)
+        [(good, addr)] = self.sent()
+        self.assertEqual(addr, ("203.0.113.5", 5060))
+        branches = {silent.top_via.branch, busy.top_via.branch, good.top_via.branch}
+        self.assertEqual(len(branches), 3, "a fresh branch for every target")
+        self.assertEqual(len(good.via), 1)
+        self.answer(good, 200)
+        self.assertEqual(self.successResultOf(d).status, 200)
+        self.finish()
+
+    def test_last_error_when_every_target_fails(self):
+        self.udp.unreachable.update({"203.0.113.1", "203.0.113.2"})
+        self.resolver.targets = [Address("udp", "203.0.113.1", 5060), Address("udp", "203.0.113.2", 5060)]
+        failure = self.failureResultOf(self.stack.send_request(outgoing()), TransportError)
+        self.assertIn("203.0.113.2", str(failure.value))
+        self.finish()
+
+    def test_503_from_the_last_target_is_the_answer(self):
+        self.resolver.targets = [Address("udp", "203.0.113.4", 5060)]
+        d = self.stack.send_request(outgoing())
+        [(request, _)] = self.sent()
+        self.answer(request, 503)
+        self.assertEqual(self.successResultOf(d).status, 503)
+        self.finish()
+
+    def test_no_failover_on_other_errors(self):
+        self.resolver.targets = [Address("udp", "203.0.113.4", 5060), Address("udp", "203.0.113.5", 5060)]
+        d = self.stack.send_request(outgoing())
+        [(request, _)] = self.sent()
+        self.answer(request, 486)
+        self.assertEqual(self.successResultOf(d).status, 486)
+        self.assertEqual(self.sent(), [])
+        self.finish()
+
+    def test_no_target(self):
+        self.failureResultOf(self.stack.send_request(outgoing()), TransportError)
+
+
+class StopTests(StackTestCase):
+    def test_stop_waits_for_in_flight_transactions_then_fails_the_rest(self):
+        answered = self.stack.send_request(outgoing(call_id="a"), Address("udp", *PEER))
+        silent = self.stack.send_request(outgoing(call_id="b"), Address("udp", "203.0.113.2", 5060))
+        first = [r for r, addr in self.sent() if r.call_id == "a"][0]
+        stopped = self.stack.stop(grace=2.0)
+        self.failureResultOf(self.stack.send_request(outgoing(), Address("udp", *PEER)), TransportError)
+        self.reactor.advance(1.0)
+        self.answer(first, 200)
+        self.assertEqual(self.successResultOf(answered).status, 200)
+        self.assertNoResult(stopped)
+        self.assertNoResult(silent)
+        self.reactor.advance(1.0)
+        failure = self.failureResultOf(silent, TransportError)
+        self.assertIn("stopped", str(failure.value))
+        self.successResultOf(stopped)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.stack._client, {})
+
+    def test_stop_ends_when_the_last_transaction_does(self):
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER))
+        [(request, _)] = self.sent()
+        stopped = self.stack.stop()
+        self.assertNoResult(stopped)
+        self.answer(request, 200)
+        self.successResultOf(d)
+        self.successResultOf(stopped)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_stop_with_nothing_pending(self):
+        self.successResultOf(self.stack.stop())
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_no_failover_while_stopping(self):
+        self.resolver.targets = [Address("udp", "203.0.113.2", 5060), Address("udp", "203.0.113.3", 5060)]
+        d = self.stack.send_request(outgoing())
+        self.sent()
+        stopped = self.stack.stop(grace=10 * 64 * T1)
+        self.reactor.advance(64 * T1)  # the first target times out while stopping
+        self.failureResultOf(d, TransportError, TransactionTimeout)
+        self.assertEqual([addr for _, addr in self.sent() if addr[0] == "203.0.113.3"], [])
+        self.successResultOf(stopped)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_connection_completing_after_stop(self):
+        d = self.stack.send_request(outgoing(), Address("tcp", "198.51.100.7", 5060))
+        self.successResultOf(self.stack.stop())
+        [(_, _, factory, _, _)] = self.reactor.tcpClients
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.7", 5060))
+        protocol.makeConnection(transport)
+        self.failureResultOf(d, TransportError)
+        self.assertEqual(transport.value(), b"", "nothing is sent once stopped")
+        self.assertTrue(transport.disconnecting, "a connection made after stop() is closed")
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class ServerSideTests(StackTestCase):
+    def capture(self, method="OPTIONS", respond=None):
+        seen = []
+
+        def handler(incoming):
+            seen.append(incoming)
+            if respond is not None:
+                incoming.respond(respond)
+
+        self.stack.set_handler(method, handler)
+        return seen
+
+    def test_options_answered_with_allow_accept_supported(self):
+        self.receive(request_bytes())
+        [(response, addr)] = self.sent()
+        self.assertEqual(addr, PEER)
+        self.assertEqual(response.status, 200)
+        self.assertIn("OPTIONS", response.tokens("Allow"))
+        self.assertEqual(response.headers.get("Accept"), "application/sdp")
+        self.assertIn("Supported", response.headers)
+        self.assertIsNotNone(response.to.tag, "RFC 3261 8.2.6.2: a UAS adds a To tag")
+        self.assertEqual(response.call_id, "call-1")
+
+    def test_received_and_rport_stamped(self):
+        """RFC 3581 4: rport filled, received added; the response goes to both."""
+        seen = self.capture(respond=200)
+        self.receive(request_bytes(via="SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKnat;rport"), source=PEER)
+        [incoming] = seen
+        via = incoming.request.top_via
+        self.assertEqual((via.received, via.rport), (PEER[0], PEER[1]))
+        self.assertEqual(incoming.source, Address("udp", *PEER))
+        [(response, addr)] = self.sent()
+        self.assertEqual(addr, PEER)
+        self.assertEqual((response.top_via.received, response.top_via.rport), (PEER[0], PEER[1]))
+
+    def test_received_without_rport(self):
+        """RFC 3261 18.2.2: received address, sent-by port."""
+        seen = self.capture(respond=200)
+        self.receive(request_bytes(via="SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKnat"), source=PEER)
+        via = seen[0].request.top_via
+        self.assertEqual((via.received, via.rport_requested), (PEER[0], False))
+        [(_, addr)] = self.sent()
+        self.assertEqual(addr, (PEER[0], 5070))
+
+    def test_host_name_sent_by_gets_received(self):
+        seen = self.capture(respond=200)
+        self.receive(request_bytes(via="SIP/2.0/UDP client.example.com;branch=z9hG4bKname"), source=PEER)
+        self.assertEqual(seen[0].request.top_via.received, PEER[0])
+        [(_, addr)] = self.sent()
+        self.assertEqual(addr, (PEER[0], 5060))
+
+    def test_matching_sent_by_gets_no_received(self):
+        seen = self.capture(respond=200)
+        self.receive(request_bytes(via=f"SIP/2.0/UDP {PEER[0]}:{PEER[1]};branch=z9hG4bKsame"), source=PEER)
+        self.assertNotIn("received", seen[0].request.top_via.params)
+        [(_, addr)] = self.sent()
+        self.assertEqual(addr, PEER)
+
+    def test_stream_response_on_the_same_connection(self):
+        seen = self.capture(respond=200)
+        connection, transport = self.stream(peer=("198.51.100.7", 40000))
+        connection.dataReceived(request_bytes(via="SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKtcp"))
+        self.assertEqual(seen[0].source, Address("tcp", "198.51.100.7", 40000))
+        self.assertEqual(seen[0].request.top_via.received, "198.51.100.7")
+        response = parse_message(transport.value())
+        self.assertEqual(response.status, 200)
+        self.assertEqual(self.sent(), [], "nothing on UDP")
+
+    def test_stream_closed_before_the_answer(self):
+        seen = self.capture()
+        connection, transport = self.stream()
+        connection.dataReceived(request_bytes(via="SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKgone"))
+        connection.connectionLost(Failure(ConnectionRefusedError()))
+        seen[0].respond(200)  # logged, not raised: the TU cannot do anything about it
+        self.assertEqual(transport.value(), b"")
+
+    def test_retransmitted_request_gets_the_same_response(self):
+        seen = self.capture(respond=404)
+        self.receive(request_bytes())
+        self.receive(request_bytes())
+        self.assertEqual(len(seen), 1)
+        (first, _), (second, _) = self.sent()
+        self.assertEqual(bytes(first), bytes(second))
+
+    def test_unknown_method_501(self):
+        self.receive(request_bytes(method="FOO"))
+        [(response, _)] = self.sent()
+        self.assertEqual(response.status, 501)
+
+    def test_known_unhandled_method_405_with_allow(self):
+        self.capture("NOTIFY", respond=200)
+        self.receive(request_bytes(method="MESSAGE"))
+        [(response, _)] = self.sent()
+        self.assertEqual(response.status, 405)
+        self.assertEqual(set(response.tokens("Allow")), {"ACK", "CANCEL", "NOTIFY", "OPTIONS"})
+
+    def test_malformed_request_400_with_the_parser_reason(self):
+        for extra, word in ((b"Max-Forwards: 300\r\n", "Max-Forwards"), (None, "To")):
+            data = request_bytes(call_id=f"bad-{word}")
+            if extra is not None:
+                data = data.replace(b"Max-Forwards: 70\r\n", extra)
+            else:
+                data = data.replace(b"To: <sip:uas@192.0.2.1>", b"To: <sip:uas@192.0.2.1")
+            self.receive(data)
+            [(response, addr)] = self.sent()
+            self.assertEqual((response.status, addr), (400, PEER))
+            self.assertIn(word, response.reason)
+            self.assertEqual(response.call_id, f"bad-{word}")
+
+    def test_unparseable_datagram_gets_nothing_and_one_log_line(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.receive(b"\x16\x03\x01 not SIP at all\r\n\r\n")
+        self.assertEqual(self.sent(), [])
+        mine = [e for e in events if e.get("log_namespace") == "txuac.net.stack"]
+        self.assertEqual(len(mine), 1, mine)
+        self.assertIn("malformed", mine[0]["log_format"])
+
+    def test_keepalives_ignored(self):
+        self.receive(b"\r\n\r\n")
+        self.receive(b"\r\n")
+        self.assertEqual(self.sent(), [])
+
+    def test_handler_error_500_and_the_stack_keeps_working(self):
+        def broken(incoming):
+            raise RuntimeError("TU bug")
+
+        self.stack.set_handler("OPTIONS", broken)
+        self.receive(request_bytes(call_id="c1"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        [(response, _)] = self.sent()
+        self.assertEqual(response.status, 500)
+        self.stack.set_handler("OPTIONS", None)
+        self.receive(request_bytes(call_id="c2", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKnext"))
+        [(response, _)] = self.sent()
+        self.assertEqual(response.status, 200)
+
+    def test_handler_error_after_answering_sends_no_500(self):
+        def answers_then_fails(incoming):
+            incoming.respond(202)
+            raise RuntimeError("TU bug")
+
+        self.stack.set_handler("NOTIFY", answers_then_fails)
+        self.receive(request_bytes(method="NOTIFY"))
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual([r.status for r, _ in self.sent()], [202])
+
+    def test_cancel_matches_the_invite(self):
+        invites = self.capture("INVITE")
+        invite = request_bytes(method="INVITE", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKinv1")
+        self.receive(invite)
+        [incoming] = invites
+        ringing = incoming.respond(180)
+        cancel = request_bytes(method="CANCEL", cseq="1 CANCEL",
+                               via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKinv1")
+        self.receive(cancel)
+        sent = self.sent()
+        self.assertEqual([(r.status, r.cseq.method) for r, _ in sent],
+                         [(180, "INVITE"), (200, "CANCEL"), (487, "INVITE")])
+        self.assertTrue(incoming.cancelled)
+        tags = {r.to.tag for r, _ in sent}
+        self.assertEqual(tags, {ringing.to.tag}, "one To tag for the INVITE, its 487 and the CANCEL's 200")
+        # The handler's own late answer is refused by the transaction; the ACK for the 487 ends it.
+        incoming.respond(200)
+        self.assertEqual(self.sent(), [])
+        ack = request_bytes(method="ACK", cseq="1 ACK", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKinv1",
+                            to=f"<sip:uas@192.0.2.1>;tag={ringing.to.tag}")
+        self.receive(ack)
+        self.assertEqual(self.sent(), [])
+        self.receive(cancel)  # a retransmitted CANCEL gets its 200 again
+        self.assertEqual([(r.status, r.cseq.method) for r, _ in self.sent()], [(200, "CANCEL")])
+        self.assertEqual(len(invites), 1)
+
+    def test_cancel_after_the_final_response(self):
+        invites = self.capture("INVITE", respond=486)
+        self.receive(request_bytes(method="INVITE", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKinv2"))
+        self.sent()
+        self.receive(request_bytes(method="CANCEL", cseq="1 CANCEL",
+                                   via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKinv2"))
+        self.assertEqual([(r.status, r.cseq.method) for r, _ in self.sent()], [(200, "CANCEL")])
+        self.assertFalse(invites[0].cancelled)
+
+    def test_cancel_without_a_match_481(self):
+        self.receive(request_bytes(method="CANCEL", cseq="1 CANCEL",
+                                   via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKnone"))
+        [(response, _)] = self.sent()
+        self.assertEqual(response.status, 481)
+
+    def test_ack_for_a_2xx_goes_to_the_handler(self):
+        acks = self.capture("ACK")
+        self.receive(request_bytes(method="ACK", cseq="1 ACK", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKack"))
+        self.assertEqual(len(acks), 1)
+        self.assertIsNone(acks[0].transaction)
+        self.assertRaises(TransportError, acks[0].respond, 200)
+        self.assertEqual(self.sent(), [])
+
+    def test_server_transactions_end(self):
+        self.receive(request_bytes())
+        self.assertEqual(len(self.stack._server), 1)
+        self.reactor.advance(64 * T1)  # Timer J
+        self.assertEqual(self.stack._server, {})
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_response_to_a_bad_via_address_is_dropped(self):
+        """A Via maddr that is a host name cannot be sent to: logged, never raised."""
+        self.receive(request_bytes(via="SIP/2.0/UDP 10.0.0.1;maddr=proxy.example.com;branch=z9hG4bKm"))
+        self.assertEqual(self.sent(), [])
+        self.receive(request_bytes(via="SIP/2.0/UDP 10.0.0.1;maddr=proxy.example.com;branch=z9hG4bKm2",
+                                   extra="Max-Forwards: 1\r\n"))  # malformed: two Max-Forwards
+        self.assertEqual(self.sent(), [])
+
+    def test_stream_connection_idle_timeout_uses_the_stack_reactor(self):
+        connection, transport = self.stream()
+        self.assertEqual(len(self.stack.pool), 1)
+        self.reactor.advance(self.stack.pool.idle_timeout)
+        self.assertTrue(transport.disconnecting)

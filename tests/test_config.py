@@ -1,0 +1,435 @@
+"""txuac.config: every key's type, socket specs, cross-key rules and file errors.
+
+Each error must be a ConfigError whose message names the file and the key, so a
+tests writes the TOML to a real file and loads it with load_settings.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txuac.config import (
+    CoreSettings,
+    ListenSpec,
+    Settings,
+    TLSSettings,
+    load_settings,
+    parse_listen,
+    settings_from_dict,
+)
+from txuac.errors import ConfigError, TxuacError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(ROOT, "conf", "uac.toml")
+
+# (section, key, TOML value of the wrong type, the type the message names)
+WRONG_TYPES = [
+    ("core", "listen", '"udp:127.0.0.1:5060"', "a list"),
+    ("core", "listen", "5060", "a list"),
+    ("core", "user_agent", "1", "a string"),
+    ("core", "user_agent", '["txuac"]', "a string"),
+    ("core", "dns_servers", '"127.0.0.1"', "a list"),
+    ("core", "max_message_size", '"65535"', "an integer"),
+    ("core", "max_message_size", "65535.0", "an integer"),
+    ("core", "max_message_size", "true", "an integer"),
+    ("core", "timer_t1", '"500"', "an integer"),
+    ("core", "timer_t1", "0.5", "an integer"),
+    ("core", "timer_t1", "true", "an integer"),
+    ("core", "timer_t2", '"4000"', "an integer"),
+    ("core", "timer_t2", "false", "an integer"),
+    ("core", "timer_t4", "5000.0", "an integer"),
+    ("core", "timer_t4", "[5000]", "an integer"),
+    ("core", "tcp_idle_timeout", '"600"', "an integer"),
+    ("core", "tcp_idle_timeout", "{ seconds = 600 }", "an integer"),
+    ("tls", "certificate", "1", "a string"),
+    ("tls", "private_key", "true", "a string"),
+    ("tls", "ca_file", '["ca.pem"]', "a string"),
+    ("tls", "verify_server", '"yes"', "a boolean"),
+    ("tls", "verify_server", "1", "a boolean"),
+]
+
+POSITIVE_INTS = ["max_message_size", "timer_t1", "timer_t2", "timer_t4", "tcp_idle_timeout"]
+
+# listen entries that parse, and what they mean
+GOOD_SOCKETS = [
+    ("udp:127.0.0.1:5060", ListenSpec("udp", "127.0.0.1", 5060)),
+    ("tcp:[::1]:5060", ListenSpec("tcp", "::1", 5060)),
+    ("tls:0.0.0.0:5061", ListenSpec("tls", "0.0.0.0", 5061)),
+    ("udp:127.0.0.1", ListenSpec("udp", "127.0.0.1", 5060)),
+    ("tcp:127.0.0.1", ListenSpec("tcp", "127.0.0.1", 5060)),
+    ("tls:127.0.0.1", ListenSpec("tls", "127.0.0.1", 5061)),
+    ("tcp:[::1]", ListenSpec("tcp", "::1", 5060)),
+    ("udp:[0:0::1]:5070", ListenSpec("udp", "::1", 5070)),
+    ("UDP:127.0.0.1:5060", ListenSpec("udp", "127.0.0.1", 5060)),
+    ("udp:127.0.0.1:0", ListenSpec("udp", "127.0.0.1", 0)),
+    ("udp:127.0.0.1:65535", ListenSpec("udp", "127.0.0.1", 65535)),
+]
+
+BAD_SOCKETS = [
+    "sctp:127.0.0.1:5060",
+    "ws:127.0.0.1:5060",
+    "127.0.0.1:5060",
+    "udp",
+    "udp:",
+    "udp:localhost:5060",
+    "udp:1.2.3:5060",
+    "udp:256.1.1.1:5060",
+    "udp:[1.2.3.4]",
+    "udp:[1.2.3.4]:5060",
+    "tcp:::1:5060",
+    "tcp:[::1",
+    "tcp:[::1]5060",
+    "tcp:[]:5060",
+    "udp:127.0.0.1:65536",
+    "udp:127.0.0.1:-1",
+    "udp:127.0.0.1:+5060",
+    "udp:127.0.0.1:port",
+    "udp:127.0.0.1:",
+    "udp:127.0.0.1:\u00b2",  # str.isdigit() says yes, int() says no
+    "udp:127.0.0.1:5060:5061",
+    "tcp:[::1]:99999",
+]
+
+
+@contextmanager
+def case(test, **context):
+    """Name the row of a table test in its failure (trial runs no unittest subTest)."""
+    try:
+        yield
+    except test.failureException as e:
+        raise test.failureException(f"{context}: {e}") from None
+
+
+class ConfigFileMixin:
+    def write(self, text: str, name: str = "uac.toml") -> str:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def assertConfigError(self, text: str, *words: str) -> str:
+        """Load ``text`` as a file; it must fail naming the file and every one of ``words``."""
+        path = self.write(text)
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        message = str(caught.exception)
+        self.assertTrue(message.startswith(path + ": "), message)
+        for word in words:
+            self.assertIn(word, message)
+        return message
+
+
+class ShippedConfigTests(SynchronousTestCase):
+    def test_shipped_config_loads(self):
+        settings = load_settings(SHIPPED)
+        self.assertEqual(settings.path, SHIPPED)
+        self.assertEqual(settings.core.listen, (ListenSpec("udp", "127.0.0.1", 5060), ListenSpec("tcp", "127.0.0.1", 5060)))
+        self.assertEqual(settings.core, CoreSettings(listen=settings.core.listen))  # the sample shows the defaults
+        self.assertEqual(settings.tls, TLSSettings())
+
+    def test_shipped_config_is_loopback_only(self):
+        for spec in load_settings(SHIPPED).core.listen:
+            self.assertTrue(spec.host in ("127.0.0.1", "::1"), spec)
+
+
+class ValidConfigTests(ConfigFileMixin, SynchronousTestCase):
+    def test_empty_file_gives_defaults(self):
+        path = self.write("")
+        self.assertEqual(load_settings(path), Settings(path=path))
+
+    def test_every_key(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        for name in ("cert.pem", "key.pem", "ca.pem"):
+            with open(os.path.join(directory, name), "w") as f:
+                f.write("placeholder: only readability is checked at load time\n")
+        path = os.path.join(directory, "uac.toml")
+        with open(path, "w") as f:
+            f.write(
+                "[core]\n"
+                'listen = ["udp:127.0.0.1:5070", "tcp:[::1]:5070", "tls:127.0.0.1:5071"]\n'
+                'user_agent = "txuac test\tagent"\n'
+                'dns_servers = ["127.0.0.53", "127.0.0.1:5353", "[::1]:53", "::1"]\n'
+                "max_message_size = 4096\n"
+                "timer_t1 = 50\n"
+                "timer_t2 = 400\n"
+                "timer_t4 = 500\n"
+                "tcp_idle_timeout = 30\n"
+                "[tls]\n"
+                'certificate = "cert.pem"\n'
+                f'private_key = "{os.path.join(directory, "key.pem")}"\n'
+                'ca_file = "ca.pem"\n'
+                "verify_server = false\n"
+            )
+        settings = load_settings(path)
+        self.assertEqual(settings.core, CoreSettings(
+            listen=(ListenSpec("udp", "127.0.0.1", 5070), ListenSpec("tcp", "::1", 5070),
+                    ListenSpec("tls", "127.0.0.1", 5071)),
+            user_agent="txuac test\tagent",
+            dns_servers=(("127.0.0.53", 53), ("127.0.0.1", 5353), ("::1", 53), ("::1", 53)),
+            max_message_size=4096, timer_t1=50, timer_t2=400, timer_t4=500, tcp_idle_timeout=30,
+        ))
+        # Relative file names are relative to the config file, as in Kamailio.
+        self.assertEqual(settings.tls, TLSSettings(
+            certificate=os.path.join(directory, "cert.pem"), private_key=os.path.join(directory, "key.pem"),
+            ca_file=os.path.join(directory, "ca.pem"), verify_server=False))
+
+    def test_settings_from_dict(self):
+        settings = settings_from_dict({"core": {"listen": ["tcp:[::1]:5062"], "timer_t1": 50}}, "embedded")
+        self.assertEqual(settings.path, "embedded")
+        self.assertEqual(settings.core.listen, (ListenSpec("tcp", "::1", 5062),))
+        self.assertEqual(settings.core.timer_t1, 50)
+
+    def test_settings_from_dict_does_not_change_the_document(self):
+        document = {"core": {"timer_t1": 50}, "tls": {"verify_server": False}}
+        settings_from_dict(document)
+        self.assertEqual(document, {"core": {"timer_t1": 50}, "tls": {"verify_server": False}})
+
+    def test_port_zero_may_repeat(self):
+        settings = settings_from_dict({"core": {"listen": ["udp:127.0.0.1:0", "udp:127.0.0.1:0"]}})
+        self.assertEqual(len(settings.core.listen), 2)
+
+    def test_udp_and_tcp_share_a_port(self):
+        settings = settings_from_dict({"core": {"listen": ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]}})
+        self.assertEqual(len(settings.core.listen), 2)
+
+    def test_timer_t2_equal_to_t1(self):
+        self.assertEqual(settings_from_dict({"core": {"timer_t1": 500, "timer_t2": 500}}).core.timer_t2, 500)
+
+
+class SocketSpecTests(ConfigFileMixin, SynchronousTestCase):
+    def test_good_sockets(self):
+        for text, expected in GOOD_SOCKETS:
+            self.assertEqual(parse_listen(text, "here"), expected, text)
+
+    def test_good_sockets_from_a_file(self):
+        rows = [GOOD_SOCKETS[i] for i in (0, 1, 4, 7)]
+        path = self.write("[core]\nlisten = [%s]\n" % ", ".join(f'"{text}"' for text, _ in rows))
+        self.assertEqual(load_settings(path).core.listen, tuple(spec for _, spec in rows))
+
+    def test_str_round_trips(self):
+        for text, expected in GOOD_SOCKETS:
+            self.assertEqual(parse_listen(str(expected), "here"), expected)
+        self.assertEqual(str(ListenSpec("tcp", "::1", 5060)), "tcp:[::1]:5060")
+        self.assertTrue(ListenSpec("tcp", "::1", 5060).is_ipv6)
+        self.assertFalse(ListenSpec("tcp", "127.0.0.1", 5060).is_ipv6)
+
+    def test_bad_sockets(self):
+        for text in BAD_SOCKETS:
+            with case(self, text=text):
+                message = self.assertConfigError(f'[core]\nlisten = ["udp:127.0.0.1:5060", "{text}"]\n',
+                                                 "[core] listen[1]")
+                self.assertIn(repr(text), message)
+
+    def test_bad_socket_messages(self):
+        self.assertConfigError('[core]\nlisten = ["sctp:127.0.0.1:5060"]\n', "[core] listen[0]", "udp:, tcp: or tls:")
+        self.assertConfigError('[core]\nlisten = ["udp:[1.2.3.4]"]\n', "[core] listen[0]", "brackets are for IPv6")
+        self.assertConfigError('[core]\nlisten = ["tcp:::1:5060"]\n', "[core] listen[0]", "in brackets")
+        self.assertConfigError('[core]\nlisten = ["udp:127.0.0.1:65536"]\n', "[core] listen[0]", "invalid port '65536'")
+        self.assertConfigError('[core]\nlisten = ["udp:example.com:5060"]\n', "[core] listen[0]",
+                               "'example.com'", "not an IPv4 or IPv6 address")
+
+    def test_not_a_string(self):
+        self.assertConfigError("[core]\nlisten = [5060]\n", "[core] listen[0]", "expected a string")
+
+    def test_empty_list(self):
+        self.assertConfigError("[core]\nlisten = []\n", "[core] listen", "at least one socket")
+
+    def test_duplicate_socket(self):
+        self.assertConfigError('[core]\nlisten = ["udp:127.0.0.1:5060", "udp:127.0.0.1:5060"]\n',
+                               "[core] listen", "udp:127.0.0.1:5060 is listed twice")
+
+    def test_duplicate_after_default_port(self):
+        self.assertConfigError('[core]\nlisten = ["udp:127.0.0.1", "udp:127.0.0.1:5060"]\n',
+                               "[core] listen", "udp:127.0.0.1:5060 is listed twice")
+
+    def test_duplicate_ipv6_spelled_differently(self):
+        self.assertConfigError('[core]\nlisten = ["tcp:[::1]:5060", "tcp:[0::1]:5060"]\n',
+                               "[core] listen", "tcp:[::1]:5060 is listed twice")
+
+    def test_tcp_and_tls_on_the_same_port(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        for name in ("cert.pem", "key.pem"):
+            open(os.path.join(directory, name), "w").close()
+        path = os.path.join(directory, "uac.toml")
+        with open(path, "w") as f:
+            f.write('[core]\nlisten = ["tcp:127.0.0.1:5061", "tls:127.0.0.1:5061"]\n'
+                    '[tls]\ncertificate = "cert.pem"\nprivate_key = "key.pem"\n')
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        self.assertIn(f"{path}: [core] listen: tls:127.0.0.1:5061 and tcp:127.0.0.1:5061", str(caught.exception))
+
+
+class TypeTests(ConfigFileMixin, SynchronousTestCase):
+    def test_wrong_types(self):
+        for section, key, value, expected in WRONG_TYPES:
+            with case(self, key=key, value=value):
+                self.assertConfigError(f"[{section}]\n{key} = {value}\n", f"[{section}] {key}", f"expected {expected}")
+
+    def test_every_key_is_type_checked(self):
+        keys = {(section, key) for section, key, _, _ in WRONG_TYPES}
+        expected = {("core", name) for name in CoreSettings.__dataclass_fields__}
+        expected |= {("tls", name) for name in TLSSettings.__dataclass_fields__}
+        self.assertEqual(keys, expected)
+
+    def test_positive_integers(self):
+        for key in POSITIVE_INTS:
+            for value in ("0", "-1"):
+                with case(self, key=key, value=value):
+                    self.assertConfigError(f"[core]\n{key} = {value}\n", f"[core] {key}", "must be positive")
+
+    def test_timer_t2_below_t1(self):
+        self.assertConfigError("[core]\ntimer_t1 = 500\ntimer_t2 = 400\n", "[core] timer_t2", "timer_t1")
+
+    def test_user_agent_on_one_line(self):
+        self.assertConfigError('[core]\nuser_agent = "a\\r\\nX-Injected: 1"\n', "[core] user_agent", "one line")
+        self.assertConfigError('[core]\nuser_agent = "a\\u0000b"\n', "[core] user_agent", "control characters")
+
+    def test_user_agent_not_empty(self):
+        self.assertConfigError('[core]\nuser_agent = ""\n', "[core] user_agent", "empty")
+        self.assertConfigError('[core]\nuser_agent = "  "\n', "[core] user_agent", "empty")
+
+    def test_dns_servers(self):
+        for value in ("1", '"localhost"', '"1.2.3.4:0"', '"1.2.3.4:65536"', '"1.2.3.4:dns"', '"[::1"',
+                      '"[::1]x"', '"[1.2.3.4]:53"', '"1.2.3.4:"', '"[::1]:\u00b2"'):
+            with case(self, value=value):
+                self.assertConfigError(f'[core]\ndns_servers = ["127.0.0.1", {value}]\n', "[core] dns_servers[1]")
+
+    def test_section_not_a_table(self):
+        self.assertConfigError("core = 1\n", "[core]", "must be a table")
+        self.assertConfigError('tls = "on"\n', "[tls]", "must be a table")
+
+    def test_unknown_section(self):
+        self.assertConfigError("[core]\n[registrar]\nx = 1\n", "unknown section", "registrar")
+
+    def test_unknown_key(self):
+        self.assertConfigError("[core]\nlisten_on = []\n", "[core]", "unknown key", "listen_on")
+        self.assertConfigError("[tls]\nverify = true\n", "[tls]", "unknown key", "verify")
+
+    def test_unknown_subtable(self):
+        self.assertConfigError("[core.timers]\nt1 = 500\n", "[core]", "unknown key", "timers")
+
+    def test_unknown_keys_listed_together(self):
+        self.assertConfigError("[core]\nb = 1\na = 2\n", "[core] unknown key(s): a, b")
+
+
+class TLSConfigTests(ConfigFileMixin, SynchronousTestCase):
+    def files(self, *names: str) -> str:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        for name in names:
+            open(os.path.join(directory, name), "w").close()
+        return directory
+
+    def load(self, directory: str, text: str):
+        path = os.path.join(directory, "uac.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        return path, load_settings(path)
+
+    def assertLoadFails(self, directory: str, text: str, *words: str) -> None:
+        path = os.path.join(directory, "uac.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        message = str(caught.exception)
+        self.assertTrue(message.startswith(path + ": "), message)
+        for word in words:
+            self.assertIn(word, message)
+
+    def test_tls_socket_without_certificate(self):
+        self.assertConfigError('[core]\nlisten = ["tls:127.0.0.1:5061"]\n', "[core] listen", "tls:", "[tls] certificate")
+
+    def test_tls_socket_with_certificate(self):
+        directory = self.files("cert.pem", "key.pem")
+        _, settings = self.load(directory, '[core]\nlisten = ["tls:127.0.0.1:5061"]\n'
+                                           '[tls]\ncertificate = "cert.pem"\nprivate_key = "key.pem"\n')
+        self.assertEqual(settings.core.listen[0].transport, "tls")
+
+    def test_certificate_without_key(self):
+        directory = self.files("cert.pem")
+        self.assertLoadFails(directory, '[tls]\ncertificate = "cert.pem"\n', "[tls] private_key", "certificate")
+
+    def test_key_without_certificate(self):
+        directory = self.files("key.pem")
+        self.assertLoadFails(directory, '[tls]\nprivate_key = "key.pem"\n', "[tls] certificate", "private_key")
+
+    def test_missing_files(self):
+        for key in ("certificate", "private_key", "ca_file"):
+            with case(self, key=key):
+                directory = self.files("cert.pem", "key.pem", "ca.pem")
+                names = {"certificate": "cert.pem", "private_key": "key.pem", "ca_file": "ca.pem", key: "missing.pem"}
+                text = "[tls]\n" + "".join(f'{k} = "{v}"\n' for k, v in names.items())
+                self.assertLoadFails(directory, text, f"[tls] {key}", "cannot read",
+                                     os.path.join(directory, "missing.pem"), "No such file")
+
+    def test_empty_file_name(self):
+        self.assertConfigError('[tls]\nca_file = ""\n', "[tls] ca_file", "empty")
+
+    def test_absolute_file_name_kept(self):
+        directory = self.files("ca.pem")
+        ca = os.path.join(directory, "ca.pem")
+        _, settings = self.load(self.files(), f'[tls]\nca_file = "{ca}"\n')
+        self.assertEqual(settings.tls.ca_file, ca)
+
+
+class FileErrorTests(ConfigFileMixin, SynchronousTestCase):
+    def test_missing_file(self):
+        path = os.path.join(self.mktemp(), "nowhere.toml")
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        self.assertEqual(str(caught.exception), f"{path}: cannot read: No such file or directory")
+
+    def test_directory(self):
+        path = self.mktemp()
+        os.makedirs(path)
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        self.assertIn(f"{path}: cannot read: ", str(caught.exception))
+
+    def test_unreadable_file(self):
+        if os.geteuid() == 0:
+            raise self.skipTest("root reads files whatever their mode")
+        path = self.write("[core]\n")
+        os.chmod(path, 0)
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        self.assertEqual(str(caught.exception), f"{path}: cannot read: Permission denied")
+
+    def test_invalid_toml(self):
+        self.assertConfigError("[core]\ntimer_t1 = = 1\n", "not valid TOML", "line 2")
+        self.assertConfigError("[core]\nlisten = [\n", "not valid TOML")
+
+    def test_duplicate_key(self):
+        self.assertConfigError("[core]\ntimer_t1 = 1\ntimer_t1 = 2\n", "not valid TOML")
+
+    def test_duplicate_section(self):
+        self.assertConfigError("[core]\n[core]\n", "not valid TOML")
+
+    def test_not_utf8(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b'[core]\nuser_agent = "\xff"\n')
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        self.assertTrue(str(caught.exception).startswith(f"{path}: not valid TOML: not UTF-8"))
+
+    def test_config_error_is_a_txuac_error(self):
+        self.assertTrue(issubclass(ConfigError, TxuacError))
+
+    def test_settings_from_dict_names_its_path(self):
+        with self.assertRaises(ConfigError) as caught:
+            settings_from_dict({"core": {"timer_t1": "x"}}, "embedded.toml")
+        self.assertEqual(str(caught.exception), "embedded.toml: [core] timer_t1: expected an integer, got str")
+
+    def test_settings_from_dict_default_path(self):
+        with self.assertRaises(ConfigError) as caught:
+            settings_from_dict({"nope": {}})
+        self.assertEqual(str(caught.exception), "<dict>: unknown section(s): nope")
