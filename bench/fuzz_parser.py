@@ -2,9 +2,10 @@
 
 Each input is a mutated RFC 4475 message (or a mutated generated one), random
 bytes, or a generated valid message. Every input goes through parse_message,
-every typed view (and the values inside them), validate(), the bytes()
-round trip and the stream framer (fed whole and in chunks). Any other
-exception, a round-trip mismatch or a refused valid message is an escape.
+the bytes() round trip, every typed view and the values inside them (which
+must re-parse from their str()), validate(), make_response for requests, and
+the stream framer fed whole and in chunks. Any other exception, a round-trip
+mismatch or a refused valid message is an escape.
 
 Usage (from the repository root): python bench/fuzz_parser.py [N=200000] [seed=0]
 
@@ -32,12 +33,14 @@ from txuac.sip import (  # noqa: E402
     CSeq,
     KeepAlive,
     NameAddress,
+    Request,
     RetryAfter,
     SIPParseError,
     SipURI,
     StreamFramer,
     Via,
     fields,
+    make_response,
     parse_message,
     parse_uri,
     unescape,
@@ -101,11 +104,17 @@ def _duplicate(data: bytes, pick) -> bytes:
     return data[:j] + piece * times + data[j:]
 
 
-MUTATIONS = (_flip, _flip, _insert, _insert, _insert, _truncate, _delete, _duplicate, _duplicate)
+def _long_run(data: bytes, pick) -> bytes:
+    """Insert a long run of one character: overlarge numbers, long tokens, deep whitespace."""
+    i = pick.randint(0, len(data))
+    return data[:i] + pick.choice((b"0", b"9", b" ", b"a", b";", b",")) * pick.choice((300, 5000)) + data[i:]
+
+
+MUTATIONS = (_flip, _flip, _insert, _insert, _insert, _truncate, _delete, _duplicate, _duplicate, _long_run)
 
 
 def mutate(data: bytes, pick, count: int) -> bytes:
-    """Apply ``count`` random mutations (flips, insertions, truncations, deletions, duplications)."""
+    """Apply ``count`` random mutations (flips, insertions, truncations, deletions, duplications, runs)."""
     for _ in range(count):
         data = pick.choice(MUTATIONS)(data, pick)
     return data
@@ -358,9 +367,13 @@ def challenge(pick) -> tuple[str, tuple[str, str]]:
     return f"{scheme} " + pick.choice((", ", ",", " , ")).join(shuffled(pick, params)), (scheme, realm)
 
 
+def _non_blank(chars: str) -> bool:
+    return " " not in chars and "\t" not in chars
+
+
 def fold(pick, value: str) -> str:
     """Fold the value at a space between two non-blank characters (unfolding restores it)."""
-    spots = [i for i in range(1, len(value) - 1) if value[i] == " " and value[i - 1] not in " \t" and value[i + 1] not in " \t"]
+    spots = [i for i in range(1, len(value) - 1) if value[i] == " " and _non_blank(value[i - 1] + value[i + 1])]
     if not spots or not maybe(pick, 4):
         return value
     i = pick.choice(spots)
@@ -373,11 +386,83 @@ def header_line(pick, names: tuple[str, ...], value: str) -> str:
     return name + pick.choice((": ", ":", " : ", ":\t", ":  ")) + fold(pick, value) + "\r\n"
 
 
+def via_lines(pick) -> tuple[list[str], list[dict]]:
+    """One to three Via lines of one to three via-parms each."""
+    lines, vias = [], []
+    for _ in range(pick.randint(1, 3)):
+        parms = []
+        for _ in range(pick.randint(1, 3)):
+            value, via = via_parm(pick)
+            parms.append(value)
+            vias.append(via)
+        lines.append(header_line(pick, ("Via", "v"), pick.choice((",", ", ", " , ")).join(parms)))
+    return lines, vias
+
+
+def contact_lines(pick) -> tuple[list[str], list]:
+    """``Contact: *`` or zero to two lines of one to three contacts."""
+    if maybe(pick, 8):
+        return [header_line(pick, ("Contact", "m"), "*")], ["*"]
+    lines, contacts = [], []
+    for _ in range(pick.randint(0, 2)):
+        items = []
+        for _ in range(pick.randint(1, 3)):
+            params: list[tuple[str, str | None]] = []
+            expires = None
+            if maybe(pick):
+                expires = pick.choice((0, 3600, 2**32 - 1, 2**32, pick.randint(0, 10**12)))
+                params.append(("expires", str(expires)))
+            if maybe(pick, 3):
+                params.append(("q", f"0.{pick.randint(0, 9)}"))
+            if maybe(pick, 3):
+                params.append(("+sip.instance", '"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"'))
+            value, address = name_addr(pick, shuffled(pick, params))
+            address["expires"] = None if expires is None else min(expires, 2**32 - 1)
+            items.append(value)
+            contacts.append(address)
+        lines.append(header_line(pick, ("Contact", "m"), pick.choice((",", ", ")).join(items)))
+    return lines, contacts
+
+
+def optional_headers(pick, expected: dict) -> list[list[str]]:
+    """Route, token lists and other headers, each maybe; fills ``expected``."""
+    blocks = []
+
+    def add(names: tuple[str, ...], value: str) -> None:
+        blocks.append([header_line(pick, names, value)])
+        expected["extras"].append((names[0], value))
+
+    expected.update(route=[], tokens={}, expires=None, date=None, challenges=[], extras=[])
+    if maybe(pick, 3):
+        expected["route"] = [sip_uri(pick, headers=False) for _ in range(pick.randint(1, 3))]
+        add(("Route",), ", ".join(f"<{uri}>" for uri in expected["route"]))
+    for names, choices in ((("Supported", "k"), None), (("Require",), None), (("Allow",), METHODS)):
+        if maybe(pick, 3):
+            expected["tokens"][names[0]] = token_list(pick, choices)
+            add(names, pick.choice((",", ", ", " ,")).join(expected["tokens"][names[0]]))
+    if maybe(pick):
+        add(("Subject", "s"), words(pick, TEXT_CHARS, 1, 5))
+    if maybe(pick, 3):
+        add(("X-" + text(pick, TOKEN_CHARS, 1, 8),), words(pick, TEXT_CHARS, 1, 5))
+    if maybe(pick, 3):
+        add(("Content-Type", "c"), pick.choice(("application/sdp", "text/plain;charset=utf-8")))
+    if maybe(pick, 3):
+        seconds = pick.choice((0, 3600, pick.randint(0, 2**33)))
+        add(("Expires",), str(seconds))
+        expected["expires"] = min(seconds, 2**32 - 1)
+    if maybe(pick, 4):
+        value, expected["date"] = rfc1123_date(pick)
+        add(("Date",), value)
+    if maybe(pick, 3):
+        raws, challenges = zip(*(challenge(pick) for _ in range(pick.randint(1, 2))))
+        add(("WWW-Authenticate",), ", ".join(raws))
+        expected["challenges"] = list(challenges)
+    return blocks
+
+
 def build_message(pick) -> tuple[bytes, dict]:
     """A valid SIP request or response as bytes, and what parsing it must give back."""
-    expected: dict = {"extras": []}
-    blocks: list[list[str]] = []  # header lines that must stay together, in order
-
+    expected: dict = {}
     if maybe(pick, 3):
         status = pick.randint(100, 699)
         reason = pick.choice(("", "OK", words(pick, TEXT_CHARS, 1, 4)))
@@ -390,110 +475,29 @@ def build_message(pick) -> tuple[bytes, dict]:
         start = f"{method} {uri} {pick.choice(('SIP/2.0', 'SIP/2.0', 'sip/2.0'))}"
         expected.update(kind="request", method=method, uri=uri)
 
-    vias = []
-    via_lines = []
-    for _ in range(pick.randint(1, 3)):
-        line = []
-        for _ in range(pick.randint(1, 3)):
-            value, via = via_parm(pick)
-            line.append(value)
-            vias.append(via)
-        via_lines.append(header_line(pick, ("Via", "v"), pick.choice((",", ", ", " , ")).join(line)))
-    blocks.append(via_lines)
-    expected["via"] = vias
-
+    blocks: list[list[str]] = []  # header lines that stay together, in order
+    lines, expected["via"] = via_lines(pick)
+    blocks.append(lines)
     for key, names in (("from", ("From", "f")), ("to", ("To", "t"))):
         params = [("tag", text(pick, TOKEN_CHARS, 1, 10))] if key == "from" or maybe(pick) else []
         if maybe(pick, 3):
             params.append(extension_param(pick))
-        value, address = name_addr(pick, params)
+        value, expected[key] = name_addr(pick, params)
         blocks.append([header_line(pick, names, value)])
-        expected[key] = address
 
     call_id = text(pick, CALL_ID_CHARS, 1, 20)
     if maybe(pick):
         call_id += "@" + text(pick, CALL_ID_CHARS, 1, 12)
     blocks.append([header_line(pick, ("Call-ID", "i"), call_id)])
-    expected["call_id"] = call_id
-
     number = pick.choice((0, 1, 2**31 - 1, pick.randint(0, 2**31 - 1)))
     blocks.append([header_line(pick, ("CSeq",), f"{number}{pick.choice((' ', '  ', chr(9)))}{method}")])
-    expected["cseq"] = (number, method)
-
-    expected["max_forwards"] = None
+    expected.update(call_id=call_id, cseq=(number, method), max_forwards=None)
     if expected["kind"] == "request" or not maybe(pick, 3):
-        hops = pick.randint(0, 255)
-        blocks.append([header_line(pick, ("Max-Forwards",), "0" * pick.randint(0, 2) + str(hops))])
-        expected["max_forwards"] = hops
-
-    contacts: list = []
-    if maybe(pick, 8):
-        blocks.append([header_line(pick, ("Contact", "m"), "*")])
-        contacts = ["*"]
-    else:
-        lines = []
-        for _ in range(pick.randint(0, 2)):
-            items = []
-            for _ in range(pick.randint(1, 3)):
-                params: list[tuple[str, str | None]] = []
-                expires = None
-                if maybe(pick):
-                    expires = pick.choice((0, 3600, 2**32 - 1, 2**32, pick.randint(0, 10**12)))
-                    params.append(("expires", str(expires)))
-                if maybe(pick, 3):
-                    params.append(("q", f"0.{pick.randint(0, 9)}"))
-                if maybe(pick, 3):
-                    params.append(("+sip.instance", '"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"'))
-                value, address = name_addr(pick, shuffled(pick, params))
-                address["expires"] = None if expires is None else min(expires, 2**32 - 1)
-                items.append(value)
-                contacts.append(address)
-            lines.append(header_line(pick, ("Contact", "m"), pick.choice((",", ", ")).join(items)))
-        blocks.append(lines)
-    expected["contacts"] = contacts
-
-    expected["route"] = []
-    if maybe(pick, 3):
-        hops_uris = [sip_uri(pick, headers=False) for _ in range(pick.randint(1, 3))]
-        blocks.append([header_line(pick, ("Route",), ", ".join(f"<{u}>" for u in hops_uris))])
-        expected["route"] = hops_uris
-
-    expected["tokens"] = {}
-    for name, names, choices in (
-        ("Supported", ("Supported", "k"), None),
-        ("Require", ("Require",), None),
-        ("Allow", ("Allow",), METHODS),
-    ):
-        if maybe(pick, 3):
-            tokens = token_list(pick, choices)
-            blocks.append([header_line(pick, names, pick.choice((",", ", ", " ,")).join(tokens))])
-            expected["tokens"][name] = tokens
-
-    def extra(names: tuple[str, ...], value: str) -> None:
-        blocks.append([header_line(pick, names, value)])
-        expected["extras"].append((names[0], value))
-
-    if maybe(pick):
-        extra(("Subject", "s"), words(pick, TEXT_CHARS, 1, 5))
-    if maybe(pick, 3):
-        extra(("X-" + text(pick, TOKEN_CHARS, 1, 8),), words(pick, TEXT_CHARS, 1, 5))
-    if maybe(pick, 3):
-        extra(("Content-Type", "c"), pick.choice(("application/sdp", "text/plain;charset=utf-8")))
-    expected["expires"] = None
-    if maybe(pick, 3):
-        seconds = pick.choice((0, 3600, pick.randint(0, 2**33)))
-        extra(("Expires",), str(seconds))
-        expected["expires"] = min(seconds, 2**32 - 1)
-    expected["date"] = None
-    if maybe(pick, 4):
-        value, when = rfc1123_date(pick)
-        extra(("Date",), value)
-        expected["date"] = when
-    expected["challenges"] = []
-    if maybe(pick, 3):
-        raws, challenges = zip(*(challenge(pick) for _ in range(pick.randint(1, 2))))
-        extra(("WWW-Authenticate",), ", ".join(raws))
-        expected["challenges"] = list(challenges)
+        expected["max_forwards"] = pick.randint(0, 255)
+        blocks.append([header_line(pick, ("Max-Forwards",), "0" * pick.randint(0, 2) + str(expected["max_forwards"]))])
+    lines, expected["contacts"] = contact_lines(pick)
+    blocks.append(lines)
+    blocks += optional_headers(pick, expected)
 
     body = pick.randbytes(pick.choice((0, 0, 1, pick.randint(0, 48))))
     if maybe(pick, 4):
@@ -501,15 +505,14 @@ def build_message(pick) -> tuple[bytes, dict]:
     expected["body"] = body
     length_kind = pick.randint(0, 7)
     trailer = b""
-    if length_kind or not body:
+    if length_kind or not body:  # without Content-Length, the body is the rest of the datagram
         digits = ("00" if length_kind == 7 else "") + str(len(body))
         blocks.append([header_line(pick, ("Content-Length", "l"), digits)])
         if maybe(pick, 6):
-            trailer = b"garbage after Content-Length"
+            trailer = b"octets past Content-Length"
 
     head = start + "\r\n" + "".join(line for block in shuffled(pick, blocks) for line in block) + "\r\n"
-    leading = pick.choice(("", "", "", "\r\n"))
-    return (leading + head).encode("utf-8") + body + trailer, expected
+    return (pick.choice(("", "", "", "\r\n")) + head).encode("utf-8") + body + trailer, expected
 
 
 # --- the oracle ------------------------------------------------------------------------
@@ -575,8 +578,14 @@ def _check_value(value) -> None:
 
 def read_views(message) -> None:
     """Read every typed view and what it holds; SIPParseError is an answer, anything else escapes."""
-    if hasattr(message, "uri"):
-        _check_uri(message.uri, message.start_line().split(" ")[1])
+    if isinstance(message, Request):
+        _check_uri(message.uri, str(message.uri))
+        try:
+            response = make_response(message, 200, to_tag="fuzz")
+        except SIPParseError:
+            pass
+        else:
+            round_trip(response)
     for name in VIEWS:
         try:
             value = getattr(message, name)
@@ -637,7 +646,7 @@ def frame(data: bytes, cuts: list[int]) -> None:
     chunks = [data[a:b] for a, b in zip([0] + points, points + [len(data)])]
     pieces = _feed(chunks)
     if whole != pieces:
-        raise ContractViolation(f"framer result changes when fed in chunks cut at {points}: {whole!r:.200} != {pieces!r:.200}")
+        raise ContractViolation(f"framer result changes when cut at {points}: {whole!r:.200} != {pieces!r:.200}")
     for item in pieces[0]:
         if not isinstance(item, KeepAlive):
             try:
@@ -646,7 +655,7 @@ def frame(data: bytes, cuts: list[int]) -> None:
                 pass
 
 
-def exercise(data: bytes, cuts: list[int] = (), must_parse: bool = False):
+def exercise(data: bytes, cuts: tuple[int, ...] | list[int] = (), must_parse: bool = False):
     """The whole contract for one input; returns the parsed message or None."""
     try:
         message = parse_message(data)
@@ -706,17 +715,18 @@ def main(argv: list[str]) -> int:
         except Exception as e:  # noqa: BLE001 - an escape is exactly what we look for
             signature = f"{type(e).__name__} at {_where(e)}"
             if isinstance(e, ContractViolation):
-                signature += " (" + ":".join(str(e).split(":")[:2]) + ")"
+                signature += f" ({str(e).split(':')[0]})"
             escapes[signature] = escapes.get(signature, 0) + 1
-            if escapes[signature] <= 3:
-                print(f"ESCAPE #{index} {signature}: {str(e)[:200]}\n  input: {data[:400]!r}", flush=True)
+            if escapes[signature] <= 5:
+                print(f"ESCAPE #{index} {signature}: {str(e)[:300]}\n  input: {data[:1000]!r}", flush=True)
             continue
         if message is None:
             errors += 1
         else:
             parsed += 1
         if index % 50_000 == 0:
-            print(f"  {index} inputs, {sum(escapes.values())} escapes, {time.perf_counter() - started:.1f} s", flush=True)
+            elapsed = time.perf_counter() - started
+            print(f"  {index} inputs, {sum(escapes.values())} escapes, {elapsed:.1f} s", flush=True)
     count = sum(escapes.values())
     for signature, n in sorted(escapes.items(), key=lambda item: -item[1]):
         print(f"  {n:6d} x {signature}")

@@ -1,7 +1,7 @@
 """txuac.config: every key's type, socket specs, cross-key rules and file errors.
 
-Each error must be a ConfigError whose message names the file and the key, so a
-tests writes the TOML to a real file and loads it with load_settings.
+Each error must be a ConfigError whose message names the file and the key, so each
+test writes its TOML to a real file and loads it with load_settings.
 """
 
 from __future__ import annotations
@@ -393,6 +393,12 @@ class FileErrorTests(ConfigFileMixin, SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             load_settings(path)
         self.assertIn(f"{path}: cannot read: ", str(caught.exception))
+
+    def test_parent_not_a_directory(self):
+        path = os.path.join(self.write("[core]\n"), "uac.toml")
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        self.assertEqual(str(caught.exception), f"{path}: cannot read: Not a directory")
 
     def test_unreadable_file(self):
         if os.geteuid() == 0:

@@ -130,6 +130,25 @@ class UACServiceTests(TestCase):
         self.assertTrue(bindable("tcp", self.port))
 
     @defer.inlineCallbacks
+    def test_ipv6(self):
+        try:
+            port = free_port(host="::1")
+        except OSError:
+            raise self.skipTest("no IPv6 loopback")
+        settings = settings_from_dict({"core": {"listen": [f"udp:[::1]:{port}", f"tcp:[::1]:{port}"]}})
+        parent, uac = self.embedded(settings)
+        self.assertEqual(uac.sip.bound_address("tcp"), Address("tcp", "::1", port))
+        client = Client()
+        client_port = reactor.listenUDP(0, client, interface="::1")
+        self.addCleanup(client_port.stopListening)
+        client.transport.write(
+            request_bytes("OPTIONS", port, "v6-1", f"SIP/2.0/UDP [::1]:{client_port.getHost().port};branch=z9hG4bK6;rport"),
+            ("::1", port))
+        response = yield client.responses.get()
+        self.assertEqual((response.status, response.call_id), (200, "v6-1"))
+        yield parent.stopService()
+
+    @defer.inlineCallbacks
     def test_plain_start_service_binds(self):
         """Embedders that call only startService() get their sockets too, bound once."""
         uac = UACService(self.settings)
@@ -139,6 +158,16 @@ class UACServiceTests(TestCase):
         self.assertEqual(uac.sip.bound_address("udp"), Address("udp", "127.0.0.1", self.port))
         self.assertEqual(uac.sip.bound_address("tcp"), Address("tcp", "127.0.0.1", self.port))
         yield uac.stopService()
+        self.assertTrue(bindable("udp", self.port))
+
+    @defer.inlineCallbacks
+    def test_no_restart(self):
+        """The stack is closed by stopService: starting again must fail loudly, not half work."""
+        uac = UACService(self.settings)
+        uac.startService()
+        yield uac.stopService()
+        self.assertRaises(RuntimeError, uac.startService)
+        self.assertEqual(uac.sip.ports, [])
         self.assertTrue(bindable("udp", self.port))
 
     @defer.inlineCallbacks
@@ -162,7 +191,6 @@ class UACServiceTests(TestCase):
 
     @defer.inlineCallbacks
     def test_stop_waits_for_in_flight_transaction(self):
-        self.addCleanup(self.cancel_stack_timers)  # see test_no_timer_left_after_stop
         peer = SlowPeer(delay=0.3)
         peer_port = self.udp(peer)
         parent, uac = self.embedded()
@@ -201,10 +229,6 @@ class UACServiceTests(TestCase):
         yield parent.stopService()
         self.assertEqual((yield sent).status, 200)
         self.assertEqual(self.stack_timers(), [])
-
-    test_no_timer_left_after_stop.todo = (  # type: ignore[attr-defined]
-        "txuac/net/stack.py: the response that ends stop()'s wait runs _shutdown() from inside _apply_client, "
-        "which then schedules Timer K (T4) on the stopped stack")
 
     @defer.inlineCallbacks
     def test_stop_gives_up_after_64_t1(self):

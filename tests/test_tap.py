@@ -21,10 +21,12 @@ import sys
 import time
 import uuid
 
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.peers import PeerProcess, free_port, wait_for
-from txuac import __version__
+from txuac import __version__, tap
+from txuac.service import UACService
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "conf", "uac.toml")
@@ -326,3 +328,53 @@ class TwistTests(ProcessMixin, SynchronousTestCase):
         self.assertNotEqual(status, 0, output)
         self.assertIn("--config is required", output)
         self.assertClean(output)
+
+
+class OptionsTests(SynchronousTestCase):
+    """txuac.tap in-process: what twistd does with the plugin before it runs anything."""
+
+    def test_settings_loaded(self):
+        options = tap.Options()
+        options.parseOptions(["--config", SHIPPED])
+        self.assertEqual(options["settings"].path, SHIPPED)
+        self.patch(sys, "excepthook", sys.excepthook)  # makeService installs its own
+        service = tap.makeService(options)
+        self.assertIsInstance(service, UACService)
+        self.assertIs(service.settings, options["settings"])
+        self.assertFalse(service.running)
+
+    def test_short_option(self):
+        options = tap.Options()
+        options.parseOptions(["-c", SHIPPED])
+        self.assertEqual(options["config"], SHIPPED)
+
+    def test_config_required(self):
+        self.assertRaises(usage.UsageError, tap.Options().parseOptions, [])
+
+    def test_bad_config_exits_with_the_message(self):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("[core]\nbogus = 1\n")
+        with self.assertRaises(SystemExit) as caught:
+            tap.Options().parseOptions(["--config", path])
+        self.assertEqual(caught.exception.code, f"txuac: {path}: [core] unknown key(s): bogus")
+
+    def test_excepthook(self):
+        self.patch(sys, "excepthook", sys.excepthook)
+        seen = []
+        sys.excepthook = lambda *info: seen.append(info)
+        tap._install_excepthook()
+        err = []
+        self.patch(sys, "stderr", type("Err", (), {"write": lambda _, text: err.append(text), "flush": lambda _: None})())
+        try:
+            raise tap.ConfigError("x.toml: [core] listen: cannot bind udp:127.0.0.1:5060: Address already in use")
+        except tap.ConfigError:
+            sys.excepthook(*sys.exc_info())
+        self.assertEqual("".join(err), "txuac: x.toml: [core] listen: cannot bind udp:127.0.0.1:5060: "
+                                       "Address already in use\n")
+        self.assertEqual(seen, [])
+        try:
+            raise ValueError("a bug")
+        except ValueError:
+            sys.excepthook(*sys.exc_info())
+        self.assertEqual([info[0] for info in seen], [ValueError])  # anything else: the usual traceback

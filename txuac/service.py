@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from OpenSSL import crypto
 from twisted.application import service
 from twisted.internet import defer, error
 from twisted.logger import Logger
@@ -40,10 +39,7 @@ class SIPService(service.Service):
         with _naming_file(settings):
             self._tls_server_options = server_options(settings.tls) if _listens_on_tls(settings) else None
             # Always built: without ca_file the platform's trust store verifies servers.
-            try:
-                tls_client_options = client_options_factory(settings.tls)
-            except crypto.Error as e:  # txuac.net.tls lets pyOpenSSL's errors through here
-                raise ConfigError(f"[tls] certificate/private_key/ca_file: not usable PEM: {e}") from None
+            tls_client_options = client_options_factory(settings.tls)
         self.stack = SIPStack(
             reactor,
             timers=TimerSettings(core.timer_t1 / 1000, core.timer_t2 / 1000, core.timer_t4 / 1000),
@@ -55,10 +51,13 @@ class SIPService(service.Service):
         )
         self.ports: list = []
         self._bound = False
+        self._stopped = False
 
     def privilegedStartService(self) -> None:
         """Bind every socket (as root under twistd, before privileges are shed): all or none."""
         super().privilegedStartService()
+        if self._stopped:
+            raise RuntimeError("a stopped SIPService cannot start again (its stack is closed): make a new one")
         if self._bound:
             return
         self._bound = True
@@ -113,8 +112,8 @@ class SIPService(service.Service):
         64*T1; their responses come in on the UDP sockets, which stay open meanwhile),
         then close everything."""
         super().stopService()
+        self._stopped = True
         ports, self.ports = self.ports, []
-        self._bound = False
         stream_ports = [p for spec, p in zip(self.settings.core.listen, ports) if spec.transport != "udp"]
         udp_ports = [p for spec, p in zip(self.settings.core.listen, ports) if spec.transport == "udp"]
         pending = self.stack.pending_client_transactions

@@ -1,9 +1,10 @@
 """twistd plugin glue: ``twistd -n uac --config conf/uac.toml`` (or ``twist uac --config ...``).
 
 A bad configuration ends the command with one line naming the file and the key, not a
-traceback: at option time (the file itself) by SystemExit, at start-up (a socket that
-cannot be bound, an unusable TLS file) by the ConfigError, which twistd reports to a
-daemon's parent and after which it removes its pid file, printed by the excepthook ``makeService`` installs.
+traceback. At option time (the file itself) by SystemExit. At start-up (a socket that
+cannot be bound, an unusable TLS file) by the ConfigError itself, so that twistd still
+reports it to a daemon's parent and removes its pid file; the excepthook ``makeService``
+installs prints it.
 """
 
 from __future__ import annotations

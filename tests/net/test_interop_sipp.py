@@ -442,11 +442,16 @@ class TxuacToSIPpTCPTests(SIPpTestCase):
     @defer.inlineCallbacks
     def test_request_back_uses_the_peers_incoming_connection(self):
         sent_back = defer.Deferred()
+        seen = {}
 
         def on_options(incoming):
             incoming.respond(200)
             message = options(incoming.source.port, incoming.request.call_id, transport="tcp", method="MESSAGE")
             d = self.stack.send_request(message, incoming.source)
+            # While SIPp waits for the MESSAGE, its connection is certainly up: look at both ends now.
+            [call] = [c for c in self.stack._client.values() if c.transaction.request.method == "MESSAGE"]
+            seen.update(channel=call.channel, pool=list(self.stack.pool._connections.values()),
+                        established=established_to(self.tcp_port))
             d.chainDeferred(sent_back)
 
         self.stack.set_handler("OPTIONS", on_options)
@@ -454,10 +459,9 @@ class TxuacToSIPpTCPTests(SIPpTestCase):
                                             "-timeout_error", remote=f"{HOST}:{self.tcp_port}", transport="t1")
         response = yield sent_back
         self.assertEqual(response.status, 200)
-        connections = list(self.stack.pool._connections.values())
-        self.assertEqual(len(connections), 1)
-        self.assertFalse(connections[0].outgoing, "the MESSAGE went on the connection SIPp opened")
-        self.assertEqual(established_to(self.tcp_port), 1)
+        self.assertEqual(seen["pool"], [seen["channel"]], "no second connection")
+        self.assertFalse(seen["channel"].outgoing, "the MESSAGE went on the connection SIPp opened")
+        self.assertEqual(seen["established"], 1)
         status = yield self.exit_status(peer)
         self.assertEqual(status, 0, peer.output()[-2000:])
         methods = [(way, getattr(m, "method", None)) for _, way, m in sipp_messages(messages)]

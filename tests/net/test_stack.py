@@ -19,7 +19,8 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from txuac.errors import TransactionTimeout, TransportError
+from txuac.errors import ResolutionError, TransactionTimeout, TransportError
+from txuac.net.resolver import TargetResolver
 from txuac.net.stack import SIPStack
 from txuac.net.transports import StreamConnection, UDPListener
 from txuac.sip import Request, Response, make_response, parse_message
@@ -154,6 +155,24 @@ class ClientTransactionTests(StackTestCase):
         self.assertEqual(self.stack._client, {})
         self.finish()
 
+    def test_content_length_added_when_missing(self):
+        """RFC 3261 18.3: required on streams; added on every transport (the caller's request untouched)."""
+        original = parse_message(bytes(outgoing()).replace(b"Content-Length: 0\r\n", b""))
+        self.assertNotIn("Content-Length", original.headers)
+        over_udp = self.stack.send_request(original, Address("udp", *PEER))
+        over_tcp = self.stack.send_request(original, Address("tcp", "198.51.100.7", 5060))
+        [(request, _)] = self.sent()
+        self.assertEqual(request.headers.get("Content-Length"), "0")
+        [(_, _, factory, _, _)] = self.reactor.tcpClients
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.7", 5060))
+        protocol.makeConnection(transport)
+        self.assertIn(b"\r\nContent-Length: 0\r\n", transport.value())
+        self.assertNotIn("Content-Length", original.headers)
+        self.finish()
+        self.failureResultOf(over_udp, TransportError)
+        self.failureResultOf(over_tcp, TransportError)
+
     def test_provisional_then_final(self):
         provisional = []
         d = self.stack.send_request(outgoing(), Address("udp", *PEER), on_provisional=provisional.append)
@@ -219,6 +238,17 @@ class ClientTransactionTests(StackTestCase):
         d = self.stack.send_request(outgoing(), Address("udp", "203.0.113.9", 5060))
         self.failureResultOf(d, TransportError)
         self.assertEqual(self.stack._client, {})
+        self.finish()
+
+    def test_errors_come_in_the_deferred(self):
+        """Nothing is raised by send_request itself: every error fails the Deferred."""
+        self.failureResultOf(self.stack.send_request(outgoing(), Address("udp", "2001:db8::1", 5060)),
+                             TransportError)  # no IPv6 socket
+        self.stack.resolver = TargetResolver(self.reactor, dns_resolver=object())  # its server_name() refuses tel:
+        tel = parse_message(bytes(outgoing()).replace(b"OPTIONS sip:uas@198.51.100.7:5062 SIP/2.0",
+                                                      b"OPTIONS tel:+15551234 SIP/2.0"))
+        self.failureResultOf(self.stack.send_request(tel, Address("tls", "198.51.100.7", 5061)), ResolutionError)
+        self.assertEqual(self.reactor.tcpClients, [])
         self.finish()
 
     def test_tcp_request_is_not_retransmitted(self):
@@ -611,6 +641,29 @@ class ServerSideTests(StackTestCase):
         self.receive(request_bytes(via="SIP/2.0/UDP 10.0.0.1;maddr=proxy.example.com;branch=z9hG4bKm2",
                                    extra="Max-Forwards: 1\r\n"))  # malformed: two Max-Forwards
         self.assertEqual(self.sent(), [])
+
+    def test_stream_connection_survives_a_failing_message(self):
+        """An exception out of the stack for one framed message keeps the connection open."""
+        handled = []
+
+        class Sink:
+            def message_received(self, data, source, channel):
+                handled.append(data)
+                if len(handled) == 1:
+                    raise RuntimeError("stack bug")
+
+            def connection_lost(self, connection):
+                pass
+
+        connection = StreamConnection("tcp", Sink(), self.stack.pool, outgoing=False)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.7", 40000))
+        connection.makeConnection(transport)
+        one = request_bytes(via="SIP/2.0/TCP 10.0.0.1;branch=z9hG4bKs1")
+        connection.dataReceived(one + one)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(len(handled), 2)
+        self.assertFalse(transport.disconnecting)
+        self.finish()
 
     def test_stream_connection_idle_timeout_uses_the_stack_reactor(self):
         connection, transport = self.stream()

@@ -19,7 +19,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import defer
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from tests.net.test_failover import options_request, start_service
 from tests.net.test_resolver import Zone, a, serve_zone, srv
@@ -110,6 +112,36 @@ def make_pki(directory: str) -> PKI:
     return pki
 
 
+class _Recording:
+    """Wraps client_options_factory's creators to record the TLS error that closed each connection."""
+
+    def __init__(self, factory, errors: list):
+        self.factory = factory
+        self.errors = errors
+
+    def __call__(self, server_name: str):
+        return _RecordingCreator(self.factory(server_name), self.errors)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _RecordingCreator:
+    def __init__(self, creator, errors: list):
+        self.creator = creator
+        self.errors = errors
+
+    def clientConnectionForTLS(self, tls_protocol):
+        stream = tls_protocol.wrappedProtocol
+        lost = stream.connectionLost
+
+        def connection_lost(reason=None):
+            if reason is not None and reason.check(SSL.Error, VerificationError):
+                self.errors.append(f"{reason.type.__name__}: {reason.value}")
+            return lost(reason)
+
+        stream.connectionLost = connection_lost
+        return self.creator.clientConnectionForTLS(tls_protocol)
+
+
 class TLSInteropTests(TestCase):
 
     timeout = 30
@@ -145,28 +177,7 @@ class TLSInteropTests(TestCase):
         """Why the client's TLS connections closed (txuac's TransportError does not say)."""
         errors = []
         pool = service.stack.pool
-        make_creator = pool.tls_client_options
-
-        def recording(server_name):
-            creator = make_creator(server_name)
-            original = creator.clientConnectionForTLS
-
-            def connection_for(tls_protocol):
-                stream = tls_protocol.wrappedProtocol
-                lost = stream.connectionLost
-
-                def connection_lost(reason=None):
-                    if reason is not None and reason.check(SSL.Error, VerificationError):
-                        errors.append(f"{reason.type.__name__}: {reason.value}")
-                    return lost(reason)
-
-                stream.connectionLost = connection_lost
-                return original(tls_protocol)
-
-            creator.clientConnectionForTLS = connection_for
-            return creator
-
-        pool.tls_client_options = recording
+        pool.tls_client_options = _Recording(pool.tls_client_options, errors)
         return errors
 
     @defer.inlineCallbacks
@@ -245,15 +256,21 @@ class TLSInteropTests(TestCase):
         self.assertEqual(response.status, 200)
 
     @defer.inlineCallbacks
+    def test_client_with_its_own_certificate(self):
+        """A client certificate (with its chain) in [tls] does not get in the way of verifying the server."""
+        port = self.server()
+        client = self.client(certificate=self.pki.path("chained.pem"), private_key=self.pki.path("chained-key.pem"))
+        response = yield client.stack.send_request(options_request(f"sips:x@{SIP_NAME}:{port}"))
+        self.assertEqual(response.status, 200)
+
+    @defer.inlineCallbacks
     def test_request_without_content_length(self):
+        """The stack adds Content-Length, which streams require (RFC 3261 18.3, 20.14)."""
         port = self.server()
         request = options_request(f"sips:x@{SIP_NAME}:{port}", content_length=False)
         response = yield self.client().stack.send_request(request)
         self.assertEqual(response.status, 200)
 
-    test_request_without_content_length.todo = (
-        "txuac/net/stack.py sends a request without Content-Length as is on TLS/TCP (RFC 3261 18.3, 20.14 "
-        "require it on streams); the txuac peer then closes the connection")
 
 
 class TLSConfigTests(SynchronousTestCase):
@@ -292,5 +309,16 @@ class TLSConfigTests(SynchronousTestCase):
 
     def test_client_factory_builds_per_name(self):
         factory = client_options_factory(TLSSettings(ca_file=self.pki.path("ca.pem")))
-        self.assertIsNot(factory(SIP_NAME), None)
-        self.assertIsNot(factory("127.0.0.1"), None)
+        self.assertTrue(IOpenSSLClientConnectionCreator.providedBy(factory(SIP_NAME)))
+        self.assertIs(factory(SIP_NAME), factory(SIP_NAME))  # one context per name, reused
+        self.assertIsNot(factory("127.0.0.1"), factory(SIP_NAME))
+
+    def test_client_certificate_with_chain(self):
+        factory = client_options_factory(TLSSettings(ca_file=self.pki.path("ca.pem"),
+                                                     certificate=self.pki.path("chained.pem"),
+                                                     private_key=self.pki.path("chained-key.pem")))
+        self.assertTrue(IOpenSSLClientConnectionCreator.providedBy(factory(SIP_NAME)))
+
+    def test_unverified_factory(self):
+        factory = client_options_factory(TLSSettings(verify_server=False))
+        self.assertTrue(IOpenSSLClientConnectionCreator.providedBy(factory(SIP_NAME)))

@@ -1,18 +1,20 @@
 """Property tests of the SIP message core (hypothesis).
 
-The generators, mutations and the contract check (``exercise``) live in
-bench/fuzz_parser.py, which runs them at volume; here hypothesis drives
-them, so that failures shrink to a small input. Profiles: "default" and
-"ci" (derandomized), chosen with HYPOTHESIS_PROFILE.
+The generators, the mutations and the contract check (``fuzz.exercise``)
+live in bench/fuzz_parser.py, which runs them at volume; here hypothesis
+drives them. Profiles "default" and "ci" (derandomized, for repeatable CI
+runs) are chosen with HYPOTHESIS_PROFILE.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
+import traceback
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -43,6 +45,7 @@ fuzz = _load_fuzzer()
 CORPUS = fuzz.load_corpus(CORPUS_DIR)
 
 
+# Strategies are cached: the generators draw hundreds of values per message.
 @functools.lru_cache(maxsize=4096)
 def _integers(low: int, high: int):
     return st.integers(low, high)
@@ -53,8 +56,13 @@ def _sampled(values: tuple):
     return st.sampled_from(values)
 
 
+@functools.lru_cache(maxsize=256)
+def _text(alphabet: str, low: int, high: int):
+    return st.text(alphabet, min_size=low, max_size=high)
+
+
 class _Picker:
-    """The generators' ``pick`` interface (randint, choice) over hypothesis draws."""
+    """The generators' ``pick`` interface (see bench/fuzz_parser.py) over hypothesis draws."""
 
     def __init__(self, draw):
         self._draw = draw
@@ -70,11 +78,6 @@ class _Picker:
 
     def text(self, alphabet: str, low: int, high: int) -> str:
         return self._draw(_text(alphabet, low, high))
-
-
-@functools.lru_cache(maxsize=256)
-def _text(alphabet: str, low: int, high: int):
-    return st.text(alphabet, min_size=low, max_size=high)
 
 
 @st.composite
@@ -96,22 +99,46 @@ def soups(draw) -> bytes:
 
 cut_points = st.lists(st.integers(0, 2048), max_size=3)
 
+# Shrinking a generated message takes minutes (hundreds of dependent draws); the
+# failure message of these tests names the header at fault, which is enough.
+no_shrinking = settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])
+
+
+@contextlib.contextmanager
+def showing(data: bytes, cuts=None):
+    """Fail with the input in the message: trial shows neither hypothesis' falsifying example nor causes."""
+    try:
+        yield
+    except Exception as e:
+        where = "".join(traceback.format_exception(e, limit=-3))
+        raise AssertionError(f"{where}input: {data!r:.4000}" + (f"\ncuts: {cuts}" if cuts else "")) from e
+
+
+def exercise(data: bytes, cuts=()) -> None:
+    with showing(data, cuts):
+        fuzz.exercise(data, cuts)
+
 
 class ValidMessageTests(SynchronousTestCase):
     """Generated valid messages parse, validate, round-trip and read back."""
 
+    @no_shrinking
     @given(sip_messages())
     def test_round_trip(self, generated):
         """parse -> validate() -> parse(bytes(m)) == m, and bytes() is stable."""
-        message = parse_message(generated[0])
-        message.validate()
-        fuzz.round_trip(message)
+        with showing(generated[0]):
+            message = parse_message(generated[0])
+            message.validate()
+            fuzz.round_trip(message)
 
+    @no_shrinking
     @given(sip_messages())
     def test_views(self, generated):
         """Every typed view gives back the generated value."""
-        data, expected = generated
-        message = parse_message(data)
+        with showing(generated[0]):
+            self.assertViews(parse_message(generated[0]), generated[1])
+
+    def assertViews(self, message, expected):
         if isinstance(message, Response):
             self.assertEqual((message.status, message.reason), (expected["status"], expected["reason"]))
         else:
@@ -185,20 +212,21 @@ class RobustnessTests(SynchronousTestCase):
         """The unmutated RFC 4475 messages (the seeds of the mutations)."""
         self.assertEqual(len(CORPUS), 49)
         for data in CORPUS:
-            fuzz.exercise(data, [len(data) // 2])
+            exercise(data, [len(data) // 2])
 
     @given(st.binary(max_size=1024), cut_points)
     def test_random_bytes(self, data, cuts):
-        fuzz.exercise(data, cuts)
+        exercise(data, cuts)
 
     @given(soups(), cut_points)
     def test_random_sip_fragments(self, data, cuts):
-        fuzz.exercise(data, cuts)
+        exercise(data, cuts)
 
     @given(mutated(st.sampled_from(CORPUS)), cut_points)
     def test_mutated_corpus(self, data, cuts):
-        fuzz.exercise(data, cuts)
+        exercise(data, cuts)
 
+    @no_shrinking
     @given(mutated(sip_messages().map(lambda generated: generated[0])), cut_points)
     def test_mutated_valid_messages(self, data, cuts):
-        fuzz.exercise(data, cuts)
+        exercise(data, cuts)

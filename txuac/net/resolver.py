@@ -110,6 +110,11 @@ class TargetResolver:
             self._dns = make_dns_resolver(self.reactor, self._servers)
         return self._dns
 
+    @dns.setter
+    def dns(self, resolver) -> None:
+        self._dns = resolver
+        self._cache.clear()
+
     def server_name(self, request: Request) -> str:
         """The name a TLS peer's certificate must match: the SIP domain (RFC 5922 4.1)."""
         return bare_host(next_hop_uri(request).host)

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from txuac import __version__
-from txuac.errors import SIPParseError, TransactionTimeout, TransportError
+from txuac.errors import ResolutionError, SIPParseError, TransactionTimeout, TransportError
 from txuac.net.resolver import TargetResolver
 from txuac.net.transports import Channel, ConnectionPool, StreamConnection, UDPChannel, UDPListener
 from txuac.sip.message import Message, Request, Response, make_response
@@ -87,16 +87,17 @@ class IncomingRequest:
 
 
 class _ClientCall:
-    """What the stack keeps for one client transaction."""
+    """What the stack keeps for one client transaction (``key``: its entry in ``SIPStack._client``)."""
 
-    __slots__ = ("transaction", "channel", "deferred", "on_provisional")
+    __slots__ = ("transaction", "channel", "deferred", "on_provisional", "key")
 
     def __init__(self, transaction: ClientTransaction, channel: Channel, deferred: defer.Deferred,
-                 on_provisional: Callable[[Response], None] | None):
+                 on_provisional: Callable[[Response], None] | None, key: tuple[str, str]):
         self.transaction = transaction
         self.channel = channel
         self.deferred = deferred
         self.on_provisional = on_provisional
+        self.key = key
 
 
 class SIPStack:
@@ -119,6 +120,7 @@ class SIPStack:
         self._timers: dict[object, IDelayedCall] = {}
         self._stopping = False
         self._stopped = False
+        self.retransmissions = 0  # requests and responses sent again by a transaction timer or a retransmission
 
     # --- configuration ----------------------------------------------------------------
     def add_udp_listener(self, listener: UDPListener) -> None:
@@ -152,10 +154,8 @@ class SIPStack:
         if self._stopping:
             return defer.fail(TransportError("the SIP stack is stopping"))
         if target is not None:
-            targets_d = defer.succeed([target])
-        else:
-            targets_d = self.resolver.resolve_request(request)
-        return targets_d.addCallback(self._try_targets, request, on_provisional)
+            return self._send_once(request.copy(), target, on_provisional)
+        return self.resolver.resolve_request(request).addCallback(self._try_targets, request, on_provisional)
 
     @defer.inlineCallbacks
     def _try_targets(self, targets: list[Address], request: Request, on_provisional):
@@ -177,10 +177,18 @@ class SIPStack:
         raise last_error if last_error is not None else TransportError("no target to send to")
 
     def _send_once(self, request: Request, target: Address, on_provisional) -> defer.Deferred:
+        """One client transaction to ``target`` (``request`` is ours to add the Via to)."""
         if target.transport == "udp":
-            d = defer.succeed(UDPChannel(self._udp_listener_for(target), target))
-        else:
-            d = self.pool.connect(target, server_name=self.resolver.server_name(request))
+            try:
+                return self._start_client(UDPChannel(self._udp_listener_for(target), target), request, target,
+                                          on_provisional)
+            except TransportError:
+                return defer.fail()
+        try:
+            server_name = self.resolver.server_name(request) if target.transport == "tls" else None
+        except ResolutionError:
+            return defer.fail()
+        d = self.pool.connect(target, server_name=server_name)
         return d.addCallback(self._start_client, request, target, on_provisional)
 
     def _udp_listener_for(self, target: Address) -> UDPListener:
@@ -196,10 +204,11 @@ class SIPStack:
         local = self.stream_listeners.get(target.transport, channel.local)
         via = make_via(target.transport, local.host, local.port)
         request.headers.prepend("Via", str(via))
+        _ensure_content_length(request)
         transaction = ClientTransaction(request, reliable=target.reliable, timers=self.timers)
         d = defer.Deferred()
-        call = _ClientCall(transaction, channel, d, on_provisional)
-        self._client[transaction.key] = call
+        call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method))  # 17.1.3
+        self._client[call.key] = call
         self._apply_client(call, transaction.start(self.reactor.seconds()))
         return d
 
@@ -207,6 +216,7 @@ class SIPStack:
         transaction = call.transaction
         for effect in effects:
             if isinstance(effect, Transmit):
+                self.retransmissions += effect.retransmission
                 try:
                     call.channel.send(effect.data)
                 except TransportError as e:
@@ -231,8 +241,11 @@ class SIPStack:
                 if not call.deferred.called:
                     call.deferred.errback(TransportError(f"{transaction.request.method}: transport failed"))
             elif isinstance(effect, Ended):
-                self._client.pop(transaction.key, None)
-        self._schedule(transaction, lambda: self._apply_client(call, transaction.handle_timer(self.reactor.seconds())))
+                self._client.pop(call.key, None)
+        self._schedule(transaction, self._client_timer, call)
+
+    def _client_timer(self, call: _ClientCall) -> None:
+        self._apply_client(call, call.transaction.handle_timer(self.reactor.seconds()))
 
     def _client_failed(self, call: _ClientCall, error: TransportError) -> None:
         effects = call.transaction.transport_failed(self.reactor.seconds())
@@ -246,11 +259,13 @@ class SIPStack:
         if entry is None:
             log.debug("response {status} for a finished transaction dropped", status=response.status)
             return
+        _ensure_content_length(response)
         self._apply_server(transaction, entry[1], transaction.send_response(response, self.reactor.seconds()))
 
     def _apply_server(self, transaction: ServerTransaction, channel: Channel, effects) -> None:
         for effect in effects:
             if isinstance(effect, Transmit):
+                self.retransmissions += effect.retransmission
                 try:
                     self._response_channel(transaction, channel).send(effect.data)
                 except TransportError as e:
@@ -262,8 +277,10 @@ class SIPStack:
                 log.info("no ACK for the final response to INVITE {call_id}", call_id=transaction.request.call_id)
             elif isinstance(effect, Ended):
                 self._server.pop(transaction.key, None)
-        self._schedule(transaction,
-                       lambda: self._apply_server(transaction, channel, transaction.handle_timer(self.reactor.seconds())))
+        self._schedule(transaction, self._server_timer, transaction, channel)
+
+    def _server_timer(self, transaction: ServerTransaction, channel: Channel) -> None:
+        self._apply_server(transaction, channel, transaction.handle_timer(self.reactor.seconds()))
 
     def _response_channel(self, transaction: ServerTransaction, channel: Channel) -> Channel:
         """RFC 3261 18.2.2: the same connection for streams; for UDP, received with rport
@@ -396,19 +413,27 @@ class SIPStack:
             self._client_failed(call, TransportError(f"connection to {connection.peer} lost"))
 
     # --- timers ----------------------------------------------------------------------------
-    def _schedule(self, transaction, fire: Callable[[], None]) -> None:
-        current = self._timers.pop(transaction, None)
-        if current is not None and current.active():
-            current.cancel()
+    def _schedule(self, transaction, fire: Callable[..., None], *args) -> None:
+        """Keep one reactor timer per transaction, due at its ``deadline``: moved when the
+        deadline changes (reset is cheaper than cancel and a new call), gone with it."""
         deadline = transaction.deadline
+        current = self._timers.get(transaction)
         if deadline is None or transaction.terminated or self._stopped:
+            if current is not None:
+                del self._timers[transaction]
+                if current.active():
+                    current.cancel()
             return
         delay = max(0.0, deadline - self.reactor.seconds())
-        self._timers[transaction] = self.reactor.callLater(delay, self._timer_fired, transaction, fire)
+        if current is not None and current.active():
+            if abs(current.getTime() - deadline) > 1e-6:
+                current.reset(delay)
+            return
+        self._timers[transaction] = self.reactor.callLater(delay, self._timer_fired, transaction, fire, args)
 
-    def _timer_fired(self, transaction, fire: Callable[[], None]) -> None:
+    def _timer_fired(self, transaction, fire: Callable[..., None], args: tuple) -> None:
         self._timers.pop(transaction, None)
-        fire()
+        fire(*args)
 
     # --- lifecycle -------------------------------------------------------------------------
     @property
@@ -452,6 +477,13 @@ def _quietly(d: defer.Deferred) -> defer.Deferred:
 
     d.addBoth(both)
     return mirror
+
+
+def _ensure_content_length(message: Message) -> None:
+    """RFC 3261 18.3, 20.14: Content-Length is required on streams and recommended on UDP;
+    serialising writes the body's real length into it."""
+    if "Content-Length" not in message.headers:
+        message.headers.add("Content-Length", str(len(message.body)))
 
 
 def _readable_to_tag(request: Request) -> str | None:

@@ -14,6 +14,7 @@ from zope.interface import implementer
 from txuac.config import TLSSettings
 from txuac.errors import ConfigError
 
+_CLIENT_CONTEXTS = 256  # server names whose client context is kept
 _PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
@@ -67,6 +68,7 @@ def client_options_factory(settings: TLSSettings):
     With ``verify_server = false`` nothing is verified (the server name still goes in SNI).
     """
     client_certificate = None
+    extra = {}
     if settings.certificate is not None and settings.private_key is not None:
         chain = _certificates(settings.certificate, "certificate")
         pem = chain[0].dumpPEM() + b"\n" + _read(settings.private_key, "private_key")
@@ -74,6 +76,8 @@ def client_options_factory(settings: TLSSettings):
             client_certificate = ssl.PrivateCertificate.loadPEM(pem)
         except Exception as e:
             raise ConfigError(f"[tls] certificate/private_key: not a usable PEM pair: {e}") from None
+        if len(chain) > 1:
+            extra["extraCertChain"] = [c.original for c in chain[1:]]
 
     if not settings.verify_server:
         if settings.certificate is not None and settings.private_key is not None:
@@ -91,8 +95,21 @@ def client_options_factory(settings: TLSSettings):
     else:
         trust_root = ssl.platformTrust()
 
+    cache: dict[str, IOpenSSLClientConnectionCreator] = {}
+
     def options_for(server_name: str):
-        return ssl.optionsForClientTLS(server_name, trustRoot=trust_root, clientCertificate=client_certificate)
+        # One context per name, reused: building one loads the trust roots again.
+        creator = cache.get(server_name)
+        if creator is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Passing pyOpenSSL", DeprecationWarning)
+                creator = ssl.optionsForClientTLS(server_name, trustRoot=trust_root,
+                                                  clientCertificate=client_certificate,
+                                                  extraCertificateOptions=extra)
+            if len(cache) >= _CLIENT_CONTEXTS:
+                cache.pop(next(iter(cache)))
+            cache[server_name] = creator
+        return creator
 
     return options_for
 

@@ -6,6 +6,7 @@ stack) with the address they came from and the channel to answer on.
 
 from __future__ import annotations
 
+import socket
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer, endpoints, error, protocol
@@ -19,6 +20,8 @@ from txuac.sip.parser import ParserLimits
 from txuac.sip.via import Address
 
 log = Logger()
+
+_BLANK = b"\r\n\x00 "  # what keep-alive datagrams are made of
 
 
 class Channel(TypingProtocol):
@@ -53,7 +56,15 @@ class UDPChannel:
 
 
 class UDPListener(protocol.DatagramProtocol):
-    """One UDP socket: receives datagrams for the sink and sends from the same port."""
+    """One UDP socket: receives datagrams for the sink and sends from the same port.
+
+    The socket buffers are raised to ``buffer_size`` where the system allows
+    (Linux caps it at net.core.rmem_max/wmem_max): every queued datagram costs
+    a whole kernel buffer, so the default of about 200 KB overflows at a few
+    hundred messages arriving at once, as answers to a burst of requests do.
+    """
+
+    buffer_size = 4 * 1024 * 1024
 
     def __init__(self, host: str, port: int, sink: MessageSink):
         self.host = host
@@ -66,9 +77,19 @@ class UDPListener(protocol.DatagramProtocol):
 
     def startProtocol(self) -> None:
         self.port = self.transport.getHost().port
+        handle = getattr(self.transport, "getHandle", None)
+        sock = handle() if handle is not None else None
+        if isinstance(sock, socket.socket):
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    if sock.getsockopt(socket.SOL_SOCKET, option) < self.buffer_size:
+                        sock.setsockopt(socket.SOL_SOCKET, option, self.buffer_size)
+                except OSError as e:
+                    log.info("cannot enlarge the buffers of UDP socket {port}: {error}", port=self.port,
+                             error=str(e))
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:
-        if not data.strip(b"\r\n\x00 "):
+        if not data or (data[0] in _BLANK and not data.strip(_BLANK)):
             return  # keep-alive datagrams (CRLF, NUL) carry nothing to answer
         source = Address("udp", addr[0], addr[1])
         self.sink.message_received(data, source, UDPChannel(self, source))
@@ -122,7 +143,13 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
             if item is KeepAlive.PING:
                 self.transport.write(PONG_BYTES)  # RFC 5626 4.4.1
             elif isinstance(item, bytes):
-                self.sink.message_received(item, self.peer, self)
+                try:
+                    self.sink.message_received(item, self.peer, self)
+                except Exception:
+                    # A defect in handling one message must not close a connection others share
+                    # (Twisted drops the connection when dataReceived raises).
+                    log.failure("{transport} message from {peer} could not be handled",
+                                transport=self.transport_name, peer=self.peer)
         if self.framer.error is not None:
             log.warn("closing {transport} connection from {peer}: {error}", transport=self.transport_name,
                      peer=self.peer, error=str(self.framer.error))
@@ -197,6 +224,8 @@ class ConnectionPool:
         ``server_name`` is the name a TLS certificate must match (RFC 5922);
         it defaults to the address.
         """
+        if self.closed:
+            return defer.fail(TransportError("the connection pool is closed"))
         key = (address.transport, address.host, address.port)
         existing = self._connections.get(key)
         if existing is not None and existing.connected:

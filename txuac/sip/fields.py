@@ -374,13 +374,13 @@ def _check_via_params(params: Parameters, element: str) -> None:
             continue
         if lkey == "branch":
             # The parameter list was validated as gen-values: a token but for "[]:".
-            if not value or ":" in value or "[" in value or "]" in value:
+            if not value or value[0] == '"' or ":" in value or "[" in value or "]" in value:
                 raise SIPParseError("invalid branch", element=element)
         elif lkey == "rport":
             if value:
                 parse_port(value, element)
         elif lkey == "ttl":
-            if value is None or not value.isdigit() or not value.isascii() or int(value) > 255:
+            if value is None or not value.isdigit() or not value.isascii() or len(value) > 10 or int(value) > 255:
                 raise SIPParseError("invalid ttl", element=element)
         elif not value:
             raise SIPParseError(f"{key} needs a value", element=element)
@@ -429,7 +429,8 @@ def parse_cseq(text: str, element: str = "CSeq") -> CSeq:
         check_token(method, element, "method")
     # RFC 3261 8.1.1.5: the sequence number MUST be expressible as a 32-bit
     # unsigned integer and MUST be less than 2**31.
-    if not number.isdigit() or not number.isascii() or len(number) > 10 or int(number) >= 2**31:
+    if not number.isdigit() or not number.isascii() or len(number.lstrip("0")) > 10 \
+            or int(number.lstrip("0") or "0") >= 2**31:
         raise SIPParseError(f"invalid sequence number {number[:24]!r}", element=element)
     return CSeq(int(number), method)
 
@@ -444,6 +445,7 @@ def parse_delta_seconds(text: str, element: str) -> int:
     text = text.strip()
     if not text.isdigit() or not text.isascii():
         raise SIPParseError(f"expected delta-seconds, got {text[:24]!r}", element=element)
+    text = text.lstrip("0") or "0"
     if len(text) > 10:
         return MAX_DELTA_SECONDS
     return min(int(text), MAX_DELTA_SECONDS)
@@ -452,9 +454,10 @@ def parse_delta_seconds(text: str, element: str) -> int:
 def parse_max_forwards(text: str, element: str = "Max-Forwards") -> int:
     """RFC 3261 20.22: 0 to 255 (leading zeros allowed, RFC 4475 3.1.1.1)."""
     text = text.strip()
-    if not text.isdigit() or not text.isascii() or int(text) > 255:
+    digits = text.lstrip("0")  # leading zeros are allowed (RFC 4475 3.1.1.1: "0068")
+    if not text.isdigit() or not text.isascii() or len(digits) > 3 or int(digits or "0") > 255:
         raise SIPParseError(f"invalid value {text[:24]!r} (0-255)", element=element)
-    return int(text)
+    return int(digits or "0")
 
 
 class RetryAfter:

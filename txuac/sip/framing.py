@@ -102,9 +102,10 @@ class StreamFramer:
         if len(lengths) > 1:
             raise SIPParseError("more than one Content-Length", element="Content-Length")
         text = lengths[0].strip()
-        if not text.isdigit() or len(text) > 10:
+        digits = text.lstrip(b"0")
+        if not text.isdigit() or len(digits) > 10:
             raise SIPParseError(f"invalid Content-Length {text[:24]!r}", element="Content-Length")
-        total = end + 4 + int(text)
+        total = end + 4 + int(digits or b"0")
         if total > limit:
             raise SIPParseError(f"message of {total} octets exceeds {limit}", status=513)
         if len(buffer) < total:

@@ -228,7 +228,10 @@ class Message:
         raise NotImplementedError
 
     def __bytes__(self) -> bytes:
-        parts = [self.start_line(), "\r\n"]
+        start_line = self.start_line()
+        if "\r" in start_line or "\n" in start_line:
+            raise SIPParseError("CR or LF in the start line", element="start line")
+        parts = [start_line, "\r\n"]
         self.headers.serialize_into(parts, len(self.body))
         parts.append("\r\n")
         return "".join(parts).encode("utf-8", "surrogateescape") + self.body
@@ -296,9 +299,10 @@ class Response(Message):
 
 def _parse_content_length(text: str, element: str) -> int:
     text = text.strip()
-    if not text.isdigit() or not text.isascii() or len(text) > 10:
+    digits = text.lstrip("0")
+    if not text.isdigit() or not text.isascii() or len(digits) > 10:
         raise SIPParseError(f"invalid Content-Length {text[:24]!r}", element=element)
-    return int(text)
+    return int(digits or "0")
 
 
 # Headers a response copies from its request (RFC 3261 8.2.6.2).

@@ -50,48 +50,40 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Message
 def _parse(data: bytes, limits: ParserLimits) -> Message:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SIPParseError("expected bytes")
-    data = bytes(data)
-    if len(data) > limits.max_message_size:
+    if len(data) > limits.max_message_size:  # before any copy
         raise SIPParseError(f"message of {len(data)} octets exceeds {limits.max_message_size}", status=513)
-    newline = "\r\n"
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        body_start = end + 4
-    else:
-        lf_end = data.find(b"\n\n")
-        if lf_end >= 0 and b"\r" not in data[:lf_end]:
-            # Bare LF line ends: not RFC 3261, but common enough to accept.
-            end, body_start, newline = lf_end, lf_end + 2, "\n"
-        elif data.endswith(b"\r\n") and len(data) > 2:
-            # The datagram ends right after the last header line.
-            end = body_start = len(data) - 2
-        else:
-            raise SIPParseError("no end of header section")
-    head = data[:end].decode("utf-8", "surrogateescape")
-    if len(head) > limits.max_line_length:
-        _check_line_lengths(head, newline, limits.max_line_length)
-    lines = head.split(newline)
-    while lines and not lines[0]:
-        del lines[0]  # RFC 3261 7.5: ignore CRLFs before the start line
-    if not lines:
-        raise SIPParseError("empty message")
-    if len(lines) > limits.max_headers + 1:
+    data = bytes(data)
+    if data[:2] == b"\r\n":
+        data = data.lstrip(b"\r\n")  # RFC 3261 7.5: ignore CRLFs before the start line
+    head_end, body_start, newline = _find_header_end(data)
+    head = data[:head_end].decode("utf-8", "surrogateescape")
+    if head.count("\n") >= limits.max_headers + 1:  # before splitting into many strings
         raise SIPParseError(f"more than {limits.max_headers} header lines")
+    if newline == "\r\n":
+        crlf = head.count("\r\n")
+        if head.count("\r") != crlf or head.count("\n") != crlf:
+            raise SIPParseError("bare CR or LF inside the header section", element="header")
+    elif "\r" in head:
+        raise SIPParseError("bare CR inside the header section", element="header")
+    lines = head.split(newline)
+    if not lines[0]:
+        raise SIPParseError("empty message")
+    if len(head) > limits.max_line_length:
+        _check_line_lengths(lines, limits.max_line_length)
     fields = _parse_header_lines(lines, limits)
     headers = Headers._from_parsed(fields)
-    message = _parse_start_line(lines[0], limits, headers)
+    message = _parse_start_line(lines[0], headers)
 
     length_text = cseq_text = None
     for key, _, value in fields:
-        if key == "content-length" or key == "cseq":
-            if key == "cseq":
-                if cseq_text is not None:
-                    raise SIPParseError("more than one CSeq", element="CSeq")
-                cseq_text = value
-            elif length_text is not None:
+        if key == "cseq":
+            if cseq_text is not None:
+                raise SIPParseError("more than one CSeq", element="CSeq")
+            cseq_text = value
+        elif key == "content-length":
+            if length_text is not None:
                 raise SIPParseError("more than one Content-Length", element="Content-Length")
-            else:
-                length_text = value
+            length_text = value
     body = data[body_start:]
     if length_text is not None:
         length = _parse_content_length(length_text, "Content-Length")
@@ -112,15 +104,32 @@ def _parse(data: bytes, limits: ParserLimits) -> Message:
     return message
 
 
-def _check_line_lengths(head: str, newline: str, limit: int) -> None:
-    for line in head.split(newline):
+def _find_header_end(data: bytes) -> tuple[int, int, str]:
+    """(end of the header section, start of the body, line separator)."""
+    end = data.find(b"\r\n\r\n")
+    lf_end = data.find(b"\n\n", 0, end if end >= 0 else len(data))
+    if lf_end >= 0 and b"\r" not in data[:lf_end]:
+        # Bare LF line ends: not RFC 3261, but common enough to accept.
+        return lf_end, lf_end + 2, "\n"
+    if end >= 0:
+        return end, end + 4, "\r\n"
+    if data.endswith(b"\r\n") and len(data) > 2:
+        # The datagram ends right after its last header line: no body.
+        return len(data) - 2, len(data), "\r\n"
+    raise SIPParseError("no end of header section")
+
+
+def _check_line_lengths(lines: list[str], limit: int) -> None:
+    if len(lines[0]) > limit:
+        # RFC 3261 21.4.12: 414 for an over-long Request-URI.
+        raise SIPParseError("start line too long", status=400 if lines[0].startswith("SIP/") else 414,
+                            element="start line")
+    for line in lines:
         if len(line) > limit:
             raise SIPParseError(f"line longer than {limit} octets", element="header")
 
 
-def _parse_start_line(line: str, limits: ParserLimits, headers: Headers) -> Message:
-    if len(line) > limits.max_line_length:
-        raise SIPParseError("start line too long", status=414 if not line.startswith("SIP/") else 400)
+def _parse_start_line(line: str, headers: Headers) -> Message:
     if line[:4].upper() == "SIP/":
         version, _, rest = line.partition(" ")
         _check_version(version)
@@ -167,7 +176,7 @@ def _parse_header_lines(lines: list[str], limits: ParserLimits) -> list[tuple[st
     for index in range(1, len(lines)):
         line = lines[index]
         name, colon, value = line.partition(":")
-        entry = names.get(name)  # only valid names are cached: the common case ends here
+        entry = names.get(name) if colon else None  # only valid names are cached: the common case ends here
         if entry is None:
             if not line:
                 raise SIPParseError("empty line inside the header section", element="header")
@@ -186,7 +195,10 @@ def _fold(result: list[tuple[str, str, str]], line: str, limits: ParserLimits) -
     if not result:
         raise SIPParseError("continuation line before the first header", element="header")
     key, name, value = result[-1]
-    joined = f"{value} {line.strip()}" if value else line.strip()
+    continuation = line.strip(" \t")
+    if not continuation:
+        return  # a line of blanks adds nothing (and no trailing space)
+    joined = f"{value} {continuation}" if value else continuation
     if len(joined) > limits.max_line_length:
         raise SIPParseError(f"header value longer than {limits.max_line_length}", element=name)
     result[-1] = (key, name, joined)

@@ -40,7 +40,7 @@ def unescape(text: str) -> str:
 class SipURI:
     """A ``sip:`` or ``sips:`` URI."""
 
-    __slots__ = ("scheme", "user", "password", "host", "port", "params", "headers")
+    __slots__ = ("scheme", "user", "password", "host", "port", "params", "headers", "_port_text")
 
     def __init__(
         self,
@@ -60,6 +60,7 @@ class SipURI:
         self.port = port
         self.params = params if params is not None else Parameters()
         self.headers = list(headers) if headers else []
+        self._port_text: str | None = None
 
     @property
     def secure(self) -> bool:
@@ -85,7 +86,7 @@ class SipURI:
         return self.host if self.port is None else f"{self.host}:{self.port}"
 
     def copy(self) -> "SipURI":
-        return SipURI(
+        clone = SipURI(
             self.host,
             self.user,
             scheme=self.scheme,
@@ -94,6 +95,8 @@ class SipURI:
             params=self.params.copy(),
             headers=self.headers,
         )
+        clone._port_text = self._port_text
+        return clone
 
     def __str__(self) -> str:
         parts = [self.scheme, ":"]
@@ -104,7 +107,9 @@ class SipURI:
             parts.append("@")
         parts.append(self.host)
         if self.port is not None:
-            parts.append(f":{self.port}")
+            # Leading zeros are valid (port = 1*DIGIT) and kept as written.
+            port_text = self._port_text
+            parts.append(f":{port_text}" if port_text and int(port_text) == self.port else f":{self.port}")
         if self.params:
             parts.append(str(self.params))
         if self.headers:
@@ -234,6 +239,7 @@ def _parse_sip_uri(scheme: str, rest: str, element: str) -> SipURI:
         uri.port = port
         uri.params = Parameters._adopt(items)
         uri.headers = []
+        uri._port_text = port_text
         return uri
     return _parse_sip_uri_slowly(scheme, rest, element)
 
@@ -264,7 +270,10 @@ def _parse_sip_uri_slowly(scheme: str, rest: str, element: str) -> SipURI:
         rest = rest[:semicolon]
 
     host, port = split_host_port(rest, element)
-    return SipURI(host, user, scheme=scheme, password=password, port=port, params=params, headers=headers)
+    uri = SipURI(host, user, scheme=scheme, password=password, port=port, params=params, headers=headers)
+    if port is not None:
+        uri._port_text = rest.rpartition(":")[2]
+    return uri
 
 
 def split_host_port(text: str, element: str) -> tuple[str, int | None]:
