@@ -153,6 +153,7 @@ class TransactionTableMixin:
         errors: list[str] = []
         responses: dict[int, Response] = {}
         first_sent: dict[str, bytes] = {}
+        request = tx.request  # a client transaction lets it go once a final response came
 
         def response(status: int) -> Response:
             if status not in responses:
@@ -210,8 +211,8 @@ class TransactionTableMixin:
                         check(effect.data == original, "retransmitted bytes", effect.data, original)
                     else:
                         first_sent.setdefault(what, effect.data)
-                    if what == tx.request.method:
-                        check(effect.data == bytes(tx.request), "request bytes", effect.data, bytes(tx.request))
+                    if what == request.method:
+                        check(effect.data == bytes(request), "request bytes", effect.data, bytes(request))
             if sent is not None:
                 want_last = sent if effects else previous_last
                 check(tx.last_response is want_last, "last_response", tx.last_response, want_last)

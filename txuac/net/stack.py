@@ -230,16 +230,16 @@ class SIPStack:
                             call.on_provisional(response)
                         except Exception:
                             log.failure("on_provisional callback for {method} failed",
-                                        method=transaction.request.method)
+                                        method=transaction.method)
                 elif not call.deferred.called:
                     call.deferred.callback(response)
             elif isinstance(effect, TimedOut):
                 if not call.deferred.called:
                     call.deferred.errback(TransactionTimeout(
-                        f"{transaction.request.method}: no final response (Timer {effect.timer})"))
+                        f"{transaction.method}: no final response (Timer {effect.timer})"))
             elif isinstance(effect, TransportFailed):
                 if not call.deferred.called:
-                    call.deferred.errback(TransportError(f"{transaction.request.method}: transport failed"))
+                    call.deferred.errback(TransportError(f"{transaction.method}: transport failed"))
             elif isinstance(effect, Ended):
                 self._client.pop(call.key, None)
         self._schedule(transaction, self._client_timer, call)

@@ -147,15 +147,19 @@ class ClientTransaction(_Transaction):
 
     def __init__(self, request: Request, reliable: bool, timers: TimerSettings = DEFAULT_TIMERS):
         super().__init__(reliable, timers)
-        self.request = request
-        self.is_invite = request.method == "INVITE"
-        self._request_bytes = bytes(request)
+        self.request: Request | None = request
+        self.method = request.method
+        self.key = client_key_for_request(request)
+        self.is_invite = self.method == "INVITE"
+        self._request_bytes: bytes | None = bytes(request)
         self._ack_bytes: bytes | None = None
         self._interval = timers.t1
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return client_key_for_request(self.request)
+    def _release_request(self) -> None:
+        """Nothing is retransmitted after a final response: let the request go while
+        Timers K, D or M absorb stray responses (thousands may be waiting at once)."""
+        self.request = None
+        self._request_bytes = None
 
     def start(self, now: float) -> list[Effect]:
         """Send the request and arm A/B (INVITE) or E/F (non-INVITE)."""
@@ -187,6 +191,7 @@ class ClientTransaction(_Transaction):
             return [Deliver(response)]
         self.state = State.COMPLETED
         self._disarm("E", "F")
+        self._release_request()
         # RFC 3261 17.1.2.2: Timer K is T4 on unreliable transports, zero on reliable ones.
         if self.reliable:
             return self._terminate([Deliver(response)])
@@ -205,9 +210,11 @@ class ClientTransaction(_Transaction):
                 # RFC 6026 7.2: Accepted, Timer M; the TU sends the ACK for a 2xx.
                 self.state = State.ACCEPTED
                 self._arm("M", now + self.timers.timeout)
+                self._release_request()
                 return [Deliver(response)]
             self.state = State.COMPLETED
             self._ack_bytes = bytes(make_ack(self.request, response))
+            self._release_request()
             if self.reliable:
                 return self._terminate([Transmit(self._ack_bytes), Deliver(response)])
             # Timer D: at least 32 s on unreliable transports (17.1.1.2).
