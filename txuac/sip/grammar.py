@@ -34,8 +34,10 @@ _PARAM_NO_GROUPS = _PARAM.replace("(" + TOKEN + ")", TOKEN).replace("(=)", "=").
 # A whole parameter list after its first ';': validated in one match, then split.
 _PARAM_LIST_RE = re.compile(_PARAM_NO_GROUPS + "(?:;" + _PARAM_NO_GROUPS + r")*\Z")
 _PARAM_PAIR_RE = re.compile(_PARAM + r"(?:;|\Z)")
-# The usual shape, without whitespace or quotes: a cheaper match and no stripping.
-_SIMPLE_PARAM = TOKEN + "(?:=" + GEN_VALUE + ")?"
+# The usual shape, without whitespace and with quoted values free of ';' and '\\'
+# (+sip.instance="<urn:...>"): one cheap match, then a plain split on ';'.
+SIMPLE_PARAM = TOKEN + "(?:=(?:" + GEN_VALUE + r'|"[^"\\\r\n;]*"))?'
+_SIMPLE_PARAM = SIMPLE_PARAM
 _SIMPLE_PARAM_LIST_RE = re.compile(_SIMPLE_PARAM + "(?:;" + _SIMPLE_PARAM + r")*\Z")
 
 
@@ -155,7 +157,7 @@ class Parameters:
     @classmethod
     def parse(cls, text: str, element: str) -> "Parameters":
         """Parse the text after the first ``;`` (``a=1;b``); whitespace around ``;``/``=`` is allowed."""
-        if '"' not in text and " " not in text and _SIMPLE_PARAM_LIST_RE.match(text) is not None:
+        if _SIMPLE_PARAM_LIST_RE.match(text) is not None:
             items = []
             for piece in text.split(";"):
                 name, eq, value = piece.partition("=")

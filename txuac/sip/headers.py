@@ -101,10 +101,11 @@ class Headers:
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(cls, fields: list[tuple[str, str, str]]) -> "Headers":
+    def _from_parsed(cls, fields: list[tuple[str, str, str]], index: dict | None = None) -> "Headers":
+        """Adopt a parser's field list, and its per-key index of values when it built one."""
         headers = cls.__new__(cls)
         headers._fields = fields
-        headers._views = {}
+        headers._views = {} if index is None else {_INDEX: index}
         return headers
 
     def get(self, name: str, default: str | None = None) -> str | None:

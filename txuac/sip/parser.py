@@ -57,36 +57,32 @@ def _parse(data: bytes, limits: ParserLimits) -> Message:
         data = data.lstrip(b"\r\n")  # RFC 3261 7.5: ignore CRLFs before the start line
     head_end, body_start, newline = _find_header_end(data)
     head = data[:head_end].decode("utf-8", "surrogateescape")
-    if head.count("\n") >= limits.max_headers + 1:  # before splitting into many strings
-        raise SIPParseError(f"more than {limits.max_headers} header lines")
-    if newline == "\r\n":
-        crlf = head.count("\r\n")
-        if head.count("\r") != crlf or head.count("\n") != crlf:
-            raise SIPParseError("bare CR or LF inside the header section", element="header")
-    elif "\r" in head:
-        raise SIPParseError("bare CR inside the header section", element="header")
+    max_lines = limits.max_headers + 1
+    if len(head) > 32 * max_lines and head.count("\n") >= max_lines:
+        raise SIPParseError(f"more than {limits.max_headers} header lines")  # checked before splitting
     lines = head.split(newline)
-    if not lines[0]:
+    if len(lines) > max_lines:
+        raise SIPParseError(f"more than {limits.max_headers} header lines")
+    start_line = lines[0]
+    if not start_line:
         raise SIPParseError("empty message")
+    if "\r" in start_line or "\n" in start_line:
+        raise SIPParseError("bare CR or LF in the start line", element="start line")
     if len(head) > limits.max_line_length:
         _check_line_lengths(lines, limits.max_line_length)
-    fields = _parse_header_lines(lines, limits)
-    headers = Headers._from_parsed(fields)
-    message = _parse_start_line(lines[0], headers)
+    fields, index = _parse_header_lines(lines, limits)
+    headers = Headers._from_parsed(fields, index)
+    message = _parse_start_line(start_line, headers)
 
-    length_text = cseq_text = None
-    for key, _, value in fields:
-        if key == "cseq":
-            if cseq_text is not None:
-                raise SIPParseError("more than one CSeq", element="CSeq")
-            cseq_text = value
-        elif key == "content-length":
-            if length_text is not None:
-                raise SIPParseError("more than one Content-Length", element="Content-Length")
-            length_text = value
+    cseq_values = index.get("cseq")
+    if cseq_values is not None and len(cseq_values) > 1:
+        raise SIPParseError("more than one CSeq", element="CSeq")
+    length_values = index.get("content-length")
+    if length_values is not None and len(length_values) > 1:
+        raise SIPParseError("more than one Content-Length", element="Content-Length")
     body = data[body_start:]
-    if length_text is not None:
-        length = _parse_content_length(length_text, "Content-Length")
+    if length_values is not None:
+        length = _parse_content_length(length_values[0], "Content-Length")
         if length > len(body):
             raise SIPParseError(
                 f"Content-Length {length} exceeds the {len(body)} octets received", element="Content-Length"
@@ -96,8 +92,8 @@ def _parse(data: bytes, limits: ParserLimits) -> Message:
     message.body = body
 
     # CSeq is checked eagerly: every layer needs it and it is cheap.
-    if cseq_text is not None:
-        cseq = parse_cseq(cseq_text)
+    if cseq_values is not None:
+        cseq = parse_cseq(cseq_values[0])
         headers.cache_view("cseq", cseq)
         if isinstance(message, Request) and cseq.method != message.method:
             raise SIPParseError(f"CSeq method {cseq.method!r} does not match {message.method!r}", element="CSeq")
@@ -105,12 +101,18 @@ def _parse(data: bytes, limits: ParserLimits) -> Message:
 
 
 def _find_header_end(data: bytes) -> tuple[int, int, str]:
-    """(end of the header section, start of the body, line separator)."""
+    """(end of the header section, start of the body, line separator).
+
+    The first line's ending decides: CRLF as RFC 3261 7.5 says, or bare LF,
+    which is not RFC 3261 but common enough to accept.
+    """
+    first = data.find(b"\n")
+    if first > 0 and data[first - 1] != 13:
+        lf_end = data.find(b"\n\n")
+        if lf_end >= 0:
+            return lf_end, lf_end + 2, "\n"
+        raise SIPParseError("no end of header section")
     end = data.find(b"\r\n\r\n")
-    lf_end = data.find(b"\n\n", 0, end if end >= 0 else len(data))
-    if lf_end >= 0 and b"\r" not in data[:lf_end]:
-        # Bare LF line ends: not RFC 3261, but common enough to accept.
-        return lf_end, lf_end + 2, "\n"
     if end >= 0:
         return end, end + 4, "\r\n"
     if data.endswith(b"\r\n") and len(data) > 2:
@@ -168,33 +170,49 @@ def _check_version(version: str) -> None:
         raise SIPParseError(f"version {version[:16]!r} not supported", status=505, element="start line")
 
 
-def _parse_header_lines(lines: list[str], limits: ParserLimits) -> list[tuple[str, str, str]]:
-    """Unfold and split header lines into (key, canonical name, value)."""
+def _parse_header_lines(lines: list[str], limits: ParserLimits) -> tuple[list[tuple[str, str, str]], dict]:
+    """Unfold and split header lines into (key, canonical name, value), and index the values by key.
+
+    One pass does both: every extra Python-level pass over the headers
+    costs about as much as parsing a typed header.
+    """
     result: list[tuple[str, str, str]] = []
-    append = result.append
+    index: dict[str, list[str]] = {}
     names = _NAME_CACHE
-    for index in range(1, len(lines)):
-        line = lines[index]
+    for position in range(1, len(lines)):
+        line = lines[position]
         name, colon, value = line.partition(":")
         entry = names.get(name) if colon else None  # only valid names are cached: the common case ends here
+        if "\r" in value or "\n" in value:
+            # A bare CR or LF would survive into the value and split it on output.
+            raise SIPParseError("bare CR or LF inside a header line", element=entry[1] if entry else "header")
         if entry is None:
             if not line:
                 raise SIPParseError("empty line inside the header section", element="header")
             if line[0] == " " or line[0] == "\t":
-                _fold(result, line, limits)
+                _fold(result, index, line, limits)
                 continue
             if not colon:
                 raise SIPParseError(f"header line without ':' {line[:40]!r}", element="header")
             entry = header_names(name)
-        append((entry[0], entry[1], value.strip(" \t")))  # not strip(): U+0085, U+00A0 are data
-    return result
+        key = entry[0]
+        value = value.strip(" \t")  # not strip(): U+0085 and U+00A0 are data
+        result.append((key, entry[1], value))
+        values = index.get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            values.append(value)
+    return result, index
 
 
-def _fold(result: list[tuple[str, str, str]], line: str, limits: ParserLimits) -> None:
+def _fold(result: list[tuple[str, str, str]], index: dict, line: str, limits: ParserLimits) -> None:
     """RFC 3261 7.3.1: a continuation line; the folding is equivalent to one SP."""
     if not result:
         raise SIPParseError("continuation line before the first header", element="header")
     key, name, value = result[-1]
+    if "\r" in line or "\n" in line:
+        raise SIPParseError("bare CR or LF inside a header line", element=name)
     continuation = line.strip(" \t")
     if not continuation:
         return  # a line of blanks adds nothing (and no trailing space)
@@ -202,6 +220,7 @@ def _fold(result: list[tuple[str, str, str]], line: str, limits: ParserLimits) -
     if len(joined) > limits.max_line_length:
         raise SIPParseError(f"header value longer than {limits.max_line_length}", element=name)
     result[-1] = (key, name, joined)
+    index[key][-1] = joined
 
 
 __all__ = ["DEFAULT_LIMITS", "ParserLimits", "parse_message"]
