@@ -26,7 +26,7 @@ import traceback
 from datetime import datetime, timezone
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
-sys.path.insert(0, REPO)
+sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 
 from txuac.sip import (  # noqa: E402
     AuthParams,

@@ -35,7 +35,7 @@ import time
 import tracemalloc
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
-sys.path.insert(0, REPO)
+sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 
 from twisted.internet import defer, task  # noqa: E402
 

@@ -9,7 +9,13 @@ from txuac.sip.message import REASON_PHRASES, Message, Request, Response, make_r
 from txuac.sip.parser import DEFAULT_LIMITS, ParserLimits, parse_message
 from txuac.sip.uri import AbsoluteURI, SipURI, parse_uri, unescape
 
+from txuac.sip import parser as _parser_module
+
+#: True when the core runs as C extensions built by mypyc (see setup.py).
+COMPILED = not (_parser_module.__file__ or "").endswith(".py")
+
 __all__ = [
+    "COMPILED",
     "AbsoluteURI",
     "AuthParams",
     "CSeq",

@@ -51,6 +51,8 @@ class NameAddress:
         self.display_name = display_name
         self.params = params if params is not None else Parameters()
         self._element = element
+        self._uri: URI | None
+        self._uri_text: str | None
         if isinstance(uri, str):
             self._uri = None
             self._uri_text = uri
@@ -61,7 +63,7 @@ class NameAddress:
     @property
     def uri(self) -> URI:
         if self._uri is None:
-            self._uri = parse_uri(self._uri_text, self._element)
+            self._uri = parse_uri(self._uri_text or "", self._element)
         return self._uri
 
     @uri.setter
@@ -71,7 +73,7 @@ class NameAddress:
 
     @property
     def uri_text(self) -> str:
-        return self._uri_text if self._uri is None else str(self._uri)
+        return (self._uri_text or "") if self._uri is None else str(self._uri)
 
     @property
     def tag(self) -> str | None:
@@ -158,14 +160,8 @@ def parse_name_addr(text: str, element: str) -> NameAddress:
 
 
 def _name_addr(uri_text: str, display: str | None, params_text: str | None, element: str) -> NameAddress:
-    """Build a NameAddress from parsed parts without the keyword-argument call of __init__."""
-    address = object.__new__(NameAddress)
-    address.display_name = display
-    address.params = Parameters.parse(params_text, element) if params_text is not None else Parameters._adopt([])
-    address._uri = None
-    address._uri_text = uri_text
-    address._element = element
-    return address
+    params = Parameters.parse(params_text, element) if params_text is not None else Parameters()
+    return NameAddress(uri_text, display, params, element=element)
 
 
 def _parse_name_addr_slowly(text: str, element: str) -> NameAddress:
@@ -330,15 +326,9 @@ def parse_via(text: str, element: str = "Via") -> Via:
             raise SIPParseError(f"invalid port {port_text!r}", element=element)
     if host[0] == "[" and host.count(":") < 2:
         raise SIPParseError(f"invalid IPv6 reference {host!r}", element=element)
-    params = Parameters.parse(params_text, element) if params_text is not None else Parameters._adopt([])
+    params = Parameters.parse(params_text, element) if params_text is not None else Parameters()
     _check_via_params(params, element)
-    via = object.__new__(Via)
-    via.protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}"
-    via.transport = transport
-    via.host = host
-    via.port = port
-    via.params = params
-    return via
+    return Via(transport, host, port, params, "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}")
 
 
 def _parse_via_slowly(text: str, element: str) -> Via:
@@ -610,7 +600,7 @@ def parse_auth_list(value: str, element: str) -> list[AuthParams]:
             continue  # RFC 7230 7: empty list elements are ignored
         m = param_match(item)
         if m is not None and current is not None and current.token68 is None:
-            current.params.append(m.groups())
+            current.params.append((m.group(1), m.group(2)))
             continue
         m = _SCHEME_START_RE.match(item)
         if m is None:
@@ -622,7 +612,7 @@ def parse_auth_list(value: str, element: str) -> list[AuthParams]:
             rest = rest.strip()
             pm = param_match(rest)
             if pm is not None:
-                current.params.append(pm.groups())
+                current.params.append((pm.group(1), pm.group(2)))
             elif _TOKEN68_RE.match(rest):
                 current.token68 = rest
             else:

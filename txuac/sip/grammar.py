@@ -90,7 +90,9 @@ def split_list(value: str, element: str) -> list[str]:
     end = len(value)
     match = _LIST_ITEM_RE.match
     while True:
-        stop = match(value, pos).end()
+        found = match(value, pos)
+        assert found is not None  # the pattern also matches the empty string
+        stop = found.end()
         parts.append(value[pos:stop].strip())
         if stop == end:
             return parts
@@ -150,7 +152,7 @@ class Parameters:
     @classmethod
     def _adopt(cls, items: list[tuple[str, str | None]]) -> "Parameters":
         """Wrap a list the caller hands over (no copy: the parsers' hot path)."""
-        params = cls.__new__(cls)
+        params = cls()
         params._items = items
         return params
 

@@ -103,7 +103,7 @@ class Headers:
     @classmethod
     def _from_parsed(cls, fields: list[tuple[str, str, str]], index: dict | None = None) -> "Headers":
         """Adopt a parser's field list, and its per-key index of values when it built one."""
-        headers = cls.__new__(cls)
+        headers = cls()
         headers._fields = fields
         headers._views = {} if index is None else {_INDEX: index}
         return headers

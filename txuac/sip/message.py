@@ -217,7 +217,8 @@ class Message:
                 contact.uri  # noqa: B018 - parses the URI
                 contact.expires  # noqa: B018
         for address in (self.from_, self.to, *self.route, *self.record_route, *self.path):
-            address.uri  # noqa: B018
+            if address is not None:
+                address.uri  # noqa: B018
         return self
 
     def _validate_start_line(self) -> None:
@@ -310,7 +311,7 @@ _COPIED_TO_RESPONSE = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
 def make_response(request: Request, status: int, reason: str | None = None, to_tag: str | None = None,
-                  extra_headers: list[tuple[str, str]] = (), body: bytes = b"") -> Response:
+                  extra_headers: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (), body: bytes = b"") -> Response:
     """Build a response to ``request`` (RFC 3261 8.2.6): Via, From, To, Call-ID, CSeq copied,
     then ``extra_headers``, then Content-Length.
 

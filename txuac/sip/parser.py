@@ -32,7 +32,7 @@ _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)\Z", re.IGNORECASE)
 
 
-def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Message:
+def parse_message(data: bytes | bytearray | memoryview, limits: ParserLimits = DEFAULT_LIMITS) -> Message:
     """Parse one SIP message from a datagram.
 
     Octets past Content-Length are ignored (RFC 4475 3.1.1.8); without
@@ -47,7 +47,7 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Message
         raise SIPParseError(f"unparseable message ({type(e).__name__})") from e
 
 
-def _parse(data: bytes, limits: ParserLimits) -> Message:
+def _parse(data: bytes | bytearray | memoryview, limits: ParserLimits) -> Message:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SIPParseError("expected bytes")
     if len(data) > limits.max_message_size:  # before any copy

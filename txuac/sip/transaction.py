@@ -151,7 +151,7 @@ class ClientTransaction(_Transaction):
         self.method = request.method
         self.key = client_key_for_request(request)
         self.is_invite = self.method == "INVITE"
-        self._request_bytes: bytes | None = bytes(request)
+        self._request_bytes = bytes(request)
         self._ack_bytes: bytes | None = None
         self._interval = timers.t1
 
@@ -159,7 +159,7 @@ class ClientTransaction(_Transaction):
         """Nothing is retransmitted after a final response: let the request go while
         Timers K, D or M absorb stray responses (thousands may be waiting at once)."""
         self.request = None
-        self._request_bytes = None
+        self._request_bytes = b""
 
     def start(self, now: float) -> list[Effect]:
         """Send the request and arm A/B (INVITE) or E/F (non-INVITE)."""
@@ -213,7 +213,9 @@ class ClientTransaction(_Transaction):
                 self._release_request()
                 return [Deliver(response)]
             self.state = State.COMPLETED
-            self._ack_bytes = bytes(make_ack(self.request, response))
+            request = self.request
+            assert request is not None  # released only once a final response arrived
+            self._ack_bytes = bytes(make_ack(request, response))
             self._release_request()
             if self.reliable:
                 return self._terminate([Transmit(self._ack_bytes), Deliver(response)])

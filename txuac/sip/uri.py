@@ -136,9 +136,6 @@ class SipURI:
         return f"SipURI({str(self)!r})"
 
 
-_new_sip_uri = object.__new__  # the parser fills the slots itself: no keyword-argument call
-
-
 class AbsoluteURI:
     """Any other absolute URI (``tel:``, ``urn:``, unknown schemes), kept opaque."""
 
@@ -231,14 +228,7 @@ def _parse_sip_uri(scheme: str, rest: str, element: str) -> SipURI:
             for piece in params_text[1:].split(";"):
                 name, eq, value = piece.partition("=")
                 items.append((name, value if eq else None))
-        uri = _new_sip_uri(SipURI)
-        uri.scheme = scheme
-        uri.user = user
-        uri.password = password
-        uri.host = host
-        uri.port = port
-        uri.params = Parameters._adopt(items)
-        uri.headers = []
+        uri = SipURI(host, user, scheme=scheme, password=password, port=port, params=Parameters._adopt(items))
         uri._port_text = port_text
         return uri
     return _parse_sip_uri_slowly(scheme, rest, element)
