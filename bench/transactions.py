@@ -42,7 +42,7 @@ from twisted.internet import defer, task  # noqa: E402
 from tests.support.peers import PeerProcess, find_program, free_port, wait_for  # noqa: E402
 from txuac.config import settings_from_dict  # noqa: E402
 from txuac.service import UACService  # noqa: E402
-from txuac.sip import Headers, Request, SipURI, parse_uri  # noqa: E402
+from txuac.sip import Request, SipURI, make_request, parse_uri  # noqa: E402
 from txuac.sip.via import Address  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -50,15 +50,9 @@ SCENARIO = os.path.join(REPO, "tests", "net", "sipp", "options_uas.xml")
 IN_FLIGHT_FOR_MEMORY = 10_000
 
 
-def make_request(uri: SipURI, number: int) -> Request:
-    headers = Headers()
-    headers.add("From", f"<sip:bench@{HOST}>;tag=b{number}")
-    headers.add("To", f"<{uri}>")
-    headers.add("Call-ID", f"bench-{number}@{HOST}")
-    headers.add("CSeq", "1 OPTIONS")
-    headers.add("Max-Forwards", "70")
-    headers.add("Content-Length", "0")
-    return Request("OPTIONS", uri.copy(), headers)
+def options(uri: SipURI, number: int) -> Request:
+    return make_request("OPTIONS", uri.copy(), f"sip:bench@{HOST}", from_tag=f"b{number}",
+                        call_id=f"bench-{number}@{HOST}")
 
 
 def rss_kib() -> int:
@@ -127,7 +121,7 @@ class Window:
     def _start(self) -> None:
         self.number += 1
         self.in_flight += 1
-        d = self.stack.send_request(make_request(self.uri, self.number), self.target)
+        d = self.stack.send_request(options(self.uri, self.number), self.target)
         d.addCallbacks(self._answered, self._failed)
 
     def _answered(self, response) -> None:
@@ -175,7 +169,7 @@ def throughput(reactor, stack, port: int, seconds: float, window_size: int, prof
 def start_many(stack, uri, target: Address, first: int) -> list[defer.Deferred]:
     deferreds = []
     for number in range(first, first + IN_FLIGHT_FOR_MEMORY):
-        d = stack.send_request(make_request(uri, number), target)
+        d = stack.send_request(options(uri, number), target)
         d.addErrback(lambda f: None)
         deferreds.append(d)
     return deferreds

@@ -83,12 +83,7 @@ def parse_listen(text: str, where: str) -> ListenSpec:
         raise ConfigError(f"{where}: IPv6 addresses go in brackets: {text!r} (like tcp:[::1]:5060)")
     else:
         host, has_port, port_text = rest.partition(":")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfigError(f"{where}: {host!r} in {text!r} is not an IPv4 or IPv6 address") from None
-    if isinstance(address, ipaddress.IPv4Address) and rest.startswith("["):
-        raise ConfigError(f"{where}: brackets are for IPv6 addresses in {text!r}")
+    address = _ip_address(host, rest.startswith("["), text, where)
     port = DEFAULT_PORTS[transport]
     if has_port:
         if not _is_number(port_text) or not 0 <= int(port_text) < 65536:
@@ -197,13 +192,18 @@ def _dns_server(text: Any, where: str) -> tuple[str, int]:
     elif text.count(":") == 1:
         host, port_text = text.split(":")
         port = _port(port_text, where)
+    return str(_ip_address(host, text.startswith("["), text, where)), port
+
+
+def _ip_address(host: str, bracketed: bool, text: str, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``host`` as an IP address; brackets only around IPv6 ones."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ConfigError(f"{where}: {text!r} is not an IP address") from None
-    if isinstance(address, ipaddress.IPv4Address) and text.startswith("["):
+        raise ConfigError(f"{where}: {host!r} in {text!r} is not an IPv4 or IPv6 address") from None
+    if bracketed and isinstance(address, ipaddress.IPv4Address):
         raise ConfigError(f"{where}: brackets are for IPv6 addresses in {text!r}")
-    return str(address), port
+    return address
 
 
 def _port(text: str, where: str) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import socket
 import time
 
@@ -21,7 +20,7 @@ from tests.support.peers import PeerProcess, free_port, require_program, wait_fo
 from txuac.config import settings_from_dict
 from txuac.errors import TransportError
 from txuac.service import UACService
-from txuac.sip import Headers, Request, parse_uri
+from txuac.sip import Request, make_request
 
 SCENARIOS = os.path.join(os.path.dirname(__file__), "sipp")
 T1_MS = 50
@@ -29,15 +28,10 @@ T1_MS = 50
 
 def options_request(uri: str, content_length: bool = True) -> Request:
     """An OPTIONS to ``uri``; with Content-Length (RFC 3261 18.3 needs it on TCP and TLS)."""
-    headers = Headers()
-    headers.add("From", f"<sip:txuac@test.example>;tag={secrets.token_hex(4)}")
-    headers.add("To", f"<{uri}>")
-    headers.add("Call-ID", f"{secrets.token_hex(8)}@txuac.test")
-    headers.add("CSeq", "1 OPTIONS")
-    headers.add("Max-Forwards", "70")
-    if content_length:
-        headers.add("Content-Length", "0")
-    return Request("OPTIONS", parse_uri(uri), headers)
+    request = make_request("OPTIONS", uri, "sip:txuac@test.example")
+    if not content_length:
+        request.headers.remove("Content-Length")
+    return request
 
 
 def start_service(testcase: TestCase, core: dict, tls: dict | None = None) -> UACService:

@@ -5,7 +5,7 @@ from txuac.sip.fields import WILDCARD, AuthParams, CSeq, NameAddress, RetryAfter
 from txuac.sip.framing import KeepAlive, StreamFramer
 from txuac.sip.grammar import Parameters
 from txuac.sip.headers import Headers
-from txuac.sip.message import REASON_PHRASES, Message, Request, Response, make_response
+from txuac.sip.message import REASON_PHRASES, Message, Request, Response, make_request, make_response
 from txuac.sip.parser import DEFAULT_LIMITS, ParserLimits, parse_message
 from txuac.sip.uri import AbsoluteURI, SipURI, parse_uri, unescape
 
@@ -35,6 +35,7 @@ __all__ = [
     "StreamFramer",
     "Via",
     "WILDCARD",
+    "make_request",
     "make_response",
     "parse_message",
     "parse_uri",

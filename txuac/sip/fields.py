@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime, timezone
+from typing import Callable, TypeVar
 
 from txuac.errors import SIPParseError
 from txuac.sip.grammar import (
@@ -28,6 +29,7 @@ from txuac.sip.grammar import (
 )
 from txuac.sip.uri import URI, parse_port, parse_uri, split_host_port
 
+T = TypeVar("T")
 MAX_DELTA_SECONDS = 2**32 - 1
 _WHITESPACE_RE = re.compile(r"\s")
 
@@ -223,11 +225,16 @@ def parse_name_addr_list(value: str, element: str, allow_wildcard: bool = False)
         if allow_wildcard and value.strip(" \t") == "*":
             return [WILDCARD]
         return [parse_name_addr(value, element)]
+    return _parse_items(value, element, parse_name_addr)
+
+
+def _parse_items(value: str, element: str, parse_item: Callable[[str, str], T]) -> list[T]:
+    """Each element of a comma list parsed by ``parse_item``; an empty element is an error."""
     result = []
     for item in split_list(value, element):
         if not item:
             raise SIPParseError("empty list element", element=element)
-        result.append(parse_name_addr(item, element))
+        result.append(parse_item(item, element))
     return result
 
 
@@ -381,12 +388,7 @@ def _check_via_params(params: Parameters, element: str) -> None:
 
 
 def parse_via_list(value: str, element: str = "Via") -> list[Via]:
-    vias = []
-    for item in split_list(value, element):
-        if not item:
-            raise SIPParseError("empty list element", element=element)
-        vias.append(parse_via(item, element))
-    return vias
+    return _parse_items(value, element, parse_via)
 
 
 class CSeq:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from txuac.errors import SIPParseError
@@ -9,7 +10,7 @@ from txuac.sip import fields
 from txuac.sip.fields import AuthParams, CSeq, NameAddress, RetryAfter, Via
 from txuac.sip.grammar import split_list
 from txuac.sip.headers import Headers
-from txuac.sip.uri import URI, SipURI
+from txuac.sip.uri import URI, SipURI, parse_uri
 
 SIP_VERSION = "SIP/2.0"
 
@@ -304,6 +305,36 @@ def _parse_content_length(text: str, element: str) -> int:
     if not text.isdigit() or not text.isascii() or len(digits) > 10:
         raise SIPParseError(f"invalid Content-Length {text[:24]!r}", element=element)
     return int(digits or "0")
+
+
+def make_request(method: str, uri: URI | str, from_: str, to: str | None = None, *,
+                 from_tag: str | None = None, call_id: str | None = None, cseq: int = 1,
+                 max_forwards: int = 70,
+                 extra_headers: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+                 body: bytes = b"") -> Request:
+    """A new out-of-dialog request (RFC 3261 8.1.1): To, From with a fresh tag, Call-ID,
+    CSeq, Max-Forwards, then ``extra_headers``, then Content-Length.
+
+    ``from_`` and ``to`` are name-addr texts or bare URIs (``to`` defaults to the
+    Request-URI); the stack adds the Via when it sends the request.
+    """
+    if isinstance(uri, str):
+        uri = parse_uri(uri, "Request-URI")
+    headers = Headers()
+    headers.add("From", f"{_bracketed(from_)};tag={from_tag or secrets.token_hex(6)}")
+    headers.add("To", _bracketed(to if to is not None else str(uri)))
+    headers.add("Call-ID", call_id or secrets.token_hex(16))
+    headers.add("CSeq", f"{cseq} {method}")
+    headers.add("Max-Forwards", str(max_forwards))
+    for name, value in extra_headers:
+        headers.add(name, value)
+    headers.add("Content-Length", str(len(body)))
+    return Request(method, uri, headers, body)
+
+
+def _bracketed(address: str) -> str:
+    """A bare URI in angle brackets; a name-addr as given."""
+    return address if "<" in address else f"<{address}>"
 
 
 # Headers a response copies from its request (RFC 3261 8.2.6.2).
