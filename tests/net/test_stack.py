@@ -589,9 +589,9 @@ class ServerSideTests(StackTestCase):
         self.receive(cancel)
         sent = self.sent()
         self.assertEqual([(r.status, r.cseq.method) for r, _ in sent],
-                         [(180, "INVITE"), (200, "CANCEL"), (487, "INVITE")])
+                         [(100, "INVITE"), (180, "INVITE"), (200, "CANCEL"), (487, "INVITE")])
         self.assertTrue(incoming.cancelled)
-        tags = {r.to.tag for r, _ in sent}
+        tags = {r.to.tag for r, _ in sent if r.status != 100}
         self.assertEqual(tags, {ringing.to.tag}, "one To tag for the INVITE, its 487 and the CANCEL's 200")
         # The handler's own late answer is refused by the transaction; the ACK for the 487 ends it.
         incoming.respond(200)
@@ -603,6 +603,16 @@ class ServerSideTests(StackTestCase):
         self.receive(cancel)  # a retransmitted CANCEL gets its 200 again
         self.assertEqual([(r.status, r.cseq.method) for r, _ in self.sent()], [(200, "CANCEL")])
         self.assertEqual(len(invites), 1)
+
+    def test_invite_gets_100_trying_unless_answered_at_once(self):
+        """RFC 3261 17.2.1: a 100 (without To tag) when the handler has not answered."""
+        self.capture("INVITE")
+        self.receive(request_bytes(method="INVITE", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKslow"))
+        [(trying, _)] = self.sent()
+        self.assertEqual((trying.status, trying.to.tag), (100, None))
+        self.stack.set_handler("INVITE", lambda incoming: incoming.respond(486))
+        self.receive(request_bytes(method="INVITE", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKfast"))
+        self.assertEqual([r.status for r, _ in self.sent()], [486])
 
     def test_cancel_after_the_final_response(self):
         invites = self.capture("INVITE", respond=486)

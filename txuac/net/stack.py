@@ -351,6 +351,10 @@ class SIPStack:
             self._cancel(incoming)
         else:
             self._dispatch(incoming)
+            if request.method == "INVITE" and transaction.last_response is None and not transaction.terminated:
+                # RFC 3261 17.2.1: a 100 unless the TU answers within 200 ms; a handler
+                # that did not answer at once is presumed slower.
+                incoming.respond(100)
 
     def _dispatch(self, incoming: IncomingRequest) -> None:
         method = incoming.request.method
