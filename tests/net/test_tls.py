@@ -232,6 +232,20 @@ class TLSInteropTests(TestCase):
         yield self.assertRefused(client, f"sips:x@127.0.0.1:{port}", "IPAddressMismatch")  # no IP SAN there
 
     @defer.inlineCallbacks
+    def test_verified_connection_not_reused_for_another_name(self):
+        """A connection verified for one domain is not reused for another domain at the same
+        address: the second name gets its own handshake, and its mismatch is refused."""
+        port = self.server()
+        self.zone.add("elsewhere.test.example", a("127.0.0.1"))
+        client = self.client()
+        response = yield client.stack.send_request(options_request(f"sips:x@{SIP_NAME}:{port}"))
+        self.assertEqual(response.status, 200)
+        self.received.clear()
+        yield self.assertRefused(client, f"sips:x@elsewhere.test.example:{port}", "elsewhere.test.example")
+        response = yield client.stack.send_request(options_request(f"sips:x@{SIP_NAME}:{port}"))
+        self.assertEqual(response.status, 200)  # the first connection still serves its own name
+
+    @defer.inlineCallbacks
     def test_unknown_ca_refused(self):
         port = self.server("rogue.pem", "rogue-key.pem")
         yield self.assertRefused(self.client(), f"sips:x@{SIP_NAME}:{port}", UNTRUSTED)

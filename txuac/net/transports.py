@@ -107,11 +107,15 @@ class UDPListener(protocol.DatagramProtocol):
 class StreamConnection(protocol.Protocol, TimeoutMixin):
     """A TCP or TLS connection carrying SIP, framed by Content-Length (RFC 3261 18.3)."""
 
-    def __init__(self, transport_name: str, sink: MessageSink, pool: "ConnectionPool", outgoing: bool):
+    def __init__(self, transport_name: str, sink: MessageSink, pool: "ConnectionPool", outgoing: bool,
+                 verified_name: str | None = None):
         self.transport_name = transport_name
         self.sink = sink
         self.pool = pool
         self.outgoing = outgoing
+        # The name our TLS client verified the peer's certificate against (RFC 5922);
+        # None for TCP and for connections the peer opened.
+        self.verified_name = verified_name
         self.framer = StreamFramer(pool.limits, expect_pings=not outgoing)
         self.peer: Address | None = None
         self.local = Address(transport_name, "", 0)
@@ -202,21 +206,29 @@ class ConnectionPool:
         self.idle_timeout = idle_timeout
         self.tls_client_options = tls_client_options  # callable(hostname) -> IOpenSSLClientConnectionCreator
         self.connect_timeout = connect_timeout
-        self._connections: dict[tuple[str, str, int], StreamConnection] = {}
-        self._pending: dict[tuple[str, str, int], list[defer.Deferred]] = {}
+        self._connections: dict[tuple, StreamConnection] = {}
+        self._pending: dict[tuple, list[defer.Deferred]] = {}
         self.closed = False
 
+    @staticmethod
+    def _key(address: Address, verified_name: str | None = None) -> tuple:
+        """TLS connections are also keyed by the name they were verified for: a connection
+        checked for one domain is never reused for another at the same address."""
+        return address.transport, address.host, address.port, verified_name if address.transport == "tls" else None
+
     def register(self, connection: StreamConnection) -> None:
-        peer = connection.peer
-        self._connections.setdefault((peer.transport, peer.host, peer.port), connection)
+        self._connections.setdefault(self._key(connection.peer, connection.verified_name), connection)
 
     def unregister(self, connection: StreamConnection) -> None:
-        peer = connection.peer
-        if peer is not None and self._connections.get((peer.transport, peer.host, peer.port)) is connection:
-            del self._connections[(peer.transport, peer.host, peer.port)]
+        if connection.peer is None:
+            return
+        key = self._key(connection.peer, connection.verified_name)
+        if self._connections.get(key) is connection:
+            del self._connections[key]
 
     def find(self, address: Address) -> StreamConnection | None:
-        return self._connections.get((address.transport, address.host, address.port))
+        """A connection the peer at ``address`` opened to us, or a TCP one we opened."""
+        return self._connections.get(self._key(address))
 
     def connect(self, address: Address, server_name: str | None = None) -> defer.Deferred:
         """A Deferred firing with an open connection to ``address``, reusing one if possible.
@@ -226,7 +238,9 @@ class ConnectionPool:
         """
         if self.closed:
             return defer.fail(TransportError("the connection pool is closed"))
-        key = (address.transport, address.host, address.port)
+        if address.transport == "tls":
+            server_name = server_name or address.host
+        key = self._key(address, server_name)
         existing = self._connections.get(key)
         if existing is not None and existing.connected:
             return defer.succeed(existing)
@@ -250,9 +264,10 @@ class ConnectionPool:
         if address.transport == "tls":
             if self.tls_client_options is None:
                 return defer.fail(TransportError("TLS is not configured"))
-            endpoint = endpoints.wrapClientTLS(self.tls_client_options(server_name or address.host), endpoint)
+            endpoint = endpoints.wrapClientTLS(self.tls_client_options(server_name), endpoint)
+        verified_name = server_name if address.transport == "tls" else None
         factory = protocol.Factory.forProtocol(lambda: StreamConnection(address.transport, self.sink, self,
-                                                                        outgoing=True))
+                                                                        outgoing=True, verified_name=verified_name))
         d = endpoint.connect(factory)
         d.addErrback(self._connect_failed, address)
         return d
