@@ -499,12 +499,29 @@ class ServerSideTests(StackTestCase):
         self.assertEqual(self.sent(), [], "nothing on UDP")
 
     def test_stream_closed_before_the_answer(self):
+        """RFC 3261 18.2.2: a new connection to received and the sent-by port carries the response."""
         seen = self.capture()
         connection, transport = self.stream()
-        connection.dataReceived(request_bytes(via="SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKgone"))
+        connection.dataReceived(request_bytes(via="SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKgone"))
         connection.connectionLost(Failure(ConnectionRefusedError()))
-        seen[0].respond(200)  # logged, not raised: the TU cannot do anything about it
+        seen[0].respond(200)
         self.assertEqual(transport.value(), b"")
+        [(host, port, factory, _, _)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("198.51.100.7", 5070))
+        new_transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        factory.buildProtocol(None).makeConnection(new_transport)
+        self.assertEqual(parse_message(new_transport.value()).status, 200)
+
+    def test_stream_closed_and_no_new_connection(self):
+        """When the new connection fails too, the transaction ends; nothing is raised to the TU."""
+        seen = self.capture()
+        connection, _ = self.stream()
+        connection.dataReceived(request_bytes(via="SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKgone2"))
+        connection.connectionLost(Failure(ConnectionRefusedError()))
+        seen[0].respond(200)
+        [(_, _, factory, _, connector)] = self.reactor.tcpClients
+        factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+        self.assertEqual(self.stack._server, {})
 
     def test_retransmitted_request_gets_the_same_response(self):
         seen = self.capture(respond=404)

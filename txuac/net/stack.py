@@ -18,7 +18,14 @@ from twisted.logger import Logger
 from txuac import __version__
 from txuac.errors import ResolutionError, SIPParseError, TransactionTimeout, TransportError
 from txuac.net.resolver import TargetResolver
-from txuac.net.transports import Channel, ConnectionPool, StreamConnection, UDPChannel, UDPListener
+from txuac.net.transports import (
+    Channel,
+    ConnectionPool,
+    PendingConnection,
+    StreamConnection,
+    UDPChannel,
+    UDPListener,
+)
 from txuac.sip.message import Message, Request, Response, make_response
 from txuac.sip.parser import ParserLimits, parse_message
 from txuac.sip.transaction import (
@@ -279,6 +286,12 @@ class SIPStack:
                 self._server.pop(transaction.key, None)
         self._schedule(transaction, self._server_timer, transaction, channel)
 
+    def _server_transport_failed(self, transaction: ServerTransaction) -> None:
+        entry = self._server.get(transaction.key)
+        if entry is not None:
+            log.info("no connection for the response to {method}", method=transaction.request.method)
+            self._apply_server(transaction, entry[1], transaction.transport_failed(self.reactor.seconds()))
+
     def _server_timer(self, transaction: ServerTransaction, channel: Channel) -> None:
         self._apply_server(transaction, channel, transaction.handle_timer(self.reactor.seconds()))
 
@@ -286,13 +299,19 @@ class SIPStack:
         """RFC 3261 18.2.2: the same connection for streams; for UDP, received with rport
         (RFC 3581 4) or else the sent-by port."""
         via = transaction.request.top_via
-        if isinstance(channel, StreamConnection):
-            if channel.connected:
-                return channel
-            existing = self.pool.find(response_address(via, channel.transport_name))
+        if isinstance(channel, StreamConnection) and not channel.connected:
+            entry = self._server.get(transaction.key)
+            if entry is not None and isinstance(entry[1], PendingConnection):
+                return entry[1]  # already reconnecting for an earlier response
+            address = response_address(via, channel.transport_name)
+            existing = self.pool.find(address)
             if existing is not None and existing.connected:
                 return existing
-            raise TransportError("the connection the request came on is closed")
+            # 18.2.2: open a connection to received and the sent-by port.
+            pending = PendingConnection(self.pool, address, lambda: self._server_transport_failed(transaction))
+            if entry is not None:
+                self._server[transaction.key] = (entry[0], pending, entry[2])
+            return pending
         if isinstance(channel, UDPChannel):
             target = response_address(via, "udp")
             if target != channel.peer:

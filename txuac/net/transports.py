@@ -7,7 +7,7 @@ stack) with the address they came from and the channel to answer on.
 from __future__ import annotations
 
 import socket
-from typing import Protocol as TypingProtocol
+from typing import Callable, Protocol as TypingProtocol
 
 from twisted.internet import defer, endpoints, error, protocol
 from twisted.internet.interfaces import IReactorTime
@@ -175,6 +175,45 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         if was_connected:
             self.pool.unregister(self)
             self.sink.connection_lost(self)
+
+
+class PendingConnection:
+    """A channel to a peer whose connection is still being opened: what is sent waits for it.
+
+    Used for responses whose request connection closed (RFC 3261 18.2.2); when
+    the connection fails, ``on_failure`` is called once and later sends raise.
+    """
+
+    def __init__(self, pool: "ConnectionPool", address: Address, on_failure: Callable[[], None]):
+        self.local = Address(address.transport, "", 0)
+        self.peer = address
+        self._queue: list[bytes] = []
+        self._connection: StreamConnection | None = None
+        self._error: str | None = None
+        self._on_failure = on_failure
+        pool.connect(address).addCallbacks(self._opened, self._failed)
+
+    def send(self, data: bytes) -> None:
+        if self._error is not None:
+            raise TransportError(self._error)
+        if self._connection is not None:
+            self._connection.send(data)
+        else:
+            self._queue.append(data)
+
+    def _opened(self, connection: StreamConnection) -> None:
+        self._connection = connection
+        queued, self._queue = self._queue, []
+        try:
+            for data in queued:
+                connection.send(data)
+        except TransportError as e:
+            self._failed(e)
+
+    def _failed(self, reason) -> None:
+        self._error = str(getattr(reason, "value", reason))
+        self._queue.clear()
+        self._on_failure()
 
 
 class StreamServerFactory(protocol.Factory):
