@@ -44,7 +44,13 @@ class ResolutionError(TxuacError):
 
 
 class AuthenticationError(TxuacError):
-    """A challenge could not be answered, or our answer was refused."""
+    """A challenge could not be answered, or our answer was refused.
+
+    ``response`` is the 401/407 that could not be answered, when there was one.
+    Messages never contain a password, an HA1 or an Authorization value.
+    """
+
+    response: object = None  # a txuac.sip.Response
 
 
 class StoreError(TxuacError):

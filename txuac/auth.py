@@ -1,0 +1,207 @@
+"""Client authentication for everything txuac sends: credential sources and the retry.
+
+``Authenticator(stack, credentials).send(request)`` sends a request and answers
+401/407 challenges (RFC 3261 22.2, 22.3): the retry is a new client
+transaction with the same Call-ID, From and From tag, CSeq + 1, a new branch
+and the same body. One answer per realm and challenge round; a second
+non-stale challenge for a realm already answered is an AuthenticationError.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from txuac.errors import AuthenticationError, ConfigError, SIPParseError
+from txuac.sip.digest import (
+    ALL_ALGORITHMS,
+    Challenge,
+    Credentials,
+    NonceCounter,
+    authorization,
+    choose_challenge,
+    parse_challenges,
+)
+from txuac.sip.fields import parse_auth_list
+from txuac.sip.message import Request, Response
+
+log = Logger()
+
+MAX_STALE_RETRIES = 2  # per realm: a server repeating stale=true must not loop us
+
+
+class ICredentialSource(Interface):
+    """Where credentials for a challenge come from."""
+
+    def credentials_for(challenge: Challenge) -> Credentials | None:  # noqa: N805 - zope signature
+        """Credentials able to answer ``challenge``, or None."""
+
+
+@implementer(ICredentialSource)
+class CredentialList:
+    """Kamailio's ``credential`` parameter: ``user:realm:password`` entries.
+
+    For the same realm the last entry wins, as in Kamailio (its list is
+    built by prepending).
+    """
+
+    def __init__(self, entries: Iterable[str] = ()):
+        self._by_realm: dict[str, Credentials] = {}
+        for entry in entries:
+            username, sep1, rest = entry.partition(":")
+            realm, sep2, password = rest.partition(":")
+            if not (sep1 and sep2 and username and realm):
+                raise ConfigError(f"credential {_redacted(entry)!r} is not 'user:realm:password'")
+            self._by_realm[realm] = Credentials(username, password=password, realm=realm)
+
+    def credentials_for(self, challenge: Challenge) -> Credentials | None:
+        return self._by_realm.get(challenge.realm)
+
+    def __len__(self) -> int:
+        return len(self._by_realm)
+
+
+@implementer(ICredentialSource)
+class FixedCredentials:
+    """One set of credentials: a request's own, or a registration account's.
+
+    With ``realm`` None they answer any realm ("any realm" of Kamailio's
+    auth_realm_avp left empty).
+    """
+
+    def __init__(self, credentials: Credentials):
+        self.credentials = credentials
+
+    def credentials_for(self, challenge: Challenge) -> Credentials | None:
+        return self.credentials if self.credentials.fits(challenge) else None
+
+
+@implementer(ICredentialSource)
+class CredentialChain:
+    """The first source that has credentials for a challenge wins."""
+
+    def __init__(self, *sources: ICredentialSource):
+        self.sources = sources
+
+    def credentials_for(self, challenge: Challenge) -> Credentials | None:
+        for source in self.sources:
+            found = source.credentials_for(challenge)
+            if found is not None:
+                return found
+        return None
+
+
+def _redacted(entry: str) -> str:
+    user, _, rest = entry.partition(":")
+    realm, sep, _ = rest.partition(":")
+    return f"{user}:{realm}:***" if sep else f"{user}:***"
+
+
+def authorized_retry(request: Request, answers: list[tuple[Challenge, str]]) -> Request:
+    """The next attempt (RFC 3261 22.2): CSeq + 1, no Via (the stack adds a fresh branch),
+    one (Proxy-)Authorization per realm answered, replacing earlier ones for those realms."""
+    retry = request.copy()
+    retry.headers.remove("Via")
+    cseq = request.cseq
+    if cseq is None:
+        raise AuthenticationError("cannot retry a request without CSeq")
+    retry.headers.set("CSeq", f"{cseq.number + 1} {cseq.method}")
+    for challenge, _ in answers:
+        _drop_credentials_for(retry, challenge.header_name, challenge.realm)
+    for challenge, value in answers:
+        retry.headers.add(challenge.header_name, value)
+    return retry
+
+
+def _drop_credentials_for(request: Request, header_name: str, realm: str) -> None:
+    kept = [value for value in request.headers.get_all(header_name)
+            if _realm_of(value, header_name) != realm]
+    request.headers.remove(header_name)
+    for value in kept:
+        request.headers.add(header_name, value)
+
+
+def _realm_of(value: str, header_name: str) -> str | None:
+    try:
+        return parse_auth_list(value, header_name)[0].get("realm")
+    except SIPParseError:
+        return None  # a header we cannot read is not this realm's
+
+
+class Authenticator:
+    """Sends requests through a SIP stack and answers Digest challenges.
+
+    ``algorithms`` is the allow-list (default: all of RFC 7616/8760);
+    ``prefer_auth_int`` picks qop auth-int when a server offers both.
+    """
+
+    def __init__(self, stack, credentials: ICredentialSource, algorithms: tuple[str, ...] = ALL_ALGORITHMS,
+                 prefer_auth_int: bool = False):
+        self.stack = stack
+        self.credentials = credentials
+        self.algorithms = algorithms
+        self.prefer_auth_int = prefer_auth_int
+        self.nonces = NonceCounter()
+
+    @defer.inlineCallbacks
+    def send(self, request: Request, target=None,
+             on_provisional: Callable[[Response], None] | None = None,
+             on_challenge: Callable[[Response], None] | None = None):
+        """Deferred[Response]: the final response once challenges are answered.
+
+        ``on_challenge`` sees every 401/407 before it is answered (uac_req_send
+        fires its event route for it). Fails with AuthenticationError (its
+        ``response`` is the last challenge) when a challenge cannot be answered
+        or our answer was refused.
+        """
+        answered: dict[tuple[bool, str], int] = {}
+        stale_retries: dict[tuple[bool, str], int] = {}
+        current = request
+        while True:
+            response = yield self.stack.send_request(current, target, on_provisional)
+            if response.status not in (401, 407):
+                return response
+            if on_challenge is not None:
+                on_challenge(response)
+            answers = self._answer(current, response, answered, stale_retries)
+            current = authorized_retry(current, answers)
+            log.info("{method} to {uri}: {status} from realm(s) {realms}, retrying with CSeq {cseq}",
+                     method=request.method, uri=str(request.uri), status=response.status,
+                     realms=", ".join(c.realm for c, _ in answers), cseq=current.headers.get("CSeq"))
+
+    def _answer(self, request: Request, response: Response, answered: dict, stale_retries: dict):
+        try:
+            challenges = parse_challenges(response)
+        except AuthenticationError as e:
+            raise _with_response(e, response) from None
+        answers = []
+        reasons = []
+        for realm in dict.fromkeys(c.realm for c in challenges):
+            try:
+                challenge, credentials = choose_challenge(
+                    [c for c in challenges if c.realm == realm], self.credentials.credentials_for, self.algorithms)
+            except AuthenticationError as e:
+                reasons.append(str(e))
+                continue
+            key = (challenge.proxy, realm)
+            if challenge.stale and stale_retries.get(key, 0) < MAX_STALE_RETRIES:
+                stale_retries[key] = stale_retries.get(key, 0) + 1  # RFC 7616 3.3: not a failure
+            elif key in answered:
+                raise _with_response(AuthenticationError(
+                    f"{request.method}: realm {realm!r} refused our credentials for {credentials.username!r}"),
+                    response)
+            answered[key] = answered.get(key, 0) + 1
+            value = authorization(challenge, credentials, request.method, str(request.uri), request.body,
+                                  prefer_auth_int=self.prefer_auth_int, nc=self.nonces.next(challenge.nonce))
+            answers.append((challenge, value))
+        if not answers:
+            raise _with_response(AuthenticationError(f"{request.method}: " + "; ".join(reasons)), response)
+        return answers
+
+
+def _with_response(error: AuthenticationError, response: Response) -> AuthenticationError:
+    error.response = response
+    return error
