@@ -439,3 +439,38 @@ class FileErrorTests(ConfigFileMixin, SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             settings_from_dict({"nope": {}})
         self.assertEqual(str(caught.exception), "<dict>: unknown section(s): nope")
+
+
+class UACSectionTests(SynchronousTestCase):
+    """[uac]: Kamailio's credential parameter and our digest settings."""
+
+    def test_defaults(self):
+        uac = settings_from_dict({}).uac
+        self.assertEqual(uac.credential, ())
+        self.assertEqual(uac.auth_algorithms[0], "SHA-512-256")
+        self.assertIn("MD5", uac.auth_algorithms)
+        self.assertFalse(uac.auth_prefer_auth_int)
+
+    def test_credential_list_and_algorithms(self):
+        uac = settings_from_dict({"uac": {"credential": ["alice:example.com:s:e:c"],
+                                          "auth_algorithms": ["md5", " SHA-256 "],
+                                          "auth_prefer_auth_int": True}}).uac
+        self.assertEqual(uac.credential, ("alice:example.com:s:e:c",))  # the password may hold ':'
+        self.assertEqual(uac.auth_algorithms, ("MD5", "SHA-256"))
+        self.assertTrue(uac.auth_prefer_auth_int)
+
+    def test_bad_values_name_the_key_and_hide_the_password(self):
+        for table, key in (
+            ({"credential": ["alice-no-realm-secret"]}, "[uac] credential"),
+            ({"credential": ["alice:example.com"]}, "[uac] credential"),
+            ({"credential": [7]}, "[uac] credential"),
+            ({"auth_algorithms": ["SHA-1"]}, "[uac] auth_algorithms"),
+            ({"auth_algorithms": []}, "[uac] auth_algorithms"),
+            ({"auth_prefer_auth_int": "yes"}, "[uac] auth_prefer_auth_int"),
+            ({"credentials": []}, "[uac] unknown key"),
+        ):
+            with self.assertRaises(ConfigError) as raised:
+                settings_from_dict({"uac": table}, "uac.toml")
+            self.assertIn(key, str(raised.exception))
+            self.assertIn("uac.toml", str(raised.exception))
+            self.assertNotIn("secret", str(raised.exception))

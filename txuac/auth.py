@@ -95,9 +95,12 @@ class CredentialChain:
 
 
 def _redacted(entry: str) -> str:
-    user, _, rest = entry.partition(":")
-    realm, sep, _ = rest.partition(":")
-    return f"{user}:{realm}:***" if sep else f"{user}:***"
+    """An entry as it may be logged: user and realm at most, never what could be a password."""
+    user, sep1, rest = entry.partition(":")
+    realm, sep2, _ = rest.partition(":")
+    if sep2:
+        return f"{user}:{realm}:***"
+    return f"{user}:***" if sep1 else "***"
 
 
 def authorized_retry(request: Request, answers: list[tuple[Challenge, str]]) -> Request:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from txuac.errors import ConfigError
+from txuac.auth import CredentialList
+from txuac.sip.digest import ALL_ALGORITHMS
 
 TRANSPORTS = ("udp", "tcp", "tls")
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
@@ -57,10 +59,23 @@ class TLSSettings:
 
 
 @dataclass(frozen=True)
+class UACSettings:
+    """[uac]: Kamailio's uac module parameters under their own names, and ours."""
+
+    # Kamailio: "user:realm:password" entries; for the same realm the last one wins.
+    credential: tuple[str, ...] = ()
+    # Ours: the digest algorithms we answer, strongest first chosen (RFC 7616, RFC 8760).
+    auth_algorithms: tuple[str, ...] = ALL_ALGORITHMS
+    # Ours: answer qop="auth-int" when a server offers both auth and auth-int.
+    auth_prefer_auth_int: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     path: str = "<defaults>"
     core: CoreSettings = field(default_factory=CoreSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
+    uac: UACSettings = field(default_factory=UACSettings)
 
 
 def parse_listen(text: str, where: str) -> ListenSpec:
@@ -242,7 +257,34 @@ def _readable_file(section: _Section, key: str, base_dir: str | None) -> str | N
     return name
 
 
-_SECTIONS = ("core", "tls")
+def _uac(path: str, table: Any) -> UACSettings:
+    section = _Section(path, "uac", table)
+    credential = section.get("credential", list, [])
+    if not all(isinstance(entry, str) for entry in credential):
+        raise ConfigError(f"{section.where('credential')}: expected a list of 'user:realm:password' strings")
+    try:
+        CredentialList(credential)
+    except ConfigError as e:
+        raise ConfigError(f"{section.where('credential')}: {e}") from None
+    algorithms = section.get("auth_algorithms", list, list(ALL_ALGORITHMS))
+    canonical = []
+    for index, name in enumerate(algorithms):
+        if not isinstance(name, str) or name.strip().upper() not in ALL_ALGORITHMS:
+            raise ConfigError(f"{section.where('auth_algorithms')}[{index}]: {name!r} is not one of "
+                              f"{', '.join(ALL_ALGORITHMS)}")
+        canonical.append(name.strip().upper())
+    if not canonical:
+        raise ConfigError(f"{section.where('auth_algorithms')}: at least one algorithm is needed")
+    settings = UACSettings(
+        credential=tuple(credential),
+        auth_algorithms=tuple(canonical),
+        auth_prefer_auth_int=section.get("auth_prefer_auth_int", bool, False),
+    )
+    section.finish()
+    return settings
+
+
+_SECTIONS = ("core", "tls", "uac")
 
 
 def load_settings(path: str) -> Settings:
@@ -276,6 +318,7 @@ def settings_from_dict(document: dict, path: str = "<dict>", base_dir: str | Non
     parsed = {
         "core": _core(path, document.get("core", {})),
         "tls": _tls(path, document.get("tls", {}), base_dir),
+        "uac": _uac(path, document.get("uac", {})),
     }
     settings = Settings(path=path, **parsed)
     if any(spec.transport == "tls" for spec in settings.core.listen) and settings.tls.certificate is None:

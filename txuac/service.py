@@ -9,6 +9,7 @@ from twisted.internet import defer, error
 from twisted.logger import Logger
 
 from txuac import __version__
+from txuac.auth import Authenticator, CredentialList
 from txuac.config import ListenSpec, Settings
 from txuac.errors import ConfigError
 from txuac.net.resolver import TargetResolver
@@ -142,13 +143,17 @@ def _naming_file(settings: Settings):
 
 
 class UACService(service.MultiService):
-    """Everything txuac runs, as one MultiService: today the SIP service."""
+    """Everything txuac runs, as one MultiService: the SIP stack, and the client
+    authentication every feature sends through."""
 
     def __init__(self, settings: Settings, reactor=None):
         super().__init__()
         self.settings = settings
         self.sip = SIPService(settings, reactor)
         self.sip.setServiceParent(self)
+        self.credentials = CredentialList(settings.uac.credential)
+        self.authenticator = Authenticator(self.sip.stack, self.credentials, settings.uac.auth_algorithms,
+                                           settings.uac.auth_prefer_auth_int)
 
     @property
     def stack(self) -> SIPStack:
