@@ -1,0 +1,379 @@
+"""A REAL Kamailio as a digest-authenticating SIP registrar on loopback, for interop tests.
+
+Usage from a trial test::
+
+    from tests.support.kamailio import KamailioRegistrar
+
+    class RegisterTests(TestCase):
+        def setUp(self):
+            self.registrar = KamailioRegistrar(self)          # started; stopped at cleanup
+            # self.registrar.port, .host, .realm, .password_for("alice") == "pw-alice"
+
+        @defer.inlineCallbacks
+        def test_registers(self):
+            ...  # REGISTER sip:alice@test.example to 127.0.0.1:self.registrar.port
+            contacts = yield self.registrar.wait_for_contacts("sip:alice@test.example", 1)
+            self.assertEqual(contacts, ["sip:alice@127.0.0.1:5070"], self.registrar.explain("bindings"))
+
+Kamailio runs ``tests/support/kamailio-registrar.cfg`` in the foreground (``-DD -E``) in its
+own process group, logging to ``kamailio.log`` in the test's temp dir (kept after the test;
+``explain()`` appends its tail to assertion messages). The cfg computes each account's
+password from the authentication username (``password_for``), so any number of accounts
+works without a table. Bindings are kept in memory (usrloc ``db_mode`` 0, ``use_domain`` 0:
+an AoR is just the user part) and read with ``kamcmd`` over a private ctl socket.
+
+Behaviour of the cfg (see its header): REGISTER without (or with stale) credentials gets a
+401 (407 with ``proxy=True``); a wrong password gets ``403 Forbidden`` (or is challenged
+again with ``rechallenge_wrong_password=True``); the right one is saved and answered 200 with
+the bindings. OPTIONS, INFO, MESSAGE, NOTIFY, PUBLISH, SUBSCRIBE, BYE, UPDATE, PRACK and REFER
+get 200 OK, after the same authentication when ``challenge_all`` (the default in proxy mode).
+
+The kamcmd helpers block (a subprocess, a few milliseconds); from a running reactor use the
+``*_async`` variants, which run them in the reactor's thread pool and return Deferreds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+
+from twisted.internet import threads
+
+from tests.support.peers import PeerProcess, free_port, require_program, wait_for
+
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-registrar.cfg")
+ALGORITHMS = ("MD5", "SHA-256")
+# www_challenge/proxy_challenge flags for each qop choice.
+QOP_FLAGS = {None: 0, "auth": 1, "auth-int": 2}
+START_TIMEOUT = 10.0
+LOG_TAIL_LINES = 60
+
+
+class KamailioError(Exception):
+    """Kamailio did not start, or a kamcmd query failed; the message includes its log."""
+
+
+def aor_user(aor: str) -> str:
+    """The usrloc key of ``aor``: 'sip:alice@example.com;x=y', 'alice@example.com' and 'alice' -> 'alice'."""
+    user = re.sub(r"^sips?:", "", aor.strip().strip("<>"))
+    return user.split("@", 1)[0].split(";", 1)[0]
+
+
+def _local_ports(kind: str, state: str | None) -> set[tuple[str, int]]:
+    """(hex address, port) pairs bound in /proc/net/{kind} (Linux), optionally in one TCP state."""
+    found = set()
+    try:
+        with open(f"/proc/net/{kind}") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if state is None or fields[3] == state:
+                    address, port = fields[1].rsplit(":", 1)
+                    found.add((address, int(port, 16)))
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def _proc_address(host: str) -> str:
+    """``host`` (IPv4) as /proc/net/udp writes it: 127.0.0.1 -> 0100007F."""
+    return socket.inet_aton(host)[::-1].hex().upper()
+
+
+class KamailioRegistrar:
+    """A Kamailio registrar started for ``testcase`` on a free port of 127.0.0.1 (UDP, and TCP if asked).
+
+    realm: realm of challenges and checks. algorithm: "MD5" or "SHA-256" (challenge and
+    check). qop: "auth", None (no qop in the challenge) or "auth-int" (challenge only:
+    Kamailio 5.6 cannot verify auth-int responses). password_prefix: the password of user U
+    is password_prefix + U. proxy: challenge with 407/Proxy-Authenticate and check
+    Proxy-Authorization. challenge_all: authenticate every request, not only REGISTER
+    (default: True in proxy mode, else False). rechallenge_wrong_password: answer a wrong
+    password with a new challenge instead of 403. nonce_expire: nonce lifetime (s); an
+    expired nonce is re-challenged with stale=true. tcp: listen on TCP too (same port).
+    children: UDP (and TCP) worker processes. shm_mb/pkg_mb: Kamailio's -m/-M.
+    udp_maxbuffer: Kamailio's ``maxbuffer`` (UDP receive buffer probe ceiling, bytes).
+    defines: extra -A defines (NAME -> value, or None for a flag). start: start now.
+    """
+
+    def __init__(
+        self,
+        testcase,
+        *,
+        realm: str = "test.example",
+        algorithm: str = "MD5",
+        qop: str | None = "auth",
+        password_prefix: str = "pw-",
+        proxy: bool = False,
+        challenge_all: bool | None = None,
+        rechallenge_wrong_password: bool = False,
+        nonce_expire: int = 300,
+        tcp: bool = False,
+        children: int = 2,
+        shm_mb: int = 64,
+        pkg_mb: int = 8,
+        udp_maxbuffer: int | None = None,
+        defines: dict[str, str | int | None] | None = None,
+        host: str = "127.0.0.1",
+        start: bool = True,
+    ):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
+        if qop not in QOP_FLAGS:
+            raise ValueError(f"qop must be one of {tuple(QOP_FLAGS)}, not {qop!r}")
+        for label, value in (("realm", realm), ("password_prefix", password_prefix)):
+            if '"' in value or "\\" in value:
+                raise ValueError(f"{label} must not contain quotes or backslashes")
+        self.testcase = testcase
+        self.kamailio = require_program("kamailio")
+        self.kamcmd_path = require_program("kamcmd")
+        self.realm = realm
+        self.algorithm = algorithm
+        self.qop = qop
+        self.password_prefix = password_prefix
+        self.proxy = proxy
+        self.challenge_all = proxy if challenge_all is None else challenge_all
+        self.rechallenge_wrong_password = rechallenge_wrong_password
+        self.nonce_expire = nonce_expire
+        self.tcp = tcp
+        self.children = children
+        self.shm_mb = shm_mb
+        self.pkg_mb = pkg_mb
+        self.udp_maxbuffer = udp_maxbuffer
+        self.extra_defines = dict(defines or {})
+        self.host = host
+        self.port: int | None = None
+        self.process: PeerProcess | None = None
+        self.rundir = os.path.abspath(testcase.mktemp())
+        os.makedirs(self.rundir)
+        self.log_path = os.path.join(self.rundir, "kamailio.log")
+        # A unix socket path must fit in 108 bytes; trial temp dirs can be longer.
+        self._ctl_dir = tempfile.mkdtemp(prefix="txuac-kam-")
+        self.ctl_path = os.path.join(self._ctl_dir, "ctl")
+        testcase.addCleanup(self.stop)
+        if start:
+            self.start()
+
+    # --- accounts -----------------------------------------------------------------
+
+    def password_for(self, username: str) -> str:
+        """The password the cfg expects from authentication username ``username``."""
+        return self.password_prefix + username
+
+    def uri(self, transport: str | None = None) -> str:
+        """The registrar's SIP URI, e.g. sip:127.0.0.1:5060 (;transport=tcp if asked)."""
+        suffix = f";transport={transport}" if transport and transport.lower() != "udp" else ""
+        return f"sip:{self.host}:{self.port}{suffix}"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    # --- process ------------------------------------------------------------------
+
+    def defines(self) -> dict[str, str | int | None]:
+        """The -A preprocessor defines for the cfg (strings already quoted)."""
+        defines: dict[str, str | int | None] = {
+            "CTL_SOCKET": f'"unix:{self.ctl_path}"',
+            "REALM": f'"{self.realm}"',
+            "PW_PREFIX": f'"{self.password_prefix}"',
+            "CHALLENGE_FLAGS": QOP_FLAGS[self.qop],
+            "NONCE_EXPIRE": int(self.nonce_expire),
+            "CHILDREN": int(self.children),
+        }
+        if self.algorithm == "SHA-256":
+            defines["WITH_SHA256"] = None
+        if self.proxy:
+            defines["WITH_PROXY"] = None
+        if self.challenge_all:
+            defines["WITH_CHALLENGE_ALL"] = None
+        if self.rechallenge_wrong_password:
+            defines["WITH_RECHALLENGE"] = None
+        if self.tcp:
+            defines["WITH_TCP"] = None
+        if self.udp_maxbuffer:
+            defines["MAXBUFFER"] = int(self.udp_maxbuffer)
+        defines.update(self.extra_defines)
+        return defines
+
+    def argv(self) -> list[str]:
+        argv = [
+            self.kamailio, "-DD", "-E", "-f", CONFIG, "-Y", self.rundir, "-w", self.rundir,
+            "-m", str(self.shm_mb), "-M", str(self.pkg_mb), "-l", f"udp:{self.host}:{self.port}",
+        ]
+        if self.tcp:
+            argv += ["-l", f"tcp:{self.host}:{self.port}"]
+        for name, value in self.defines().items():
+            argv += ["-A", name if value is None else f"{name}={value}"]
+        return argv
+
+    def start(self, attempts: int = 3) -> None:
+        """Start Kamailio and wait until it listens and its ctl socket exists (a fraction of a second)."""
+        for attempt in range(attempts):
+            self.port = free_port(socket.SOCK_DGRAM, self.host)
+            if os.path.exists(self.ctl_path):
+                os.unlink(self.ctl_path)
+            argv = self.argv()
+            with open(os.path.join(self.rundir, "kamailio.cmd"), "w") as f:
+                f.write(shlex.join(argv) + "\n")
+            self.process = PeerProcess(argv, cwd=self.rundir, log_path=self.log_path)
+            wait_for(lambda: not self.process.running() or self.ready(), START_TIMEOUT)
+            if self.process.running() and self.ready():
+                return
+            status = self.process.stop()
+            output = self.process.output()
+            # Another process took the port between free_port() and Kamailio's bind: retry.
+            if "Address already in use" in output and attempt + 1 < attempts:
+                continue
+            raise KamailioError(
+                f"Kamailio did not start on {self.host}:{self.port} (exit status {status})\n"
+                f"command: {shlex.join(argv)}\n{self._format_log(output)}"
+            )
+
+    def ready(self) -> bool:
+        """Kamailio's UDP (and TCP) socket is bound and the ctl socket exists."""
+        address = _proc_address(self.host)
+        if (address, self.port) not in _local_ports("udp", None):
+            return False
+        if self.tcp and (address, self.port) not in _local_ports("tcp", "0A"):
+            return False
+        return os.path.exists(self.ctl_path)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.running()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def stop(self) -> int | None:
+        """SIGTERM Kamailio's process group (SIGKILL after 5 s); returns its exit status. Idempotent."""
+        status = None
+        if self.process is not None:
+            status = self.process.stop()
+        shutil.rmtree(self._ctl_dir, ignore_errors=True)
+        return status
+
+    # --- logs -------------------------------------------------------------------------
+
+    def log(self) -> str:
+        """Everything Kamailio logged so far (kept in the test's temp dir as kamailio.log)."""
+        if not os.path.exists(self.log_path):
+            return ""
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def script_log(self) -> list[str]:
+        """The cfg's own log lines (each request and authentication result), without prefixes."""
+        return [line.split("txuac: ", 1)[1] for line in self.log().splitlines() if "<script>: txuac: " in line]
+
+    def _format_log(self, text: str, lines: int = LOG_TAIL_LINES) -> str:
+        tail = text.splitlines()[-lines:]
+        return f"--- last {len(tail)} lines of {self.log_path} ---\n" + "\n".join(tail)
+
+    def explain(self, message: str = "", lines: int = LOG_TAIL_LINES) -> str:
+        """``message`` followed by the tail of Kamailio's log: for assertion messages."""
+        return f"{message}\n{self._format_log(self.log(), lines)}"
+
+    # --- kamcmd queries (blocking) -------------------------------------------------------
+
+    def kamcmd(self, *args: str, timeout: float = 10.0) -> str:
+        """Run ``kamcmd -s unixs:<ctl> *args`` and return its output; KamailioError on an RPC error.
+
+        kamcmd exits 0 even when the RPC fails: errors are recognised by the "error: " prefix.
+        It cannot read replies larger than about 128 KB (a full ul.dump of thousands of AoRs).
+        """
+        argv = [self.kamcmd_path, "-s", f"unixs:{self.ctl_path}", *args]
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise KamailioError(self.explain(f"{shlex.join(argv)} timed out after {timeout} s"))
+        out = done.stdout.decode("utf-8", "replace")
+        err = done.stderr.decode("utf-8", "replace")
+        if done.returncode != 0 or out.startswith("error:"):
+            raise KamailioError(self.explain(f"{shlex.join(argv)} failed ({done.returncode}): {out}{err}"))
+        return out
+
+    def bindings(self, aor: str) -> list[dict[str, str]]:
+        """The bindings of ``aor`` from ``ul.lookup location``: one dict per contact
+        (keys as Kamailio prints them: Address, Expires, Q, Call-ID, CSeq, User-Agent, ...).
+        """
+        try:
+            out = self.kamcmd("ul.lookup", "location", aor_user(aor))
+        except KamailioError as e:
+            if "AOR not found" in str(e):
+                return []
+            raise
+        bindings: list[dict[str, str]] = []
+        for line in out.splitlines():
+            line = line.strip()
+            if line.startswith("Contact: {"):
+                bindings.append({})
+            elif bindings and ": " in line and not line.endswith("{"):
+                key, value = line.split(": ", 1)
+                bindings[-1][key] = value
+        return bindings
+
+    def contacts(self, aor: str) -> list[str]:
+        """The contact URIs registered for ``aor`` (any of 'sip:u@d', 'u@d', 'u'), in Kamailio's order."""
+        return [binding["Address"] for binding in self.bindings(aor)]
+
+    def aors(self) -> list[str]:
+        """Every AoR (user part) with at least one binding, from ``ul.dump brief``."""
+        out = self.kamcmd("ul.dump", "brief")
+        return [line.split(": ", 1)[1] for line in (l.strip() for l in out.splitlines()) if line.startswith("AoR: ")]
+
+    def statistic(self, name: str) -> int:
+        """One counter from ``stats.get_statistics``, e.g. 'usrloc:location_contacts'."""
+        out = self.kamcmd("stats.get_statistics", name)
+        for line in out.splitlines():
+            key, _, value = line.partition(" = ")
+            if key.strip() == name or key.strip().endswith(":" + name):
+                return int(value)
+        raise KamailioError(self.explain(f"statistic {name} not in: {out}"))
+
+    def contact_count(self) -> int:
+        """How many bindings exist in total (usrloc:location_contacts; expired ones go within ~1 s)."""
+        return self.statistic("usrloc:location_contacts")
+
+    def user_count(self) -> int:
+        """How many AoRs have bindings (usrloc:location_users)."""
+        return self.statistic("usrloc:location_users")
+
+    # --- asynchronous variants (Deferreds, for tests with a running reactor) ----------------
+
+    def kamcmd_async(self, *args: str, timeout: float = 10.0):
+        return threads.deferToThread(self.kamcmd, *args, timeout=timeout)
+
+    def bindings_async(self, aor: str):
+        return threads.deferToThread(self.bindings, aor)
+
+    def contacts_async(self, aor: str):
+        return threads.deferToThread(self.contacts, aor)
+
+    def contact_count_async(self):
+        return threads.deferToThread(self.contact_count)
+
+    def wait_for_contacts(self, aor: str, count: int = 1, timeout: float = 10.0, exact: bool = True):
+        """A Deferred firing with the contacts of ``aor`` once there are ``count`` of them
+        (at least ``count`` if not ``exact``); it fails with KamailioError (and the log) at ``timeout``.
+        ``count=0`` waits for the bindings to disappear.
+        """
+
+        def poll():
+            seen: list[str] = []
+
+            def check():
+                seen[:] = self.contacts(aor)
+                return len(seen) == count if exact else len(seen) >= count
+
+            if wait_for(check, timeout, interval=0.05):
+                return list(seen)
+            raise KamailioError(self.explain(f"{aor}: wanted {count} contact(s), have {seen} after {timeout} s"))
+
+        return threads.deferToThread(poll)
