@@ -27,6 +27,10 @@ Behaviour of the cfg (see its header): REGISTER without (or with stale) credenti
 again with ``rechallenge_wrong_password=True``); the right one is saved and answered 200 with
 the bindings. OPTIONS, INFO, MESSAGE, NOTIFY, PUBLISH, SUBSCRIBE, BYE, UPDATE, PRACK and REFER
 get 200 OK, after the same authentication when ``challenge_all`` (the default in proxy mode).
+Anything else that fails the check (a forged or foreign nonce, a response of the wrong length
+for the algorithm: ``pv_*_authenticate`` returns -1) is challenged again. The authentication
+username is not compared with the From/To user. ``script_log()`` lists the cfg's own lines,
+e.g. "auth REGISTER user=alice rc=-2". IPv4 hosts only (readiness reads /proc/net/udp).
 
 The kamcmd helpers block (a subprocess, a few milliseconds); from a running reactor use the
 ``*_async`` variants, which run them in the reactor's thread pool and return Deferreds.
@@ -329,21 +333,25 @@ class KamailioRegistrar:
         return [line.split(": ", 1)[1] for line in (l.strip() for l in out.splitlines()) if line.startswith("AoR: ")]
 
     def statistic(self, name: str) -> int:
-        """One counter from ``stats.get_statistics``, e.g. 'usrloc:location_contacts'."""
-        out = self.kamcmd("stats.get_statistics", name)
+        """One counter from ``stats.get_statistics``, e.g. 'location_contacts' or 'usrloc:location_contacts'.
+
+        Kamailio takes a bare name or a whole 'group:'; 'group:name' silently prints nothing.
+        """
+        bare = name.rsplit(":", 1)[-1]
+        out = self.kamcmd("stats.get_statistics", bare)
         for line in out.splitlines():
             key, _, value = line.partition(" = ")
-            if key.strip() == name or key.strip().endswith(":" + name):
+            if key.strip().rsplit(":", 1)[-1] == bare:
                 return int(value)
         raise KamailioError(self.explain(f"statistic {name} not in: {out}"))
 
     def contact_count(self) -> int:
         """How many bindings exist in total (usrloc:location_contacts; expired ones go within ~1 s)."""
-        return self.statistic("usrloc:location_contacts")
+        return self.statistic("location_contacts")
 
     def user_count(self) -> int:
         """How many AoRs have bindings (usrloc:location_users)."""
-        return self.statistic("usrloc:location_users")
+        return self.statistic("location_users")
 
     # --- asynchronous variants (Deferreds, for tests with a running reactor) ----------------
 
