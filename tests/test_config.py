@@ -140,7 +140,7 @@ class ShippedConfigTests(SynchronousTestCase):
 class ValidConfigTests(ConfigFileMixin, SynchronousTestCase):
     def test_empty_file_gives_defaults(self):
         path = self.write("")
-        self.assertEqual(load_settings(path), Settings(path=path))
+        self.assertEqual(load_settings(path), Settings(path=path, base_dir=os.path.dirname(os.path.abspath(path))))
 
     def test_every_key(self):
         directory = os.path.abspath(self.mktemp())

@@ -31,6 +31,7 @@ from txuac.sip.message import Request, Response
 log = Logger()
 
 MAX_STALE_RETRIES = 2  # per realm: a server repeating stale=true must not loop us
+MAX_ROUNDS = 5  # challenges in a row for one request, whatever their realms
 
 
 class ICredentialSource(Interface):
@@ -157,31 +158,42 @@ class Authenticator:
 
         ``on_challenge`` sees every 401/407 before it is answered (uac_req_send
         fires its event route for it). Fails with AuthenticationError (its
-        ``response`` is the last challenge) when a challenge cannot be answered
-        or our answer was refused.
+        ``response`` is the last challenge) when a challenge cannot be answered,
+        our answer was refused, or MAX_ROUNDS challenges came in a row.
         """
-        answered: dict[tuple[bool, str], int] = {}
+        # (proxy?, realm) -> the challenge and credentials answering it. Every retry carries
+        # an answer for each, recomputed so that nc moves on (RFC 7616 3.4: no replay).
+        answering: dict[tuple[bool, str], tuple[Challenge, Credentials]] = {}
+        answered: set[tuple[bool, str]] = set()
         stale_retries: dict[tuple[bool, str], int] = {}
         current = request
-        while True:
+        for _ in range(MAX_ROUNDS):
             response = yield self.stack.send_request(current, target, on_provisional)
             if response.status not in (401, 407):
                 return response
             if on_challenge is not None:
                 on_challenge(response)
-            answers = self._answer(current, response, answered, stale_retries)
+            self._answer(current, response, answering, answered, stale_retries)
+            answers = [(challenge, authorization(challenge, credentials, request.method, str(request.uri),
+                                                 request.body, prefer_auth_int=self.prefer_auth_int,
+                                                 nc=self.nonces.next(challenge.nonce)))
+                       for challenge, credentials in answering.values()]
             current = authorized_retry(current, answers)
             log.info("{method} to {uri}: {status} from realm(s) {realms}, retrying with CSeq {cseq}",
                      method=request.method, uri=str(request.uri), status=response.status,
                      realms=", ".join(c.realm for c, _ in answers), cseq=current.headers.get("CSeq"))
+        raise _with_response(AuthenticationError(f"{request.method}: still challenged after {MAX_ROUNDS} rounds"),
+                             response)
 
-    def _answer(self, request: Request, response: Response, answered: dict, stale_retries: dict):
+    def _answer(self, request: Request, response: Response, answering: dict, answered: set,
+                stale_retries: dict) -> None:
+        """Record which challenge and credentials answer each realm of ``response``."""
         try:
             challenges = parse_challenges(response)
         except AuthenticationError as e:
             raise _with_response(e, response) from None
-        answers = []
         reasons = []
+        chosen = 0
         for realm in dict.fromkeys(c.realm for c in challenges):
             try:
                 challenge, credentials = choose_challenge(
@@ -196,13 +208,11 @@ class Authenticator:
                 raise _with_response(AuthenticationError(
                     f"{request.method}: realm {realm!r} refused our credentials for {credentials.username!r}"),
                     response)
-            answered[key] = answered.get(key, 0) + 1
-            value = authorization(challenge, credentials, request.method, str(request.uri), request.body,
-                                  prefer_auth_int=self.prefer_auth_int, nc=self.nonces.next(challenge.nonce))
-            answers.append((challenge, value))
-        if not answers:
+            answered.add(key)
+            answering[key] = (challenge, credentials)
+            chosen += 1
+        if not chosen:
             raise _with_response(AuthenticationError(f"{request.method}: " + "; ".join(reasons)), response)
-        return answers
 
 
 def _with_response(error: AuthenticationError, response: Response) -> AuthenticationError:

@@ -14,6 +14,7 @@ from typing import Any
 
 from txuac.errors import ConfigError
 from txuac.auth import CredentialList
+from txuac.registrant.store.url import parse_store_url
 from txuac.sip.digest import ALL_ALGORITHMS
 
 TRANSPORTS = ("udp", "tcp", "tls")
@@ -63,11 +64,27 @@ class UACSettings:
     """[uac]: Kamailio's uac module parameters under their own names, and ours."""
 
     # Kamailio: "user:realm:password" entries; for the same realm the last one wins.
-    credential: tuple[str, ...] = ()
+    credential: tuple[str, ...] = field(default=(), repr=False)  # holds passwords
     # Ours: the digest algorithms we answer, strongest first chosen (RFC 7616, RFC 8760).
     auth_algorithms: tuple[str, ...] = ALL_ALGORITHMS
     # Ours: answer qop="auth-int" when a server offers both auth and auth-int.
     auth_prefer_auth_int: bool = False
+    # Remote registration (Kamailio's uac_reg; enabled by reg_db_url).
+    reg_db_url: str | None = None
+    reg_db_table: str = "uacreg"
+    reg_contact_addr: str | None = None
+    reg_timer_interval: int = 90
+    reg_retry_interval: int = 0
+    reg_random_delay: int = 0
+    reg_keep_callid: int = 0
+    reg_active: int = 1
+    reg_use_domain: int = 0
+    reg_hash_size: int = 4  # accepted for compatibility: lookups here are dictionaries
+    reg_gc_interval: int = 150
+    reload_delta: int = 30
+    # Ours: REGISTERs started per second at most, and unregistering on a clean stop.
+    reg_send_rate: int = 2000
+    reg_unregister_on_stop: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class Settings:
     core: CoreSettings = field(default_factory=CoreSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     uac: UACSettings = field(default_factory=UACSettings)
+    base_dir: str | None = None  # relative file names (TLS files, SQLite databases) start here
 
 
 def parse_listen(text: str, where: str) -> ListenSpec:
@@ -275,13 +293,39 @@ def _uac(path: str, table: Any) -> UACSettings:
         canonical.append(name.strip().upper())
     if not canonical:
         raise ConfigError(f"{section.where('auth_algorithms')}: at least one algorithm is needed")
+    defaults = UACSettings()
+    numbers = {name: section.get(name, int, getattr(defaults, name)) for name in _UAC_INTEGERS}
+    for name, value in numbers.items():
+        if value < 0:
+            raise ConfigError(f"{section.where(name)}: must not be negative, got {value}")
+    if numbers["reg_send_rate"] <= 0:
+        raise ConfigError(f"{section.where('reg_send_rate')}: must be positive")
     settings = UACSettings(
         credential=tuple(credential),
         auth_algorithms=tuple(canonical),
         auth_prefer_auth_int=section.get("auth_prefer_auth_int", bool, False),
+        reg_db_url=section.get("reg_db_url", str, None) or None,
+        reg_db_table=section.get("reg_db_table", str, defaults.reg_db_table),
+        reg_contact_addr=section.get("reg_contact_addr", str, None) or None,
+        reg_unregister_on_stop=section.get("reg_unregister_on_stop", bool, False),
+        **numbers,
     )
     section.finish()
+    if settings.reg_db_url is not None:
+        if settings.reg_contact_addr is None:
+            # As in Kamailio: the Contact host of every REGISTER must be known.
+            raise ConfigError(f"{section.where('reg_contact_addr')}: required when reg_db_url is set")
+        try:
+            parse_store_url(settings.reg_db_url)
+        except ConfigError as e:
+            raise ConfigError(f"{section.where('reg_db_url')}: {e}") from None
+    if not settings.reg_db_table.replace("_", "").isalnum():
+        raise ConfigError(f"{section.where('reg_db_table')}: not a table name")
     return settings
+
+
+_UAC_INTEGERS = ("reg_timer_interval", "reg_retry_interval", "reg_random_delay", "reg_keep_callid", "reg_active",
+                 "reg_use_domain", "reg_hash_size", "reg_gc_interval", "reload_delta", "reg_send_rate")
 
 
 _SECTIONS = ("core", "tls", "uac")
@@ -320,7 +364,7 @@ def settings_from_dict(document: dict, path: str = "<dict>", base_dir: str | Non
         "tls": _tls(path, document.get("tls", {}), base_dir),
         "uac": _uac(path, document.get("uac", {})),
     }
-    settings = Settings(path=path, **parsed)
+    settings = Settings(path=path, base_dir=base_dir, **parsed)
     if any(spec.transport == "tls" for spec in settings.core.listen) and settings.tls.certificate is None:
         raise ConfigError(f"{path}: [core] listen has a tls: socket but [tls] certificate is not set")
     return settings

@@ -16,6 +16,8 @@ from txuac.net.resolver import TargetResolver
 from txuac.net.stack import SIPStack
 from txuac.net.tls import client_options_factory, server_options
 from txuac.net.transports import StreamServerFactory, UDPListener
+from txuac.registrant.service import RegistrantService, RegistrantSettings
+from txuac.registrant.store.url import open_store
 from txuac.sip.parser import ParserLimits
 from txuac.sip.transaction import TimerSettings
 from txuac.sip.via import Address
@@ -142,6 +144,24 @@ def _naming_file(settings: Settings):
         raise ConfigError(f"{settings.path}: {e}") from None
 
 
+def registrant_settings(settings: Settings) -> RegistrantSettings:
+    uac = settings.uac
+    return RegistrantSettings(
+        reg_contact_addr=uac.reg_contact_addr or "",
+        reg_timer_interval=uac.reg_timer_interval,
+        reg_retry_interval=uac.reg_retry_interval,
+        reg_random_delay=uac.reg_random_delay,
+        reg_keep_callid=bool(uac.reg_keep_callid),
+        reg_active=bool(uac.reg_active),
+        reg_use_domain=bool(uac.reg_use_domain),
+        reload_delta=uac.reload_delta,
+        reg_send_rate=float(uac.reg_send_rate),
+        reg_unregister_on_stop=uac.reg_unregister_on_stop,
+        user_agent=settings.core.user_agent,
+        auth_algorithms=uac.auth_algorithms,
+    )
+
+
 class UACService(service.MultiService):
     """Everything txuac runs, as one MultiService: the SIP stack, and the client
     authentication every feature sends through."""
@@ -154,6 +174,12 @@ class UACService(service.MultiService):
         self.credentials = CredentialList(settings.uac.credential)
         self.authenticator = Authenticator(self.sip.stack, self.credentials, settings.uac.auth_algorithms,
                                            settings.uac.auth_prefer_auth_int)
+        self.registrant: RegistrantService | None = None
+        uac = settings.uac
+        if uac.reg_db_url is not None:
+            store = open_store(uac.reg_db_url, reactor, uac.reg_db_table, base_dir=settings.base_dir)
+            self.registrant = RegistrantService(registrant_settings(settings), self.sip.stack, store, reactor)
+            self.registrant.setServiceParent(self)  # started after the SIP stack, stopped before it
 
     @property
     def stack(self) -> SIPStack:

@@ -317,7 +317,8 @@ class PublishedVectorTests(SynchronousTestCase):
         for algorithm, expected in (("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
                                     ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1")):
             self.assertEqual(ref_response(algorithm=algorithm, username="Mufasa", realm="http-auth@example.org",
-                                          password="Circle of Life", nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+                                          password="Circle of Life",
+                                          nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
                                           method="GET", uri="/dir/index.html", qop="auth",
                                           cnonce=self.RFC7616_CNONCE), expected)
 
@@ -640,7 +641,8 @@ class ParseTests(SynchronousTestCase):
     def test_challenge_from_auth_params(self):
         challenge = challenge_from(AuthParams("Digest", [("realm", '"r"'), ("nonce", "n"), ("qop", '"auth"')]),
                                    proxy=True)
-        self.assertEqual((challenge.realm, challenge.nonce, challenge.qop, challenge.proxy), ("r", "n", ("auth",), True))
+        self.assertEqual((challenge.realm, challenge.nonce, challenge.qop, challenge.proxy),
+                         ("r", "n", ("auth",), True))
         e = self.assertRaises(AuthenticationError, challenge_from, AuthParams("Digest", [("realm", '"r"')]), False)
         self.assertIn("nonce", str(e))
 
@@ -677,8 +679,7 @@ class ParseTests(SynchronousTestCase):
 # ---------------------------------------------------------------------------------------------
 
 
-def chal(algorithm: str | None = "MD5", realm: str = "example.org", qop: str | None = "auth", nonce: str = "n",
-         status: int = 407) -> str:
+def chal(algorithm: str | None = "MD5", realm: str = "example.org", qop: str | None = "auth", nonce: str = "n") -> str:
     value = f'Digest realm="{realm}", nonce="{nonce}"'
     if algorithm:
         value += f", algorithm={algorithm}"
@@ -767,7 +768,8 @@ class SelectionTests(SynchronousTestCase):
                               credentials=Credentials("alice", ha1=MD5_HA1))
         self.assertIn("SHA-256", str(e))
         self.assertNotIn(MD5_HA1, str(e))
-        self.assertRaises(AuthenticationError, self.choose, chal("MD5"), credentials=Credentials("alice", ha1=SHA256_HA1))
+        self.assertRaises(AuthenticationError, self.choose, chal("MD5"),
+                          credentials=Credentials("alice", ha1=SHA256_HA1))
         self.assertRaises(AuthenticationError, authorization, one_challenge(chal("SHA-256")),
                           Credentials("alice", ha1=MD5_HA1), "REGISTER", "sip:x")
 

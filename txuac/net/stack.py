@@ -28,6 +28,7 @@ from txuac.net.transports import (
 )
 from txuac.sip.message import Message, Request, Response, make_response
 from txuac.sip.parser import ParserLimits, parse_message
+from txuac.sip.uri import SipURI
 from txuac.sip.transaction import (
     ClientTransaction,
     Deliver,
@@ -148,21 +149,27 @@ class SIPStack:
         return sorted({"OPTIONS", "ACK", "CANCEL", *self.handlers})
 
     # --- client side -------------------------------------------------------------------
-    def send_request(self, request: Request, target: Address | None = None,
+    def send_request(self, request: Request, target: Address | SipURI | None = None,
                      on_provisional: Callable[[Response], None] | None = None) -> defer.Deferred:
         """Send ``request`` in a new client transaction.
 
         The Deferred fires with the final response, or fails with
-        TransactionTimeout, TransportError or a ResolutionError. With no
-        ``target`` the next hop comes from the top Route or the Request-URI
-        (RFC 3263); on a transport error, a timeout or a 503 the next target
-        is tried with a fresh branch.
+        TransactionTimeout, TransportError or a ResolutionError. ``target`` is
+        an Address to send to, or a SIP URI of the next hop (an outbound proxy:
+        resolved by RFC 3263, never written into the request); with none, the
+        next hop comes from the top Route or the Request-URI. On a transport
+        error, a timeout or a 503 the next resolved target is tried with a
+        fresh branch.
         """
         if self._stopping:
             return defer.fail(TransportError("the SIP stack is stopping"))
-        if target is not None:
+        if isinstance(target, Address):
             return self._send_once(request.copy(), target, on_provisional)
-        return self.resolver.resolve_request(request).addCallback(self._try_targets, request, on_provisional)
+        if target is not None:
+            targets = self.resolver.resolve_uri(target)
+        else:
+            targets = self.resolver.resolve_request(request)
+        return targets.addCallback(self._try_targets, request, on_provisional)
 
     @defer.inlineCallbacks
     def _try_targets(self, targets: list[Address], request: Request, on_provisional):

@@ -174,8 +174,15 @@ def choose_challenge(
             reasons.append(f"{challenge.algorithm} not allowed")
             continue
         credentials = credentials_for(challenge)
-        if credentials is None or not credentials.fits(challenge):
-            reasons.append(f"no credentials for realm {challenge.realm!r} ({challenge.algorithm})")
+        if credentials is None:
+            reasons.append(f"no credentials for realm {challenge.realm!r}")
+            continue
+        if not credentials.fits(challenge):
+            if credentials.ha1 is not None and (credentials.realm is None or credentials.realm == challenge.realm):
+                reasons.append(f"the HA1 of {credentials.username!r} ({len(credentials.ha1)} hex digits) does not "
+                               f"fit {challenge.algorithm} ({ALGORITHMS[challenge.algorithm][2]} needed)")
+            else:
+                reasons.append(f"no credentials for realm {challenge.realm!r}")
             continue
         rank = (_STRENGTH[challenge.algorithm], position)
         if best is None or rank < best[:2]:

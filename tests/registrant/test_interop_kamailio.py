@@ -1,0 +1,139 @@
+"""Remote registration against a real Kamailio registrar (registrar, usrloc, auth) on loopback.
+
+500 accounts are loaded from SQLite, and again from PostgreSQL (a cluster the test
+starts): every account ends online in txuac and present in Kamailio's usrloc with
+the right Contact, and send_unregister removes the binding there.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import psycopg2
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from tests.support.kamailio import KamailioRegistrar
+from tests.support.peers import free_port
+from tests.support.postgres import PostgresCluster
+from txuac.config import settings_from_dict
+from txuac.registrant.store.url import open_store
+from txuac.service import UACService
+
+SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "conf", "schema")
+
+ACCOUNTS = 500
+REALM = "test.example"
+
+
+def account_rows(registrar: KamailioRegistrar, count: int) -> list[dict]:
+    """uacreg rows whose credentials the registrar accepts; auth_proxy is the registrar."""
+    host, port = registrar.address
+    rows = []
+    for number in range(count):
+        user = f"acct{number:05d}"
+        rows.append({
+            "l_uuid": f"uuid{number:05d}", "l_username": user, "l_domain": "local.example",
+            "r_username": user, "r_domain": REALM, "realm": REALM, "auth_username": user,
+            "auth_password": registrar.password_for(user), "auth_ha1": "",
+            "auth_proxy": f"sip:{host}:{port}", "expires": 600, "flags": 0, "reg_delay": 0,
+            "contact_addr": "", "socket": "", "contact_user": "",
+        })
+    return rows
+
+
+def insert_rows(connection, rows: list[dict], placeholder: str) -> None:
+    columns = list(rows[0])
+    marks = ", ".join([placeholder] * len(columns))
+    cursor = connection.cursor()
+    cursor.executemany(f"INSERT INTO uacreg ({', '.join(columns)}) VALUES ({marks})",
+                       [tuple(row[c] for c in columns) for row in rows])
+    connection.commit()
+
+
+class RegistrationInteropMixin:
+    """Start txuac on a known UDP port against ``registrar`` with ``reg_db_url``."""
+
+    timeout = 120
+
+    def start_txuac(self, reg_db_url: str) -> UACService:
+        self.sip_port = free_port()
+        settings = settings_from_dict({
+            "core": {"listen": [f"udp:127.0.0.1:{self.sip_port}"], "timer_t1": 200},
+            "uac": {"reg_db_url": reg_db_url, "reg_contact_addr": f"127.0.0.1:{self.sip_port}",
+                    "reg_retry_interval": 5},
+        })
+        service = UACService(settings)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    @defer.inlineCallbacks
+    def wait_online(self, service: UACService, count: int, timeout: float = 60.0):
+        deadline = reactor.seconds() + timeout
+        while service.registrant.counters()["regactive"] < count:
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"only {service.registrant.counters()} after {timeout} s")
+            yield task.deferLater(reactor, 0.1, lambda: None)
+
+    @defer.inlineCallbacks
+    def check_registered(self, registrar: KamailioRegistrar, service: UACService):
+        yield self.wait_online(service, ACCOUNTS)
+        count = yield registrar.contact_count_async()
+        self.assertEqual(count, ACCOUNTS, registrar.explain("usrloc contacts"))
+        for number in (0, ACCOUNTS // 2, ACCOUNTS - 1):
+            contacts = yield registrar.contacts_async(f"sip:acct{number:05d}@{REALM}")
+            self.assertEqual(contacts, [f"sip:uuid{number:05d}@127.0.0.1:{self.sip_port}"])
+        self.assertEqual(service.registrant.status("uuid00000"), 1)
+        # send_unregister removes the binding at the registrar; the account stays dormant.
+        yield service.registrant.send_unregister("uuid00007")
+        remaining = yield registrar.wait_for_contacts(f"sip:acct00007@{REALM}", 0)
+        self.assertEqual(remaining, [])
+        self.assertEqual(service.registrant.records["uuid00007"].state(reactor.seconds()).value, "unregistered")
+
+
+class SQLiteRegistrationTests(RegistrationInteropMixin, TestCase):
+
+    @defer.inlineCallbacks
+    def test_500_accounts_from_sqlite(self):
+        registrar = KamailioRegistrar(self, children=4)
+        path = os.path.abspath(self.mktemp()) + ".sqlite"
+        store = open_store(f"sqlite:///{path}", reactor)  # creates the file with the table
+        yield store.open()
+        yield store.close()
+        connection = sqlite3.connect(path)
+        insert_rows(connection, account_rows(registrar, ACCOUNTS), "?")
+        connection.close()
+        service = self.start_txuac(f"sqlite:///{path}")
+        yield self.check_registered(registrar, service)
+
+    @defer.inlineCallbacks
+    def test_sha256_registrar(self):
+        registrar = KamailioRegistrar(self, algorithm="SHA-256")
+        path = os.path.abspath(self.mktemp()) + ".sqlite"
+        store = open_store(f"sqlite:///{path}", reactor)
+        yield store.open()
+        yield store.close()
+        connection = sqlite3.connect(path)
+        insert_rows(connection, account_rows(registrar, 20), "?")
+        connection.close()
+        service = self.start_txuac(f"sqlite:///{path}")
+        yield self.wait_online(service, 20)
+        count = yield registrar.contact_count_async()
+        self.assertEqual(count, 20, registrar.explain())
+
+
+class PostgresRegistrationTests(RegistrationInteropMixin, TestCase):
+
+    @defer.inlineCallbacks
+    def test_500_accounts_from_postgresql(self):
+        registrar = KamailioRegistrar(self, children=4)
+        cluster = PostgresCluster(self)
+        cluster.psql(file=os.path.join(SCHEMAS, "postgres.sql"))
+        connection = psycopg2.connect(host=cluster.host, port=cluster.port, user=cluster.user,
+                                      password=cluster.password, dbname=cluster.database)
+        insert_rows(connection, account_rows(registrar, ACCOUNTS), "%s")
+        connection.close()
+        service = self.start_txuac(cluster.url)
+        yield self.check_registered(registrar, service)

@@ -1,0 +1,701 @@
+"""The account stores: Kamailio's uacreg table in SQLite (adbapi) and PostgreSQL (txpostgres).
+
+Both backends run the same contract (StoreContract) against real databases: an SQLite file
+in the test's temp dir and a private PostgreSQL server (tests/support/postgres.py). Tables
+are made the way an operator makes them: conf/schema/*.sql for version 6, and by hand for
+version 5 (Kamailio 5.6's uac-create.sql: no contact_user, version row 5).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import time
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from tests.support.peers import find_program, free_port
+from tests.support.postgres import PostgresCluster
+from txuac.errors import ConfigError, StoreError
+from txuac.registrant.store import COLUMNS, IRegistrationStore
+from txuac.registrant.store import sqlite as sqlite_store
+from txuac.registrant.store.postgres import PostgresStore
+from txuac.registrant.store.sqlite import SQLiteStore
+from txuac.registrant.store.url import StoreURL, mask_url, open_store, parse_store_url
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SQLITE_SCHEMA = os.path.join(ROOT, "conf", "schema", "sqlite.sql")
+POSTGRES_SCHEMA = os.path.join(ROOT, "conf", "schema", "postgres.sql")
+FAST_LOAD_ROWS = 500
+FAST_LOAD_SECONDS = 1.0
+RECONNECT_WAIT = 15.0
+
+# Kamailio's uacreg columns in its uac-create.sql order (contact_user before socket).
+CREATE_ORDER = ("id", "l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",
+                "auth_password", "auth_ha1", "auth_proxy", "expires", "flags", "reg_delay", "contact_addr",
+                "contact_user", "socket")
+
+# Version 5 as Kamailio 5.6 ships it (utils/kamctl/<db>/uac-create.sql): no contact_user.
+V5_TABLE = """
+CREATE TABLE uacreg (
+    id {id_type} PRIMARY KEY NOT NULL,
+    l_uuid VARCHAR(64) DEFAULT '' NOT NULL,
+    l_username VARCHAR(64) DEFAULT '' NOT NULL,
+    l_domain VARCHAR(64) DEFAULT '' NOT NULL,
+    r_username VARCHAR(64) DEFAULT '' NOT NULL,
+    r_domain VARCHAR(64) DEFAULT '' NOT NULL,
+    realm VARCHAR(64) DEFAULT '' NOT NULL,
+    auth_username VARCHAR(64) DEFAULT '' NOT NULL,
+    auth_password VARCHAR(64) DEFAULT '' NOT NULL,
+    auth_ha1 VARCHAR(128) DEFAULT '' NOT NULL,
+    auth_proxy VARCHAR(255) DEFAULT '' NOT NULL,
+    expires INTEGER DEFAULT 0 NOT NULL,
+    flags INTEGER DEFAULT 0 NOT NULL,
+    reg_delay INTEGER DEFAULT 0 NOT NULL,
+    contact_addr VARCHAR(255) DEFAULT '' NOT NULL,
+    socket VARCHAR(128) DEFAULT '' NOT NULL,
+    CONSTRAINT uacreg_l_uuid_idx UNIQUE (l_uuid)
+);
+"""
+VERSION_TABLE = """
+CREATE TABLE version (
+    id {id_type} PRIMARY KEY NOT NULL,
+    table_name VARCHAR(32) NOT NULL,
+    table_version INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT version_table_name_idx UNIQUE (table_name)
+);
+"""
+
+
+def account(n: int, **overrides) -> dict:
+    """A full version-6 row (keys as COLUMNS)."""
+    row = {
+        "l_uuid": f"uuid-{n}", "l_username": f"local{n}", "l_domain": "local.example",
+        "r_username": f"remote{n}", "r_domain": "sip.example.com", "realm": "sip.example.com",
+        "auth_username": f"auth{n}", "auth_password": f"secret'{n}", "auth_ha1": "",
+        "auth_proxy": "sip:proxy.example.com;transport=tcp", "expires": 3600, "flags": 0,
+        "reg_delay": n % 7, "contact_addr": "", "socket": "udp:127.0.0.1:5060", "contact_user": f"line{n}",
+    }
+    row.update(overrides)
+    return row
+
+
+def strip_sql_comments(text: str) -> str:
+    """``text`` without its ``--`` comment lines and psql meta-commands, trimmed."""
+    lines = [line for line in text.splitlines(keepends=True)
+             if not line.lstrip().startswith("--") and not line.startswith("\\")]
+    return "".join(lines).strip()
+
+
+def uacreg_body(path: str) -> list[str]:
+    """The column and constraint lines of CREATE TABLE uacreg in a schema file."""
+    text = open(path).read()
+    body = re.search(r"CREATE TABLE uacreg \((.*?)\n\);", text, re.S).group(1)
+    return [line.strip() for line in body.strip().splitlines()]
+
+
+def wait(seconds: float):
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def eventually(make_deferred, timeout: float, interval: float = 0.05):
+    """The first result of ``make_deferred()`` that is not a failure, retrying for ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = yield make_deferred()
+            return result
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+        yield wait(interval)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema files
+# ---------------------------------------------------------------------------------------------
+
+class SchemaFileTests(SynchronousTestCase):
+    def test_embedded_sqlite_schema_is_conf_file_without_comments(self):
+        with open(SQLITE_SCHEMA) as f:
+            self.assertEqual(sqlite_store.SCHEMA.strip(), strip_sql_comments(f.read()))
+
+    def test_files_document_the_command(self):
+        with open(SQLITE_SCHEMA) as f:
+            self.assertIn("sqlite3 var/uacreg.sqlite < conf/schema/sqlite.sql", f.read())
+        with open(POSTGRES_SCHEMA) as f:
+            self.assertIn("psql -h HOST -U USER -d DB -f conf/schema/postgres.sql", f.read())
+
+    def test_sqlite_schema_is_kamailio_version_6(self):
+        db = sqlite3.connect(":memory:")
+        self.addCleanup(db.close)
+        with open(SQLITE_SCHEMA) as f:
+            db.executescript(f.read())
+        info = db.execute("PRAGMA table_info(uacreg)").fetchall()
+        self.assertEqual(tuple(column[1] for column in info), CREATE_ORDER)
+        self.assertEqual(set(CREATE_ORDER) - {"id"}, set(COLUMNS))
+        types = {column[1]: (column[2], column[3], column[4]) for column in info}
+        self.assertEqual(types["contact_user"], ("VARCHAR(255)", 1, "''"))
+        self.assertEqual(types["auth_ha1"], ("VARCHAR(128)", 1, "''"))
+        self.assertEqual(types["expires"], ("INTEGER", 1, "0"))
+        self.assertEqual(db.execute("SELECT table_name, table_version FROM version ORDER BY id").fetchall(),
+                         [("version", 1), ("uacreg", 6)])
+
+    def test_sqlite_schema_adds_uacreg_to_an_existing_kamailio_database(self):
+        db = sqlite3.connect(":memory:")
+        self.addCleanup(db.close)
+        db.executescript(VERSION_TABLE.format(id_type="INTEGER")
+                         + "INSERT INTO version (table_name, table_version) VALUES ('version', 1);"
+                         + "INSERT INTO version (table_name, table_version) VALUES ('location', 9);")
+        with open(SQLITE_SCHEMA) as f:
+            db.executescript(f.read())
+        self.assertEqual(db.execute("SELECT table_name, table_version FROM version ORDER BY id").fetchall(),
+                         [("version", 1), ("location", 9), ("uacreg", 6)])
+
+    def test_postgres_and_sqlite_tables_differ_only_in_id(self):
+        sqlite_lines = uacreg_body(SQLITE_SCHEMA)
+        postgres_lines = uacreg_body(POSTGRES_SCHEMA)
+        self.assertEqual(sqlite_lines[0], "id INTEGER PRIMARY KEY NOT NULL,")
+        self.assertEqual(postgres_lines[0], "id SERIAL PRIMARY KEY NOT NULL,")
+        self.assertEqual(sqlite_lines[1:], postgres_lines[1:])
+        with open(POSTGRES_SCHEMA) as f:
+            self.assertIn("INSERT INTO version (table_name, table_version) values ('uacreg','6');", f.read())
+
+    def test_schema_for_another_table_name(self):
+        db = sqlite3.connect(":memory:")
+        self.addCleanup(db.close)
+        db.executescript(sqlite_store.schema_for("accounts"))
+        self.assertEqual(db.execute("SELECT table_version FROM version WHERE table_name = 'accounts'").fetchall(),
+                         [(6,)])
+        self.assertEqual(db.execute("SELECT name FROM sqlite_master WHERE name = 'uacreg'").fetchall(), [])
+
+
+# ---------------------------------------------------------------------------------------------
+# reg_db_url
+# ---------------------------------------------------------------------------------------------
+
+class URLTests(SynchronousTestCase):
+    def test_sqlite_absolute_four_slashes(self):
+        url = parse_store_url("sqlite:////tmp/x/uacreg.sqlite")
+        self.assertEqual((url.kind, url.path), ("sqlite", "/tmp/x/uacreg.sqlite"))
+        self.assertEqual(url.resolved_path("/elsewhere"), "/tmp/x/uacreg.sqlite")
+        self.assertEqual(url.masked, "sqlite:////tmp/x/uacreg.sqlite")
+
+    def test_sqlite_relative_three_slashes(self):
+        url = parse_store_url("sqlite:///var/uacreg.sqlite")
+        self.assertEqual((url.kind, url.path), ("sqlite", "var/uacreg.sqlite"))
+        self.assertEqual(url.resolved_path("/srv/txuac"), "/srv/txuac/var/uacreg.sqlite")
+        self.assertEqual(url.resolved_path(), os.path.join(os.getcwd(), "var", "uacreg.sqlite"))
+
+    def test_postgres(self):
+        url = parse_store_url("postgres://kamailio:kamailiorw@db.example.com:5433/kamailio")
+        self.assertEqual(
+            (url.kind, url.host, url.port, url.user, url.password, url.database),
+            ("postgres", "db.example.com", 5433, "kamailio", "kamailiorw", "kamailio"))
+        self.assertEqual(url.masked, "postgres://kamailio:***@db.example.com:5433/kamailio")
+        self.assertEqual(url.connection_arguments(), {
+            "host": "db.example.com", "port": 5433, "user": "kamailio", "password": "kamailiorw",
+            "dbname": "kamailio"})
+
+    def test_postgresql_scheme_and_defaults(self):
+        url = parse_store_url("postgresql://db/kamailio")
+        self.assertEqual((url.kind, url.host, url.port, url.user, url.password, url.database),
+                         ("postgres", "db", 5432, None, None, "kamailio"))
+        self.assertEqual(url.masked, "postgresql://db/kamailio")
+        url = parse_store_url("postgres://reader@db/kamailio")
+        self.assertEqual((url.user, url.password), ("reader", None))
+
+    def test_password_with_colon_and_at_as_kamailio_reads_it(self):
+        url = parse_store_url("postgres://user:p:a@ss@127.0.0.1:5432/db")
+        self.assertEqual((url.user, url.password, url.host), ("user", "p:a@ss", "127.0.0.1"))
+        self.assertEqual(url.masked, "postgres://user:***@127.0.0.1:5432/db")
+        # No percent-decoding, as in Kamailio: %40 is three characters of the password.
+        self.assertEqual(parse_store_url("postgres://u:a%40b@h/db").password, "a%40b")
+
+    def test_ipv6_host(self):
+        url = parse_store_url("postgres://u:pw@[::1]:6543/db")
+        self.assertEqual((url.host, url.port), ("::1", 6543))
+        self.assertEqual(parse_store_url("postgres://[2001:db8::5]/db").port, 5432)
+
+    def test_password_is_never_shown(self):
+        url = parse_store_url("postgres://u:hunter2@h/db")
+        for text in (str(url), repr(url), url.masked):
+            self.assertNotIn("hunter2", text)
+
+    def test_bad_urls(self):
+        bad = [
+            "", "uacreg.sqlite", "/tmp/uacreg.sqlite", "mysql://u:pw@h/db", "sqlite:/tmp/x.sqlite",
+            "sqlite://host/x.sqlite", "sqlite:///", "sqlite://", "sqlite:///dir/", "postgres://u:pw@h",
+            "postgres://u:pw@h/", "postgres://u:pw@/db", "postgres://u:pw@h:port/db", "postgres://u:pw@h:0/db",
+            "postgres://u:pw@h:70000/db", "postgres://:pw@h/db", "postgres://u:pw@h/db?sslmode=require",
+            "postgres://u:pw@h/a/b", "postgres://u:pw@[::1/db", "postgres://u:pw@h\n/db",
+        ]
+        for text in bad:
+            with self.assertRaises(ConfigError, msg=text) as caught:
+                parse_store_url(text)
+            self.assertIn(repr(mask_url(text)), str(caught.exception))
+        with self.assertRaises(ConfigError):
+            parse_store_url(None)
+
+    def test_errors_mask_the_password(self):
+        for text in ("postgres://u:hunter2@h:port/db", "mysql://u:hunter2@h/db", "postgres://u:hun/ter2@h/db"):
+            with self.assertRaises(ConfigError) as caught:
+                parse_store_url(text)
+            self.assertNotIn("hunter2", str(caught.exception))
+            self.assertNotIn("ter2", str(caught.exception))
+            self.assertIn("***", str(caught.exception))
+
+    def test_open_store_picks_the_backend(self):
+        base = os.path.abspath(self.mktemp())
+        store = open_store("sqlite:///var/uacreg.sqlite", base_dir=base)
+        self.assertIsInstance(store, SQLiteStore)
+        self.assertEqual(store.path, os.path.join(base, "var", "uacreg.sqlite"))
+        self.assertEqual(store.url, "sqlite:///var/uacreg.sqlite")
+        verifyObject(IRegistrationStore, store)
+        store = open_store("postgres://u:hunter2@127.0.0.1:5432/db", table="accounts")
+        self.assertIsInstance(store, PostgresStore)
+        self.assertEqual((store.url, store.table), ("postgres://u:***@127.0.0.1:5432/db", "accounts"))
+        verifyObject(IRegistrationStore, store)
+        self.assertIsInstance(open_store(parse_store_url("sqlite:////tmp/a.sqlite")), SQLiteStore)
+
+    def test_open_store_refuses_bad_table_names(self):
+        for table in ("", "uac reg", "uacreg;drop", "1uacreg", "public.uacreg"):
+            self.assertRaises(ConfigError, open_store, "sqlite:////tmp/a.sqlite", table=table)
+
+    def test_store_url_is_a_value(self):
+        self.assertEqual(parse_store_url("sqlite:////a"), StoreURL(kind="sqlite", masked="sqlite:////a", path="/a"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The contract both backends keep
+# ---------------------------------------------------------------------------------------------
+
+class StoreContract:
+    """Mixed into a TestCase that provides make_tables(), sql() and new_store()."""
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def make_tables(self, version: int, rows=(), table_version=None, with_table=True, with_version=True):
+        raise NotImplementedError
+
+    def new_store(self, **kwargs):
+        raise NotImplementedError
+
+    # -- helpers ----------------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def opened(self, **kwargs):
+        store = self.new_store(**kwargs)
+        self.addCleanup(store.close)
+        yield store.open()
+        return store
+
+    @defer.inlineCallbacks
+    def assert_open_fails(self, *messages):
+        store = self.new_store()
+        self.addCleanup(store.close)
+        failure = yield self.assertFailure(store.open(), StoreError)
+        for message in messages:
+            self.assertIn(message, str(failure))
+        # Not left half-open: queries fail cleanly.
+        yield self.assertFailure(store.load_all(), StoreError)
+        return failure
+
+    # -- tests ------------------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def test_load_version_6(self):
+        rows = [account(1), account(2, contact_user="", flags=1), account(3, auth_password="", auth_ha1="0" * 32)]
+        self.make_tables(6, rows)
+        store = yield self.opened()
+        verifyObject(IRegistrationStore, store)
+        self.assertEqual(store.table_version, 6)
+        loaded = yield store.load_all()
+        self.assertEqual(sorted(loaded, key=lambda r: r["l_uuid"]), rows)
+        for record in loaded:
+            self.assertEqual(tuple(record), COLUMNS)
+
+    @defer.inlineCallbacks
+    def test_load_version_5(self):
+        rows = [account(1), account(2)]
+        self.make_tables(5, rows)
+        store = yield self.opened()
+        self.assertEqual(store.table_version, 5)
+        loaded = yield store.load_all()
+        expected = [dict(row, contact_user="") for row in rows]
+        self.assertEqual(sorted(loaded, key=lambda r: r["l_uuid"]), expected)
+        one = yield store.load_one("uuid-2")
+        self.assertEqual(one, expected[1])
+
+    @defer.inlineCallbacks
+    def test_load_one(self):
+        self.make_tables(6, [account(1), account(2)])
+        store = yield self.opened()
+        self.assertEqual((yield store.load_one("uuid-2")), account(2))
+        self.assertIsNone((yield store.load_one("uuid-404")))
+        self.assertIsNone((yield store.load_one("' OR '1'='1")))
+
+    @defer.inlineCallbacks
+    def test_empty_table(self):
+        self.make_tables(6)
+        store = yield self.opened()
+        self.assertEqual((yield store.load_all()), [])
+
+    @defer.inlineCallbacks
+    def test_many_rows_load_fast(self):
+        rows = [account(n) for n in range(FAST_LOAD_ROWS)]
+        self.make_tables(6, rows)
+        store = yield self.opened()
+        started = time.monotonic()
+        loaded = yield store.load_all()
+        elapsed = time.monotonic() - started
+        self.assertEqual(len(loaded), FAST_LOAD_ROWS)
+        self.assertEqual({r["l_uuid"] for r in loaded}, {r["l_uuid"] for r in rows})
+        self.assertLess(elapsed, FAST_LOAD_SECONDS)
+
+    @defer.inlineCallbacks
+    def test_refuses_unsupported_versions(self):
+        self.make_tables(6, [account(1)], table_version=4)
+        yield self.assert_open_fails("uacreg table version 4 is not supported (5 or 6)")
+
+    @defer.inlineCallbacks
+    def test_refuses_a_future_version(self):
+        self.make_tables(6, [account(1)], table_version=7)
+        yield self.assert_open_fails("uacreg table version 7 is not supported (5 or 6)")
+
+    @defer.inlineCallbacks
+    def test_refuses_a_missing_table(self):
+        self.make_tables(6, with_table=False)
+        yield self.assert_open_fails("the uacreg table is missing", "schema")
+
+    @defer.inlineCallbacks
+    def test_refuses_a_missing_version_table(self):
+        self.make_tables(6, with_version=False)
+        yield self.assert_open_fails("no version table")
+
+    @defer.inlineCallbacks
+    def test_refuses_a_missing_version_row(self):
+        self.make_tables(6, table_version=0)
+        yield self.assert_open_fails("has no row for uacreg")
+
+    @defer.inlineCallbacks
+    def test_refuses_a_version_5_table_that_claims_6(self):
+        self.make_tables(5, [account(1)], table_version=6)
+        yield self.assert_open_fails("does not have the columns of version 6", "contact_user")
+
+    @defer.inlineCallbacks
+    def test_not_open(self):
+        self.make_tables(6)
+        store = self.new_store()
+        yield self.assertFailure(store.load_all(), StoreError)
+        yield self.assertFailure(store.load_one("x"), StoreError)
+        yield store.open()
+        yield self.assertFailure(store.open(), StoreError)
+        yield store.close()
+        yield store.close()
+        yield self.assertFailure(store.load_all(), StoreError)
+
+    @defer.inlineCallbacks
+    def test_reopen_after_close(self):
+        self.make_tables(6, [account(1)])
+        store = yield self.opened()
+        yield store.close()
+        yield store.open()
+        self.assertEqual(len((yield store.load_all())), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLite
+# ---------------------------------------------------------------------------------------------
+
+def insert_rows_sqlite(db, rows, version):
+    for row in rows:
+        columns = [c for c in COLUMNS if version >= 6 or c != "contact_user"]
+        db.execute(f"INSERT INTO uacreg ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                   [row[c] for c in columns])
+
+
+class SQLiteStoreTests(StoreContract, TestCase):
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.path = os.path.join(self.directory, "uacreg.sqlite")
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def new_store(self, **kwargs):
+        return SQLiteStore(self.path, **kwargs)
+
+    def make_tables(self, version, rows=(), table_version=None, with_table=True, with_version=True):
+        db = sqlite3.connect(self.path)
+        try:
+            if version == 6 and with_table and with_version:
+                with open(SQLITE_SCHEMA) as f:
+                    db.executescript(f.read())
+            else:
+                if with_version:
+                    db.executescript(VERSION_TABLE.format(id_type="INTEGER"))
+                    db.execute("INSERT INTO version (table_name, table_version) VALUES ('uacreg', ?)", (version,))
+                if with_table:
+                    db.executescript(V5_TABLE.format(id_type="INTEGER"))
+            if table_version is not None and with_version:
+                if table_version:
+                    db.execute("UPDATE version SET table_version = ? WHERE table_name = 'uacreg'", (table_version,))
+                else:
+                    db.execute("DELETE FROM version WHERE table_name = 'uacreg'")
+            insert_rows_sqlite(db, rows, version)
+            db.commit()
+        finally:
+            db.close()
+
+    def created_log(self):
+        return [formatEvent(e) for e in self.events if "Created" in formatEvent(e)]
+
+    @defer.inlineCallbacks
+    def test_creates_a_missing_file(self):
+        self.assertFalse(os.path.exists(self.path))
+        store = yield self.opened()
+        self.assertTrue(os.path.exists(self.path))
+        self.assertEqual(store.table_version, 6)
+        self.assertEqual((yield store.load_all()), [])
+        self.assertEqual(self.created_log(),
+                         [f"Created {self.path} with an empty uacreg table (version 6)"])
+        db = sqlite3.connect(self.path)
+        self.addCleanup(db.close)
+        self.assertEqual(tuple(c[1] for c in db.execute("PRAGMA table_info(uacreg)")), CREATE_ORDER)
+        # An operator's rows are loaded by the running store.
+        insert_rows_sqlite(db, [account(7)], 6)
+        db.commit()
+        self.assertEqual((yield store.load_all()), [account(7)])
+
+    @defer.inlineCallbacks
+    def test_creates_missing_directories_once(self):
+        self.path = os.path.join(self.directory, "var", "db", "uacreg.sqlite")
+        store = yield self.opened()
+        yield store.close()
+        yield store.open()
+        self.assertEqual(len(self.created_log()), 1)
+        self.assertTrue(os.path.isfile(self.path))
+
+    @defer.inlineCallbacks
+    def test_creates_the_file_of_a_relative_url(self):
+        store = open_store("sqlite:///var/uacreg.sqlite", base_dir=self.directory)
+        self.addCleanup(store.close)
+        yield store.open()
+        self.assertTrue(os.path.isfile(os.path.join(self.directory, "var", "uacreg.sqlite")))
+        self.assertIn("Opened sqlite:///var/uacreg.sqlite: uacreg table version 6",
+                      [formatEvent(e) for e in self.events])
+
+    @defer.inlineCallbacks
+    def test_creates_a_table_of_another_name(self):
+        store = yield self.opened(table="accounts")
+        self.assertEqual(store.table_version, 6)
+        self.assertEqual((yield store.load_all()), [])
+
+    @defer.inlineCallbacks
+    def test_an_empty_existing_file_is_not_filled(self):
+        open(self.path, "wb").close()
+        yield self.assert_open_fails("no version table")
+        self.assertEqual(self.created_log(), [])
+
+    @defer.inlineCallbacks
+    def test_not_a_database(self):
+        with open(self.path, "wb") as f:
+            f.write(b"this is not an SQLite database, not at all" * 100)
+        yield self.assert_open_fails("cannot open", "not a database")
+
+    @defer.inlineCallbacks
+    def test_directory_cannot_be_made(self):
+        blocker = os.path.join(self.directory, "var")
+        open(blocker, "w").close()  # a file where the directory should be (fails even as root)
+        self.path = os.path.join(blocker, "db", "uacreg.sqlite")
+        yield self.assert_open_fails("cannot create the directory", self.path)
+
+    @defer.inlineCallbacks
+    def test_file_made_with_the_documented_command(self):
+        sqlite3_cli = find_program("sqlite3")
+        if sqlite3_cli is None:
+            raise SkipTest("the sqlite3 command-line shell is not installed")
+        os.makedirs(os.path.join(self.directory, "var"))
+        with open(SQLITE_SCHEMA, "rb") as schema:
+            subprocess.run([sqlite3_cli, "var/uacreg.sqlite"], stdin=schema, cwd=self.directory, check=True,
+                           capture_output=True, timeout=30)
+        store = open_store("sqlite:///var/uacreg.sqlite", base_dir=self.directory)
+        self.addCleanup(store.close)
+        yield store.open()
+        self.assertEqual(store.table_version, 6)
+        self.assertEqual(self.created_log(), [])
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------
+
+def sql_literal(value) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class PostgresStoreTests(StoreContract, TestCase):
+    def setUp(self):
+        self.pg = PostgresCluster(self)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def tearDown(self):
+        # Nothing we log may hold the password.
+        for event in self.events:
+            self.assertNotIn(self.pg.password, formatEvent(event))
+            self.assertNotIn(self.pg.password, repr(event))
+
+    def new_store(self, **kwargs):
+        kwargs.setdefault("reconnect_initial_delay", 0.05)
+        kwargs.setdefault("reconnect_max_delay", 0.5)
+        return PostgresStore(self.pg.url, **kwargs)
+
+    def make_tables(self, version, rows=(), table_version=None, with_table=True, with_version=True):
+        if version == 6 and with_table and with_version:
+            self.pg.psql(file=POSTGRES_SCHEMA)
+        else:
+            if with_version:
+                self.pg.psql(VERSION_TABLE.format(id_type="SERIAL"))
+                self.pg.psql(f"INSERT INTO version (table_name, table_version) VALUES ('uacreg', {version})")
+            if with_table:
+                self.pg.psql(V5_TABLE.format(id_type="SERIAL"))
+        if table_version is not None and with_version:
+            if table_version:
+                self.pg.psql(f"UPDATE version SET table_version = {table_version} WHERE table_name = 'uacreg'")
+            else:
+                self.pg.psql("DELETE FROM version WHERE table_name = 'uacreg'")
+        if rows:
+            columns = [c for c in COLUMNS if version >= 6 or c != "contact_user"]
+            values = ",\n".join("(" + ", ".join(sql_literal(row[c]) for c in columns) + ")" for row in rows)
+            self.pg.psql(f"INSERT INTO uacreg ({', '.join(columns)}) VALUES {values}")
+
+    def messages(self):
+        return [formatEvent(e) for e in self.events]
+
+    @defer.inlineCallbacks
+    def test_url_is_masked(self):
+        self.make_tables(6)
+        store = yield self.opened()
+        self.assertEqual(store.url, self.pg.url.replace(self.pg.password, "***"))
+        self.assertNotIn(self.pg.password, repr(store))
+        self.assertIn(f"Opened {store.url}: uacreg table version 6", self.messages())
+
+    @defer.inlineCallbacks
+    def test_restart_is_survived_without_reopening(self):
+        self.make_tables(6, [account(1)])
+        store = yield self.opened()
+        self.assertEqual(len((yield store.load_all())), 1)
+
+        self.pg.stop()
+        failure = yield self.assertFailure(store.load_all(), StoreError)
+        self.assertIn(store.url, str(failure))
+        self.assertNotIn(self.pg.password, str(failure))
+        yield self.assertFailure(store.load_one("uuid-1"), StoreError)
+
+        self.pg.start()
+        self.pg.psql("INSERT INTO uacreg (l_uuid) VALUES ('uuid-after')")
+        rows = yield eventually(store.load_all, RECONNECT_WAIT)
+        self.assertEqual({r["l_uuid"] for r in rows}, {"uuid-1", "uuid-after"})
+        self.assertEqual((yield store.load_one("uuid-after"))["l_uuid"], "uuid-after")
+        messages = self.messages()
+        self.assertTrue(any(m.startswith(f"Lost the connection to {store.url}") for m in messages), messages)
+        self.assertTrue(any(m.startswith(f"Reconnected to {store.url}") for m in messages), messages)
+
+    @defer.inlineCallbacks
+    def test_idle_connection_notices_the_outage(self):
+        self.make_tables(6, [account(1)])
+        store = yield self.opened()
+        self.pg.stop()
+        # No query: the server's goodbye on the idle socket is enough (and is not logged as an
+        # unhandled error, which trial would report).
+        lost = f"Lost the connection to {store.url}"
+        deadline = time.monotonic() + 5
+        while not any(m.startswith(lost) for m in self.messages()) and time.monotonic() < deadline:
+            yield wait(0.02)
+        self.assertTrue(any(m.startswith(lost) for m in self.messages()), self.messages())
+        failure = yield self.assertFailure(store.load_all(), StoreError)
+        self.assertIn("the connection is down, reconnecting", str(failure))
+        self.pg.start()
+        rows = yield eventually(store.load_all, RECONNECT_WAIT)
+        self.assertEqual(len(rows), 1)
+
+    @defer.inlineCallbacks
+    def test_several_outages(self):
+        self.make_tables(6, [account(1)])
+        store = yield self.opened(pool_size=2)
+        for _ in range(3):
+            self.pg.restart()
+            rows = yield eventually(store.load_all, RECONNECT_WAIT)
+            self.assertEqual(len(rows), 1)
+
+    @defer.inlineCallbacks
+    def test_close_while_reconnecting(self):
+        self.make_tables(6)
+        store = yield self.opened(reconnect_initial_delay=0.2, reconnect_max_delay=5.0)
+        self.pg.stop()
+        yield self.assertFailure(store.load_all(), StoreError)
+        yield wait(0.3)  # a retry is pending
+        yield store.close()
+        # trial fails the test if a reconnection timer or a connection survived close().
+
+    @defer.inlineCallbacks
+    def test_server_down_at_open(self):
+        self.make_tables(6)
+        self.pg.stop()
+        started = time.monotonic()
+        failure = yield self.assert_open_fails("cannot open", self.pg.url.replace(self.pg.password, "***"))
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertNotIn(self.pg.password, str(failure))
+
+    @defer.inlineCallbacks
+    def test_wrong_password(self):
+        self.make_tables(6)
+        store = PostgresStore(self.pg.url.replace(self.pg.password, "not-the-password"))
+        self.addCleanup(store.close)
+        failure = yield self.assertFailure(store.open(), StoreError)
+        self.assertIn("password authentication failed", str(failure))
+        self.assertNotIn("not-the-password", str(failure))
+
+    @defer.inlineCallbacks
+    def test_postgresql_scheme(self):
+        self.make_tables(6, [account(1)])
+        store = open_store(self.pg.url.replace("postgres://", "postgresql://"))
+        self.addCleanup(store.close)
+        yield store.open()
+        self.assertEqual(len((yield store.load_all())), 1)
+
+
+class PostgresUnreachableTests(TestCase):
+    """open() against no server at all: StoreError soon, nothing left running."""
+
+    @defer.inlineCallbacks
+    def test_nothing_listening_at_open(self):
+        store = PostgresStore(f"postgres://u:hunter2@127.0.0.1:{free_port()}/db")
+        failure = yield self.assertFailure(store.open(), StoreError)
+        self.assertIn("Connection refused", str(failure))
+        self.assertNotIn("hunter2", str(failure))
+        yield store.close()
+
+    @defer.inlineCallbacks
+    def test_open_times_out(self):
+        # A server that accepts TCP but never answers: libpq would wait forever.
+        lost = defer.Deferred()
+
+        class Silent(Protocol):
+            def connectionLost(self, reason):
+                lost.callback(None)
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        store = PostgresStore(f"postgres://u:pw@127.0.0.1:{port.getHost().port}/db", open_timeout=0.3)
+        failure = yield self.assertFailure(store.open(), StoreError)
+        self.assertIn("no answer within 0.3 s", str(failure))
+        yield lost  # the store hung up
+        yield store.close()

@@ -1,0 +1,1 @@
+"""Remote registration (Kamailio's uac_reg): accounts from a uacreg table kept registered."""

@@ -1,0 +1,457 @@
+"""Keeps every uacreg account registered: scheduling, pacing, replies, operations.
+
+One LoopingCall ticks a few times a second; accounts wait in a heap ordered by
+their due time and are sent at most ``reg_send_rate`` per second, so a table of
+50,000 accounts starts without a burst. Each REGISTER runs through the
+Authenticator (one answer per challenge round) with the account's credentials.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from txuac.auth import Authenticator, FixedCredentials
+from txuac.errors import (
+    AuthenticationError,
+    TxuacError,
+    ResolutionError,
+    SIPParseError,
+    StoreError,
+    TransactionTimeout,
+    TransportError,
+)
+from txuac.registrant import protocol
+from txuac.registrant.record import Flag, InvalidRecord, RegistrationRecord, State, record_from_row
+from txuac.sip.digest import ALL_ALGORITHMS, Credentials
+from txuac.sip.uri import SipURI, parse_uri
+
+log = Logger()
+
+MAX_TOO_BRIEF = 3  # 423s answered in a row before it counts as a failure
+
+
+@dataclass(frozen=True)
+class RegistrantSettings:
+    """Kamailio's uac_reg parameters (same names and defaults) and ours."""
+
+    reg_contact_addr: str = "127.0.0.1:5060"
+    reg_timer_interval: int = 90
+    reg_retry_interval: int = 0
+    reg_random_delay: int = 0
+    reg_keep_callid: bool = False
+    reg_active: bool = True
+    reg_use_domain: bool = False
+    reload_delta: int = 30
+    # Ours: REGISTERs started per second at most (refreshes and first registrations).
+    reg_send_rate: float = 2000.0
+    # Ours: unregister every online account on a clean shutdown.
+    reg_unregister_on_stop: bool = False
+    user_agent: str | None = None
+    auth_algorithms: tuple[str, ...] = ALL_ALGORITHMS
+
+
+@dataclass(frozen=True)
+class RegistrationEvent:
+    """A state change of one account, for observers (alerts, metrics, logs)."""
+
+    l_uuid: str
+    state: State
+    previous: State
+    reason: str
+    status: int | None
+    at: float
+
+
+Observer = Callable[[RegistrationEvent], None]
+
+
+class RegistrantService(service.Service):
+    """The registrations of every account of a store, on a SIP stack."""
+
+    TICK = 0.05  # seconds between scheduler ticks
+
+    def __init__(self, settings: RegistrantSettings, stack, store, reactor=None, rng: random.Random | None = None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.settings = settings
+        self.stack = stack
+        self.store = store
+        self.reactor = reactor
+        self.rng = rng or random.Random()
+        self.records: dict[str, RegistrationRecord] = {}
+        self.active = settings.reg_active
+        self.observers: list[Observer] = []
+        self._due: list[tuple[float, int, str]] = []
+        self._sequence = 0
+        self._budget = 0.0
+        self._last_tick: float | None = None
+        self._last_reload: float | None = None
+        self._in_flight: dict[str, defer.Deferred] = {}
+        self._loop = task.LoopingCall(self._tick)
+        self._loop.clock = reactor
+
+    # --- lifecycle ---------------------------------------------------------------
+    @defer.inlineCallbacks
+    def startService(self):
+        super().startService()
+        yield self.store.open()
+        yield self.reload(force=True)
+        self._last_reload = None  # as in Kamailio, the first uac.reg_reload is always allowed
+        self._loop.start(self.TICK, now=True)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        yield self._wait_in_flight()
+        if self.settings.reg_unregister_on_stop:
+            online = [r for r in self.records.values() if r.registered(self.now())]
+            yield defer.DeferredList([self.send_unregister(r.l_uuid) for r in online], consumeErrors=True)
+            yield self._wait_in_flight()
+        yield self.store.close()
+
+    def now(self) -> float:
+        return self.reactor.seconds()
+
+    def _wait_in_flight(self) -> defer.Deferred:
+        return defer.DeferredList(list(self._in_flight.values()), consumeErrors=True)
+
+    # --- loading ---------------------------------------------------------------
+    def _add_row(self, row: dict, now: float) -> RegistrationRecord | None:
+        try:
+            record = record_from_row(row, now, self.settings.reg_random_delay, self.rng)
+        except InvalidRecord as e:
+            log.warn("uacreg row {l_uuid!r} skipped: {reason}", l_uuid=str(row.get("l_uuid") or ""), reason=e)
+            return None
+        self.records[record.l_uuid] = record
+        self._schedule(record, record.due_at)
+        return record
+
+    @defer.inlineCallbacks
+    def reload(self, force: bool = False):
+        """Kamailio's uac.reg_reload: the whole table again; 1, or -1 when refused by reload_delta."""
+        now = self.now()
+        if not force and self._last_reload is not None and now - self._last_reload < self.settings.reload_delta:
+            return -1
+        self._last_reload = now
+        rows = yield self.store.load_all()
+        self.records = {}
+        self._due = []
+        for row in rows:
+            self._add_row(row, now)
+        log.info("loaded {count} registration accounts from {url}", count=len(self.records),
+                 url=getattr(self.store, "url", "the store"))
+        return 1
+
+    @defer.inlineCallbacks
+    def refresh(self, l_uuid: str):
+        """Kamailio's uac.reg_refresh: reload one row; 1, or -1 when the row is not in the store."""
+        try:
+            row = yield self.store.load_one(l_uuid)
+        except StoreError as e:
+            log.warn("refresh of {l_uuid} failed: {error}", l_uuid=l_uuid, error=str(e))
+            return -1
+        if row is None:
+            return -1
+        old = self.records.get(l_uuid)
+        record = self._add_row(row, self.now())
+        if record is None:
+            return -1
+        if old is not None:
+            record.flags |= old.flags & (Flag.ONGOING | Flag.AUTHSENT)
+        return 1
+
+    # --- scheduling ------------------------------------------------------------
+    def _schedule(self, record: RegistrationRecord, at: float) -> None:
+        record.due_at = at
+        self._sequence += 1
+        heapq.heappush(self._due, (at, self._sequence, record.l_uuid))
+
+    def _tick(self) -> None:
+        now = self.now()
+        elapsed = self.TICK if self._last_tick is None else now - self._last_tick
+        self._last_tick = now
+        rate = self.settings.reg_send_rate
+        self._budget = min(self._budget + elapsed * rate, max(rate * self.TICK * 2, 1.0))
+        while self._due and self._due[0][0] <= now and self._budget >= 1:
+            at, _, l_uuid = heapq.heappop(self._due)
+            record = self.records.get(l_uuid)
+            if record is None or record.due_at != at or not self._eligible(record):
+                continue  # a stale entry, or an account that must not register now
+            self._budget -= 1
+            try:
+                self._send(record, record.expires)
+            except TxuacError as e:  # e.g. a REGISTER that cannot be built: this account fails, not all
+                self._failure(record, f"cannot send REGISTER: {e}", None, None, record.state(now))
+
+    def _eligible(self, record: RegistrationRecord) -> bool:
+        return (self.active and record.expires > 0 and not record.has(Flag.DISABLED)
+                and not record.has(Flag.ONGOING))
+
+    # --- one REGISTER cycle -------------------------------------------------------
+    def _send(self, record: RegistrationRecord, expires: int, too_brief: int = 0) -> defer.Deferred:
+        now = self.now()
+        previous = record.state(now)
+        record.flags = (record.flags | Flag.ONGOING) & ~Flag.AUTHSENT
+        record.sent_at = now
+        keep = self.settings.reg_keep_callid and record.call_id and 0 < record.cseq < 2147483638
+        request = protocol.build_register(
+            record, self.settings.reg_contact_addr, expires, self.settings.user_agent,
+            call_id=record.call_id if keep else None, cseq=record.cseq + 1 if keep else 10)
+        # Kamailio: auth_ha1, when set, wins over auth_password.
+        credentials = Credentials(record.auth_username, password=None if record.auth_ha1 else record.auth_password,
+                                  ha1=record.auth_ha1 or None, realm=record.realm or None)
+        authenticator = Authenticator(self.stack, FixedCredentials(credentials), self.settings.auth_algorithms)
+        self._emit(record, previous, "registering", None)
+        d = authenticator.send(request, self._next_hop(record),
+                               on_challenge=lambda response: self._challenged(record))
+        d.addCallbacks(self._replied, self._failed, callbackArgs=(record, expires, too_brief), errbackArgs=(record,))
+        self._in_flight[record.l_uuid] = d
+        d.addBoth(self._done, record.l_uuid, d)
+        return d
+
+    def _next_hop(self, record: RegistrationRecord) -> SipURI | None:
+        """auth_proxy is the outbound proxy: where the REGISTER goes, never written into it."""
+        try:
+            uri = parse_uri(record.auth_proxy, "auth_proxy")
+        except SIPParseError:
+            return None  # Kamailio loads such rows too; the REGISTER then goes to r_domain
+        return uri if isinstance(uri, SipURI) else None
+
+    def _challenged(self, record: RegistrationRecord) -> None:
+        record.flags |= Flag.AUTHSENT
+
+    def _done(self, result, l_uuid: str, d: defer.Deferred):
+        if self._in_flight.get(l_uuid) is d:
+            del self._in_flight[l_uuid]
+        return result
+
+    def _current(self, record: RegistrationRecord) -> RegistrationRecord | None:
+        """The account a late reply is for: the record reloaded meanwhile under the same
+        l_uuid learns it, a removed one is gone (Kamailio ignores such replies)."""
+        return self.records.get(record.l_uuid)
+
+    def _replied(self, response, record: RegistrationRecord, expires: int, too_brief: int) -> None:
+        record = self._current(record)
+        if record is None:
+            return
+        outcome = protocol.interpret(record, response, expires)
+        now = self.now()
+        previous = record.state(now)
+        record.flags &= ~(Flag.ONGOING | Flag.AUTHSENT)
+        record.last_status = response.status
+        if record.call_id is not None and response.call_id == record.call_id and response.cseq is not None:
+            record.cseq = response.cseq.number  # the next request on this Call-ID goes one higher
+        if outcome.kind == "online":
+            record.flags |= Flag.ONLINE
+            sent_at = record.sent_at if record.sent_at is not None else now
+            record.expires_at = sent_at + outcome.granted
+            record.last_failure = None
+            record.failures = 0
+            if self.settings.reg_keep_callid:
+                record.call_id = response.call_id
+                record.cseq = response.cseq.number if response.cseq else 0
+            self._schedule(record, protocol.refresh_at(sent_at, outcome.granted, self.settings.reg_timer_interval,
+                                                       self.rng))
+            self._emit(record, previous, f"registered for {outcome.granted} s", response.status)
+        elif outcome.kind == "interval_too_brief" and too_brief + 1 >= MAX_TOO_BRIEF:
+            self._failure(record, f"{outcome.reason} {too_brief + 1} times in a row", None, response.status,
+                          previous)
+        elif outcome.kind == "interval_too_brief":
+            record.expires = outcome.expires
+            record.flags &= ~Flag.ONLINE
+            self._emit(record, previous, f"{outcome.reason}: asking again with Expires {outcome.expires}",
+                       response.status)
+            self._send(record, record.expires, too_brief + 1)
+        elif outcome.kind == "unregistered":
+            record.flags &= ~Flag.ONLINE
+            record.expires_at = None
+            self._emit(record, previous, outcome.reason, response.status)
+        elif outcome.kind == "unlisted":
+            record.flags &= ~Flag.ONLINE
+            self._schedule(record, now + self.settings.reg_timer_interval)
+            self._emit(record, previous, outcome.reason, response.status)
+        else:
+            self._failure(record, outcome.reason, outcome.retry_after, response.status, previous)
+
+    def _failed(self, failure, record: RegistrationRecord) -> None:
+        error = failure.check(AuthenticationError, TransactionTimeout, TransportError, ResolutionError)
+        if error is None:
+            log.failure("REGISTER of {l_uuid} failed unexpectedly", failure, l_uuid=record.l_uuid)
+            reason = "internal error"
+        elif error is AuthenticationError:
+            reason = f"authentication failed: {failure.value}"
+        elif error is TransactionTimeout:
+            reason = "no answer (timeout)"
+        else:
+            reason = str(failure.value)
+        record = self._current(record)
+        if record is None:
+            return
+        status = getattr(getattr(failure.value, "response", None), "status", None)
+        self._failure(record, reason, None, status, record.state(self.now()))
+
+    def _failure(self, record: RegistrationRecord, reason: str, retry_after: int | None, status: int | None,
+                 previous: State) -> None:
+        now = self.now()
+        record.flags &= ~(Flag.ONGOING | Flag.AUTHSENT | Flag.ONLINE)
+        record.last_failure = reason
+        record.last_status = status
+        record.failures += 1
+        record.cseq = 0
+        record.call_id = None  # a failure starts a fresh Call-ID (Kamailio's reg_keep_callid rule)
+        retry = self.settings.reg_retry_interval
+        if retry <= 0:
+            record.flags |= Flag.DISABLED  # Kamailio: reg_retry_interval 0 disables on failure
+        else:
+            # Retry-After wins when it asks for longer than the retry interval.
+            self._schedule(record, now + max(retry, retry_after or 0))
+        self._emit(record, previous, reason, status)
+
+    # --- events and counters -------------------------------------------------------
+    def add_observer(self, observer: Observer) -> None:
+        self.observers.append(observer)
+
+    def _emit(self, record: RegistrationRecord, previous: State, reason: str, status: int | None) -> None:
+        now = self.now()
+        state = record.state(now)
+        if state is previous and state is not State.FAILED:
+            return
+        log.info("registration {l_uuid}: {previous} -> {state} ({reason})", l_uuid=record.l_uuid,
+                 previous=previous.value, state=state.value, reason=reason, status=status)
+        event = RegistrationEvent(record.l_uuid, state, previous, reason, status, now)
+        for observer in list(self.observers):
+            try:
+                observer(event)
+            except Exception:  # noqa: BLE001 - an observer must not break registrations
+                log.failure("registration observer failed")
+
+    def counters(self) -> dict[str, int]:
+        """regtotal, regactive (online and not expired), regdisabled, derived from state, and ours."""
+        now = self.now()
+        states = [record.state(now) for record in self.records.values()]
+        return {
+            "regtotal": len(states),
+            "regactive": sum(1 for r in self.records.values() if r.registered(now)),
+            "regdisabled": states.count(State.DISABLED),
+            "regongoing": states.count(State.REGISTERING),
+            "regfailed": states.count(State.FAILED),
+        }
+
+    # --- operations (Kamailio's names and return codes) ----------------------------
+    def lookup(self, l_uuid: str) -> str | None:
+        """uac_reg_lookup: ``sip:l_username@l_domain`` of the account, or None (-1)."""
+        record = self.records.get(l_uuid)
+        return record.local_uri if record is not None else None
+
+    def lookup_uri(self, uri: str) -> str | None:
+        """uac_reg_lookup_uri: the l_uuid of the account whose l_username (and l_domain with
+        reg_use_domain) the URI names, or None."""
+        parsed = parse_uri(uri)
+        if not isinstance(parsed, SipURI):
+            return None
+        for record in self.records.values():
+            if record.l_username == parsed.user and (not self.settings.reg_use_domain
+                                                     or record.l_domain == parsed.host):
+                return record.l_uuid
+        return None
+
+    def status(self, l_uuid: str) -> int:
+        """uac_reg_status: 1, -2, -3, -99, or -1 for an unknown l_uuid."""
+        record = self.records.get(l_uuid)
+        return record.status(self.now()) if record is not None else -1
+
+    def find(self, attribute: str, value: str) -> RegistrationRecord | None:
+        """The first account whose ``attribute`` (l_uuid, l_username, r_username,
+        auth_username) equals ``value``; ValueError for another attribute."""
+        if attribute not in ("l_uuid", "l_username", "r_username", "auth_username"):
+            raise ValueError(f"unsupported filter attribute {attribute!r}")
+        if attribute == "l_uuid":
+            return self.records.get(value)
+        return next((r for r in self.records.values() if getattr(r, attribute) == value), None)
+
+    def request_to(self, user: str, mode: int = 0) -> dict | None:
+        """uac_reg_request_to: what a routing script needs to send as the account.
+
+        mode bit 1: match l_username instead of l_uuid; bit 2: the HA1 as secret.
+        """
+        record = self.find("l_username" if mode & 1 else "l_uuid", user)
+        if record is None:
+            return None
+        return {"ruri": record.aor, "duri": record.auth_proxy, "realm": record.realm,
+                "username": record.auth_username,
+                "password": record.auth_ha1 if mode & 2 else record.auth_password, "ha1": bool(mode & 2)}
+
+    def enable(self, attribute: str, value: str) -> int:
+        return self._set_disabled(attribute, value, False)
+
+    def disable(self, attribute: str, value: str) -> int:
+        return self._set_disabled(attribute, value, True)
+
+    def _set_disabled(self, attribute: str, value: str, disabled: bool) -> int:
+        try:
+            record = self.find(attribute, value)
+        except ValueError:
+            return -3
+        if record is None:
+            return -2
+        previous = record.state(self.now())
+        if disabled:
+            record.flags |= Flag.DISABLED
+        else:
+            record.flags &= ~Flag.DISABLED
+            record.last_failure = None
+        self._schedule(record, self.now())
+        self._emit(record, previous, "disabled" if disabled else "enabled", None)
+        return 1
+
+    def set_active(self, active: bool) -> bool:
+        """uac.reg_active: switch all registrations on or off; returns the old value."""
+        old, self.active = self.active, bool(active)
+        if self.active and not old:
+            now = self.now()
+            for record in self.records.values():
+                # Entries that came due while inactive were dropped: due now; others keep their time.
+                self._schedule(record, max(record.due_at, now))
+        return old
+
+    def add(self, row: dict) -> int:
+        """uac.reg_add: 1, or 409 when the l_uuid exists, -1 for an invalid row."""
+        try:
+            record = record_from_row(row, self.now(), self.settings.reg_random_delay, self.rng)
+        except InvalidRecord as e:
+            log.warn("uac.reg_add of {l_uuid!r} refused: {reason}", l_uuid=str(row.get("l_uuid") or ""), reason=e)
+            return -1
+        if record.l_uuid in self.records:
+            return 409
+        self.records[record.l_uuid] = record
+        self._schedule(record, record.due_at)
+        return 1
+
+    def remove(self, l_uuid: str) -> int:
+        """uac.reg_remove: forget the account (no un-REGISTER); -1 when unknown."""
+        return 1 if self.records.pop(l_uuid, None) is not None else -1
+
+    def send_register(self, attribute: str, value: str) -> defer.Deferred | None:
+        """uac_reg_send_register: REGISTER now whatever the state; None when not found."""
+        record = self.find(attribute, value)
+        if record is None:
+            return None
+        return self._send(record, record.expires)
+
+    def send_unregister(self, l_uuid: str, attribute: str = "l_uuid") -> defer.Deferred | None:
+        """uac_reg_send_unregister: Expires 0 now; the account stays dormant (expires 0) until
+        refreshed or reloaded."""
+        record = self.find(attribute, l_uuid)
+        if record is None:
+            return None
+        record.expires = 0
+        return self._send(record, 0)

@@ -1,0 +1,308 @@
+"""Kamailio's uacreg table in PostgreSQL, through txpostgres (psycopg2 async, no threads).
+
+Every pooled connection has its own txpostgres DeadConnectionDetector: when the server goes
+away (a restart, a failover, a dead network) the connection is noticed dead, either while
+idle (the server's goodbye arrives on the socket, which txpostgres always watches) or when a
+query fails, and it is reconnected in the background with backoff (1 s, growing by 1.7 up to
+10 s, forever). Meanwhile queries fail at once with StoreError; once reconnected they work
+again, without reopening the store. The tables are not created here: an operator runs
+conf/schema/postgres.sql (txuac only reads them).
+
+Three txpostgres rough edges are handled here (txpostgres 1.7.0):
+
+- ConnectionPool builds its connections without a detector: ``_Pool.connectionFactory``
+  gives each one its own.
+- A server that closes an idle connection makes ``Connection.doRead`` raise, which the
+  reactor logs as an unhandled error before calling connectionLost; ``_Connection.doRead``
+  returns the error instead (the reactor's documented way to report a lost descriptor).
+  A plain EOF arrives as ConnectionDone, which the default death checker does not count as
+  death; ours does (except while we close on purpose).
+- The detector keeps no handle on its retry loop (a pending reactor.callLater), so it could
+  neither be stopped by close() nor leave a test reactor clean; ``_Detector`` keeps it and
+  cancels it.
+
+The URL's password goes to libpq only; logs and errors show the masked URL.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, error
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txpostgres import reconnection, retrying, txpostgres
+from txpostgres.psycopg2_impl import psycopg2
+from zope.interface import implementer
+
+from txuac.errors import StoreError
+from txuac.registrant.store import SUPPORTED_TABLE_VERSIONS, IRegistrationStore
+from txuac.registrant.store.sqlite import columns_for, rows_to_dicts, unsupported_version
+from txuac.registrant.store.url import StoreURL, check_table_name, parse_store_url
+
+log = Logger()
+
+# libpq options added to the URL's: name the client in pg_stat_activity, and notice a server
+# that vanished without closing the connection (keepalives on idle connections, a 30 s limit
+# on unacknowledged data while a query is out).
+CONNECTION_OPTIONS = {
+    "application_name": "txuac",
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30000,
+}
+# libpq ignores connect_timeout for asynchronous connections: open() has its own.
+OPEN_TIMEOUT = 10.0
+
+
+def _one_line(value) -> str:
+    return " ".join(str(value).split())
+
+
+class _Detector(reconnection.DeadConnectionDetector):
+    """txpostgres' detector with a retry loop that can be stopped, and log lines."""
+
+    def __init__(self, url: str, reactor, initial_delay: float, max_delay: float):
+        super().__init__(deathChecker=self._is_dead, reconnectionIterator=self._delays, reactor=reactor)
+        self.url = url
+        self.stopped = False
+        self._initial_delay = initial_delay
+        self._max_delay = max_delay
+        self._retrying: defer.Deferred | None = None
+        self._attempts = 0
+
+    def _delays(self):
+        return retrying.simpleBackoffIterator(
+            initialDelay=self._initial_delay, maxDelay=self._max_delay, factor=1.7, maxRetries=0, now=True)
+
+    def _is_dead(self, failure: Failure) -> bool:
+        if self.stopped:
+            return False
+        return failure.check(psycopg2.InterfaceError, psycopg2.OperationalError, txpostgres.RollbackFailed,
+                             error.ConnectionDone, error.ConnectionLost) is not None
+
+    def startReconnecting(self, f):
+        if self.stopped:
+            return
+        log.warn("Lost the connection to {url} ({reason}); reconnecting in the background",
+                 url=self.url, reason=_one_line(f.getErrorMessage()) or f.type.__name__)
+        self._attempts = 0
+        call = retrying.RetryingCall(self.reconnect)
+        call.reactor = self.reactor
+        d = self._retrying = call.start(self.reconnectionIterator())
+        d.addCallbacks(self._reconnected, self._gave_up)
+
+    def reconnect(self):
+        self._attempts += 1
+        return super().reconnect()
+
+    def _reconnected(self, _):
+        self._retrying = None
+        if self.stopped:
+            # Connected just as the store was closed: do not keep it.
+            _close_quietly(self.reconnectable)
+            return None
+        log.info("Reconnected to {url} (attempt {attempts})", url=self.url, attempts=self._attempts)
+        return self.connectionRecovered()
+
+    def _gave_up(self, failure):
+        self._retrying = None
+        if self.stopped or failure.check(defer.CancelledError):
+            return None
+        # Only a custom iterator ends; the default one retries forever.
+        log.failure("Gave up reconnecting to {url}", failure, url=self.url)
+        return None
+
+    def stop(self) -> defer.Deferred:
+        """Stop reconnecting; fires once no connection attempt is under way."""
+        self.stopped = True
+        d, self._retrying = self._retrying, None
+        if d is None or d.called:
+            return defer.succeed(None)
+        try:
+            d.cancel()  # fires d when waiting between attempts
+        except Exception:
+            pass  # an attempt is connecting: psycopg2 must finish it first (d fires then)
+        done: defer.Deferred[None] = defer.Deferred()
+        d.addBoth(lambda _: done.callback(None))
+        return done
+
+
+class _Connection(txpostgres.Connection):
+    def doRead(self):
+        try:
+            return super().doRead()
+        except Exception as e:  # psycopg2 error from poll() on an idle connection: the server left
+            return e  # the reactor removes us and calls connectionLost(Failure(e)), without logging
+
+
+def _close_quietly(connection) -> None:
+    if getattr(connection, "_connection", None) is None:
+        return  # never connected (psycopg2.connect raised)
+    try:
+        connection.close()
+    except Exception:
+        pass
+
+
+class _Pool(txpostgres.ConnectionPool):
+    def __init__(self, make_detector, reactor, size: int, **connkw):
+        self.reactor = reactor
+        self._make_detector = make_detector
+        self.every_connection: list[_Connection] = []
+        super().__init__(None, min=size, **connkw)
+
+    def connectionFactory(self, reactor, cooperator):  # noqa: N802 - txpostgres' name
+        connection = _Connection(reactor, cooperator, detector=self._make_detector())
+        self.every_connection.append(connection)
+        return connection
+
+
+@implementer(IRegistrationStore)
+class PostgresStore:
+    """The uacreg table of the PostgreSQL database ``url`` (a StoreURL or its text)."""
+
+    def __init__(self, url: StoreURL | str, reactor=None, table: str = "uacreg", pool_size: int = 1,
+                 reconnect_initial_delay: float = 1.0, reconnect_max_delay: float = 10.0,
+                 open_timeout: float = OPEN_TIMEOUT):
+        parsed = url if isinstance(url, StoreURL) else parse_store_url(url)
+        if parsed.kind != "postgres":
+            raise StoreError(f"{parsed.masked} is not a PostgreSQL URL")
+        if reactor is None:
+            from twisted.internet import reactor
+        self._url = parsed
+        self.url = parsed.masked
+        self.table = check_table_name(table)
+        self.table_version: int | None = None
+        self._reactor = reactor
+        self._pool_size = pool_size
+        self._initial_delay = reconnect_initial_delay
+        self._max_delay = reconnect_max_delay
+        self._open_timeout = open_timeout
+        self._pool: _Pool | None = None
+        self._columns: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.url} table={self.table}>"
+
+    # -- IRegistrationStore --------------------------------------------------------------------
+
+    def open(self):
+        if self._pool is not None:
+            return defer.fail(StoreError(f"{self.url} is open already"))
+        arguments = dict(CONNECTION_OPTIONS, **self._url.connection_arguments())
+        pool = self._pool = _Pool(self._new_detector, self._reactor, self._pool_size, **arguments)
+        result = defer.Deferred()
+        timer = self._reactor.callLater(self._open_timeout, self._open_timed_out, result)
+
+        def opened(version):
+            if result.called:
+                return  # timed out meanwhile: the pool is closed already
+            timer.cancel()
+            self.table_version = version
+            self._columns = columns_for(version)
+            log.info("Opened {url}: {table} table version {version}", url=self.url, table=self.table,
+                     version=version)
+            result.callback(None)
+
+        def failed(failure):
+            if result.called:
+                return
+            timer.cancel()
+            if failure.check(defer.FirstError):
+                failure = failure.value.subFailure
+            self._abandon_pool()
+            if failure.check(StoreError):
+                result.errback(failure)
+            else:
+                result.errback(StoreError(f"cannot open {self.url}: {self._reason(failure)}"))
+
+        d = pool.start()
+        d.addCallback(lambda _: self._check(pool))
+        d.addCallbacks(opened, failed)
+        return result
+
+    def load_all(self):
+        if self._pool is None:
+            return self._not_open()
+        d = self._pool.runQuery(f"SELECT {', '.join(self._columns)} FROM {self.table}")
+        d.addCallback(rows_to_dicts, self._columns)
+        return d.addErrback(self._store_error, f"loading the {self.table} table from {self.url} failed")
+
+    def load_one(self, l_uuid):
+        if self._pool is None:
+            return self._not_open()
+        d = self._pool.runQuery(f"SELECT {', '.join(self._columns)} FROM {self.table} WHERE l_uuid = %s",
+                                (l_uuid,))
+        d.addCallback(lambda rows: (rows_to_dicts(rows[:1], self._columns) or [None])[0])
+        return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
+
+    @defer.inlineCallbacks
+    def close(self):
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        yield self._close_pool(pool)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _new_detector(self) -> _Detector:
+        return _Detector(self.url, self._reactor, self._initial_delay, self._max_delay)
+
+    @defer.inlineCallbacks
+    def _check(self, pool: _Pool):
+        hint = "(create it with conf/schema/postgres.sql)"
+        rows = yield pool.runQuery("SELECT to_regclass('version') IS NOT NULL, to_regclass(%s) IS NOT NULL",
+                                   (self.table,))
+        has_version, has_table = rows[0]
+        if not has_version:
+            raise StoreError(f"{self.url} has no version table {hint}")
+        if not has_table:
+            raise StoreError(f"the {self.table} table is missing in {self.url} {hint}")
+        rows = yield pool.runQuery("SELECT table_version FROM version WHERE table_name = %s", (self.table,))
+        if not rows:
+            raise StoreError(f"the version table of {self.url} has no row for {self.table}")
+        version = rows[0][0]
+        if version not in SUPPORTED_TABLE_VERSIONS:
+            raise unsupported_version(self.table, version, self.url)
+        try:
+            yield pool.runQuery(f"SELECT {', '.join(columns_for(version))} FROM {self.table} LIMIT 0")
+        except psycopg2.ProgrammingError as e:
+            raise StoreError(f"the {self.table} table in {self.url} does not have the columns of "
+                             f"version {version}: {_one_line(e)}") from e
+        return version
+
+    def _open_timed_out(self, result: defer.Deferred) -> None:
+        if result.called:
+            return
+        self._abandon_pool()
+        result.errback(StoreError(f"cannot open {self.url}: no answer within {self._open_timeout:g} s"))
+
+    def _abandon_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            d = self._close_pool(pool)
+            d.addErrback(lambda f: log.failure("Closing {url} failed", f, url=self.url))
+
+    @defer.inlineCallbacks
+    def _close_pool(self, pool: _Pool):
+        yield defer.gatherResults([c.detector.stop() for c in pool.every_connection])
+        for connection in pool.every_connection:
+            _close_quietly(connection)
+
+    def _not_open(self):
+        return defer.fail(StoreError(f"{self.url} is not open"))
+
+    @staticmethod
+    def _reason(failure: Failure) -> str:
+        if failure.check(reconnection.ConnectionDead):
+            return "the connection is down, reconnecting"
+        if failure.check(error.ConnectionDone, error.ConnectionLost):
+            return "the connection was closed"
+        text = _one_line(failure.getErrorMessage())
+        return text or failure.type.__name__
+
+    def _store_error(self, failure: Failure, context: str):
+        if failure.check(StoreError):
+            return failure
+        raise StoreError(f"{context}: {self._reason(failure)}") from failure.value
