@@ -153,9 +153,10 @@ class Authenticator:
     @defer.inlineCallbacks
     def send(self, request: Request, target=None,
              on_provisional: Callable[[Response], None] | None = None,
-             on_challenge: Callable[[Response], None] | None = None):
+             on_challenge: Callable[[Response], None] | None = None, source=None):
         """Deferred[Response]: the final response once challenges are answered.
 
+        ``target`` and ``source`` are passed to the stack's send_request.
         ``on_challenge`` sees every 401/407 before it is answered (uac_req_send
         fires its event route for it). Fails with AuthenticationError (its
         ``response`` is the last challenge) when a challenge cannot be answered,
@@ -168,7 +169,7 @@ class Authenticator:
         stale_retries: dict[tuple[bool, str], int] = {}
         current = request
         for _ in range(MAX_ROUNDS):
-            response = yield self.stack.send_request(current, target, on_provisional)
+            response = yield self.stack.send_request(current, target, on_provisional, source)
             if response.status not in (401, 407):
                 return response
             if on_challenge is not None:

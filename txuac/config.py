@@ -85,6 +85,9 @@ class UACSettings:
     # Ours: REGISTERs started per second at most, and unregistering on a clean stop.
     reg_send_rate: int = 2000
     reg_unregister_on_stop: bool = False
+    # Kamailio: the local socket (proto:ip:port, one of [core] listen) REGISTERs and
+    # uac_req_send requests go out from when no other is given.
+    default_socket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -308,6 +311,7 @@ def _uac(path: str, table: Any) -> UACSettings:
         reg_db_table=section.get("reg_db_table", str, defaults.reg_db_table),
         reg_contact_addr=section.get("reg_contact_addr", str, None) or None,
         reg_unregister_on_stop=section.get("reg_unregister_on_stop", bool, False),
+        default_socket=section.get("default_socket", str, None) or None,
         **numbers,
     )
     section.finish()
@@ -365,6 +369,11 @@ def settings_from_dict(document: dict, path: str = "<dict>", base_dir: str | Non
         "uac": _uac(path, document.get("uac", {})),
     }
     settings = Settings(path=path, base_dir=base_dir, **parsed)
+    if settings.uac.default_socket is not None:
+        where = f"{path}: [uac] default_socket"
+        if parse_listen(settings.uac.default_socket, where) not in settings.core.listen:
+            # As Kamailio checks at start-up: it must be one of our sockets.
+            raise ConfigError(f"{where}: {settings.uac.default_socket!r} is not in [core] listen")
     if any(spec.transport == "tls" for spec in settings.core.listen) and settings.tls.certificate is None:
         raise ConfigError(f"{path}: [core] listen has a tls: socket but [tls] certificate is not set")
     return settings

@@ -159,6 +159,7 @@ def registrant_settings(settings: Settings) -> RegistrantSettings:
         reg_unregister_on_stop=uac.reg_unregister_on_stop,
         user_agent=settings.core.user_agent,
         auth_algorithms=uac.auth_algorithms,
+        default_socket=uac.default_socket,
     )
 
 

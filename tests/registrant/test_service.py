@@ -60,7 +60,7 @@ class FakeStack:
         self.clock = clock
         self.sent: list[Sent] = []
 
-    def send_request(self, request, target=None, on_provisional=None):
+    def send_request(self, request, target=None, on_provisional=None, source=None):
         d = defer.Deferred()
         # What goes on the wire: the request must survive serialization.
         parse_message(bytes(request))

@@ -150,7 +150,8 @@ class SIPStack:
 
     # --- client side -------------------------------------------------------------------
     def send_request(self, request: Request, target: Address | SipURI | None = None,
-                     on_provisional: Callable[[Response], None] | None = None) -> defer.Deferred:
+                     on_provisional: Callable[[Response], None] | None = None,
+                     source: Address | None = None) -> defer.Deferred:
         """Send ``request`` in a new client transaction.
 
         The Deferred fires with the final response, or fails with
@@ -159,27 +160,29 @@ class SIPStack:
         resolved by RFC 3263, never written into the request); with none, the
         next hop comes from the top Route or the Request-URI. On a transport
         error, a timeout or a 503 the next resolved target is tried with a
-        fresh branch.
+        fresh branch. ``source`` picks the local UDP socket to send from (Kamailio's
+        ``socket`` column and ``default_socket``); by default the first one of the
+        target's address family.
         """
         if self._stopping:
             return defer.fail(TransportError("the SIP stack is stopping"))
         if isinstance(target, Address):
-            return self._send_once(request.copy(), target, on_provisional)
+            return self._send_once(request.copy(), target, on_provisional, source)
         if target is not None:
             targets = self.resolver.resolve_uri(target)
         else:
             targets = self.resolver.resolve_request(request)
-        return targets.addCallback(self._try_targets, request, on_provisional)
+        return targets.addCallback(self._try_targets, request, on_provisional, source)
 
     @defer.inlineCallbacks
-    def _try_targets(self, targets: list[Address], request: Request, on_provisional):
+    def _try_targets(self, targets: list[Address], request: Request, on_provisional, source: Address | None):
         last_error: Exception | None = None
         for index, target in enumerate(targets):
             if index and self._stopping:
                 break  # no failover once stop() was called: the last error stands
             attempt = request.copy()
             try:
-                response = yield self._send_once(attempt, target, on_provisional)
+                response = yield self._send_once(attempt, target, on_provisional, source)
             except (TransactionTimeout, TransportError) as e:
                 last_error = e
                 log.info("{method} to {target} failed: {error}", method=request.method, target=target, error=str(e))
@@ -190,12 +193,13 @@ class SIPStack:
             return response
         raise last_error if last_error is not None else TransportError("no target to send to")
 
-    def _send_once(self, request: Request, target: Address, on_provisional) -> defer.Deferred:
+    def _send_once(self, request: Request, target: Address, on_provisional,
+                   source: Address | None = None) -> defer.Deferred:
         """One client transaction to ``target`` (``request`` is ours to add the Via to)."""
         if target.transport == "udp":
             try:
-                return self._start_client(UDPChannel(self._udp_listener_for(target), target), request, target,
-                                          on_provisional)
+                return self._start_client(UDPChannel(self._udp_listener_for(target, source), target), request,
+                                          target, on_provisional)
             except TransportError:
                 return defer.fail()
         try:
@@ -205,7 +209,12 @@ class SIPStack:
         d = self.pool.connect(target, server_name=server_name)
         return d.addCallback(self._start_client, request, target, on_provisional)
 
-    def _udp_listener_for(self, target: Address) -> UDPListener:
+    def _udp_listener_for(self, target: Address, source: Address | None = None) -> UDPListener:
+        if source is not None and source.transport == "udp":
+            for listener in self.udp_listeners:
+                if (listener.host, listener.port) == (source.host, source.port):
+                    return listener
+            raise TransportError(f"udp:{source.host}:{source.port} is not one of our sockets")
         want_v6 = ":" in target.host
         for listener in self.udp_listeners:
             if (":" in listener.host) == want_v6:

@@ -18,8 +18,10 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from txuac.auth import Authenticator, FixedCredentials
+from txuac.config import parse_listen
 from txuac.errors import (
     AuthenticationError,
+    ConfigError,
     TxuacError,
     ResolutionError,
     SIPParseError,
@@ -31,6 +33,7 @@ from txuac.registrant import protocol
 from txuac.registrant.record import Flag, InvalidRecord, RegistrationRecord, State, record_from_row
 from txuac.sip.digest import ALL_ALGORITHMS, Credentials
 from txuac.sip.uri import SipURI, parse_uri
+from txuac.sip.via import Address
 
 log = Logger()
 
@@ -55,6 +58,7 @@ class RegistrantSettings:
     reg_unregister_on_stop: bool = False
     user_agent: str | None = None
     auth_algorithms: tuple[str, ...] = ALL_ALGORITHMS
+    default_socket: str | None = None  # proto:ip:port when the row's socket is empty
 
 
 @dataclass(frozen=True)
@@ -187,10 +191,7 @@ class RegistrantService(service.Service):
             if record is None or record.due_at != at or not self._eligible(record):
                 continue  # a stale entry, or an account that must not register now
             self._budget -= 1
-            try:
-                self._send(record, record.expires)
-            except TxuacError as e:  # e.g. a REGISTER that cannot be built: this account fails, not all
-                self._failure(record, f"cannot send REGISTER: {e}", None, None, record.state(now))
+            self._send(record, record.expires)
 
     def _eligible(self, record: RegistrationRecord) -> bool:
         return (self.active and record.expires > 0 and not record.has(Flag.DISABLED)
@@ -200,19 +201,24 @@ class RegistrantService(service.Service):
     def _send(self, record: RegistrationRecord, expires: int, too_brief: int = 0) -> defer.Deferred:
         now = self.now()
         previous = record.state(now)
+        keep = self.settings.reg_keep_callid and record.call_id and 0 < record.cseq < 2147483638
+        try:
+            request = protocol.build_register(
+                record, self.settings.reg_contact_addr, expires, self.settings.user_agent,
+                call_id=record.call_id if keep else None, cseq=record.cseq + 1 if keep else 10)
+            source = self._source(record)
+        except TxuacError as e:  # this account fails, the others go on
+            self._failure(record, f"cannot send REGISTER: {e}", None, None, previous)
+            return defer.succeed(None)
         record.flags = (record.flags | Flag.ONGOING) & ~Flag.AUTHSENT
         record.sent_at = now
-        keep = self.settings.reg_keep_callid and record.call_id and 0 < record.cseq < 2147483638
-        request = protocol.build_register(
-            record, self.settings.reg_contact_addr, expires, self.settings.user_agent,
-            call_id=record.call_id if keep else None, cseq=record.cseq + 1 if keep else 10)
         # Kamailio: auth_ha1, when set, wins over auth_password.
         credentials = Credentials(record.auth_username, password=None if record.auth_ha1 else record.auth_password,
                                   ha1=record.auth_ha1 or None, realm=record.realm or None)
         authenticator = Authenticator(self.stack, FixedCredentials(credentials), self.settings.auth_algorithms)
         self._emit(record, previous, "registering", None)
-        d = authenticator.send(request, self._next_hop(record),
-                               on_challenge=lambda response: self._challenged(record))
+        d = authenticator.send(request, self._next_hop(record), on_challenge=lambda _: self._challenged(record),
+                               source=source)
         d.addCallbacks(self._replied, self._failed, callbackArgs=(record, expires, too_brief), errbackArgs=(record,))
         self._in_flight[record.l_uuid] = d
         d.addBoth(self._done, record.l_uuid, d)
@@ -225,6 +231,17 @@ class RegistrantService(service.Service):
         except SIPParseError:
             return None  # Kamailio loads such rows too; the REGISTER then goes to r_domain
         return uri if isinstance(uri, SipURI) else None
+
+    def _source(self, record: RegistrationRecord) -> Address | None:
+        """The local socket to send from: the row's ``socket``, else ``default_socket``."""
+        text = record.socket or self.settings.default_socket
+        if not text:
+            return None
+        try:
+            spec = parse_listen(text, f"socket of {record.l_uuid}")
+        except ConfigError as e:
+            raise TransportError(str(e)) from None
+        return Address(spec.transport, spec.host, spec.port)
 
     def _challenged(self, record: RegistrationRecord) -> None:
         record.flags |= Flag.AUTHSENT

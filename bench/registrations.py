@@ -1,0 +1,435 @@
+"""Remote registration of N accounts against a real Kamailio registrar (digest auth, SQLite store).
+
+Starts a Kamailio registrar (tests/support/kamailio.py) on loopback, fills an SQLite uacreg
+table with N accounts whose passwords it accepts, then runs txuac's UACService in this
+process under the default reactor and measures, from startService() until
+``counters()["regactive"] == N`` (polled every 50 ms; see Poll):
+
+* seconds from start until all N accounts are online (loading the table included);
+* txuac CPU per registration (REGISTER, 401, authenticated REGISTER, 200 OK):
+  time.process_time() of this process over that window, less the CPU of the poll
+  itself (counters() walks every account), divided by N;
+* resident memory per account: VmRSS after all are online (and again at steady state,
+  once the client transactions have ended) less VmRSS before the service started, / N;
+  with ``--tracemalloc`` also the Python heap held per account (slows everything down);
+* the UDP receive errors the kernel counted on this host (/proc/net/snmp Udp:
+  RcvbufErrors and InErrors, delta from before the start to the end of the settle time).
+
+Each figure is printed with its target and whether it is met. Targets (2 cores):
+10,000 accounts online within 5 s and 50,000 within 20 s, no UDP receive errors,
+at most 250 us of txuac CPU per registration, at most 2 KiB per account at steady state.
+Kamailio's own uac module puts 10,000 online in 1.2-7.9 s.
+
+Twisted's log is started (warnings and errors go to stderr; ``--log FILE`` writes every
+event): without an observer Twisted would buffer up to 65,536 events in memory.
+
+Usage (from the repository root; ``./dev bench registrations N`` runs the compiled build):
+    python bench/registrations.py [N=10000] [--rate R] [--profile] [--tracemalloc]
+Exit status 2 when not all N accounts are online within ``--timeout`` (120 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import cProfile
+import gc
+import io
+import os
+import pstats
+import shutil
+import socket
+import sqlite3
+import sys
+import tempfile
+import time
+import tracemalloc
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
+
+from twisted.internet import defer, task  # noqa: E402
+from twisted.logger import LogLevel, formatEvent, globalLogBeginner, textFileLogObserver  # noqa: E402
+from twisted.trial.unittest import SkipTest  # noqa: E402
+
+import txuac.sip  # noqa: E402
+from tests.registrant.test_interop_kamailio import account_rows, insert_rows  # noqa: E402
+from tests.support.kamailio import KamailioRegistrar  # noqa: E402
+from tests.support.peers import free_port  # noqa: E402
+from txuac.config import settings_from_dict  # noqa: E402
+from txuac.registrant.record import State  # noqa: E402
+from txuac.registrant.store.url import open_store  # noqa: E402
+from txuac.service import UACService  # noqa: E402
+
+HOST = "127.0.0.1"
+POLL = 0.05
+CPU_TARGET_US = 250.0
+MEMORY_TARGET_KIB = 2.0
+MAX_STDERR_EVENTS = 20
+
+
+def online_target(n: int) -> float:
+    """Seconds allowed until N are online: 5 s for 10,000, 20 s for 50,000, linear between."""
+    if n <= 10_000:
+        return 5.0
+    if n <= 50_000:
+        return 5.0 + (n - 10_000) * 15.0 / 40_000
+    return n / 2_500
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+# --- measurements -------------------------------------------------------------------
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def udp_errors() -> dict[str, int]:
+    """Udp: RcvbufErrors and InErrors of the host (Linux; zeros elsewhere)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            names, values = [line.split() for line in f if line.startswith("Udp:")][:2]
+        counters = dict(zip(names[1:], map(int, values[1:])))
+    except (OSError, ValueError):
+        counters = {}
+    return {name: counters.get(name, 0) for name in ("RcvbufErrors", "InErrors")}
+
+
+def group_cpu(pgid: int | None) -> float:
+    """utime + stime (s) of the live processes of process group ``pgid`` (Kamailio's)."""
+    if pgid is None:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields[0] is the state: pgrp is the 5th field of stat
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+# --- what KamailioRegistrar needs of a trial TestCase -----------------------------------
+
+class Harness:
+    """mktemp() and addCleanup() for KamailioRegistrar, outside trial."""
+
+    def __init__(self):
+        self.base = tempfile.mkdtemp(prefix="txuac-bench-registrations-")
+        self.count = 0
+        self.cleanups: list = []
+        self.keep = False
+        atexit.register(self.cleanup)
+
+    def mktemp(self) -> str:
+        self.count += 1
+        return os.path.join(self.base, f"t{self.count}")
+
+    def addCleanup(self, function, *args, **kwargs) -> None:
+        self.cleanups.append((function, args, kwargs))
+
+    def cleanup(self) -> None:
+        while self.cleanups:
+            function, args, kwargs = self.cleanups.pop()
+            try:
+                function(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - go on with the others
+                print(f"cleanup {function!r} failed: {e}", file=sys.stderr)
+        if self.keep:
+            print(f"kept {self.base} (Kamailio's log, the SQLite file)", file=sys.stderr)
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+# --- Twisted's log ------------------------------------------------------------------
+
+class LogCounter:
+    """Counts events by level; prints the first warnings and errors; optionally writes all to a file."""
+
+    def __init__(self, path: str | None):
+        self.counts: dict[str, int] = {}
+        self.printed = 0
+        self.file = open(path, "w") if path else None
+        self.writer = textFileLogObserver(self.file) if self.file else None
+
+    def __call__(self, event: dict) -> None:
+        level = event.get("log_level")
+        name = level.name if level is not None else "none"
+        self.counts[name] = self.counts.get(name, 0) + 1
+        if self.writer is not None:
+            self.writer(event)
+        if level is not None and level >= LogLevel.warn and self.printed < MAX_STDERR_EVENTS:
+            self.printed += 1
+            print(f"log {name}: {formatEvent(event)}", file=sys.stderr)
+
+
+# --- the run ------------------------------------------------------------------------
+
+def make_settings(port: int, db_url: str, rate: float | None):
+    uac = {"reg_db_url": db_url, "reg_contact_addr": f"{HOST}:{port}", "reg_retry_interval": 5}
+    if rate is not None:
+        uac["reg_send_rate"] = rate
+    return settings_from_dict({"core": {"listen": [f"udp:{HOST}:{port}"]}, "uac": uac})
+
+
+def receive_buffer(service: UACService) -> int:
+    """SO_RCVBUF of txuac's UDP socket (Linux reports twice what was set); raised if small."""
+    sock = service.sip.ports[0].getHandle()
+    size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    wanted = 4 * 1024 * 1024
+    if size < wanted:  # the stack raises it where allowed; try harder (root: SO_RCVBUFFORCE)
+        for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if option is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, wanted)
+                break
+            except OSError:
+                continue
+        size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return size
+
+
+@defer.inlineCallbacks
+def fill_store(registrar: KamailioRegistrar, path: str, n: int, reactor):
+    store = open_store(f"sqlite:///{path}", reactor)  # creates the file with the uacreg table
+    yield store.open()
+    yield store.close()
+    connection = sqlite3.connect(path)
+    try:
+        insert_rows(connection, account_rows(registrar, n), "?")
+    finally:
+        connection.close()
+
+
+class Poll:
+    """Every POLL seconds, until ``counters()["regactive"] == n`` or the deadline.
+
+    counters() walks every account (tens of ms at 10,000 in pure Python), so calling it
+    every 50 ms would take a large share of the reactor from the registrations being
+    measured: an observer of the registrant counts online transitions, and counters()
+    only confirms once that count reaches n. The CPU of the polls is kept apart.
+    """
+
+    def __init__(self, reactor, service: UACService, n: int, started: float, timeout: float):
+        self.reactor = reactor
+        self.registrant = service.registrant
+        self.n = n
+        self.started = started
+        self.deadline = started + timeout
+        self.cpu = 0.0
+        self.polls = 0
+        self.confirmations = 0
+        self.observed = 0
+        self.loaded_after: float | None = None
+        self.last: dict[str, int] = {}
+        self.done = defer.Deferred()
+        self.loop = task.LoopingCall(self._poll)
+        self.loop.clock = reactor
+        self.registrant.add_observer(self._event)
+
+    def _event(self, event) -> None:
+        self.observed += (event.state is State.ONLINE) - (event.previous is State.ONLINE)
+
+    def start(self) -> defer.Deferred:
+        self.loop.start(POLL, now=False)
+        return self.done
+
+    def _poll(self) -> None:
+        cpu = time.process_time()
+        now = time.monotonic()
+        self.polls += 1
+        if self.loaded_after is None and self.registrant.records:
+            self.loaded_after = now - self.started
+        expired = now > self.deadline
+        if self.observed >= self.n or expired:
+            self.confirmations += 1
+            self.last = self.registrant.counters()
+        self.cpu += time.process_time() - cpu
+        finished = self.last.get("regactive", 0) >= self.n
+        if finished or expired:
+            self.loop.stop()
+            self.done.callback(finished)
+
+
+@defer.inlineCallbacks
+def run(reactor, args, harness: Harness):
+    n = args.accounts
+    compiled = txuac.sip.COMPILED
+    print(f"txuac registrations bench: N={n:,}, SIP core {'COMPILED (mypyc)' if compiled else 'pure Python'} "
+          f"(txuac.sip.COMPILED={compiled}), Python {sys.version.split()[0]}, reactor {type(reactor).__module__}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    try:
+        registrar = KamailioRegistrar(harness, children=args.children, shm_mb=args.shm_mb, pkg_mb=args.pkg_mb,
+                                      udp_maxbuffer=4 * 1024 * 1024)
+    except SkipTest as e:
+        raise SystemExit(f"cannot run Kamailio: {e}")
+    path = os.path.abspath(harness.mktemp()) + ".sqlite"
+    yield fill_store(registrar, path, n, reactor)
+    print(f"Kamailio registrar on udp:{registrar.host}:{registrar.port} (pid {registrar.pid}, "
+          f"{args.children} workers, -m {args.shm_mb} -M {args.pkg_mb}); {n:,} accounts in {path}")
+
+    port = free_port()
+    service = UACService(make_settings(port, f"sqlite:///{path}", args.rate), reactor)
+    rate = service.registrant.settings.reg_send_rate
+    print(f"txuac on udp:{HOST}:{port}, reg_send_rate {rate:g}/s"
+          f"{'' if args.rate is not None else ' (the service default)'}, reg_retry_interval 5 s"
+          f"{'; under cProfile' if args.profile else ''}{'; with tracemalloc' if args.tracemalloc else ''}")
+
+    gc.collect()
+    rss_before = rss_kib()
+    errors_before = udp_errors()
+    kamailio_cpu_before = group_cpu(registrar.pid)
+    heap_before = None
+    if args.tracemalloc:
+        tracemalloc.start()
+        heap_before = tracemalloc.take_snapshot()
+    profiler = cProfile.Profile() if args.profile else None
+
+    started = time.monotonic()
+    cpu_started = time.process_time()
+    if profiler:
+        profiler.enable()
+    service.startService()
+    poll = Poll(reactor, service, n, started, args.timeout)
+    try:
+        finished = yield poll.start()
+    except BaseException:
+        if profiler:
+            profiler.disable()
+        raise
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu_started
+    if profiler:
+        profiler.disable()
+    kamailio_cpu = group_cpu(registrar.pid) - kamailio_cpu_before
+    rss_online = rss_kib()
+    errors_online = udp_errors()
+    stack = service.stack
+    retransmissions_online = stack.retransmissions
+    counters = poll.last
+
+    # Steady state: every client transaction ended (Timer K), garbage collected.
+    settle_end = time.monotonic() + args.settle
+    while time.monotonic() < settle_end:
+        yield task.deferLater(reactor, 0.25, lambda: None)
+    gc.collect()
+    rss_steady = rss_kib()
+    heap_held = None
+    if args.tracemalloc:
+        heap_after = tracemalloc.take_snapshot()
+        heap_held = sum(stat.size_diff for stat in heap_after.compare_to(heap_before, "filename"))
+        tracemalloc.stop()
+    errors_after = udp_errors()
+    counters_cpu = time.process_time()
+    final = service.registrant.counters()
+    counters_cpu = time.process_time() - counters_cpu
+    pending = stack.pending_client_transactions
+    contacts = None
+    try:
+        contacts = yield registrar.contact_count_async()
+    except Exception as e:  # noqa: BLE001 - a report without it is still a report
+        print(f"kamcmd location_contacts failed: {e}", file=sys.stderr)
+
+    # --- report ---
+    online = counters.get("regactive", 0)
+    target_s = online_target(n)
+    own_cpu = cpu - poll.cpu
+    per_reg_us = own_cpu / max(online, 1) * 1e6
+    mem_online = (rss_online - rss_before) / max(n, 1)
+    mem_steady = (rss_steady - rss_before) / max(n, 1)
+    rcvbuf = receive_buffer(service)
+    drops = {k: errors_after[k] - errors_before[k] for k in errors_before}
+    drops_online = {k: errors_online[k] - errors_before[k] for k in errors_before}
+    print(f"SIP core compiled: {compiled}")
+    print(f"accounts loaded from SQLite after: {poll.loaded_after:.2f} s" if poll.loaded_after is not None
+          else "accounts loaded from SQLite after: (not seen by the poll)")
+    if finished:
+        print(f"all online after: {elapsed:.2f} s (target <= {target_s:g} s for {n:,}: {verdict(elapsed <= target_s)}; "
+              f"paced at {rate:g}/s the last REGISTER cannot leave before {n / rate:.2f} s)")
+    else:
+        print(f"all online after: NOT within {args.timeout:g} s: {online:,} of {n:,} online after {elapsed:.2f} s "
+              f"(target <= {target_s:g} s: MISSED); counters {counters}")
+    print(f"txuac CPU per registration: {per_reg_us:.0f} us (target <= {CPU_TARGET_US:g} us: "
+          f"{verdict(per_reg_us <= CPU_TARGET_US)}); {own_cpu:.2f} s CPU in {elapsed:.2f} s = "
+          f"{own_cpu / elapsed * 100:.0f}% of one core, not counting {poll.cpu:.3f} s in {poll.polls} polls "
+          f"({poll.confirmations} counters() calls; {cpu / max(online, 1) * 1e6:.0f} us with them)")
+    print(f"txuac memory per account: {mem_steady * 1024:,.0f} bytes = {mem_steady:.2f} KiB at steady state "
+          f"(target <= {MEMORY_TARGET_KIB:g} KiB: {verdict(mem_steady <= MEMORY_TARGET_KIB)}); "
+          f"{mem_online:.2f} KiB when all were online; VmRSS {rss_before / 1024:.1f} -> {rss_online / 1024:.1f} "
+          f"-> {rss_steady / 1024:.1f} MiB")
+    if heap_held is not None:
+        print(f"txuac Python heap per account (tracemalloc, steady state): {heap_held / n:,.0f} bytes "
+              f"= {heap_held / n / 1024:.2f} KiB")
+    total_drops = sum(drops.values())
+    print(f"UDP receive errors (host, /proc/net/snmp): RcvbufErrors +{drops['RcvbufErrors']}, "
+          f"InErrors +{drops['InErrors']} (target 0: {verdict(total_drops == 0)}); until all online: "
+          f"RcvbufErrors +{drops_online['RcvbufErrors']}, InErrors +{drops_online['InErrors']}")
+    print(f"txuac UDP socket SO_RCVBUF: {rcvbuf:,} bytes")
+    print(f"retransmissions by txuac: {retransmissions_online} until all online, {stack.retransmissions} in all; "
+          f"client transactions still pending after {args.settle:g} s: {pending}")
+    print(f"Kamailio CPU (all its processes) until all online: {kamailio_cpu:.2f} s; "
+          f"bindings in its usrloc: {contacts if contacts is not None else '?'}")
+    print(f"counters at the end: {final} (one counters() call: {counters_cpu * 1e3:.1f} ms CPU)")
+    print(f"log events: {dict(sorted(args.log_counter.counts.items()))}")
+    if profiler:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+        print(out.getvalue())
+
+    yield service.stopService()
+    if not finished:
+        harness.keep = True
+    return finished
+
+
+def main(reactor, args):
+    harness = Harness()
+    d = run(reactor, args, harness)
+
+    def finish(finished):
+        harness.cleanup()
+        if not finished:
+            raise SystemExit(2)
+
+    def failed(failure):
+        harness.keep = True
+        harness.cleanup()
+        return failure
+
+    d.addCallbacks(finish, failed)
+    return d
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("accounts", nargs="?", type=int, default=10_000, help="N accounts (default 10,000)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="reg_send_rate (REGISTERs per second); default: the service's default")
+    parser.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (120)")
+    parser.add_argument("--settle", type=float, default=6.0,
+                        help="seconds after all are online before the steady-state figures (6: Timer K is 5 s)")
+    parser.add_argument("--children", type=int, default=4, help="Kamailio UDP workers (4)")
+    parser.add_argument("--shm-mb", type=int, default=512, help="Kamailio shared memory, MiB (512)")
+    parser.add_argument("--pkg-mb", type=int, default=32, help="Kamailio private memory per process, MiB (32)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the run; top 25 by tottime")
+    parser.add_argument("--tracemalloc", action="store_true", help="also the Python heap per account (slow)")
+    parser.add_argument("--log", metavar="FILE", help="write every Twisted log event to FILE")
+    arguments = parser.parse_args()
+    if arguments.accounts <= 0:
+        parser.error("N must be positive")
+    arguments.log_counter = LogCounter(arguments.log)
+    globalLogBeginner.beginLoggingTo([arguments.log_counter], redirectStandardIO=False)
+    task.react(main, [arguments])

@@ -1,0 +1,379 @@
+"""Remote registration against SIPp registrar scenarios (tests/registrant/sipp/*.xml).
+
+Each test starts SIPp as a UAS on a free loopback port, one account in SQLite whose
+auth_proxy is that port (so every REGISTER goes there, no digest), and txuac with
+T1 = 50 ms (so 64*T1 = 3.2 s). The replies exercise what txuac.registrant.protocol
+says about them: 423 with Min-Expires is answered at once with that expiry;
+403 fails (disabled with reg_retry_interval 0, retried after it otherwise); a
+Retry-After longer than reg_retry_interval is honoured on 503; no answer at all
+fails the account after the transaction timeout; a 200 OK that does not list our
+Contact leaves the account offline and asks again after reg_timer_interval.
+
+States are awaited through RegistrantService observers (RegistrationEvent), each
+wait bounded; delays are measured both from the events (reactor time) and on the
+wire (SIPp's message trace, stamped by SIPp when it received each REGISTER).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import sqlite3
+
+from twisted.internet import defer, reactor, task
+from twisted.logger import Logger
+from twisted.trial.unittest import TestCase
+
+from tests.net.test_interop_sipp import udp_bound, until
+from tests.registrant.test_interop_kamailio import account_rows, insert_rows
+from tests.support.peers import PeerProcess, free_port, require_program
+from txuac.config import settings_from_dict
+from txuac.registrant.record import State
+from txuac.registrant.service import RegistrationEvent
+from txuac.registrant.store.url import open_store
+from txuac.service import UACService
+from txuac.sip import parse_message
+
+log = Logger()
+HOST = "127.0.0.1"
+SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sipp")
+T1_MS = 50  # 64*T1 = 3.2 s
+UUID = "uuid00000"  # the l_uuid account_rows gives the first account
+# A delay the scheduler makes is due time + at most one tick (50 ms) + the event loop's
+# latency; what is measured here is 0-60 ms late. The bounds leave room for a loaded host.
+EARLY = 0.05
+LATE = 0.6
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+# "----------------------------------------------- 2026-11-22 09:27:40.366376\n"
+# "UDP message received [268] bytes :\n\n" + the message
+_TRACE_RE = re.compile(
+    rb"-{5,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\r?\n(UDP|TCP) message (sent|received) [^\n]*?(\d+)[^\n]*\n\n")
+
+
+def sipp_trace(path: str) -> list[tuple[float, str, object]]:
+    """(time.time() of the event, 'sent'|'received', parsed message) from a SIPp -message_file.
+
+    SIPp writes its (local, wall-clock) time stamps with each message and flushes them:
+    the file can be read while SIPp runs. reactor.seconds() is the same clock.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    out = []
+    for match in _TRACE_RE.finditer(data):
+        length = int(match.group(4))
+        raw = data[match.end():match.end() + length]
+        if len(raw) < length:
+            break  # being written
+        at = datetime.datetime.strptime(match.group(1).decode(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        out.append((at, match.group(3).decode(), parse_message(raw)))
+    return out
+
+
+class SIPpRegistrar:
+    """SIPp as a registrar (a UAS scenario of tests/registrant/sipp) on 127.0.0.1:port.
+
+    ``address`` and ``password_for`` make it usable with account_rows of
+    test_interop_kamailio (SIPp never challenges: the password is never used).
+    """
+
+    def __init__(self, testcase: TestCase, name: str, *args: str):
+        self.sipp = require_program("sipp")
+        self.name = name
+        self.workdir = os.path.abspath(testcase.mktemp())
+        os.makedirs(self.workdir)
+        self.port = free_port()
+        self.address = (HOST, self.port)
+        self.messages = os.path.join(self.workdir, f"{name}.messages")
+        self.errors = os.path.join(self.workdir, f"{name}.errors")
+        argv = [self.sipp, "-sf", os.path.join(SCENARIOS, name), "-i", HOST, "-p", str(self.port), "-t", "u1",
+                "-trace_msg", "-message_file", self.messages, "-trace_err", "-error_file", self.errors, *args]
+        self.peer = PeerProcess(argv, cwd=self.workdir, log_path=os.path.join(self.workdir, f"{name}.out"))
+        testcase.addCleanup(self.peer.stop)
+
+    def password_for(self, user: str) -> str:
+        return f"unused-{user}"
+
+    @defer.inlineCallbacks
+    def started(self):
+        ok = yield until(lambda: udp_bound(self.port) or not self.peer.running(), 10)
+        if not (ok and self.peer.running()):
+            raise AssertionError(f"SIPp did not start: {self.explain()}")
+
+    def registers(self) -> list[tuple[float, object]]:
+        """(arrival time, request) of every REGISTER SIPp received, retransmissions included."""
+        return [(at, m) for at, way, m in sipp_trace(self.messages)
+                if way == "received" and getattr(m, "method", None) == "REGISTER"]
+
+    def first_copies(self) -> list[tuple[float, object]]:
+        """registers() without retransmissions (one entry per Via branch)."""
+        seen, out = set(), []
+        for at, request in self.registers():
+            key = (request.call_id, request.headers.get("Via"))
+            if key not in seen:
+                seen.add(key)
+                out.append((at, request))
+        return out
+
+    def explain(self) -> str:
+        parts = [f"SIPp {self.name} running={self.peer.running()}"]
+        for path in (self.peer.log_path, self.errors):
+            try:
+                with open(path, "rb") as f:
+                    parts.append(f.read()[-2000:].decode("utf-8", "replace"))
+            except (OSError, TypeError):
+                pass
+        return "\n".join(parts)
+
+
+class EventLog:
+    """Every RegistrationEvent of a registrant, and bounded waits for one."""
+
+    def __init__(self, registrant):
+        self.seen: list[RegistrationEvent] = []
+        self._waiters: list[tuple] = []
+        registrant.add_observer(self._observe)
+
+    def _observe(self, event: RegistrationEvent) -> None:
+        self.seen.append(event)
+        for waiter in list(self._waiters):
+            predicate, d, timer = waiter
+            if predicate(event):
+                self._waiters.remove(waiter)
+                timer.cancel()
+                d.callback(event)
+
+    def index(self, event: RegistrationEvent) -> int:
+        return next(i for i, e in enumerate(self.seen) if e is event)
+
+    def wait(self, predicate, timeout: float, after: RegistrationEvent | None = None,
+             what: str = "an event") -> defer.Deferred:
+        """The first event (after ``after``, when given) matching ``predicate``: one seen
+        already, or the next one; AssertionError listing the events after ``timeout`` s."""
+        start = self.index(after) + 1 if after is not None else 0
+        for event in self.seen[start:]:
+            if predicate(event):
+                return defer.succeed(event)
+        d: defer.Deferred = defer.Deferred()
+
+        def expired():
+            self._waiters.remove(waiter)
+            d.errback(AssertionError(f"no {what} within {timeout} s; events:\n{self.describe()}"))
+
+        waiter = (predicate, d, reactor.callLater(timeout, expired))
+        self._waiters.append(waiter)
+        return d
+
+    def state(self, state: State, timeout: float, after: RegistrationEvent | None = None) -> defer.Deferred:
+        return self.wait(lambda e: e.state is state, timeout, after, f"{state.value} event")
+
+    def describe(self) -> str:
+        if not self.seen:
+            return "  (none)"
+        origin = self.seen[0].at
+        return "\n".join(f"  +{e.at - origin:7.3f} {e.l_uuid} {e.previous.value} -> {e.state.value} "
+                         f"status={e.status} ({e.reason})" for e in self.seen)
+
+
+class RegistrarScenarioTests(TestCase):
+    """One account of txuac against one SIPp registrar scenario."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def start(self, scenario: str, *sipp_args: str, expires: int = 60, **uac):
+        """SIPp running ``scenario``, then txuac registering one account there; (registrar, service)."""
+        registrar = SIPpRegistrar(self, scenario, *sipp_args)
+        yield registrar.started()
+        path = os.path.abspath(self.mktemp()) + ".sqlite"
+        store = open_store(f"sqlite:///{path}", reactor)  # creates the file with the table
+        yield store.open()
+        yield store.close()
+        rows = account_rows(registrar, 1)
+        for row in rows:
+            row["expires"] = expires
+        connection = sqlite3.connect(path)
+        insert_rows(connection, rows, "?")
+        connection.close()
+        self.sip_port = free_port()
+        settings = settings_from_dict({
+            "core": {"listen": [f"udp:{HOST}:{self.sip_port}"], "timer_t1": T1_MS},
+            "uac": dict({"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"{HOST}:{self.sip_port}",
+                         "reg_retry_interval": 5}, **uac),
+        })
+        service = UACService(settings)
+        self.events = EventLog(service.registrant)
+        service.startService()
+        self.addCleanup(service.stopService)  # runs before SIPp is stopped (cleanups are LIFO)
+        self.registrar = registrar
+        return registrar, service
+
+    def explain(self, message: str = "") -> str:
+        return f"{message}\nevents:\n{self.events.describe()}\n{self.registrar.explain()}"
+
+    def measured(self, what: str, seconds: float) -> None:
+        log.info("measured {what}: {seconds:.3f} s", what=what, seconds=seconds)
+
+    @defer.inlineCallbacks
+    def wire_registers(self, count: int, timeout: float = 5.0):
+        """The first ``count`` REGISTERs (not retransmissions) as SIPp received them."""
+        ok = yield until(lambda: len(self.registrar.first_copies()) >= count, timeout, 0.05)
+        self.assertTrue(ok, self.explain(f"SIPp did not receive {count} REGISTERs"))
+        return self.registrar.first_copies()[:count]
+
+    def assertDelay(self, measured: float, expected: float, what: str) -> None:
+        self.measured(what, measured)
+        self.assertTrue(expected - EARLY <= measured <= expected + LATE,
+                        self.explain(f"{what}: {measured:.3f} s, expected {expected} s"))
+
+    # --- 423 Interval Too Brief ------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_423_resent_at_once_with_min_expires(self):
+        registrar, service = yield self.start("reg_423_min_expires.xml", expires=60)
+        registrant = service.registrant
+        online = yield self.events.state(State.ONLINE, 10)
+        self.assertEqual(online.status, 200)
+        self.assertIn("1800", online.reason)
+        too_brief = [e for e in self.events.seen if e.status == 423]
+        self.assertEqual(len(too_brief), 1, self.explain())
+        self.assertIn("Expires 1800", too_brief[0].reason)
+        # On the wire: Expires 60, then 1800 at once (not at the next timer pass).
+        (first_at, first), (second_at, second) = yield self.wire_registers(2)
+        self.assertEqual([first.headers.get("Expires"), second.headers.get("Expires")], ["60", "1800"])
+        self.assertNotEqual(first.call_id, second.call_id)
+        self.measured("423 -> resend with Min-Expires", second_at - first_at)
+        self.assertLess(second_at - first_at, 0.5, self.explain())
+        # Online for what the registrar granted; the new expiry is kept in memory.
+        record = registrant.records[UUID]
+        self.assertEqual(registrant.status(UUID), 1)
+        self.assertEqual(record.expires, 1800)
+        self.assertAlmostEqual(record.expires_at - record.sent_at, 1800, places=6)
+        self.assertEqual(registrant.counters()["regactive"], 1)
+        self.assertEqual(len(registrar.first_copies()), 2, self.explain("no REGISTER after the 200"))
+
+    # --- 403 Forbidden ---------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_403_disables_without_retry_interval(self):
+        registrar, service = yield self.start("reg_403.xml", reg_retry_interval=0)
+        registrant = service.registrant
+        disabled = yield self.events.state(State.DISABLED, 10)
+        self.assertEqual((disabled.status, disabled.reason), (403, "403 Forbidden"))
+        self.assertEqual(registrant.status(UUID), -3)
+        self.assertEqual(registrant.counters()["regdisabled"], 1)
+        self.assertEqual(registrant.records[UUID].last_failure, "403 Forbidden")
+        # Disabled for good: nothing more is sent.
+        yield sleep(2.5)
+        self.assertEqual(len(registrar.first_copies()), 1, self.explain())
+        self.assertEqual([e.state for e in self.events.seen], [State.REGISTERING, State.DISABLED], self.explain())
+        # Until enabled: one more REGISTER, refused and disabled again.
+        self.assertEqual(registrant.enable("l_uuid", UUID), 1)
+        again = yield self.events.state(State.DISABLED, 10, after=disabled)
+        self.assertEqual(again.status, 403)
+        yield self.wire_registers(2)
+        self.assertEqual(registrant.status(UUID), -3)
+
+    @defer.inlineCallbacks
+    def test_403_retried_after_retry_interval(self):
+        registrar, service = yield self.start("reg_403.xml", reg_retry_interval=2)
+        registrant = service.registrant
+        failed = yield self.events.state(State.FAILED, 10)
+        self.assertEqual((failed.status, failed.reason), (403, "403 Forbidden"))
+        self.assertEqual(registrant.status(UUID), -99)
+        self.assertEqual(registrant.counters()["regfailed"], 1)
+        retry = yield self.events.state(State.REGISTERING, 5, after=failed)
+        self.assertDelay(retry.at - failed.at, 2, "403 retry delay (reg_retry_interval 2)")
+        failed_again = yield self.events.state(State.FAILED, 5, after=retry)
+        self.assertEqual(failed_again.status, 403)
+        (first_at, _), (second_at, _) = yield self.wire_registers(2)
+        self.assertDelay(second_at - first_at, 2, "403 retry delay on the wire")
+
+    # --- 503 with Retry-After --------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def check_retry_after(self, retry_interval: int, expected: float):
+        registrar, service = yield self.start("reg_503_retry_after.xml", reg_retry_interval=retry_interval)
+        failed = yield self.events.state(State.FAILED, 10)
+        self.assertEqual((failed.status, failed.reason), (503, "503 Service Unavailable"))
+        self.assertEqual(service.registrant.status(UUID), -99)
+        retry = yield self.events.state(State.REGISTERING, expected + 3, after=failed)
+        what = f"503 Retry-After 4 with reg_retry_interval {retry_interval}"
+        self.assertDelay(retry.at - failed.at, expected, what)
+        (first_at, _), (second_at, _) = yield self.wire_registers(2)
+        self.assertDelay(second_at - first_at, expected, what + " (on the wire)")
+        second_failure = yield self.events.state(State.FAILED, 5, after=retry)
+        self.assertEqual(second_failure.status, 503)
+
+    def test_503_retry_after_longer_than_retry_interval_wins(self):
+        """Retry-After: 4 with reg_retry_interval 1: the next REGISTER comes 4 s later, not 1 s."""
+        return self.check_retry_after(1, 4)
+
+    def test_503_retry_after_shorter_than_retry_interval_ignored(self):
+        """Retry-After: 4 with reg_retry_interval 6: the retry interval wins."""
+        return self.check_retry_after(6, 6)
+
+    # --- no answer at all ------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def check_no_answer(self, retry_interval: int, final: State, status: int):
+        registrar, service = yield self.start("reg_silent.xml", reg_retry_interval=retry_interval)
+        registrant = service.registrant
+        registering = yield self.events.state(State.REGISTERING, 10)
+        yield sleep(1)
+        self.assertEqual(registrant.status(UUID), -2, self.explain("not ongoing while unanswered"))
+        failed = yield self.events.wait(lambda e: e.state is not State.REGISTERING, 6, after=registering,
+                                        what="end of the unanswered REGISTER")
+        self.assertIs(failed.state, final, self.explain())
+        self.assertIn("timeout", failed.reason)
+        self.assertIsNone(failed.status)
+        self.assertDelay(failed.at - registering.at, 64 * T1_MS / 1000, "REGISTER transaction timeout (64*T1)")
+        self.assertEqual(registrant.status(UUID), status)
+        counters = registrant.counters()
+        self.assertEqual(counters["regongoing"], 0)
+        self.assertEqual(counters["regactive"], 0)
+        # The REGISTER was retransmitted over UDP (Timer E) and none of it answered.
+        (_, first), = yield self.wire_registers(1)
+        copies = [r for _, r in registrar.registers() if r.call_id == first.call_id]
+        self.assertGreater(len(copies), 3, self.explain("no retransmissions"))
+        return failed
+
+    @defer.inlineCallbacks
+    def test_no_answer_fails_after_timeout_and_is_retried(self):
+        failed = yield self.check_no_answer(2, State.FAILED, -99)
+        retry = yield self.events.state(State.REGISTERING, 5, after=failed)
+        self.assertDelay(retry.at - failed.at, 2, "retry after the timeout (reg_retry_interval 2)")
+        yield self.wire_registers(2)
+
+    @defer.inlineCallbacks
+    def test_no_answer_disables_without_retry_interval(self):
+        yield self.check_no_answer(0, State.DISABLED, -3)
+
+    # --- a 200 OK for someone else's contact ---------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_200_not_listing_our_contact(self):
+        registrar, service = yield self.start("reg_200_other_contact.xml", reg_timer_interval=2,
+                                              reg_retry_interval=5)
+        registrant = service.registrant
+        unlisted = yield self.events.wait(lambda e: e.previous is State.REGISTERING, 10, what="reply")
+        self.assertIsNot(unlisted.state, State.ONLINE, self.explain())
+        self.assertEqual(unlisted.status, 200)
+        self.assertIn("does not list our contact", unlisted.reason)
+        self.assertEqual(registrant.status(UUID), -99)
+        self.assertEqual(registrant.counters()["regactive"], 0)
+        self.assertIsNone(registrant.records[UUID].expires_at)
+        # Asked again after reg_timer_interval (2 s), not reg_retry_interval (5 s).
+        again = yield self.events.state(State.REGISTERING, 5, after=unlisted)
+        self.assertDelay(again.at - unlisted.at, 2, "new REGISTER after an unlisting 200 (reg_timer_interval 2)")
+        (first_at, _), (second_at, _) = yield self.wire_registers(2)
+        self.assertDelay(second_at - first_at, 2, "new REGISTER after an unlisting 200 (on the wire)")
+        self.assertFalse(any(e.state is State.ONLINE for e in self.events.seen), self.explain())
