@@ -260,6 +260,23 @@ class RegistrarScenarioTests(TestCase):
         self.assertEqual(registrant.counters()["regactive"], 1)
         self.assertEqual(len(registrar.first_copies()), 2, self.explain("no REGISTER after the 200"))
 
+    @defer.inlineCallbacks
+    def test_423_three_in_a_row_is_a_failure(self):
+        """A registrar answering 423 to every REGISTER: three in a row, then the failure path."""
+        registrar, service = yield self.start("reg_423_always.xml", expires=60, reg_retry_interval=2)
+        failed = yield self.events.state(State.FAILED, 10)
+        self.assertEqual(failed.status, 423)
+        self.assertIn("3 times in a row", failed.reason)
+        self.assertEqual(service.registrant.status(UUID), -99)
+        registers = yield self.wire_registers(3)
+        self.assertEqual([r.headers.get("Expires") for _, r in registers[:2]], ["60", "1800"])
+        self.assertLess(registers[2][0] - registers[0][0], 0.5, self.explain())
+        # Retried after reg_retry_interval, with a new run of (at most) three.
+        retry = yield self.events.state(State.REGISTERING, 5, after=failed)
+        self.assertDelay(retry.at - failed.at, 2, "retry after three 423s (reg_retry_interval 2)")
+        yield self.events.state(State.FAILED, 5, after=retry)
+        self.assertEqual(len(registrar.first_copies()), 6, self.explain())
+
     # --- 403 Forbidden ---------------------------------------------------------------------
 
     @defer.inlineCallbacks
