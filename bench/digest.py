@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 # An installed txuac (compiled by mypyc, see setup.py) wins over the checkout.
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from cpu_rate import per_core  # noqa: E402
 from txuac.sip import COMPILED, Response  # noqa: E402
 from txuac.sip.digest import Challenge, Credentials, authorization, choose_challenge, parse_challenges  # noqa: E402
 
@@ -53,28 +53,12 @@ def read_and_answer(nc: int) -> str:
     return authorization(challenge, credentials, "REGISTER", URI, b"", nc=nc)
 
 
-def measure(label: str, func, seconds: float) -> float:
-    func(1)
-    count = 0
-    batch = 500
-    start_cpu = time.process_time()
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        for nc in range(count + 1, count + batch + 1):
-            func(nc)
-        count += batch
-    cpu = time.process_time() - start_cpu
-    rate = count / cpu
-    print(f"{label}: {rate:,.0f} headers/s per core ({cpu / count * 1e6:.2f} us CPU each, {count} headers)")
-    return rate
-
-
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
     print(f"SIP core: {'compiled (mypyc)' if COMPILED else 'pure Python'}, Python {sys.version.split()[0]}")
-    a = measure("(a) MD5, qop=auth", md5_auth, seconds)
-    measure(f"(b) SHA-256, qop=auth-int, {len(BODY)} byte body", sha256_auth_int, seconds)
-    measure("(c) MD5, qop=auth, parsing the 401 first", read_and_answer, seconds)
+    a = per_core("(a) MD5, qop=auth", "headers", md5_auth, seconds)
+    per_core(f"(b) SHA-256, qop=auth-int, {len(BODY)} byte body", "headers", sha256_auth_int, seconds)
+    per_core("(c) MD5, qop=auth, parsing the 401 first", "headers", read_and_answer, seconds)
     print(f"target: (a) >= {TARGET_MD5_AUTH:,}/s {'met' if a >= TARGET_MD5_AUTH else 'MISSED'}")
 
 

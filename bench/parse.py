@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 # An installed txuac (compiled by mypyc, see setup.py) wins over the checkout.
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from cpu_rate import per_core  # noqa: E402
 from txuac.sip import COMPILED, parse_message  # noqa: E402
 
 REGISTER_OK = (
@@ -96,27 +96,13 @@ def full_round_trip(data: bytes) -> None:
     bytes(message)
 
 
-def measure(label: str, func, data: bytes, seconds: float) -> float:
-    func(data)
-    count = 0
-    batch = 500
-    start_cpu = time.process_time()
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        for _ in range(batch):
-            func(data)
-        count += batch
-    cpu = time.process_time() - start_cpu
-    rate = count / cpu
-    print(f"{label}: {rate:,.0f} messages/s per core ({cpu / count * 1e6:.1f} us CPU each, {count} messages)")
-    return rate
-
-
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
     print(f"SIP core: {'compiled (mypyc)' if COMPILED else 'pure Python'}, Python {sys.version.split()[0]}")
-    a = measure("(a) 200 OK to REGISTER, registrant fields", registrant_read, REGISTER_OK, seconds)
-    b = measure("(b) INVITE with SDP, every view + serialise", full_round_trip, INVITE, seconds)
+    a = per_core("(a) 200 OK to REGISTER, registrant fields", "messages", lambda _: registrant_read(REGISTER_OK),
+                 seconds)
+    b = per_core("(b) INVITE with SDP, every view + serialise", "messages", lambda _: full_round_trip(INVITE),
+                 seconds)
     print(f"targets: (a) >= 50,000/s {'met' if a >= 50000 else 'MISSED'}; (b) >= 15,000/s {'met' if b >= 15000 else 'MISSED'}")
 
 

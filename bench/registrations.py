@@ -121,6 +121,29 @@ def group_cpu(pgid: int | None) -> float:
     return total / ticks
 
 
+class GCTimer:
+    """Collections per generation and the time spent in them (gc.callbacks)."""
+
+    def __init__(self):
+        self.collections = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._start = 0.0
+        self.running = False
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if not self.running:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.collections[generation] += 1
+            self.seconds[generation] += time.perf_counter() - self._start
+
+    def __str__(self) -> str:
+        return ", ".join(f"gen{g} {self.collections[g]}x {self.seconds[g]:.2f} s" for g in range(3))
+
+
 # --- what KamailioRegistrar needs of a trial TestCase -----------------------------------
 
 class Harness:
@@ -297,6 +320,9 @@ def run(reactor, args, harness: Harness):
         tracemalloc.start()
         heap_before = tracemalloc.take_snapshot()
     profiler = cProfile.Profile() if args.profile else None
+    gc_timer = GCTimer()
+    gc.callbacks.append(gc_timer)
+    gc_timer.running = True
 
     started = time.monotonic()
     cpu_started = time.process_time()
@@ -312,6 +338,7 @@ def run(reactor, args, harness: Harness):
         raise
     elapsed = time.monotonic() - started
     cpu = time.process_time() - cpu_started
+    gc_timer.running = False
     if profiler:
         profiler.disable()
     kamailio_cpu = group_cpu(registrar.pid) - kamailio_cpu_before
@@ -366,6 +393,8 @@ def run(reactor, args, harness: Harness):
           f"{verdict(per_reg_us <= CPU_TARGET_US)}); {own_cpu:.2f} s CPU in {elapsed:.2f} s = "
           f"{own_cpu / elapsed * 100:.0f}% of one core, not counting {poll.cpu:.3f} s in {poll.polls} polls "
           f"({poll.confirmations} counters() calls; {cpu / max(online, 1) * 1e6:.0f} us with them)")
+    print(f"garbage collections until all online: {gc_timer} "
+          f"({sum(gc_timer.seconds) / max(online, 1) * 1e6:.0f} us per registration; thresholds {gc.get_threshold()})")
     print(f"txuac memory per account: {mem_steady * 1024:,.0f} bytes = {mem_steady:.2f} KiB at steady state "
           f"(target <= {MEMORY_TARGET_KIB:g} KiB: {verdict(mem_steady <= MEMORY_TARGET_KIB)}); "
           f"{mem_online:.2f} KiB when all were online; VmRSS {rss_before / 1024:.1f} -> {rss_online / 1024:.1f} "
@@ -384,6 +413,9 @@ def run(reactor, args, harness: Harness):
           f"bindings in its usrloc: {contacts if contacts is not None else '?'}")
     print(f"counters at the end: {final} (one counters() call: {counters_cpu * 1e3:.1f} ms CPU)")
     print(f"log events: {dict(sorted(args.log_counter.counts.items()))}")
+    if profiler and args.profile_out:
+        profiler.dump_stats(args.profile_out)
+        print(f"profile written to {args.profile_out}")
     if profiler:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
@@ -425,6 +457,7 @@ if __name__ == "__main__":
     parser.add_argument("--shm-mb", type=int, default=512, help="Kamailio shared memory, MiB (512)")
     parser.add_argument("--pkg-mb", type=int, default=32, help="Kamailio private memory per process, MiB (32)")
     parser.add_argument("--profile", action="store_true", help="cProfile the run; top 25 by tottime")
+    parser.add_argument("--profile-out", metavar="FILE", help="with --profile: also write the pstats to FILE")
     parser.add_argument("--tracemalloc", action="store_true", help="also the Python heap per account (slow)")
     parser.add_argument("--log", metavar="FILE", help="write every Twisted log event to FILE")
     arguments = parser.parse_args()

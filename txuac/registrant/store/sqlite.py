@@ -9,6 +9,7 @@ the version and uacreg tables of conf/schema/sqlite.sql, whose statements are ke
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import sqlite3
 
@@ -21,44 +22,9 @@ from txuac.errors import StoreError
 from txuac.registrant.store import COLUMNS, SUPPORTED_TABLE_VERSIONS, IRegistrationStore
 from txuac.registrant.store.url import check_table_name
 
-# conf/schema/sqlite.sql without its comment lines (tests/registrant/test_store.py checks it).
-SCHEMA = """\
-BEGIN;
-
-CREATE TABLE IF NOT EXISTS version (
-    id INTEGER PRIMARY KEY NOT NULL,
-    table_name VARCHAR(32) NOT NULL,
-    table_version INTEGER DEFAULT 0 NOT NULL,
-    CONSTRAINT version_table_name_idx UNIQUE (table_name)
-);
-
-INSERT OR IGNORE INTO version (table_name, table_version) values ('version','1');
-
-CREATE TABLE uacreg (
-    id INTEGER PRIMARY KEY NOT NULL,
-    l_uuid VARCHAR(64) DEFAULT '' NOT NULL,
-    l_username VARCHAR(64) DEFAULT '' NOT NULL,
-    l_domain VARCHAR(64) DEFAULT '' NOT NULL,
-    r_username VARCHAR(64) DEFAULT '' NOT NULL,
-    r_domain VARCHAR(64) DEFAULT '' NOT NULL,
-    realm VARCHAR(64) DEFAULT '' NOT NULL,
-    auth_username VARCHAR(64) DEFAULT '' NOT NULL,
-    auth_password VARCHAR(64) DEFAULT '' NOT NULL,
-    auth_ha1 VARCHAR(128) DEFAULT '' NOT NULL,
-    auth_proxy VARCHAR(255) DEFAULT '' NOT NULL,
-    expires INTEGER DEFAULT 0 NOT NULL,
-    flags INTEGER DEFAULT 0 NOT NULL,
-    reg_delay INTEGER DEFAULT 0 NOT NULL,
-    contact_addr VARCHAR(255) DEFAULT '' NOT NULL,
-    contact_user VARCHAR(255) DEFAULT '' NOT NULL,
-    socket VARCHAR(128) DEFAULT '' NOT NULL,
-    CONSTRAINT uacreg_l_uuid_idx UNIQUE (l_uuid)
-);
-
-INSERT INTO version (table_name, table_version) values ('uacreg','6');
-
-COMMIT;
-"""
+# The schema ships in the package (conf/schema/sqlite.sql links to it) so that an
+# installed txuac can create the file.
+SCHEMA = importlib.resources.files("txuac.registrant.store").joinpath("schema/sqlite.sql").read_text("utf-8")
 CREATED_TABLE_VERSION = 6
 
 
