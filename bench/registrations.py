@@ -263,6 +263,8 @@ class Poll:
         self.loop.clock = reactor
         self.registrant.add_observer(self._event)
 
+    freeze_after_load = False
+
     def _event(self, event) -> None:
         self.observed += (event.state is State.ONLINE) - (event.previous is State.ONLINE)
 
@@ -276,6 +278,9 @@ class Poll:
         self.polls += 1
         if self.loaded_after is None and self.registrant.records:
             self.loaded_after = now - self.started
+            if self.freeze_after_load:  # experiment: what gc.freeze() in the registrant would give
+                gc.collect()
+                gc.freeze()
         expired = now > self.deadline
         if self.observed >= self.n or expired:
             self.confirmations += 1
@@ -309,8 +314,12 @@ def run(reactor, args, harness: Harness):
     rate = service.registrant.settings.reg_send_rate
     print(f"txuac on udp:{HOST}:{port}, reg_send_rate {rate:g}/s"
           f"{'' if args.rate is not None else ' (the service default)'}, reg_retry_interval 5 s"
-          f"{'; under cProfile' if args.profile else ''}{'; with tracemalloc' if args.tracemalloc else ''}")
+          f"{'; under cProfile' if args.profile else ''}{'; with tracemalloc' if args.tracemalloc else ''}"
+          f"{f'; EXPERIMENT gc.set_threshold{args.gc_threshold}' if args.gc_threshold else ''}"
+          f"{'; EXPERIMENT gc.freeze() after loading' if args.gc_freeze else ''}")
 
+    if args.gc_threshold:
+        gc.set_threshold(*args.gc_threshold)
     gc.collect()
     rss_before = rss_kib()
     errors_before = udp_errors()
@@ -330,6 +339,7 @@ def run(reactor, args, harness: Harness):
         profiler.enable()
     service.startService()
     poll = Poll(reactor, service, n, started, args.timeout)
+    poll.freeze_after_load = args.gc_freeze
     try:
         finished = yield poll.start()
     except BaseException:
@@ -339,6 +349,7 @@ def run(reactor, args, harness: Harness):
     elapsed = time.monotonic() - started
     cpu = time.process_time() - cpu_started
     gc_timer.running = False
+    tracked_online = len(gc.get_objects())
     if profiler:
         profiler.disable()
     kamailio_cpu = group_cpu(registrar.pid) - kamailio_cpu_before
@@ -355,9 +366,11 @@ def run(reactor, args, harness: Harness):
     gc.collect()
     rss_steady = rss_kib()
     heap_held = None
+    heap_top = []
     if args.tracemalloc:
         heap_after = tracemalloc.take_snapshot()
         heap_held = sum(stat.size_diff for stat in heap_after.compare_to(heap_before, "filename"))
+        heap_top = heap_after.compare_to(heap_before, "lineno")[:12]
         tracemalloc.stop()
     errors_after = udp_errors()
     counters_cpu = time.process_time()
@@ -395,13 +408,19 @@ def run(reactor, args, harness: Harness):
           f"({poll.confirmations} counters() calls; {cpu / max(online, 1) * 1e6:.0f} us with them)")
     print(f"garbage collections until all online: {gc_timer} "
           f"({sum(gc_timer.seconds) / max(online, 1) * 1e6:.0f} us per registration; thresholds {gc.get_threshold()})")
+    print(f"objects tracked by the garbage collector when all were online: {tracked_online:,} "
+          f"({tracked_online / n:.1f} per account)")
     print(f"txuac memory per account: {mem_steady * 1024:,.0f} bytes = {mem_steady:.2f} KiB at steady state "
           f"(target <= {MEMORY_TARGET_KIB:g} KiB: {verdict(mem_steady <= MEMORY_TARGET_KIB)}); "
           f"{mem_online:.2f} KiB when all were online; VmRSS {rss_before / 1024:.1f} -> {rss_online / 1024:.1f} "
           f"-> {rss_steady / 1024:.1f} MiB")
     if heap_held is not None:
         print(f"txuac Python heap per account (tracemalloc, steady state): {heap_held / n:,.0f} bytes "
-              f"= {heap_held / n / 1024:.2f} KiB")
+              f"= {heap_held / n / 1024:.2f} KiB; largest allocation sites:")
+        for stat in heap_top:
+            frame = stat.traceback[0]
+            print(f"    {stat.size_diff / n:7.0f} B/account {stat.count_diff / n:6.2f} blocks/account  "
+                  f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}")
     total_drops = sum(drops.values())
     print(f"UDP receive errors (host, /proc/net/snmp): RcvbufErrors +{drops['RcvbufErrors']}, "
           f"InErrors +{drops['InErrors']} (target 0: {verdict(total_drops == 0)}); until all online: "
@@ -459,6 +478,10 @@ if __name__ == "__main__":
     parser.add_argument("--profile", action="store_true", help="cProfile the run; top 25 by tottime")
     parser.add_argument("--profile-out", metavar="FILE", help="with --profile: also write the pstats to FILE")
     parser.add_argument("--tracemalloc", action="store_true", help="also the Python heap per account (slow)")
+    parser.add_argument("--gc-threshold", type=lambda text: tuple(int(x) for x in text.split(",")),
+                        metavar="A,B,C", help="experiment: gc.set_threshold(A, B, C) before the start")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="experiment: gc.freeze() once the accounts are loaded")
     parser.add_argument("--log", metavar="FILE", help="write every Twisted log event to FILE")
     arguments = parser.parse_args()
     if arguments.accounts <= 0:
