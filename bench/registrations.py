@@ -23,8 +23,17 @@ Kamailio's own uac module puts 10,000 online in 1.2-7.9 s.
 Twisted's log is started (warnings and errors go to stderr; ``--log FILE`` writes every
 event): without an observer Twisted would buffer up to 65,536 events in memory.
 
+Also printed, to explain the figures: garbage collections (count and time per generation),
+objects tracked by the collector, drops per socket (/proc/net/udp), txuac's retransmissions,
+Kamailio's CPU, its usrloc binding count, and the log events by level.
+
 Usage (from the repository root; ``./dev bench registrations N`` runs the compiled build):
-    python bench/registrations.py [N=10000] [--rate R] [--profile] [--tracemalloc]
+    python bench/registrations.py [N=10000] [--rate R] [--timeout 120] [--settle 6]
+        [--children 4] [--shm-mb 512] [--pkg-mb 32] [--log FILE]
+        [--profile [--profile-out FILE]] [--tracemalloc] [--gc-threshold A,B,C] [--gc-freeze]
+``--profile`` runs the measured window under cProfile and prints the top 25 by tottime
+(the figures are then inflated). ``--gc-threshold`` and ``--gc-freeze`` are experiments
+that show what a GC setting in txuac would give; they are not txuac's behaviour.
 Exit status 2 when not all N accounts are online within ``--timeout`` (120 s).
 """
 
@@ -102,6 +111,22 @@ def udp_errors() -> dict[str, int]:
     return {name: counters.get(name, 0) for name in ("RcvbufErrors", "InErrors")}
 
 
+def socket_drops(port: int) -> int | None:
+    """The drops column of /proc/net/udp for the socket(s) bound to 127.0.0.1:``port``."""
+    local = f"0100007F:{port:04X}"
+    found = None
+    try:
+        with open("/proc/net/udp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[1] == local:
+                    found = (found or 0) + int(fields[-1])
+    except (OSError, StopIteration, ValueError):
+        return None
+    return found
+
+
 def group_cpu(pgid: int | None) -> float:
     """utime + stime (s) of the live processes of process group ``pgid`` (Kamailio's)."""
     if pgid is None:
@@ -154,6 +179,7 @@ class Harness:
         self.count = 0
         self.cleanups: list = []
         self.keep = False
+        self.done = False
         atexit.register(self.cleanup)
 
     def mktemp(self) -> str:
@@ -164,6 +190,9 @@ class Harness:
         self.cleanups.append((function, args, kwargs))
 
     def cleanup(self) -> None:
+        if self.done:
+            return
+        self.done = True
         while self.cleanups:
             function, args, kwargs = self.cleanups.pop()
             try:
@@ -200,7 +229,7 @@ class LogCounter:
 
 # --- the run ------------------------------------------------------------------------
 
-def make_settings(port: int, db_url: str, rate: float | None):
+def make_settings(port: int, db_url: str, rate: int | None):
     uac = {"reg_db_url": db_url, "reg_contact_addr": f"{HOST}:{port}", "reg_retry_interval": 5}
     if rate is not None:
         uac["reg_send_rate"] = rate
@@ -338,6 +367,7 @@ def run(reactor, args, harness: Harness):
     if profiler:
         profiler.enable()
     service.startService()
+    rcvbuf = receive_buffer(service)  # the sockets are bound by now; before any traffic
     poll = Poll(reactor, service, n, started, args.timeout)
     poll.freeze_after_load = args.gc_freeze
     try:
@@ -349,9 +379,9 @@ def run(reactor, args, harness: Harness):
     elapsed = time.monotonic() - started
     cpu = time.process_time() - cpu_started
     gc_timer.running = False
-    tracked_online = len(gc.get_objects())
     if profiler:
         profiler.disable()
+    tracked_online = len(gc.get_objects())
     kamailio_cpu = group_cpu(registrar.pid) - kamailio_cpu_before
     rss_online = rss_kib()
     errors_online = udp_errors()
@@ -373,6 +403,7 @@ def run(reactor, args, harness: Harness):
         heap_top = heap_after.compare_to(heap_before, "lineno")[:12]
         tracemalloc.stop()
     errors_after = udp_errors()
+    txuac_drops, kamailio_drops = socket_drops(port), socket_drops(registrar.port)
     counters_cpu = time.process_time()
     final = service.registrant.counters()
     counters_cpu = time.process_time() - counters_cpu
@@ -390,7 +421,6 @@ def run(reactor, args, harness: Harness):
     per_reg_us = own_cpu / max(online, 1) * 1e6
     mem_online = (rss_online - rss_before) / max(n, 1)
     mem_steady = (rss_steady - rss_before) / max(n, 1)
-    rcvbuf = receive_buffer(service)
     drops = {k: errors_after[k] - errors_before[k] for k in errors_before}
     drops_online = {k: errors_online[k] - errors_before[k] for k in errors_before}
     print(f"SIP core compiled: {compiled}")
@@ -424,7 +454,8 @@ def run(reactor, args, harness: Harness):
     total_drops = sum(drops.values())
     print(f"UDP receive errors (host, /proc/net/snmp): RcvbufErrors +{drops['RcvbufErrors']}, "
           f"InErrors +{drops['InErrors']} (target 0: {verdict(total_drops == 0)}); until all online: "
-          f"RcvbufErrors +{drops_online['RcvbufErrors']}, InErrors +{drops_online['InErrors']}")
+          f"RcvbufErrors +{drops_online['RcvbufErrors']}, InErrors +{drops_online['InErrors']}; "
+          f"dropped by txuac's socket {txuac_drops}, by Kamailio's {kamailio_drops} (/proc/net/udp)")
     print(f"txuac UDP socket SO_RCVBUF: {rcvbuf:,} bytes")
     print(f"retransmissions by txuac: {retransmissions_online} until all online, {stack.retransmissions} in all; "
           f"client transactions still pending after {args.settle:g} s: {pending}")
@@ -439,6 +470,10 @@ def run(reactor, args, harness: Harness):
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
         print(out.getvalue())
+
+    print("summary: " + "; ".join(f"{name} {verdict(ok)}" for name, ok in (
+        ("online time", finished and elapsed <= target_s), ("CPU", per_reg_us <= CPU_TARGET_US),
+        ("memory", mem_steady <= MEMORY_TARGET_KIB), ("UDP errors", total_drops == 0))))
 
     yield service.stopService()
     if not finished:
@@ -467,7 +502,7 @@ def main(reactor, args):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("accounts", nargs="?", type=int, default=10_000, help="N accounts (default 10,000)")
-    parser.add_argument("--rate", type=float, default=None,
+    parser.add_argument("--rate", type=int, default=None,
                         help="reg_send_rate (REGISTERs per second); default: the service's default")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (120)")
     parser.add_argument("--settle", type=float, default=6.0,

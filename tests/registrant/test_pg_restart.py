@@ -23,9 +23,9 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from tests.net.test_interop_sipp import until
 from tests.registrant.test_interop_kamailio import SCHEMAS, account_rows, insert_rows
 from tests.registrant.test_interop_sipp import HOST, EventLog, SIPpRegistrar, sleep
-from tests.net.test_interop_sipp import until
 from tests.support.peers import free_port
 from tests.support.postgres import PostgresCluster
 from txuac.config import settings_from_dict

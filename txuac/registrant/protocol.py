@@ -71,6 +71,8 @@ def interpret(record: RegistrationRecord, response: Response, requested_expires:
             minimum = response.min_expires
         except SIPParseError:
             minimum = None
+        # Min-Expires when it asks for more (as Kamailio), else twice what we asked; a run
+        # of 423s is bounded and its failure returns the account to the table's value.
         expires = minimum if minimum and minimum > requested_expires else max(requested_expires * 2, 1)
         return Outcome("interval_too_brief", expires=expires, reason=f"423 {response.reason}")
     retry_after = None

@@ -58,6 +58,7 @@ class RegistrationRecord:
     auth_ha1: str
     auth_proxy: str
     expires: int  # requested; changed by 423 and by unregister
+    table_expires: int  # as loaded: what a failed run of 423s returns to
     flags: Flag
     reg_delay: int
     contact_addr: str
@@ -149,7 +150,8 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
         reg_delay = (rng or random).randrange(reg_random_delay)
     # Only the DISABLED bit of the stored flags is an initial state; the others are runtime.
     flags = Flag(numbers["flags"] & Flag.DISABLED)
-    return RegistrationRecord(**values, expires=numbers["expires"], flags=flags, reg_delay=reg_delay,
+    return RegistrationRecord(**values, expires=numbers["expires"], table_expires=numbers["expires"], flags=flags,
+                              reg_delay=reg_delay,
                               loaded_at=now, due_at=now + reg_delay)
 
 

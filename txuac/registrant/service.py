@@ -280,10 +280,12 @@ class RegistrantService(service.Service):
                                                        self.rng))
             self._emit(record, previous, f"registered for {outcome.granted} s", response.status)
         elif outcome.kind == "interval_too_brief" and too_brief + 1 >= MAX_TOO_BRIEF:
+            record.expires = record.table_expires  # the next run starts from the table's value again
             self._failure(record, f"{outcome.reason} {too_brief + 1} times in a row", None, response.status,
                           previous)
         elif outcome.kind == "interval_too_brief":
             record.expires = outcome.expires
+            record.last_failure = None
             record.flags &= ~Flag.ONLINE
             self._emit(record, previous, f"{outcome.reason}: asking again with Expires {outcome.expires}",
                        response.status)
@@ -294,6 +296,7 @@ class RegistrantService(service.Service):
             self._emit(record, previous, outcome.reason, response.status)
         elif outcome.kind == "unlisted":
             record.flags &= ~Flag.ONLINE
+            record.last_failure = None
             self._schedule(record, now + self.settings.reg_timer_interval)
             self._emit(record, previous, outcome.reason, response.status)
         else:
