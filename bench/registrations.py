@@ -9,8 +9,9 @@ process under the default reactor and measures, from startService() until
 * txuac CPU per registration (REGISTER, 401, authenticated REGISTER, 200 OK):
   time.process_time() of this process over that window, less the CPU of the poll
   itself (counters() walks every account), divided by N;
-* resident memory per account: VmRSS after all are online (and again at steady state,
-  once the client transactions have ended) less VmRSS before the service started, / N;
+* resident memory per account: VmRSS at steady state (all online, every client transaction
+  ended, gc.collect()) less VmRSS before the service started, / N; VmRSS once the table
+  is loaded and when the last account came online are printed too;
   with ``--tracemalloc`` also the Python heap held per account (slows everything down);
 * the UDP receive errors the kernel counted on this host (/proc/net/snmp Udp:
   RcvbufErrors and InErrors, delta from before the start to the end of the settle time).
@@ -30,9 +31,11 @@ Kamailio's CPU, its usrloc binding count, and the log events by level.
 Usage (from the repository root; ``./dev bench registrations N`` runs the compiled build):
     python bench/registrations.py [N=10000] [--rate R] [--timeout 120] [--settle 6]
         [--children 4] [--shm-mb 512] [--pkg-mb 32] [--log FILE]
-        [--profile [--profile-out FILE]] [--tracemalloc] [--gc-threshold A,B,C] [--gc-freeze]
+        [--profile [--profile-out FILE]] [--tracemalloc] [--census] [--gc-threshold A,B,C] [--gc-freeze]
 ``--profile`` runs the measured window under cProfile and prints the top 25 by tottime
-(the figures are then inflated). ``--gc-threshold`` and ``--gc-freeze`` are experiments
+(the figures are then inflated). ``--census`` lists the commonest gc-tracked object types
+at the moment all are online (in-flight and Timer K client transactions show there).
+``--gc-threshold`` and ``--gc-freeze`` are experiments
 that show what a GC setting in txuac would give; they are not txuac's behaviour.
 Exit status 2 when not all N accounts are online within ``--timeout`` (120 s).
 """
@@ -68,13 +71,14 @@ from tests.support.peers import free_port  # noqa: E402
 from txuac.config import settings_from_dict  # noqa: E402
 from txuac.registrant.record import State  # noqa: E402
 from txuac.registrant.store.url import open_store  # noqa: E402
-from txuac.service import UACService  # noqa: E402
+from txuac.service import UACService, tune_garbage_collector  # noqa: E402
 
 HOST = "127.0.0.1"
 POLL = 0.05
 CPU_TARGET_US = 250.0
 MEMORY_TARGET_KIB = 2.0
 MAX_STDERR_EVENTS = 20
+LOUD_LEVELS = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
 
 
 def online_target(n: int) -> float:
@@ -109,6 +113,20 @@ def udp_errors() -> dict[str, int]:
     except (OSError, ValueError):
         counters = {}
     return {name: counters.get(name, 0) for name in ("RcvbufErrors", "InErrors")}
+
+
+def object_census(objects: list, n: int, top: int = 15) -> list[str]:
+    """The commonest types among ``objects`` (gc-tracked): count and shallow bytes per account."""
+    counts: dict[str, list[int]] = {}
+    for obj in objects:
+        kind = type(obj)
+        name = f"{kind.__module__}.{kind.__qualname__}"
+        entry = counts.setdefault(name, [0, 0])
+        entry[0] += 1
+        entry[1] += sys.getsizeof(obj, 0)
+    ranked = sorted(counts.items(), key=lambda item: -item[1][1])[:top]
+    return [f"    {size / n:7.0f} B/account {count / n:6.2f} objects/account  {name}"
+            for name, (count, size) in ranked]
 
 
 def socket_drops(port: int) -> int | None:
@@ -222,7 +240,8 @@ class LogCounter:
         self.counts[name] = self.counts.get(name, 0) + 1
         if self.writer is not None:
             self.writer(event)
-        if level is not None and level >= LogLevel.warn and self.printed < MAX_STDERR_EVENTS:
+        # (LogLevel's ordering goes through constantly's iterconstants(): a sort per comparison)
+        if level in LOUD_LEVELS and self.printed < MAX_STDERR_EVENTS:
             self.printed += 1
             print(f"log {name}: {formatEvent(event)}", file=sys.stderr)
 
@@ -286,6 +305,7 @@ class Poll:
         self.confirmations = 0
         self.observed = 0
         self.loaded_after: float | None = None
+        self.rss_loaded = 0
         self.last: dict[str, int] = {}
         self.done = defer.Deferred()
         self.loop = task.LoopingCall(self._poll)
@@ -307,6 +327,7 @@ class Poll:
         self.polls += 1
         if self.loaded_after is None and self.registrant.records:
             self.loaded_after = now - self.started
+            self.rss_loaded = rss_kib()
             if self.freeze_after_load:  # experiment: what gc.freeze() in the registrant would give
                 gc.collect()
                 gc.freeze()
@@ -344,19 +365,23 @@ def run(reactor, args, harness: Harness):
     print(f"txuac on udp:{HOST}:{port}, reg_send_rate {rate:g}/s"
           f"{'' if args.rate is not None else ' (the service default)'}, reg_retry_interval 5 s"
           f"{'; under cProfile' if args.profile else ''}{'; with tracemalloc' if args.tracemalloc else ''}"
-          f"{f'; EXPERIMENT gc.set_threshold{args.gc_threshold}' if args.gc_threshold else ''}"
+          f"{f'; EXPERIMENT gc.set_threshold{args.gc_threshold}' if args.gc_threshold else '; gc tuned as twistd uac tunes it'}"
           f"{'; EXPERIMENT gc.freeze() after loading' if args.gc_freeze else ''}")
 
     if args.gc_threshold:
         gc.set_threshold(*args.gc_threshold)
+    else:
+        tune_garbage_collector()  # what `twistd uac` does before starting the service
     gc.collect()
     rss_before = rss_kib()
     errors_before = udp_errors()
     kamailio_cpu_before = group_cpu(registrar.pid)
     heap_before = None
+    heap_base = 0
     if args.tracemalloc:
         tracemalloc.start()
         heap_before = tracemalloc.take_snapshot()
+        heap_base = tracemalloc.get_traced_memory()[0]
     profiler = cProfile.Profile() if args.profile else None
     gc_timer = GCTimer()
     gc.callbacks.append(gc_timer)
@@ -381,7 +406,10 @@ def run(reactor, args, harness: Harness):
     gc_timer.running = False
     if profiler:
         profiler.disable()
-    tracked_online = len(gc.get_objects())
+    tracked = gc.get_objects()
+    tracked_online = len(tracked)
+    census = object_census(tracked, n) if args.census else []
+    del tracked
     kamailio_cpu = group_cpu(registrar.pid) - kamailio_cpu_before
     rss_online = rss_kib()
     errors_online = udp_errors()
@@ -397,10 +425,12 @@ def run(reactor, args, harness: Harness):
     rss_steady = rss_kib()
     heap_held = None
     heap_top = []
+    heap_peak = 0
     if args.tracemalloc:
         heap_after = tracemalloc.take_snapshot()
         heap_held = sum(stat.size_diff for stat in heap_after.compare_to(heap_before, "filename"))
         heap_top = heap_after.compare_to(heap_before, "lineno")[:12]
+        heap_peak = tracemalloc.get_traced_memory()[1] - heap_base
         tracemalloc.stop()
     errors_after = udp_errors()
     txuac_drops, kamailio_drops = socket_drops(port), socket_drops(registrar.port)
@@ -440,13 +470,18 @@ def run(reactor, args, harness: Harness):
           f"({sum(gc_timer.seconds) / max(online, 1) * 1e6:.0f} us per registration; thresholds {gc.get_threshold()})")
     print(f"objects tracked by the garbage collector when all were online: {tracked_online:,} "
           f"({tracked_online / n:.1f} per account)")
+    if census:
+        print("largest gc-tracked object types when all were online (shallow sizes):")
+        print("\n".join(census))
     print(f"txuac memory per account: {mem_steady * 1024:,.0f} bytes = {mem_steady:.2f} KiB at steady state "
           f"(target <= {MEMORY_TARGET_KIB:g} KiB: {verdict(mem_steady <= MEMORY_TARGET_KIB)}); "
-          f"{mem_online:.2f} KiB when all were online; VmRSS {rss_before / 1024:.1f} -> {rss_online / 1024:.1f} "
-          f"-> {rss_steady / 1024:.1f} MiB")
+          f"{mem_online:.2f} KiB when all were online; VmRSS {rss_before / 1024:.1f} MiB before the start, "
+          f"{poll.rss_loaded / 1024:.1f} once the accounts were loaded, {rss_online / 1024:.1f} when all were online, "
+          f"{rss_steady / 1024:.1f} at steady state")
     if heap_held is not None:
         print(f"txuac Python heap per account (tracemalloc, steady state): {heap_held / n:,.0f} bytes "
-              f"= {heap_held / n / 1024:.2f} KiB; largest allocation sites:")
+              f"= {heap_held / n / 1024:.2f} KiB (peak during the run {heap_peak / n / 1024:.2f} KiB per account, "
+              f"{heap_peak / 1024 / 1024:.1f} MiB); largest allocation sites:")
         for stat in heap_top:
             frame = stat.traceback[0]
             print(f"    {stat.size_diff / n:7.0f} B/account {stat.count_diff / n:6.2f} blocks/account  "
@@ -513,6 +548,8 @@ if __name__ == "__main__":
     parser.add_argument("--profile", action="store_true", help="cProfile the run; top 25 by tottime")
     parser.add_argument("--profile-out", metavar="FILE", help="with --profile: also write the pstats to FILE")
     parser.add_argument("--tracemalloc", action="store_true", help="also the Python heap per account (slow)")
+    parser.add_argument("--census", action="store_true",
+                        help="list the gc-tracked object types when all are online (after the measurements)")
     parser.add_argument("--gc-threshold", type=lambda text: tuple(int(x) for x in text.split(",")),
                         metavar="A,B,C", help="experiment: gc.set_threshold(A, B, C) before the start")
     parser.add_argument("--gc-freeze", action="store_true",

@@ -83,7 +83,8 @@ class UACSettings:
     reg_gc_interval: int = 150
     reload_delta: int = 30
     # Ours: REGISTERs started per second at most, and unregistering on a clean stop.
-    reg_send_rate: int = 2000
+    reg_send_rate: int = 3000
+    reg_max_in_flight: int = 1000
     reg_unregister_on_stop: bool = False
     # Kamailio: the local socket (proto:ip:port, one of [core] listen) REGISTERs and
     # uac_req_send requests go out from when no other is given.
@@ -301,8 +302,9 @@ def _uac(path: str, table: Any) -> UACSettings:
     for name, value in numbers.items():
         if value < 0:
             raise ConfigError(f"{section.where(name)}: must not be negative, got {value}")
-    if numbers["reg_send_rate"] <= 0:
-        raise ConfigError(f"{section.where('reg_send_rate')}: must be positive")
+    for name in ("reg_send_rate", "reg_max_in_flight"):
+        if numbers[name] <= 0:
+            raise ConfigError(f"{section.where(name)}: must be positive")
     settings = UACSettings(
         credential=tuple(credential),
         auth_algorithms=tuple(canonical),
@@ -329,7 +331,8 @@ def _uac(path: str, table: Any) -> UACSettings:
 
 
 _UAC_INTEGERS = ("reg_timer_interval", "reg_retry_interval", "reg_random_delay", "reg_keep_callid", "reg_active",
-                 "reg_use_domain", "reg_hash_size", "reg_gc_interval", "reload_delta", "reg_send_rate")
+                 "reg_use_domain", "reg_hash_size", "reg_gc_interval", "reload_delta", "reg_send_rate",
+                 "reg_max_in_flight")
 
 
 _SECTIONS = ("core", "tls", "uac")

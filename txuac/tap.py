@@ -51,7 +51,8 @@ def _install_excepthook() -> None:
 
 
 def makeService(options: Options) -> service.IService:
-    from txuac.service import UACService
+    from txuac.service import UACService, tune_garbage_collector
 
+    tune_garbage_collector()
     _install_excepthook()
     return UACService(options["settings"])
