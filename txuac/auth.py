@@ -180,7 +180,7 @@ class Authenticator:
                                                  nc=self.nonces.next(challenge.nonce)))
                        for challenge, credentials in answering.values()]
             current = authorized_retry(current, answers)
-            log.info("{method} to {uri}: {status} from realm(s) {realms}, retrying with CSeq {cseq}",
+            log.debug("{method} to {uri}: {status} from realm(s) {realms}, retrying with CSeq {cseq}",
                      method=request.method, uri=str(request.uri), status=response.status,
                      realms=", ".join(c.realm for c, _ in answers), cseq=current.headers.get("CSeq"))
         raise _with_response(AuthenticationError(f"{request.method}: still challenged after {MAX_ROUNDS} rounds"),

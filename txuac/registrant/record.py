@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import random
+import sys
 from dataclasses import dataclass, field
 
 from txuac.errors import SIPParseError, TxuacError
@@ -43,7 +44,7 @@ MANDATORY = ("l_uuid", "l_username", "l_domain", "r_username", "r_domain", "auth
 _HEX = frozenset("0123456789abcdef")
 
 
-@dataclass
+@dataclass(slots=True)
 class RegistrationRecord:
     """A registration account: the uacreg columns, then the runtime state."""
 
@@ -160,7 +161,8 @@ def _text(value) -> str:
         return ""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return str(value).strip()
+    # Domains, realms, proxies and addresses repeat across thousands of rows: share them.
+    return sys.intern(str(value).strip())
 
 
 def _integer(value, name: str) -> int:
