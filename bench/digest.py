@@ -18,7 +18,7 @@ import sys
 # An installed txuac (compiled by mypyc, see setup.py) wins over the checkout.
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from cpu_rate import per_core  # noqa: E402
+from measure import per_core  # noqa: E402
 from txuac.sip import COMPILED, Response  # noqa: E402
 from txuac.sip.digest import Challenge, Credentials, authorization, choose_challenge, parse_challenges  # noqa: E402
 

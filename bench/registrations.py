@@ -68,6 +68,7 @@ import txuac.sip  # noqa: E402
 from tests.registrant.test_interop_kamailio import account_rows, insert_rows  # noqa: E402
 from tests.support.kamailio import KamailioRegistrar  # noqa: E402
 from tests.support.peers import free_port  # noqa: E402
+from measure import rss_kib  # noqa: E402
 from txuac.config import settings_from_dict  # noqa: E402
 from txuac.registrant.record import State  # noqa: E402
 from txuac.registrant.store.url import open_store  # noqa: E402
@@ -95,14 +96,6 @@ def verdict(ok: bool) -> str:
 
 
 # --- measurements -------------------------------------------------------------------
-
-def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
 
 def udp_errors() -> dict[str, int]:
     """Udp: RcvbufErrors and InErrors of the host (Linux; zeros elsewhere)."""

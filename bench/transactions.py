@@ -40,6 +40,7 @@ sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 from twisted.internet import defer, task  # noqa: E402
 
 from tests.support.peers import PeerProcess, find_program, free_port, wait_for  # noqa: E402
+from measure import rss_kib  # noqa: E402
 from txuac.config import settings_from_dict  # noqa: E402
 from txuac.service import UACService  # noqa: E402
 from txuac.sip import Request, SipURI, make_request, parse_uri  # noqa: E402
@@ -53,14 +54,6 @@ IN_FLIGHT_FOR_MEMORY = 10_000
 def options(uri: SipURI, number: int) -> Request:
     return make_request("OPTIONS", uri.copy(), f"sip:bench@{HOST}", from_tag=f"b{number}",
                         call_id=f"bench-{number}@{HOST}")
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def udp_drops() -> int:

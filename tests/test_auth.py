@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import secrets
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.sip.test_digest import DigestMismatch, ref_hash, ref_parse, ref_verify
+from tests.support.services import start_uac
 from txuac.auth import (
     MAX_STALE_RETRIES,
     Authenticator,
@@ -162,10 +163,7 @@ class AuthenticatorTests(TestCase):
         document = {"core": {"listen": ["udp:127.0.0.1:0"], "timer_t1": 50}}
         if uac is not None:
             document["uac"] = uac
-        service = UACService(settings_from_dict(document), reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
-        return service
+        return start_uac(self, document)
 
     def server(self, accounts=None, **kwargs) -> ChallengingServer:
         return ChallengingServer(self.server_service.stack, accounts or {REALM: ("alice", PASSWORD)}, **kwargs)

@@ -104,17 +104,19 @@ def _redacted(entry: str) -> str:
     return f"{user}:***" if sep1 else "***"
 
 
-def authorized_retry(request: Request, answers: list[tuple[Challenge, str]]) -> Request:
-    """The next attempt (RFC 3261 22.2): CSeq + 1, no Via (the stack adds a fresh branch),
-    one (Proxy-)Authorization per realm answered, replacing earlier ones for those realms."""
+def authorized_retry(request: Request, answers: list[tuple[Challenge, str]], cseq: int | None = None) -> Request:
+    """The next attempt (RFC 3261 22.2): CSeq + 1 (or ``cseq``), no Via (the stack adds a
+    fresh branch), one (Proxy-)Authorization per realm answered, replacing any the request
+    already had for those realms."""
     retry = request.copy()
     retry.headers.remove("Via")
-    cseq = request.cseq
-    if cseq is None:
+    current = request.cseq
+    if current is None:
         raise AuthenticationError("cannot retry a request without CSeq")
-    retry.headers.set("CSeq", f"{cseq.number + 1} {cseq.method}")
+    retry.headers.set("CSeq", f"{current.number + 1 if cseq is None else cseq} {current.method}")
     for challenge, _ in answers:
-        _drop_credentials_for(retry, challenge.header_name, challenge.realm)
+        if challenge.header_name in retry.headers:
+            _drop_credentials_for(retry, challenge.header_name, challenge.realm)
     for challenge, value in answers:
         retry.headers.add(challenge.header_name, value)
     return retry
@@ -143,12 +145,14 @@ class Authenticator:
     """
 
     def __init__(self, stack, credentials: ICredentialSource, algorithms: tuple[str, ...] = ALL_ALGORITHMS,
-                 prefer_auth_int: bool = False):
+                 prefer_auth_int: bool = False, nonces: NonceCounter | None = None):
         self.stack = stack
         self.credentials = credentials
         self.algorithms = algorithms
         self.prefer_auth_int = prefer_auth_int
-        self.nonces = NonceCounter()
+        # Shared by every Authenticator of a service: a nonce reused by the server must
+        # get the next nc whichever request answers it.
+        self.nonces = nonces if nonces is not None else NonceCounter()
 
     @defer.inlineCallbacks
     def send(self, request: Request, target=None,
@@ -179,7 +183,9 @@ class Authenticator:
                                                  request.body, prefer_auth_int=self.prefer_auth_int,
                                                  nc=self.nonces.next(challenge.nonce)))
                        for challenge, credentials in answering.values()]
-            current = authorized_retry(current, answers)
+            # From the original request: every answer is recomputed above, so the previous
+            # attempt's credentials need not be read back.
+            current = authorized_retry(request, answers, current.cseq.number + 1)
             log.debug("{method} to {uri}: {status} from realm(s) {realms}, retrying with CSeq {cseq}",
                      method=request.method, uri=str(request.uri), status=response.status,
                      realms=", ".join(c.realm for c, _ in answers), cseq=current.headers.get("CSeq"))

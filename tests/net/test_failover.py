@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.net.test_resolver import Zone, a, naptr, serve_zone, srv
 from tests.support.peers import PeerProcess, free_port, require_program, wait_for
-from txuac.config import settings_from_dict
+from tests.support.services import start_uac
 from txuac.errors import TransportError
 from txuac.service import UACService
 from txuac.sip import Request, make_request
@@ -39,10 +39,7 @@ def start_service(testcase: TestCase, core: dict, tls: dict | None = None) -> UA
     document = {"core": {"timer_t1": T1_MS, **core}}
     if tls is not None:
         document["tls"] = tls
-    service = UACService(settings_from_dict(document), reactor)
-    service.startService()
-    testcase.addCleanup(service.stopService)
-    return service
+    return start_uac(testcase, document)
 
 
 def _port_taken(port: int, kind: int) -> bool:

@@ -23,7 +23,7 @@ from txuac.errors import ResolutionError, TransactionTimeout, TransportError
 from txuac.net.resolver import TargetResolver
 from txuac.net.stack import SIPStack
 from txuac.net.transports import StreamConnection, UDPListener
-from txuac.sip import Request, Response, make_response, parse_message
+from txuac.sip import Request, make_response, parse_message
 from txuac.sip.transaction import TimerSettings
 from txuac.sip.via import Address
 

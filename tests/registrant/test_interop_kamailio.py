@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.postgres import PostgresCluster
-from txuac.config import settings_from_dict
+from tests.support.services import start_uac
 from txuac.registrant.store.url import open_store
 from txuac.service import UACService
 
@@ -59,15 +59,11 @@ class RegistrationInteropMixin:
 
     def start_txuac(self, reg_db_url: str) -> UACService:
         self.sip_port = free_port()
-        settings = settings_from_dict({
+        return start_uac(self, {
             "core": {"listen": [f"udp:127.0.0.1:{self.sip_port}"], "timer_t1": 200},
             "uac": {"reg_db_url": reg_db_url, "reg_contact_addr": f"127.0.0.1:{self.sip_port}",
                     "reg_retry_interval": 5},
         })
-        service = UACService(settings)
-        service.startService()
-        self.addCleanup(service.stopService)
-        return service
 
     @defer.inlineCallbacks
     def wait_online(self, service: UACService, count: int, timeout: float = 60.0):

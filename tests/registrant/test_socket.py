@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.registrant.test_record import make_row
 from tests.support.peers import free_port
+from tests.support.services import start_uac
 from txuac.config import settings_from_dict
 from txuac.errors import ConfigError
 from txuac.registrant.store.url import open_store
@@ -55,11 +56,8 @@ class SourceSocketTests(TestCase):
         uac = {"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"127.0.0.1:{self.ports[0]}"}
         if default_socket:
             uac["default_socket"] = default_socket
-        service = UACService(settings_from_dict({
-            "core": {"listen": [f"udp:127.0.0.1:{port}" for port in self.ports], "timer_t1": 50}, "uac": uac}))
-        service.startService()
-        self.addCleanup(service.stopService)
-        return service
+        return start_uac(self, {
+            "core": {"listen": [f"udp:127.0.0.1:{port}" for port in self.ports], "timer_t1": 50}, "uac": uac})
 
     @defer.inlineCallbacks
     def source_ports(self, count: int) -> list[int]:

@@ -32,7 +32,7 @@ from txuac.errors import (
 )
 from txuac.registrant import protocol
 from txuac.registrant.record import Flag, InvalidRecord, RegistrationRecord, State, record_from_row
-from txuac.sip.digest import ALL_ALGORITHMS, Credentials
+from txuac.sip.digest import ALL_ALGORITHMS, Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
 from txuac.sip.via import Address, bare_host
 
@@ -111,6 +111,7 @@ class RegistrantService(service.Service):
         self._last_reload: float | None = None
         self._in_flight: dict[str, defer.Deferred] = {}
         self._next_hops: dict[str, SipURI | Address | None] = {}
+        self._nonces = NonceCounter(limit=4096)  # one nc sequence per nonce across all accounts
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = reactor
 
@@ -232,7 +233,8 @@ class RegistrantService(service.Service):
         # Kamailio: auth_ha1, when set, wins over auth_password.
         credentials = Credentials(record.auth_username, password=None if record.auth_ha1 else record.auth_password,
                                   ha1=record.auth_ha1 or None, realm=record.realm or None)
-        authenticator = Authenticator(self.stack, FixedCredentials(credentials), self.settings.auth_algorithms)
+        authenticator = Authenticator(self.stack, FixedCredentials(credentials), self.settings.auth_algorithms,
+                                      nonces=self._nonces)
         self._emit(record, previous, "registering", None)
         d = authenticator.send(request, self._next_hop(record), on_challenge=lambda _: self._challenged(record),
                                source=source)

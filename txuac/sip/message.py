@@ -47,7 +47,7 @@ def _name_addr_list(value: str, name: str) -> list:
 
 
 # Header key -> the Message property that parses it; validate() reads these.
-_TYPED_VIEWS = {
+TYPED_VIEWS = {
     "via": "via",
     "from": "from_",
     "to": "to",
@@ -69,7 +69,7 @@ _TYPED_VIEWS = {
     "authorization": "authorization",
     "proxy-authorization": "proxy_authorization",
 }
-_TOKEN_LIST_HEADERS = frozenset({"require", "proxy-require", "supported", "unsupported", "allow"})
+TOKEN_LIST_HEADERS = frozenset({"require", "proxy-require", "supported", "unsupported", "allow"})
 
 
 class Message:
@@ -205,10 +205,10 @@ class Message:
         self._validate_start_line()
         keys = dict.fromkeys(self.headers.keys())  # wire order: the first bad header is named
         for key in keys:
-            attribute = _TYPED_VIEWS.get(key)
+            attribute = TYPED_VIEWS.get(key)
             if attribute is not None:
                 getattr(self, attribute)
-            elif key in _TOKEN_LIST_HEADERS:
+            elif key in TOKEN_LIST_HEADERS:
                 self.tokens(key)
         for name in REQUIRED_HEADERS:
             if name.lower() not in keys:

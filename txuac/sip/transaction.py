@@ -349,7 +349,6 @@ def server_key(request: Request) -> tuple:
     method = "INVITE" if request.method == "ACK" else request.method
     if via is not None and has_magic_cookie(via.branch):
         return ("3261", via.branch, via.host.lower(), via.port, method)
-    to = request.to
     from_ = request.from_
     cseq = request.cseq
     # RFC 3261 17.2.3 for RFC 2543 peers: Request-URI, To tag, From tag, Call-ID,

@@ -1,4 +1,4 @@
-"""The measuring loop the micro-benchmarks share: calls per second of CPU time on one core."""
+"""What the benchmarks share: calls per CPU second on one core, and the resident memory."""
 
 from __future__ import annotations
 
@@ -20,3 +20,12 @@ def per_core(label: str, unit: str, call: Callable[[int], object], seconds: floa
     rate = count / cpu
     print(f"{label}: {rate:,.0f} {unit}/s per core ({cpu / count * 1e6:.2f} us CPU each, {count} {unit})")
     return rate
+
+
+def rss_kib() -> int:
+    """This process's resident memory (VmRSS), in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0

@@ -1,0 +1,16 @@
+"""Starting txuac itself in a test: a UACService from a settings document, stopped at cleanup."""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+
+from txuac.config import settings_from_dict
+from txuac.service import UACService
+
+
+def start_uac(testcase, document: dict) -> UACService:
+    """A started UACService configured by ``document`` (the TOML sections as a dict)."""
+    service = UACService(settings_from_dict(document), reactor)
+    service.startService()
+    testcase.addCleanup(service.stopService)
+    return service
