@@ -92,11 +92,42 @@ class UACSettings:
 
 
 @dataclass(frozen=True)
+class RPCSettings:
+    """[rpc]: JSON-RPC 2.0 over HTTP (``POST /RPC``) and ``GET /metrics``."""
+
+    enabled: bool = True
+    listen: str = "tcp:5064:interface=127.0.0.1"  # a Twisted server endpoint string
+    # Sent as "Authorization: Bearer <token>"; required unless listen is loopback-only.
+    token: str | None = field(default=None, repr=False)
+    show_secrets: bool = False  # auth_password and auth_ha1 in clear in RPC output
+    max_request_size: int = 65536  # octets of a request body
+
+
+@dataclass(frozen=True)
+class ManholeSettings:
+    """[manhole]: an SSH Python shell into the running service; off unless listen is set."""
+
+    listen: str | None = None  # a Twisted server endpoint string, e.g. "tcp:5065:interface=127.0.0.1"
+    authorized_keys: str | None = None  # OpenSSH authorized_keys file: the only way in
+    host_key: str | None = None  # private host key, created (mode 0600) when missing
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """[log]: how log events are written."""
+
+    format: str = "text"  # or "json": one JSON object per line, for log shippers
+
+
+@dataclass(frozen=True)
 class Settings:
     path: str = "<defaults>"
     core: CoreSettings = field(default_factory=CoreSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     uac: UACSettings = field(default_factory=UACSettings)
+    rpc: RPCSettings = field(default_factory=RPCSettings)
+    manhole: ManholeSettings = field(default_factory=ManholeSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     base_dir: str | None = None  # relative file names (TLS files, SQLite databases) start here
 
 
@@ -335,7 +366,104 @@ _UAC_INTEGERS = ("reg_timer_interval", "reg_retry_interval", "reg_random_delay",
                  "reg_max_in_flight")
 
 
-_SECTIONS = ("core", "tls", "uac")
+def parse_endpoint(text: str, where: str) -> tuple[str, list[str], dict[str, str]]:
+    """A Twisted server endpoint string split as Twisted does (``\\:`` escapes a colon):
+    its type, positional arguments and keyword arguments."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{where}: expected an endpoint string like 'tcp:5064:interface=127.0.0.1'")
+    parts, current, escaped = [], [], False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    kind, args, kwargs = parts[0].lower(), [], {}
+    for part in parts[1:]:
+        name, sep, value = part.partition("=")
+        if sep:
+            kwargs[name] = value
+        else:
+            args.append(part)
+    if kind in ("tcp", "tcp6", "ssl"):
+        port = kwargs.get("port", args[0] if args else "")
+        if not _is_number(port) or int(port) > 65535:
+            raise ConfigError(f"{where}: {text!r} needs a port number (like 'tcp:5064:interface=127.0.0.1')")
+    return kind, args, kwargs
+
+
+def endpoint_is_local(text: str, where: str) -> bool:
+    """True when an endpoint string only accepts connections from this host: a UNIX
+    socket, or TCP bound to a loopback address (Twisted binds to all addresses without
+    ``interface``)."""
+    kind, args, kwargs = parse_endpoint(text, where)
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    interface = kwargs.get("interface", args[2] if len(args) > 2 else "")
+    try:
+        return ipaddress.ip_address(interface.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _rpc(path: str, table: Any) -> RPCSettings:
+    section = _Section(path, "rpc", table)
+    defaults = RPCSettings()
+    settings = RPCSettings(
+        enabled=section.get("enabled", bool, defaults.enabled),
+        listen=section.get("listen", str, defaults.listen),
+        token=section.get("token", str, None) or None,
+        show_secrets=section.get("show_secrets", bool, defaults.show_secrets),
+        max_request_size=section.positive_int("max_request_size", defaults.max_request_size),
+    )
+    section.finish()
+    if settings.enabled:
+        local = endpoint_is_local(settings.listen, section.where("listen"))
+        if not local and settings.token is None:
+            raise ConfigError(f"{section.where('token')}: required when listen is not loopback-only "
+                              f"({settings.listen!r}): anyone who reaches the port could administer txuac")
+        if settings.token is not None and len(settings.token) < 16:
+            raise ConfigError(f"{section.where('token')}: too short to be a secret (16 characters at least)")
+    return settings
+
+
+def _manhole(path: str, table: Any, base_dir: str | None) -> ManholeSettings:
+    section = _Section(path, "manhole", table)
+    listen = section.get("listen", str, None) or None
+    authorized_keys = _readable_file(section, "authorized_keys", base_dir)
+    host_key = section.get("host_key", str, None) or None
+    section.finish()
+    if listen is None:
+        return ManholeSettings()
+    parse_endpoint(listen, section.where("listen"))
+    if authorized_keys is None:
+        raise ConfigError(f"{section.where('authorized_keys')}: required when listen is set "
+                          "(public keys are the only way in)")
+    if host_key is None:
+        raise ConfigError(f"{section.where('host_key')}: required when listen is set (created when missing)")
+    if base_dir is not None:
+        host_key = os.path.join(base_dir, host_key)
+    return ManholeSettings(listen=listen, authorized_keys=authorized_keys, host_key=host_key)
+
+
+def _log(path: str, table: Any) -> LogSettings:
+    section = _Section(path, "log", table)
+    log_format = section.get("format", str, "text")
+    section.finish()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"{section.where('format')}: must be 'text' or 'json', got {log_format!r}")
+    return LogSettings(format=log_format)
+
+
+_SECTIONS = ("core", "tls", "uac", "rpc", "manhole", "log")
 
 
 def load_settings(path: str) -> Settings:
@@ -370,6 +498,9 @@ def settings_from_dict(document: dict, path: str = "<dict>", base_dir: str | Non
         "core": _core(path, document.get("core", {})),
         "tls": _tls(path, document.get("tls", {}), base_dir),
         "uac": _uac(path, document.get("uac", {})),
+        "rpc": _rpc(path, document.get("rpc", {})),
+        "manhole": _manhole(path, document.get("manhole", {}), base_dir),
+        "log": _log(path, document.get("log", {})),
     }
     settings = Settings(path=path, base_dir=base_dir, **parsed)
     if settings.uac.default_socket is not None:

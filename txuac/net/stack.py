@@ -9,6 +9,7 @@ answered, other methods refused).
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from typing import Callable
 
 from twisted.internet import defer
@@ -129,6 +130,11 @@ class SIPStack:
         self._stopping = False
         self._stopped = False
         self.retransmissions = 0  # requests and responses sent again by a transaction timer or a retransmission
+        # For metrics: transactions by (method, outcome), outcome "2xx".."6xx", "timeout" or
+        # "transport_error"; messages dropped or refused as malformed.
+        self.client_outcomes: Counter[tuple[str, str]] = Counter()
+        self.server_outcomes: Counter[tuple[str, str]] = Counter()
+        self.parse_errors = 0
 
     # --- configuration ----------------------------------------------------------------
     def add_udp_listener(self, listener: UDPListener) -> None:
@@ -255,13 +261,16 @@ class SIPStack:
                             log.failure("on_provisional callback for {method} failed",
                                         method=transaction.method)
                 elif not call.deferred.called:
+                    self.client_outcomes[(transaction.method, _status_class(response.status))] += 1
                     call.deferred.callback(response)
             elif isinstance(effect, TimedOut):
                 if not call.deferred.called:
+                    self.client_outcomes[(transaction.method, "timeout")] += 1
                     call.deferred.errback(TransactionTimeout(
                         f"{transaction.method}: no final response (Timer {effect.timer})"))
             elif isinstance(effect, TransportFailed):
                 if not call.deferred.called:
+                    self.client_outcomes[(transaction.method, "transport_error")] += 1
                     call.deferred.errback(TransportError(f"{transaction.method}: transport failed"))
             elif isinstance(effect, Ended):
                 self._client.pop(call.key, None)
@@ -273,6 +282,7 @@ class SIPStack:
     def _client_failed(self, call: _ClientCall, error: TransportError) -> None:
         effects = call.transaction.transport_failed(self.reactor.seconds())
         if not call.deferred.called:
+            self.client_outcomes[(call.transaction.method, "transport_error")] += 1
             call.deferred.errback(error)
         self._apply_client(call, effects)
 
@@ -283,6 +293,8 @@ class SIPStack:
             log.debug("response {status} for a finished transaction dropped", status=response.status)
             return
         _ensure_content_length(response)
+        if response.status >= 200 and (transaction.last_response is None or transaction.last_response.status < 200):
+            self.server_outcomes[(transaction.request.method, _status_class(response.status))] += 1
         self._apply_server(transaction, entry[1], transaction.send_response(response, self.reactor.seconds()))
 
     def _apply_server(self, transaction: ServerTransaction, channel: Channel, effects) -> None:
@@ -351,6 +363,7 @@ class SIPStack:
         try:
             key = client_key_for_response(response)
         except SIPParseError as e:
+            self.parse_errors += 1
             log.info("response from {source} dropped: {error}", source=source, error=str(e))
             return
         call = self._client.get(key) if key is not None else None
@@ -428,6 +441,7 @@ class SIPStack:
     def _malformed(self, data: bytes, error: SIPParseError, source: Address, channel: Channel,
                    request: Request | None = None) -> None:
         """Answer a malformed request with the parser's status when a response can be built."""
+        self.parse_errors += 1
         log.warn("malformed message from {source}: {error}", source=source, error=str(error))
         if request is None:
             return  # without a parsed request there is no Via to answer to (RFC 3261 18.2.1)
@@ -503,6 +517,10 @@ class SIPStack:
                 delayed.cancel()
         self._timers.clear()
         self.pool.close_all()
+
+
+def _status_class(status: int) -> str:
+    return f"{status // 100}xx"
 
 
 def _quietly(d: defer.Deferred) -> defer.Deferred:

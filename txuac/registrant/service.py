@@ -83,6 +83,9 @@ class RegistrationEvent:
     reason: str
     status: int | None
     at: float
+    # Seconds from the first REGISTER of the cycle to the answer that ended it (None
+    # when the change did not end a REGISTER cycle: enable, disable, a new cycle).
+    latency: float | None = None
 
 
 Observer = Callable[[RegistrationEvent], None]
@@ -382,7 +385,10 @@ class RegistrantService(service.Service):
         emit = log.debug if state in (State.REGISTERING, State.ONLINE) else log.info
         emit("registration {l_uuid}: {previous} -> {state} ({reason})", l_uuid=record.l_uuid,
              previous=previous.value, state=state.value, reason=reason, status=status)
-        event = RegistrationEvent(record.l_uuid, state, previous, reason, status, now)
+        latency = None
+        if previous is State.REGISTERING and state is not State.REGISTERING and record.sent_at is not None:
+            latency = now - record.sent_at
+        event = RegistrationEvent(record.l_uuid, state, previous, reason, status, now, latency)
         for observer in list(self.observers):
             try:
                 observer(event)
