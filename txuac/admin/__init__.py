@@ -1,0 +1,1 @@
+"""Operating txuac: JSON-RPC over HTTP, txuac-ctl, the SSH manhole, metrics."""
