@@ -181,6 +181,7 @@ class PostgresStore:
         self._open_timeout = open_timeout
         self._pool: _Pool | None = None
         self._columns: tuple[str, ...] = ()
+        self.errors = 0  # operations failed with StoreError, for metrics
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self.url} table={self.table}>"
@@ -209,6 +210,7 @@ class PostgresStore:
             if result.called:
                 return
             timer.cancel()
+            self.errors += 1
             if failure.check(defer.FirstError):
                 failure = failure.value.subFailure
             self._abandon_pool()
@@ -276,6 +278,7 @@ class PostgresStore:
         if result.called:
             return
         self._abandon_pool()
+        self.errors += 1
         result.errback(StoreError(f"cannot open {self.url}: no answer within {self._open_timeout:g} s"))
 
     def _abandon_pool(self) -> None:
@@ -291,6 +294,7 @@ class PostgresStore:
             _close_quietly(connection)
 
     def _not_open(self):
+        self.errors += 1
         return defer.fail(StoreError(f"{self.url} is not open"))
 
     @staticmethod
@@ -303,6 +307,7 @@ class PostgresStore:
         return text or failure.type.__name__
 
     def _store_error(self, failure: Failure, context: str):
+        self.errors += 1
         if failure.check(StoreError):
             return failure
         raise StoreError(f"{context}: {self._reason(failure)}") from failure.value

@@ -73,6 +73,7 @@ class SQLiteStore:
         self._reactor = reactor
         self._pool: adbapi.ConnectionPool | None = None
         self._columns: tuple[str, ...] = ()
+        self.errors = 0  # operations failed with StoreError, for metrics
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.url} table={self.table}>"
@@ -171,10 +172,11 @@ class SQLiteStore:
             pool.close()
 
     def _not_open(self):
+        self.errors += 1
         return defer.fail(StoreError(f"{self.url} is not open"))
 
-    @staticmethod
-    def _store_error(failure, context: str):
+    def _store_error(self, failure, context: str):
+        self.errors += 1
         if failure.check(StoreError):
             return failure
         if failure.check(sqlite3.Error):
