@@ -194,6 +194,11 @@ class UACService(service.MultiService):
             store = open_store(uac.reg_db_url, reactor, uac.reg_db_table, base_dir=settings.base_dir)
             self.registrant = RegistrantService(registrant_settings(settings), self.sip.stack, store, reactor)
             self.registrant.setServiceParent(self)  # started after the SIP stack, stopped before it
+        self.manhole = None
+        if settings.manhole.listen is not None:
+            from txuac.admin.manhole import ManholeService  # conch is imported only when the manhole is on
+            self.manhole = ManholeService(settings, self, reactor)
+            self.manhole.setServiceParent(self)
 
     @property
     def stack(self) -> SIPStack:
