@@ -474,3 +474,39 @@ class UACSectionTests(SynchronousTestCase):
             self.assertIn(key, str(raised.exception))
             self.assertIn("uac.toml", str(raised.exception))
             self.assertNotIn("secret", str(raised.exception))
+
+
+class ManholeSectionTests(ConfigFileMixin, SynchronousTestCase):
+    """[manhole]: off unless listen is set; then both key files are required, relative to the file."""
+
+    def test_off_by_default(self):
+        manhole = settings_from_dict({}).manhole
+        self.assertIsNone(manhole.listen)
+        self.assertIsNone(manhole.authorized_keys)
+
+    def test_paths_relative_to_the_config_file(self):
+        path = self.write('[manhole]\nlisten = "tcp:5065:interface=127.0.0.1"\n'
+                          'authorized_keys = "keys/authorized_keys"\nhost_key = "manhole_host_key"\n')
+        directory = os.path.dirname(path)
+        os.makedirs(os.path.join(directory, "keys"))
+        with open(os.path.join(directory, "keys", "authorized_keys"), "w") as f:
+            f.write("# none yet\n")
+        manhole = load_settings(path).manhole
+        self.assertEqual(manhole.listen, "tcp:5065:interface=127.0.0.1")
+        self.assertEqual(manhole.authorized_keys, os.path.join(directory, "keys", "authorized_keys"))
+        self.assertEqual(manhole.host_key, os.path.join(directory, "manhole_host_key"))  # need not exist yet
+
+    def test_errors_name_the_key(self):
+        listen = 'listen = "tcp:5065:interface=127.0.0.1"\n'
+        self.assertConfigError("[manhole]\n" + listen + 'host_key = "hk"\n', "[manhole] authorized_keys", "required")
+        self.assertConfigError("[manhole]\n" + listen + 'authorized_keys = "missing"\nhost_key = "hk"\n',
+                               "[manhole] authorized_keys", "cannot read")
+        self.assertConfigError('[manhole]\nlisten = "tcp:no-port"\n', "[manhole] listen")
+        self.assertConfigError("[manhole]\nlisten = 5065\n", "[manhole] listen")
+        self.assertConfigError('[manhole]\npassword = "x"\n', "[manhole]", "password")
+
+    def test_host_key_required(self):
+        path = self.write('[manhole]\nlisten = "tcp:5065:interface=127.0.0.1"\nauthorized_keys = "uac.toml"\n')
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        self.assertIn("[manhole] host_key", str(caught.exception))
