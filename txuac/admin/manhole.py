@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txuac import __version__
-from txuac.config import Settings
+from txuac.config import Settings, endpoint_is_local
 from txuac.errors import ConfigError
 
 log = Logger()
@@ -400,6 +400,9 @@ class ManholeService(service.Service):
         shown = f"{address.host}:{address.port}" if hasattr(address, "port") else getattr(address, "name", address)
         log.info("manhole listening on {address} (host key {fingerprint})", address=shown,
                  fingerprint=fingerprint(self.host_key))
+        if not endpoint_is_local(listen, self._where("listen")):
+            log.warn("manhole listening beyond this host ({listen!r}): whoever holds an authorized key "
+                     "runs Python in txuac from there", listen=listen)
 
     def startService(self) -> None:
         self.privilegedStartService()  # not called first when embedded with plain startService()
