@@ -245,7 +245,7 @@ def make_settings(port: int, db_url: str, rate: int | None):
     uac = {"reg_db_url": db_url, "reg_contact_addr": f"{HOST}:{port}", "reg_retry_interval": 5}
     if rate is not None:
         uac["reg_send_rate"] = rate
-    return settings_from_dict({"core": {"listen": [f"udp:{HOST}:{port}"]}, "uac": uac})
+    return settings_from_dict({"core": {"listen": [f"udp:{HOST}:{port}"]}, "uac": uac, "rpc": {"enabled": False}})
 
 
 def receive_buffer(service: UACService) -> int:

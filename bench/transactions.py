@@ -199,7 +199,7 @@ def memory(stack) -> str:
 
 
 def uac(reactor) -> UACService:
-    service = UACService(settings_from_dict({"core": {"listen": [f"udp:{HOST}:0"]}}), reactor)
+    service = UACService(settings_from_dict({"core": {"listen": [f"udp:{HOST}:0"]}, "rpc": {"enabled": False}}), reactor)
     service.startService()
     return service
 

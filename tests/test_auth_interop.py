@@ -28,7 +28,8 @@ class KamailioDigestTests(TestCase):
     timeout = 30
 
     def setUp(self):
-        self.service = UACService(settings_from_dict({"core": {"listen": ["udp:127.0.0.1:0"], "timer_t1": 100}}))
+        self.service = UACService(settings_from_dict({"core": {"listen": ["udp:127.0.0.1:0"], "timer_t1": 100},
+                                                      "rpc": {"enabled": False}}))
         self.service.startService()
         self.addCleanup(self.service.stopService)
         self.local = self.service.sip.bound_address("udp")

@@ -17,11 +17,14 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.trial.unittest import TestCase
 
 from tests.support.peers import free_port
+from txuac.admin.web import AdminWebService
 from txuac.config import settings_from_dict
 from txuac.errors import ConfigError, TransactionTimeout, TransportError
 from txuac.service import SIPService, UACService
 from txuac.sip import Request, Response, make_response, parse_message
 from txuac.sip.via import Address
+
+NO_RPC = {"enabled": False}  # the JSON-RPC server would bind port 5064 (tests/admin cover it)
 
 
 def request_bytes(method: str, port: int, call_id: str, via: str | None = None) -> bytes:
@@ -87,7 +90,8 @@ class UACServiceTests(TestCase):
     def setUp(self):
         self.port = free_port()
         self.settings = settings_from_dict(
-            {"core": {"listen": [f"udp:127.0.0.1:{self.port}", f"tcp:127.0.0.1:{self.port}"], "timer_t1": 50,
+            {"rpc": NO_RPC,
+             "core": {"listen": [f"udp:127.0.0.1:{self.port}", f"tcp:127.0.0.1:{self.port}"], "timer_t1": 50,
                       "timer_t2": 400}},
             "test.toml",
         )
@@ -135,7 +139,7 @@ class UACServiceTests(TestCase):
             port = free_port(host="::1")
         except OSError:
             raise self.skipTest("no IPv6 loopback")
-        settings = settings_from_dict({"core": {"listen": [f"udp:[::1]:{port}", f"tcp:[::1]:{port}"]}})
+        settings = settings_from_dict({"rpc": NO_RPC, "core": {"listen": [f"udp:[::1]:{port}", f"tcp:[::1]:{port}"]}})
         parent, uac = self.embedded(settings)
         self.assertEqual(uac.sip.bound_address("tcp"), Address("tcp", "::1", port))
         client = Client()
@@ -172,7 +176,7 @@ class UACServiceTests(TestCase):
 
     @defer.inlineCallbacks
     def test_port_zero(self):
-        settings = settings_from_dict({"core": {"listen": ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]}})
+        settings = settings_from_dict({"rpc": NO_RPC, "core": {"listen": ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]}})
         _, uac = self.embedded(settings)
         udp, tcp = uac.sip.bound_address("udp"), uac.sip.bound_address("tcp")
         self.assertNotEqual(udp.port, 0)
@@ -232,7 +236,8 @@ class UACServiceTests(TestCase):
 
     @defer.inlineCallbacks
     def test_stop_gives_up_after_64_t1(self):
-        settings = settings_from_dict({"core": {"listen": [f"udp:127.0.0.1:{self.port}"], "timer_t1": 10}})
+        settings = settings_from_dict(
+            {"rpc": NO_RPC, "core": {"listen": [f"udp:127.0.0.1:{self.port}"], "timer_t1": 10}})
         peer = SlowPeer(delay=None)  # never answers
         peer_port = self.udp(peer)
         parent, uac = self.embedded(settings)
@@ -261,7 +266,8 @@ class BindFailureTests(TestCase):
         self.addCleanup(blocker.close)
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
-        settings = settings_from_dict({"core": {"listen": [f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}"]}},
+        settings = settings_from_dict({"rpc": NO_RPC,
+                                       "core": {"listen": [f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}"]}},
                                       "busy.toml")
         uac = UACService(settings)
         with self.assertRaises(ConfigError) as caught:
@@ -277,7 +283,8 @@ class BindFailureTests(TestCase):
         self.addCleanup(blocker.close)
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
-        settings = settings_from_dict({"core": {"listen": [f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}"]}})
+        settings = settings_from_dict(
+            {"rpc": NO_RPC, "core": {"listen": [f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}"]}})
         uac = UACService(settings)
         self.assertRaises(ConfigError, uac.startService)
         yield task.deferLater(reactor, 0, lambda: None)  # the UDP port closes on the next turn
@@ -336,7 +343,8 @@ class TLSSettingsTests(TestCase):
                         "-keyout", os.path.join(directory, "key.pem"), "-out", os.path.join(directory, "cert.pem")],
                        check=True, capture_output=True)
         settings = settings_from_dict(
-            {"core": {"listen": ["tls:127.0.0.1:0"]}, "tls": {"certificate": "cert.pem", "private_key": "key.pem"}},
+            {"rpc": NO_RPC, "core": {"listen": ["tls:127.0.0.1:0"]},
+             "tls": {"certificate": "cert.pem", "private_key": "key.pem"}},
             "tls.toml", base_dir=directory)
         uac = UACService(settings)
         uac.startService()
@@ -348,7 +356,14 @@ class TLSSettingsTests(TestCase):
 
 class SIPServiceTests(TestCase):
     def test_uac_service_holds_the_sip_service(self):
-        uac = UACService(settings_from_dict({}))
+        uac = UACService(settings_from_dict({"rpc": NO_RPC}))
         self.assertIsInstance(uac.sip, SIPService)
         self.assertIs(uac.stack, uac.sip.stack)
         self.assertEqual(list(uac), [uac.sip])
+
+    def test_rpc_server_is_a_child_by_default(self):
+        """[rpc] is on unless disabled: the admin HTTP server starts after the others, stops first."""
+        uac = UACService(settings_from_dict({"rpc": {"listen": "tcp:0:interface=127.0.0.1"}}))
+        self.assertIsInstance(uac.rpc, AdminWebService)
+        self.assertIs(list(uac)[-1], uac.rpc)
+        self.assertIsNone(UACService(settings_from_dict({"rpc": NO_RPC})).rpc)

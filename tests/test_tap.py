@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -96,11 +97,14 @@ class ProcessMixin:
 
     def good_config(self) -> tuple[str, int]:
         port = free_port()
+        self.rpc_port = free_port(socket.SOCK_STREAM)
         path = self.config(
             "[core]\n"
             f'listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]\n'
             "timer_t1 = 50\n"
             "timer_t2 = 400\n"
+            "[rpc]\n"
+            f'listen = "tcp:{self.rpc_port}:interface=127.0.0.1"\n'
         )
         return path, port
 
@@ -209,6 +213,21 @@ class TwistdTests(ProcessMixin, SynchronousTestCase):
         self.assertIn("Received SIGINT, shutting down.", output)
         self.assertIn("Server Shut Down.", output)
 
+    def test_rpc_answers_txuac_ctl(self):
+        """The JSON-RPC server runs under twistd; txuac-ctl finds it through the same file."""
+        config, port = self.good_config()
+        process = self.start(self.twistd(config))
+        output = self.wait_started(process)
+        self.assertIn(f"JSON-RPC listening on 127.0.0.1:{self.rpc_port}", output)
+        self.assertIn("[rpc] token is not set: any local user can administer txuac", output)
+        ctl = subprocess.run([sys.executable, "-m", "txuac.admin.ctl", "--config", config, "core.version"],
+                             env=self.env(), capture_output=True, text=True, timeout=START_TIMEOUT)
+        self.assertEqual((ctl.returncode, ctl.stderr), (0, ""))
+        self.assertTrue(ctl.stdout.startswith(f"txuac {__version__} (Python "), ctl.stdout)
+        os.kill(process.pid, signal.SIGTERM)
+        self.assertEqual(process.wait(STOP_TIMEOUT), -signal.SIGTERM, process.output())
+        self.assertTrue(bindable("tcp", self.rpc_port))
+
     def test_bad_config(self):
         config = self.config('[core]\nlisten = ["sctp:127.0.0.1:5060"]\n')
         status, output = self.run_to_end(self.twistd(config))
@@ -290,6 +309,8 @@ class TwistdTests(ProcessMixin, SynchronousTestCase):
         with open(SHIPPED) as f:
             text = f.read()
         self.assertEqual(text.count(":5060\""), 2, "the sample's sockets changed: update this test")
+        self.assertEqual(text.count('"tcp:5064:'), 1, "the sample's [rpc] listen changed: update this test")
+        text = text.replace('"tcp:5064:', f'"tcp:{free_port(socket.SOCK_STREAM)}:')
         config = self.config(text.replace(':5060"', f':{port}"'))
         self.run_and_signal(self.twistd(config), port, signal.SIGTERM)
 

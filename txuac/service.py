@@ -10,6 +10,7 @@ from twisted.internet import defer, error
 from twisted.logger import Logger
 
 from txuac import __version__
+from txuac.admin.web import AdminWebService
 from txuac.auth import Authenticator, CredentialList
 from txuac.config import ListenSpec, Settings
 from txuac.errors import ConfigError
@@ -194,6 +195,10 @@ class UACService(service.MultiService):
             store = open_store(uac.reg_db_url, reactor, uac.reg_db_table, base_dir=settings.base_dir)
             self.registrant = RegistrantService(registrant_settings(settings), self.sip.stack, store, reactor)
             self.registrant.setServiceParent(self)  # started after the SIP stack, stopped before it
+        self.rpc: AdminWebService | None = None
+        if settings.rpc.enabled:
+            self.rpc = AdminWebService(self, reactor)  # JSON-RPC and /metrics, stopped before the above
+            self.rpc.setServiceParent(self)
         self.manhole = None
         if settings.manhole.listen is not None:
             from txuac.admin.manhole import ManholeService  # conch is imported only when the manhole is on

@@ -190,7 +190,7 @@ class SIPpTestCase(TestCase):
             "listen": [f"udp:{HOST}:0", f"tcp:{HOST}:0"],
             "timer_t1": int(T1 * 1000),
             "timer_t2": int(T2 * 1000),
-        }}), reactor)
+        }, "rpc": {"enabled": False}}), reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
         self.stack = self.service.stack

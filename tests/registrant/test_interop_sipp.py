@@ -208,6 +208,7 @@ class RegistrarScenarioTests(TestCase):
             "core": {"listen": [f"udp:{HOST}:{self.sip_port}"], "timer_t1": T1_MS},
             "uac": dict({"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"{HOST}:{self.sip_port}",
                          "reg_retry_interval": 5}, **uac),
+            "rpc": {"enabled": False},
         })
         service = UACService(settings)
         self.events = EventLog(service.registrant)

@@ -64,6 +64,7 @@ class PostgresRestartTests(TestCase):
             "core": {"listen": [f"udp:{HOST}:{sip_port}"], "timer_t1": 100},
             "uac": {"reg_db_url": self.cluster.url, "reg_contact_addr": self.contact_addr,
                     "reg_retry_interval": 1, "reg_timer_interval": 1},
+            "rpc": {"enabled": False},
         })
         self.service = UACService(settings)
         self.events = EventLog(self.service.registrant)

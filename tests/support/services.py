@@ -9,7 +9,12 @@ from txuac.service import UACService
 
 
 def start_uac(testcase, document: dict) -> UACService:
-    """A started UACService configured by ``document`` (the TOML sections as a dict)."""
+    """A started UACService configured by ``document`` (the TOML sections as a dict).
+
+    Without an [rpc] section the JSON-RPC server is off (it would bind port 5064).
+    """
+    if "rpc" not in document:
+        document = {**document, "rpc": {"enabled": False}}
     service = UACService(settings_from_dict(document), reactor)
     service.startService()
     testcase.addCleanup(service.stopService)

@@ -1,0 +1,275 @@
+"""The RPC methods of a UACService: Kamailio's uac.* (names, parameters, result fields,
+error codes and messages of K:src/modules/uac/uac_reg.c), core.*, system.* and stats.*.
+
+Records carry Kamailio's fields in Kamailio's order, then ``state`` and ``last_error``.
+``auth_password`` and ``auth_ha1`` are masked unless ``[rpc] show_secrets`` is true.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import twisted
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from txuac import __version__
+from txuac.admin.rpc import Dispatcher, Param, RPCError
+from txuac.errors import StoreError
+from txuac.registrant.record import Flag, InvalidRecord, RegistrationRecord, record_from_row
+
+log = Logger()
+
+MASK = "********"
+FILTER_PARAMS = (Param("attr"), Param("val"))
+INVALID_PARAMETERS = RPCError(400, "Invalid Parameters")
+NOT_ENABLED = RPCError(500, "Not enabled")
+RECORD_NOT_FOUND = RPCError(404, "Record not found")
+
+# uac.reg_add's positional parameters (Kamailio's order); the integers are typed.
+REG_ADD_PARAMS = (
+    Param("l_uuid"), Param("l_username"), Param("l_domain"), Param("r_username"), Param("r_domain"),
+    Param("realm"), Param("auth_username"), Param("auth_password"), Param("auth_ha1"), Param("auth_proxy"),
+    Param("expires", int), Param("flags", int), Param("reg_delay", int), Param("socket"), Param("contact_addr"),
+    Param("contact_user"),
+)
+# "." stands for an empty value in these (Kamailio); for contact_addr it means reg_contact_addr.
+DOT_MEANS_EMPTY = ("realm", "auth_password", "auth_ha1", "socket", "contact_addr", "contact_user")
+
+UAC_METHODS = ("uac.reg_dump", "uac.reg_info", "uac.reg_enable", "uac.reg_disable", "uac.reg_register",
+               "uac.reg_unregister", "uac.reg_reload", "uac.reg_refresh", "uac.reg_active", "uac.reg_add",
+               "uac.reg_remove")
+
+
+def record_struct(record: RegistrationRecord, now: float, show_secrets: bool = False) -> dict:
+    """One record as uac.reg_dump and uac.reg_info show it."""
+    if record.registered(now):
+        timer_expires = record.expires_at
+    elif record.has(Flag.ONGOING) and record.sent_at is not None:
+        timer_expires = record.sent_at
+    else:
+        timer_expires = record.due_at  # the next attempt
+    timer_expires = int(timer_expires)
+    return {
+        "l_uuid": record.l_uuid,
+        "l_username": record.l_username,
+        "l_domain": record.l_domain,
+        "r_username": record.r_username,
+        "r_domain": record.r_domain,
+        "realm": record.realm,
+        "auth_username": record.auth_username,
+        "auth_password": _secret(record.auth_password, show_secrets),
+        "auth_ha1": _secret(record.auth_ha1, show_secrets),
+        "auth_proxy": record.auth_proxy or "none",
+        "expires": record.expires,
+        "flags": record.flags,
+        "diff_expires": timer_expires - int(now),
+        "timer_expires": timer_expires,
+        "reg_init": int(record.loaded_at),
+        "reg_delay": record.reg_delay,
+        "contact_addr": record.contact_addr or "none",
+        "socket": record.socket,
+        "contact_user": record.contact_user or "none",
+        "state": record.state(now).value,
+        "last_error": record.last_failure,
+    }
+
+
+def _secret(value: str, show: bool) -> str:
+    if not value:
+        return "none"
+    return value if show else MASK
+
+
+class UACMethods:
+    """The methods bound to one UACService; ``register(dispatcher)`` adds them."""
+
+    def __init__(self, uac, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.uac = uac
+        self.reactor = reactor
+        self.show_secrets = uac.settings.rpc.show_secrets
+        self.started_at = reactor.seconds()
+        self.dispatcher: Dispatcher | None = None
+
+    @property
+    def registrant(self):
+        return self.uac.registrant
+
+    def register(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        add = dispatcher.register
+        add("system.listMethods", self.list_methods, doc="Lists the methods")
+        add("core.uptime", self.uptime, doc="Now, when txuac started and the seconds since")
+        add("core.version", self.version, doc="The txuac version")
+        add("stats.get_statistics", self.get_statistics, params=None,
+            doc="Counters: 'all', a group ('uac:') or names ('uac:regtotal')")
+        if self.registrant is None:
+            # As Kamailio: the methods exist, and say the registrant is not enabled.
+            for name in UAC_METHODS:
+                add(name, self.not_enabled, params=None, doc="Registration is not enabled (no reg_db_url)")
+            return
+        add("uac.reg_dump", self.reg_dump, doc="All registration records")
+        add("uac.reg_info", self.reg_info, FILTER_PARAMS, missing=INVALID_PARAMETERS,
+            doc="One record: attr (l_uuid, l_username, r_username, auth_username), val")
+        add("uac.reg_enable", self.reg_enable, FILTER_PARAMS, missing=INVALID_PARAMETERS,
+            doc="Enable a record: attr, val")
+        add("uac.reg_disable", self.reg_disable, FILTER_PARAMS, missing=INVALID_PARAMETERS,
+            doc="Disable a record (no un-REGISTER): attr, val")
+        add("uac.reg_register", self.reg_register, FILTER_PARAMS, missing=INVALID_PARAMETERS,
+            doc="Send a REGISTER now: attr, val")
+        add("uac.reg_unregister", self.reg_unregister, FILTER_PARAMS, missing=INVALID_PARAMETERS,
+            doc="Send a REGISTER with Expires 0 now: attr, val")
+        add("uac.reg_reload", self.reg_reload, doc="Reload every record from the store")
+        add("uac.reg_refresh", self.reg_refresh, (Param("l_uuid"),), missing=INVALID_PARAMETERS,
+            doc="Reload one record from the store: l_uuid")
+        add("uac.reg_active", self.reg_active, (Param("mode", int),), missing=RPCError(500, "Missing parameter"),
+            doc="Switch all registrations on (1) or off (0)")
+        add("uac.reg_add", self.reg_add, REG_ADD_PARAMS, required=15, missing=INVALID_PARAMETERS,
+            doc="Add a record in memory: the 15 or 16 uacreg columns")
+        add("uac.reg_remove", self.reg_remove, (Param("l_uuid"),), missing=INVALID_PARAMETERS,
+            doc="Remove a record from memory: l_uuid")
+
+    # --- system, core, stats ----------------------------------------------------------
+    def list_methods(self) -> list[str]:
+        return self.dispatcher.names() if self.dispatcher is not None else []
+
+    def uptime(self) -> dict:
+        now = self.reactor.seconds()
+        return {"now": time.ctime(now), "up_since": time.ctime(self.started_at),
+                "uptime": int(now - self.started_at)}
+
+    def version(self) -> str:
+        return (f"txuac {__version__} (Python {platform.python_version()}, "
+                f"Twisted {twisted.__version__}, {platform.system().lower()})")
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Counters by group: uac (Kamailio's, derived from state, and ours) and sip."""
+        groups: dict[str, dict[str, int]] = {}
+        if self.registrant is not None:
+            groups["uac"] = dict(self.registrant.counters())
+        stack = self.uac.stack
+        sip = {"parse_errors": int(getattr(stack, "parse_errors", 0))}
+        for kind in ("client", "server"):
+            for (method, outcome), count in sorted(getattr(stack, f"{kind}_outcomes", {}).items()):
+                sip[f"{kind}_{method}_{outcome}"] = count
+        groups["sip"] = sip
+        return groups
+
+    def get_statistics(self, *names) -> list[str]:
+        """Kamailio's ``stats.get_statistics``: lines ``group:name = value``."""
+        if not names:
+            raise RPCError(400, "Please provide which stats to retrieve")
+        groups = self.counters()
+        lines: list[str] = []
+        for name in names:
+            if not isinstance(name, str):
+                raise RPCError(-32602, data="stats.get_statistics takes names (strings)")
+            group, colon, counter = name.partition(":")
+            for group_name, values in groups.items():
+                for counter_name, value in values.items():
+                    if (name == "all" or (colon and group == group_name and counter in ("", counter_name))
+                            or (not colon and name == counter_name)):
+                        line = f"{group_name}:{counter_name} = {value}"
+                        if line not in lines:
+                            lines.append(line)
+        return lines
+
+    # --- uac ----------------------------------------------------------------------
+    def not_enabled(self, *_):
+        raise NOT_ENABLED
+
+    def reg_dump(self) -> list[dict]:
+        now = self.registrant.now()
+        return [record_struct(record, now, self.show_secrets) for record in self.registrant.records.values()]
+
+    def _find(self, attr: str, val: str) -> RegistrationRecord:
+        if not attr or not val:
+            raise RPCError(400, "Invalid Parameter Values")
+        try:
+            record = self.registrant.find(attr, val)
+        except ValueError:
+            raise RPCError(400, "Unsupported filter attribute") from None
+        if record is None:
+            raise RECORD_NOT_FOUND
+        return record
+
+    def reg_info(self, attr: str, val: str) -> dict:
+        return record_struct(self._find(attr, val), self.registrant.now(), self.show_secrets)
+
+    def reg_enable(self, attr: str, val: str) -> None:
+        record = self._find(attr, val)
+        self.registrant.enable("l_uuid", record.l_uuid)
+
+    def reg_disable(self, attr: str, val: str) -> None:
+        record = self._find(attr, val)
+        self.registrant.disable("l_uuid", record.l_uuid)
+
+    def reg_register(self, attr: str, val: str) -> None:
+        record = self._find(attr, val)
+        self.registrant.send_register("l_uuid", record.l_uuid)  # answered at once; the cycle runs on
+
+    def reg_unregister(self, attr: str, val: str) -> None:
+        record = self._find(attr, val)
+        self.registrant.send_unregister(record.l_uuid)
+
+    @defer.inlineCallbacks
+    def reg_reload(self):
+        try:
+            result = yield self.registrant.reload()
+        except StoreError as e:
+            log.error("uac.reg_reload failed: {error}", error=str(e))
+            raise RPCError(500, "Failed to reload records - check log messages") from None
+        if result < 0:
+            log.warn("uac.reg_reload refused: the last reload was less than reload_delta "
+                     "({reload_delta} s) ago", reload_delta=self.registrant.settings.reload_delta)
+            raise RPCError(500, "Failed to shift records - check log messages")
+        return None
+
+    @defer.inlineCallbacks
+    def reg_refresh(self, l_uuid: str):
+        # The store is asked first so that a row that is not there (404) is told apart
+        # from a row that cannot be loaded (500).
+        try:
+            row = yield self.registrant.store.load_one(l_uuid)
+        except StoreError as e:
+            log.error("uac.reg_refresh of {l_uuid} failed: {error}", l_uuid=l_uuid, error=str(e))
+            raise RPCError(500, "Failed to refresh record - check log messages") from None
+        if row is None:
+            raise RECORD_NOT_FOUND
+        result = yield self.registrant.refresh(l_uuid)
+        if result < 0:
+            raise RPCError(500, "Failed to refresh record - check log messages")
+        return None
+
+    def reg_active(self, mode: int) -> dict:
+        old = self.registrant.set_active(mode != 0)
+        return {"omode": int(old), "nmode": mode}
+
+    def reg_add(self, *values) -> None:
+        row = {spec.name: value for spec, value in zip(REG_ADD_PARAMS, values)}
+        for name in DOT_MEANS_EMPTY:
+            if row.get(name) == ".":
+                row[name] = ""
+        if row["l_uuid"] in self.registrant.records:
+            raise RPCError(409, "uuid already exists")
+        try:
+            record_from_row(row, self.registrant.now())  # validated as the store loader does
+        except InvalidRecord as e:
+            reason = str(e)
+            if "auth_password" in reason or "auth_ha1" in reason:
+                raise RPCError(500, "Failed to add record - invalid password or ha1", data=reason) from None
+            raise RPCError(400, "Invalid Parameter Values", data=reason) from None
+        result = self.registrant.add(row)
+        if result == 409:
+            raise RPCError(409, "uuid already exists")
+        if result != 1:
+            raise RPCError(500, "Failed to add record - check log messages")
+        return None
+
+    def reg_remove(self, l_uuid: str) -> None:
+        if self.registrant.remove(l_uuid) != 1:
+            raise RECORD_NOT_FOUND
+        return None
