@@ -397,7 +397,11 @@ class ManholeService(service.Service):
             raise ConfigError(f"{self._where('listen')}: cannot listen on {listen!r}: {reason}")
         self.port = outcome[0]
         address = self.port.getHost()
-        shown = f"{address.host}:{address.port}" if hasattr(address, "port") else getattr(address, "name", address)
+        if hasattr(address, "port"):
+            shown = f"{address.host}:{address.port}"
+        else:  # a UNIX socket
+            name = getattr(address, "name", address)
+            shown = os.fsdecode(name) if isinstance(name, bytes) else str(name)
         log.info("manhole listening on {address} (host key {fingerprint})", address=shown,
                  fingerprint=fingerprint(self.host_key))
         if not endpoint_is_local(listen, self._where("listen")):
