@@ -9,6 +9,7 @@ import os
 import socket
 import sqlite3
 import stat
+import subprocess
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.ssh import keys
@@ -59,18 +60,23 @@ def authorized_line(key: keys.Key, comment: str = "operator") -> bytes:
 
 
 class SSHClientProcess(protocol.ProcessProtocol):
-    """One ssh run: feeds ``stdin``, collects the output, fires ``ended`` with (out, err, code)."""
+    """One ssh run: writes ``stdin`` (then closes it unless ``keep_stdin_open``), collects
+    the output; ``ended`` fires with (out, err, exit code), or fails when ssh is still
+    running after SSH_TIMEOUT seconds (it is killed then)."""
 
-    def __init__(self, stdin: bytes):
+    def __init__(self, stdin: bytes, keep_stdin_open: bool = False):
         self.stdin = stdin
+        self.keep_stdin_open = keep_stdin_open
         self.out = bytearray()
         self.err = bytearray()
         self.ended: defer.Deferred = defer.Deferred()
+        self._timeout = reactor.callLater(SSH_TIMEOUT, self._kill)
 
     def connectionMade(self):
         if self.stdin:
             self.transport.write(self.stdin)
-        self.transport.closeStdin()
+        if not self.keep_stdin_open:
+            self.transport.closeStdin()
 
     def outReceived(self, data):
         self.out += data
@@ -78,7 +84,15 @@ class SSHClientProcess(protocol.ProcessProtocol):
     def errReceived(self, data):
         self.err += data
 
+    def _kill(self):
+        self.transport.signalProcess("KILL")
+
     def processEnded(self, reason):
+        if not self._timeout.active():
+            self.ended.errback(AssertionError(f"ssh still running after {SSH_TIMEOUT} s: {bytes(self.out)!r} "
+                                              f"{bytes(self.err)!r}"))
+            return
+        self._timeout.cancel()
         code = reason.value.exitCode if reason.check(error.ProcessTerminated) else 0
         self.ended.callback((bytes(self.out), bytes(self.err), code))
 
@@ -136,20 +150,24 @@ class ManholeTestMixin:
     def port(self, service: UACService) -> int:
         return service.manhole.port.getHost().port
 
-    def run_ssh(self, service: UACService, options: list[str], stdin: bytes = b"", user: str = "admin",
-                known_hosts: str = "/dev/null") -> defer.Deferred:
-        """ssh to the manhole with ``options``; fires with (stdout, stderr, exit code)."""
-        self.ssh = require_program("ssh")
-        argv = [self.ssh, "-F", "/dev/null", "-p", str(self.port(service)),
+    def spawn_ssh(self, service: UACService, options: list[str], stdin: bytes = b"", user: str = "admin",
+                  known_hosts: str = "/dev/null", keep_stdin_open: bool = False) -> SSHClientProcess:
+        """OpenSSH's client to the manhole with ``options``, run by the reactor, without any
+        of the user's configuration, agent or known hosts."""
+        ssh = require_program("ssh")
+        argv = [ssh, "-F", "/dev/null", "-p", str(self.port(service)),
                 "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
                 "-o", "IdentityAgent=none", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                 *options, f"{user}@127.0.0.1"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.directory}
-        client = SSHClientProcess(stdin)
-        reactor.spawnProcess(client, self.ssh, argv, env=env, path=self.directory)
-        d = client.ended
-        d.addTimeout(SSH_TIMEOUT, reactor)
-        return d
+        client = SSHClientProcess(stdin, keep_stdin_open)
+        reactor.spawnProcess(client, ssh, argv, env=env, path=self.directory)
+        return client
+
+    def run_ssh(self, service: UACService, options: list[str], stdin: bytes = b"",
+                known_hosts: str = "/dev/null") -> defer.Deferred:
+        """Fires with ssh's (stdout, stderr, exit code)."""
+        return self.spawn_ssh(service, options, stdin, known_hosts=known_hosts).ended
 
     def key_options(self, key_path: str, host_checking: str = "no") -> list[str]:
         return ["-tt", "-i", key_path, "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no",
@@ -236,22 +254,16 @@ class ManholeLoginTests(ManholeTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_stop_closes_open_sessions(self):
-        self.ssh = require_program("ssh")
+        require_program("ssh")
         service = yield self.start(with_store=False)
-        argv_options = self.key_options(self.key_path)
         # A session that does not end by itself: stdin stays open until the service stops.
-        client = SSHClientProcess(b"")
-        client.connectionMade = lambda: client.transport.write(b'print("ready")\n')
-        argv = [self.ssh, "-F", "/dev/null", "-p", str(self.port(service)), "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "IdentityAgent=none", "-o", "BatchMode=yes", *argv_options, "admin@127.0.0.1"]
-        reactor.spawnProcess(client, self.ssh, argv, env={"PATH": os.environ.get("PATH", ""), "HOME": self.directory})
-        ended = client.ended
-        ended.addTimeout(SSH_TIMEOUT, reactor)
+        client = self.spawn_ssh(service, self.key_options(self.key_path), b'print("ready")\n', keep_stdin_open=True)
         yield eventually(lambda: b"ready" in client.out.replace(b'print("ready")', b""))
         self.assertEqual(len(service.manhole.factory.open_connections), 1)
         yield service.manhole.stopService()
         self.assertEqual(service.manhole.factory.open_connections, set())
-        yield ended
+        out, err, code = yield client.ended
+        self.assertIn(b"closed", err)
 
 
 class HostKeyTests(ManholeTestMixin, TestCase):
@@ -285,8 +297,6 @@ class HostKeyTests(ManholeTestMixin, TestCase):
 
     def test_fingerprint_as_ssh_keygen_shows_it(self):
         ssh_keygen = require_program("ssh-keygen")
-        import subprocess  # no reactor involved here
-
         path, key = make_client_key(self.directory, "shown")
         shown = subprocess.run([ssh_keygen, "-l", "-f", path + ".pub"], capture_output=True, check=True).stdout
         self.assertEqual(shown.split()[1].decode(), fingerprint(key))
