@@ -386,3 +386,17 @@ class ManholeConfigErrorTests(ManholeTestMixin, SynchronousTestCase):
         with open(self.authorized_keys, "wb") as f:
             f.write(b"# comment\n\n" + authorized_line(self.key) + b"ssh-ed25519 !!!\n" + authorized_line(other))
         self.assertEqual(AuthorizedKeysFile(self.authorized_keys).read(), [self.key.public(), other.public()])
+
+    def test_authorized_keys_file_parsed_again_when_changed(self):
+        keys_file = AuthorizedKeysFile(self.authorized_keys)
+        with open(self.authorized_keys, "ab") as f:
+            f.write(b"ssh-ed25519 !!!\n")
+        self.assertEqual(keys_file.read(), [self.key.public()])
+        self.assertEqual(keys_file.read(), [self.key.public()])
+        self.assertEqual(len(self.logged("not a public key this manhole accepts")), 1)  # parsed once
+        other = keys.Key(ed25519.Ed25519PrivateKey.generate())
+        with open(self.authorized_keys, "wb") as f:
+            f.write(authorized_line(other))
+        self.assertEqual(keys_file.read(), [other.public()])
+        os.remove(self.authorized_keys)
+        self.assertRaises(OSError, keys_file.read)

@@ -49,7 +49,8 @@ def fingerprint(key: keys.Key) -> str:
 
 
 class AuthorizedKeysFile:
-    """The public keys of an OpenSSH ``authorized_keys`` file, read again on every lookup.
+    """The public keys of an OpenSSH ``authorized_keys`` file, as it is at each lookup
+    (parsed again when its inode, size or modification time changed).
 
     Lines with options before the key (``from="..." ssh-ed25519 ...``) are skipped with a
     warning: the restrictions they carry are not enforced here, so the key is not accepted.
@@ -57,25 +58,35 @@ class AuthorizedKeysFile:
 
     def __init__(self, path: str):
         self.path = path
+        self._version: tuple[int, int, int] | None = None
+        self._keys: list[keys.Key] = []
 
     def read(self) -> list[keys.Key]:
         """The usable public keys of the file (OSError when it cannot be read)."""
-        found = []
         with open(self.path, "rb") as f:
-            for number, line in enumerate(f, 1):
-                line = line.strip()
-                if not line or line.startswith(b"#"):
-                    continue
-                try:
-                    key = keys.Key.fromString(line)
-                except (keys.BadKeyError, ValueError, IndexError, struct.error):
-                    log.warn("{path} line {line}: not a public key this manhole accepts (options before the "
-                             "key are not supported); skipped", path=self.path, line=number)
-                    continue
-                if not key.isPublic():
-                    log.warn("{path} line {line}: a private key; skipped", path=self.path, line=number)
-                    continue
-                found.append(key)
+            stat = os.fstat(f.fileno())
+            version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            if version != self._version:
+                self._keys = self._parse(f)
+                self._version = version
+        return list(self._keys)
+
+    def _parse(self, lines) -> list[keys.Key]:
+        found = []
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith(b"#"):
+                continue
+            try:
+                key = keys.Key.fromString(line)
+            except (keys.BadKeyError, ValueError, IndexError, struct.error):
+                log.warn("{path} line {line}: not a public key this manhole accepts (options before the "
+                         "key are not supported); skipped", path=self.path, line=number)
+                continue
+            if not key.isPublic():
+                log.warn("{path} line {line}: a private key; skipped", path=self.path, line=number)
+                continue
+            found.append(key)
         return found
 
 
