@@ -364,6 +364,26 @@ class OptionsTests(SynchronousTestCase):
         self.assertIs(service.settings, options["settings"])
         self.assertFalse(service.running)
 
+    def test_json_logs_under_twistd(self):
+        """[log] format = "json" under twistd: the service comes wrapped in the root that
+        gives twistd its log observer; without a runner (embedded) it comes as it is."""
+        from twisted.scripts.twistd import ServerOptions
+
+        from txuac.admin.logs import LogObserverRoot
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write('[rpc]\nenabled = false\n[log]\nformat = "json"\n')
+        self.patch(sys, "excepthook", sys.excepthook)
+        runner = ServerOptions()
+        runner.parseOptions(["-n", "--pidfile=", "uac", "--config", path])
+        root = tap.makeService(runner.subOptions)
+        self.assertIsInstance(root, LogObserverRoot)
+        self.assertIsInstance(root.child, UACService)
+        options = tap.Options()
+        options.parseOptions(["--config", path])
+        self.assertIsInstance(tap.makeService(options), UACService)
+
     def test_short_option(self):
         options = tap.Options()
         options.parseOptions(["-c", SHIPPED])

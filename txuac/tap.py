@@ -5,6 +5,9 @@ traceback. At option time (the file itself) by SystemExit. At start-up (a socket
 cannot be bound, an unusable TLS file) by the ConfigError itself, so that twistd still
 reports it to a daemon's parent and removes its pid file; the excepthook ``makeService``
 installs prints it.
+
+With ``[log] format = "json"`` the service is handed over wrapped so that twistd (or
+twist) writes JSON lines (txuac.admin.logs).
 """
 
 from __future__ import annotations
@@ -55,4 +58,11 @@ def makeService(options: Options) -> service.IService:
 
     tune_garbage_collector()
     _install_excepthook()
-    return UACService(options["settings"])
+    settings = options["settings"]
+    uac = UACService(settings)
+    if settings.log.format == "json":
+        from txuac.admin.logs import with_json_logs
+
+        # options.parent: twistd's or twist's own options, which decide where logs go.
+        return with_json_logs(uac, getattr(options, "parent", None))
+    return uac

@@ -1,0 +1,290 @@
+"""Metrics of a running UACService, scraped and parsed as Prometheus would.
+
+The registrations are real: accounts in an SQLite store register against a Kamailio
+registrar on loopback, one with a wrong password, one towards a port where nobody
+answers; the SIP stack gets a malformed datagram and an OPTIONS from a plain socket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import uuid
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+
+from tests.registrant.test_interop_kamailio import insert_rows
+from tests.support.kamailio import KamailioRegistrar
+from tests.support.peers import free_port
+from tests.test_tap import options_request
+from txuac.admin.metrics import LATENCY_BUCKETS, Metrics
+from txuac.config import settings_from_dict
+from txuac.registrant.record import State
+from txuac.registrant.service import RegistrationEvent
+from txuac.registrant.store.url import open_store
+from txuac.service import UACService
+
+REALM = "test.example"
+NO_RPC = {"enabled": False}
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of a scrape: (name, labels) -> value."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(scraped: dict, name: str, **labels) -> float:
+    return scraped[(name, frozenset(labels.items()))]
+
+
+def row(l_uuid: str, user: str, password: str, proxy: str, flags: int = 0) -> dict:
+    return {
+        "l_uuid": l_uuid, "l_username": user, "l_domain": "local.example", "r_username": user,
+        "r_domain": REALM, "realm": REALM, "auth_username": user, "auth_password": password, "auth_ha1": "",
+        "auth_proxy": proxy, "expires": 600, "flags": flags, "reg_delay": 0, "contact_addr": "", "socket": "",
+        "contact_user": "",
+    }
+
+
+@defer.inlineCallbacks
+def sqlite_store(testcase, rows: list[dict]):
+    """The URL of a new SQLite uacreg table holding ``rows``."""
+    path = os.path.abspath(testcase.mktemp()) + ".sqlite"
+    store = open_store(f"sqlite:///{path}", reactor)  # creates the file with the table
+    yield store.open()
+    yield store.close()
+    if rows:
+        connection = sqlite3.connect(path)
+        insert_rows(connection, rows, "?")
+        connection.close()
+    return path
+
+
+@defer.inlineCallbacks
+def wait_until(predicate, timeout: float, explain=lambda: ""):
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"not within {timeout} s: {explain()}")
+        yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+def send_udp(port: int, data: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(data, ("127.0.0.1", port))
+
+
+class MetricsTestMixin:
+    def start(self, document: dict) -> tuple[UACService, Metrics]:
+        """A UACService with Metrics made before it starts (as the admin server does), started."""
+        service = UACService(settings_from_dict(document), reactor)
+        metrics = Metrics(service)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, metrics
+
+    def scrape(self, metrics: Metrics) -> dict:
+        return samples(metrics.render().decode("utf-8"))
+
+
+class RegistrationMetricsTests(MetricsTestMixin, TestCase):
+    """Accounts, outcomes, failures, latency and transactions after real registrations."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_registrations(self):
+        registrar = KamailioRegistrar(self, rechallenge_wrong_password=True)
+        host, port = registrar.address
+        proxy = f"sip:{host}:{port}"
+        silent = f"sip:127.0.0.1:{free_port()}"  # nothing listens there: the REGISTER times out
+        rows = [row(f"good{n}", f"good{n}", registrar.password_for(f"good{n}"), proxy) for n in range(3)]
+        rows.append(row("wrong", "wrong", "not-the-password", proxy))
+        rows.append(row("silent", "silent", "whatever", silent))
+        rows.append(row("off", "off", registrar.password_for("off"), proxy, flags=1))
+        path = yield sqlite_store(self, rows)
+        sip_port = free_port()
+        service, metrics = self.start({
+            "core": {"listen": [f"udp:127.0.0.1:{sip_port}"], "timer_t1": 50, "timer_t2": 400},
+            "uac": {"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"127.0.0.1:{sip_port}",
+                    "reg_retry_interval": 300},
+            "rpc": NO_RPC,
+        })
+        registrant = service.registrant
+        self.assertIn(metrics.registrations.observe, registrant.observers)
+
+        def settled():
+            states = {l_uuid: r.state(registrant.now()) for l_uuid, r in registrant.records.items()}
+            return (len(states) == 6 and all(states[f"good{n}"] is State.ONLINE for n in range(3))
+                    and states["wrong"] is State.FAILED and states["silent"] is State.FAILED)
+
+        # 64*T1 = 3.2 s for the silent account.
+        yield wait_until(settled, 20, lambda: f"{registrant.counters()}\n{registrar.explain()}")
+        scraped = self.scrape(metrics)
+
+        accounts = {state.value: value(scraped, "txuac_accounts", state=state.value) for state in State}
+        self.assertEqual(accounts, {"online": 3, "registering": 0, "waiting": 0, "failed": 2, "disabled": 1,
+                                    "unregistered": 0})
+        counters = registrant.counters()
+        self.assertEqual((value(scraped, "txuac_regtotal"), value(scraped, "txuac_regactive"),
+                          value(scraped, "txuac_regdisabled")),
+                         (counters["regtotal"], counters["regactive"], counters["regdisabled"]))
+        self.assertEqual((counters["regtotal"], counters["regactive"], counters["regdisabled"]), (6, 3, 1))
+
+        # The wrong password is challenged again until the authenticator gives up on a 401.
+        outcomes = {c: value(scraped, "txuac_register_outcomes_total", **{"class": c})
+                    for c in ("2xx", "3xx", "4xx", "5xx", "6xx", "timeout", "error")}
+        self.assertEqual(outcomes, {"2xx": 3, "3xx": 0, "4xx": 1, "5xx": 0, "6xx": 0, "timeout": 1, "error": 0})
+        self.assertEqual(value(scraped, "txuac_auth_failures_total"), 1)
+
+        count = value(scraped, "txuac_registration_latency_seconds_count")
+        self.assertEqual(count, 5)
+        self.assertEqual(value(scraped, "txuac_registration_latency_seconds_bucket", le="+Inf"), 5)
+        # The timeout took 64*T1 = 3.2 s; the four answered cycles took less than 2.5 s.
+        self.assertEqual(value(scraped, "txuac_registration_latency_seconds_bucket", le="2.5"), 4)
+        self.assertEqual(value(scraped, "txuac_registration_latency_seconds_bucket", le="5.0"), 5)
+        self.assertGreaterEqual(value(scraped, "txuac_registration_latency_seconds_sum"), 3.2)
+        buckets = [value(scraped, "txuac_registration_latency_seconds_bucket", le=repr(b)) for b in LATENCY_BUCKETS]
+        self.assertEqual(buckets, sorted(buckets))  # cumulative
+
+        client = {outcome: value(scraped, "txuac_transactions_total", side="client", method="REGISTER",
+                                 outcome=outcome)
+                  for outcome in ("2xx", "4xx", "timeout")}
+        self.assertEqual(client["2xx"], 3)
+        self.assertEqual(client["timeout"], 1)
+        self.assertGreaterEqual(client["4xx"], 3 + 2)  # a challenge per good account, two or more for "wrong"
+        self.assertEqual(client["4xx"], service.stack.client_outcomes[("REGISTER", "4xx")])
+        self.assertEqual(value(scraped, "txuac_parse_errors_total"), 0)
+        self.assertEqual(value(scraped, "txuac_store_errors_total"), 0)
+
+        # A server transaction: OPTIONS answered 200 by the stack.
+        send_udp(sip_port, options_request(sip_port, free_port(), uuid.uuid4().hex))
+        yield wait_until(lambda: service.stack.server_outcomes[("OPTIONS", "2xx")] == 1, 5)
+        scraped = self.scrape(metrics)
+        self.assertEqual(value(scraped, "txuac_transactions_total", side="server", method="OPTIONS", outcome="2xx"), 1)
+
+        # The store breaks: its table is dropped under it, and a refresh fails.
+        connection = sqlite3.connect(path)
+        connection.execute("DROP TABLE uacreg")
+        connection.commit()
+        connection.close()
+        result = yield registrant.refresh("good0")
+        self.assertEqual(result, -1)
+        self.assertEqual(value(self.scrape(metrics), "txuac_store_errors_total"), 1)
+
+
+class StackMetricsTests(MetricsTestMixin, TestCase):
+    """No registrant: registration metrics are zero, stack metrics still count."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_without_registrant(self):
+        port = free_port()
+        service, metrics = self.start({"core": {"listen": [f"udp:127.0.0.1:{port}"]}, "rpc": NO_RPC})
+        self.assertIsNone(service.registrant)
+        self.assertEqual(metrics.content_type, "text/plain; version=1.0.0; charset=utf-8")
+        scraped = self.scrape(metrics)
+        for state in State:
+            self.assertEqual(value(scraped, "txuac_accounts", state=state.value), 0)
+        self.assertEqual(value(scraped, "txuac_regtotal"), 0)
+        self.assertEqual(value(scraped, "txuac_register_outcomes_total", **{"class": "2xx"}), 0)
+        self.assertEqual(value(scraped, "txuac_registration_latency_seconds_count"), 0)
+        self.assertEqual(value(scraped, "txuac_store_errors_total"), 0)
+        self.assertEqual(value(scraped, "txuac_parse_errors_total"), 0)
+        self.assertFalse([key for key in scraped if key[0] == "txuac_transactions_total"])
+
+        send_udp(port, b"NOT SIP AT ALL\r\n\r\n")
+        yield wait_until(lambda: service.stack.parse_errors == 1, 5)
+        self.assertEqual(value(self.scrape(metrics), "txuac_parse_errors_total"), 1)
+
+    def test_services_do_not_share_metrics(self):
+        """Each Metrics has its own registry: two services in one process scrape apart."""
+        first, first_metrics = self.start({"core": {"listen": [f"udp:127.0.0.1:{free_port()}"]}, "rpc": NO_RPC})
+        second, second_metrics = self.start({"core": {"listen": [f"udp:127.0.0.1:{free_port()}"]}, "rpc": NO_RPC})
+        first.stack.parse_errors = 4
+        self.assertEqual(value(self.scrape(first_metrics), "txuac_parse_errors_total"), 4)
+        self.assertEqual(value(self.scrape(second_metrics), "txuac_parse_errors_total"), 0)
+
+
+class RegistrationCountsTests(TestCase):
+    """How registrant events are classified, through the observer Metrics subscribes."""
+
+    def setUp(self):
+        path = os.path.abspath(self.mktemp()) + ".sqlite"
+        self.service = UACService(settings_from_dict({
+            "core": {"listen": ["udp:127.0.0.1:0"]},
+            "uac": {"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": "127.0.0.1:5060"},
+            "rpc": NO_RPC,
+        }), task.Clock())
+        before = len(self.service.registrant.observers)
+        self.metrics = Metrics(self.service)
+        self.assertEqual(len(self.service.registrant.observers), before + 1)
+
+    def emit(self, state: State, previous: State, reason: str, status: int | None, latency: float | None):
+        event = RegistrationEvent("u", state, previous, reason, status, 0.0, latency)
+        for observer in self.service.registrant.observers:
+            observer(event)
+
+    def test_classes(self):
+        self.emit(State.ONLINE, State.REGISTERING, "registered for 600 s", 200, 0.004)
+        self.emit(State.FAILED, State.REGISTERING, "authentication failed: REGISTER: still challenged", 407, 0.02)
+        self.emit(State.FAILED, State.REGISTERING, "authentication failed: no credentials for realm x", None, 0.001)
+        self.emit(State.FAILED, State.REGISTERING, "503 Service Unavailable", 503, 0.3)
+        self.emit(State.FAILED, State.REGISTERING, "no answer (timeout)", None, 32.0)
+        self.emit(State.FAILED, State.REGISTERING, "connection refused", None, 0.0001)
+        self.emit(State.DISABLED, State.FAILED, "disabled", None, None)  # no REGISTER cycle ended
+        self.emit(State.REGISTERING, State.WAITING, "sending", None, None)
+        scraped = samples(self.metrics.render().decode())
+        outcomes = {c: value(scraped, "txuac_register_outcomes_total", **{"class": c})
+                    for c in ("2xx", "3xx", "4xx", "5xx", "6xx", "timeout", "error")}
+        self.assertEqual(outcomes, {"2xx": 1, "3xx": 0, "4xx": 1, "5xx": 1, "6xx": 0, "timeout": 1, "error": 2})
+        self.assertEqual(value(scraped, "txuac_auth_failures_total"), 2)
+        self.assertEqual(value(scraped, "txuac_registration_latency_seconds_count"), 6)
+        self.assertEqual(value(scraped, "txuac_registration_latency_seconds_bucket", le="0.001"), 2)
+        self.assertEqual(value(scraped, "txuac_registration_latency_seconds_bucket", le="0.005"), 3)
+        self.assertEqual(value(scraped, "txuac_registration_latency_seconds_bucket", le="30.0"), 5)
+        self.assertEqual(value(scraped, "txuac_registration_latency_seconds_bucket", le="+Inf"), 6)
+        self.assertAlmostEqual(value(scraped, "txuac_registration_latency_seconds_sum"), 32.3251)
+
+
+class HTTPScrapeTests(TestCase):
+    """``GET /metrics`` on the RPC port, as Prometheus scrapes it."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_get_metrics(self):
+        port = free_port()
+        service = UACService(settings_from_dict({
+            "core": {"listen": [f"udp:127.0.0.1:{port}"]},
+            "rpc": {"listen": "tcp:0:interface=127.0.0.1", "token": "scrape-token-0123456789"},
+        }), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        send_udp(port, b"NOT SIP AT ALL\r\n\r\n")
+        yield wait_until(lambda: service.stack.parse_errors == 1, 5)
+        url = f"http://127.0.0.1:{service.rpc.port}/metrics".encode()
+        agent = Agent(reactor)
+
+        refused = yield agent.request(b"GET", url)
+        yield readBody(refused)
+        self.assertEqual(refused.code, 401)
+
+        response = yield agent.request(b"GET", url, Headers({b"Authorization": [b"Bearer scrape-token-0123456789"]}))
+        body = yield readBody(response)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"Content-Type"),
+                         [b"text/plain; version=1.0.0; charset=utf-8"])
+        scraped = samples(body.decode("utf-8"))
+        self.assertEqual(value(scraped, "txuac_parse_errors_total"), 1)
+        self.assertEqual(value(scraped, "txuac_accounts", state="online"), 0)

@@ -1,0 +1,145 @@
+"""JSON log lines for log shippers: ``[log] format = "json"``.
+
+Each event becomes one JSON object on one line: ``time`` (ISO 8601, UTC), ``level``,
+``namespace``, ``text`` (the formatted message), then the event's own fields
+(``l_uuid``, ``state``, ``reason``, ``status``...), and ``traceback`` for failures.
+Twisted's bookkeeping keys (``log_*``, the legacy ``message``/``system``/... keys) are
+left out, and so is any field whose name looks like a secret.
+
+Under ``twistd``, ``txuac.tap.makeService`` wraps the service in ``LogObserverRoot``,
+which hands the observer to twistd as the application's ILogObserver component (twistd
+reads it when it starts logging, after makeService), writing where twistd would have
+written its text: stdout with ``-n``, else ``--logfile`` (default ``twistd.log``),
+rotated on SIGUSR1. ``--logger`` and ``--syslog`` keep their meaning. Under ``twist``
+the observer replaces twist's file observer factory. An embedding application passes
+``json_observer(a_file)`` to ``globalLogBeginner.beginLoggingTo``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from twisted.application import service
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+)
+from twisted.python import logfile
+from twisted.python.components import Componentized
+
+# Keys of twisted.python.log's legacy events, carried along when they are adapted.
+_LEGACY_KEYS = frozenset(("message", "isError", "system", "time", "format", "failure", "why", "printed"))
+_SECRET_WORDS = ("password", "passwd", "ha1", "authorization", "token", "secret", "credential")
+_OWN_KEYS = frozenset(("time", "level", "namespace", "text", "traceback"))
+
+
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value)  # enums of str are str already; anything else as its text
+
+
+def event_as_json(event: dict) -> str:
+    """One log event as one line of JSON (with its newline)."""
+    level = event.get("log_level")
+    line: dict[str, Any] = {
+        "time": datetime.fromtimestamp(event.get("log_time") or 0, timezone.utc).isoformat(timespec="milliseconds"),
+        "level": level.name if level is not None else "info",
+        "namespace": event.get("log_namespace") or event.get("system") or "-",
+        "text": formatEvent(event),
+    }
+    for key, value in event.items():
+        if key.startswith("log_") or key in _LEGACY_KEYS or key in _OWN_KEYS or _is_secret(key):
+            continue
+        line[key] = value
+    system = event.get("system")  # a legacy event's context, e.g. "UDPListener (UDP)"
+    if system and system != "-":
+        line["system"] = system
+    failure = event.get("log_failure")
+    if failure is not None:
+        line["traceback"] = failure.getTraceback()
+    return json.dumps(line, default=_jsonable, ensure_ascii=False) + "\n"
+
+
+def json_file_observer(out_file: IO[str]) -> FileLogObserver:
+    """Every event to ``out_file`` as JSON lines, unfiltered (twist's observer factory signature)."""
+    return FileLogObserver(out_file, event_as_json)
+
+
+def json_observer(out_file: IO[str] | None = None, level: LogLevel = LogLevel.info) -> ILogObserver:
+    """Events at ``level`` and above to ``out_file`` (stdout by default) as JSON lines.
+
+    Also usable as ``twistd --logger txuac.admin.logs.json_observer`` (stdout only).
+    Routine registration transitions are logged at debug: at the default level they
+    cost nothing here.
+    """
+    observer = json_file_observer(out_file if out_file is not None else sys.stdout)
+    return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
+
+
+def twistd_log_file(server_options) -> IO[str] | None:
+    """The file twistd would write its log to for these options (UnixAppLogger's choice),
+    or None when twistd must keep its own choice (``--logger``, ``--syslog``, or stdout
+    asked of a daemon, which twistd refuses itself)."""
+    if server_options.get("logger") or server_options.get("syslog"):
+        return None
+    name = server_options.get("logfile") or ""
+    nodaemon = server_options.get("nodaemon") or server_options.get("debug")
+    if name == "-":
+        return sys.stdout if nodaemon else None
+    if nodaemon and not name:
+        return sys.stdout
+    log_file = logfile.LogFile.fromFullPath(name or "twistd.log")
+    if not signal.getsignal(signal.SIGUSR1):  # as twistd does: SIGUSR1 rotates the log
+
+        def rotate(signum, frame):
+            from twisted.internet import reactor
+
+            reactor.callFromThread(log_file.rotate)
+
+        signal.signal(signal.SIGUSR1, rotate)
+    return log_file
+
+
+class LogObserverRoot(service.MultiService):
+    """The service given to twistd: runs ``child`` and makes ``observer`` the log observer
+    of the application it is added to (twistd's ILogObserver component)."""
+
+    def __init__(self, child: service.IService, observer: ILogObserver):
+        super().__init__()
+        self.child = child
+        self.observer = observer
+        child.setServiceParent(self)
+
+    def setServiceParent(self, parent) -> None:
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
+            parent.setComponent(ILogObserver, self.observer)
+        super().setServiceParent(parent)
+
+
+def with_json_logs(uac: service.IService, runner_options) -> service.IService:
+    """The service to hand to the runner whose options are ``runner_options`` so that it
+    logs JSON lines: twistd's ServerOptions or twist's TwistOptions. Anything else
+    (embedded) returns ``uac`` as it is: the embedding application chooses its observers."""
+    if runner_options is None:
+        return uac
+    if "fileLogObserverFactory" in runner_options:  # twist: it builds its observer after makeService
+        runner_options["fileLogObserverFactory"] = json_file_observer
+        runner_options["logFormat"] = "json"
+        return uac
+    if "logfile" in runner_options:  # twistd
+        out_file = twistd_log_file(runner_options)
+        if out_file is not None:
+            return LogObserverRoot(uac, json_observer(out_file))
+    return uac
