@@ -58,6 +58,12 @@ class EventAsJSONTests(SynchronousTestCase):
         self.assertEqual((line["count"], line["where"], line["error"], line["state"]),
                          (3, "<class 'object'>", "bad row", "online"))
 
+    def test_values_json_cannot_hold(self):
+        cycle: list = []
+        cycle.append(cycle)
+        [line] = logged(lambda log: log.info("odd", by_pair={("a", 1): 2}, cycle=cycle, l_uuid="u5"))
+        self.assertEqual((line["by_pair"], line["cycle"], line["l_uuid"]), ("{('a', 1): 2}", "[[...]]", "u5"))
+
     def test_failure_traceback(self):
         def emit(log):
             try:

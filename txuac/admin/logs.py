@@ -69,7 +69,12 @@ def event_as_json(event: dict) -> str:
     failure = event.get("log_failure")
     if failure is not None:
         line["traceback"] = failure.getTraceback()
-    return json.dumps(line, default=_jsonable, ensure_ascii=False) + "\n"
+    try:
+        text = json.dumps(line, default=_jsonable, ensure_ascii=False)
+    except (TypeError, ValueError):  # a field JSON cannot hold (tuple keys, a cycle): its repr
+        text = json.dumps({key: value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+                           for key, value in line.items()}, ensure_ascii=False)
+    return text + "\n"
 
 
 def json_file_observer(out_file: IO[str]) -> FileLogObserver:
