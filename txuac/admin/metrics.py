@@ -22,8 +22,8 @@ from txuac import __version__
 from txuac.registrant.record import State
 from txuac.registrant.service import RegistrationEvent
 
-# Upper bounds (seconds) of the registration latency histogram: 1 ms to 30 s, the
-# longest a REGISTER cycle lasts with default timers (64*T1 plus a challenge round).
+# Upper bounds (seconds) of the registration latency histogram: 1 ms to 30 s. A cycle
+# that times out (64*T1: 32 s with default timers) lands above them, in +Inf only.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # REGISTER outcome classes: a final status class, or how the cycle ended without one.
@@ -32,6 +32,7 @@ _STATUS_CLASS = {hundreds: f"{hundreds}xx" for hundreds in range(2, 7)}
 _TIMEOUT_REASON = "no answer (timeout)"  # RegistrantService._failed's reason for TransactionTimeout
 _AUTH_FAILED_REASON = "authentication failed"
 _AUTH_STATUSES = frozenset((401, 407))
+
 
 class RegistrationCounts:
     """REGISTER cycle outcomes, authentication failures and latencies, fed by registrant events."""
