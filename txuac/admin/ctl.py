@@ -135,6 +135,8 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 def _text(value: Any) -> str:
     if value is None:
         return "-"
+    if value == "":
+        return '""'
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)

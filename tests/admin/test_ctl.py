@@ -1,0 +1,158 @@
+"""txuac-ctl run as a subprocess against a running service, and its pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from twisted.internet import defer, reactor, utils
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.admin.test_web import TOKEN, dead_rows, start_service, wait_until
+from tests.support.peers import free_port
+from txuac.admin import ctl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@defer.inlineCallbacks
+def run_ctl(*args: str):
+    """(exit status, stdout, stderr) of ``python -m txuac.admin.ctl ARGS``; the reactor serves meanwhile."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
+    out, err, status = yield utils.getProcessOutputAndValue(sys.executable, ["-m", "txuac.admin.ctl", *args],
+                                                            env=env, path=ROOT)
+    return status, out.decode(), err.decode()
+
+
+class CtlTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.service = yield start_service(self, dead_rows(), rpc={"token": TOKEN})
+        self.url = f"http://127.0.0.1:{self.service.rpc.port}/RPC"
+        yield wait_until(lambda: self.service.registrant.records["failing"].last_failure is not None)
+
+    def ctl(self, *args: str):
+        return run_ctl("--url", self.url, "--token", TOKEN, *args)
+
+    @defer.inlineCallbacks
+    def test_reg_dump_table(self):
+        status, out, err = yield self.ctl("uac.reg_dump")
+        self.assertEqual((status, err), (0, ""))
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(), ["L_UUID", "ACCOUNT", "STATE", "EXPIRES", "IN", "LAST", "ERROR"])
+        rows = {line.split()[0]: line for line in lines[1:]}
+        self.assertEqual(sorted(rows), ["1000", "failing", "with-ha1"])
+        self.assertEqual(rows["1000"].split(), ["1000", "remote-1000@sip.provider.example", "disabled", "-", "-"])
+        failure = self.service.registrant.records["failing"].last_failure
+        self.assertTrue(rows["failing"].endswith(failure), rows["failing"])
+        self.assertIn(" failed ", rows["failing"])
+        # Columns line up: every cell starts where its header does.
+        self.assertEqual({line.index(line.split()[1]) for line in lines[1:]}, {lines[0].index("ACCOUNT")})
+
+    @defer.inlineCallbacks
+    def test_reg_info_numeric_l_uuid(self):
+        """1000 is sent as the string "1000" (kamcmd would send a number and need "s:1000")."""
+        status, out, err = yield self.ctl("uac.reg_info", "l_uuid", "1000")
+        self.assertEqual((status, err), (0, ""))
+        fields = dict(line.split(None, 1) for line in out.splitlines()[1:])
+        self.assertEqual((fields["l_uuid"], fields["auth_password"], fields["state"]), ("1000", "********", "disabled"))
+        self.assertNotIn("secret-pw", out)
+
+    @defer.inlineCallbacks
+    def test_reg_active_and_json(self):
+        status, out, err = yield self.ctl("uac.reg_active", "0")
+        self.assertEqual((status, out.split(), err), (0, ["FIELD", "VALUE", "omode", "1", "nmode", "0"], ""))
+        self.assertFalse(self.service.registrant.active)
+        status, out, _ = yield self.ctl("--json", "uac.reg_active", "1")
+        self.assertEqual((status, json.loads(out)), (0, {"omode": 0, "nmode": 1}))
+        status, out, _ = yield self.ctl("--json", "uac.reg_dump")
+        self.assertEqual(sorted(record["l_uuid"] for record in json.loads(out)), ["1000", "failing", "with-ha1"])
+
+    @defer.inlineCallbacks
+    def test_reg_add_sends_integers(self):
+        status, out, err = yield self.ctl("uac.reg_add", "2000", "u", "d.example", "u", "r.example", ".", "u", "pw",
+                                          ".", "sip:127.0.0.1:9", "600", "1", "0", ".", ".")
+        self.assertEqual((status, out.strip(), err), (0, "ok", ""))
+        self.assertEqual(self.service.registrant.records["2000"].expires, 600)
+
+    @defer.inlineCallbacks
+    def test_rpc_error(self):
+        status, out, err = yield self.ctl("uac.reg_info", "l_uuid", "nobody")
+        self.assertEqual((status, out, err), (1, "", "error 404: Record not found\n"))
+        status, _, err = yield self.ctl("uac.reg_nothing")
+        self.assertEqual(status, 1)
+        self.assertEqual(err, "error -32601: Method Not Found (no method 'uac.reg_nothing')\n")
+
+    @defer.inlineCallbacks
+    def test_statistics_and_methods(self):
+        status, out, _ = yield self.ctl("stats.get_statistics", "uac:")
+        self.assertEqual(status, 0)
+        rows = [line.split() for line in out.splitlines()]
+        self.assertEqual(rows[:2], [["NAME", "VALUE"], ["uac:regtotal", "3"]])
+        status, out, _ = yield self.ctl("system.listMethods")
+        self.assertIn("uac.reg_dump", out.splitlines())
+
+    @defer.inlineCallbacks
+    def test_config_file(self):
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            f.write(f'[rpc]\nlisten = "tcp:{self.service.rpc.port}:interface=127.0.0.1"\ntoken = "{TOKEN}"\n')
+        status, out, err = yield run_ctl("--config", config, "core.version")
+        self.assertEqual((status, err), (0, ""))
+        self.assertTrue(out.startswith("txuac "), out)
+        status, out, err = yield run_ctl("--config", config, "--token", "x" * 20, "core.version")
+        self.assertEqual((status, out), (2, ""))
+        self.assertTrue(err.startswith(f"txuac-ctl: {self.url}: HTTP 401 Unauthorized"), err)
+
+    @defer.inlineCallbacks
+    def test_connection_refused(self):
+        url = f"http://127.0.0.1:{free_port()}/RPC"
+        status, out, err = yield run_ctl("--url", url, "uac.reg_dump")
+        self.assertEqual((status, out, err), (2, "", f"txuac-ctl: cannot connect to {url}: Connection refused\n"))
+
+    @defer.inlineCallbacks
+    def test_usage(self):
+        status, _, err = yield run_ctl()
+        self.assertEqual(status, 2)
+        self.assertIn("usage: txuac-ctl", err)
+
+
+class CtlPiecesTests(SynchronousTestCase):
+
+    def config(self, text: str) -> str:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_url_from_config(self):
+        self.assertEqual(ctl.url_from_config(self.config("")), ("http://127.0.0.1:5064/RPC", None))
+        self.assertEqual(ctl.url_from_config(self.config(
+            f'[rpc]\nlisten = "tcp:6000:interface=0.0.0.0"\ntoken = "{TOKEN}"\n')),
+            ("http://127.0.0.1:6000/RPC", TOKEN))
+        self.assertEqual(ctl.url_from_config(self.config('[rpc]\nlisten = "tcp6:port=6001:interface=\\\\:\\\\:1"\n')),
+                         ("http://[::1]:6001/RPC", None))
+        with self.assertRaises(ctl.CtlError) as raised:
+            ctl.url_from_config(self.config("[rpc]\nenabled = false\n"))
+        self.assertIn("no RPC server", str(raised.exception))
+        with self.assertRaises(ctl.CtlError):
+            ctl.url_from_config(self.config('[rpc]\nlisten = "unix:/tmp/x"\n'))
+        with self.assertRaises(ctl.CtlError):
+            ctl.url_from_config(self.config("[rpc\n"))
+
+    def test_params(self):
+        self.assertEqual(ctl.rpc_params("uac.reg_info", ["l_uuid", "1000"]), ["l_uuid", "1000"])
+        self.assertEqual(ctl.rpc_params("uac.reg_active", ["0"]), [0])
+        self.assertEqual(ctl.rpc_params("uac.reg_active", ["on"]), ["on"])
+        params = ctl.rpc_params("uac.reg_add", [str(n) for n in range(15)])
+        self.assertEqual([p for p in params if isinstance(p, int)], [10, 11, 12])
+
+    def test_render(self):
+        self.assertEqual(ctl.render("uac.reg_enable", {}), "ok")
+        self.assertEqual(ctl.render("uac.reg_dump", []), "no registration records")
+        self.assertEqual(ctl.render("core.version", "txuac 1"), "txuac 1")
+        self.assertEqual(ctl.table(["A", "LONGER"], [["wide cell", "x"]]), "A          LONGER\nwide cell  x")
