@@ -510,3 +510,38 @@ class ManholeSectionTests(ConfigFileMixin, SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             load_settings(path)
         self.assertIn("[manhole] host_key", str(caught.exception))
+
+
+class RPCSectionTests(ConfigFileMixin, SynchronousTestCase):
+    """[rpc]: on by default on loopback; anywhere else only with a token."""
+
+    TOKEN = "0123456789abcdef-token"
+
+    def test_defaults_and_shipped(self):
+        rpc = settings_from_dict({}).rpc
+        self.assertEqual((rpc.enabled, rpc.listen, rpc.token, rpc.show_secrets, rpc.max_request_size),
+                         (True, "tcp:5064:interface=127.0.0.1", None, False, 65536))
+        self.assertEqual(load_settings(SHIPPED).rpc, rpc)  # the sample shows the defaults
+
+    def test_loopback_and_unix_need_no_token(self):
+        for listen in ("tcp:6000:interface=127.0.0.1", "tcp6:6000:interface=\\:\\:1", "unix:/run/txuac.sock"):
+            self.assertEqual(settings_from_dict({"rpc": {"listen": listen}}).rpc.listen, listen)
+
+    def test_other_addresses_need_a_token(self):
+        for listen in ("tcp:6000", "tcp:6000:interface=0.0.0.0", "tcp:6000:interface=192.0.2.1"):
+            self.assertConfigError(f'[rpc]\nlisten = "{listen}"\n', "[rpc] token", "required")
+            rpc = settings_from_dict({"rpc": {"listen": listen, "token": self.TOKEN}}).rpc
+            self.assertEqual(rpc.token, self.TOKEN)
+        # Off, it binds nothing: no token needed.
+        self.assertFalse(settings_from_dict({"rpc": {"enabled": False, "listen": "tcp:6000"}}).rpc.enabled)
+
+    def test_errors_name_the_key(self):
+        self.assertConfigError('[rpc]\ntoken = "short"\n', "[rpc] token", "16 characters")
+        self.assertConfigError('[rpc]\nlisten = "tcp:no-port"\n', "[rpc] listen")
+        self.assertConfigError("[rpc]\nmax_request_size = 0\n", "[rpc] max_request_size")
+        self.assertConfigError('[rpc]\nshow_secrets = "yes"\n', "[rpc] show_secrets")
+        self.assertConfigError('[rpc]\npassword = "x"\n', "[rpc]", "password")
+
+    def test_token_never_shown(self):
+        settings = settings_from_dict({"rpc": {"token": self.TOKEN}})
+        self.assertNotIn(self.TOKEN, repr(settings))
