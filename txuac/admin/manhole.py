@@ -221,7 +221,7 @@ class ServiceManhole(manhole.ColoredManhole):
         self.height = height
         if not self.greeted:
             self.greeted = True
-            names = ", ".join(name for name in NAMESPACE_NAMES if name in self.namespace)
+            names = ", ".join(name for name in NAMESPACE_NAMES if self.namespace.get(name) is not None)
             self.terminal.write(f"txuac {__version__} manhole. Names: {names}. Ctrl-D leaves.".encode())
             self.terminal.nextLine()
         self.drawInputLine()
