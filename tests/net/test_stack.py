@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError, InvalidAddressError
+from twisted.logger import capturedLogs
 from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
@@ -185,6 +186,41 @@ class ClientTransactionTests(StackTestCase):
         self.assertEqual(self.successResultOf(d).status, 404)
         self.answer(request, 404)  # a retransmission is absorbed by Completed
         self.finish()
+
+    def test_completed_transactions_keep_only_their_key_until_timer_k(self):
+        """17.1.2.2: Completed absorbs retransmissions until Timer K (T4 on UDP); the
+        stack keeps just the keys, swept in order by one reactor timer."""
+        first = self.stack.send_request(outgoing(), Address("udp", *PEER))
+        [(request1, _)] = self.sent()
+        self.answer(request1, 200)
+        self.reactor.advance(T4 / 2)
+        second = self.stack.send_request(outgoing(), Address("udp", *PEER))
+        [(request2, _)] = self.sent()
+        self.answer(request2, 404)
+        self.assertEqual(self.successResultOf(first).status, 200)
+        self.assertEqual(self.successResultOf(second).status, 404)
+        self.assertEqual(self.stack._client, {})
+        self.assertEqual(len(self.stack._absorbing), 2)
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1, "one sweep timer, not one per transaction")
+        with capturedLogs() as events:
+            self.answer(request1, 200)  # retransmissions: absorbed, not "matches no transaction"
+            self.answer(request2, 404)
+        self.assertEqual(events, [])
+        self.reactor.advance(T4 / 2)
+        self.assertEqual(list(self.stack._absorbing), [(request2.top_via.branch, "OPTIONS")])
+        self.reactor.advance(T4 / 2)
+        self.assertEqual(self.stack._absorbing, {})
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.finish()
+
+    def test_absorbing_keys_are_dropped_on_stop(self):
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER))
+        [(request, _)] = self.sent()
+        self.answer(request, 200)
+        self.successResultOf(d)
+        self.assertTrue(self.stack._absorbing)
+        self.finish()
+        self.assertEqual(self.stack._absorbing, {})
 
     def test_provisional_callback_error_does_not_break_the_transaction(self):
         def broken(response):

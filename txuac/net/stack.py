@@ -8,8 +8,9 @@ answered, other methods refused).
 
 from __future__ import annotations
 
+import heapq
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from typing import Callable
 
 from twisted.internet import defer
@@ -126,7 +127,17 @@ class SIPStack:
         self.handlers: dict[str, RequestHandler] = {}
         self._client: dict[tuple[str, str], _ClientCall] = {}
         self._server: dict[tuple, tuple[ServerTransaction, Channel, IncomingRequest]] = {}
-        self._timers: dict[object, IDelayedCall] = {}
+        # Transaction timers: one reactor timer for all of them (see _schedule).
+        self._armed: dict[object, tuple[float, Callable[..., None], tuple]] = {}
+        self._deadlines: list[tuple[float, int, object]] = []
+        self._deadline_sequence = 0
+        self._wakeup: IDelayedCall | None = None
+        self._wakeup_at = 0.0
+        # Completed non-INVITE client transactions waiting out Timer K: only their keys,
+        # with the deadline, in a FIFO swept by one timer (see _absorb).
+        self._absorbing: dict[tuple[str, str], float] = {}
+        self._absorb_queue: deque[tuple[float, tuple[str, str]]] = deque()
+        self._absorb_sweep: IDelayedCall | None = None
         self._stopping = False
         self._stopped = False
         self.retransmissions = 0  # requests and responses sent again by a transaction timer or a retransmission
@@ -274,7 +285,41 @@ class SIPStack:
                     call.deferred.errback(TransportError(f"{transaction.method}: transport failed"))
             elif isinstance(effect, Ended):
                 self._client.pop(call.key, None)
-        self._schedule(transaction, self._client_timer, call)
+        if transaction.absorbing and not self._stopped:
+            self._absorb(call)
+        else:
+            self._schedule(transaction, self._client_timer, call)
+
+    def _absorb(self, call: _ClientCall) -> None:
+        """Forget a Completed non-INVITE transaction but its key until Timer K.
+
+        RFC 3261 17.1.2.2: in Completed it only absorbs retransmitted responses. At
+        thousands of REGISTERs a second, T4 (5 s) of them would otherwise hold their
+        transaction, Deferred, channel and reactor timer each; Timer K is the same
+        for all, so the deadlines come in order and one timer sweeps them.
+        """
+        transaction = call.transaction
+        self._client.pop(call.key, None)
+        self._disarm(transaction)
+        deadline = transaction.deadline
+        if deadline is None:
+            return
+        self._absorbing[call.key] = deadline
+        self._absorb_queue.append((deadline, call.key))
+        if self._absorb_sweep is None:
+            self._absorb_sweep = self.reactor.callLater(max(0.0, deadline - self.reactor.seconds()),
+                                                        self._sweep_absorbing)
+
+    def _sweep_absorbing(self) -> None:
+        self._absorb_sweep = None
+        now = self.reactor.seconds()
+        queue = self._absorb_queue
+        while queue and queue[0][0] <= now:
+            deadline, key = queue.popleft()
+            if self._absorbing.get(key) == deadline:
+                del self._absorbing[key]
+        if queue and not self._stopped:
+            self._absorb_sweep = self.reactor.callLater(max(0.0, queue[0][0] - now), self._sweep_absorbing)
 
     def _client_timer(self, call: _ClientCall) -> None:
         self._apply_client(call, call.transaction.handle_timer(self.reactor.seconds()))
@@ -368,6 +413,8 @@ class SIPStack:
             return
         call = self._client.get(key) if key is not None else None
         if call is None:
+            if key in self._absorbing:
+                return  # a retransmitted final response: absorbed (17.1.2.2)
             log.debug("response {status} from {source} matches no transaction", status=response.status, source=source)
             return
         self._apply_client(call, call.transaction.receive(response, self.reactor.seconds()))
@@ -467,26 +514,66 @@ class SIPStack:
 
     # --- timers ----------------------------------------------------------------------------
     def _schedule(self, transaction, fire: Callable[..., None], *args) -> None:
-        """Keep one reactor timer per transaction, due at its ``deadline``: moved when the
-        deadline changes (reset is cheaper than cancel and a new call), gone with it."""
-        deadline = transaction.deadline
-        current = self._timers.get(transaction)
-        if deadline is None or transaction.terminated or self._stopped:
-            if current is not None:
-                del self._timers[transaction]
-                if current.active():
-                    current.cancel()
-            return
-        delay = max(0.0, deadline - self.reactor.seconds())
-        if current is not None and current.active():
-            if abs(current.getTime() - deadline) > 1e-6:
-                current.reset(delay)
-            return
-        self._timers[transaction] = self.reactor.callLater(delay, self._timer_fired, transaction, fire, args)
+        """Call ``fire(*args)`` at the transaction's ``deadline``; nothing once it has none.
 
-    def _timer_fired(self, transaction, fire: Callable[..., None], args: tuple) -> None:
-        self._timers.pop(transaction, None)
-        fire(*args)
+        Every transaction timer shares one reactor timer: (deadline, n, transaction)
+        entries in a heap, where an entry whose deadline has moved on is skipped when it
+        comes up. A DelayedCall per transaction, created and cancelled for nearly every
+        request (the answer comes long before Timer E), cost a noticeable share of the
+        CPU of a REGISTER cycle.
+        """
+        deadline = transaction.deadline
+        if deadline is None or transaction.terminated or self._stopped:
+            self._disarm(transaction)
+            return
+        armed = self._armed.get(transaction)
+        if armed is not None and armed[0] == deadline:
+            return
+        self._armed[transaction] = (deadline, fire, args)
+        self._deadline_sequence += 1
+        heapq.heappush(self._deadlines, (deadline, self._deadline_sequence, transaction))
+        if self._wakeup is None or deadline < self._wakeup_at:
+            self._arm_wakeup(deadline)
+
+    def _disarm(self, transaction) -> None:
+        if self._armed.pop(transaction, None) is not None and not self._armed:
+            self._deadlines.clear()
+            self._cancel_wakeup()
+
+    def _arm_wakeup(self, at: float) -> None:
+        delay = max(0.0, at - self.reactor.seconds())
+        if self._wakeup is not None and self._wakeup.active():
+            self._wakeup.reset(delay)
+        else:
+            self._wakeup = self.reactor.callLater(delay, self._wake)
+        self._wakeup_at = at
+
+    def _cancel_wakeup(self) -> None:
+        if self._wakeup is not None and self._wakeup.active():
+            self._wakeup.cancel()
+        self._wakeup = None
+
+    def _wake(self) -> None:
+        """Fire every timer that is due, then sleep until the next live deadline."""
+        self._wakeup = None
+        now = self.reactor.seconds()
+        heap, armed = self._deadlines, self._armed
+        while heap and heap[0][0] <= now:
+            deadline, _, transaction = heapq.heappop(heap)
+            entry = armed.get(transaction)
+            if entry is None or entry[0] != deadline:
+                continue  # moved or disarmed since
+            del armed[transaction]
+            try:
+                entry[1](*entry[2])
+            except Exception:  # noqa: BLE001 - one transaction's bug must not stop the others' timers
+                log.failure("transaction timer failed")
+        while heap and armed.get(heap[0][2], (None,))[0] != heap[0][0]:
+            heapq.heappop(heap)  # stale: no need to wake up for it
+        if heap and not self._stopped and (self._wakeup is None or heap[0][0] < self._wakeup_at):
+            self._arm_wakeup(heap[0][0])
+        elif not heap:
+            self._cancel_wakeup()
 
     # --- lifecycle -------------------------------------------------------------------------
     @property
@@ -512,10 +599,14 @@ class SIPStack:
                 call.deferred.errback(TransportError("the SIP stack stopped"))
         self._client.clear()
         self._server.clear()
-        for delayed in self._timers.values():
-            if delayed.active():
-                delayed.cancel()
-        self._timers.clear()
+        self._armed.clear()
+        self._deadlines.clear()
+        self._cancel_wakeup()
+        if self._absorb_sweep is not None and self._absorb_sweep.active():
+            self._absorb_sweep.cancel()
+        self._absorb_sweep = None
+        self._absorbing.clear()
+        self._absorb_queue.clear()
         self.pool.close_all()
 
 

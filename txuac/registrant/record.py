@@ -129,9 +129,7 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
     (the HA1 wins and is lower-cased). reg_delay 0 with reg_random_delay set
     draws a random delay in [0, reg_random_delay).
     """
-    values = {name: _text(row.get(name)) for name in (
-        "l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",
-        "auth_password", "auth_ha1", "auth_proxy", "contact_addr", "socket", "contact_user")}
+    values = {name: _text(row.get(name), name in _SHARED_COLUMNS) for name in _TEXT_COLUMNS}
     for name in MANDATORY:
         if not values[name]:
             raise InvalidRecord(f"{name} is empty")
@@ -160,13 +158,22 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
                               loaded_at=now, due_at=now + reg_delay)
 
 
-def _text(value) -> str:
-    if value is None:
+_TEXT_COLUMNS = ("l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",
+                 "auth_password", "auth_ha1", "auth_proxy", "contact_addr", "socket", "contact_user")
+# Domains, realms, proxies and addresses repeat across thousands of rows: one copy each.
+_SHARED_COLUMNS = frozenset(("l_domain", "r_domain", "realm", "auth_proxy", "contact_addr", "socket"))
+
+
+def _text(value, shared: bool = False) -> str:
+    if value.__class__ is str:
+        text = value.strip()
+    elif value is None:
         return ""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    # Domains, realms, proxies and addresses repeat across thousands of rows: share them.
-    return sys.intern(str(value).strip())
+    elif isinstance(value, bytes):
+        text = value.decode("utf-8", "replace").strip()
+    else:
+        text = str(value).strip()
+    return sys.intern(text) if shared else text
 
 
 def _integer(value, name: str) -> int:

@@ -3,13 +3,12 @@
 ``parse_challenges`` reads every WWW-/Proxy-Authenticate header of a 401/407,
 ``choose_challenge`` picks the strongest one we can answer, and
 ``authorization`` computes the (Proxy-)Authorization value. Randomness comes
-from ``secrets``; nothing here reads a clock or does I/O.
+from txuac.sip.tokens (system randomness); nothing here reads a clock or does I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,6 +16,7 @@ from txuac.errors import AuthenticationError, SIPParseError
 from txuac.sip.fields import AuthParams, parse_auth_list
 from txuac.sip.grammar import quote
 from txuac.sip.message import Response
+from txuac.sip.tokens import token_hex
 
 
 def _md5(data: bytes) -> str:
@@ -232,7 +232,7 @@ def authorization(
                                   f"{challenge.realm!r} with {challenge.algorithm}")
     qop = _pick_qop(challenge.qop, prefer_auth_int)
     if cnonce is None:
-        cnonce = secrets.token_hex(16)
+        cnonce = token_hex(16)
     realm = challenge.realm
     ha1 = credentials.ha1.lower() if credentials.ha1 is not None else hash_hex(
         f"{credentials.username}:{realm}:{credentials.password}".encode())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 
 from txuac.errors import SIPParseError
@@ -11,6 +10,7 @@ from txuac.sip.fields import AuthParams, CSeq, NameAddress, RetryAfter, Via
 from txuac.sip.grammar import split_list
 from txuac.sip.headers import Headers
 from txuac.sip.uri import URI, SipURI, parse_uri
+from txuac.sip.tokens import token_hex
 
 SIP_VERSION = "SIP/2.0"
 
@@ -321,9 +321,9 @@ def make_request(method: str, uri: URI | str, from_: str, to: str | None = None,
     if isinstance(uri, str):
         uri = parse_uri(uri, "Request-URI")
     headers = Headers()
-    headers.add("From", f"{_bracketed(from_)};tag={from_tag or secrets.token_hex(6)}")
+    headers.add("From", f"{_bracketed(from_)};tag={from_tag or token_hex(6)}")
     headers.add("To", _bracketed(to if to is not None else str(uri)))
-    headers.add("Call-ID", call_id or secrets.token_hex(16))
+    headers.add("Call-ID", call_id or token_hex(16))
     headers.add("CSeq", f"{cseq} {method}")
     headers.add("Max-Forwards", str(max_forwards))
     for name, value in extra_headers:

@@ -155,6 +155,13 @@ class ClientTransaction(_Transaction):
         self._ack_bytes: bytes | None = None
         self._interval = timers.t1
 
+    @property
+    def absorbing(self) -> bool:
+        """True once a non-INVITE transaction is Completed: until Timer K it only absorbs
+        retransmitted responses (RFC 3261 17.1.2.2), so a stack may keep just its key and
+        deadline instead of the whole transaction."""
+        return self.state is State.COMPLETED and not self.is_invite
+
     def _release_request(self) -> None:
         """Nothing is retransmitted after a final response: let the request go while
         Timers K, D or M absorb stray responses (thousands may be waiting at once)."""

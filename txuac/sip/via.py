@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from dataclasses import dataclass
 
 from txuac.sip.fields import Via
 from txuac.sip.grammar import split_list
 from txuac.sip.message import Request
 from txuac.sip.transaction import MAGIC_COOKIE
+from txuac.sip.tokens import token_hex
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Address:
 
 def new_branch() -> str:
     """A fresh RFC 3261 8.1.1.7 branch: the magic cookie and 96 random bits."""
-    return MAGIC_COOKIE + secrets.token_hex(12)
+    return MAGIC_COOKIE + token_hex(12)
 
 
 def via_host(host: str) -> str:
