@@ -169,7 +169,9 @@ class Authenticator:
         ``response`` is the last challenge) when a challenge cannot be answered,
         our answer was refused, or MAX_ROUNDS challenges came in a row.
         """
-        return _ChallengeRounds(self, request, target, on_provisional, on_challenge, source).send(request)
+        rounds = _ChallengeRounds(self, request, target, on_provisional, on_challenge, source)
+        rounds.send(request)
+        return rounds.result
 
     def _answer(self, request: Request, response: Response, answering: dict, answered: set,
                 stale_retries: dict) -> None:
@@ -206,7 +208,7 @@ class _ChallengeRounds:
     REGISTER, and a generator-based loop cost more than the digest itself)."""
 
     __slots__ = ("authenticator", "request", "target", "on_provisional", "on_challenge", "source", "rounds",
-                 "answering", "answered", "stale_retries")
+                 "answering", "answered", "stale_retries", "result")
 
     def __init__(self, authenticator: Authenticator, request: Request, target, on_provisional, on_challenge,
                  source):
@@ -222,14 +224,18 @@ class _ChallengeRounds:
         self.answering: dict[tuple[bool, str], tuple[Challenge, Credentials]] = {}
         self.answered: set[tuple[bool, str]] = set()
         self.stale_retries: dict[tuple[bool, str], int] = {}
+        # Fired once, with the final response or the error (each round's Deferred feeds
+        # it: cheaper than returning one Deferred from another's callback).
+        self.result = defer.Deferred()
 
-    def send(self, current: Request) -> defer.Deferred:
+    def send(self, current: Request) -> None:
         d = self.authenticator.stack.send_request(current, self.target, self.on_provisional, self.source)
-        return d.addCallback(self._responded, current)
+        d.addCallback(self._responded, current).addErrback(self.result.errback)
 
-    def _responded(self, response: Response, current: Request):
+    def _responded(self, response: Response, current: Request) -> None:
         if response.status not in (401, 407):
-            return response
+            self.result.callback(response)
+            return
         self.rounds += 1
         if self.on_challenge is not None:
             self.on_challenge(response)
@@ -251,7 +257,7 @@ class _ChallengeRounds:
             log.debug("{method} to {uri}: {status} from realm(s) {realms}, retrying with CSeq {cseq}",
                       method=request.method, uri=uri, status=response.status,
                       realms=", ".join(c.realm for c, _ in answers), cseq=cseq)
-        return self.send(authorized_retry(request, answers, cseq))
+        self.send(authorized_retry(request, answers, cseq))
 
 
 def _with_response(error: AuthenticationError, response: Response) -> AuthenticationError:
