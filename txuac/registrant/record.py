@@ -69,6 +69,14 @@ class RegistrationRecord:
     contact_addr: str
     socket: str
     contact_user: str
+    # --- ours, from the account's row in our own table beside uacreg (issue 8) ---
+    user_agent: str = ""  # "": the service's user_agent
+    extra_headers: tuple[tuple[str, str], ...] = ()  # added to every REGISTER
+    from_username: str = ""  # "": r_username (From user different from the auth user)
+    outbound: bool = False  # RFC 5626: +sip.instance, reg-id, flow keep-alives
+    instance_id: str = ""  # "urn:uuid:...", made once and kept
+    reg_id: int = 1
+    options_ping: bool = False  # OPTIONS pings to the registrar, with up/down hysteresis
     # --- state ----------------------------------------------------------------
     loaded_at: float = 0.0  # Kamailio's reg_init
     due_at: float = 0.0  # when the scheduler next sends a REGISTER for it
@@ -79,6 +87,12 @@ class RegistrationRecord:
     last_status: int | None = None
     last_failure: str | None = None
     failures: int = field(default=0)
+    # Learnt from the last 200 OK (RFC 3327, RFC 3608, RFC 5627, RFC 5626).
+    path: tuple[str, ...] = ()
+    service_route: tuple[str, ...] = ()
+    pub_gruu: str | None = None
+    temp_gruu: str | None = None
+    flow_timer: int | None = None
 
     @property
     def aor(self) -> str:
