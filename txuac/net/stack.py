@@ -115,13 +115,15 @@ class SIPStack:
 
     def __init__(self, reactor, timers: TimerSettings = TimerSettings(), limits: ParserLimits = ParserLimits(),
                  resolver: TargetResolver | None = None, idle_timeout: float = 600.0,
-                 tls_client_options=None, user_agent: str = "txuac"):
+                 tls_client_options=None, user_agent: str = "txuac", keepalive_interval: float = 0.0):
         self.reactor = reactor
         self.timers = timers
         self.limits = limits
         self.resolver = resolver if resolver is not None else TargetResolver(reactor)
         self.server_header = SERVER_HEADER if user_agent == "txuac" else user_agent
-        self.pool = ConnectionPool(reactor, self, limits, idle_timeout, tls_client_options)
+        # keepalive_interval: seconds between RFC 5626 CRLF keep-alives on connections we open (0: none).
+        self.pool = ConnectionPool(reactor, self, limits, idle_timeout, tls_client_options,
+                                   keepalive_interval=keepalive_interval)
         self.udp_listeners: list[UDPListener] = []
         self.stream_listeners: dict[str, Address] = {}
         self.handlers: dict[str, RequestHandler] = {}
@@ -508,9 +510,19 @@ class SIPStack:
             log.info("no 400 sent to {source}: {error}", source=source, error=str(e))
 
     def connection_lost(self, connection: StreamConnection) -> None:
-        """Client transactions waiting on a lost connection fail at once (RFC 3261 17.1.4)."""
+        """Client transactions waiting on a lost connection fail at once (RFC 3261 17.1.4);
+        then the connection-lost observers hear of it."""
         for call in [c for c in self._client.values() if c.channel is connection]:
             self._client_failed(call, TransportError(f"connection to {connection.peer} lost"))
+        self.pool.connection_lost(connection)
+
+    def add_connection_lost_observer(self, observer: Callable[[Address], None]) -> None:
+        """Call ``observer(peer)`` when a TCP/TLS connection is lost other than by our own
+        choice (idle timeout, shutdown): the peer closed or reset it, or it failed a keep-alive."""
+        self.pool.add_connection_lost_observer(observer)
+
+    def remove_connection_lost_observer(self, observer: Callable[[Address], None]) -> None:
+        self.pool.remove_connection_lost_observer(observer)
 
     # --- timers ----------------------------------------------------------------------------
     def _schedule(self, transaction, fire: Callable[..., None], *args) -> None:

@@ -7,6 +7,7 @@ stack) with the address they came from and the channel to answer on.
 from __future__ import annotations
 
 import errno
+import random
 import socket
 from typing import Callable, Protocol as TypingProtocol
 
@@ -16,13 +17,18 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from txuac.errors import SIPParseError, TransportError
-from txuac.sip.framing import PONG_BYTES, KeepAlive, StreamFramer
+from txuac.sip.framing import PING_BYTES, PONG_BYTES, KeepAlive, StreamFramer
 from txuac.sip.parser import ParserLimits
 from txuac.sip.via import Address
 
 log = Logger()
 
 _BLANK = b"\r\n\x00 "  # what keep-alive datagrams are made of
+
+# RFC 5626 4.4.1: a ping not answered within 10 s means the flow has failed.
+PONG_TIMEOUT = 10.0
+
+ConnectionLostObserver = Callable[[Address], None]
 
 
 class Channel(TypingProtocol):
@@ -146,6 +152,11 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self.local = Address(transport_name, "", 0)
         self.connected = False
         self.callLater = pool.reactor.callLater  # TimeoutMixin: the pool's reactor, not the global one
+        # Why we closed it ourselves ("idle", "shutdown"), for a quiet loss; None: the peer,
+        # the network or a dead flow ended it, which observers hear about.
+        self.closed_by_us: str | None = None
+        self._next_ping = None  # IDelayedCall of the next keep-alive (outgoing connections only)
+        self._pong_deadline = None  # IDelayedCall: no pong by then, the connection is dead
 
     def connectionMade(self) -> None:
         if self.pool.closed:
@@ -158,6 +169,7 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self.connected = True
         self.setTimeout(self.pool.idle_timeout)
         self.pool.register(self)
+        self._schedule_ping()
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
@@ -171,6 +183,8 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         for item in items:
             if item is KeepAlive.PING:
                 self.transport.write(PONG_BYTES)  # RFC 5626 4.4.1
+            elif item is KeepAlive.PONG:
+                self._pong_received()
             elif isinstance(item, bytes):
                 try:
                     self.sink.message_received(item, self.peer, self)
@@ -192,11 +206,62 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         log.debug("closing idle {transport} connection to {peer}", transport=self.transport_name, peer=self.peer)
+        self.close("idle")
+
+    def close(self, why: str) -> None:
+        """Close on our own initiative (``why``: "idle", "shutdown"): a quiet loss."""
+        self.closed_by_us = why
+        self._stop_keepalive()
         self.transport.loseConnection()
+
+    # --- RFC 5626 4.4.1 CRLF keep-alives, on connections we opened ------------------------
+    def _schedule_ping(self) -> None:
+        """The next ping in 80-100% of the interval (RFC 5626 4.4.1), if keep-alives are on."""
+        if not self.outgoing or not self.connected or self.peer is None:
+            return
+        interval = self.pool.keepalive_interval_for(self.peer)
+        if interval <= 0:
+            return
+        self._next_ping = self.callLater(interval * self.pool.rng.uniform(0.8, 1.0), self._ping)
+
+    def _ping(self) -> None:
+        self._next_ping = None
+        if not self.connected:
+            return
+        self.transport.write(PING_BYTES)
+        if self.pool.answers_pings(self.peer):
+            self._pong_deadline = self.callLater(self.pool.pong_timeout, self._pong_missing)
+        else:
+            # Not known to answer (RFC 5626 is optional for servers): the pings still keep
+            # NAT bindings open; a pong, when one comes, arms the deadline from then on.
+            self._schedule_ping()
+
+    def _pong_received(self) -> None:
+        if self.peer is not None:
+            self.pool.pong_seen(self.peer)
+        if self._pong_deadline is not None:
+            if self._pong_deadline.active():
+                self._pong_deadline.cancel()
+            self._pong_deadline = None
+            self._schedule_ping()
+
+    def _pong_missing(self) -> None:
+        """RFC 5626 4.4.1: no pong within 10 s, the flow has failed: drop it at once."""
+        self._pong_deadline = None
+        log.warn("{transport} connection to {peer} did not answer a keep-alive within {timeout} s: closing it",
+                 transport=self.transport_name, peer=self.peer, timeout=self.pool.pong_timeout)
+        self.transport.abortConnection()
+
+    def _stop_keepalive(self) -> None:
+        for call in (self._next_ping, self._pong_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._next_ping = self._pong_deadline = None
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
         was_connected, self.connected = self.connected, False
         self.setTimeout(None)
+        self._stop_keepalive()
         if was_connected:
             self.pool.unregister(self)
             self.sink.connection_lost(self)
@@ -263,15 +328,24 @@ class ConnectionPool:
     """
 
     def __init__(self, reactor: IReactorTime, sink: MessageSink, limits: ParserLimits, idle_timeout: float,
-                 tls_client_options=None, connect_timeout: float = 10.0):
+                 tls_client_options=None, connect_timeout: float = 10.0, keepalive_interval: float = 0.0,
+                 pong_timeout: float = PONG_TIMEOUT, rng: random.Random | None = None):
         self.reactor = reactor
         self.sink = sink
         self.limits = limits
         self.idle_timeout = idle_timeout
         self.tls_client_options = tls_client_options  # callable(hostname) -> IOpenSSLClientConnectionCreator
         self.connect_timeout = connect_timeout
+        # Seconds between CRLF keep-alives on the connections we open (0: none), and how
+        # long a peer known to answer them has to do so.
+        self.keepalive_interval = keepalive_interval
+        self.pong_timeout = pong_timeout
+        self.rng = rng or random.Random()
+        self._flow_intervals: dict[tuple[str, str, int], float] = {}  # Flow-Timer by peer
+        self._answering_peers: set[tuple[str, str, int]] = set()  # peers seen to answer pings
         self._connections: dict[tuple, StreamConnection] = {}
         self._pending: dict[tuple, list[defer.Deferred]] = {}
+        self.lost_observers: list[ConnectionLostObserver] = []
         self.closed = False
 
     @staticmethod
@@ -289,6 +363,51 @@ class ConnectionPool:
         key = self._key(connection.peer, connection.verified_name)
         if self._connections.get(key) is connection:
             del self._connections[key]
+
+    # --- keep-alives and lost connections ---------------------------------------------------
+    def set_keepalive_interval(self, address: Address, seconds: float | None) -> None:
+        """Keep-alive interval for connections to ``address``: a Flow-Timer (RFC 5626 4.4.1)
+        the registrar gave; None returns to ``keepalive_interval``. A registrar sending a
+        Flow-Timer supports outbound, so it answers pings. Takes effect from the next ping."""
+        peer = (address.transport, address.host, address.port)
+        if seconds is None or seconds <= 0:
+            self._flow_intervals.pop(peer, None)
+            return
+        self._flow_intervals[peer] = float(seconds)
+        self._answering_peers.add(peer)
+        for connection in list(self._connections.values()):
+            if connection.peer == address and connection._next_ping is None and connection._pong_deadline is None:
+                connection._schedule_ping()  # keep-alives were off for it until now
+
+    def keepalive_interval_for(self, address: Address) -> float:
+        return self._flow_intervals.get((address.transport, address.host, address.port), self.keepalive_interval)
+
+    def answers_pings(self, address: Address) -> bool:
+        return (address.transport, address.host, address.port) in self._answering_peers
+
+    def pong_seen(self, address: Address) -> None:
+        if len(self._answering_peers) < 65536:
+            self._answering_peers.add((address.transport, address.host, address.port))
+
+    def add_connection_lost_observer(self, observer: ConnectionLostObserver) -> None:
+        """Call ``observer(peer)`` when a stream connection is lost other than by our own
+        choice (idle timeout, shutdown): closed or reset by the peer, or dead by keep-alive."""
+        self.lost_observers.append(observer)
+
+    def remove_connection_lost_observer(self, observer: ConnectionLostObserver) -> None:
+        if observer in self.lost_observers:
+            self.lost_observers.remove(observer)
+
+    def connection_lost(self, connection: StreamConnection) -> None:
+        """Tell the observers, unless we closed ``connection`` ourselves."""
+        if connection.closed_by_us is not None or connection.peer is None or self.closed:
+            return
+        log.info("{transport} connection to {peer} lost", transport=connection.transport_name, peer=connection.peer)
+        for observer in tuple(self.lost_observers):
+            try:
+                observer(connection.peer)
+            except Exception:  # noqa: BLE001 - one observer must not break the others or the stack
+                log.failure("connection-lost observer failed")
 
     def find(self, address: Address) -> StreamConnection | None:
         """A connection the peer at ``address`` opened to us, or a TCP one we opened."""
@@ -356,7 +475,7 @@ class ConnectionPool:
         self.closed = True
         for connection in list(self._connections.values()):
             connection.setTimeout(None)
-            connection.transport.loseConnection()
+            connection.close("shutdown")
 
     def __len__(self) -> int:
         return len(self._connections)
