@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from txuac.config import (
     CoreSettings,
     ListenSpec,
+    LogSettings,
     Settings,
     TLSSettings,
     load_settings,
@@ -545,3 +546,24 @@ class RPCSectionTests(ConfigFileMixin, SynchronousTestCase):
     def test_token_never_shown(self):
         settings = settings_from_dict({"rpc": {"token": self.TOKEN}})
         self.assertNotIn(self.TOKEN, repr(settings))
+
+
+class LogSectionTests(ConfigFileMixin, SynchronousTestCase):
+    """[log]: text at info by default; the level is one of twisted.logger's names."""
+
+    def test_defaults_and_shipped(self):
+        log = settings_from_dict({}).log
+        self.assertEqual((log.format, log.level), ("text", "info"))
+        self.assertEqual(load_settings(SHIPPED).log, log)  # the sample shows the defaults
+
+    def test_every_level(self):
+        for level in ("debug", "info", "warn", "error", "critical"):
+            self.assertEqual(settings_from_dict({"log": {"format": "json", "level": level}}).log,
+                             LogSettings(format="json", level=level))
+
+    def test_errors_name_the_key(self):
+        for level in ('"warning"', '"INFO"', '"trace"', '""'):
+            self.assertConfigError(f"[log]\nlevel = {level}\n", "[log] level", "'debug'", "'critical'")
+        self.assertConfigError("[log]\nlevel = 10\n", "[log] level", "a string")
+        self.assertConfigError('[log]\nformat = "xml"\n', "[log] format")
+        self.assertConfigError('[log]\nfile = "txuac.log"\n', "[log]", "file")

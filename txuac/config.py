@@ -112,11 +112,16 @@ class ManholeSettings:
     host_key: str | None = None  # private host key, created (mode 0600) when missing
 
 
+# twisted.logger.LogLevel names, lowest first.
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
 @dataclass(frozen=True)
 class LogSettings:
     """[log]: how log events are written."""
 
     format: str = "text"  # or "json": one JSON object per line, for log shippers
+    level: str = "info"  # the lowest written: "debug", "info", "warn", "error" or "critical"
 
 
 @dataclass(frozen=True)
@@ -457,10 +462,14 @@ def _manhole(path: str, table: Any, base_dir: str | None) -> ManholeSettings:
 def _log(path: str, table: Any) -> LogSettings:
     section = _Section(path, "log", table)
     log_format = section.get("format", str, "text")
+    level = section.get("level", str, "info")
     section.finish()
     if log_format not in ("text", "json"):
         raise ConfigError(f"{section.where('format')}: must be 'text' or 'json', got {log_format!r}")
-    return LogSettings(format=log_format)
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{section.where('level')}: must be one of {', '.join(map(repr, LOG_LEVELS))}, "
+                          f"got {level!r}")
+    return LogSettings(format=log_format, level=level)
 
 
 _SECTIONS = ("core", "tls", "uac", "rpc", "manhole", "log")

@@ -6,8 +6,8 @@ cannot be bound, an unusable TLS file) by the ConfigError itself, so that twistd
 reports it to a daemon's parent and removes its pid file; the excepthook ``makeService``
 installs prints it.
 
-With ``[log] format = "json"`` the service is handed over wrapped so that twistd (or
-twist) writes JSON lines (txuac.admin.logs).
+The service is handed over so that twistd (or twist) writes the log as ``[log]`` says:
+text or JSON lines, from ``[log] level`` up (txuac.admin.logs).
 """
 
 from __future__ import annotations
@@ -54,15 +54,12 @@ def _install_excepthook() -> None:
 
 
 def makeService(options: Options) -> service.IService:
+    from txuac.admin.logs import with_configured_logs
     from txuac.service import UACService, tune_garbage_collector
 
     tune_garbage_collector()
     _install_excepthook()
     settings = options["settings"]
     uac = UACService(settings)
-    if settings.log.format == "json":
-        from txuac.admin.logs import with_json_logs
-
-        # options.parent: twistd's or twist's own options, which decide where logs go.
-        return with_json_logs(uac, getattr(options, "parent", None))
-    return uac
+    # options.parent: twistd's or twist's own options, which decide where logs go.
+    return with_configured_logs(uac, settings.log, getattr(options, "parent", None))

@@ -1,12 +1,15 @@
-"""JSON log lines: the formatter, the observers, and ``[log] format = "json"`` under twistd and twist."""
+"""The log as ``[log]`` says: the JSON formatter, the observers and their level filter,
+and ``format``/``level`` under twistd and twist."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
+import sys
 
 from twisted.application import service
 from twisted.logger import ILogObserver, LogLevel, Logger, textFileLogObserver
@@ -18,6 +21,7 @@ from tests.support.peers import free_port, wait_for
 from tests.test_tap import START_TIMEOUT, STOP_TIMEOUT, ProcessMixin, twist_argv, twistd_argv
 from txuac import __version__
 from txuac.admin import logs
+from txuac.config import LogSettings
 from txuac.registrant.record import State
 from txuac.registrant.store.sqlite import schema_for
 
@@ -84,18 +88,75 @@ class EventAsJSONTests(SynchronousTestCase):
         self.assertEqual(json.loads(out.getvalue())["text"], "routine")
 
 
+class LevelFilterTests(SynchronousTestCase):
+    """text_observer and json_observer write only the events at their level and above."""
+
+    def emit_every_level(self, observer) -> None:
+        log = Logger(namespace="tests.admin", observer=observer)
+        for level in LogLevel.iterconstants():
+            log.emit(level, "at {name}", name=level.name)
+
+    def test_text_observer(self):
+        for level in LogLevel.iterconstants():
+            out = io.StringIO()
+            self.emit_every_level(logs.text_observer(out, level))
+            written = re.findall(r"at (\w+)$", out.getvalue(), re.MULTILINE)
+            self.assertEqual(written, [above.name for above in LogLevel.iterconstants() if above >= level])
+        out = io.StringIO()
+        self.emit_every_level(logs.text_observer(out))
+        self.assertEqual(re.findall(r"at (\w+)$", out.getvalue(), re.MULTILINE), ["info", "warn", "error", "critical"])
+        self.assertRegex(out.getvalue(), r"(?m)^\S+ \[tests\.admin#info\] at info$")  # twistd's text lines
+
+    def test_json_observer(self):
+        for level in LogLevel.iterconstants():
+            out = io.StringIO()
+            self.emit_every_level(logs.json_observer(out, level))
+            written = [json.loads(line)["level"] for line in out.getvalue().splitlines()]
+            self.assertEqual(written, [above.name for above in LogLevel.iterconstants() if above >= level])
+
+
+def twistd_options(**options) -> dict:
+    """twistd's ServerOptions as a plain dict: ``twistd -n``, then ``options``."""
+    return dict({"logfile": None, "nodaemon": True, "logger": None, "syslog": False}, **options)
+
+
 class RunnerOptionsTests(SynchronousTestCase):
-    """with_json_logs and LogObserverRoot, with the runners' options as plain dicts."""
+    """with_configured_logs and LogObserverRoot, with the runners' options as plain dicts."""
+
+    def observer_for(self, settings: LogSettings) -> ILogObserver:
+        """The observer twistd -n is given for ``settings``."""
+        root = logs.with_configured_logs(service.MultiService(), settings, twistd_options())
+        self.assertIsInstance(root, logs.LogObserverRoot)
+        return root.observer
 
     def test_twistd_root_sets_the_application_observer(self):
         uac = service.MultiService()
-        root = logs.with_json_logs(uac, {"logfile": None, "nodaemon": True, "logger": None, "syslog": False})
+        root = logs.with_configured_logs(uac, LogSettings(format="json"), twistd_options())
         self.assertIsInstance(root, logs.LogObserverRoot)
         self.assertIs(uac.parent, root)
         application = service.Application("uac")
         root.setServiceParent(application)
         self.assertIs(application.getComponent(ILogObserver), root.observer)
         self.assertEqual(list(service.IServiceCollection(application)), [root])
+
+    def test_twistd_format_and_level(self):
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)  # where twistd -n writes
+        for settings in (LogSettings(), LogSettings(level="debug"), LogSettings(level="error"),
+                         LogSettings(format="json"), LogSettings(format="json", level="debug")):
+            out.seek(0)
+            out.truncate()
+            log = Logger(namespace="tests.admin", observer=self.observer_for(settings))
+            log.debug("routine")
+            log.info("change")
+            log.error("trouble")
+            lines = out.getvalue().splitlines()
+            if settings.format == "json":
+                lines = [json.loads(line)["text"] for line in lines]
+            written = [text for text in ("routine", "change", "trouble") if any(line.endswith(text) for line in lines)]
+            expected = {"debug": ["routine", "change", "trouble"], "info": ["change", "trouble"],
+                        "error": ["trouble"]}[settings.level]
+            self.assertEqual(written, expected, settings)
 
     def test_an_application_observer_already_set_stays(self):
         application = service.Application("uac")
@@ -106,34 +167,60 @@ class RunnerOptionsTests(SynchronousTestCase):
 
     def test_twistd_keeps_logger_and_syslog(self):
         uac = service.MultiService()
-        for options in ({"logfile": None, "nodaemon": True, "logger": lambda: None, "syslog": False},
-                        {"logfile": None, "nodaemon": False, "logger": None, "syslog": True},
-                        {"logfile": "-", "nodaemon": False, "logger": None, "syslog": False}):
-            self.assertIs(logs.with_json_logs(uac, options), uac)
+        for options in (twistd_options(logger=lambda: None), twistd_options(nodaemon=False, syslog=True),
+                        twistd_options(nodaemon=False, logfile="-")):
+            for settings in (LogSettings(), LogSettings(format="json", level="debug")):
+                self.assertIs(logs.with_configured_logs(uac, settings, options), uac)
 
     def test_twistd_log_file(self):
         path = os.path.abspath(self.mktemp())
         self.patch(signal, "signal", lambda *args: None)  # no SIGUSR1 handler left behind
-        out = logs.twistd_log_file({"logfile": path, "nodaemon": False, "logger": None, "syslog": False})
+        out = logs.twistd_log_file(twistd_options(logfile=path, nodaemon=False))
         self.addCleanup(out.close)
         self.assertEqual(out.path, path)
 
-    def test_twist(self):
+    def twist_options(self, settings: LogSettings, *argv: str) -> dict:
+        """twist's options (as twist leaves them before makeService) once configured for ``settings``."""
+        self.patch(sys, "argv", ["twist", *argv, "uac", "--config", "uac.toml"])
+        options = {"fileLogObserverFactory": textFileLogObserver, "logFormat": "text", "logLevel": LogLevel.info}
         uac = service.MultiService()
-        options = {"fileLogObserverFactory": textFileLogObserver, "logFormat": "text"}
-        self.assertIs(logs.with_json_logs(uac, options), uac)
-        self.assertIs(options["fileLogObserverFactory"], logs.json_file_observer)
+        self.assertIs(logs.with_configured_logs(uac, settings, options), uac)
+        return options
+
+    def test_twist(self):
+        options = self.twist_options(LogSettings(format="json"))
+        self.assertEqual(options, {"fileLogObserverFactory": logs.json_file_observer, "logFormat": "json",
+                                   "logLevel": LogLevel.info})
+        options = self.twist_options(LogSettings(level="debug"))
+        self.assertEqual(options, {"fileLogObserverFactory": textFileLogObserver, "logFormat": "text",
+                                   "logLevel": LogLevel.debug})
+        options = self.twist_options(LogSettings(format="json", level="warn"))
+        self.assertIs(options["logLevel"], LogLevel.warn)
+
+    def test_twist_command_line_level_wins(self):
+        for argv in (["--log-level=info"], ["--log-level", "info"], ["--log-l=info"], ["--reactor=poll", "--log-le", "info"]):
+            options = self.twist_options(LogSettings(level="debug"), *argv)
+            self.assertIs(options["logLevel"], LogLevel.info, argv)  # as twist parsed it
+        for argv in (["--log-format=text"], ["--log-file=-"], ["--log=x"]):
+            options = self.twist_options(LogSettings(level="debug"), *argv)
+            self.assertIs(options["logLevel"], LogLevel.debug, argv)
 
     def test_embedded(self):
         uac = service.MultiService()
-        self.assertIs(logs.with_json_logs(uac, None), uac)
+        self.assertIs(logs.with_configured_logs(uac, LogSettings(format="json"), None), uac)
 
 
-class JSONLogProcessTests(ProcessMixin, SynchronousTestCase):
-    """``[log] format = "json"``: every line the command writes is a JSON object, and a
-    registration that fails (nobody answers) is an event with its fields."""
+ROUTINE = re.compile(r"registration silent: \w+ -> registering \(")  # at debug level
+FAILED = "registration silent: registering -> failed"  # at info level
 
-    def json_config(self) -> str:
+
+class LogProcessTests(ProcessMixin, SynchronousTestCase):
+    """``[log]`` in a real twistd or twist run: an account whose proxy never answers goes
+    to registering (a debug event) then failed (info). In JSON every line the command
+    writes is a JSON object, and the failure is an event with its fields."""
+
+    def account_config(self, log_section: str) -> str:
+        """A configuration with one account nobody answers, rpc off, and ``log_section`` as [log]."""
         path = os.path.join(self.workdir, "accounts.sqlite")
         connection = sqlite3.connect(path)
         connection.executescript(schema_for("uacreg"))
@@ -156,11 +243,14 @@ class JSONLogProcessTests(ProcessMixin, SynchronousTestCase):
             "[rpc]\n"
             "enabled = false\n"
             "[log]\n"
-            'format = "json"\n'
+            f"{log_section}"
         )
 
-    def run_until_failed(self, argv: list[str], log_path: str | None = None) -> list[dict]:
-        """Run until the account's failure is logged, stop; the log's lines, parsed."""
+    def json_config(self, level: str = "info") -> str:
+        return self.account_config(f'format = "json"\nlevel = "{level}"\n')
+
+    def run_until_failed(self, argv: list[str], log_path: str | None = None) -> str:
+        """Run until the account's failure is logged, stop; the log's text."""
         process = self.start(argv)
 
         def log() -> str:
@@ -172,9 +262,8 @@ class JSONLogProcessTests(ProcessMixin, SynchronousTestCase):
             except FileNotFoundError:
                 return ""
 
-        failed = "registration silent: registering -> failed"
-        if not wait_for(lambda: failed in log() or not process.running(), START_TIMEOUT):
-            self.fail(f"no {failed!r} within {START_TIMEOUT} s:\n{process.output()}\n{log()}")
+        if not wait_for(lambda: FAILED in log() or not process.running(), START_TIMEOUT):
+            self.fail(f"no {FAILED!r} within {START_TIMEOUT} s:\n{process.output()}\n{log()}")
         os.kill(process.pid, signal.SIGTERM)
         process.wait(STOP_TIMEOUT)
         self.assertClean(process.output())
@@ -183,6 +272,10 @@ class JSONLogProcessTests(ProcessMixin, SynchronousTestCase):
         text = log()
         self.assertClean(text)
         self.assertNotIn(SECRET, text)
+        self.assertIn(FAILED, text)
+        return text
+
+    def json_lines(self, text: str) -> list[dict]:
         lines = []
         for line in text.splitlines():
             try:
@@ -191,7 +284,7 @@ class JSONLogProcessTests(ProcessMixin, SynchronousTestCase):
                 self.fail(f"not a JSON line: {line!r}\n{text}")
         return lines
 
-    def assertEvents(self, lines: list[dict]) -> None:
+    def assertEvents(self, lines: list[dict], debug: bool = False) -> None:
         for line in lines:
             self.assertIsInstance(line, dict)
             self.assertTrue({"time", "level", "namespace", "text"} <= set(line), line)
@@ -203,17 +296,57 @@ class JSONLogProcessTests(ProcessMixin, SynchronousTestCase):
         self.assertEqual((event["namespace"], event["level"], event["previous"], event["reason"], event["status"]),
                          ("txuac.registrant.service", "info", "registering", "no answer (timeout)", None))
         self.assertIn("txuac stopped", texts)
+        routine = [line for line in lines if line.get("l_uuid") == "silent" and line.get("state") == "registering"]
+        self.assertEqual([line["level"] for line in routine], ["debug"] if debug else [], texts)
+        self.assertEqual(any(line["level"] == "debug" for line in lines), debug, texts)
+
+    def assertText(self, text: str, debug: bool = False) -> None:
+        self.assertIn(f"txuac {__version__} started", text)
+        self.assertRegex(text, r"\[txuac\.registrant\.service#info\] registration silent: registering -> failed")
+        self.assertEqual(bool(ROUTINE.search(text)), debug, text)
+        self.assertEqual("#debug]" in text, debug, text)
+        self.assertIn("txuac stopped", text)
 
     def test_twistd(self):
         config = self.json_config()
-        self.assertEvents(self.run_until_failed(twistd_argv("-n", "--pidfile=", "uac", "--config", config)))
+        self.assertEvents(self.json_lines(self.run_until_failed(twistd_argv("-n", "--pidfile=", "uac", "--config", config))))
+
+    def test_twistd_debug(self):
+        config = self.json_config("debug")
+        text = self.run_until_failed(twistd_argv("-n", "--pidfile=", "uac", "--config", config))
+        self.assertEvents(self.json_lines(text), debug=True)
 
     def test_twistd_logfile(self):
         config = self.json_config()
         logfile = os.path.join(self.workdir, "txuac.log")
-        self.assertEvents(self.run_until_failed(
-            twistd_argv("-n", "--pidfile=", f"--logfile={logfile}", "uac", "--config", config), logfile))
+        self.assertEvents(self.json_lines(self.run_until_failed(
+            twistd_argv("-n", "--pidfile=", f"--logfile={logfile}", "uac", "--config", config), logfile)))
 
     def test_twist(self):
         config = self.json_config()
-        self.assertEvents(self.run_until_failed(twist_argv("--log-format=text", "uac", "--config", config)))
+        self.assertEvents(self.json_lines(self.run_until_failed(twist_argv("--log-format=text", "uac", "--config", config))))
+
+    def test_twistd_text(self):
+        """No [log] section: text at info, as shipped."""
+        config = self.account_config("")
+        self.assertText(self.run_until_failed(twistd_argv("-n", "--pidfile=", "uac", "--config", config)))
+
+    def test_twistd_text_debug(self):
+        config = self.account_config('level = "debug"\n')
+        self.assertText(self.run_until_failed(twistd_argv("-n", "--pidfile=", "uac", "--config", config)), debug=True)
+
+    def test_twistd_text_logfile(self):
+        config = self.account_config('format = "text"\n')
+        logfile = os.path.join(self.workdir, "txuac.log")
+        self.assertText(self.run_until_failed(
+            twistd_argv("-n", "--pidfile=", f"--logfile={logfile}", "uac", "--config", config), logfile))
+
+    def test_twist_text(self):
+        # In text mode twist keeps its own format (JSON when stdout is not a terminal).
+        config = self.account_config('level = "debug"\n')
+        self.assertText(self.run_until_failed(twist_argv("--log-format=text", "uac", "--config", config)), debug=True)
+
+    def test_twist_command_line_level_wins(self):
+        config = self.account_config('level = "debug"\n')
+        self.assertText(self.run_until_failed(twist_argv("--log-format=text", "--log-level=info", "uac",
+                                                         "--config", config)))

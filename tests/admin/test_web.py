@@ -493,6 +493,37 @@ class StartupTests(TestCase):
         self.assertIn("[rpc] token", str(raised.exception))
 
 
+class RestartTests(HTTPClientMixin, TestCase):
+    """Stopping and starting the admin server keeps its metrics: one registrant observer,
+    and the counts so far."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def timeouts_scraped(self):
+        status, _, data = yield self.http(method=b"GET", path=b"/metrics")
+        self.assertEqual(status, 200)
+        [line] = [line for line in data.decode().splitlines()
+                  if line.startswith('txuac_register_outcomes_total{class="timeout"}')]
+        return float(line.split()[-1])
+
+    @defer.inlineCallbacks
+    def test_stop_and_start(self):
+        self.service = yield start_service(self, [make_row("failing", auth_proxy=f"sip:127.0.0.1:{free_port()}")])
+        rpc, registrant = self.service.rpc, self.service.registrant
+        metrics, observers = rpc.metrics, list(registrant.observers)
+        self.assertEqual(observers.count(metrics.registrations.observe), 1)
+        yield wait_until(lambda: metrics.registrations.outcomes["timeout"] == 1)
+        self.assertEqual((yield self.timeouts_scraped()), 1)
+        for _ in range(2):
+            yield rpc.stopService()
+            self.assertIsNone(rpc.port)
+            rpc.startService()
+            self.assertIs(rpc.metrics, metrics)
+            self.assertEqual(registrant.observers, observers)
+            self.assertEqual((yield self.timeouts_scraped()), 1)  # from the same counters, on the new port
+
+
 class RegistrarTests(HTTPClientMixin, TestCase):
     """An account that really registers at Kamailio: online, unregistered, refreshed."""
 

@@ -1,18 +1,23 @@
-"""JSON log lines for log shippers: ``[log] format = "json"``.
+"""How twistd and twist write the log: ``[log] format`` ("text" or "json") and ``level``.
 
-Each event becomes one JSON object on one line: ``time`` (ISO 8601, UTC), ``level``,
-``namespace``, ``text`` (the formatted message), then the event's own fields
-(``l_uuid``, ``state``, ``reason``, ``status``...), and ``traceback`` for failures.
-Twisted's bookkeeping keys (``log_*``, the legacy ``message``/``system``/... keys) are
-left out, and so is any field whose name looks like a secret.
+JSON lines are for log shippers. Each event becomes one JSON object on one line: ``time``
+(ISO 8601, UTC), ``level``, ``namespace``, ``text`` (the formatted message), then the
+event's own fields (``l_uuid``, ``state``, ``reason``, ``status``...), and ``traceback``
+for failures. Twisted's bookkeeping keys (``log_*``, the legacy ``message``/``system``/...
+keys) are left out, and so is any field whose name looks like a secret.
+
+Events below ``[log] level`` (info by default) are dropped in both formats: the
+registrant logs its routine steps (two per REGISTER) at debug.
 
 Under ``twistd``, ``txuac.tap.makeService`` wraps the service in ``LogObserverRoot``,
-which hands the observer to twistd as the application's ILogObserver component (twistd
-reads it when it starts logging, after makeService), writing where twistd would have
-written its text: stdout with ``-n``, else ``--logfile`` (default ``twistd.log``),
-rotated on SIGUSR1. ``--logger`` and ``--syslog`` keep their meaning. Under ``twist``
-the observer replaces twist's file observer factory. An embedding application passes
-``json_observer(a_file)`` to ``globalLogBeginner.beginLoggingTo``.
+which hands the observer (``text_observer`` or ``json_observer``) to twistd as the
+application's ILogObserver component (twistd reads it when it starts logging, after
+makeService), writing where twistd would have written its text: stdout with ``-n``, else
+``--logfile`` (default ``twistd.log``), rotated on SIGUSR1. ``--logger`` and ``--syslog``
+keep their meaning (and see every level). Under ``twist`` the JSON observer replaces
+twist's file observer factory, and the level is twist's ``--log-level`` unless that is
+given on the command line. An embedding application passes ``text_observer(a_file,
+level)`` or ``json_observer(a_file, level)`` to ``globalLogBeginner.beginLoggingTo``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import json
 import signal
 import sys
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO, Any, Sequence
 
 from twisted.application import service
 from twisted.logger import (
@@ -31,9 +36,12 @@ from twisted.logger import (
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
+    textFileLogObserver,
 )
 from twisted.python import logfile
 from twisted.python.components import Componentized
+
+from txuac.config import LogSettings
 
 # Keys of twisted.python.log's legacy events, carried along when they are adapted.
 _LEGACY_KEYS = frozenset(("message", "isError", "system", "time", "format", "failure", "why", "printed"))
@@ -82,6 +90,11 @@ def json_file_observer(out_file: IO[str]) -> FileLogObserver:
     return FileLogObserver(out_file, event_as_json)
 
 
+def at_level(observer: ILogObserver, level: LogLevel) -> ILogObserver:
+    """``observer`` given only the events at ``level`` and above."""
+    return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
+
+
 def json_observer(out_file: IO[str] | None = None, level: LogLevel = LogLevel.info) -> ILogObserver:
     """Events at ``level`` and above to ``out_file`` (stdout by default) as JSON lines.
 
@@ -89,8 +102,12 @@ def json_observer(out_file: IO[str] | None = None, level: LogLevel = LogLevel.in
     Routine registration transitions are logged at debug: at the default level they
     cost nothing here.
     """
-    observer = json_file_observer(out_file if out_file is not None else sys.stdout)
-    return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
+    return at_level(json_file_observer(out_file if out_file is not None else sys.stdout), level)
+
+
+def text_observer(out_file: IO[str] | None = None, level: LogLevel = LogLevel.info) -> ILogObserver:
+    """Events at ``level`` and above to ``out_file`` (stdout by default) as twistd's text lines."""
+    return at_level(textFileLogObserver(out_file if out_file is not None else sys.stdout), level)
 
 
 def twistd_log_file(server_options) -> IO[str] | None:
@@ -133,18 +150,47 @@ class LogObserverRoot(service.MultiService):
         super().setServiceParent(parent)
 
 
-def with_json_logs(uac: service.IService, runner_options) -> service.IService:
-    """The service to hand to the runner whose options are ``runner_options`` so that it
-    logs JSON lines: twistd's ServerOptions or twist's TwistOptions. Anything else
-    (embedded) returns ``uac`` as it is: the embedding application chooses its observers."""
+def log_level_in_argv(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` (twist's command line) sets ``--log-level``, in full or abbreviated
+    as getopt accepts (``--log-l`` is the shortest prefix no other twist option has)."""
+    for arg in argv[1:]:
+        name = arg.partition("=")[0]
+        if len(name) >= len("--log-l") and "--log-level".startswith(name):
+            return True
+    return False
+
+
+def configure_twist(twist_options, settings: LogSettings, argv: Sequence[str]) -> None:
+    """Make twist (which builds its observer after makeService) log as ``settings`` say;
+    a ``--log-level`` in ``argv`` wins over ``[log] level``."""
+    if settings.format == "json":
+        twist_options["fileLogObserverFactory"] = json_file_observer
+        twist_options["logFormat"] = "json"
+    if not log_level_in_argv(argv):
+        twist_options["logLevel"] = LogLevel.levelWithName(settings.level)
+
+
+def twistd_observer(server_options, settings: LogSettings) -> ILogObserver | None:
+    """The observer twistd should use for ``settings``, or None to leave twistd's own
+    (``--logger``, ``--syslog``)."""
+    out_file = twistd_log_file(server_options)
+    if out_file is None:
+        return None
+    observer = json_observer if settings.format == "json" else text_observer
+    return observer(out_file, LogLevel.levelWithName(settings.level))
+
+
+def with_configured_logs(uac: service.IService, settings: LogSettings, runner_options) -> service.IService:
+    """The service to hand to the runner whose options are ``runner_options`` (twistd's
+    ServerOptions or twist's TwistOptions) so that it logs as ``settings`` say. Anything
+    else (embedded) returns ``uac`` as it is: the embedding application chooses its observers."""
     if runner_options is None:
         return uac
-    if "fileLogObserverFactory" in runner_options:  # twist: it builds its observer after makeService
-        runner_options["fileLogObserverFactory"] = json_file_observer
-        runner_options["logFormat"] = "json"
+    if "fileLogObserverFactory" in runner_options:  # twist
+        configure_twist(runner_options, settings, sys.argv)
         return uac
     if "logfile" in runner_options:  # twistd
-        out_file = twistd_log_file(runner_options)
-        if out_file is not None:
-            return LogObserverRoot(uac, json_observer(out_file))
+        observer = twistd_observer(runner_options, settings)
+        if observer is not None:
+            return LogObserverRoot(uac, observer)
     return uac

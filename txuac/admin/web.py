@@ -165,22 +165,26 @@ class MetricsResource(resource.Resource):
         return self.metrics.render()
 
 
-def build_root(uac, dispatcher: Dispatcher, settings: RPCSettings) -> resource.Resource:
+def build_root(dispatcher: Dispatcher, metrics, settings: RPCSettings) -> resource.Resource:
     """The resource tree of the admin server."""
-    from txuac.admin.metrics import Metrics
-
     root = AdminRoot(settings.token)
     root.putChild(b"RPC", RPCResource(dispatcher))
-    root.putChild(b"metrics", MetricsResource(Metrics(uac)))
+    root.putChild(b"metrics", MetricsResource(metrics))
     return root
 
 
 class AdminWebService(service.Service):
-    """The admin HTTP server of a UACService; ``port`` is the bound port once started."""
+    """The admin HTTP server of a UACService; ``port`` is the bound port once started.
+
+    The metrics and the site are made once, here: a stop and start only closes and
+    reopens the listening port, so counters go on and one registrant observer is kept.
+    """
 
     name = "rpc"
 
     def __init__(self, uac, reactor=None):
+        from txuac.admin.metrics import Metrics
+
         if reactor is None:
             from twisted.internet import reactor
         self.uac = uac
@@ -189,7 +193,8 @@ class AdminWebService(service.Service):
         self.dispatcher = Dispatcher()
         self.methods = UACMethods(uac, reactor)
         self.methods.register(self.dispatcher)
-        self.site: AdminSite | None = None
+        self.metrics = Metrics(uac)  # before the registrant starts: start-up registrations count
+        self.site = AdminSite(build_root(self.dispatcher, self.metrics, self.settings), self.settings.max_request_size)
         self.listening = None  # the IListeningPort
         self._bound = False
 
@@ -206,7 +211,6 @@ class AdminWebService(service.Service):
         if self._bound:
             return
         self._bound = True
-        self.site = AdminSite(build_root(self.uac, self.dispatcher, self.settings), self.settings.max_request_size)
         endpoint = endpoints.serverFromString(self.reactor, self.settings.listen)
         outcome: list = []
         endpoint.listen(self.site).addBoth(outcome.append)
