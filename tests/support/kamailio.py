@@ -153,6 +153,7 @@ class KamailioRegistrar:
         self.host = host
         self.port: int | None = None
         self.process: PeerProcess | None = None
+        self.halts = 0
         self.rundir = os.path.abspath(testcase.mktemp())
         os.makedirs(self.rundir)
         self.log_path = os.path.join(self.rundir, "kamailio.log")
@@ -216,10 +217,11 @@ class KamailioRegistrar:
             argv += ["-A", name if value is None else f"{name}={value}"]
         return argv
 
-    def start(self, attempts: int = 3) -> None:
-        """Start Kamailio and wait until it listens and its ctl socket exists (a fraction of a second)."""
+    def start(self, attempts: int = 3, port: int | None = None) -> None:
+        """Start Kamailio (on ``port``, else a free one) and wait until it listens and its ctl
+        socket exists (a fraction of a second)."""
         for attempt in range(attempts):
-            self.port = free_port(socket.SOCK_DGRAM, self.host)
+            self.port = port or free_port(socket.SOCK_DGRAM, self.host)
             if os.path.exists(self.ctl_path):
                 os.unlink(self.ctl_path)
             argv = self.argv()
@@ -238,6 +240,26 @@ class KamailioRegistrar:
                 f"Kamailio did not start on {self.host}:{self.port} (exit status {status})\n"
                 f"command: {shlex.join(argv)}\n{self._format_log(output)}"
             )
+
+    def halt(self) -> int | None:
+        """Stop Kamailio but keep its port for ``start(port=self.port)``: a registrar that is down.
+
+        Its log so far is kept as kamailio.log.N (N = 1, 2, ...). Returns the exit status.
+        """
+        if self.process is None:
+            return None
+        status = self.process.stop()
+        self.process = None
+        self.halts += 1
+        if os.path.exists(self.log_path):
+            os.replace(self.log_path, f"{self.log_path}.{self.halts}")
+        return status
+
+    def restart(self) -> None:
+        """A new Kamailio on the same port: the registrar is back with its bindings lost (usrloc
+        is in memory). After halt(), only starts it."""
+        self.halt()
+        self.start(port=self.port)
 
     def ready(self) -> bool:
         """Kamailio's UDP (and TCP) socket is bound and the ctl socket exists."""

@@ -1,0 +1,138 @@
+"""Registration under faults: the issue's three figures at full size, against a real Kamailio.
+
+txuac (UACService, SQLite store, this process, default reactor) registers its accounts with
+a Kamailio registrar (digest auth) through a fault-injecting UDP relay
+(tests/support/relay.py). The scenarios are the functions the test suite runs scaled down
+(tests/registrant/test_interop_faults.py); here they run at full size with txuac's defaults
+unless an option says otherwise:
+
+1. 10% of datagrams lost both ways and 20 ms of delay each way: seconds until 1,000 accounts
+   are online, none failed (target 10 s). ``--runs R`` repeats it with seeds S..S+R-1: the
+   loss pattern, hence the slowest account, depends on the seed.
+2. A 75 s black hole (the relay drops everything) while every account's refresh falls in it
+   (expires 60 s): seconds from the outage's end until every account is online again, none
+   disabled, under the default retry settings (target: reg_retry_interval plus its jitter).
+3. The registrar stopped for 20 s, then a new one on the same port with its bindings lost,
+   OPTIONS pings every ``--ping-interval`` seconds: seconds from the restart until every
+   account is in Kamailio's usrloc again (target 10 s).
+
+Each figure is printed with its target and met/MISSED, then a summary. Exit status 2 when
+a figure is missed.
+
+Usage (from the repository root; ``./dev bench registration_faults`` runs the compiled build):
+    python bench/registration_faults.py [--scenario N ...] [--accounts 1000] [--seed 8] [--runs 1]
+        [--outage 75] [--retry-interval S] [--down 20] [--ping-interval 2] [--timer-t1 MS] [--timer-t2 MS] [--log FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
+
+from twisted.internet import defer, task  # noqa: E402
+from twisted.logger import globalLogBeginner  # noqa: E402
+from twisted.trial.unittest import SkipTest  # noqa: E402
+
+import txuac.sip  # noqa: E402
+from registrations import Harness, LogCounter, verdict  # noqa: E402
+from tests.registrant.test_interop_faults import (  # noqa: E402
+    SEED,
+    blackhole_recovery,
+    lossy_registration,
+    registrar_restart,
+)
+
+
+class ScenarioHarness(Harness):
+    """The bench's Harness, closed after each scenario: its cleanups' Deferreds are awaited
+    (txuac's service stops before its registrar), so one scenario never loads the next."""
+
+    @defer.inlineCallbacks
+    def close(self):
+        while self.cleanups:
+            function, args, kwargs = self.cleanups.pop()
+            try:
+                yield defer.maybeDeferred(function, *args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - go on with the others
+                print(f"cleanup {function!r} failed: {e}", file=sys.stderr)
+        self.cleanup()
+
+
+def scenario_runs(args):
+    """(number, function(harness) -> Deferred[Figure]) for each run asked for."""
+    core = {name: value for name, value in (("timer_t1", args.timer_t1), ("timer_t2", args.timer_t2)) if value}
+    for number in args.scenario:
+        if number == 1:
+            for seed in range(args.seed, args.seed + args.runs):
+                yield number, lambda h, seed=seed: lossy_registration(h, accounts=args.accounts, core=core, seed=seed)
+        elif number == 2:
+            uac = {"reg_retry_interval": args.retry_interval} if args.retry_interval is not None else None
+            yield number, lambda h: blackhole_recovery(h, accounts=args.accounts, outage=args.outage, expires=60,
+                                                       core=core, uac=uac)
+        else:
+            yield number, lambda h: registrar_restart(h, accounts=args.accounts, down=args.down,
+                                                      ping_interval=args.ping_interval, core=core)
+
+
+@defer.inlineCallbacks
+def run(reactor, args):
+    print(f"txuac registration faults bench: {args.accounts:,} accounts, SIP core "
+          f"{'COMPILED (mypyc)' if txuac.sip.COMPILED else 'pure Python'}, Python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; timer_t1 "
+          f"{f'{args.timer_t1} ms' if args.timer_t1 else 'default'}, timer_t2 "
+          f"{f'{args.timer_t2} ms' if args.timer_t2 else 'default'}")
+    figures = []
+    for number, scenario in scenario_runs(args):
+        harness = ScenarioHarness()
+        try:
+            figure = yield scenario(harness)
+        except SkipTest as e:
+            raise SystemExit(f"cannot run Kamailio: {e}")
+        except BaseException:
+            harness.keep = True
+            yield harness.close()
+            raise
+        print(figure, flush=True)
+        harness.keep = not figure.met
+        yield harness.close()
+        figures.append((number, figure))
+    print("summary: " + "; ".join(f"figure {number} {verdict(figure.met)}" for number, figure in figures))
+    print(f"log events: {dict(sorted(args.log_counter.counts.items()))}")
+    return all(figure.met for _, figure in figures)
+
+
+def main(reactor, args):
+    def finish(all_met):
+        if not all_met:
+            raise SystemExit(2)
+
+    return run(reactor, args).addCallback(finish)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", type=int, choices=(1, 2, 3), action="append",
+                        help="run this scenario (repeatable; default: all three)")
+    parser.add_argument("--accounts", type=int, default=1000, help="accounts (1,000)")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"the relay's loss seed (scenario 1; {SEED})")
+    parser.add_argument("--runs", type=int, default=1, help="scenario 1 runs, with seeds SEED, SEED+1, ... (1)")
+    parser.add_argument("--outage", type=float, default=75.0, help="black hole seconds (scenario 2; 75)")
+    parser.add_argument("--retry-interval", type=int, default=None,
+                        help="reg_retry_interval (scenario 2; default: txuac's; 0 shows Kamailio's default)")
+    parser.add_argument("--down", type=float, default=20.0, help="seconds the registrar is down (scenario 3; 20)")
+    parser.add_argument("--ping-interval", type=int, default=2,
+                        help="reg_options_ping_interval, seconds (scenario 3; 2)")
+    parser.add_argument("--timer-t1", type=int, default=None, help="[core] timer_t1 in ms (default: txuac's)")
+    parser.add_argument("--timer-t2", type=int, default=None, help="[core] timer_t2 in ms (default: txuac's)")
+    parser.add_argument("--log", metavar="FILE", help="write every Twisted log event to FILE")
+    arguments = parser.parse_args()
+    if arguments.accounts <= 0 or arguments.runs <= 0:
+        parser.error("--accounts and --runs must be positive")
+    arguments.scenario = sorted(set(arguments.scenario or (1, 2, 3)))
+    arguments.log_counter = LogCounter(arguments.log)
+    globalLogBeginner.beginLoggingTo([arguments.log_counter], redirectStandardIO=False)
+    task.react(main, [arguments])
