@@ -24,15 +24,18 @@ from zope.interface.verify import verifyObject
 from tests.support.peers import find_program, free_port
 from tests.support.postgres import PostgresCluster
 from txuac.errors import ConfigError, StoreError
-from txuac.registrant.store import COLUMNS, IRegistrationStore
+from txuac.registrant.store import COLUMNS, EXT_COLUMNS, EXT_DEFAULTS, AccountState, IRegistrationStore
+from txuac.registrant.store import ext as ext_sql
 from txuac.registrant.store import sqlite as sqlite_store
-from txuac.registrant.store.postgres import PostgresStore
+from txuac.registrant.store.postgres import PostgresStore, psycopg2
 from txuac.registrant.store.sqlite import SQLiteStore
 from txuac.registrant.store.url import StoreURL, mask_url, open_store, parse_store_url
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SQLITE_SCHEMA = os.path.join(ROOT, "conf", "schema", "sqlite.sql")
 POSTGRES_SCHEMA = os.path.join(ROOT, "conf", "schema", "postgres.sql")
+SQLITE_EXT_SCHEMA = os.path.join(ROOT, "conf", "schema", "sqlite-txuac.sql")
+POSTGRES_EXT_SCHEMA = os.path.join(ROOT, "conf", "schema", "postgres-txuac.sql")
 FAST_LOAD_ROWS = 500
 FAST_LOAD_SECONDS = 1.0
 RECONNECT_WAIT = 15.0
@@ -86,6 +89,10 @@ def account(n: int, **overrides) -> dict:
     row.update(overrides)
     return row
 
+
+def loaded(row: dict, **ext) -> dict:
+    """``row`` as a store loads it: merged with its row in our own table (defaults when none)."""
+    return {**row, **EXT_DEFAULTS, **ext}
 
 
 def uacreg_body(path: str) -> list[str]:
@@ -163,6 +170,42 @@ class SchemaFileTests(SynchronousTestCase):
         self.assertEqual(sqlite_lines[1:], postgres_lines[1:])
         with open(POSTGRES_SCHEMA) as f:
             self.assertIn("INSERT INTO version (table_name, table_version) values ('uacreg','6');", f.read())
+
+    def test_our_table_is_the_same_in_both_files(self):
+        sqlite_text, postgres_text = open(SQLITE_EXT_SCHEMA).read(), open(POSTGRES_EXT_SCHEMA).read()
+        body = re.compile(r"CREATE TABLE IF NOT EXISTS uacreg_txuac \((.*?)\n\);", re.S)
+        self.assertEqual(body.search(sqlite_text).group(1), body.search(postgres_text).group(1))
+        self.assertIn("sqlite3 var/uacreg.sqlite < conf/schema/sqlite-txuac.sql", sqlite_text)
+        self.assertIn("psql -h HOST -U USER -d DB -f conf/schema/postgres-txuac.sql", postgres_text)
+
+    def test_our_table_has_the_columns_and_defaults_txuac_reads(self):
+        db = sqlite3.connect(":memory:")
+        self.addCleanup(db.close)
+        with open(SQLITE_SCHEMA) as f:
+            db.executescript(f.read())
+        with open(SQLITE_EXT_SCHEMA) as f:
+            db.executescript(f.read())
+        info = db.execute("PRAGMA table_info(uacreg_txuac)").fetchall()
+        self.assertEqual(tuple(c[1] for c in info), ("l_uuid",) + EXT_COLUMNS)
+        self.assertEqual([c[5] for c in info], [1] + [0] * len(EXT_COLUMNS))  # l_uuid is the primary key
+        db.execute("INSERT INTO uacreg_txuac (l_uuid) VALUES ('x')")
+        defaults = dict(zip(("l_uuid",) + EXT_COLUMNS, db.execute("SELECT * FROM uacreg_txuac").fetchone()))
+        self.assertEqual({k: v for k, v in defaults.items() if k != "l_uuid"}, EXT_DEFAULTS)
+        # Kamailio's rows untouched, ours added.
+        self.assertEqual(db.execute("SELECT table_name, table_version FROM version ORDER BY id").fetchall(),
+                         [("version", 1), ("uacreg", 6), ("uacreg_txuac", 1)])
+        with open(SQLITE_EXT_SCHEMA) as f:
+            db.executescript(f.read())  # again: changes nothing
+        self.assertEqual(db.execute("SELECT count(*) FROM version").fetchone(), (3,))
+
+    def test_our_table_statements_for_another_name(self):
+        db = sqlite3.connect(":memory:")
+        self.addCleanup(db.close)
+        db.executescript(ext_sql.create_statements("sqlite", "accounts_ext"))
+        self.assertEqual(db.execute("SELECT table_version FROM version WHERE table_name = 'accounts_ext'").fetchall(),
+                         [(1,)])
+        self.assertEqual(db.execute("SELECT name FROM sqlite_master WHERE name = 'uacreg_txuac'").fetchall(), [])
+        self.assertNotIn("BEGIN", ext_sql.create_statements("postgres", "accounts_ext"))
 
     def test_schema_for_another_table_name(self):
         db = sqlite3.connect(":memory:")
@@ -283,6 +326,17 @@ class StoreContract:
     def new_store(self, **kwargs):
         raise NotImplementedError
 
+    def execute(self, sql: str, parameters=()) -> None:
+        """Run ``sql`` (placeholders %s) as an operator would, outside the store."""
+        raise NotImplementedError
+
+    def rows_of(self, sql: str) -> list[tuple[str, ...]]:
+        """The rows ``sql`` selects, every value as text."""
+        raise NotImplementedError
+
+    def messages(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
     # -- helpers ----------------------------------------------------------------------------------
     @defer.inlineCallbacks
     def opened(self, **kwargs):
@@ -310,10 +364,10 @@ class StoreContract:
         store = yield self.opened()
         verifyObject(IRegistrationStore, store)
         self.assertEqual(store.table_version, 6)
-        loaded = yield store.load_all()
-        self.assertEqual(sorted(loaded, key=lambda r: r["l_uuid"]), rows)
-        for record in loaded:
-            self.assertEqual(tuple(record), COLUMNS)
+        rows_loaded = yield store.load_all()
+        self.assertEqual(sorted(rows_loaded, key=lambda r: r["l_uuid"]), [loaded(row) for row in rows])
+        for record in rows_loaded:
+            self.assertEqual(tuple(record), COLUMNS + EXT_COLUMNS)
 
     @defer.inlineCallbacks
     def test_load_version_5(self):
@@ -321,9 +375,9 @@ class StoreContract:
         self.make_tables(5, rows)
         store = yield self.opened()
         self.assertEqual(store.table_version, 5)
-        loaded = yield store.load_all()
-        expected = [dict(row, contact_user="") for row in rows]
-        self.assertEqual(sorted(loaded, key=lambda r: r["l_uuid"]), expected)
+        rows_loaded = yield store.load_all()
+        expected = [loaded(row, contact_user="") for row in rows]
+        self.assertEqual(sorted(rows_loaded, key=lambda r: r["l_uuid"]), expected)
         one = yield store.load_one("uuid-2")
         self.assertEqual(one, expected[1])
 
@@ -331,7 +385,7 @@ class StoreContract:
     def test_load_one(self):
         self.make_tables(6, [account(1), account(2)])
         store = yield self.opened()
-        self.assertEqual((yield store.load_one("uuid-2")), account(2))
+        self.assertEqual((yield store.load_one("uuid-2")), loaded(account(2)))
         self.assertIsNone((yield store.load_one("uuid-404")))
         self.assertIsNone((yield store.load_one("' OR '1'='1")))
 
@@ -403,6 +457,92 @@ class StoreContract:
         yield store.open()
         self.assertEqual(len((yield store.load_all())), 1)
 
+    # -- our own table beside uacreg --------------------------------------------------------------
+    @defer.inlineCallbacks
+    def test_our_table_is_created_once(self):
+        self.make_tables(6, [account(1)])
+        store = yield self.opened()
+        self.assertEqual(store.ext_table, "uacreg_txuac")
+        yield store.close()
+        yield store.open()
+        created = [m for m in self.messages() if m.startswith("Created the uacreg_txuac table")]
+        self.assertEqual(len(created), 1, self.messages())
+        self.assertEqual(self.rows_of("SELECT table_name, table_version FROM version "
+                                      "WHERE table_name IN ('uacreg', 'uacreg_txuac') ORDER BY table_name"),
+                         [("uacreg", "6"), ("uacreg_txuac", "1")])
+        self.assertEqual(self.rows_of("SELECT count(*) FROM uacreg_txuac"), [("0",)])  # rows come with use
+
+    @defer.inlineCallbacks
+    def test_states_saved_and_loaded_merged(self):
+        self.make_tables(6, [account(1), account(2), account(3)])
+        store = yield self.opened()
+        # An operator's settings for uuid-2 (txuac never writes these columns).
+        self.execute("INSERT INTO uacreg_txuac (l_uuid, user_agent, extra_headers, from_username, outbound, "
+                     "reg_id, options_ping) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                     ("uuid-2", "PBX/2", "X-Tenant: 7\nX-Trunk: a b", "caller", 1, 2, 1))
+        yield store.save_states([AccountState("uuid-1", "cid-1", 110, "urn:uuid:one"),
+                                 AccountState("uuid-2", "cid-2", 210, "urn:uuid:two")])
+        yield store.save_states([AccountState("uuid-1", "cid-1b", 160, "urn:uuid:other")])
+        rows = {r["l_uuid"]: r for r in (yield store.load_all())}
+        # A stored instance ID is kept (made once); Call-ID and CSeq are replaced.
+        self.assertEqual(rows["uuid-1"], loaded(account(1), call_id="cid-1b", cseq=160, instance_id="urn:uuid:one"))
+        self.assertEqual(rows["uuid-2"], loaded(account(2), call_id="cid-2", cseq=210, instance_id="urn:uuid:two",
+                                                user_agent="PBX/2", extra_headers="X-Tenant: 7\nX-Trunk: a b",
+                                                from_username="caller", outbound=1, reg_id=2, options_ping=1))
+        self.assertEqual(rows["uuid-3"], loaded(account(3)))
+        self.assertEqual((yield store.load_one("uuid-2")), rows["uuid-2"])
+        self.assertEqual((yield store.load_one("uuid-3")), loaded(account(3)))
+
+    @defer.inlineCallbacks
+    def test_a_row_of_ours_without_uacreg_row_is_not_an_account(self):
+        self.make_tables(6, [account(1)])
+        store = yield self.opened()
+        yield store.save_states([AccountState("gone", "cid", 5, "")])
+        self.assertEqual([r["l_uuid"] for r in (yield store.load_all())], ["uuid-1"])
+        self.assertIsNone((yield store.load_one("gone")))
+
+    @defer.inlineCallbacks
+    def test_many_states_in_one_call(self):
+        self.make_tables(6, [account(1100)])
+        store = yield self.opened()
+        yield store.save_states([AccountState(f"uuid-{n}", f"cid-{n}", n, "") for n in range(1200)])
+        self.assertEqual(self.rows_of("SELECT count(*), sum(cseq) FROM uacreg_txuac"),
+                         [("1200", str(sum(range(1200))))])
+        one = yield store.load_one("uuid-1100")
+        self.assertEqual((one["call_id"], one["cseq"]), ("cid-1100", 1100))
+
+    @defer.inlineCallbacks
+    def test_our_table_of_another_name(self):
+        self.make_tables(6, [account(1)])
+        store = yield self.opened(ext_table="accounts_ext")
+        yield store.save_states([AccountState("uuid-1", "cid", 7, "")])
+        self.assertEqual(self.rows_of("SELECT l_uuid, call_id FROM accounts_ext"), [("uuid-1", "cid")])
+        self.assertEqual(self.rows_of("SELECT count(*) FROM version WHERE table_name = 'uacreg_txuac'"), [("0",)])
+
+    @defer.inlineCallbacks
+    def test_our_table_of_an_unknown_version_is_left_alone(self):
+        """A future txuac's table: read nothing from it, write nothing, say so once; the
+        accounts load with the defaults."""
+        self.make_tables(6, [account(1)])
+        store = yield self.opened()
+        yield store.save_states([AccountState("uuid-1", "cid", 7, "")])
+        yield store.close()
+        self.execute("UPDATE version SET table_version = 2 WHERE table_name = 'uacreg_txuac'")
+        yield store.open()
+        self.assertIsNone(store.ext_table)
+        warnings = [m for m in self.messages() if m.startswith("Without the uacreg_txuac table")]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("its version is 2", warnings[0])
+        self.assertEqual((yield store.load_all()), [loaded(account(1))])
+        yield store.save_states([AccountState("uuid-1", "other", 9, "")])
+        self.assertEqual(self.rows_of("SELECT call_id FROM uacreg_txuac"), [("cid",)])
+
+    @defer.inlineCallbacks
+    def test_save_states_when_not_open(self):
+        self.make_tables(6)
+        store = self.new_store()
+        yield self.assertFailure(store.save_states([AccountState("a", "b", 1, "")]), StoreError)
+
 
 # ---------------------------------------------------------------------------------------------
 # SQLite
@@ -424,6 +564,21 @@ class SQLiteStoreTests(StoreContract, TestCase):
 
     def new_store(self, **kwargs):
         return SQLiteStore(self.path, **kwargs)
+
+    def execute(self, sql, parameters=()):
+        db = sqlite3.connect(self.path)
+        try:
+            db.execute(sql.replace("%s", "?"), parameters)
+            db.commit()
+        finally:
+            db.close()
+
+    def rows_of(self, sql):
+        db = sqlite3.connect(self.path)
+        try:
+            return [tuple(str(v) for v in row) for row in db.execute(sql)]
+        finally:
+            db.close()
 
     def make_tables(self, version, rows=(), table_version=None, with_table=True, with_version=True):
         db = sqlite3.connect(self.path)
@@ -448,7 +603,8 @@ class SQLiteStoreTests(StoreContract, TestCase):
             db.close()
 
     def created_log(self):
-        return [formatEvent(e) for e in self.events if "Created" in formatEvent(e)]
+        """The log lines of files created (not of our own table, created in every file)."""
+        return [formatEvent(e) for e in self.events if formatEvent(e).startswith(f"Created {self.path}")]
 
     @defer.inlineCallbacks
     def test_creates_a_missing_file(self):
@@ -465,7 +621,7 @@ class SQLiteStoreTests(StoreContract, TestCase):
         # An operator's rows are loaded by the running store.
         insert_rows_sqlite(db, [account(7)], 6)
         db.commit()
-        self.assertEqual((yield store.load_all()), [account(7)])
+        self.assertEqual((yield store.load_all()), [loaded(account(7))])
 
     @defer.inlineCallbacks
     def test_creates_missing_directories_once(self):
@@ -525,6 +681,32 @@ class SQLiteStoreTests(StoreContract, TestCase):
         self.assertEqual(store.table_version, 6)
         self.assertEqual(self.created_log(), [])
 
+    @defer.inlineCallbacks
+    def test_our_table_made_with_the_documented_command(self):
+        sqlite3_cli = find_program("sqlite3")
+        if sqlite3_cli is None:
+            raise SkipTest("the sqlite3 command-line shell is not installed")
+        self.make_tables(6, [account(1)])
+        with open(SQLITE_EXT_SCHEMA, "rb") as schema:
+            subprocess.run([sqlite3_cli, "uacreg.sqlite"], stdin=schema, cwd=self.directory, check=True,
+                           capture_output=True, timeout=30)
+        store = yield self.opened()
+        self.assertEqual(store.ext_table, "uacreg_txuac")
+        self.assertEqual([m for m in self.messages() if m.startswith("Created")], [])
+
+    @defer.inlineCallbacks
+    def test_something_else_under_our_table_name(self):
+        """A view named like our table: uacreg is read, our table is not used, one warning says so."""
+        self.make_tables(6, [account(1)])
+        self.execute("CREATE VIEW uacreg_txuac AS SELECT l_uuid FROM uacreg")
+        store = yield self.opened()
+        self.assertIsNone(store.ext_table)
+        self.assertEqual((yield store.load_all()), [loaded(account(1))])
+        yield store.save_states([AccountState("uuid-1", "cid", 7, "")])
+        warnings = [m for m in self.messages() if m.startswith("Without the uacreg_txuac table")]
+        self.assertEqual(len(warnings), 1, self.messages())
+        self.assertIn("does not have txuac's columns", warnings[0])
+
 
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL
@@ -552,6 +734,18 @@ class PostgresStoreTests(StoreContract, TestCase):
         kwargs.setdefault("reconnect_max_delay", 0.5)
         return PostgresStore(self.pg.url, **kwargs)
 
+    def execute(self, sql, parameters=()):
+        connection = psycopg2.connect(host=self.pg.host, port=self.pg.port, user=self.pg.user,
+                                      password=self.pg.password, dbname=self.pg.database)
+        try:
+            with connection, connection.cursor() as cursor:
+                cursor.execute(sql, parameters or None)
+        finally:
+            connection.close()
+
+    def rows_of(self, sql):
+        return [tuple(line.split("|")) for line in self.pg.psql(sql).splitlines()]
+
     def make_tables(self, version, rows=(), table_version=None, with_table=True, with_version=True):
         if version == 6 and with_table and with_version:
             self.pg.psql(file=POSTGRES_SCHEMA)
@@ -570,9 +764,6 @@ class PostgresStoreTests(StoreContract, TestCase):
             columns = [c for c in COLUMNS if version >= 6 or c != "contact_user"]
             values = ",\n".join("(" + ", ".join(sql_literal(row[c]) for c in columns) + ")" for row in rows)
             self.pg.psql(f"INSERT INTO uacreg ({', '.join(columns)}) VALUES {values}")
-
-    def messages(self):
-        return [formatEvent(e) for e in self.events]
 
     @defer.inlineCallbacks
     def test_url_is_masked(self):

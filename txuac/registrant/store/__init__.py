@@ -4,9 +4,17 @@ Backends own their SQL: SQLite through twisted.enterprise.adbapi (the embedded
 default) and PostgreSQL through txpostgres. Rows come back as plain dicts with
 Kamailio's column names; validating them is the registrant's job, so that a bad
 row is skipped with a reason instead of failing a whole load.
+
+Beside ``uacreg`` (whose schema stays Kamailio's) each store keeps a table of ours,
+``uacreg_txuac`` by default (``reg_ext_table``): per-account settings Kamailio has no
+column for, and the state txuac keeps across restarts (the account's Call-ID and the
+highest CSeq it may have used with it). Rows come back merged with it (a LEFT JOIN: an
+account without a row there gets the EXT_DEFAULTS), and save_states() writes the state.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from zope.interface import Attribute, Interface
 
@@ -19,23 +27,51 @@ COLUMNS = (
 )
 SUPPORTED_TABLE_VERSIONS = (5, 6)
 
+# Our own table beside uacreg (schema/*-txuac.sql), keyed by l_uuid, and its version row.
+DEFAULT_EXT_TABLE = "uacreg_txuac"
+EXT_TABLE_VERSION = 1
+EXT_COLUMNS = ("call_id", "cseq", "user_agent", "extra_headers", "from_username", "outbound", "instance_id",
+               "reg_id", "options_ping")
+# What a row of uacreg without a row in our table reads as.
+EXT_DEFAULTS = {"call_id": "", "cseq": 0, "user_agent": "", "extra_headers": "", "from_username": "",
+                "outbound": 0, "instance_id": "", "reg_id": 1, "options_ping": 0}
+
+
+class AccountState(NamedTuple):
+    """What save_states() writes for one account: its Call-ID, the CSeq a restart must start
+    above (the highest it may have used), and its RFC 5626 instance ID."""
+
+    l_uuid: str
+    call_id: str
+    cseq: int
+    instance_id: str
+
 
 class IRegistrationStore(Interface):
     """A uacreg table. Every method returns a Deferred; failures are StoreError."""
 
     url = Attribute("The store's URL with the password masked, for logs.")
     table_version = Attribute("The table version read by open(): 5 (no contact_user) or 6.")
+    ext_table = Attribute("Our own table's name, or None when open() could neither find nor create it "
+                          "(rows then read as EXT_DEFAULTS and save_states() keeps nothing).")
 
     def open():  # noqa: N805 - zope interface signature
         """Connect (creating an SQLite file with the table and its version row when the file
         does not exist) and check the table version: Deferred[None]; StoreError when the
-        version is not 5 or 6 or the table is missing."""
+        version is not 5 or 6 or the table is missing. Our own table is created when missing
+        (logged once); when that fails, a warning says so and the store works without it."""
 
     def load_all():  # noqa: N805
-        """Deferred[list[dict]]: every row, keys as in COLUMNS (contact_user '' on version 5)."""
+        """Deferred[list[dict]]: every row, keys as in COLUMNS (contact_user '' on version 5)
+        and EXT_COLUMNS (from our table, EXT_DEFAULTS for an account without a row there)."""
 
     def load_one(l_uuid):  # noqa: N805
-        """Deferred[dict | None]: the row with this l_uuid, None when there is none."""
+        """Deferred[dict | None]: the row with this l_uuid (as load_all), None when there is none."""
+
+    def save_states(states):  # noqa: N805
+        """Deferred[None]: write each AccountState's call_id, cseq and instance_id into our
+        table in one transaction (a row is inserted for an account that has none; its other
+        columns are the operator's and are left alone; a stored instance_id is kept)."""
 
     def close():  # noqa: N805
         """Deferred[None]: release connections."""

@@ -5,8 +5,10 @@ away (a restart, a failover, a dead network) the connection is noticed dead, eit
 idle (the server's goodbye arrives on the socket, which txpostgres always watches) or when a
 query fails, and it is reconnected in the background with backoff (1 s, growing by 1.7 up to
 10 s, forever). Meanwhile queries fail at once with StoreError; once reconnected they work
-again, without reopening the store. The tables are not created here: an operator runs
-conf/schema/postgres.sql (txuac only reads them).
+again, without reopening the store. Kamailio's tables are not created here: an operator runs
+conf/schema/postgres.sql (txuac only reads uacreg). Our own table (``ext_table``, see
+txuac.registrant.store.ext) is created by open() when it is missing and the user may create
+tables; otherwise a warning says so and the store works without it.
 
 Three txpostgres rough edges are handled here (txpostgres 1.7.0):
 
@@ -34,7 +36,8 @@ from txpostgres.psycopg2_impl import psycopg2
 from zope.interface import implementer
 
 from txuac.errors import StoreError
-from txuac.registrant.store import SUPPORTED_TABLE_VERSIONS, IRegistrationStore
+from txuac.registrant.store import DEFAULT_EXT_TABLE, EXT_TABLE_VERSION, SUPPORTED_TABLE_VERSIONS, IRegistrationStore
+from txuac.registrant.store import ext
 from txuac.registrant.store.sqlite import columns_for, rows_to_dicts, unsupported_version
 from txuac.registrant.store.url import StoreURL, check_table_name, parse_store_url
 
@@ -53,6 +56,8 @@ CONNECTION_OPTIONS = {
 }
 # libpq ignores connect_timeout for asynchronous connections: open() has its own.
 OPEN_TIMEOUT = 10.0
+# AccountStates per INSERT (4 parameters each).
+SAVE_BATCH = 500
 
 
 def _one_line(value) -> str:
@@ -164,7 +169,7 @@ class PostgresStore:
 
     def __init__(self, url: StoreURL | str, reactor=None, table: str = "uacreg", pool_size: int = 1,
                  reconnect_initial_delay: float = 1.0, reconnect_max_delay: float = 10.0,
-                 open_timeout: float = OPEN_TIMEOUT):
+                 open_timeout: float = OPEN_TIMEOUT, ext_table: str = DEFAULT_EXT_TABLE):
         parsed = url if isinstance(url, StoreURL) else parse_store_url(url)
         if parsed.kind != "postgres":
             raise StoreError(f"{parsed.masked} is not a PostgreSQL URL")
@@ -173,6 +178,8 @@ class PostgresStore:
         self._url = parsed
         self.url = parsed.masked
         self.table = check_table_name(table)
+        self.ext_table: str | None = check_table_name(ext_table, "reg_ext_table")
+        self._wanted_ext_table = self.ext_table
         self.table_version: int | None = None
         self._reactor = reactor
         self._pool_size = pool_size
@@ -196,14 +203,24 @@ class PostgresStore:
         result = defer.Deferred()
         timer = self._reactor.callLater(self._open_timeout, self._open_timed_out, result)
 
-        def opened(version):
+        def opened(checked):
             if result.called:
                 return  # timed out meanwhile: the pool is closed already
             timer.cancel()
+            version, ext_created, ext_problem = checked
             self.table_version = version
             self._columns = columns_for(version)
+            self.ext_table = None if ext_problem else self._wanted_ext_table
             log.info("Opened {url}: {table} table version {version}", url=self.url, table=self.table,
                      version=version)
+            if ext_created:
+                log.info("Created the {ext_table} table in {url} (txuac's own, beside {table})",
+                         ext_table=self._wanted_ext_table, url=self.url, table=self.table)
+            if ext_problem:
+                log.warn("Without the {ext_table} table in {url} ({problem}): per-account settings of ours "
+                         "are not read and Call-IDs are kept in memory only (create it with "
+                         "conf/schema/postgres-txuac.sql)",
+                         ext_table=self._wanted_ext_table, url=self.url, problem=ext_problem)
             result.callback(None)
 
         def failed(failure):
@@ -227,17 +244,25 @@ class PostgresStore:
     def load_all(self):
         if self._pool is None:
             return self._not_open()
-        d = self._pool.runQuery(f"SELECT {', '.join(self._columns)} FROM {self.table}")
-        d.addCallback(rows_to_dicts, self._columns)
+        d = self._pool.runQuery(self._select())
+        d.addCallback(self._to_dicts)
         return d.addErrback(self._store_error, f"loading the {self.table} table from {self.url} failed")
 
     def load_one(self, l_uuid):
         if self._pool is None:
             return self._not_open()
-        d = self._pool.runQuery(f"SELECT {', '.join(self._columns)} FROM {self.table} WHERE l_uuid = %s",
-                                (l_uuid,))
-        d.addCallback(lambda rows: (rows_to_dicts(rows[:1], self._columns) or [None])[0])
+        d = self._pool.runQuery(self._select() + " WHERE u.l_uuid = %s", (l_uuid,))
+        d.addCallback(lambda rows: (self._to_dicts(rows[:1]) or [None])[0])
         return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
+
+    def save_states(self, states):
+        if self._pool is None:
+            return self._not_open()
+        states = list(states)
+        if self.ext_table is None or not states:
+            return defer.succeed(None)
+        d = self._pool.runInteraction(self._save, states, self.ext_table)
+        return d.addErrback(self._store_error, f"saving account state into {self.ext_table} of {self.url} failed")
 
     @defer.inlineCallbacks
     def close(self):
@@ -247,6 +272,47 @@ class PostgresStore:
         yield self._close_pool(pool)
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _select(self) -> str:
+        if self.ext_table is None:
+            return f"SELECT {', '.join(f'u.{c}' for c in self._columns)} FROM {self.table} u"
+        return f"SELECT {ext.select_columns(self._columns)} FROM {ext.join_clause(self.table, self.ext_table)}"
+
+    def _to_dicts(self, rows) -> list[dict]:
+        columns = self._columns if self.ext_table is None else self._columns + ext.EXT_COLUMNS
+        return ext.apply_ext_defaults(rows_to_dicts(rows, columns))
+
+    @staticmethod
+    @defer.inlineCallbacks
+    def _save(cursor, states, ext_table: str):
+        """One transaction (txpostgres commits when this succeeds, rolls back when it fails)."""
+        for start in range(0, len(states), SAVE_BATCH):
+            batch = states[start:start + SAVE_BATCH]
+            yield cursor.execute(ext.upsert_statement(ext_table, "%s", len(batch)), ext.upsert_parameters(batch))
+
+    @defer.inlineCallbacks
+    def _check_ext(self, pool: _Pool):
+        """Create our own table when it is missing: (created, problem or None)."""
+        table = self._wanted_ext_table
+        rows = yield pool.runQuery("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        created = not rows[0][0]
+        if created:
+            try:
+                yield pool.runOperation(ext.create_statements("postgres", table))
+            except psycopg2.Error as e:
+                return False, f"cannot create it: {_one_line(e)}"
+        rows = yield pool.runQuery("SELECT table_version FROM version WHERE table_name = %s", (table,))
+        if rows and rows[0][0] != EXT_TABLE_VERSION:
+            return False, f"its version is {rows[0][0]}, txuac reads {EXT_TABLE_VERSION}"
+        try:
+            yield pool.runQuery(f"SELECT l_uuid, {', '.join(ext.EXT_COLUMNS)} FROM {table} LIMIT 0")
+        except psycopg2.Error as e:
+            return False, f"it does not have txuac's columns: {_one_line(e)}"
+        rows = yield pool.runQuery("SELECT has_table_privilege(%s, 'INSERT') AND has_table_privilege(%s, 'UPDATE')",
+                                   (table, table))
+        if not rows[0][0]:
+            return False, "the user of reg_db_url may not INSERT and UPDATE it"
+        return created, None
 
     def _new_detector(self) -> _Detector:
         return _Detector(self.url, self._reactor, self._initial_delay, self._max_delay)
@@ -272,7 +338,8 @@ class PostgresStore:
         except psycopg2.ProgrammingError as e:
             raise StoreError(f"the {self.table} table in {self.url} does not have the columns of "
                              f"version {version}: {_one_line(e)}") from e
-        return version
+        ext_created, ext_problem = yield self._check_ext(pool)
+        return version, ext_created, ext_problem
 
     def _open_timed_out(self, result: defer.Deferred) -> None:
         if result.called:

@@ -4,7 +4,8 @@ sqlite3 blocks, so every query runs through twisted.enterprise.adbapi in one poo
 (``cp_max=1``: one connection, used by one thread at a time, so access is serialised and
 ``check_same_thread=False`` is safe). When the file does not exist, open() creates it with
 the version and uacreg tables of conf/schema/sqlite.sql, whose statements are kept below
-(conf/ is not installed with the package).
+(conf/ is not installed with the package). Our own table (``ext_table``, see
+txuac.registrant.store.ext) is created by open() whenever it is missing.
 """
 
 from __future__ import annotations
@@ -19,13 +20,22 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txuac.errors import StoreError
-from txuac.registrant.store import COLUMNS, SUPPORTED_TABLE_VERSIONS, IRegistrationStore
+from txuac.registrant.store import (
+    COLUMNS,
+    DEFAULT_EXT_TABLE,
+    EXT_TABLE_VERSION,
+    SUPPORTED_TABLE_VERSIONS,
+    IRegistrationStore,
+)
+from txuac.registrant.store import ext
 from txuac.registrant.store.url import check_table_name
 
 # The schema ships in the package (conf/schema/sqlite.sql links to it) so that an
 # installed txuac can create the file.
 SCHEMA = importlib.resources.files("txuac.registrant.store").joinpath("schema/sqlite.sql").read_text("utf-8")
 CREATED_TABLE_VERSION = 6
+# AccountStates per INSERT (4 parameters each; SQLite allows 32766 per statement).
+SAVE_BATCH = 500
 
 
 def schema_for(table: str) -> str:
@@ -65,9 +75,12 @@ class SQLiteStore:
 
     log = Logger()
 
-    def __init__(self, path: str, reactor=None, table: str = "uacreg", url: str | None = None):
+    def __init__(self, path: str, reactor=None, table: str = "uacreg", url: str | None = None,
+                 ext_table: str = DEFAULT_EXT_TABLE):
         self.path = os.path.abspath(path)
         self.table = check_table_name(table)
+        self.ext_table: str | None = check_table_name(ext_table, "reg_ext_table")
+        self._wanted_ext_table = self.ext_table
         self.url = url or "sqlite:///" + self.path
         self.table_version: int | None = None
         self._reactor = reactor
@@ -95,14 +108,23 @@ class SQLiteStore:
         self._pool = adbapi.ConnectionPool("sqlite3", self.path, **kwargs)
         d = self._pool.runInteraction(self._check, create)
 
-        def opened(version):
+        def opened(checked):
+            version, ext_created, ext_problem = checked
             self.table_version = version
+            self.ext_table = None if ext_problem else self._wanted_ext_table
             self._columns = columns_for(version)
             if create:
                 self.log.info("Created {path} with an empty {table} table (version {version})",
                               path=self.path, table=self.table, version=CREATED_TABLE_VERSION)
             self.log.info("Opened {url}: {table} table version {version}",
                           url=self.url, table=self.table, version=version)
+            if ext_created:
+                self.log.info("Created the {ext_table} table in {url} (txuac's own, beside {table})",
+                              ext_table=self._wanted_ext_table, url=self.url, table=self.table)
+            if ext_problem:
+                self.log.warn("Without the {ext_table} table in {url} ({problem}): per-account settings of "
+                              "ours are not read and Call-IDs are kept in memory only",
+                              ext_table=self._wanted_ext_table, url=self.url, problem=ext_problem)
 
         def failed(failure):
             self._close_pool()
@@ -119,18 +141,24 @@ class SQLiteStore:
     def load_all(self):
         if self._pool is None:
             return self._not_open()
-        sql = f"SELECT {', '.join(self._columns)} FROM {self.table}"
-        d = self._pool.runQuery(sql)
-        d.addCallback(rows_to_dicts, self._columns)
+        d = self._pool.runQuery(self._select())
+        d.addCallback(self._to_dicts)
         return d.addErrback(self._store_error, f"loading the {self.table} table from {self.url} failed")
 
     def load_one(self, l_uuid):
         if self._pool is None:
             return self._not_open()
-        sql = f"SELECT {', '.join(self._columns)} FROM {self.table} WHERE l_uuid = ?"
-        d = self._pool.runQuery(sql, (l_uuid,))
-        d.addCallback(lambda rows: (rows_to_dicts(rows[:1], self._columns) or [None])[0])
+        d = self._pool.runQuery(self._select() + " WHERE u.l_uuid = ?", (l_uuid,))
+        d.addCallback(lambda rows: (self._to_dicts(rows[:1]) or [None])[0])
         return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
+
+    def save_states(self, states):
+        if self._pool is None:
+            return self._not_open()
+        if self.ext_table is None or not states:
+            return defer.succeed(None)
+        d = self._pool.runInteraction(self._save, list(states), self.ext_table)
+        return d.addErrback(self._store_error, f"saving account state into {self.ext_table} of {self.url} failed")
 
     def close(self):
         self._close_pool()
@@ -138,8 +166,53 @@ class SQLiteStore:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _check(self, txn, create: bool) -> int:
-        """In the pool thread: create the tables when asked, then return the checked table version."""
+    def _select(self) -> str:
+        if self.ext_table is None:
+            return f"SELECT {', '.join(f'u.{c}' for c in self._columns)} FROM {self.table} u"
+        return f"SELECT {ext.select_columns(self._columns)} FROM {ext.join_clause(self.table, self.ext_table)}"
+
+    def _to_dicts(self, rows) -> list[dict]:
+        columns = self._columns if self.ext_table is None else self._columns + ext.EXT_COLUMNS
+        return ext.apply_ext_defaults(rows_to_dicts(rows, columns))
+
+    @staticmethod
+    def _save(txn, states, ext_table: str) -> None:
+        """In the pool thread: one transaction (adbapi commits when this returns)."""
+        for start in range(0, len(states), SAVE_BATCH):
+            batch = states[start:start + SAVE_BATCH]
+            txn.execute(ext.upsert_statement(ext_table, "?", len(batch)), ext.upsert_parameters(batch))
+
+    def _check(self, txn, create: bool) -> tuple[int, bool, str | None]:
+        """In the pool thread: create the tables when asked, then return the checked table
+        version, whether our own table was created, and why it cannot be used (or None)."""
+        version = self._check_uacreg(txn, create)
+        created, problem = self._check_ext(txn)
+        return version, created, problem
+
+    def _check_ext(self, txn) -> tuple[bool, str | None]:
+        """Create our own table when it is missing; (created, problem)."""
+        table = self._wanted_ext_table
+        txn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+        created = not txn.fetchall()
+        if created:
+            try:
+                txn.executescript(ext.create_statements("sqlite", table))
+            except sqlite3.Error as e:
+                if txn.connection.in_transaction:  # the script's BEGIN, left open by the error
+                    txn.connection.rollback()
+                return False, f"cannot create it: {e}"
+        txn.execute("SELECT table_version FROM version WHERE table_name = ?", (table,))
+        rows = txn.fetchall()
+        if rows and str(rows[0][0]).strip() != str(EXT_TABLE_VERSION):
+            return False, f"its version is {rows[0][0]}, txuac reads {EXT_TABLE_VERSION}"
+        try:
+            txn.execute(f"SELECT l_uuid, {', '.join(ext.EXT_COLUMNS)} FROM {table} LIMIT 0")
+        except sqlite3.OperationalError as e:
+            return False, f"it does not have txuac's columns: {e}"
+        return created, None
+
+    def _check_uacreg(self, txn, create: bool) -> int:
+        """Create the uacreg and version tables when asked, then return the checked table version."""
         if create:
             txn.executescript(schema_for(self.table))
         txn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('version', ?)",

@@ -149,25 +149,31 @@ def _split_host_port(hostport: str, bad) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def check_table_name(table: str) -> str:
-    """``reg_db_table`` must be a plain SQL identifier (it is written into queries)."""
+def check_table_name(table: str, key: str = "reg_db_table") -> str:
+    """``reg_db_table`` (or ``key``) must be a plain SQL identifier (it is written into queries)."""
     if not isinstance(table, str) or not _TABLE_NAME.match(table):
-        raise ConfigError(f"reg_db_table {table!r} is not a plain SQL identifier (letters, digits, _)")
+        raise ConfigError(f"{key} {table!r} is not a plain SQL identifier (letters, digits, _)")
     return table
 
 
-def open_store(url: str | StoreURL, reactor=None, table: str = "uacreg", base_dir: str | None = None):
+def open_store(url: str | StoreURL, reactor=None, table: str = "uacreg", base_dir: str | None = None,
+               ext_table: str = "uacreg_txuac"):
     """The IRegistrationStore for ``url`` (not opened yet: call its open()).
 
     A relative SQLite path is taken from ``base_dir`` (default: the working directory, as
-    Kamailio does). ConfigError for a URL or table name we cannot serve.
+    Kamailio does). ``ext_table`` is our own table beside ``table`` (``reg_ext_table``).
+    ConfigError for a URL or table name we cannot serve.
     """
     parsed = url if isinstance(url, StoreURL) else parse_store_url(url)
     check_table_name(table)
+    check_table_name(ext_table, "reg_ext_table")
+    if ext_table == table:
+        raise ConfigError(f"reg_ext_table {ext_table!r} must not be the uacreg table (reg_db_table)")
     if parsed.kind == "sqlite":
         from txuac.registrant.store.sqlite import SQLiteStore
 
-        return SQLiteStore(parsed.resolved_path(base_dir), reactor=reactor, table=table, url=parsed.masked)
+        return SQLiteStore(parsed.resolved_path(base_dir), reactor=reactor, table=table, url=parsed.masked,
+                           ext_table=ext_table)
     from txuac.registrant.store.postgres import PostgresStore
 
-    return PostgresStore(parsed, reactor=reactor, table=table)
+    return PostgresStore(parsed, reactor=reactor, table=table, ext_table=ext_table)
