@@ -477,6 +477,36 @@ class UACSectionTests(SynchronousTestCase):
             self.assertNotIn("secret", str(raised.exception))
 
 
+class FlowSettingsTests(SynchronousTestCase):
+    """[uac] keep-alives and OPTIONS pings (ours), down to the stack and the registrant."""
+
+    def test_defaults_and_shipped_values(self):
+        uac = settings_from_dict({}).uac
+        self.assertEqual((uac.reg_keepalive_interval, uac.reg_options_ping_interval, uac.reg_ping_up_count,
+                          uac.reg_ping_down_count), (90, 0, 2, 3))
+        shipped = load_settings(SHIPPED).uac
+        self.assertEqual((shipped.reg_keepalive_interval, shipped.reg_options_ping_interval,
+                          shipped.reg_ping_up_count, shipped.reg_ping_down_count), (90, 0, 2, 3))
+
+    def test_values_reach_the_registrant(self):
+        from txuac.service import registrant_settings
+        settings = settings_from_dict({"uac": {"reg_options_ping_interval": 15, "reg_ping_up_count": 1,
+                                               "reg_ping_down_count": 5, "reg_keepalive_interval": 0}})
+        registrant = registrant_settings(settings)
+        self.assertEqual((registrant.reg_options_ping_interval, registrant.reg_ping_up_count,
+                          registrant.reg_ping_down_count), (15, 1, 5))
+        from txuac.service import SIPService
+        self.assertEqual(SIPService(settings).stack.pool.keepalive_interval, 0)
+        self.assertEqual(SIPService(settings_from_dict({})).stack.pool.keepalive_interval, 90)
+
+    def test_bad_values_name_the_key(self):
+        for key, value in (("reg_keepalive_interval", -1), ("reg_options_ping_interval", -5),
+                           ("reg_ping_up_count", 0), ("reg_ping_down_count", 0), ("reg_ping_up_count", "2")):
+            with self.assertRaises(ConfigError) as raised:
+                settings_from_dict({"uac": {key: value}}, "uac.toml")
+            self.assertIn(f"[uac] {key}", str(raised.exception))
+
+
 class ManholeSectionTests(ConfigFileMixin, SynchronousTestCase):
     """[manhole]: off unless listen is set; then both key files are required, relative to the file."""
 

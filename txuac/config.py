@@ -85,6 +85,15 @@ class UACSettings:
     # Ours: REGISTERs started per second at most, and unregistering on a clean stop.
     reg_send_rate: int = 3000
     reg_max_in_flight: int = 1000
+    # Ours: RFC 5626 CRLF keep-alives on the TCP/TLS connections we open (seconds, 0 off;
+    # pings go at 80-100% of it: 72-90 s, below the 120 s idle lifetime of Kamailio's and
+    # OpenSIPS's TCP connections), and OPTIONS pings to the registrars of accounts with
+    # options_ping (seconds, 0 off): down after reg_ping_down_count failures in a row, up
+    # again after reg_ping_up_count answers, which re-registers the registrar's accounts.
+    reg_keepalive_interval: int = 90
+    reg_options_ping_interval: int = 0
+    reg_ping_up_count: int = 2
+    reg_ping_down_count: int = 3
     reg_unregister_on_stop: bool = False
     # Kamailio: the local socket (proto:ip:port, one of [core] listen) REGISTERs and
     # uac_req_send requests go out from when no other is given.
@@ -338,7 +347,7 @@ def _uac(path: str, table: Any) -> UACSettings:
     for name, value in numbers.items():
         if value < 0:
             raise ConfigError(f"{section.where(name)}: must not be negative, got {value}")
-    for name in ("reg_send_rate", "reg_max_in_flight"):
+    for name in ("reg_send_rate", "reg_max_in_flight", "reg_ping_up_count", "reg_ping_down_count"):
         if numbers[name] <= 0:
             raise ConfigError(f"{section.where(name)}: must be positive")
     settings = UACSettings(
@@ -368,7 +377,8 @@ def _uac(path: str, table: Any) -> UACSettings:
 
 _UAC_INTEGERS = ("reg_timer_interval", "reg_retry_interval", "reg_random_delay", "reg_keep_callid", "reg_active",
                  "reg_use_domain", "reg_hash_size", "reg_gc_interval", "reload_delta", "reg_send_rate",
-                 "reg_max_in_flight")
+                 "reg_max_in_flight", "reg_keepalive_interval", "reg_options_ping_interval", "reg_ping_up_count",
+                 "reg_ping_down_count")
 
 
 def parse_endpoint(text: str, where: str) -> tuple[str, list[str], dict[str, str]]:

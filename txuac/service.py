@@ -53,6 +53,7 @@ class SIPService(service.Service):
             idle_timeout=core.tcp_idle_timeout,
             tls_client_options=tls_client_options,
             user_agent=core.user_agent,
+            keepalive_interval=settings.uac.reg_keepalive_interval,  # RFC 5626 4.4.1 on connections we open
         )
         self.ports: list = []
         self._bound = False
@@ -170,6 +171,9 @@ def registrant_settings(settings: Settings) -> RegistrantSettings:
         reload_delta=uac.reload_delta,
         reg_send_rate=float(uac.reg_send_rate),
         reg_max_in_flight=uac.reg_max_in_flight,
+        reg_options_ping_interval=uac.reg_options_ping_interval,
+        reg_ping_up_count=uac.reg_ping_up_count,
+        reg_ping_down_count=uac.reg_ping_down_count,
         reg_unregister_on_stop=uac.reg_unregister_on_stop,
         user_agent=settings.core.user_agent,
         auth_algorithms=uac.auth_algorithms,

@@ -31,6 +31,7 @@ from txuac.errors import (
     TransportError,
 )
 from txuac.registrant import protocol
+from txuac.registrant.health import FlowTracker, OptionsPinger
 from txuac.registrant.record import Flag, InvalidRecord, RegistrationRecord, State, record_from_row
 from txuac.sip.digest import ALL_ALGORITHMS, Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
@@ -68,6 +69,11 @@ class RegistrantSettings:
     reg_unregister_on_stop: bool = False
     # Ours: REGISTER cycles in flight at most; the queue waits beyond it.
     reg_max_in_flight: int = 1000
+    # Ours: OPTIONS pings to the registrar destinations of accounts with options_ping
+    # (seconds, 0 off), down after reg_ping_down_count failures, up after reg_ping_up_count.
+    reg_options_ping_interval: int = 0
+    reg_ping_up_count: int = 2
+    reg_ping_down_count: int = 3
     user_agent: str | None = None
     auth_algorithms: tuple[str, ...] = ALL_ALGORITHMS
     default_socket: str | None = None  # proto:ip:port when the row's socket is empty
@@ -120,6 +126,14 @@ class RegistrantService(service.Service):
         self._nonces = NonceCounter(limit=4096)  # one nc sequence per nonce across all accounts
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = reactor
+        # Re-registration at once when a TCP/TLS connection drops, or a pinged registrar is back.
+        self.flows = FlowTracker(self, stack)
+        self.pinger: OptionsPinger | None = None
+        if settings.reg_options_ping_interval > 0:
+            self.pinger = OptionsPinger(self, stack, reactor, settings.reg_options_ping_interval,
+                                        settings.reg_ping_up_count, settings.reg_ping_down_count,
+                                        from_host=settings.reg_contact_addr or "127.0.0.1",
+                                        user_agent=settings.user_agent)
 
     # --- lifecycle ---------------------------------------------------------------
     @defer.inlineCallbacks
@@ -129,10 +143,16 @@ class RegistrantService(service.Service):
         yield self.reload(force=True)
         self._last_reload = None  # as in Kamailio, the first uac.reg_reload is always allowed
         self._loop.start(self.TICK, now=True)
+        self.flows.start()
+        if self.pinger is not None:
+            self.pinger.start()
 
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
+        self.flows.stop()
+        if self.pinger is not None:
+            self.pinger.stop()
         if self._loop.running:
             self._loop.stop()
         yield self._wait_in_flight()
@@ -300,6 +320,7 @@ class RegistrantService(service.Service):
         if record is None:
             return
         outcome = protocol.interpret(record, response, expires)
+        self.flows.learned(record.l_uuid, getattr(response, "source", None), record.flow_timer)
         now = self.now()
         previous = record.state(now)
         record.flags &= ~(Flag.ONGOING | Flag.AUTHSENT)
@@ -506,7 +527,32 @@ class RegistrantService(service.Service):
 
     def remove(self, l_uuid: str) -> int:
         """uac.reg_remove: forget the account (no un-REGISTER); -1 when unknown."""
+        self.flows.forget(l_uuid)
         return 1 if self.records.pop(l_uuid, None) is not None else -1
+
+    def reregister(self, l_uuids, reason: str, at: float | None = None) -> int:
+        """REGISTER these accounts at once (or at ``at``), paced by the scheduler: a lost
+        connection or a registrar back from down. Accounts that are disabled, dormant
+        (expires 0) or already registering are left alone; returns how many were scheduled."""
+        now = self.now()
+        when = now if at is None else max(now, at)
+        count = 0
+        for l_uuid in l_uuids:
+            record = self.records.get(l_uuid)
+            if record is None or not self._eligible(record) or record.due_at <= when:
+                continue
+            self._schedule(record, when)
+            count += 1
+            log.debug("registration {l_uuid}: re-registering ({reason})", l_uuid=l_uuid, reason=reason)
+        return count
+
+    def registrar_target(self, record: RegistrationRecord) -> tuple[SipURI | Address, Address | None]:
+        """Where the account's REGISTERs go (auth_proxy, else the registrar's domain) and the
+        local socket they leave from; TransportError for an unusable socket."""
+        hop = self._next_hop(record)
+        if hop is None:
+            hop = parse_uri(f"sip:{record.r_domain}", "r_domain")  # valid: checked when loaded
+        return hop, self._source(record)
 
     def send_register(self, attribute: str, value: str) -> defer.Deferred | None:
         """uac_reg_send_register: REGISTER now whatever the state; None when not found."""
