@@ -72,11 +72,15 @@ class UACSettings:
     # Remote registration (Kamailio's uac_reg; enabled by reg_db_url).
     reg_db_url: str | None = None
     reg_db_table: str = "uacreg"
+    # Ours: our own table beside reg_db_table (per-account settings, kept Call-IDs).
+    reg_ext_table: str = "uacreg_txuac"
     reg_contact_addr: str | None = None
     reg_timer_interval: int = 90
     reg_retry_interval: int = 0
     reg_random_delay: int = 0
-    reg_keep_callid: int = 0
+    # Kamailio's name, our default: one Call-ID per account, kept across restarts (0: a new
+    # Call-ID for every REGISTER, as Kamailio by default).
+    reg_keep_callid: int = 1
     reg_active: int = 1
     reg_use_domain: int = 0
     reg_hash_size: int = 4  # accepted for compatibility: lookups here are dictionaries
@@ -356,6 +360,7 @@ def _uac(path: str, table: Any) -> UACSettings:
         auth_prefer_auth_int=section.get("auth_prefer_auth_int", bool, False),
         reg_db_url=section.get("reg_db_url", str, None) or None,
         reg_db_table=section.get("reg_db_table", str, defaults.reg_db_table),
+        reg_ext_table=section.get("reg_ext_table", str, defaults.reg_ext_table),
         reg_contact_addr=section.get("reg_contact_addr", str, None) or None,
         reg_unregister_on_stop=section.get("reg_unregister_on_stop", bool, False),
         default_socket=section.get("default_socket", str, None) or None,
@@ -372,6 +377,10 @@ def _uac(path: str, table: Any) -> UACSettings:
             raise ConfigError(f"{section.where('reg_db_url')}: {e}") from None
     if not settings.reg_db_table.replace("_", "").isalnum():
         raise ConfigError(f"{section.where('reg_db_table')}: not a table name")
+    if not settings.reg_ext_table.replace("_", "").isalnum():
+        raise ConfigError(f"{section.where('reg_ext_table')}: not a table name")
+    if settings.reg_ext_table == settings.reg_db_table:
+        raise ConfigError(f"{section.where('reg_ext_table')}: must not be reg_db_table ({settings.reg_db_table!r})")
     return settings
 
 

@@ -196,7 +196,8 @@ class UACService(service.MultiService):
         self.registrant: RegistrantService | None = None
         uac = settings.uac
         if uac.reg_db_url is not None:
-            store = open_store(uac.reg_db_url, reactor, uac.reg_db_table, base_dir=settings.base_dir)
+            store = open_store(uac.reg_db_url, reactor, uac.reg_db_table, base_dir=settings.base_dir,
+                               ext_table=uac.reg_ext_table)
             self.registrant = RegistrantService(registrant_settings(settings), self.sip.stack, store, reactor)
             self.registrant.setServiceParent(self)  # started after the SIP stack, stopped before it
         self.rpc: AdminWebService | None = None

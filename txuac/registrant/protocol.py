@@ -33,13 +33,19 @@ def build_register(record: RegistrationRecord, default_contact_addr: str, expire
                    user_agent: str | None = None, call_id: str | None = None, cseq: int = 10) -> Request:
     """REGISTER sip:r_domain with From = To = sip:r_username@r_domain, our Contact and Expires.
 
-    Kamailio starts a new Call-ID at CSeq 10; with reg_keep_callid a refresh
-    reuses the Call-ID with the next CSeq.
+    Kamailio starts a new Call-ID at CSeq 10; the registrant passes the account's kept
+    Call-ID with its next CSeq. The account's own User-Agent wins over ``user_agent`` (the
+    service's); its extra headers follow. With ``from_username`` set, From names that user
+    in r_domain while To stays the address of record: a third-party registration
+    (RFC 3261 10.2: From is who is responsible for the registration, To the AOR).
     """
     headers = [("Contact", f"<{contact_uri(record, default_contact_addr)}>"), ("Expires", str(expires))]
+    user_agent = record.user_agent or user_agent
     if user_agent:
         headers.append(("User-Agent", user_agent))
-    return make_request("REGISTER", f"sip:{record.r_domain}", record.aor, record.aor, call_id=call_id, cseq=cseq,
+    headers.extend(record.extra_headers)
+    from_ = f"sip:{record.from_username}@{record.r_domain}" if record.from_username else record.aor
+    return make_request("REGISTER", f"sip:{record.r_domain}", from_, record.aor, call_id=call_id, cseq=cseq,
                         extra_headers=headers)
 
 

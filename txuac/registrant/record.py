@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 
 from txuac.errors import SIPParseError, TxuacError
+from txuac.sip.grammar import is_token
 from txuac.sip.uri import parse_uri
 
 
@@ -136,12 +137,16 @@ class RegistrationRecord:
 
 
 def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
-                    rng: random.Random | None = None) -> RegistrationRecord:
+                    rng: random.Random | None = None, problems: list[str] | None = None) -> RegistrationRecord:
     """Validate a uacreg row as Kamailio does (K:uac_reg.c); InvalidRecord names the reason.
 
     Mandatory columns must not be empty; a password or a 32-hex HA1 is needed
     (the HA1 wins and is lower-cased). reg_delay 0 with reg_random_delay set
     draws a random delay in [0, reg_random_delay).
+
+    The columns of our own table (EXT_COLUMNS, absent for a store without it) never make
+    the account invalid: a bad value is left at its default and its reason appended to
+    ``problems`` (for the caller to log once, naming the account).
     """
     values = {name: _text(row.get(name), name in _SHARED_COLUMNS) for name in _TEXT_COLUMNS}
     for name in MANDATORY:
@@ -167,9 +172,95 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
         reg_delay = (rng or random).randrange(reg_random_delay)
     # Only the DISABLED bit of the stored flags is an initial state; the others are runtime.
     flags = numbers["flags"] & Flag.DISABLED
-    return RegistrationRecord(**values, expires=numbers["expires"], table_expires=numbers["expires"], flags=flags,
-                              reg_delay=reg_delay,
-                              loaded_at=now, due_at=now + reg_delay)
+    record = RegistrationRecord(**values, expires=numbers["expires"], table_expires=numbers["expires"], flags=flags,
+                                reg_delay=reg_delay,
+                                loaded_at=now, due_at=now + reg_delay)
+    if "call_id" in row:
+        _apply_ext(record, row, problems if problems is not None else [])
+    return record
+
+
+# Headers an extra_headers line must not set: txuac writes them itself (RFC 3261 7.3.3
+# compact forms included), or they carry credentials.
+FORBIDDEN_EXTRA_HEADERS = frozenset((
+    "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact", "m", "expires",
+    "content-length", "l", "authorization", "proxy-authorization", "user-agent",
+))
+MAX_CSEQ = 2**31 - 1  # RFC 3261 8.1.1.5: CSeq below 2**31
+
+
+def parse_extra_headers(text: str) -> tuple[tuple[str, str], ...]:
+    """``extra_headers``: one ``Name: value`` per line (LF or CRLF); ValueError names the
+    first bad line. Names are SIP tokens (RFC 3261 25.1) not in FORBIDDEN_EXTRA_HEADERS;
+    values are one line of printable text (no CR, LF or other control character but tab)."""
+    headers = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not is_token(name):
+            raise ValueError(f"line {number}: {name[:40]!r} is not a header name")
+        if name.lower() in FORBIDDEN_EXTRA_HEADERS:
+            raise ValueError(f"line {number}: {name} is written by txuac, not by extra_headers")
+        if not value:
+            raise ValueError(f"line {number}: {name} has no value")
+        if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value):
+            raise ValueError(f"line {number}: the value of {name} holds a control character")
+        headers.append((name, value))
+    return tuple(headers)
+
+
+def _apply_ext(record: RegistrationRecord, row: dict, problems: list[str]) -> None:
+    """Fill the record from the columns of our own table; bad values stay at their default."""
+    user_agent = _text(row.get("user_agent"), True)
+    if user_agent and any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in user_agent):
+        problems.append("user_agent holds a control character (the service's is used)")
+    else:
+        record.user_agent = user_agent
+    extra = _text(row.get("extra_headers"))
+    if extra:
+        try:
+            record.extra_headers = parse_extra_headers(extra)
+        except ValueError as e:
+            problems.append(f"extra_headers skipped: {e}")
+    from_username = _text(row.get("from_username"))
+    if from_username:
+        try:  # RFC 3261 10.2: From is a SIP URI in r_domain
+            parse_uri(f"sip:{from_username}@{record.r_domain}", "from_username")
+            record.from_username = from_username
+        except SIPParseError as e:
+            problems.append(f"from_username does not make a SIP URI ({e.reason}): r_username is used")
+    instance_id = _text(row.get("instance_id"))
+    if instance_id and (not instance_id.lower().startswith("urn:") or any(c in instance_id for c in '"<> \t')):
+        problems.append("instance_id is not a URN: a new one is made")
+    else:
+        record.instance_id = instance_id
+    call_id = _text(row.get("call_id"))
+    if call_id and any(ord(c) <= 32 or ord(c) == 127 for c in call_id):
+        problems.append("call_id holds a space or control character: a new one is made")
+        call_id = ""
+    for name, low, default in (("outbound", 0, 0), ("options_ping", 0, 0), ("reg_id", 1, 1), ("cseq", 0, 0)):
+        try:
+            value = _integer(row.get(name), name, default)
+        except InvalidRecord as e:
+            problems.append(str(e))
+            value = default
+        if not low <= value <= MAX_CSEQ:
+            problems.append(f"{name} {value} is out of range")
+            value = default
+        if name == "outbound":
+            record.outbound = value != 0
+        elif name == "options_ping":
+            record.options_ping = value != 0
+        elif name == "reg_id":
+            record.reg_id = value
+        else:
+            record.cseq = value
+    if call_id:
+        record.call_id = call_id
 
 
 _TEXT_COLUMNS = ("l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",
@@ -190,9 +281,9 @@ def _text(value, shared: bool = False) -> str:
     return sys.intern(text) if shared else text
 
 
-def _integer(value, name: str) -> int:
+def _integer(value, name: str, default: int = 0) -> int:
     if value is None or value == "":
-        return 0
+        return default
     try:
         return int(value)
     except (TypeError, ValueError):

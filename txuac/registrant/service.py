@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import random
+import secrets
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -32,7 +33,9 @@ from txuac.errors import (
 )
 from txuac.registrant import protocol
 from txuac.registrant.health import FlowTracker, OptionsPinger
-from txuac.registrant.record import Flag, InvalidRecord, RegistrationRecord, State, record_from_row
+from txuac.registrant.record import MAX_CSEQ, Flag, InvalidRecord, RegistrationRecord, State, record_from_row
+from txuac.registrant.store import AccountState
+from txuac.registrant.store.writer import AccountStateWriter
 from txuac.sip.digest import ALL_ALGORITHMS, Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
 from txuac.sip.via import Address, bare_host
@@ -41,6 +44,16 @@ log = Logger()
 
 MAX_TOO_BRIEF = 3  # 423s answered in a row before it counts as a failure
 _UNSET = object()
+# The store keeps, for each account's Call-ID, a CSeq this far above the last one used; a
+# new mark is written when half of it is used up (one write per ~25 refreshes), so that
+# after a restart, even an unclean one, the account goes on above any CSeq it sent.
+CSEQ_AHEAD = 100
+# Final responses after which the next REGISTER takes a fresh Call-ID: what registrars
+# answer when they refuse the CSeq on a Call-ID they know (RFC 3261 10.3 step 7; Kamailio's
+# registrar answers 400 "Invalid CSeq number", others 500). Every other failure keeps it.
+CALL_ID_REFUSED = frozenset({400, 500})
+STOP_FLUSH_TIMEOUT = 5.0  # seconds a clean stop waits for the last account states to be written
+
 
 
 def _is_ip(host: str) -> bool:
@@ -51,6 +64,26 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _definition(record: RegistrationRecord) -> tuple:
+    """What a reload compares to tell a changed account: the row as loaded (not reg_delay, a
+    start-up matter, nor the state kept in our table); the DISABLED bit last."""
+    return (record.l_username, record.l_domain, record.r_username, record.r_domain, record.realm,
+            record.auth_username, record.auth_password, record.auth_ha1, record.auth_proxy, record.table_expires,
+            record.contact_addr, record.socket, record.contact_user, record.user_agent, record.extra_headers,
+            record.from_username, record.outbound, record.reg_id, record.options_ping,
+            bool(record.flags & Flag.DISABLED))
+
+
+def _binding_moves(old: RegistrationRecord, new: RegistrationRecord, default_contact_addr: str) -> bool:
+    """Whether ``new`` no longer keeps ``old``'s binding alive: another Contact, AOR or
+    registrar, or an account that stops registering (disabled, expires 0)."""
+    if new.has(Flag.DISABLED) or new.table_expires == 0:
+        return True
+    return (protocol.contact_uri(old, default_contact_addr) != protocol.contact_uri(new, default_contact_addr)
+            or (old.r_username, old.r_domain, old.auth_proxy, old.socket)
+            != (new.r_username, new.r_domain, new.auth_proxy, new.socket))
+
+
 @dataclass(frozen=True)
 class RegistrantSettings:
     """Kamailio's uac_reg parameters (same names and defaults) and ours."""
@@ -59,7 +92,9 @@ class RegistrantSettings:
     reg_timer_interval: int = 90
     reg_retry_interval: int = 0
     reg_random_delay: int = 0
-    reg_keep_callid: bool = False
+    # Kamailio's name, our default: one Call-ID per account, kept across restarts in our own
+    # table; False (Kamailio's 0) makes a new Call-ID for every REGISTER.
+    reg_keep_callid: bool = True
     reg_active: bool = True
     reg_use_domain: bool = False
     reload_delta: int = 30
@@ -122,6 +157,13 @@ class RegistrantService(service.Service):
         self._last_tick: float | None = None
         self._last_reload: float | None = None
         self._in_flight: dict[str, defer.Deferred] = {}
+        # Reload bookkeeping: each account's row as loaded (to tell unchanged rows), and the
+        # records a reload replaced or removed that still finish a REGISTER or unREGISTER.
+        self._definitions: dict[str, tuple] = {}
+        self._handover: dict[str, RegistrationRecord] = {}
+        # (call_id, cseq mark, instance_id) last handed to the state writer, per account.
+        self._saved: dict[str, tuple[str, int, str]] = {}
+        self.states = AccountStateWriter(store, reactor)
         self._next_hops: dict[str, SipURI | Address | None] = {}
         self._nonces = NonceCounter(limit=4096)  # one nc sequence per nonce across all accounts
         self._loop = task.LoopingCall(self._tick)
@@ -160,6 +202,8 @@ class RegistrantService(service.Service):
             online = [r for r in self.records.values() if r.registered(self.now())]
             yield defer.DeferredList([self.send_unregister(r.l_uuid) for r in online], consumeErrors=True)
             yield self._wait_in_flight()
+        yield self.states.flush(STOP_FLUSH_TIMEOUT)
+        self.states.stop()
         yield self.store.close()
 
     def now(self) -> float:
@@ -170,34 +214,57 @@ class RegistrantService(service.Service):
 
     # --- loading ---------------------------------------------------------------
     def _add_row(self, row: dict, now: float) -> RegistrationRecord | None:
+        """The account of a store row, or None (logged) when Kamailio would skip the row.
+
+        Bad values in the columns of our own table are logged (one line naming the
+        account) and left at their defaults: they never cost the account.
+        """
+        problems: list[str] = []
         try:
-            record = record_from_row(row, now, self.settings.reg_random_delay, self.rng)
+            record = record_from_row(row, now, self.settings.reg_random_delay, self.rng, problems)
         except InvalidRecord as e:
             log.warn("uacreg row {l_uuid!r} skipped: {reason}", l_uuid=str(row.get("l_uuid") or ""), reason=e)
             return None
-        self.records[record.l_uuid] = record
-        self._schedule(record, record.due_at)
+        if problems:
+            log.warn("account {l_uuid}: {problems} (the account is loaded without them)", l_uuid=record.l_uuid,
+                     problems="; ".join(problems))
         return record
 
     @defer.inlineCallbacks
     def reload(self, force: bool = False):
-        """Kamailio's uac.reg_reload: the whole table again; 1, or -1 when refused by reload_delta."""
+        """Kamailio's uac.reg_reload: the whole table again; 1, or -1 when refused by reload_delta.
+
+        Unlike Kamailio, which starts every account from scratch, an account whose row is
+        unchanged keeps its state (online, expiry, due time, Call-ID, CSeq, a REGISTER in
+        flight); a changed one is re-registered at once (its old binding unregistered first
+        when it moves: another Contact, AOR or registrar); a removed one is unregistered
+        (best effort) and forgotten; a new one is scheduled as at start.
+        """
         now = self.now()
         if not force and self._last_reload is not None and now - self._last_reload < self.settings.reload_delta:
             return -1
         self._last_reload = now
         rows = yield self.store.load_all()
-        self.records = {}
-        self._due = []
+        fresh: dict[str, RegistrationRecord] = {}
         for row in rows:
-            self._add_row(row, now)
-        log.info("loaded {count} registration accounts from {url}", count=len(self.records),
-                 url=getattr(self.store, "url", "the store"))
+            record = self._add_row(row, now)
+            if record is not None:
+                fresh[record.l_uuid] = record
+        counts = {"added": 0, "changed": 0, "unchanged": 0, "removed": 0}
+        for l_uuid in [l_uuid for l_uuid in self.records if l_uuid not in fresh]:
+            self._retire(l_uuid, now)
+            counts["removed"] += 1
+        for record in fresh.values():
+            counts[self._reconcile(record, now)] += 1
+        log.info("loaded {count} registration accounts from {url}: {added} new, {changed} changed, "
+                 "{unchanged} unchanged, {removed} removed", count=len(self.records),
+                 url=getattr(self.store, "url", "the store"), **counts)
         return 1
 
     @defer.inlineCallbacks
     def refresh(self, l_uuid: str):
-        """Kamailio's uac.reg_refresh: reload one row; 1, or -1 when the row is not in the store."""
+        """Kamailio's uac.reg_refresh: reload one row (as reload() does for each row); 1, or -1
+        when the row is not in the store or is invalid (the account is then left as it is)."""
         try:
             row = yield self.store.load_one(l_uuid)
         except StoreError as e:
@@ -205,13 +272,105 @@ class RegistrantService(service.Service):
             return -1
         if row is None:
             return -1
-        old = self.records.get(l_uuid)
         record = self._add_row(row, self.now())
         if record is None:
             return -1
-        if old is not None:
-            record.flags |= old.flags & (Flag.ONGOING | Flag.AUTHSENT)
+        self._reconcile(record, self.now())
         return 1
+
+    def _reconcile(self, new: RegistrationRecord, now: float) -> str:
+        """Take the account ``new`` read from the store: "added", "changed" or "unchanged"."""
+        l_uuid = new.l_uuid
+        old = self.records.get(l_uuid)
+        definition = _definition(new)
+        if old is not None and self._definitions.get(l_uuid) == definition:
+            self._revive(old, now)
+            return "unchanged"
+        self.records[l_uuid] = new
+        self._definitions[l_uuid] = definition
+        self._saved.setdefault(l_uuid, (new.call_id or "", new.cseq, new.instance_id))
+        if l_uuid in self._handover:
+            # An older record of the account still finishes a REGISTER: the new one waits
+            # (ONGOING keeps the scheduler off it) and takes over when that ends.
+            new.flags |= Flag.ONGOING
+        elif old is None:
+            self._schedule(new, new.due_at)
+        else:
+            self._replace(old, new, now)
+        return "added" if old is None else "changed"
+
+    def _retire(self, l_uuid: str, now: float) -> None:
+        """A reload no longer finds the account: unregister it (best effort), forget it."""
+        old = self.records.pop(l_uuid)
+        self._definitions.pop(l_uuid, None)
+        if l_uuid not in self._handover:
+            self._replace(old, None, now)
+
+    def _revive(self, record: RegistrationRecord, now: float) -> None:
+        """An unchanged row brings back, as Kamailio's reload does, an account left dormant
+        by uac.reg_unregister or disabled at run time (by a failure or uac.reg_disable)."""
+        wanted_disabled = self._definitions[record.l_uuid][-1]
+        if record.expires == 0 and record.table_expires > 0:
+            record.expires = record.table_expires
+            self._schedule(record, now)
+        if record.has(Flag.DISABLED) and not wanted_disabled:
+            record.flags &= ~Flag.DISABLED
+            record.last_failure = None
+            self._schedule(record, now)
+
+    def _replace(self, old: RegistrationRecord, new: RegistrationRecord | None, now: float) -> None:
+        """Hand the account over from ``old`` to ``new`` (None: the account was removed).
+
+        ``old`` first finishes a REGISTER in flight (and learns its reply), then unregisters
+        its binding when the binding moves or the account goes; ``new`` then takes the
+        Call-ID and CSeq (and the binding when it stays) and is registered at once.
+        """
+        l_uuid = old.l_uuid
+        in_flight = self._in_flight.get(l_uuid)
+        if in_flight is not None:
+            self._handover[l_uuid] = old
+            if new is not None:
+                new.flags |= Flag.ONGOING
+            in_flight.addBoth(self._handed_back, old)
+            return
+        if old.has(Flag.ONLINE) and (new is None or _binding_moves(old, new, self.settings.reg_contact_addr)):
+            self._handover[l_uuid] = old
+            if new is not None:
+                new.flags |= Flag.ONGOING
+            log.info("registration {l_uuid}: unregistering the old binding ({why})", l_uuid=l_uuid,
+                     why="account removed" if new is None else "account changed")
+            old.expires = 0
+            self._send(old, 0).addBoth(self._handed_back, old)
+            return
+        self._handover.pop(l_uuid, None)
+        if new is None:
+            self._saved.pop(l_uuid, None)
+            self.flows.forget(l_uuid)
+            return
+        new.flags &= ~Flag.ONGOING
+        if old.call_id and new.call_id != old.call_id:
+            new.call_id, new.cseq = old.call_id, old.cseq
+        elif old.call_id:
+            new.cseq = max(new.cseq, old.cseq)
+        new.instance_id = new.instance_id or old.instance_id
+        if old.registered(now) and not _binding_moves(old, new, self.settings.reg_contact_addr):
+            # The binding stays: online until the re-registration says otherwise.
+            new.flags |= Flag.ONLINE
+            new.expires_at, new.sent_at, new.last_status = old.expires_at, old.sent_at, old.last_status
+            new.path, new.service_route = old.path, old.service_route
+            new.pub_gruu, new.temp_gruu, new.flow_timer = old.pub_gruu, old.temp_gruu, old.flow_timer
+        self._schedule(new, now)
+
+    def _handed_back(self, result, old: RegistrationRecord):
+        """``old`` finished a REGISTER cycle: go on with the hand-over (to the account's
+        current record, which a later reload may have replaced or removed)."""
+        l_uuid = old.l_uuid
+        if self._in_flight.get(l_uuid) is not None:  # a 423 answered at once: wait for that too
+            self._in_flight[l_uuid].addBoth(self._handed_back, old)
+            return result
+        if self._handover.get(l_uuid) is old:
+            self._replace(old, self.records.get(l_uuid), self.now())
+        return result
 
     # --- scheduling ------------------------------------------------------------
     def _schedule(self, record: RegistrationRecord, at: float) -> None:
@@ -245,11 +404,11 @@ class RegistrantService(service.Service):
     def _send(self, record: RegistrationRecord, expires: int, too_brief: int = 0) -> defer.Deferred:
         now = self.now()
         previous = record.state(now)
-        keep = self.settings.reg_keep_callid and record.call_id and 0 < record.cseq < 2147483638
+        call_id, cseq = self._call_id(record)
         try:
             request = protocol.build_register(
                 record, self.settings.reg_contact_addr, expires, self.settings.user_agent,
-                call_id=record.call_id if keep else None, cseq=record.cseq + 1 if keep else 10)
+                call_id=call_id, cseq=cseq)
             source = self._source(record)
         except TxuacError as e:  # this account fails, the others go on
             self._failure(record, f"cannot send REGISTER: {e}", None, None, previous)
@@ -301,16 +460,44 @@ class RegistrantService(service.Service):
             raise TransportError(str(e)) from None
         return Address(spec.transport, spec.host, spec.port)
 
+    def _call_id(self, record: RegistrationRecord) -> tuple[str | None, int]:
+        """Call-ID and CSeq of the account's next REGISTER, and what the store must keep.
+
+        With reg_keep_callid (our default) an account has one Call-ID (RFC 3261 10.2: the
+        same Call-ID for every REGISTER to a registrar, CSeq one higher each time), made at
+        its first REGISTER and kept across restarts in our table; the CSeq stored there is a
+        mark CSEQ_AHEAD above the last one used, so that a restart goes on above it.
+        Without it, Kamailio's: a new Call-ID at CSeq 10 for every REGISTER.
+        """
+        keep = self.settings.reg_keep_callid
+        if keep:
+            if not record.call_id or record.cseq + 1 + CSEQ_AHEAD > MAX_CSEQ:
+                record.call_id = secrets.token_hex(16)
+                record.cseq = 9  # Kamailio starts a Call-ID at CSeq 10
+            record.cseq += 1
+        saved_call_id, saved_cseq, saved_instance = self._saved.get(record.l_uuid, ("", 0, ""))
+        if (keep and (record.call_id != saved_call_id or record.cseq > saved_cseq - CSEQ_AHEAD // 2)
+                or record.instance_id != saved_instance):
+            call_id, mark = (record.call_id or "", record.cseq + CSEQ_AHEAD) if keep else (saved_call_id, saved_cseq)
+            self._saved[record.l_uuid] = (call_id, mark, record.instance_id)
+            self.states.put(AccountState(record.l_uuid, call_id, mark, record.instance_id))
+        return (record.call_id, record.cseq) if keep else (None, 10)
+
     def _challenged(self, record: RegistrationRecord) -> None:
         record.flags |= Flag.AUTHSENT
+        record.cseq += 1  # the Authenticator answers with the next CSeq (RFC 3261 22.2)
 
     def _done(self, l_uuid: str, d: defer.Deferred) -> None:
         if self._in_flight.get(l_uuid) is d:
             del self._in_flight[l_uuid]
 
     def _current(self, record: RegistrationRecord) -> RegistrationRecord | None:
-        """The account a late reply is for: the record reloaded meanwhile under the same
-        l_uuid learns it, a removed one is gone (Kamailio ignores such replies)."""
+        """The account a late reply is for: a record a reload replaced or removed while its
+        REGISTER was out learns it itself (the hand-over goes on after); otherwise the
+        record under the same l_uuid, None when the account is gone (Kamailio ignores
+        such replies)."""
+        if self._handover.get(record.l_uuid) is record:
+            return record
         return self.records.get(record.l_uuid)
 
     def _replied(self, response, record: RegistrationRecord, expires: int, too_brief: int,
@@ -326,16 +513,14 @@ class RegistrantService(service.Service):
         record.flags &= ~(Flag.ONGOING | Flag.AUTHSENT)
         record.last_status = response.status
         if record.call_id is not None and response.call_id == record.call_id and response.cseq is not None:
-            record.cseq = response.cseq.number  # the next request on this Call-ID goes one higher
+            # The next request on this Call-ID goes one higher (RFC 3261 8.1.1.5).
+            record.cseq = max(record.cseq, response.cseq.number)
         if outcome.kind == "online":
             record.flags |= Flag.ONLINE
             sent_at = record.sent_at if record.sent_at is not None else now
             record.expires_at = sent_at + outcome.granted
             record.last_failure = None
             record.failures = 0
-            if self.settings.reg_keep_callid:
-                record.call_id = response.call_id
-                record.cseq = response.cseq.number if response.cseq else 0
             self._schedule(record, protocol.refresh_at(sent_at, outcome.granted, self.settings.reg_timer_interval,
                                                        self.rng))
             self._emit(record, previous, f"registered for {outcome.granted} s", response.status)
@@ -387,8 +572,10 @@ class RegistrantService(service.Service):
         record.last_failure = reason
         record.last_status = status
         record.failures += 1
-        record.cseq = 0
-        record.call_id = None  # a failure starts a fresh Call-ID (Kamailio's reg_keep_callid rule)
+        if status in CALL_ID_REFUSED:
+            # Kamailio starts a fresh Call-ID after every failure; we keep the account's one
+            # (the registrar knows its binding by it) unless the registrar may have refused it.
+            record.call_id = None
         retry = self.settings.reg_retry_interval
         if retry <= 0:
             record.flags |= Flag.DISABLED  # Kamailio: reg_retry_interval 0 disables on failure
@@ -521,13 +708,15 @@ class RegistrantService(service.Service):
             return -1
         if record.l_uuid in self.records:
             return 409
-        self.records[record.l_uuid] = record
-        self._schedule(record, record.due_at)
+        self._reconcile(record, self.now())
         return 1
 
     def remove(self, l_uuid: str) -> int:
-        """uac.reg_remove: forget the account (no un-REGISTER); -1 when unknown."""
+        """uac.reg_remove: forget the account (no un-REGISTER, as Kamailio); -1 when unknown.
+        Its Call-ID stays in our table, for the account's return."""
         self.flows.forget(l_uuid)
+        self._definitions.pop(l_uuid, None)
+        self._saved.pop(l_uuid, None)
         return 1 if self.records.pop(l_uuid, None) is not None else -1
 
     def reregister(self, l_uuids, reason: str, at: float | None = None) -> int:
