@@ -507,6 +507,32 @@ class FlowSettingsTests(SynchronousTestCase):
             self.assertIn(f"[uac] {key}", str(raised.exception))
 
 
+class AccountSettingsTests(SynchronousTestCase):
+    """[uac] reg_ext_table (ours) and reg_keep_callid (txuac's default 1), down to the store and registrant."""
+
+    def test_defaults_and_shipped_values(self):
+        uac = settings_from_dict({}).uac
+        self.assertEqual((uac.reg_ext_table, uac.reg_keep_callid), ("uacreg_txuac", 1))
+        shipped = load_settings(SHIPPED).uac
+        self.assertEqual((shipped.reg_ext_table, shipped.reg_keep_callid), ("uacreg_txuac", 1))
+
+    def test_values_reach_the_store_and_the_registrant(self):
+        from txuac.service import UACService, registrant_settings
+        settings = settings_from_dict({"uac": {"reg_db_url": "sqlite:////tmp/never-opened.sqlite",
+                                               "reg_contact_addr": "127.0.0.1", "reg_ext_table": "accounts_ext",
+                                               "reg_keep_callid": 0}, "rpc": {"enabled": False}})
+        self.assertFalse(registrant_settings(settings).reg_keep_callid)
+        self.assertTrue(registrant_settings(settings_from_dict({})).reg_keep_callid)
+        self.assertEqual(UACService(settings).registrant.store.ext_table, "accounts_ext")
+
+    def test_bad_values_name_the_key(self):
+        for table in ({"reg_ext_table": "uac reg"}, {"reg_ext_table": "x;drop"}, {"reg_ext_table": 5},
+                      {"reg_ext_table": "uacreg"}):
+            with self.assertRaises(ConfigError) as raised:
+                settings_from_dict({"uac": table}, "uac.toml")
+            self.assertIn("[uac] reg_ext_table", str(raised.exception))
+
+
 class ManholeSectionTests(ConfigFileMixin, SynchronousTestCase):
     """[manhole]: off unless listen is set; then both key files are required, relative to the file."""
 
