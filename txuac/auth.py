@@ -9,13 +9,14 @@ non-stale challenge for a realm already answered is an AuthenticationError.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Callable, Iterable
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from txuac.errors import AuthenticationError, ConfigError, SIPParseError
+from txuac.errors import AuthenticationError, ChallengeOriginError, ConfigError, SIPParseError
 from txuac.sip.digest import (
     ALL_ALGORITHMS,
     Challenge,
@@ -27,6 +28,7 @@ from txuac.sip.digest import (
 )
 from txuac.sip.fields import parse_auth_list
 from txuac.sip.message import Request, Response
+from txuac.sip.via import Address, bare_host
 
 log = Logger()
 
@@ -104,6 +106,42 @@ def _redacted(entry: str) -> str:
     return f"{user}:***" if sep1 else "***"
 
 
+def challenge_origin(response: Response, target: str = "the request's target") -> str | None:
+    """Why a challenge must not be answered because of where it came from, or None.
+
+    A response is matched to its transaction by branch alone (RFC 3261 17.1.3), so anyone
+    who learns the branch can send a 401 and collect a digest to crack offline. The
+    stack sets ``source`` and ``sent_to`` on the responses it delivers: over UDP the
+    challenge must come from the IP and port the request went to; on TCP/TLS from the
+    connection to it (its peer is that address). A response without them (a stack
+    that does not say) is not refused. ``target`` names the destination in the reason.
+    """
+    source, sent_to = response.source, response.sent_to
+    if source is None or sent_to is None or _same_address(source, sent_to):
+        return None
+    return f"challenge from {_show(source)}, not from {target}: not answered"
+
+
+def _same_address(a: Address, b: Address) -> bool:
+    return a.transport == b.transport and a.port == b.port and _ip(a.host) == _ip(b.host)
+
+
+def _ip(host: str) -> str:
+    """An IP address in one spelling (IPv4-mapped IPv6 as IPv4); a name as it is."""
+    host = bare_host(host)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower()
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
+def _show(address: Address) -> str:
+    host = f"[{address.host}]" if ":" in address.host and not address.host.startswith("[") else address.host
+    return f"{host}:{address.port}" if address.transport == "udp" else f"{address.transport}:{host}:{address.port}"
+
+
 def authorized_retry(request: Request, answers: list[tuple[Challenge, str]], cseq: int | None = None) -> Request:
     """The next attempt (RFC 3261 22.2): CSeq + 1 (or ``cseq``), no Via (the stack adds a
     fresh branch), one (Proxy-)Authorization per realm answered, replacing any the request
@@ -160,16 +198,19 @@ class Authenticator:
 
     def send(self, request: Request, target=None,
              on_provisional: Callable[[Response], None] | None = None,
-             on_challenge: Callable[[Response], None] | None = None, source=None) -> defer.Deferred:
+             on_challenge: Callable[[Response], None] | None = None, source=None,
+             check_origin: Callable[[Response], str | None] | None = None) -> defer.Deferred:
         """Deferred[Response]: the final response once challenges are answered.
 
         ``target`` and ``source`` are passed to the stack's send_request.
         ``on_challenge`` sees every 401/407 before it is answered (uac_req_send
-        fires its event route for it). Fails with AuthenticationError (its
+        fires its event route for it). ``check_origin`` (e.g. challenge_origin) sees
+        each challenge first: a reason it returns fails the request with
+        ChallengeOriginError, no digest computed. Fails with AuthenticationError (its
         ``response`` is the last challenge) when a challenge cannot be answered,
         our answer was refused, or MAX_ROUNDS challenges came in a row.
         """
-        rounds = _ChallengeRounds(self, request, target, on_provisional, on_challenge, source)
+        rounds = _ChallengeRounds(self, request, target, on_provisional, on_challenge, source, check_origin)
         rounds.send(request)
         return rounds.result
 
@@ -207,17 +248,18 @@ class _ChallengeRounds:
     """One request through its challenge rounds (plain callbacks: this runs for every
     REGISTER, and a generator-based loop cost more than the digest itself)."""
 
-    __slots__ = ("authenticator", "request", "target", "on_provisional", "on_challenge", "source", "rounds",
-                 "answering", "answered", "stale_retries", "result")
+    __slots__ = ("authenticator", "request", "target", "on_provisional", "on_challenge", "source", "check_origin",
+                 "rounds", "answering", "answered", "stale_retries", "result")
 
     def __init__(self, authenticator: Authenticator, request: Request, target, on_provisional, on_challenge,
-                 source):
+                 source, check_origin=None):
         self.authenticator = authenticator
         self.request = request
         self.target = target
         self.on_provisional = on_provisional
         self.on_challenge = on_challenge
         self.source = source
+        self.check_origin = check_origin
         self.rounds = 0
         # (proxy?, realm) -> the challenge and credentials answering it. Every retry carries
         # an answer for each, recomputed so that nc moves on (RFC 7616 3.4: no replay).
@@ -236,6 +278,12 @@ class _ChallengeRounds:
         if response.status not in (401, 407):
             self.result.callback(response)
             return
+        if self.check_origin is not None:
+            refused = self.check_origin(response)
+            if refused is not None:
+                log.warn("{method} to {uri}: {status} {refused}", method=current.method, uri=str(current.uri),
+                         status=response.status, refused=refused, source=response.source)
+                raise _with_response(ChallengeOriginError(refused), response)
         self.rounds += 1
         if self.on_challenge is not None:
             self.on_challenge(response)

@@ -53,5 +53,10 @@ class AuthenticationError(TxuacError):
     response: object = None  # a txuac.sip.Response
 
 
+class ChallengeOriginError(AuthenticationError):
+    """A 401/407 came from another address than the one the request was sent to: not
+    answered (a digest sent to whoever asks can be cracked offline)."""
+
+
 class StoreError(TxuacError):
     """The account store failed (query error, lost connection, bad schema)."""

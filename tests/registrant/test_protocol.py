@@ -12,7 +12,17 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.registrant.test_record import make_record
-from txuac.registrant.protocol import Outcome, build_register, contact_uri, interpret, refresh_at
+from txuac.registrant.protocol import (
+    Learned,
+    Outcome,
+    build_register,
+    contact_header,
+    contact_uri,
+    interpret,
+    new_instance_id,
+    our_binding,
+    refresh_at,
+)
 from txuac.sip import SipURI, make_response, parse_message
 
 DEFAULT_ADDR = "192.0.2.10:5060"
@@ -129,9 +139,8 @@ class InterpretOkTests(SynchronousTestCase):
         self.request = build_register(self.record, DEFAULT_ADDR, 3600)
 
     def test_contact_expires_param(self):
-        outcome = interpret(self.record, reply(self.request, 200, ("Contact", "<sip:acc1@192.0.2.10:5060>;expires=600")),
-                            3600)
-        self.assertEqual(outcome, Outcome("online", granted=600))
+        response = reply(self.request, 200, ("Contact", "<sip:acc1@192.0.2.10:5060>;expires=600"))
+        self.assertEqual(interpret(self.record, response, 3600), Outcome("online", granted=600, learned=Learned()))
 
     def test_contact_param_wins_over_expires_header(self):
         response = reply(self.request, 200, ("Contact", "<sip:acc1@192.0.2.10:5060>;expires=600"), ("Expires", "1800"))
@@ -143,8 +152,9 @@ class InterpretOkTests(SynchronousTestCase):
         self.assertEqual((outcome.kind, outcome.granted), ("online", 1800))
 
     def test_host_and_port_are_not_compared(self):
-        response = reply(self.request, 200, ("Contact", "<sip:acc1@203.0.113.99:6000;transport=udp>;expires=60"))
-        self.assertEqual(interpret(self.record, response, 3600), Outcome("online", granted=60))
+        response = reply(self.request, 200, ("Contact", "<sip:acc1@203.0.113.99:6000;transport=udp>;expires=60"),
+                         ("Contact", "<sip:other@192.0.2.10:5060>;expires=900"))
+        self.assertEqual(interpret(self.record, response, 3600), Outcome("online", granted=60, learned=Learned()))
 
     def test_ours_among_other_bindings(self):
         response = reply(self.request, 200,
@@ -153,15 +163,19 @@ class InterpretOkTests(SynchronousTestCase):
         self.assertEqual(interpret(self.record, response, 3600).granted, 300)
 
     def test_not_listing_our_contact(self):
-        response = reply(self.request, 200, ("Contact", "<sip:someone-else@192.0.2.10:5060>;expires=600"))
+        """Several bindings, none of them ours: unlisted (Kamailio's rule)."""
+        response = reply(self.request, 200, ("Contact", "<sip:someone-else@192.0.2.10:5060>;expires=600"),
+                         ("Contact", "<sip:another@192.0.2.11:5060>;expires=600"))
         outcome = interpret(self.record, response, 3600)
         self.assertEqual(outcome.kind, "unlisted")
         self.assertEqual(outcome.granted, 0)
+        self.assertEqual(outcome.learned, Learned())  # what an earlier 200 taught is forgotten
 
     def test_user_match_is_exact(self):
         for user in ("ACC1", "acc10", "acc"):
             with self.subTest(user=user):
-                response = reply(self.request, 200, ("Contact", f"<sip:{user}@192.0.2.10>;expires=600"))
+                response = reply(self.request, 200, ("Contact", f"<sip:{user}@192.0.2.10>;expires=600"),
+                                 ("Contact", "<sip:someone-else@192.0.2.10>;expires=600"))
                 self.assertEqual(interpret(self.record, response, 3600).kind, "unlisted")
 
     def test_wildcard_contact_is_not_ours(self):
@@ -170,17 +184,21 @@ class InterpretOkTests(SynchronousTestCase):
 
     def test_contact_user_matched_by_line_param(self):
         self.record.contact_user = "0211234567"
-        response = reply(self.request, 200, ("Contact", "<sip:0211234567@192.0.2.10:5060;line=acc1>;expires=900"))
-        self.assertEqual(interpret(self.record, response, 3600), Outcome("online", granted=900))
+        response = reply(self.request, 200, ("Contact", "<sip:0211234567@192.0.2.10:5060;line=acc2>;expires=300"),
+                         ("Contact", "<sip:0211234567@192.0.2.10:5060;line=acc1>;expires=900"))
+        self.assertEqual(interpret(self.record, response, 3600), Outcome("online", granted=900, learned=Learned()))
 
     def test_contact_user_other_line_is_not_ours(self):
         self.record.contact_user = "0211234567"
         response = reply(self.request, 200, ("Contact", "<sip:0211234567@192.0.2.10:5060;line=acc2>;expires=900"))
         self.assertEqual(interpret(self.record, response, 3600).kind, "unlisted")
 
-    def test_line_param_ignored_without_contact_user(self):
-        response = reply(self.request, 200, ("Contact", "<sip:trunk@192.0.2.10;line=acc1>;expires=900"))
-        self.assertEqual(interpret(self.record, response, 3600).kind, "unlisted")
+    def test_line_param_matches_without_contact_user(self):
+        """A registrar that rewrote the user but kept the URI parameters: found by ``line``."""
+        response = reply(self.request, 200, ("Contact", "<sip:other@192.0.2.10>;expires=100"),
+                         ("Contact", "<sip:trunk@192.0.2.10;line=acc1>;expires=900"))
+        outcome = interpret(self.record, response, 3600)
+        self.assertEqual((outcome.kind, outcome.granted, outcome.reason), ("online", 900, ""))
 
     def test_without_contact_is_a_failure(self):
         outcome = interpret(self.record, reply(self.request, 200), 3600)
@@ -305,3 +323,197 @@ class RefreshAtTests(SynchronousTestCase):
         rng = random.Random(3)
         at = refresh_at(0.0, 3600, 10, rng)
         self.assertTrue(3600 - 13 * 1.1 - 1e-9 <= at <= 3600 - 13, at)
+
+
+INSTANCE = "urn:uuid:00000000-0000-4000-8000-00000000c0de"
+
+
+def outbound_record(l_uuid="acc1", **overrides):
+    record = make_record(l_uuid, **overrides)
+    record.outbound = True
+    record.instance_id = INSTANCE
+    return record
+
+
+class OutboundContactTests(SynchronousTestCase):
+    """RFC 5626 4.2.1: an outbound account's REGISTER carries ;ob, reg-id and +sip.instance."""
+
+    def test_ob_on_the_contact_uri(self):
+        self.assertEqual(contact_uri(outbound_record(), DEFAULT_ADDR), "sip:acc1@192.0.2.10:5060;ob")
+
+    def test_ob_after_line_and_contact_addr_params(self):
+        record = outbound_record(contact_user="trunk", contact_addr="198.51.100.7:5080;transport=tcp")
+        self.assertEqual(contact_uri(record, DEFAULT_ADDR), "sip:trunk@198.51.100.7:5080;transport=tcp;line=acc1;ob")
+
+    def test_contact_header(self):
+        record = outbound_record()
+        record.reg_id = 2
+        self.assertEqual(contact_header(record, DEFAULT_ADDR),
+                         f'<sip:acc1@192.0.2.10:5060;ob>;reg-id=2;+sip.instance="<{INSTANCE}>"')
+
+    def test_plain_account_contact_header_is_kamailios(self):
+        record = make_record("acc1")
+        record.instance_id = INSTANCE  # an instance ID alone does not make an outbound account
+        self.assertEqual(contact_header(record, DEFAULT_ADDR), "<sip:acc1@192.0.2.10:5060>")
+
+    def test_register_on_the_wire(self):
+        request = parse_message(bytes(build_register(outbound_record(), DEFAULT_ADDR, 600)))
+        contact = request.contacts[0]
+        self.assertEqual(str(contact.uri), "sip:acc1@192.0.2.10:5060;ob")
+        self.assertIn("ob", contact.uri.params)
+        self.assertEqual(contact.params.get("reg-id"), "1")
+        self.assertEqual(contact.params.get("+sip.instance"), f'"<{INSTANCE}>"')
+        self.assertEqual(request.tokens("Supported"), ["outbound", "path", "gruu"])
+
+    def test_plain_account_sends_no_supported(self):
+        request = build_register(make_record("acc1"), DEFAULT_ADDR, 600)
+        self.assertIsNone(request.headers.get("Supported"))
+
+    def test_new_instance_id(self):
+        first, second = new_instance_id(), new_instance_id()
+        self.assertNotEqual(first, second)
+        self.assertRegex(first, r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+class BindingMatchTests(SynchronousTestCase):
+    """Our binding in a 200 OK: URI user l_uuid, else ``line``, else ``+sip.instance``, else
+    the only binding of a rewritten Contact (registration-peers.md pain point 4)."""
+
+    def setUp(self):
+        self.record = make_record("acc1")
+        self.request = build_register(self.record, DEFAULT_ADDR, 3600)
+
+    def interpret(self, *contacts, record=None, expires_header=None):
+        headers = [("Contact", contact) for contact in contacts]
+        if expires_header is not None:
+            headers.append(("Expires", str(expires_header)))
+        return interpret(record or self.record, reply(self.request, 200, *headers), 3600)
+
+    def test_rewritten_contact_is_the_only_binding(self):
+        """An SBC rewrote user, host and port: the only binding listed is ours, with its expiry."""
+        outcome = self.interpret("<sip:203.0.113.7:41234;transport=udp>;expires=120")
+        self.assertEqual((outcome.kind, outcome.granted), ("online", 120))
+        self.assertIn("rewrote our Contact", outcome.reason)
+
+    def test_rewritten_contact_without_param_takes_the_expires_header(self):
+        outcome = self.interpret("<sip:x-7f3a@203.0.113.7:41234>", expires_header=45)
+        self.assertEqual((outcome.kind, outcome.granted), ("online", 45))
+
+    def test_rewritten_contact_granted_zero_is_not_online(self):
+        self.assertEqual(self.interpret("<sip:203.0.113.7:41234>;expires=0").kind, "unlisted")
+
+    def test_only_binding_of_another_line_is_not_ours(self):
+        self.assertEqual(self.interpret("<sip:trunk@203.0.113.7;line=acc2>;expires=120").kind, "unlisted")
+
+    def test_only_binding_of_another_instance_is_not_ours(self):
+        record = outbound_record()
+        other = '<sip:203.0.113.7:41234;ob>;expires=120;+sip.instance="<urn:uuid:11111111-1111-4111-8111-111111111111>"'
+        self.assertEqual(self.interpret(other, record=record).kind, "unlisted")
+
+    def test_several_rewritten_bindings_none_ours(self):
+        outcome = self.interpret("<sip:203.0.113.7:41234>;expires=120", "<sip:203.0.113.8:41234>;expires=60")
+        self.assertEqual(outcome.kind, "unlisted")
+
+    def test_instance_among_rewritten_bindings(self):
+        record = outbound_record()
+        outcome = self.interpret(
+            '<sip:203.0.113.7:41234;ob>;expires=120;+sip.instance="<urn:uuid:11111111-1111-4111-8111-111111111111>"',
+            f'<sip:203.0.113.8:41235;ob>;reg-id=1;expires=300;+sip.instance="<{INSTANCE.upper()}>"',
+            record=record)
+        self.assertEqual((outcome.kind, outcome.granted, outcome.reason), ("online", 300, ""))
+
+    def test_instance_ignored_for_a_plain_account(self):
+        self.record.instance_id = INSTANCE  # not outbound: no +sip.instance was sent
+        outcome = self.interpret("<sip:203.0.113.7:41234>;expires=120",
+                                 f'<sip:203.0.113.8:41235>;expires=300;+sip.instance="<{INSTANCE}>"')
+        self.assertEqual(outcome.kind, "unlisted")
+
+    def test_rules_in_order(self):
+        record = outbound_record()
+        instance = f'<sip:203.0.113.9>;expires=30;+sip.instance="<{INSTANCE}>"'
+        line = "<sip:trunk@203.0.113.8;line=acc1>;expires=20"
+        user = "<sip:acc1@203.0.113.7>;expires=10"
+        request = build_register(record, DEFAULT_ADDR, 3600)
+        cases = (([instance, line, user], "user", 10), ([instance, line], "line", 20),
+                 ([instance, "<sip:x@203.0.113.1>"], "instance", 30), ([instance], "instance", 30))
+        for contacts, rule, granted in cases:
+            with self.subTest(rule=rule, contacts=contacts):
+                response = reply(request, 200, *[("Contact", c) for c in contacts])
+                binding, found = our_binding(record, response.contacts)
+                self.assertEqual((found, binding.expires), (rule, granted))
+
+    def test_no_bindings(self):
+        self.assertEqual(our_binding(self.record, []), (None, ""))
+
+
+class LearnedTests(SynchronousTestCase):
+    """What a 200 OK teaches: Path (RFC 3327), Service-Route (RFC 3608), GRUUs (RFC 5627),
+    Flow-Timer and outbound support (RFC 5626)."""
+
+    def setUp(self):
+        self.record = outbound_record()
+        self.request = build_register(self.record, DEFAULT_ADDR, 3600)
+        self.ours = (f'<sip:acc1@203.0.113.7:41234;ob>;expires=600;+sip.instance="<{INSTANCE}>";reg-id=1;'
+                     f'pub-gruu="sip:alice@provider.example;gr={INSTANCE}";'
+                     'temp-gruu="sip:tgruu.7hs==jd7vnzga5w7fajsc7-ajd6fabz0f8g5@provider.example;gr"')
+
+    def learned(self, *headers, record=None):
+        outcome = interpret(record or self.record, reply(self.request, 200, *headers), 3600)
+        self.assertEqual(outcome.kind, "online")
+        return outcome.learned
+
+    def test_path_and_service_route(self):
+        learned = self.learned(("Contact", self.ours),
+                               ("Path", "<sip:edge1.provider.example;lr;ob>"),
+                               ("Path", "<sip:edge2.provider.example;lr>, <sip:core.provider.example;lr>"),
+                               ("Service-Route", "<sip:orig@scscf.provider.example;lr>"))
+        self.assertEqual(learned.path, ("<sip:edge1.provider.example;lr;ob>", "<sip:edge2.provider.example;lr>",
+                                        "<sip:core.provider.example;lr>"))
+        self.assertEqual(learned.service_route, ("<sip:orig@scscf.provider.example;lr>",))
+
+    def test_none_listed(self):
+        learned = self.learned(("Contact", "<sip:acc1@203.0.113.7>;expires=600"))
+        self.assertEqual(learned, Learned())
+
+    def test_gruus_of_our_binding(self):
+        other = ('<sip:bob@198.51.100.1>;expires=100;pub-gruu="sip:bob@provider.example;gr=urn:uuid:other";'
+                 'temp-gruu="sip:tgruu.other@provider.example;gr"')
+        learned = self.learned(("Contact", other), ("Contact", self.ours))
+        self.assertEqual(learned.pub_gruu, f"sip:alice@provider.example;gr={INSTANCE}")
+        self.assertEqual(learned.temp_gruu, "sip:tgruu.7hs==jd7vnzga5w7fajsc7-ajd6fabz0f8g5@provider.example;gr")
+
+    def test_flow_timer_with_require_outbound(self):
+        learned = self.learned(("Contact", self.ours), ("Require", "outbound"), ("Flow-Timer", "60"))
+        self.assertTrue(learned.outbound)
+        self.assertEqual(learned.flow_timer, 60)
+
+    def test_without_require_outbound_no_flow(self):
+        """The registrar ignored outbound (RFC 5626 4.2.1): a plain binding, no Flow-Timer."""
+        learned = self.learned(("Contact", self.ours), ("Flow-Timer", "60"))
+        self.assertFalse(learned.outbound)
+        self.assertIsNone(learned.flow_timer)
+
+    def test_plain_account_has_no_flow(self):
+        record = make_record("acc1")
+        learned = self.learned(("Contact", "<sip:acc1@203.0.113.7>;expires=600"), ("Require", "outbound"),
+                               ("Flow-Timer", "60"), record=record)
+        self.assertEqual((learned.outbound, learned.flow_timer), (False, None))
+
+    def test_unusable_flow_timer(self):
+        for value in ("soon", "-5", "", "99999999999"):
+            with self.subTest(value=value):
+                learned = self.learned(("Contact", self.ours), ("Require", "outbound"), ("Flow-Timer", value))
+                self.assertTrue(learned.outbound)
+                self.assertIsNone(learned.flow_timer)
+
+    def test_unparsable_path_is_dropped(self):
+        learned = self.learned(("Contact", self.ours), ("Path", "<sip:edge1.provider.example;lr"),
+                               ("Service-Route", "<sip:scscf.provider.example;lr>"))
+        self.assertEqual((learned.path, learned.service_route), ((), ("<sip:scscf.provider.example;lr>",)))
+
+    def test_unregister_forgets(self):
+        outcome = interpret(self.record, reply(self.request, 200, ("Path", "<sip:edge1.provider.example;lr>")), 0)
+        self.assertEqual((outcome.kind, outcome.learned), ("unregistered", Learned()))
+
+    def test_failures_teach_nothing(self):
+        self.assertIsNone(interpret(self.record, reply(self.request, 503), 3600).learned)

@@ -97,17 +97,19 @@ class IncomingRequest:
 
 
 class _ClientCall:
-    """What the stack keeps for one client transaction (``key``: its entry in ``SIPStack._client``)."""
+    """What the stack keeps for one client transaction (``key``: its entry in ``SIPStack._client``;
+    ``target``: where its request is sent)."""
 
-    __slots__ = ("transaction", "channel", "deferred", "on_provisional", "key")
+    __slots__ = ("transaction", "channel", "deferred", "on_provisional", "key", "target")
 
     def __init__(self, transaction: ClientTransaction, channel: Channel, deferred: defer.Deferred,
-                 on_provisional: Callable[[Response], None] | None, key: tuple[str, str]):
+                 on_provisional: Callable[[Response], None] | None, key: tuple[str, str], target: Address):
         self.transaction = transaction
         self.channel = channel
         self.deferred = deferred
         self.on_provisional = on_provisional
         self.key = key
+        self.target = target
 
 
 class SIPStack:
@@ -249,7 +251,7 @@ class SIPStack:
         _ensure_content_length(request)
         transaction = ClientTransaction(request, reliable=target.reliable, timers=self.timers)
         d = defer.Deferred()
-        call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method))  # 17.1.3
+        call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method), target)  # 17.1.3
         self._client[call.key] = call
         self._apply_client(call, transaction.start(self.reactor.seconds()))
         return d
@@ -419,6 +421,10 @@ class SIPStack:
                 return  # a retransmitted final response: absorbed (17.1.2.2)
             log.debug("response {status} from {source} matches no transaction", status=response.status, source=source)
             return
+        # RFC 3261 17.1.3 matches a response by branch alone, wherever it came from: tell the
+        # consumer where, so that a challenge from elsewhere is not answered (txuac.auth).
+        response.source = source
+        response.sent_to = call.target
         self._apply_client(call, call.transaction.receive(response, self.reactor.seconds()))
 
     def _request_received(self, request: Request, source: Address, channel: Channel) -> None:

@@ -8,11 +8,13 @@ README.rst ("Differences from Kamailio").
 from __future__ import annotations
 
 import random
+import uuid
 from dataclasses import dataclass
 
 from txuac.errors import SIPParseError
 from txuac.registrant.record import RegistrationRecord
 from txuac.sip.fields import NameAddress
+from txuac.sip.grammar import unquote
 from txuac.sip.message import Request, Response, make_request
 from txuac.sip.uri import SipURI
 
@@ -22,11 +24,41 @@ RETRY_AFTER_STATUSES = frozenset({404, 480, 500, 503, 504})
 
 
 def contact_uri(record: RegistrationRecord, default_contact_addr: str) -> str:
-    """``sip:<contact_user or l_uuid>@<contact_addr>[;line=<l_uuid>]`` (Kamailio's layout)."""
+    """``sip:<contact_user or l_uuid>@<contact_addr>[;line=<l_uuid>]`` (Kamailio's layout),
+    with ``;ob`` for an RFC 5626 outbound account (RFC 5626 4.2: route back over the flow)."""
     address = record.contact_addr or default_contact_addr
     if record.contact_user:
-        return f"sip:{record.contact_user}@{address};line={record.l_uuid}"
-    return f"sip:{record.l_uuid}@{address}"
+        uri = f"sip:{record.contact_user}@{address};line={record.l_uuid}"
+    else:
+        uri = f"sip:{record.l_uuid}@{address}"
+    return uri + ";ob" if _outbound(record) else uri
+
+
+def _outbound(record: RegistrationRecord) -> bool:
+    """An RFC 5626 account: it asks for outbound and has its instance ID (reg-id needs one)."""
+    return record.outbound and bool(record.instance_id)
+
+
+def contact_header(record: RegistrationRecord, default_contact_addr: str) -> str:
+    """The REGISTER's Contact; an outbound account adds ``reg-id`` and ``+sip.instance``
+    (RFC 5626 4.2.1, RFC 5627 4.1: the instance ID is what GRUUs are made from)."""
+    value = f"<{contact_uri(record, default_contact_addr)}>"
+    if _outbound(record):
+        value += f';reg-id={record.reg_id};+sip.instance="<{record.instance_id}>"'
+    return value
+
+
+def supported_header(record: RegistrationRecord) -> str | None:
+    """``Supported`` of the REGISTER: outbound and path (RFC 5626 4.2.1, RFC 3327 5) and gruu
+    (RFC 5627 4.1) for an outbound account; None for the others (Kamailio sends none)."""
+    if _outbound(record):
+        return "outbound, path, gruu"
+    return None
+
+
+def new_instance_id() -> str:
+    """A fresh ``urn:uuid:`` instance ID (RFC 5626 4.1), made once per account and kept."""
+    return f"urn:uuid:{uuid.uuid4()}"
 
 
 def build_register(record: RegistrationRecord, default_contact_addr: str, expires: int,
@@ -39,7 +71,10 @@ def build_register(record: RegistrationRecord, default_contact_addr: str, expire
     in r_domain while To stays the address of record: a third-party registration
     (RFC 3261 10.2: From is who is responsible for the registration, To the AOR).
     """
-    headers = [("Contact", f"<{contact_uri(record, default_contact_addr)}>"), ("Expires", str(expires))]
+    headers = [("Contact", contact_header(record, default_contact_addr)), ("Expires", str(expires))]
+    supported = supported_header(record)
+    if supported:
+        headers.append(("Supported", supported))
     user_agent = record.user_agent or user_agent
     if user_agent:
         headers.append(("User-Agent", user_agent))
@@ -50,13 +85,33 @@ def build_register(record: RegistrationRecord, default_contact_addr: str, expire
 
 
 @dataclass(frozen=True)
+class Learned:
+    """What a 2xx to REGISTER teaches about the account's registration (empty: forget it).
+
+    ``path`` and ``service_route`` are the entries of the Path (RFC 3327 5) and
+    Service-Route (RFC 3608 6) headers; ``pub_gruu``/``temp_gruu`` come from our binding
+    (RFC 5627 5.2); ``outbound`` is the registrar's ``Require: outbound`` (RFC 5626
+    4.2.1), without which there is no flow and ``flow_timer`` stays None.
+    """
+
+    path: tuple[str, ...] = ()
+    service_route: tuple[str, ...] = ()
+    pub_gruu: str | None = None
+    temp_gruu: str | None = None
+    outbound: bool = False
+    flow_timer: int | None = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a final reply means for the account.
 
-    kind: "online" (our contact listed, ``granted`` seconds), "unlisted" (a 200
-    that does not list our contact), "unregistered" (the binding is gone),
+    kind: "online" (our binding listed, ``granted`` seconds; ``reason`` says when it was
+    recognised as the only binding of a rewritten Contact), "unlisted" (a 200 that does
+    not list our binding), "unregistered" (the binding is gone),
     "interval_too_brief" (423: ask again at once with ``expires``), or
     "failed" (``reason``; ``retry_after`` when the server asked for a delay).
+    ``learned``: what an online, unlisted or unregistered 2xx teaches (None otherwise).
     """
 
     kind: str
@@ -64,6 +119,7 @@ class Outcome:
     expires: int = 0
     reason: str = ""
     retry_after: int | None = None
+    learned: Learned | None = None
 
 
 def interpret(record: RegistrationRecord, response: Response, requested_expires: int) -> Outcome:
@@ -98,35 +154,115 @@ def _interpret_ok(record: RegistrationRecord, response: Response, requested_expi
     except SIPParseError as e:
         return Outcome("failed", reason=f"unparsable 200 OK: {e}")
     if requested_expires == 0:
-        return Outcome("unregistered", reason="unregistered")
+        return Outcome("unregistered", reason="unregistered", learned=Learned())
     if not contacts:
         return Outcome("failed", reason="200 OK without Contact")
-    for contact in contacts:
-        if isinstance(contact, NameAddress) and _is_ours(record, contact):
-            try:
-                granted = contact.expires
-            except SIPParseError:
-                granted = None
-            if granted is None:
-                granted = header_expires or 0
-            if granted == 0:
-                # Kamailio counts it online and due again: we ask again after the timer interval.
-                return Outcome("unlisted", reason="the registrar granted 0 seconds")
-            return Outcome("online", granted=granted)
-    return Outcome("unlisted", reason="200 OK does not list our contact")
-
-
-def _is_ours(record: RegistrationRecord, contact: NameAddress) -> bool:
-    """Kamailio's match: the contact's user is l_uuid, or its ``line`` parameter is (contact_user)."""
+    binding, rule = our_binding(record, [c for c in contacts if isinstance(c, NameAddress)])
+    if binding is None:
+        return Outcome("unlisted", reason="200 OK does not list our contact", learned=Learned())
     try:
-        uri = contact.uri
+        granted = binding.expires
     except SIPParseError:
-        return False
-    if not isinstance(uri, SipURI):
-        return False
-    if uri.user == record.l_uuid:
+        granted = None
+    if granted is None:
+        granted = header_expires or 0  # RFC 3261 10.2.4: the Expires header when the binding has none
+    if granted == 0:
+        # Kamailio counts it online and due again: we ask again after the timer interval.
+        return Outcome("unlisted", reason="the registrar granted 0 seconds", learned=Learned())
+    reason = "the registrar rewrote our Contact: its only binding taken as ours" if rule == "only" else ""
+    return Outcome("online", granted=granted, reason=reason, learned=_learned(record, response, binding))
+
+
+def our_binding(record: RegistrationRecord, bindings: list[NameAddress]) -> tuple[NameAddress | None, str]:
+    """Our binding among those a 2xx lists (RFC 3261 10.2.4: every binding of the AOR), and
+    the rule that found it: "user" (the URI user is l_uuid, Kamailio's match), "line" (its
+    ``line`` URI parameter is l_uuid), "instance" (its ``+sip.instance`` is ours, RFC 5626
+    4.2.1), else "only": a registrar or SBC that rewrote our Contact (NAT) lists it as
+    the only binding, unless that binding names another ``line`` or instance. Several
+    bindings, none of them ours: (None, "").
+    """
+    uris = [(binding, _sip_uri(binding)) for binding in bindings]
+    for binding, uri in uris:
+        if uri is not None and uri.user == record.l_uuid:
+            return binding, "user"
+    for binding, uri in uris:
+        if uri is not None and uri.params.get("line") == record.l_uuid:
+            return binding, "line"
+    instance = _our_instance(record)
+    if instance:
+        for binding, _ in uris:
+            if _instance_of(binding) == instance:
+                return binding, "instance"
+    if len(uris) == 1:
+        binding, uri = uris[0]
+        if uri is not None and not _names_another(record, binding, uri, instance):
+            return binding, "only"
+    return None, ""
+
+
+def _sip_uri(binding: NameAddress) -> SipURI | None:
+    try:
+        uri = binding.uri
+    except SIPParseError:
+        return None
+    return uri if isinstance(uri, SipURI) else None
+
+
+def _our_instance(record: RegistrationRecord) -> str:
+    """Our instance ID as compared (case-insensitively: it is a URN, RFC 8141 3.1), or ""."""
+    return record.instance_id.lower() if _outbound(record) else ""
+
+
+def _instance_of(binding: NameAddress) -> str:
+    """The ``+sip.instance`` of a binding without its quotes and angle brackets, or ""."""
+    value = binding.params.get("+sip.instance")
+    if not value:
+        return ""
+    value = unquote(value).strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1]
+    return value.lower()
+
+
+def _names_another(record: RegistrationRecord, binding: NameAddress, uri: SipURI, instance: str) -> bool:
+    """A binding that says whose it is, and it is not ours: another line, another instance."""
+    line = uri.params.get("line")
+    if line is not None and line != record.l_uuid:
         return True
-    return bool(record.contact_user) and uri.params.get("line") == record.l_uuid
+    other = _instance_of(binding)
+    return bool(other) and other != instance
+
+
+def _learned(record: RegistrationRecord, response: Response, binding: NameAddress) -> Learned:
+    outbound = record.outbound and "outbound" in _tokens(response, "Require")
+    flow_timer = None
+    if outbound:  # RFC 5626 4.4.1: Flow-Timer only means something on an outbound flow
+        value = (response.headers.get("Flow-Timer") or "").strip()
+        flow_timer = int(value) if value.isdigit() and 0 < len(value) <= 10 else None
+    return Learned(path=_route_entries(response, "Path"), service_route=_route_entries(response, "Service-Route"),
+                   pub_gruu=_quoted_param(binding, "pub-gruu"), temp_gruu=_quoted_param(binding, "temp-gruu"),
+                   outbound=outbound, flow_timer=flow_timer)
+
+
+def _tokens(response: Response, name: str) -> list[str]:
+    try:
+        return [token.lower() for token in response.tokens(name)]
+    except SIPParseError:
+        return []
+
+
+def _route_entries(response: Response, name: str) -> tuple[str, ...]:
+    """Every entry of a Path or Service-Route header, as written; () when unparsable."""
+    try:
+        entries = response.path if name == "Path" else response.service_route
+    except SIPParseError:
+        return ()
+    return tuple(str(entry) for entry in entries)
+
+
+def _quoted_param(binding: NameAddress, name: str) -> str | None:
+    value = binding.params.get(name)
+    return unquote(value) if value else None
 
 
 def refresh_at(sent_at: float, granted: int, timer_interval: int, rng: random.Random) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from txuac.errors import SIPParseError
 from txuac.sip import fields
@@ -11,6 +12,9 @@ from txuac.sip.grammar import split_list
 from txuac.sip.headers import Headers
 from txuac.sip.uri import URI, SipURI, parse_uri
 from txuac.sip.tokens import token_hex
+
+if TYPE_CHECKING:  # via.py imports this module
+    from txuac.sip.via import Address
 
 SIP_VERSION = "SIP/2.0"
 
@@ -277,19 +281,27 @@ class Request(Message):
 class Response(Message):
     """A SIP response: ``SIP/2.0 status reason``."""
 
-    __slots__ = ("status", "reason")
+    __slots__ = ("status", "reason", "source", "sent_to")
 
     def __init__(self, status: int, reason: str | None = None, headers: Headers | None = None, body: bytes = b""):
         self.headers = headers if headers is not None else Headers()
         self.body = body
         self.status = status
         self.reason = REASON_PHRASES.get(status, "Unknown") if reason is None else reason
+        # Set by the stack on a response to one of our requests: where it came from, and
+        # where the request it answers was sent (a challenge is answered only when they
+        # agree: txuac.auth). None on a response we made or parsed ourselves.
+        self.source: Address | None = None
+        self.sent_to: Address | None = None
 
     def start_line(self) -> str:
         return f"{SIP_VERSION} {self.status} {self.reason}"
 
     def copy(self) -> "Response":
-        return Response(self.status, self.reason, self.headers.copy(), self.body)
+        response = Response(self.status, self.reason, self.headers.copy(), self.body)
+        response.source = self.source
+        response.sent_to = self.sent_to
+        return response
 
     @property
     def is_provisional(self) -> bool:
