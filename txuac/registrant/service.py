@@ -19,7 +19,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from txuac.auth import Authenticator, FixedCredentials
+from txuac.auth import Authenticator, FixedCredentials, challenge_origin
 from txuac.config import parse_listen
 from txuac.errors import (
     AuthenticationError,
@@ -54,6 +54,11 @@ CSEQ_AHEAD = 100
 CALL_ID_REFUSED = frozenset({400, 500})
 STOP_FLUSH_TIMEOUT = 5.0  # seconds a clean stop waits for the last account states to be written
 
+
+
+def _registrar_challenge(response) -> str | None:
+    """Answer a challenge only from the registrar or auth_proxy address the REGISTER went to."""
+    return challenge_origin(response, "our registrar")
 
 
 def _is_ip(host: str) -> bool:
@@ -157,6 +162,7 @@ class RegistrantService(service.Service):
         self._last_tick: float | None = None
         self._last_reload: float | None = None
         self._in_flight: dict[str, defer.Deferred] = {}
+        self._without_outbound: set[str] = set()  # outbound accounts whose registrar ignored it (logged once)
         # Reload bookkeeping: each account's row as loaded (to tell unchanged rows), and the
         # records a reload replaced or removed that still finish a REGISTER or unREGISTER.
         self._definitions: dict[str, tuple] = {}
@@ -404,6 +410,8 @@ class RegistrantService(service.Service):
     def _send(self, record: RegistrationRecord, expires: int, too_brief: int = 0) -> defer.Deferred:
         now = self.now()
         previous = record.state(now)
+        if record.outbound and not record.instance_id:
+            record.instance_id = protocol.new_instance_id()  # RFC 5626 4.1; the store keeps it
         call_id, cseq = self._call_id(record)
         try:
             request = protocol.build_register(
@@ -422,7 +430,7 @@ class RegistrantService(service.Service):
                                       nonces=self._nonces, log_retries=False)
         self._emit(record, previous, "registering", None)
         d = authenticator.send(request, self._next_hop(record), on_challenge=lambda _: self._challenged(record),
-                               source=source)
+                               source=source, check_origin=_registrar_challenge)
         self._in_flight[record.l_uuid] = d
         d.addCallbacks(self._replied, self._failed, callbackArgs=(record, expires, too_brief, d),
                        errbackArgs=(record, d))
@@ -487,6 +495,26 @@ class RegistrantService(service.Service):
         record.flags |= Flag.AUTHSENT
         record.cseq += 1  # the Authenticator answers with the next CSeq (RFC 3261 22.2)
 
+    def _learn(self, record: RegistrationRecord, outcome: protocol.Outcome) -> None:
+        """Keep what a 2xx taught: Path, Service-Route, GRUUs, Flow-Timer (empty: forgotten)."""
+        learned = outcome.learned
+        if learned is None:
+            return
+        record.path = learned.path
+        record.service_route = learned.service_route
+        record.pub_gruu = learned.pub_gruu
+        record.temp_gruu = learned.temp_gruu
+        record.flow_timer = learned.flow_timer
+        if not record.outbound or outcome.kind != "online":
+            return
+        if learned.outbound:
+            self._without_outbound.discard(record.l_uuid)
+        elif record.l_uuid not in self._without_outbound:
+            # RFC 5626 4.2.1: no Require: outbound in the 2xx, no flow: a plain registration.
+            self._without_outbound.add(record.l_uuid)
+            log.info("registration {l_uuid}: the registrar does not support outbound (no Require: outbound "
+                     "in its 200 OK); registered as a plain binding, without flow keep-alives", l_uuid=record.l_uuid)
+
     def _done(self, l_uuid: str, d: defer.Deferred) -> None:
         if self._in_flight.get(l_uuid) is d:
             del self._in_flight[l_uuid]
@@ -507,6 +535,7 @@ class RegistrantService(service.Service):
         if record is None:
             return
         outcome = protocol.interpret(record, response, expires)
+        self._learn(record, outcome)
         self.flows.learned(record.l_uuid, getattr(response, "source", None), record.flow_timer)
         now = self.now()
         previous = record.state(now)
@@ -523,7 +552,8 @@ class RegistrantService(service.Service):
             record.failures = 0
             self._schedule(record, protocol.refresh_at(sent_at, outcome.granted, self.settings.reg_timer_interval,
                                                        self.rng))
-            self._emit(record, previous, f"registered for {outcome.granted} s", response.status)
+            self._emit(record, previous, f"registered for {outcome.granted} s"
+                       + (f" ({outcome.reason})" if outcome.reason else ""), response.status)
         elif outcome.kind == "interval_too_brief" and too_brief + 1 >= MAX_TOO_BRIEF:
             record.expires = record.table_expires  # the next run starts from the table's value again
             self._failure(record, f"{outcome.reason} {too_brief + 1} times in a row", None, response.status,
