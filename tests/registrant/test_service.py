@@ -353,7 +353,9 @@ class RefreshTimingTests(ServiceTestCase):
 class ReplyTests(ServiceTestCase):
     def test_200_not_listing_our_contact(self):
         self.start([make_row("acc1")], reg_timer_interval=90)
-        self.stack.answer(self.stack.sent[0], 200, ("Contact", f"<sip:someone@{CONTACT_ADDR}>;expires=600"))
+        # Two bindings, neither ours (a single one would be taken as our rewritten Contact).
+        self.stack.answer(self.stack.sent[0], 200, ("Contact", f"<sip:someone@{CONTACT_ADDR}>;expires=600"),
+                          ("Contact", "<sip:someone-else@192.0.2.99>;expires=600"))
         self.assertEqual(self.service.status("acc1"), -99)
         self.assertFalse(self.record().has(Flag.ONLINE))
         self.assertFalse(self.record().has(Flag.ONGOING))
@@ -684,7 +686,8 @@ class KeepCallIdTests(ServiceTestCase):
         self.stack.ok(self.stack.sent[0], 100)
         self.advance_to(100, step=0.5)
         refresh = self.stack.sent[1].request
-        self.stack.answer(self.stack.sent[1], 200, ("Contact", "<sip:someone-else@192.0.2.99>;expires=100"))
+        self.stack.answer(self.stack.sent[1], 200, ("Contact", "<sip:someone-else@192.0.2.99>;expires=100"),
+                          ("Contact", "<sip:someone@192.0.2.98>;expires=100"))
         self.advance(31, step=0.5)
         after = self.stack.sent[2].request
         if after.call_id == refresh.call_id:
