@@ -507,6 +507,35 @@ class FlowSettingsTests(SynchronousTestCase):
             self.assertIn(f"[uac] {key}", str(raised.exception))
 
 
+class RetrySettingsTests(SynchronousTestCase):
+    """[uac] retries per failure kind: txuac's defaults, Kamailio's 0, down to the registrant."""
+
+    KEYS = ("reg_retry_interval", "reg_retry_max_interval", "reg_forbidden_retry_interval",
+            "reg_fatal_retry_interval", "reg_retry_jitter")
+
+    def test_defaults_and_shipped_values(self):
+        uac = settings_from_dict({}).uac
+        self.assertEqual(tuple(getattr(uac, key) for key in self.KEYS), (30, 600, 1800, 3600, 20))
+        shipped = load_settings(SHIPPED).uac
+        self.assertEqual(tuple(getattr(shipped, key) for key in self.KEYS), (30, 600, 1800, 3600, 20))
+
+    def test_values_reach_the_registrant(self):
+        from txuac.service import registrant_settings
+        values = dict(zip(self.KEYS, (0, 120, 0, 7200, 0)))
+        registrant = registrant_settings(settings_from_dict({"uac": values}))
+        self.assertEqual(tuple(getattr(registrant, key) for key in self.KEYS), (0, 120, 0, 7200, 0))
+        registrant = registrant_settings(settings_from_dict({}))
+        self.assertEqual(tuple(getattr(registrant, key) for key in self.KEYS), (30, 600, 1800, 3600, 20))
+
+    def test_bad_values_name_the_key(self):
+        for key, value in (("reg_retry_interval", -1), ("reg_retry_max_interval", -1),
+                           ("reg_forbidden_retry_interval", -30), ("reg_fatal_retry_interval", "1h"),
+                           ("reg_retry_jitter", 101), ("reg_retry_jitter", -1)):
+            with self.assertRaises(ConfigError) as raised:
+                settings_from_dict({"uac": {key: value}}, "uac.toml")
+            self.assertIn(f"[uac] {key}", str(raised.exception))
+
+
 class AccountSettingsTests(SynchronousTestCase):
     """[uac] reg_ext_table (ours) and reg_keep_callid (txuac's default 1), down to the store and registrant."""
 

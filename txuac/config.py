@@ -76,7 +76,15 @@ class UACSettings:
     reg_ext_table: str = "uacreg_txuac"
     reg_contact_addr: str | None = None
     reg_timer_interval: int = 90
-    reg_retry_interval: int = 0
+    # Kamailio's name, our default (Kamailio's 0 disables an account on its first failure):
+    # seconds before the first retry of a temporary failure, doubled per failure in a row.
+    reg_retry_interval: int = 30
+    # Ours: the cap of that backoff, and the retries of 403s and refused credentials, and
+    # of other final failures (0: disable on such failures); jitter in percent of a delay.
+    reg_retry_max_interval: int = 600
+    reg_forbidden_retry_interval: int = 1800
+    reg_fatal_retry_interval: int = 3600
+    reg_retry_jitter: int = 20
     reg_random_delay: int = 0
     # Kamailio's name, our default: one Call-ID per account, kept across restarts (0: a new
     # Call-ID for every REGISTER, as Kamailio by default).
@@ -354,6 +362,9 @@ def _uac(path: str, table: Any) -> UACSettings:
     for name in ("reg_send_rate", "reg_max_in_flight", "reg_ping_up_count", "reg_ping_down_count"):
         if numbers[name] <= 0:
             raise ConfigError(f"{section.where(name)}: must be positive")
+    if numbers["reg_retry_jitter"] > 100:
+        raise ConfigError(f"{section.where('reg_retry_jitter')}: a percentage from 0 to 100, "
+                          f"got {numbers['reg_retry_jitter']}")
     settings = UACSettings(
         credential=tuple(credential),
         auth_algorithms=tuple(canonical),
@@ -384,7 +395,8 @@ def _uac(path: str, table: Any) -> UACSettings:
     return settings
 
 
-_UAC_INTEGERS = ("reg_timer_interval", "reg_retry_interval", "reg_random_delay", "reg_keep_callid", "reg_active",
+_UAC_INTEGERS = ("reg_timer_interval", "reg_retry_interval", "reg_retry_max_interval", "reg_forbidden_retry_interval",
+                 "reg_fatal_retry_interval", "reg_retry_jitter", "reg_random_delay", "reg_keep_callid", "reg_active",
                  "reg_use_domain", "reg_hash_size", "reg_gc_interval", "reload_delta", "reg_send_rate",
                  "reg_max_in_flight", "reg_keepalive_interval", "reg_options_ping_interval", "reg_ping_up_count",
                  "reg_ping_down_count")

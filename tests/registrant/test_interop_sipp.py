@@ -4,10 +4,13 @@ Each test starts SIPp as a UAS on a free loopback port, one account in SQLite wh
 auth_proxy is that port (so every REGISTER goes there, no digest), and txuac with
 T1 = 50 ms (so 64*T1 = 3.2 s). The replies exercise what txuac.registrant.protocol
 says about them: 423 with Min-Expires is answered at once with that expiry;
-403 fails (disabled with reg_retry_interval 0, retried after it otherwise); a
-Retry-After longer than reg_retry_interval is honoured on 503; no answer at all
-fails the account after the transaction timeout; a 200 OK that does not list our
-Contact leaves the account offline and asks again after reg_timer_interval.
+403 fails (disabled with reg_retry_interval 0, retried after
+reg_forbidden_retry_interval otherwise); a Retry-After longer than the retry delay
+is honoured on 503; no answer at all fails the account after the transaction
+timeout; a 200 OK that does not list our Contact leaves the account offline and
+asks again after reg_timer_interval; with the default retry policy a 503 is
+retried about 30 s later and the account comes online. Retry delays are measured
+without jitter (reg_retry_jitter 0) unless a test says otherwise.
 
 States are awaited through RegistrantService observers (RegistrationEvent), each
 wait bounded; delays are measured both from the events (reactor time) and on the
@@ -28,7 +31,7 @@ from twisted.trial.unittest import TestCase
 from tests.net.test_interop_sipp import udp_bound, until
 from tests.registrant.test_interop_kamailio import account_rows, insert_rows
 from tests.support.peers import PeerProcess, free_port, require_program
-from txuac.config import settings_from_dict
+from txuac.config import UACSettings, settings_from_dict
 from txuac.registrant.record import State
 from txuac.registrant.service import RegistrationEvent
 from txuac.registrant.store.url import open_store
@@ -210,7 +213,7 @@ class RegistrarScenarioTests(TestCase):
         settings = settings_from_dict({
             "core": {"listen": [f"udp:{HOST}:{self.sip_port}"], "timer_t1": T1_MS},
             "uac": dict({"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"{HOST}:{self.sip_port}",
-                         "reg_retry_interval": 5}, **uac),
+                         "reg_retry_interval": 5, "reg_retry_jitter": 0}, **uac),
             "rpc": {"enabled": False},
         })
         service = UACService(settings)
@@ -272,24 +275,25 @@ class RegistrarScenarioTests(TestCase):
     @defer.inlineCallbacks
     def test_423_three_in_a_row_is_a_failure(self):
         """A registrar answering 423 to every REGISTER: three in a row, then the failure path."""
-        registrar, service = yield self.start("reg_423_always.xml", expires=60, reg_retry_interval=2)
+        registrar, service = yield self.start("reg_423_always.xml", expires=60, reg_fatal_retry_interval=2)
         failed = yield self.events.wait(self.three_in_a_row, 10, what="failure after three 423s")
         self.assertIs(failed.state, State.FAILED)
         self.assertEqual(service.registrant.status(UUID), -99)
         registers = yield self.wire_registers(3)
         self.assertEqual([r.headers.get("Expires") for _, r in registers[:2]], ["60", "1800"])
         self.assertLess(registers[2][0] - registers[0][0], 0.5, self.explain())
-        # Retried after reg_retry_interval, with a new run of three.
+        # A fatal failure: retried after reg_fatal_retry_interval, with a new run of three.
         retry = yield self.events.state(State.REGISTERING, 5, after=failed)
-        self.assertDelay(retry.at - failed.at, 2, "retry after three 423s (reg_retry_interval 2)")
+        self.assertTrue(failed.alert)
+        self.assertDelay(retry.at - failed.at, 2, "retry after three 423s (reg_fatal_retry_interval 2)")
         yield self.events.wait(self.three_in_a_row, 5, after=retry, what="second failure after three 423s")
         self.assertEqual(len(registrar.first_copies()), 6, self.explain())
 
     @defer.inlineCallbacks
     def run_423_cycles(self, cycles: int):
         """Against a registrar answering 423 (Min-Expires: 1800) to everything, ``cycles`` runs
-        of three REGISTERs, one every reg_retry_interval (1 s)."""
-        registrar, service = yield self.start("reg_423_always.xml", expires=60, reg_retry_interval=1)
+        of three REGISTERs, one every reg_fatal_retry_interval (1 s)."""
+        registrar, service = yield self.start("reg_423_always.xml", expires=60, reg_fatal_retry_interval=1)
         event = None
         for _ in range(cycles):
             event = yield self.events.wait(self.three_in_a_row, 5, after=event, what="failure after three 423s")
@@ -340,15 +344,16 @@ class RegistrarScenarioTests(TestCase):
         self.assertEqual(registrant.status(UUID), -3)
 
     @defer.inlineCallbacks
-    def test_403_retried_after_retry_interval(self):
-        registrar, service = yield self.start("reg_403.xml", reg_retry_interval=2)
+    def test_403_retried_after_forbidden_retry_interval(self):
+        registrar, service = yield self.start("reg_403.xml", reg_forbidden_retry_interval=2)
         registrant = service.registrant
         failed = yield self.events.state(State.FAILED, 10)
         self.assertEqual((failed.status, failed.reason), (403, "403 Forbidden"))
         self.assertEqual(registrant.status(UUID), -99)
         self.assertEqual(registrant.counters()["regfailed"], 1)
+        self.assertTrue(failed.alert)
         retry = yield self.events.state(State.REGISTERING, 5, after=failed)
-        self.assertDelay(retry.at - failed.at, 2, "403 retry delay (reg_retry_interval 2)")
+        self.assertDelay(retry.at - failed.at, 2, "403 retry delay (reg_forbidden_retry_interval 2)")
         failed_again = yield self.events.state(State.FAILED, 5, after=retry)
         self.assertEqual(failed_again.status, 403)
         (first_at, _), (second_at, _) = yield self.wire_registers(2)
@@ -377,6 +382,29 @@ class RegistrarScenarioTests(TestCase):
     def test_503_retry_after_shorter_than_retry_interval_ignored(self):
         """Retry-After: 4 with reg_retry_interval 6: the retry interval wins."""
         return self.check_retry_after(6, 6)
+
+    @defer.inlineCallbacks
+    def test_503_then_recovery_with_the_default_policy(self):
+        """txuac's default retries (30 s +-20 %): a registrar that refuses once with 503 gets
+        the account again about 30 s later, and it comes online; nothing is disabled."""
+        defaults = UACSettings()
+        registrar, service = yield self.start(
+            "reg_503_then_200.xml", "-key", "granted", "600", reg_retry_interval=defaults.reg_retry_interval,
+            reg_retry_jitter=defaults.reg_retry_jitter)
+        registrant = service.registrant
+        failed = yield self.events.state(State.FAILED, 10)
+        self.assertEqual((failed.status, failed.alert), (503, False))
+        self.assertEqual(registrant.counters()["regdisabled"], 0)
+        online = yield self.events.state(State.ONLINE, 40 + LATE, after=failed)
+        self.assertEqual(online.status, 200)
+        self.assertEqual(registrant.status(UUID), 1)
+        self.assertEqual(registrant.records[UUID].failures, 0)
+        (first_at, _), (second_at, _) = yield self.wire_registers(2)
+        self.measured("503 -> retry with the default policy (on the wire)", second_at - first_at)
+        self.assertTrue(24 - EARLY <= second_at - first_at <= 36 + LATE,
+                        self.explain(f"retry after {second_at - first_at:.3f} s, expected 24-36 s"))
+
+    test_503_then_recovery_with_the_default_policy.timeout = 90  # type: ignore[attr-defined]
 
     # --- no answer at all ------------------------------------------------------------------
 

@@ -403,7 +403,7 @@ class ReplyTests(ServiceTestCase):
         self.assertEqual(len(self.stack.sent), 1)
 
     def test_403_retried_after_interval(self):
-        self.start([make_row("acc1")], reg_retry_interval=60)
+        self.start([make_row("acc1")], reg_forbidden_retry_interval=60, reg_retry_jitter=0)
         self.advance(1.0)
         self.stack.answer(self.stack.sent[0], 403)
         self.assertEqual(self.record().state(self.now()), State.FAILED)
@@ -427,7 +427,7 @@ class ReplyTests(ServiceTestCase):
         self.assertTrue(300.0 <= self.stack.sent[1].at <= 300.0 + TICK)
 
     def test_503_retry_after_shorter_than_retry_interval(self):
-        self.start([make_row("acc1")], reg_retry_interval=60)
+        self.start([make_row("acc1")], reg_retry_interval=60, reg_retry_jitter=0)
         self.stack.answer(self.stack.sent[0], 503, ("Retry-After", "10"))
         self.advance_to(59.5, step=0.5)
         self.assertEqual(len(self.stack.sent), 1)
@@ -435,7 +435,7 @@ class ReplyTests(ServiceTestCase):
         self.assertEqual(len(self.stack.sent), 2)
 
     def test_timeout_fails_and_clears_ongoing(self):
-        self.start([make_row("acc1")], reg_retry_interval=60)
+        self.start([make_row("acc1")], reg_retry_interval=60, reg_retry_jitter=0)
         self.advance(32.0)
         self.stack.timeout(self.stack.sent[0])
         record = self.record()
@@ -453,7 +453,7 @@ class ReplyTests(ServiceTestCase):
         self.assertFalse(self.record().has(Flag.ONGOING))
 
     def test_failed_refresh_keeps_scheduling(self):
-        self.start([make_row("acc1")], reg_retry_interval=30)
+        self.start([make_row("acc1")], reg_retry_interval=30, reg_retry_jitter=0)
         self.register_online(expires=600)
         self.advance_to(600, step=1)
         self.stack.timeout(self.stack.pending()[0])
@@ -495,7 +495,7 @@ class TooBriefTests(ServiceTestCase):
         self.assertIn("423", self.record().last_failure)
 
     def test_423_chain_is_bounded(self):
-        self.start([make_row("acc1", expires=60)], reg_retry_interval=60)
+        self.start([make_row("acc1", expires=60)], reg_fatal_retry_interval=60, reg_retry_jitter=0)
         for i in range(10):
             pending = self.stack.pending()
             if not pending:
@@ -590,7 +590,7 @@ class AuthenticationTests(ServiceTestCase):
         self.assertEqual(len(self.stack.sent), 2)
 
     def test_401_then_401_retried_after_interval(self):
-        self.start([make_row("acc1")], reg_retry_interval=60)
+        self.start([make_row("acc1")], reg_forbidden_retry_interval=60, reg_retry_jitter=0)
         first = self.stack.sent[0]
         self.stack.challenge(first)
         self.stack.challenge(self.stack.sent[1], nonce="nonce-2")
@@ -1099,7 +1099,7 @@ class ObserverTests(ServiceTestCase):
 
     def test_events_chain(self):
         """Every state change is reported, and each event starts where the previous one ended."""
-        self.start([make_row("acc1", expires=60)], reg_retry_interval=30)
+        self.start([make_row("acc1", expires=60)], reg_retry_interval=30, reg_retry_jitter=0)
         sent = self.stack.sent[0]
         self.stack.answer(sent, 423, ("Min-Expires", "120"))
         self.stack.challenge(self.stack.sent[1])

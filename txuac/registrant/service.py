@@ -34,6 +34,7 @@ from txuac.errors import (
 from txuac.registrant import protocol
 from txuac.registrant.health import FlowTracker, OptionsPinger
 from txuac.registrant.record import MAX_CSEQ, Flag, InvalidRecord, RegistrationRecord, State, record_from_row
+from txuac.registrant.retry import FailureKind, RetryPolicy, classify
 from txuac.registrant.store import AccountState
 from txuac.registrant.store.writer import AccountStateWriter
 from txuac.sip.digest import ALL_ALGORITHMS, Credentials, NonceCounter
@@ -95,7 +96,8 @@ class RegistrantSettings:
 
     reg_contact_addr: str = "127.0.0.1:5060"
     reg_timer_interval: int = 90
-    reg_retry_interval: int = 0
+    # Kamailio's name, our default: 0 (Kamailio's) disables an account on its first failure.
+    reg_retry_interval: int = 30
     reg_random_delay: int = 0
     # Kamailio's name, our default: one Call-ID per account, kept across restarts in our own
     # table; False (Kamailio's 0) makes a new Call-ID for every REGISTER.
@@ -107,6 +109,11 @@ class RegistrantSettings:
     reg_send_rate: float = 3000.0
     # Ours: unregister every online account on a clean shutdown.
     reg_unregister_on_stop: bool = False
+    # Ours: retries per failure kind (txuac.registrant.retry); seconds, jitter in percent.
+    reg_retry_max_interval: int = 600
+    reg_forbidden_retry_interval: int = 1800
+    reg_fatal_retry_interval: int = 3600
+    reg_retry_jitter: int = 20
     # Ours: REGISTER cycles in flight at most; the queue waits beyond it.
     reg_max_in_flight: int = 1000
     # Ours: OPTIONS pings to the registrar destinations of accounts with options_ping
@@ -135,6 +142,9 @@ class RegistrationEvent(NamedTuple):
     # Seconds from the first REGISTER of the cycle to the answer that ended it (None
     # when the change did not end a REGISTER cycle: enable, disable, a new cycle).
     latency: float | None = None
+    # A failure that needs someone's attention: forbidden or fatal (retried only on its
+    # long interval), or an account disabled by a failure (reg_retry_interval 0).
+    alert: bool = False
 
 
 Observer = Callable[[RegistrationEvent], None]
@@ -153,6 +163,9 @@ class RegistrantService(service.Service):
         self.store = store
         self.reactor = reactor
         self.rng = rng or random.Random()
+        self.retry = RetryPolicy(settings.reg_retry_interval, settings.reg_retry_max_interval,
+                                 settings.reg_forbidden_retry_interval, settings.reg_fatal_retry_interval,
+                                 settings.reg_retry_jitter)
         self.records: dict[str, RegistrationRecord] = {}
         self.active = settings.reg_active
         self.observers: list[Observer] = []
@@ -419,7 +432,7 @@ class RegistrantService(service.Service):
                 call_id=call_id, cseq=cseq)
             source = self._source(record)
         except TxuacError as e:  # this account fails, the others go on
-            self._failure(record, f"cannot send REGISTER: {e}", None, None, previous)
+            self._failure(record, f"cannot send REGISTER: {e}", None, None, previous, FailureKind.FATAL)
             return defer.succeed(None)
         record.flags = (record.flags | Flag.ONGOING) & ~Flag.AUTHSENT
         record.sent_at = now
@@ -593,10 +606,14 @@ class RegistrantService(service.Service):
         if record is None:
             return
         status = getattr(getattr(failure.value, "response", None), "status", None)
-        self._failure(record, reason, None, status, record.state(self.now()))
+        self._failure(record, reason, None, status, record.state(self.now()), classify(status, error))
 
     def _failure(self, record: RegistrationRecord, reason: str, retry_after: int | None, status: int | None,
-                 previous: State) -> None:
+                 previous: State, kind: FailureKind | None = None) -> None:
+        """Retry the account when its policy says (txuac.registrant.retry), or disable it.
+
+        ``kind`` defaults to what ``status`` says (a final response ended the cycle).
+        """
         now = self.now()
         record.flags &= ~(Flag.ONGOING | Flag.AUTHSENT | Flag.ONLINE)
         record.last_failure = reason
@@ -606,34 +623,44 @@ class RegistrantService(service.Service):
             # Kamailio starts a fresh Call-ID after every failure; we keep the account's one
             # (the registrar knows its binding by it) unless the registrar may have refused it.
             record.call_id = None
-        retry = self.settings.reg_retry_interval
-        if retry <= 0:
+        if kind is None:
+            kind = classify(status)
+        delay = self.retry.delay(kind, record.failures, retry_after, self.rng)
+        if delay is None:
             record.flags |= Flag.DISABLED  # Kamailio: reg_retry_interval 0 disables on failure
         else:
-            # Retry-After wins when it asks for longer than the retry interval.
-            self._schedule(record, now + max(retry, retry_after or 0))
-        self._emit(record, previous, reason, status)
+            self._schedule(record, now + delay)
+        alert = delay is None or kind is not FailureKind.TEMPORARY
+        self._emit(record, previous, reason, status, alert, kind)
 
     # --- events and counters -------------------------------------------------------
     def add_observer(self, observer: Observer) -> None:
         self.observers.append(observer)
 
-    def _emit(self, record: RegistrationRecord, previous: State, reason: str, status: int | None) -> None:
+    def _emit(self, record: RegistrationRecord, previous: State, reason: str, status: int | None,
+              alert: bool = False, kind: FailureKind | None = None) -> None:
         now = self.now()
         state = record.state(now)
         if state is previous and state is not State.FAILED:
             return
-        # Routine transitions at debug level: at thousands per second, info lines cost more
-        # CPU than the registrations themselves.
-        emit = log.debug if state is State.REGISTERING or state is State.ONLINE else log.info
-        emit("registration {l_uuid}: {previous} -> {state} ({reason})", l_uuid=record.l_uuid,
-             previous=previous.value, state=state.value, reason=reason, status=status)
+        if alert:
+            retry_in = record.due_at - now if state is State.FAILED else None
+            log.warn("registration {l_uuid}: {previous} -> {state} ({reason}); {kind} failure, "
+                     + ("next attempt in {retry_in:.0f} s" if retry_in is not None else "not retried"),
+                     l_uuid=record.l_uuid, previous=previous.value, state=state.value, reason=reason,
+                     status=status, alert=True, kind=kind.value if kind is not None else None, retry_in=retry_in)
+        else:
+            # Routine transitions at debug level: at thousands per second, info lines cost
+            # more CPU than the registrations themselves.
+            emit = log.debug if state is State.REGISTERING or state is State.ONLINE else log.info
+            emit("registration {l_uuid}: {previous} -> {state} ({reason})", l_uuid=record.l_uuid,
+                 previous=previous.value, state=state.value, reason=reason, status=status)
         if not self.observers:
             return
         latency = None
         if previous is State.REGISTERING and state is not State.REGISTERING and record.sent_at is not None:
             latency = now - record.sent_at
-        event = RegistrationEvent(record.l_uuid, state, previous, reason, status, now, latency)
+        event = RegistrationEvent(record.l_uuid, state, previous, reason, status, now, latency, alert)
         for observer in tuple(self.observers):
             try:
                 observer(event)
