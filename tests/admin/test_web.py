@@ -30,7 +30,8 @@ TOKEN = "a-token-of-32-characters-or-so!!"
 HA1 = "0123456789abcdef0123456789abcdef"
 RECORD_FIELDS = ["l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",
                  "auth_password", "auth_ha1", "auth_proxy", "expires", "flags", "diff_expires", "timer_expires",
-                 "reg_init", "reg_delay", "contact_addr", "socket", "contact_user", "state", "last_error"]
+                 "reg_init", "reg_delay", "contact_addr", "socket", "contact_user", "state", "last_error",
+                 "path", "service_route", "pub_gruu", "temp_gruu", "flow_timer"]
 
 
 @defer.inlineCallbacks

@@ -11,6 +11,7 @@ from twisted.logger import capturedLogs
 
 from tests.registrant.test_record import make_row
 from tests.registrant.test_service import REALM, ServiceTestCase
+from txuac.admin.uac_rpc import record_struct
 from txuac.registrant.record import Flag, State
 from txuac.sip import make_response, parse_message
 from txuac.sip.via import Address
@@ -57,6 +58,13 @@ class LearnedTests(BindingServiceTestCase):
         self.assertEqual(record.service_route, ("<sip:orig@core.provider.example;lr>",))
         self.assertEqual((record.pub_gruu, record.temp_gruu, record.flow_timer),
                          ("sip:alice@provider.example;gr=x", None, 75))
+        shown = record_struct(record, self.now())  # uac.reg_info and uac.reg_dump, after Kamailio's fields
+        self.assertEqual(list(shown)[-7:], ["state", "last_error", "path", "service_route", "pub_gruu", "temp_gruu",
+                                            "flow_timer"])
+        self.assertEqual((shown["path"], shown["service_route"], shown["pub_gruu"], shown["temp_gruu"],
+                          shown["flow_timer"]),
+                         (["<sip:edge.provider.example;lr;ob>"], ["<sip:orig@core.provider.example;lr>"],
+                          "sip:alice@provider.example;gr=x", None, 75))
         # Unregistered: all of it forgotten.
         self.service.send_unregister("acc1")
         self.stack.answer(self.stack.pending()[0], 200)

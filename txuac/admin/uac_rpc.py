@@ -1,7 +1,8 @@
 """The RPC methods of a UACService: Kamailio's uac.* (names, parameters, result fields,
 error codes and messages of K:src/modules/uac/uac_reg.c), core.*, system.* and stats.*.
 
-Records carry Kamailio's fields in Kamailio's order, then ``state`` and ``last_error``.
+Records carry Kamailio's fields in Kamailio's order, then ``state`` and ``last_error``, then
+what the last 200 OK taught: ``path``, ``service_route``, ``pub_gruu``, ``temp_gruu``, ``flow_timer``.
 ``auth_password`` and ``auth_ha1`` are masked unless ``[rpc] show_secrets`` is true.
 """
 
@@ -73,6 +74,13 @@ def record_struct(record: RegistrationRecord, now: float, show_secrets: bool = F
         "contact_user": record.contact_user or "none",
         "state": record.state(now).value,
         "last_error": record.last_failure,
+        # Ours, from the last 200 OK: RFC 3327 Path, RFC 3608 Service-Route (lists of
+        # entries), RFC 5627 GRUUs and the RFC 5626 Flow-Timer (null when not given).
+        "path": list(record.path),
+        "service_route": list(record.service_route),
+        "pub_gruu": record.pub_gruu,
+        "temp_gruu": record.temp_gruu,
+        "flow_timer": record.flow_timer,
     }
 
 
