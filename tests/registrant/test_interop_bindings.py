@@ -5,11 +5,15 @@ Contact, and against a fake registrar whose 401 comes from another socket.
   from (what a NAT-fixing registrar or SBC does), granted 3 s. txuac takes it as its
   own and refreshes before it lapses; Kamailio's match (by l_uuid) would find none and
   leave the account offline until reg_timer_interval.
+- reg_200_outbound.xml: an RFC 5626 registrar with Path, Service-Route and GRUUs, for an
+  account with outbound = 1 in our own table.
 - SpoofingRegistrar: a challenge from anywhere but the address the REGISTER went to is
   not answered (no digest to crack offline), and the attempt fails.
 """
 
 from __future__ import annotations
+
+import sqlite3
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
@@ -18,6 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.admin.test_web import make_store
 from tests.registrant.test_interop_kamailio import REALM, account_rows
+from tests.net.test_interop_sipp import until
 from tests.registrant.test_interop_sipp import HOST, T1_MS, UUID, EventLog, SIPpRegistrar, sleep
 from tests.support.peers import free_port
 from tests.support.services import start_uac
@@ -29,11 +34,18 @@ class BindingsTestCase(TestCase):
     timeout = 60
 
     @defer.inlineCallbacks
-    def start_uac(self, registrar, expires: int = 60, **uac):
-        """txuac with one account whose auth_proxy is ``registrar``; its RegistrantService."""
+    def start_uac(self, registrar, expires: int = 60, ext_rows=(), **uac):
+        """txuac with one account whose auth_proxy is ``registrar`` (``ext_rows``: rows of our
+        own table uacreg_txuac); its RegistrantService."""
         rows = account_rows(registrar, 1)
         rows[0]["expires"] = expires
-        path = yield make_store(self, rows)
+        path = self.db_path = yield make_store(self, rows)
+        connection = sqlite3.connect(path)
+        for row in ext_rows:  # the table is made when the store first opens
+            connection.execute(f"INSERT INTO uacreg_txuac ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                               tuple(row.values()))
+        connection.commit()
+        connection.close()
         self.sip_port = free_port()
         service = start_uac(self, {
             "core": {"listen": [f"udp:{HOST}:{self.sip_port}"], "timer_t1": T1_MS},
@@ -66,6 +78,49 @@ class RewrittenContactTests(BindingsTestCase):
 
     def explain(self, registrar) -> str:
         return f"events:\n{self.events.describe()}\n{registrar.explain()}"
+
+
+class OutboundTests(BindingsTestCase):
+    @defer.inlineCallbacks
+    def test_outbound_registration(self):
+        """An account with outbound = 1 in our own table against an RFC 5626 registrar: the
+        REGISTER carries ;ob, reg-id and +sip.instance with Supported: outbound, path, gruu;
+        Path, Service-Route, the GRUUs and the Flow-Timer are kept; the instance ID made for
+        the account is the one stored and sent again."""
+        registrar = SIPpRegistrar(self, "reg_200_outbound.xml", "-key", "granted", "4")
+        yield registrar.started()
+        registrant = yield self.start_uac(registrar, ext_rows=[{"l_uuid": UUID, "outbound": 1, "reg_id": 2}])
+        online = yield self.events.state(State.ONLINE, 10)
+        self.assertIn("registered for 4 s", online.reason)
+        record = registrant.records[UUID]
+        self.assertRegex(record.instance_id, r"^urn:uuid:[0-9a-f-]{36}$")
+        self.assertEqual(record.path, ("<sip:edge.test.example;lr;ob>",))
+        self.assertEqual(record.service_route, ("<sip:orig@core.test.example;lr>",))
+        self.assertEqual((record.pub_gruu, record.temp_gruu, record.flow_timer),
+                         ("sip:acct00000@test.example;gr=sipp-instance", "sip:tgruu.sipp7x@test.example;gr", 30))
+        (_, first), (_, second) = yield self.wire_registers(registrar, 2, timeout=5)
+        for request in (first, second):
+            contact = request.contacts[0]
+            self.assertEqual(str(contact.uri), f"sip:{UUID}@{HOST}:{self.sip_port};ob")
+            self.assertEqual(contact.params.get("reg-id"), "2")
+            self.assertEqual(contact.params.get("+sip.instance"), f'"<{record.instance_id}>"')
+            self.assertEqual(request.tokens("Supported"), ["outbound", "path", "gruu"])
+        stored = yield until(lambda: self.stored_instance_id() == record.instance_id, 5, 0.1)
+        self.assertTrue(stored, f"instance_id stored: {self.stored_instance_id()!r}, in memory: {record.instance_id}")
+
+    def stored_instance_id(self) -> str | None:
+        connection = sqlite3.connect(self.db_path)
+        try:
+            row = connection.execute("SELECT instance_id FROM uacreg_txuac WHERE l_uuid = ?", (UUID,)).fetchone()
+        finally:
+            connection.close()
+        return row[0] if row else None
+
+    @defer.inlineCallbacks
+    def wire_registers(self, registrar, count: int, timeout: float):
+        ok = yield until(lambda: len(registrar.first_copies()) >= count, timeout, 0.05)
+        self.assertTrue(ok, f"SIPp did not receive {count} REGISTERs\n{registrar.explain()}")
+        return registrar.first_copies()[:count]
 
 
 class SpoofingRegistrar:
