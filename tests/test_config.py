@@ -536,6 +536,27 @@ class RetrySettingsTests(SynchronousTestCase):
             self.assertIn(f"[uac] {key}", str(raised.exception))
 
 
+class PacingSettingsTests(SynchronousTestCase):
+    """[uac] reg_send_rate, reg_max_in_flight and their per-destination counterparts."""
+
+    KEYS = ("reg_send_rate", "reg_max_in_flight", "reg_dest_rate", "reg_dest_max_in_flight")
+
+    def test_defaults_shipped_and_passed_on(self):
+        from txuac.service import registrant_settings
+        self.assertEqual(tuple(getattr(settings_from_dict({}).uac, key) for key in self.KEYS), (3000, 1000, 3000, 1000))
+        self.assertEqual(tuple(getattr(load_settings(SHIPPED).uac, key) for key in self.KEYS),
+                         (3000, 1000, 3000, 1000))
+        registrant = registrant_settings(settings_from_dict({"uac": {"reg_dest_rate": 50,
+                                                                     "reg_dest_max_in_flight": 7}}))
+        self.assertEqual((registrant.reg_dest_rate, registrant.reg_dest_max_in_flight), (50.0, 7))
+
+    def test_must_be_positive(self):
+        for key in self.KEYS:
+            with self.assertRaises(ConfigError) as raised:
+                settings_from_dict({"uac": {key: 0}}, "uac.toml")
+            self.assertIn(f"[uac] {key}", str(raised.exception))
+
+
 class AccountSettingsTests(SynchronousTestCase):
     """[uac] reg_ext_table (ours) and reg_keep_callid (txuac's default 1), down to the store and registrant."""
 

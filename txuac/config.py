@@ -97,6 +97,10 @@ class UACSettings:
     # Ours: REGISTERs started per second at most, and unregistering on a clean stop.
     reg_send_rate: int = 3000
     reg_max_in_flight: int = 1000
+    # Ours: the same per destination (registrar or auth_proxy host); lower them for
+    # providers that block addresses registering too much at once.
+    reg_dest_max_in_flight: int = 1000
+    reg_dest_rate: int = 3000
     # Ours: RFC 5626 CRLF keep-alives on the TCP/TLS connections we open (seconds, 0 off;
     # pings go at 80-100% of it: 72-90 s, below the 120 s idle lifetime of Kamailio's and
     # OpenSIPS's TCP connections), and OPTIONS pings to the registrars of accounts with
@@ -359,7 +363,8 @@ def _uac(path: str, table: Any) -> UACSettings:
     for name, value in numbers.items():
         if value < 0:
             raise ConfigError(f"{section.where(name)}: must not be negative, got {value}")
-    for name in ("reg_send_rate", "reg_max_in_flight", "reg_ping_up_count", "reg_ping_down_count"):
+    for name in ("reg_send_rate", "reg_max_in_flight", "reg_dest_max_in_flight", "reg_dest_rate",
+                 "reg_ping_up_count", "reg_ping_down_count"):
         if numbers[name] <= 0:
             raise ConfigError(f"{section.where(name)}: must be positive")
     if numbers["reg_retry_jitter"] > 100:
@@ -398,8 +403,8 @@ def _uac(path: str, table: Any) -> UACSettings:
 _UAC_INTEGERS = ("reg_timer_interval", "reg_retry_interval", "reg_retry_max_interval", "reg_forbidden_retry_interval",
                  "reg_fatal_retry_interval", "reg_retry_jitter", "reg_random_delay", "reg_keep_callid", "reg_active",
                  "reg_use_domain", "reg_hash_size", "reg_gc_interval", "reload_delta", "reg_send_rate",
-                 "reg_max_in_flight", "reg_keepalive_interval", "reg_options_ping_interval", "reg_ping_up_count",
-                 "reg_ping_down_count")
+                 "reg_max_in_flight", "reg_dest_max_in_flight", "reg_dest_rate", "reg_keepalive_interval",
+                 "reg_options_ping_interval", "reg_ping_up_count", "reg_ping_down_count")
 
 
 def parse_endpoint(text: str, where: str) -> tuple[str, list[str], dict[str, str]]:

@@ -175,6 +175,8 @@ def registrant_settings(settings: Settings) -> RegistrantSettings:
         reload_delta=uac.reload_delta,
         reg_send_rate=float(uac.reg_send_rate),
         reg_max_in_flight=uac.reg_max_in_flight,
+        reg_dest_max_in_flight=uac.reg_dest_max_in_flight,
+        reg_dest_rate=float(uac.reg_dest_rate),
         reg_options_ping_interval=uac.reg_options_ping_interval,
         reg_ping_up_count=uac.reg_ping_up_count,
         reg_ping_down_count=uac.reg_ping_down_count,

@@ -1194,6 +1194,54 @@ class PacingTests(ServiceTestCase):
         self.assertEqual(self.service.counters()["regactive"], 300)
 
 
+class DestinationBudgetTests(ServiceTestCase):
+    """reg_dest_rate and reg_dest_max_in_flight: one provider is paced, the others are not held up."""
+
+    def rows(self):
+        slow = [make_row(f"s{i:03d}", auth_proxy="sip:slow.example:5060") for i in range(100)]
+        fast = [make_row(f"f{i:03d}", auth_proxy="sip:fast.example:5060") for i in range(100)]
+        return slow + fast
+
+    def sent_to(self, host: str) -> list:
+        return [s for s in self.stack.sent if s.target.host == host]
+
+    def test_rate_per_destination(self):
+        self.start(self.rows(), reg_send_rate=1000, reg_dest_rate=20)
+        self.advance(1, step=TICK)
+        # Each destination: a second's worth plus its burst (2), whatever the other does.
+        self.assertEqual(len(self.sent_to("fast.example")), 22)
+        self.assertEqual(len(self.sent_to("slow.example")), 22)
+        self.advance(4, step=TICK)
+        slow = self.sent_to("slow.example")
+        self.assertTrue(95 <= len(slow) <= 102, len(slow))
+        for start in range(1, 5):
+            self.assertLessEqual(len([s for s in slow if start <= s.at < start + 1]), 21)
+
+    def test_in_flight_per_destination(self):
+        self.start(self.rows(), reg_dest_max_in_flight=10)
+        self.advance(1, step=TICK)
+        self.assertEqual(len(self.sent_to("slow.example")), 10)
+        self.assertEqual(len(self.sent_to("fast.example")), 10)
+        for sent in self.sent_to("slow.example")[:5]:
+            self.stack.ok(sent, 3600)
+        self.advance(TICK * 2, step=TICK)
+        self.assertEqual(len(self.sent_to("slow.example")), 15, "each answer frees a place")
+        self.assertEqual(len(self.sent_to("fast.example")), 10)
+        self.assertEqual(self.service.destinations.in_flight, {"slow.example": 10, "fast.example": 10})
+
+    def test_failures_free_their_place(self):
+        self.start(self.rows()[:3], reg_dest_max_in_flight=1, reg_retry_interval=60)
+        self.assertEqual(len(self.stack.sent), 1)
+        self.stack.timeout(self.stack.sent[0])
+        self.advance(TICK * 2, step=TICK)
+        self.assertEqual(len(self.stack.sent), 2)
+        self.stack.challenge(self.stack.sent[1])  # the authenticated retry is the same cycle
+        self.assertEqual(self.service.destinations.in_flight, {"slow.example": 1})
+        self.stack.ok(self.stack.sent[2], 600)
+        self.advance(TICK * 2, step=TICK)
+        self.assertEqual(len(self.stack.sent), 4)
+
+
 class StopTests(ServiceTestCase):
     def test_stop_waits_for_in_flight_register(self):
         self.start([make_row("acc1")])

@@ -32,6 +32,7 @@ from txuac.errors import (
     TransportError,
 )
 from txuac.registrant import protocol
+from txuac.registrant.budget import DestinationBudget
 from txuac.registrant.health import FlowTracker, OptionsPinger
 from txuac.registrant.record import MAX_CSEQ, Flag, InvalidRecord, RegistrationRecord, State, record_from_row
 from txuac.registrant.retry import FailureKind, RetryPolicy, classify
@@ -54,7 +55,6 @@ CSEQ_AHEAD = 100
 # registrar answers 400 "Invalid CSeq number", others 500). Every other failure keeps it.
 CALL_ID_REFUSED = frozenset({400, 500})
 STOP_FLUSH_TIMEOUT = 5.0  # seconds a clean stop waits for the last account states to be written
-
 
 
 def _registrar_challenge(response) -> str | None:
@@ -116,6 +116,9 @@ class RegistrantSettings:
     reg_retry_jitter: int = 20
     # Ours: REGISTER cycles in flight at most; the queue waits beyond it.
     reg_max_in_flight: int = 1000
+    # Ours: the same two limits per destination (registrar or auth_proxy host).
+    reg_dest_max_in_flight: int = 1000
+    reg_dest_rate: float = 3000.0
     # Ours: OPTIONS pings to the registrar destinations of accounts with options_ping
     # (seconds, 0 off), down after reg_ping_down_count failures, up after reg_ping_up_count.
     reg_options_ping_interval: int = 0
@@ -175,7 +178,6 @@ class RegistrantService(service.Service):
         self._last_tick: float | None = None
         self._last_reload: float | None = None
         self._in_flight: dict[str, defer.Deferred] = {}
-        self._without_outbound: set[str] = set()  # outbound accounts whose registrar ignored it (logged once)
         # Reload bookkeeping: each account's row as loaded (to tell unchanged rows), and the
         # records a reload replaced or removed that still finish a REGISTER or unREGISTER.
         self._definitions: dict[str, tuple] = {}
@@ -183,6 +185,8 @@ class RegistrantService(service.Service):
         # (call_id, cseq mark, instance_id) last handed to the state writer, per account.
         self._saved: dict[str, tuple[str, int, str]] = {}
         self.states = AccountStateWriter(store, reactor)
+        self._without_outbound: set[str] = set()  # outbound accounts whose registrar ignored it (logged once)
+        self.destinations = DestinationBudget(settings.reg_dest_max_in_flight, settings.reg_dest_rate)
         self._next_hops: dict[str, SipURI | Address | None] = {}
         self._nonces = NonceCounter(limit=4096)  # one nc sequence per nonce across all accounts
         self._loop = task.LoopingCall(self._tick)
@@ -412,6 +416,12 @@ class RegistrantService(service.Service):
                 # Sending faster than the registrar answers only fills socket buffers: wait.
                 heapq.heappush(self._due, (at, _, l_uuid))
                 break
+            wait = self.destinations.wait(self._destination(record), now, self.TICK)
+            if wait > 0:
+                # This provider has had enough for now; the others go on. (At least a
+                # millisecond later: a tiny wait could land on ``now`` and spin here.)
+                self._schedule(record, now + max(wait, 0.001))
+                continue
             self._budget -= 1
             self._send(record, record.expires)
 
@@ -444,10 +454,26 @@ class RegistrantService(service.Service):
         self._emit(record, previous, "registering", None)
         d = authenticator.send(request, self._next_hop(record), on_challenge=lambda _: self._challenged(record),
                                source=source, check_origin=_registrar_challenge)
+        destination = self._destination(record)
+        self.destinations.started(destination, now)
+        d.addBoth(self._destination_done, destination)
         self._in_flight[record.l_uuid] = d
         d.addCallbacks(self._replied, self._failed, callbackArgs=(record, expires, too_brief, d),
                        errbackArgs=(record, d))
         return d
+
+    def _destination_done(self, result, destination: str):
+        self.destinations.ended(destination)
+        return result
+
+    def _destination(self, record: RegistrationRecord) -> str:
+        """The host REGISTERs of ``record`` go to first, for the per-destination budget."""
+        hop = self._next_hop(record)
+        if isinstance(hop, Address):
+            return f"{hop.host}:{hop.port}"
+        if isinstance(hop, SipURI):
+            return hop.host.lower()
+        return record.r_domain.lower()
 
     def _next_hop(self, record: RegistrationRecord) -> SipURI | Address | None:
         """auth_proxy is the outbound proxy: where the REGISTER goes, never written into it.
