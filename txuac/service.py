@@ -182,6 +182,7 @@ def registrant_settings(settings: Settings) -> RegistrantSettings:
         reg_ping_down_count=uac.reg_ping_down_count,
         reg_unregister_on_stop=uac.reg_unregister_on_stop,
         user_agent=settings.core.user_agent,
+        log_routine=settings.log.level == "debug",
         auth_algorithms=uac.auth_algorithms,
         default_socket=uac.default_socket,
     )

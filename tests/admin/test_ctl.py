@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, utils
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.admin.test_web import TOKEN, dead_rows, start_service, wait_until

@@ -15,6 +15,7 @@ import random
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.registrant.test_record import HA1, make_row
@@ -1068,6 +1069,39 @@ class StatusCounterTests(ServiceTestCase):
         self.assertRaises(ValueError, self.service.find, "socket", "x")
 
 
+class RoutineLogTests(ServiceTestCase):
+    """log_routine: the debug events of routine transitions are only made when wanted."""
+
+    def logged(self, **settings) -> list[str]:
+        with capturedLogs() as events:
+            self.start(**settings)
+            self.stack.ok(self.stack.sent[0], 600)
+        return [formatEvent(e) for e in events if e.get("l_uuid") == "acc1"]
+
+    def test_routine_transitions_logged_by_default(self):
+        lines = self.logged()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertEqual(len(self.events), 2)
+
+    def test_routine_transitions_not_logged_without_log_routine(self):
+        self.assertEqual(self.logged(log_routine=False), [])
+        self.assertEqual([e.state for e in self.events], [State.REGISTERING, State.ONLINE], "observers see them")
+
+    def test_other_transitions_logged_without_log_routine(self):
+        with capturedLogs() as events:
+            self.start(log_routine=False, reg_retry_interval=30)
+            self.stack.timeout(self.stack.sent[0])
+        lines = [formatEvent(e) for e in events if e.get("l_uuid") == "acc1"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("registering -> failed", lines[0])
+
+    def test_service_sets_it_from_the_log_level(self):
+        from txuac.config import settings_from_dict
+        from txuac.service import registrant_settings
+        self.assertFalse(registrant_settings(settings_from_dict({})).log_routine)
+        self.assertTrue(registrant_settings(settings_from_dict({"log": {"level": "debug"}})).log_routine)
+
+
 class ObserverTests(ServiceTestCase):
     def test_events_for_a_registration(self):
         self.start()
@@ -1228,6 +1262,20 @@ class DestinationBudgetTests(ServiceTestCase):
         self.assertEqual(len(self.sent_to("slow.example")), 15, "each answer frees a place")
         self.assertEqual(len(self.sent_to("fast.example")), 10)
         self.assertEqual(self.service.destinations.in_flight, {"slow.example": 10, "fast.example": 10})
+
+    def test_a_paced_destination_is_not_scanned_again_every_tick(self):
+        """Accounts waiting for their destination's budget are parked in order, not pushed
+        back on the heap and popped again at every tick."""
+        self.start([make_row(f"s{i:04d}", auth_proxy="sip:slow.example:5060") for i in range(2000)],
+                   reg_dest_rate=10)
+        looked_up = []
+        destination = self.service._destination
+        self.service._destination = lambda record: looked_up.append(record.l_uuid) or destination(record)
+        self.advance(3, step=TICK)
+        self.assertLessEqual(len(looked_up), 2000 + 100)
+        sent = [s.contact_user for s in self.stack.sent]
+        self.assertEqual(sent, sorted(sent), "in due order")
+        self.assertTrue(30 <= len(sent) <= 33, len(sent))
 
     def test_failures_free_their_place(self):
         self.start(self.rows()[:3], reg_dest_max_in_flight=1, reg_retry_interval=60)

@@ -78,13 +78,17 @@ class UDPListener(protocol.DatagramProtocol):
         self.port = port
         self.sink = sink
         self._socket: socket.socket | None = None  # the real socket, once started
+        self._local: Address | None = None
 
     def stopProtocol(self) -> None:
         self._socket = None
 
     @property
     def local(self) -> Address:
-        return Address("udp", self.host, self.port)
+        local = self._local
+        if local is None or local.port != self.port:  # made once the port is known (every request asks)
+            local = self._local = Address("udp", self.host, self.port)
+        return local
 
     def startProtocol(self) -> None:
         self.port = self.transport.getHost().port

@@ -26,7 +26,8 @@ class DestinationBudget:
         if self.in_flight.get(destination, 0) >= self.max_in_flight:
             return busy_wait
         tokens = self._refill(destination, now)
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+        # (A hair below 1: refills in steps of rate * tick must not lose a step to rounding.)
+        return 0.0 if tokens >= 1.0 - 1e-9 else (1.0 - tokens) / self.rate
 
     def started(self, destination: str, now: float) -> None:
         self._tokens[destination] = (self._refill(destination, now) - 1.0, now)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from txuac.errors import SIPParseError
 from txuac.registrant.record import RegistrationRecord
@@ -84,8 +84,7 @@ def build_register(record: RegistrationRecord, default_contact_addr: str, expire
                         extra_headers=headers)
 
 
-@dataclass(frozen=True)
-class Learned:
+class Learned(NamedTuple):
     """What a 2xx to REGISTER teaches about the account's registration (empty: forget it).
 
     ``path`` and ``service_route`` are the entries of the Path (RFC 3327 5) and
@@ -102,8 +101,7 @@ class Learned:
     flow_timer: int | None = None
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What a final reply means for the account.
 
     kind: "online" (our binding listed, ``granted`` seconds; ``reason`` says when it was

@@ -78,6 +78,7 @@ class RegistrationRecord:
     instance_id: str = ""  # "urn:uuid:...", made once and kept
     reg_id: int = 1
     options_ping: bool = False  # OPTIONS pings to the registrar, with up/down hysteresis
+    table_disabled: bool = False  # the row's DISABLED bit, as loaded (flags change at run time)
     # --- state ----------------------------------------------------------------
     loaded_at: float = 0.0  # Kamailio's reg_init
     due_at: float = 0.0  # when the scheduler next sends a REGISTER for it
@@ -85,6 +86,10 @@ class RegistrationRecord:
     expires_at: float | None = None  # send time + granted expiry of the last 200
     call_id: str | None = None  # kept between refreshes with reg_keep_callid
     cseq: int = 0
+    # What our table holds for the account (the last state handed to the store).
+    saved_call_id: str = ""
+    saved_cseq: int = 0
+    saved_instance_id: str = ""
     last_status: int | None = None
     last_failure: str | None = None
     failures: int = field(default=0)
@@ -173,10 +178,14 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
     # Only the DISABLED bit of the stored flags is an initial state; the others are runtime.
     flags = numbers["flags"] & Flag.DISABLED
     record = RegistrationRecord(**values, expires=numbers["expires"], table_expires=numbers["expires"], flags=flags,
+                                table_disabled=bool(flags),
                                 reg_delay=reg_delay,
                                 loaded_at=now, due_at=now + reg_delay)
     if "call_id" in row:
         _apply_ext(record, row, problems if problems is not None else [])
+        record.saved_call_id = record.call_id or ""
+        record.saved_cseq = record.cseq
+        record.saved_instance_id = record.instance_id
     return record
 
 

@@ -9,9 +9,9 @@ Authenticator (one answer per challenge round) with the account's credentials.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 import ipaddress
 import random
-import secrets
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -38,6 +38,7 @@ from txuac.registrant.record import MAX_CSEQ, Flag, InvalidRecord, RegistrationR
 from txuac.registrant.retry import FailureKind, RetryPolicy, classify
 from txuac.registrant.store import AccountState
 from txuac.registrant.store.writer import AccountStateWriter
+from txuac.sip.tokens import token_hex
 from txuac.sip.digest import ALL_ALGORITHMS, Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
 from txuac.sip.via import Address, bare_host
@@ -72,12 +73,12 @@ def _is_ip(host: str) -> bool:
 
 def _definition(record: RegistrationRecord) -> tuple:
     """What a reload compares to tell a changed account: the row as loaded (not reg_delay, a
-    start-up matter, nor the state kept in our table); the DISABLED bit last."""
+    start-up matter, nor the state kept in our table). Computed when needed: every field
+    here is fixed once loaded (table_disabled, not flags), so no copy is kept per account."""
     return (record.l_username, record.l_domain, record.r_username, record.r_domain, record.realm,
             record.auth_username, record.auth_password, record.auth_ha1, record.auth_proxy, record.table_expires,
             record.contact_addr, record.socket, record.contact_user, record.user_agent, record.extra_headers,
-            record.from_username, record.outbound, record.reg_id, record.options_ping,
-            bool(record.flags & Flag.DISABLED))
+            record.from_username, record.outbound, record.reg_id, record.options_ping, record.table_disabled)
 
 
 def _binding_moves(old: RegistrationRecord, new: RegistrationRecord, default_contact_addr: str) -> bool:
@@ -125,6 +126,9 @@ class RegistrantSettings:
     reg_ping_up_count: int = 2
     reg_ping_down_count: int = 3
     user_agent: str | None = None
+    # Log the routine transitions (to registering, to online) at debug level; txuac's
+    # service sets it from [log] level. Observers see every transition either way.
+    log_routine: bool = True
     auth_algorithms: tuple[str, ...] = ALL_ALGORITHMS
     default_socket: str | None = None  # proto:ip:port when the row's socket is empty
 
@@ -178,15 +182,13 @@ class RegistrantService(service.Service):
         self._last_tick: float | None = None
         self._last_reload: float | None = None
         self._in_flight: dict[str, defer.Deferred] = {}
-        # Reload bookkeeping: each account's row as loaded (to tell unchanged rows), and the
-        # records a reload replaced or removed that still finish a REGISTER or unREGISTER.
-        self._definitions: dict[str, tuple] = {}
+        # Records a reload replaced or removed that still finish a REGISTER or unREGISTER.
         self._handover: dict[str, RegistrationRecord] = {}
-        # (call_id, cseq mark, instance_id) last handed to the state writer, per account.
-        self._saved: dict[str, tuple[str, int, str]] = {}
         self.states = AccountStateWriter(store, reactor)
         self._without_outbound: set[str] = set()  # outbound accounts whose registrar ignored it (logged once)
         self.destinations = DestinationBudget(settings.reg_dest_max_in_flight, settings.reg_dest_rate)
+        # Due accounts whose destination is over its budget, in order: (due_at, l_uuid).
+        self._parked: dict[str, deque[tuple[float, str]]] = {}
         self._next_hops: dict[str, SipURI | Address | None] = {}
         self._nonces = NonceCounter(limit=4096)  # one nc sequence per nonce across all accounts
         self._loop = task.LoopingCall(self._tick)
@@ -306,12 +308,13 @@ class RegistrantService(service.Service):
         l_uuid = new.l_uuid
         old = self.records.get(l_uuid)
         definition = _definition(new)
-        if old is not None and self._definitions.get(l_uuid) == definition:
+        if old is not None and _definition(old) == definition:
             self._revive(old, now)
             return "unchanged"
         self.records[l_uuid] = new
-        self._definitions[l_uuid] = definition
-        self._saved.setdefault(l_uuid, (new.call_id or "", new.cseq, new.instance_id))
+        if old is not None:  # what our table holds is the old record's business until now
+            new.saved_call_id, new.saved_cseq = old.saved_call_id, old.saved_cseq
+            new.saved_instance_id = old.saved_instance_id
         if l_uuid in self._handover:
             # An older record of the account still finishes a REGISTER: the new one waits
             # (ONGOING keeps the scheduler off it) and takes over when that ends.
@@ -325,14 +328,13 @@ class RegistrantService(service.Service):
     def _retire(self, l_uuid: str, now: float) -> None:
         """A reload no longer finds the account: unregister it (best effort), forget it."""
         old = self.records.pop(l_uuid)
-        self._definitions.pop(l_uuid, None)
         if l_uuid not in self._handover:
             self._replace(old, None, now)
 
     def _revive(self, record: RegistrationRecord, now: float) -> None:
         """An unchanged row brings back, as Kamailio's reload does, an account left dormant
         by uac.reg_unregister or disabled at run time (by a failure or uac.reg_disable)."""
-        wanted_disabled = self._definitions[record.l_uuid][-1]
+        wanted_disabled = record.table_disabled
         if record.expires == 0 and record.table_expires > 0:
             record.expires = record.table_expires
             self._schedule(record, now)
@@ -367,7 +369,6 @@ class RegistrantService(service.Service):
             return
         self._handover.pop(l_uuid, None)
         if new is None:
-            self._saved.pop(l_uuid, None)
             self.flows.forget(l_uuid)
             return
         new.flags &= ~Flag.ONGOING
@@ -407,6 +408,8 @@ class RegistrantService(service.Service):
         self._last_tick = now
         rate = self.settings.reg_send_rate
         self._budget = min(self._budget + elapsed * rate, max(rate * self.TICK * 2, 1.0))
+        if self._parked and not self._release_parked(now):
+            return
         while self._due and self._due[0][0] <= now and self._budget >= 1:
             at, _, l_uuid = heapq.heappop(self._due)
             record = self.records.get(l_uuid)
@@ -416,14 +419,37 @@ class RegistrantService(service.Service):
                 # Sending faster than the registrar answers only fills socket buffers: wait.
                 heapq.heappush(self._due, (at, _, l_uuid))
                 break
-            wait = self.destinations.wait(self._destination(record), now, self.TICK)
-            if wait > 0:
-                # This provider has had enough for now; the others go on. (At least a
-                # millisecond later: a tiny wait could land on ``now`` and spin here.)
-                self._schedule(record, now + max(wait, 0.001))
+            destination = self._destination(record)
+            parked = self._parked.get(destination)
+            if parked is not None or self.destinations.wait(destination, now, self.TICK) > 0:
+                # This provider has had enough for now: the account waits in its queue
+                # (in order, popped from the heap once) while the others go on.
+                if parked is None:
+                    parked = self._parked[destination] = deque()
+                parked.append((at, l_uuid))
                 continue
             self._budget -= 1
             self._send(record, record.expires)
+
+    def _release_parked(self, now: float) -> bool:
+        """Send what the per-destination budgets allow from the parked queues, oldest
+        first; False when the service-wide limits are used up."""
+        for destination in list(self._parked):
+            parked = self._parked[destination]
+            while parked:
+                if self._budget < 1 or len(self._in_flight) >= self.settings.reg_max_in_flight:
+                    return False
+                if self.destinations.wait(destination, now, self.TICK) > 0:
+                    break
+                at, l_uuid = parked.popleft()
+                record = self.records.get(l_uuid)
+                if record is None or record.due_at != at or not self._eligible(record):
+                    continue
+                self._budget -= 1
+                self._send(record, record.expires)
+            if not parked:
+                del self._parked[destination]
+        return True
 
     def _eligible(self, record: RegistrationRecord) -> bool:
         return (self.active and record.expires > 0 and not record.has(Flag.DISABLED)
@@ -519,15 +545,15 @@ class RegistrantService(service.Service):
         keep = self.settings.reg_keep_callid
         if keep:
             if not record.call_id or record.cseq + 1 + CSEQ_AHEAD > MAX_CSEQ:
-                record.call_id = secrets.token_hex(16)
+                record.call_id = token_hex(16)
                 record.cseq = 9  # Kamailio starts a Call-ID at CSeq 10
             record.cseq += 1
-        saved_call_id, saved_cseq, saved_instance = self._saved.get(record.l_uuid, ("", 0, ""))
-        if (keep and (record.call_id != saved_call_id or record.cseq > saved_cseq - CSEQ_AHEAD // 2)
-                or record.instance_id != saved_instance):
-            call_id, mark = (record.call_id or "", record.cseq + CSEQ_AHEAD) if keep else (saved_call_id, saved_cseq)
-            self._saved[record.l_uuid] = (call_id, mark, record.instance_id)
-            self.states.put(AccountState(record.l_uuid, call_id, mark, record.instance_id))
+        if (keep and (record.call_id != record.saved_call_id or record.cseq > record.saved_cseq - CSEQ_AHEAD // 2)
+                or record.instance_id != record.saved_instance_id):
+            if keep:
+                record.saved_call_id, record.saved_cseq = record.call_id or "", record.cseq + CSEQ_AHEAD
+            record.saved_instance_id = record.instance_id
+            self.states.put(AccountState(record.l_uuid, record.saved_call_id, record.saved_cseq, record.instance_id))
         return (record.call_id, record.cseq) if keep else (None, 10)
 
     def _challenged(self, record: RegistrationRecord) -> None:
@@ -675,12 +701,15 @@ class RegistrantService(service.Service):
                      + ("next attempt in {retry_in:.0f} s" if retry_in is not None else "not retried"),
                      l_uuid=record.l_uuid, previous=previous.value, state=state.value, reason=reason,
                      status=status, alert=True, kind=kind.value if kind is not None else None, retry_in=retry_in)
+        elif state is State.REGISTERING or state is State.ONLINE:
+            # Routine transitions at debug level, and only made when debug is logged: at
+            # thousands per second the event alone costs a tenth of a REGISTER cycle.
+            if self.settings.log_routine:
+                log.debug("registration {l_uuid}: {previous} -> {state} ({reason})", l_uuid=record.l_uuid,
+                          previous=previous.value, state=state.value, reason=reason, status=status)
         else:
-            # Routine transitions at debug level: at thousands per second, info lines cost
-            # more CPU than the registrations themselves.
-            emit = log.debug if state is State.REGISTERING or state is State.ONLINE else log.info
-            emit("registration {l_uuid}: {previous} -> {state} ({reason})", l_uuid=record.l_uuid,
-                 previous=previous.value, state=state.value, reason=reason, status=status)
+            log.info("registration {l_uuid}: {previous} -> {state} ({reason})", l_uuid=record.l_uuid,
+                     previous=previous.value, state=state.value, reason=reason, status=status)
         if not self.observers:
             return
         latency = None
@@ -798,8 +827,6 @@ class RegistrantService(service.Service):
         """uac.reg_remove: forget the account (no un-REGISTER, as Kamailio); -1 when unknown.
         Its Call-ID stays in our table, for the account's return."""
         self.flows.forget(l_uuid)
-        self._definitions.pop(l_uuid, None)
-        self._saved.pop(l_uuid, None)
         return 1 if self.records.pop(l_uuid, None) is not None else -1
 
     def reregister(self, l_uuids, reason: str, at: float | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 
-from txuac.registrant.store import DEFAULT_EXT_TABLE, EXT_COLUMNS, EXT_DEFAULTS, AccountState
+from txuac.registrant.store import DEFAULT_EXT_TABLE, EXT_COLUMNS, AccountState
 
 _SCHEMA_FILES = {"sqlite": "schema/sqlite-txuac.sql", "postgres": "schema/postgres-txuac.sql"}
 _HEADER_END = "BEGIN;"
@@ -42,15 +42,6 @@ def select_columns(columns: tuple[str, ...]) -> str:
 
 def join_clause(table: str, ext_table: str) -> str:
     return f"{table} u LEFT JOIN {ext_table} x ON x.l_uuid = u.l_uuid"
-
-
-def apply_ext_defaults(rows: list[dict]) -> list[dict]:
-    """Columns of ours that are NULL (no row in our table) read as EXT_DEFAULTS."""
-    for row in rows:
-        for name, default in EXT_DEFAULTS.items():
-            if row.get(name) is None:
-                row[name] = default
-    return rows
 
 
 def upsert_statement(ext_table: str, placeholder: str, count: int = 1) -> str:

@@ -36,9 +36,15 @@ from txpostgres.psycopg2_impl import psycopg2
 from zope.interface import implementer
 
 from txuac.errors import StoreError
-from txuac.registrant.store import DEFAULT_EXT_TABLE, EXT_TABLE_VERSION, SUPPORTED_TABLE_VERSIONS, IRegistrationStore
+from txuac.registrant.store import (
+    DEFAULT_EXT_TABLE,
+    EXT_DEFAULTS,
+    EXT_TABLE_VERSION,
+    SUPPORTED_TABLE_VERSIONS,
+    IRegistrationStore,
+)
 from txuac.registrant.store import ext
-from txuac.registrant.store.sqlite import columns_for, rows_to_dicts, unsupported_version
+from txuac.registrant.store.sqlite import Rows, columns_for, unsupported_version
 from txuac.registrant.store.url import StoreURL, check_table_name, parse_store_url
 
 log = Logger()
@@ -252,7 +258,7 @@ class PostgresStore:
         if self._pool is None:
             return self._not_open()
         d = self._pool.runQuery(self._select() + " WHERE u.l_uuid = %s", (l_uuid,))
-        d.addCallback(lambda rows: (self._to_dicts(rows[:1]) or [None])[0])
+        d.addCallback(lambda rows: self._to_dicts(rows)[0] if rows else None)
         return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
 
     def save_states(self, states):
@@ -278,9 +284,9 @@ class PostgresStore:
             return f"SELECT {', '.join(f'u.{c}' for c in self._columns)} FROM {self.table} u"
         return f"SELECT {ext.select_columns(self._columns)} FROM {ext.join_clause(self.table, self.ext_table)}"
 
-    def _to_dicts(self, rows) -> list[dict]:
+    def _to_dicts(self, rows) -> Rows:
         columns = self._columns if self.ext_table is None else self._columns + ext.EXT_COLUMNS
-        return ext.apply_ext_defaults(rows_to_dicts(rows, columns))
+        return Rows(rows, columns, EXT_DEFAULTS)
 
     @staticmethod
     @defer.inlineCallbacks

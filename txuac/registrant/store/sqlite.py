@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import sqlite3
+from collections.abc import Sequence
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
@@ -23,6 +24,7 @@ from txuac.errors import StoreError
 from txuac.registrant.store import (
     COLUMNS,
     DEFAULT_EXT_TABLE,
+    EXT_DEFAULTS,
     EXT_TABLE_VERSION,
     SUPPORTED_TABLE_VERSIONS,
     IRegistrationStore,
@@ -53,15 +55,45 @@ def columns_for(version: int) -> tuple[str, ...]:
     return COLUMNS if version >= 6 else tuple(c for c in COLUMNS if c != "contact_user")
 
 
-def rows_to_dicts(rows, columns: tuple[str, ...]) -> list[dict]:
-    """Rows (tuples in ``columns`` order) as dicts keyed as COLUMNS; contact_user '' when absent."""
-    missing = {c: "" for c in COLUMNS if c not in columns}
-    result = []
-    for row in rows:
-        record = dict(zip(columns, row))
-        record.update(missing)
-        result.append(record)
-    return result
+class Rows(Sequence):
+    """Rows (tuples in ``columns`` order) read as dicts keyed as COLUMNS, each made when it
+    is read: a table of 50,000 accounts is never held as 50,000 dicts at once while the
+    registrant makes its records (that was the memory peak of a start). contact_user is ''
+    when absent, and ``defaults`` fill columns that are NULL."""
+
+    __slots__ = ("_rows", "_columns", "_missing", "_defaults")
+
+    def __init__(self, rows, columns: tuple[str, ...], defaults: dict | None = None):
+        self._rows = rows
+        self._columns = columns
+        self._missing = {c: "" for c in COLUMNS if c not in columns}
+        self._defaults = defaults or {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._as_dict(row) for row in self._rows[index]]
+        return self._as_dict(self._rows[index])
+
+    def __iter__(self):
+        for row in self._rows:
+            yield self._as_dict(row)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (list, tuple, Rows)) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"Rows({list(self)!r})"
+
+    def _as_dict(self, row) -> dict:
+        values = dict(zip(self._columns, row))
+        values.update(self._missing)
+        for name, default in self._defaults.items():
+            if values.get(name) is None:
+                values[name] = default
+        return values
 
 
 def unsupported_version(table: str, version, url: str) -> StoreError:
@@ -149,7 +181,7 @@ class SQLiteStore:
         if self._pool is None:
             return self._not_open()
         d = self._pool.runQuery(self._select() + " WHERE u.l_uuid = ?", (l_uuid,))
-        d.addCallback(lambda rows: (self._to_dicts(rows[:1]) or [None])[0])
+        d.addCallback(lambda rows: self._to_dicts(rows)[0] if rows else None)
         return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
 
     def save_states(self, states):
@@ -171,9 +203,9 @@ class SQLiteStore:
             return f"SELECT {', '.join(f'u.{c}' for c in self._columns)} FROM {self.table} u"
         return f"SELECT {ext.select_columns(self._columns)} FROM {ext.join_clause(self.table, self.ext_table)}"
 
-    def _to_dicts(self, rows) -> list[dict]:
+    def _to_dicts(self, rows) -> Rows:
         columns = self._columns if self.ext_table is None else self._columns + ext.EXT_COLUMNS
-        return ext.apply_ext_defaults(rows_to_dicts(rows, columns))
+        return Rows(rows, columns, EXT_DEFAULTS)
 
     @staticmethod
     def _save(txn, states, ext_table: str) -> None:
