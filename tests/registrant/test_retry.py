@@ -45,7 +45,9 @@ class ClassifyTests(SynchronousTestCase):
         # Challenged again after our answer, or a challenge we must not or cannot answer.
         self.assertIs(classify(401, AuthenticationError), FailureKind.FORBIDDEN)
         self.assertIs(classify(407, AuthenticationError), FailureKind.FORBIDDEN)
-        self.assertIs(classify(401, ChallengeOriginError), FailureKind.FORBIDDEN)
+        # A challenge from elsewhere is not the registrar refusing us: a spoofer must not
+        # park the account on the forbidden interval.
+        self.assertIs(classify(401, ChallengeOriginError), FailureKind.TEMPORARY)
         self.assertIs(classify(None, AuthenticationError), FailureKind.FORBIDDEN)
         self.assertIs(classify(401), FailureKind.FORBIDDEN)
 

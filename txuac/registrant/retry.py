@@ -5,7 +5,9 @@ Sans-IO: plain values in, seconds out; the caller passes its random generator.
 Kinds (README.rst, "Differences from Kamailio"):
 
 - temporary: 408, 480, 5xx, no answer (timeout), transport and resolution errors,
-  and a 2xx we cannot use (no or unparsable Contact). Retried after
+  a 2xx we cannot use (no or unparsable Contact), and a challenge that did not come
+  from the registrar (not answered; whoever sent it must not be able to park the
+  account on the forbidden interval). Retried after
   ``reg_retry_interval`` doubled per failure in a row, capped at
   ``reg_retry_max_interval``.
 - forbidden: 403 and refused credentials (challenged again after our answer, or
@@ -28,7 +30,13 @@ import enum
 import random
 from dataclasses import dataclass
 
-from txuac.errors import AuthenticationError, ResolutionError, TransactionTimeout, TransportError
+from txuac.errors import (
+    AuthenticationError,
+    ChallengeOriginError,
+    ResolutionError,
+    TransactionTimeout,
+    TransportError,
+)
 
 MIN_DELAY = 1.0  # seconds: jitter never brings a retry closer than this
 _MAX_DOUBLINGS = 32  # 2**32 times any interval is far beyond any cap
@@ -49,6 +57,10 @@ _TEMPORARY_ERRORS = (TransactionTimeout, TransportError, ResolutionError)
 def classify(status: int | None, error: type[BaseException] | None = None) -> FailureKind:
     """The kind of a failure: the final ``status`` received (None when none was), and the
     ``error`` class the cycle failed with (None when it ended with a final response)."""
+    if error is not None and issubclass(error, ChallengeOriginError):
+        # Not the registrar refusing us: whoever spoofed the challenge must not be able
+        # to park the account on the long forbidden interval.
+        return FailureKind.TEMPORARY
     if error is not None and issubclass(error, AuthenticationError):
         return FailureKind.FORBIDDEN
     if error is not None and issubclass(error, _TEMPORARY_ERRORS):
