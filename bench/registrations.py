@@ -65,7 +65,8 @@ from twisted.logger import LogLevel, formatEvent, globalLogBeginner, textFileLog
 from twisted.trial.unittest import SkipTest  # noqa: E402
 
 import txuac.sip  # noqa: E402
-from tests.registrant.test_interop_kamailio import account_rows, insert_rows  # noqa: E402
+from tests.registrant.test_interop_kamailio import account_rows  # noqa: E402
+from tests.support.stores import insert_rows  # noqa: E402
 from tests.support.kamailio import KamailioRegistrar  # noqa: E402
 from tests.support.peers import free_port  # noqa: E402
 from measure import rss_kib  # noqa: E402

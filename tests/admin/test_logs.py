@@ -16,7 +16,7 @@ from twisted.logger import ILogObserver, LogLevel, Logger, textFileLogObserver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.registrant.test_interop_kamailio import insert_rows
+from tests.support.stores import insert_rows
 from tests.support.peers import free_port, wait_for
 from tests.test_tap import START_TIMEOUT, STOP_TIMEOUT, ProcessMixin, twist_argv, twistd_argv
 from txuac import __version__

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import stat
 import subprocess
 
@@ -20,10 +19,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.registrant.test_record import make_row
 from tests.support.peers import require_program
 from tests.support.services import start_uac
+from tests.support.stores import sqlite_uacreg
 from txuac.admin.manhole import AuthorizedKeysFile, ManholeService, fingerprint, load_or_create_host_key
 from txuac.config import settings_from_dict
 from txuac.errors import ConfigError
-from txuac.registrant.store.url import open_store
 from txuac.service import UACService
 
 SSH_TIMEOUT = 20
@@ -112,20 +111,10 @@ class ManholeTestMixin:
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    @defer.inlineCallbacks
-    def make_store(self) -> str:
-        path = os.path.join(self.directory, "uacreg.sqlite")
-        store = open_store(f"sqlite:///{path}", reactor)
-        yield store.open()
-        yield store.close()
-        rows = [make_row("1000"), make_row("1001")]
-        connection = sqlite3.connect(path)
-        columns = list(rows[0])
-        connection.executemany(f"INSERT INTO uacreg ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                               [tuple(row[c] for c in columns) for row in rows])
-        connection.commit()
-        connection.close()
-        return path
+    def make_store(self):
+        """Deferred[str]: a SQLite uacreg file with two accounts."""
+        return sqlite_uacreg(self, [make_row("1000"), make_row("1001")],
+                             os.path.join(self.directory, "uacreg.sqlite"))
 
     def document(self, store_path: str | None = None, listen: str = "tcp:0:interface=127.0.0.1") -> dict:
         document = {

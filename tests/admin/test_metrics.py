@@ -18,15 +18,14 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from tests.registrant.test_interop_kamailio import insert_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.test_tap import options_request
+from tests.support.stores import sqlite_uacreg
 from txuac.admin.metrics import LATENCY_BUCKETS, Metrics
 from txuac.config import settings_from_dict
 from txuac.registrant.record import State
 from txuac.registrant.service import RegistrationEvent
-from txuac.registrant.store.url import open_store
 from txuac.service import UACService
 
 REALM = "test.example"
@@ -55,18 +54,9 @@ def row(l_uuid: str, user: str, password: str, proxy: str, flags: int = 0) -> di
     }
 
 
-@defer.inlineCallbacks
 def sqlite_store(testcase, rows: list[dict]):
-    """The URL of a new SQLite uacreg table holding ``rows``."""
-    path = os.path.abspath(testcase.mktemp()) + ".sqlite"
-    store = open_store(f"sqlite:///{path}", reactor)  # creates the file with the table
-    yield store.open()
-    yield store.close()
-    if rows:
-        connection = sqlite3.connect(path)
-        insert_rows(connection, rows, "?")
-        connection.close()
-    return path
+    """Deferred[str]: the path of a new SQLite uacreg table holding ``rows``."""
+    return sqlite_uacreg(testcase, rows)
 
 
 @defer.inlineCallbacks

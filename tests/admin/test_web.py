@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 import sqlite3
 
@@ -19,10 +18,10 @@ from tests.registrant.test_record import make_row
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.services import start_uac
+from tests.support.stores import sqlite_uacreg
 from txuac.admin.uac_rpc import MASK
 from txuac.config import settings_from_dict
 from txuac.errors import ConfigError
-from txuac.registrant.store.url import open_store
 from txuac.service import UACService
 
 RPC_LISTEN = "tcp:0:interface=127.0.0.1"
@@ -34,21 +33,9 @@ RECORD_FIELDS = ["l_uuid", "l_username", "l_domain", "r_username", "r_domain", "
                  "path", "service_route", "pub_gruu", "temp_gruu", "flow_timer"]
 
 
-@defer.inlineCallbacks
-def make_store(testcase, rows: list[dict]) -> str:
-    """A SQLite uacreg file holding ``rows``; its path."""
-    path = os.path.abspath(testcase.mktemp()) + ".sqlite"
-    store = open_store(f"sqlite:///{path}", reactor)  # creates the file with the table
-    yield store.open()
-    yield store.close()
-    if rows:
-        connection = sqlite3.connect(path)
-        columns = list(rows[0])
-        connection.executemany(f"INSERT INTO uacreg ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                               [tuple(row[c] for c in columns) for row in rows])
-        connection.commit()
-        connection.close()
-    return path
+def make_store(testcase, rows: list[dict]):
+    """Deferred[str]: a SQLite uacreg file holding ``rows``."""
+    return sqlite_uacreg(testcase, rows)
 
 
 def dead_rows() -> list[dict]:

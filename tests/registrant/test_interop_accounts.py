@@ -16,7 +16,8 @@ import sqlite3
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from tests.registrant.test_interop_kamailio import REALM, account_rows, insert_rows
+from tests.registrant.test_interop_kamailio import REALM, account_rows
+from tests.support.stores import insert_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from txuac.config import settings_from_dict

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
-from tests.registrant.test_interop_kamailio import account_rows, insert_rows
+from tests.registrant.test_interop_kamailio import account_rows
+from tests.support.stores import insert_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.relay import UDPRelay

@@ -8,7 +8,6 @@ the right Contact, and send_unregister removes the binding there.
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import psycopg2
 from twisted.internet import defer, reactor, task
@@ -18,7 +17,7 @@ from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.postgres import PostgresCluster
 from tests.support.services import start_uac
-from txuac.registrant.store.url import open_store
+from tests.support.stores import insert_rows, sqlite_uacreg
 from txuac.service import UACService
 
 SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "conf", "schema")
@@ -41,15 +40,6 @@ def account_rows(registrar: KamailioRegistrar, count: int) -> list[dict]:
             "contact_addr": "", "socket": "", "contact_user": "",
         })
     return rows
-
-
-def insert_rows(connection, rows: list[dict], placeholder: str) -> None:
-    columns = list(rows[0])
-    marks = ", ".join([placeholder] * len(columns))
-    cursor = connection.cursor()
-    cursor.executemany(f"INSERT INTO uacreg ({', '.join(columns)}) VALUES ({marks})",
-                       [tuple(row[c] for c in columns) for row in rows])
-    connection.commit()
 
 
 class RegistrationInteropMixin:
@@ -94,26 +84,14 @@ class SQLiteRegistrationTests(RegistrationInteropMixin, TestCase):
     @defer.inlineCallbacks
     def test_500_accounts_from_sqlite(self):
         registrar = KamailioRegistrar(self, children=4)
-        path = os.path.abspath(self.mktemp()) + ".sqlite"
-        store = open_store(f"sqlite:///{path}", reactor)  # creates the file with the table
-        yield store.open()
-        yield store.close()
-        connection = sqlite3.connect(path)
-        insert_rows(connection, account_rows(registrar, ACCOUNTS), "?")
-        connection.close()
+        path = yield sqlite_uacreg(self, account_rows(registrar, ACCOUNTS))
         service = self.start_txuac(f"sqlite:///{path}")
         yield self.check_registered(registrar, service)
 
     @defer.inlineCallbacks
     def test_sha256_registrar(self):
         registrar = KamailioRegistrar(self, algorithm="SHA-256")
-        path = os.path.abspath(self.mktemp()) + ".sqlite"
-        store = open_store(f"sqlite:///{path}", reactor)
-        yield store.open()
-        yield store.close()
-        connection = sqlite3.connect(path)
-        insert_rows(connection, account_rows(registrar, 20), "?")
-        connection.close()
+        path = yield sqlite_uacreg(self, account_rows(registrar, 20))
         service = self.start_txuac(f"sqlite:///{path}")
         yield self.wait_online(service, 20)
         count = yield registrar.contact_count_async()

@@ -29,7 +29,8 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from tests.net.test_interop_sipp import udp_bound, until
-from tests.registrant.test_interop_kamailio import account_rows, insert_rows
+from tests.registrant.test_interop_kamailio import account_rows
+from tests.support.stores import insert_rows
 from tests.support.peers import PeerProcess, free_port, require_program
 from txuac.config import UACSettings, settings_from_dict
 from txuac.registrant.record import State

@@ -24,7 +24,8 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.net.test_interop_sipp import until
-from tests.registrant.test_interop_kamailio import SCHEMAS, account_rows, insert_rows
+from tests.registrant.test_interop_kamailio import SCHEMAS, account_rows
+from tests.support.stores import insert_rows
 from tests.registrant.test_interop_sipp import HOST, EventLog, SIPpRegistrar, sleep
 from tests.support.peers import free_port
 from tests.support.postgres import PostgresCluster

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import sqlite3
 
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -12,9 +10,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.registrant.test_record import make_row
 from tests.support.peers import free_port
 from tests.support.services import start_uac
+from tests.support.stores import sqlite_uacreg
 from txuac.config import settings_from_dict
 from txuac.errors import ConfigError
-from txuac.registrant.store.url import open_store
 from txuac.service import UACService
 
 
@@ -43,16 +41,7 @@ class SourceSocketTests(TestCase):
 
     @defer.inlineCallbacks
     def start(self, rows: list[dict], default_socket: str | None = None) -> UACService:
-        path = os.path.abspath(self.mktemp()) + ".sqlite"
-        store = open_store(f"sqlite:///{path}", reactor)
-        yield store.open()
-        yield store.close()
-        connection = sqlite3.connect(path)
-        columns = list(rows[0])
-        connection.executemany(f"INSERT INTO uacreg ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                               [tuple(row[c] for c in columns) for row in rows])
-        connection.commit()
-        connection.close()
+        path = yield sqlite_uacreg(self, rows)
         uac = {"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"127.0.0.1:{self.ports[0]}"}
         if default_socket:
             uac["default_socket"] = default_socket

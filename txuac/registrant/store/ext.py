@@ -44,6 +44,13 @@ def join_clause(table: str, ext_table: str) -> str:
     return f"{table} u LEFT JOIN {ext_table} x ON x.l_uuid = u.l_uuid"
 
 
+def select_statement(table: str, ext_table: str | None, columns: tuple[str, ...]) -> str:
+    """The SELECT of every account: uacreg's ``columns``, merged with our table's when there is one."""
+    if ext_table is None:
+        return f"SELECT {', '.join(f'u.{c}' for c in columns)} FROM {table} u"
+    return f"SELECT {select_columns(columns)} FROM {join_clause(table, ext_table)}"
+
+
 def upsert_statement(ext_table: str, placeholder: str, count: int = 1) -> str:
     """INSERT of ``count`` AccountStates (l_uuid, call_id, cseq, instance_id), updating an
     existing row's call_id and cseq; a stored instance_id wins over ours (made once, kept)."""

@@ -38,13 +38,12 @@ from zope.interface import implementer
 from txuac.errors import StoreError
 from txuac.registrant.store import (
     DEFAULT_EXT_TABLE,
-    EXT_DEFAULTS,
     EXT_TABLE_VERSION,
     SUPPORTED_TABLE_VERSIONS,
     IRegistrationStore,
 )
 from txuac.registrant.store import ext
-from txuac.registrant.store.sqlite import Rows, columns_for, unsupported_version
+from txuac.registrant.store.sqlite import columns_for, read_rows, unsupported_version
 from txuac.registrant.store.url import StoreURL, check_table_name, parse_store_url
 
 log = Logger()
@@ -250,15 +249,16 @@ class PostgresStore:
     def load_all(self):
         if self._pool is None:
             return self._not_open()
-        d = self._pool.runQuery(self._select())
-        d.addCallback(self._to_dicts)
+        d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns))
+        d.addCallback(read_rows, self._columns, self.ext_table)
         return d.addErrback(self._store_error, f"loading the {self.table} table from {self.url} failed")
 
     def load_one(self, l_uuid):
         if self._pool is None:
             return self._not_open()
-        d = self._pool.runQuery(self._select() + " WHERE u.l_uuid = %s", (l_uuid,))
-        d.addCallback(lambda rows: self._to_dicts(rows)[0] if rows else None)
+        d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns)
+                                 + " WHERE u.l_uuid = %s", (l_uuid,))
+        d.addCallback(lambda rows: read_rows(rows, self._columns, self.ext_table)[0] if rows else None)
         return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
 
     def save_states(self, states):
@@ -278,15 +278,6 @@ class PostgresStore:
         yield self._close_pool(pool)
 
     # -- internals ------------------------------------------------------------------------------
-
-    def _select(self) -> str:
-        if self.ext_table is None:
-            return f"SELECT {', '.join(f'u.{c}' for c in self._columns)} FROM {self.table} u"
-        return f"SELECT {ext.select_columns(self._columns)} FROM {ext.join_clause(self.table, self.ext_table)}"
-
-    def _to_dicts(self, rows) -> Rows:
-        columns = self._columns if self.ext_table is None else self._columns + ext.EXT_COLUMNS
-        return Rows(rows, columns, EXT_DEFAULTS)
 
     @staticmethod
     @defer.inlineCallbacks

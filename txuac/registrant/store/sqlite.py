@@ -55,6 +55,11 @@ def columns_for(version: int) -> tuple[str, ...]:
     return COLUMNS if version >= 6 else tuple(c for c in COLUMNS if c != "contact_user")
 
 
+def read_rows(rows, columns: tuple[str, ...], ext_table: str | None) -> "Rows":
+    """What load_all returns for the fetched ``rows`` of ``columns`` (then ours when joined)."""
+    return Rows(rows, columns if ext_table is None else columns + ext.EXT_COLUMNS, EXT_DEFAULTS)
+
+
 class Rows(Sequence):
     """Rows (tuples in ``columns`` order) read as dicts keyed as COLUMNS, each made when it
     is read: a table of 50,000 accounts is never held as 50,000 dicts at once while the
@@ -173,15 +178,16 @@ class SQLiteStore:
     def load_all(self):
         if self._pool is None:
             return self._not_open()
-        d = self._pool.runQuery(self._select())
-        d.addCallback(self._to_dicts)
+        d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns))
+        d.addCallback(read_rows, self._columns, self.ext_table)
         return d.addErrback(self._store_error, f"loading the {self.table} table from {self.url} failed")
 
     def load_one(self, l_uuid):
         if self._pool is None:
             return self._not_open()
-        d = self._pool.runQuery(self._select() + " WHERE u.l_uuid = ?", (l_uuid,))
-        d.addCallback(lambda rows: self._to_dicts(rows)[0] if rows else None)
+        d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns)
+                                 + " WHERE u.l_uuid = ?", (l_uuid,))
+        d.addCallback(lambda rows: read_rows(rows, self._columns, self.ext_table)[0] if rows else None)
         return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
 
     def save_states(self, states):
@@ -197,15 +203,6 @@ class SQLiteStore:
         return defer.succeed(None)
 
     # -- internals ------------------------------------------------------------------------------
-
-    def _select(self) -> str:
-        if self.ext_table is None:
-            return f"SELECT {', '.join(f'u.{c}' for c in self._columns)} FROM {self.table} u"
-        return f"SELECT {ext.select_columns(self._columns)} FROM {ext.join_clause(self.table, self.ext_table)}"
-
-    def _to_dicts(self, rows) -> Rows:
-        columns = self._columns if self.ext_table is None else self._columns + ext.EXT_COLUMNS
-        return Rows(rows, columns, EXT_DEFAULTS)
 
     @staticmethod
     def _save(txn, states, ext_table: str) -> None:
