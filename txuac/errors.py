@@ -60,3 +60,8 @@ class ChallengeOriginError(AuthenticationError):
 
 class StoreError(TxuacError):
     """The account store failed (query error, lost connection, bad schema)."""
+
+
+class AddressReplaceError(TxuacError):
+    """uac_replace_from/to cannot be applied (Kamailio's script return -1): a sequential
+    request in auto mode, a URI too long for the vsf/vst encoding, a From/To missing."""

@@ -9,9 +9,9 @@ reference §1.4), byte for byte, so dialogs survive a move between Kamailio and 
   from index 0.
 - base64 with the standard alphabet (``A-Z a-z 0-9 + /``), ``=`` padding written ``-``.
 - decoding XORs the value with the URI now in the header: the first zero byte ends the
-  other URI (the shorter one's tail XORed with itself); a result that is empty, longer
-  than the current URI's counterpart allows, or holds a non-printable byte (C
-  ``isprint``) is refused: that is what an endpoint that altered From/To produces.
+  other URI (the shorter one's tail XORed with itself). Refused: invalid base64, a
+  decoded value shorter than the current URI, an empty result, a non-printable byte (C
+  ``isprint``): what an endpoint that altered From/To usually produces.
 
 It is obfuscation, not encryption (a known ``sip:`` prefix leaks the password's first
 bytes), and a value altered on the way restores garbage when it still decodes to
@@ -27,7 +27,8 @@ where ``a`` and ``b`` are the two bare URIs as bytes. ``.`` never occurs in a Ka
 value, so Kamailio refuses ours as invalid base64 instead of misreading it. The tag
 covers the URI pair, not the encoded text: whatever was changed, the Route parameter or
 the From/To URI the decoding XORs against, the decoded pair no longer matches and the
-value is refused (None) instead of restoring garbage. The pair is ordered so that both
+value is refused (None) instead of restoring garbage; the value must also be the
+canonical encoding of that pair, so no character can be changed unnoticed. The pair is ordered so that both
 directions (decoding with the new URI or with the old one) verify the same tag. 12 bytes
 of HMAC (96 bits) add 17 characters to the parameter. With signing on, an unsigned value
 is refused too (else stripping the tag would bypass it).
@@ -167,6 +168,10 @@ def decode_restore_signed(value: str, current_uri: str, key: str, password: str 
     other = decode_restore(body, current_uri, password)
     if other is None:
         return None
+    # Only the canonical text: base64 leaves some bits of a last group unused, and a
+    # changed unused bit must fail too.
+    if encode_restore(current_uri, other, password) != body:
+        return None
     expected = _tag(_wire_bytes(key), _wire_bytes(current_uri), _wire_bytes(other))
     if not hmac.compare_digest(expected, tag):
         return None
@@ -195,6 +200,14 @@ class RestoreCodec:
         if self.sign:
             return encode_restore_signed(old_uri, new_uri, self._key, self.password)
         return encode_restore(old_uri, new_uri, self.password)
+
+    def well_formed(self, value: str) -> bool:
+        """True when ``value`` has this encoding's shape (Kamailio re-adds such a value to
+        its Record-Route whether or not it then restores)."""
+        if self.sign:
+            body, separator, tag = value.rpartition(_SIGN_SEPARATOR)
+            return bool(separator) and len(tag) == _TAG_CHARS and _unbase64_dash(body) is not None
+        return _unbase64_dash(value) is not None
 
     def decode(self, value: str, current_uri: str) -> str | None:
         """The other URI of the pair, or None when the value cannot be trusted."""
