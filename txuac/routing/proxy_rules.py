@@ -55,7 +55,8 @@ whose transport fails as a 503 (16.9). After a 6xx, a CANCEL or a final response
 no new branch is allowed (16.7 item 5, 16.10). CANCELs go to branches that have
 had a provisional response, others get theirs at their first one (9.1).
 ``response_for_upstream`` removes our top Via (16.7 item 3) and drops what has no
-Via left or whose top Via is not ours.
+Via left, whose top Via is not ours, or whose next Via is a broadcast, multicast or
+unspecified address without maddr (RFC 4475 3.3.10).
 
 CANCEL and ACK (RFC 3261 16.10, 16.11, 17.2.1, RFC 6026): ``cancel_disposition``
 and ``ack_disposition`` decide; ``make_branch_cancel`` builds a branch's CANCEL;
@@ -70,6 +71,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -81,7 +83,7 @@ from txuac.sip.message import Request, Response, make_response
 from txuac.sip.tokens import token_hex
 from txuac.sip.transaction import MAGIC_COOKIE, has_magic_cookie
 from txuac.sip.uri import URI, AbsoluteURI, SipURI, parse_uri
-from txuac.sip.via import new_branch
+from txuac.sip.via import bare_host, new_branch
 
 #: RFC 3261 16.6 item 3: the Max-Forwards a proxy adds when the request has none.
 DEFAULT_MAX_FORWARDS = 70
@@ -541,11 +543,24 @@ def response_for_upstream(response: Response, is_our_via: Callable[[Via], bool] 
         upstream.headers.remove_first("Via")
         if len(values) > 1:
             upstream.headers.prepend("Via", ", ".join(values[1:]))
-        if upstream.top_via is None:
+        next_via = upstream.top_via
+        if next_via is None or _unroutable(next_via):
             return None
     except SIPParseError:
         return None
     return upstream
+
+
+def _unroutable(via: Via) -> bool:
+    """A Via that sends the response to a broadcast, multicast or unspecified address
+    (RFC 4475 3.3.10); an explicit maddr is the sender's choice (RFC 3261 18.2.2)."""
+    if via.maddr:
+        return False
+    try:
+        address = ipaddress.ip_address(bare_host(via.received or via.host))
+    except ValueError:
+        return False  # a host name
+    return address.is_multicast or address.is_unspecified or address == ipaddress.IPv4Address("255.255.255.255")
 
 
 # --- 16.10 CANCEL, 16.11 and 17.2.1 ACK ------------------------------------------------
