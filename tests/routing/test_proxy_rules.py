@@ -611,6 +611,16 @@ class ResponseTests(SynchronousTestCase):
         self.assertEqual(self.context.finish().status, 487)
         self.assertIs(cancel_disposition(self.context), CancelDisposition.ANSWER_ONLY)
 
+    def test_cancelled_branch_that_times_out_is_a_487(self):
+        first, second = self.branch(), self.branch()
+        self.receive(first, 180)
+        self.context.cancel()
+        self.context.timed_out(second)  # never answered: its CANCEL was never sent
+        self.assertTrue(self.context.timed_out(first).completed)
+        best = self.context.finish()
+        self.assertEqual(best.status, 487)
+        self.assertEqual(best.to.tag, "proxytag")
+
     def test_cancel_without_context_is_forwarded_statelessly(self):
         self.assertIs(cancel_disposition(None), CancelDisposition.FORWARD_STATELESSLY)
 

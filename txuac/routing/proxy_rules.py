@@ -51,7 +51,8 @@ otherwise the lowest code, the first received on a tie (Kamailio's t_pick_branch
 408 when no final exists; a chosen 503 goes up as 500 (16.7 item 6, Kamailio's
 remap_503_500); a chosen 401/407 carries the WWW-/Proxy-Authenticate values of
 every other 401/407 (16.7 item 7). A branch that times out counts as a 408, one
-whose transport fails as a 503 (16.9). After a 6xx, a CANCEL or a final response,
+whose transport fails as a 503 (16.9); a cancelled branch that times out counts as
+a 487. After a 6xx, a CANCEL or a final response,
 no new branch is allowed (16.7 item 5, 16.10). CANCELs go to branches that have
 had a provisional response, others get theirs at their first one (9.1).
 ``response_for_upstream`` removes our top Via (16.7 item 3) and drops what has no
@@ -437,8 +438,10 @@ class ResponseContext:
         return update
 
     def timed_out(self, branch: int) -> ContextUpdate:
-        """The branch's client transaction timed out: a 408 for it (16.7, 17.1.1.2)."""
-        return self._synthesize(branch, 408)
+        """The branch's client transaction timed out: a 408 for it (16.7, 17.1.1.2), a 487
+        when it was being cancelled (what Kamailio fakes for a branch it cancels)."""
+        state = self.branches[branch]
+        return self._synthesize(branch, 487 if state.cancelled or state.cancel_pending else 408)
 
     def transport_failed(self, branch: int) -> ContextUpdate:
         """The branch could not be sent: a 503 for it (RFC 3261 16.9)."""
