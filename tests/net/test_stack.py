@@ -26,6 +26,7 @@ from txuac.net.stack import SIPStack
 from txuac.net.transports import StreamConnection, UDPListener
 from txuac.sip import Request, make_response, parse_message
 from txuac.sip.transaction import TimerSettings
+from txuac.sip.uri import parse_uri
 from txuac.sip.via import Address
 
 LOCAL = ("192.0.2.1", 5060)
@@ -733,3 +734,207 @@ class ServerSideTests(StackTestCase):
         self.assertEqual(len(self.stack.pool), 1)
         self.reactor.advance(self.stack.pool.idle_timeout)
         self.assertTrue(transport.disconnecting)
+
+
+class ProxyHookTests(StackTestCase):
+    """The hooks a proxy needs (RFC 3261 16.10, 16.11, 16.2): CANCELs handed over,
+    no automatic 100, ACKs for 2xx forwarded without a transaction."""
+
+    INVITE_VIA = "SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKpx1"
+
+    def setUp(self):
+        super().setUp()
+        self.invites = []
+        self.cancels = []
+        self.keep_unmatched = None
+        self.stack.set_handler("INVITE", self.invites.append)
+        self.stack.set_cancel_handler(self.on_cancel)
+
+    def on_cancel(self, cancel, invite):
+        self.cancels.append((cancel, invite))
+        return self.keep_unmatched
+
+    def invite(self, via=INVITE_VIA, call_id="call-1"):
+        self.receive(request_bytes(method="INVITE", via=via, call_id=call_id))
+        return self.invites[-1]
+
+    def cancel(self, via=INVITE_VIA, call_id="call-1"):
+        self.receive(request_bytes(method="CANCEL", cseq="1 CANCEL", via=via, call_id=call_id))
+
+    def statuses(self):
+        return [(r.status, r.cseq.method) for r, _ in self.sent()]
+
+    def test_cancel_handed_over_and_the_487_left_to_the_handler(self):
+        incoming = self.invite()
+        self.assertEqual(self.statuses(), [(100, "INVITE")])
+        self.cancel()
+        [(cancel, invite)] = self.cancels
+        self.assertIs(invite, incoming)
+        self.assertTrue(invite.cancelled)
+        self.assertEqual(cancel.request.method, "CANCEL")
+        [(ok, addr)] = self.sent()
+        self.assertEqual((ok.status, ok.cseq.method, addr), (200, "CANCEL", PEER))
+        self.assertEqual(ok.to.tag, incoming.to_tag, "RFC 3261 9.2: the INVITE's To tag")
+        self.reactor.advance(T1)
+        self.assertEqual(self.sent(), [], "no 487 from the stack")
+        # The 487 relayed (or made) by the proxy reaches the wire through the INVITE's transaction.
+        incoming.respond(487)
+        [(final, addr)] = self.sent()
+        self.assertEqual((final.status, final.cseq.method, final.to.tag, addr), (487, "INVITE", ok.to.tag, PEER))
+
+    def test_cancel_finds_its_own_invite_among_several(self):
+        first = self.invite()
+        second = self.invite(via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKpx2", call_id="call-2")
+        self.sent()
+        self.cancel(via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKpx2", call_id="call-2")
+        [(_, invite)] = self.cancels
+        self.assertIs(invite, second)
+        self.assertEqual((first.cancelled, second.cancelled), (False, True))
+
+    def test_retransmitted_cancel_absorbed_by_its_transaction(self):
+        self.invite()
+        self.cancel()
+        self.cancel()
+        self.assertEqual(len(self.cancels), 1)
+        self.assertEqual(self.statuses(), [(100, "INVITE"), (200, "CANCEL"), (200, "CANCEL")])
+
+    def test_cancel_after_the_final_response_only_answered(self):
+        incoming = self.invite()
+        incoming.respond(486)
+        self.sent()
+        self.cancel()
+        self.assertEqual(self.statuses(), [(200, "CANCEL")])
+        self.assertEqual(self.cancels, [])
+        self.assertFalse(incoming.cancelled)
+
+    def test_unmatched_cancel_handed_over_then_481(self):
+        self.cancel(via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKnothing")
+        [(cancel, invite)] = self.cancels
+        self.assertIsNone(invite)
+        self.assertEqual(self.statuses(), [(481, "CANCEL")])
+
+    def test_unmatched_cancel_kept_by_the_handler(self):
+        """16.10: the proxy may forward it; it answers the CANCEL itself later."""
+        self.keep_unmatched = True
+        self.cancel(via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKnothing")
+        self.assertEqual(self.sent(), [])
+        [(cancel, _)] = self.cancels
+        cancel.respond(200)
+        self.assertEqual(self.statuses(), [(200, "CANCEL")])
+
+    def test_unmatched_cancel_answered_by_the_handler_gets_no_481(self):
+        def answers(cancel, invite):
+            cancel.respond(404)
+
+        self.stack.set_cancel_handler(answers)
+        self.cancel(via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKnothing")
+        self.assertEqual(self.statuses(), [(404, "CANCEL")])
+
+    def test_without_a_handler_again_the_stack_answers(self):
+        self.stack.set_cancel_handler(None)
+        self.cancel(via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKnothing")
+        self.assertEqual(self.statuses(), [(481, "CANCEL")])
+        incoming = self.invite()
+        self.cancel()
+        self.assertEqual(self.statuses(), [(100, "INVITE"), (200, "CANCEL"), (487, "INVITE")])
+        self.assertTrue(incoming.cancelled)
+        self.assertEqual(self.cancels, [])
+
+    def test_failing_cancel_handler_falls_back_to_the_487(self):
+        def broken(cancel, invite):
+            raise RuntimeError("routing script bug")
+
+        self.stack.set_cancel_handler(broken)
+        self.invite()
+        self.cancel()
+        self.cancel(via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKnothing")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        self.assertEqual(self.statuses(), [(100, "INVITE"), (200, "CANCEL"), (487, "INVITE"), (481, "CANCEL")])
+
+    def test_suppressed_trying(self):
+        """16.2: the proxy sends its 100 when it decides to; the stack sends none."""
+        def proxy(incoming):
+            incoming.suppress_trying()
+            self.invites.append(incoming)
+
+        self.stack.set_handler("INVITE", proxy)
+        incoming = self.invite()
+        self.assertEqual(self.sent(), [])
+        self.reactor.advance(T1)
+        self.assertEqual(self.sent(), [])
+        incoming.respond(100)
+        incoming.respond(180)
+        self.assertEqual(self.statuses(), [(100, "INVITE"), (180, "INVITE")])
+
+    def test_handler_own_100_is_the_only_one(self):
+        def proxy(incoming):
+            self.invites.append(incoming)
+            incoming.respond(100, headers=[("X-Proxy", "1")])
+
+        self.stack.set_handler("INVITE", proxy)
+        self.invite()
+        [(trying, _)] = self.sent()
+        self.assertEqual((trying.status, trying.headers.get("X-Proxy")), (100, "1"))
+
+    def test_ack_for_a_non_2xx_absorbed_by_the_invite_transaction(self):
+        """17.2.1: the ACK for a 487 stops Timer G and never reaches the ACK handler."""
+        acks = []
+        self.stack.set_handler("ACK", acks.append)
+        unacked = self.invite(via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKpxA", call_id="call-a")
+        unacked.respond(486)
+        incoming = self.invite()
+        incoming.respond(486)
+        self.sent()
+        self.receive(request_bytes(method="ACK", cseq="1 ACK", via=self.INVITE_VIA,
+                                   to=f"<sip:uas@192.0.2.1>;tag={incoming.to_tag}"))
+        self.assertEqual(acks, [])
+        self.reactor.advance(T1)  # Timer G: only the unacknowledged 486 comes again
+        [(again, _)] = self.sent()
+        self.assertEqual((again.status, again.call_id), (486, "call-a"))
+
+    def test_ack_for_a_2xx_forwarded_statelessly(self):
+        """16.11: the ACK handler forwards the ACK with its own Via; no transaction."""
+        downstream = Address("udp", "203.0.113.5", 5060)
+        results = []
+
+        def forward(ack):
+            self.assertIsNone(ack.transaction)
+            request = ack.request.copy()
+            request.headers.prepend("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKslack1")
+            request.uri = parse_uri("sip:callee@203.0.113.5")
+            results.append(self.stack.send_stateless(request, downstream))
+
+        self.stack.set_handler("ACK", forward)
+        self.receive(request_bytes(method="ACK", cseq="1 ACK", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKack2",
+                                   to="<sip:uas@192.0.2.1>;tag=callee"))
+        self.assertIsNone(self.successResultOf(results[0]))
+        [(ack, addr)] = self.sent()
+        self.assertEqual(addr, (downstream.host, downstream.port))
+        self.assertEqual((ack.method, str(ack.uri)), ("ACK", "sip:callee@203.0.113.5"))
+        self.assertEqual([v.branch for v in ack.via], ["z9hG4bKslack1", "z9hG4bKack2"])
+        self.assertEqual(self.stack._server, {})
+        self.reactor.advance(64 * T1)
+        self.assertEqual(self.sent(), [], "never retransmitted")
+
+    def test_send_stateless_failure(self):
+        self.udp.unreachable.add("203.0.113.9")
+        request = parse_message(request_bytes(method="ACK", cseq="1 ACK"))
+        self.failureResultOf(self.stack.send_stateless(request, Address("udp", "203.0.113.9", 5060)), TransportError)
+        self.stack.stop(grace=0)
+        self.failureResultOf(self.stack.send_stateless(request, Address("udp", *PEER)), TransportError)
+
+    def test_send_stateless_on_a_stream(self):
+        """Over TCP the request waits for the connection; Content-Length added on a copy."""
+        request = parse_message(request_bytes(method="ACK", cseq="1 ACK").replace(b"Content-Length: 0\r\n", b""))
+        d = self.stack.send_stateless(request, Address("tcp", "203.0.113.5", 5060))
+        self.assertNoResult(d)
+        [(host, port, factory, _, _)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("203.0.113.5", 5060))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        factory.buildProtocol(None).makeConnection(transport)
+        self.assertIsNone(self.successResultOf(d))
+        sent = parse_message(transport.value())
+        self.assertEqual((sent.method, sent.headers.get("Content-Length")), ("ACK", "0"))
+        self.assertNotIn("Content-Length", request.headers)
+        self.assertEqual(self.sent(), [])
+        self.finish()

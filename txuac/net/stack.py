@@ -4,6 +4,26 @@
 transaction; incoming requests get a server transaction and go to the
 handler registered for their method, or to the default behaviour (OPTIONS
 answered, other methods refused).
+
+Hooks for a proxy (RFC 3261 16):
+
+- ``set_cancel_handler(handler)``: by default the stack answers a CANCEL itself
+  (481 without a matching INVITE server transaction, else 200 and a 487 to the
+  INVITE). With a handler, a CANCEL that matches a pending INVITE is answered 200
+  by the stack (9.2, with the INVITE's To tag) and handed to
+  ``handler(cancel, invite)``, the INVITE marked ``cancelled``; the stack sends no
+  487: the proxy cancels its branches and relays the 487 that comes back, or makes
+  one when no branch remains (16.10). A CANCEL matching nothing is handed over with
+  ``invite=None``; the stack answers it 481 unless the handler returns True, which
+  means it keeps the CANCEL (forwards it, 16.10's last paragraph, and answers it
+  through ``cancel.send``/``cancel.respond`` itself).
+- ``IncomingRequest.suppress_trying()``: an INVITE handler that sends its own 100
+  (16.2) or none at all turns off the stack's automatic one (17.2.1).
+- ``send_stateless(request, target)``: a request sent as it is, without a
+  transaction: the ACK for a 2xx a proxy forwards (16.11, RFC 6026 7.1). An ACK for a
+  non-2xx final response is absorbed by its INVITE server transaction (17.2.1) and
+  never reaches a handler; an ACK matching no transaction (the 2xx one) goes to the
+  ACK handler with ``transaction`` None.
 """
 
 from __future__ import annotations
@@ -53,13 +73,16 @@ KNOWN_METHODS = frozenset(
 )
 
 RequestHandler = Callable[["IncomingRequest"], None]
+# (incoming CANCEL, the INVITE it cancels or None) -> True to keep an unmatched CANCEL.
+CancelHandler = Callable[["IncomingRequest", "IncomingRequest | None"], "bool | None"]
 
 
 class IncomingRequest:
     """A request received by the stack, with the means to answer it.
 
-    ``cancelled`` becomes True when a CANCEL ended the (INVITE) transaction
-    with a 487 before the handler answered it finally.
+    ``cancelled`` becomes True when a CANCEL matched the (INVITE) transaction
+    before it was answered finally: the stack then sent the 487 itself, or, with
+    a cancel handler (``SIPStack.set_cancel_handler``), left it to the handler.
     """
 
     def __init__(self, stack: "SIPStack", request: Request, source: Address, transaction: ServerTransaction | None):
@@ -68,7 +91,21 @@ class IncomingRequest:
         self.source = source
         self.transaction = transaction
         self.cancelled = False
+        self.send_trying = True  # the stack's automatic 100 for an INVITE (17.2.1)
         self._to_tag: str | None = None
+
+    def suppress_trying(self) -> None:
+        """No automatic 100 Trying for this INVITE: the handler sends its own, or none.
+
+        Per request rather than a stack setting: the 100 belongs to whoever handles
+        the INVITE. A proxy sends it when it decides to forward (RFC 3261 16.2: a
+        stateful proxy may generate its own 100 Trying), possibly later than the
+        handler call and with headers of its own, while a local answer
+        needs none; a stack-wide switch would also silence it for other INVITE
+        handlers sharing the stack. A handler that simply calls ``respond(100)``
+        itself needs no call here: the stack only sends a 100 when nothing was sent.
+        """
+        self.send_trying = False
 
     @property
     def to_tag(self) -> str:
@@ -129,6 +166,7 @@ class SIPStack:
         self.udp_listeners: list[UDPListener] = []
         self.stream_listeners: dict[str, Address] = {}
         self.handlers: dict[str, RequestHandler] = {}
+        self.cancel_handler: CancelHandler | None = None
         self._client: dict[tuple[str, str], _ClientCall] = {}
         self._server: dict[tuple, tuple[ServerTransaction, Channel, IncomingRequest]] = {}
         # Transaction timers: one reactor timer for all of them (see _schedule).
@@ -164,6 +202,11 @@ class SIPStack:
             self.handlers.pop(method.upper(), None)
         else:
             self.handlers[method.upper()] = handler
+
+    def set_cancel_handler(self, handler: CancelHandler | None) -> None:
+        """Hand CANCELs to ``handler(cancel, invite)`` instead of answering them 487 here
+        (None restores the default); see the module docstring and ``_cancel``."""
+        self.cancel_handler = handler
 
     @property
     def allowed_methods(self) -> list[str]:
@@ -229,6 +272,32 @@ class SIPStack:
             return defer.fail()
         d = self.pool.connect(target, server_name=server_name)
         return d.addCallback(self._start_client, request, target, on_provisional)
+
+    def send_stateless(self, request: Request, target: Address, source: Address | None = None) -> defer.Deferred:
+        """Send ``request`` as it is to ``target``, without a transaction (RFC 3261 16.11:
+        a proxy forwards an ACK for a 2xx statelessly, with its own Via already on top).
+
+        Fires with None once the bytes are handed to the transport, or fails with a
+        TransportError (or a ResolutionError for a TLS server name). Nothing is
+        retransmitted. ``source`` as for ``send_request``.
+        """
+        if self._stopping:
+            return defer.fail(TransportError("the SIP stack is stopping"))
+        if "Content-Length" not in request.headers:
+            request = request.copy()  # the caller's request untouched, as in send_request
+            _ensure_content_length(request)
+        data = bytes(request)
+        if target.transport == "udp":
+            try:
+                UDPChannel(self._udp_listener_for(target, source), target).send(data)
+            except TransportError:
+                return defer.fail()
+            return defer.succeed(None)
+        try:
+            server_name = self.resolver.server_name(request) if target.transport == "tls" else None
+        except ResolutionError:
+            return defer.fail()
+        return self.pool.connect(target, server_name=server_name).addCallback(lambda channel: channel.send(data))
 
     def _udp_listener_for(self, target: Address, source: Address | None = None) -> UDPListener:
         if source is not None and source.transport == "udp":
@@ -454,7 +523,8 @@ class SIPStack:
             self._cancel(incoming)
         else:
             self._dispatch(incoming)
-            if request.method == "INVITE" and transaction.last_response is None and not transaction.terminated:
+            if (request.method == "INVITE" and incoming.send_trying and transaction.last_response is None
+                    and not transaction.terminated):
                 # RFC 3261 17.2.1: a 100 unless the TU answers within 200 ms; a handler
                 # that did not answer at once is presumed slower.
                 incoming.respond(100)
@@ -480,17 +550,41 @@ class SIPStack:
                 incoming.respond(500)
 
     def _cancel(self, incoming: IncomingRequest) -> None:
-        """RFC 3261 9.2: CANCEL matches the INVITE server transaction with the same branch."""
+        """RFC 3261 9.2: CANCEL matches the INVITE server transaction with the same branch.
+
+        Without a cancel handler: 481 when nothing matches, else 200 and, if the INVITE
+        is still pending, a 487 to it. With one (16.10): the same 200, then the handler
+        gets the CANCEL and the pending INVITE and answers the INVITE itself; an
+        unmatched CANCEL goes to the handler with None and gets a 481 unless the
+        handler returns True (it keeps the CANCEL). A CANCEL for an INVITE already
+        answered finally only gets its 200. A failing handler: the default (487, 481).
+        """
         invite_key = server_key(_as_invite(incoming.request))
         entry = self._server.get(invite_key)
+        handler = self.cancel_handler
         if entry is None or entry[0].terminated:
-            incoming.respond(481)
+            kept = False
+            if handler is not None:
+                try:
+                    kept = handler(incoming, None) is True
+                except Exception:
+                    log.failure("CANCEL handler failed")
+            if not kept and incoming.transaction is not None and incoming.transaction.last_response is None:
+                incoming.respond(481)
             return
         invite_transaction, _, invite = entry
         # RFC 3261 9.2: the To tag of the 200 for the CANCEL should be the INVITE's.
         incoming.respond(200, to_tag=invite.to_tag)
         if invite_transaction.last_response is None or invite_transaction.last_response.status < 200:
             invite.cancelled = True
+            if handler is not None:
+                try:
+                    handler(incoming, invite)
+                    return
+                except Exception:
+                    log.failure("CANCEL handler failed")
+                    if invite_transaction.last_response is not None and invite_transaction.last_response.status >= 200:
+                        return
             invite.respond(487)
 
     def _malformed(self, data: bytes, error: SIPParseError, source: Address, channel: Channel,
@@ -671,4 +765,4 @@ def _as_invite(cancel: Request) -> Request:
     return invite
 
 
-__all__ = ["IncomingRequest", "Message", "SIPStack"]
+__all__ = ["CancelHandler", "IncomingRequest", "Message", "SIPStack"]
