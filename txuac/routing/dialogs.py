@@ -36,7 +36,9 @@ takes ``now`` (seconds, any monotonic clock); the shell arms a timer for
   22.2). ``shift_request`` adds the offset of the request's direction to every later
   request of that direction: ACK for a 2xx carries its INVITE's number (13.2.2.4) and
   CANCEL the number of the request it cancels (9.1), which were shifted too, so they are
-  shifted alike. ``unshift_response`` takes it back out of the replies to those requests.
+  shifted alike. ``unshift_response`` takes it back out of the replies to those requests;
+  the caller applies it only to replies of transactions whose request it shifted (a
+  request forwarded before the offset grew keeps its own numbering).
 """
 
 from __future__ import annotations
