@@ -15,6 +15,7 @@ from txuac.config import (
     CoreSettings,
     ListenSpec,
     LogSettings,
+    RoutingSettings,
     Settings,
     TLSSettings,
     load_settings,
@@ -673,3 +674,67 @@ class LogSectionTests(ConfigFileMixin, SynchronousTestCase):
         self.assertConfigError("[log]\nlevel = 10\n", "[log] level", "a string")
         self.assertConfigError('[log]\nformat = "xml"\n', "[log] format")
         self.assertConfigError('[log]\nfile = "txuac.log"\n', "[log]", "file")
+
+
+class RoutingSectionTests(ConfigFileMixin, SynchronousTestCase):
+    """[routing]: Kamailio's restore parameters with their defaults, and ours."""
+
+    def test_defaults_and_shipped(self):
+        routing = settings_from_dict({}).routing
+        self.assertEqual(routing, RoutingSettings())
+        self.assertEqual((routing.script, routing.restore_mode, routing.restore_passwd, routing.restore_dlg),
+                         (None, "auto", "", False))
+        self.assertEqual((routing.rr_from_store_param, routing.rr_to_store_param), ("vsf", "vst"))
+        self.assertEqual((routing.restore_from_avp, routing.restore_to_avp, routing.restore_sign,
+                          routing.restore_sign_key), (False, False, False, ""))
+        self.assertEqual((routing.record_route, routing.dialog_timeout, routing.max_dialogs), (True, 43200, 100000))
+        self.assertEqual(load_settings(SHIPPED).routing, routing)  # the sample shows the defaults
+
+    def test_script_relative_to_the_config_file(self):
+        path = self.write('[routing]\nscript = "routing.py"\n')
+        with open(os.path.join(os.path.dirname(path), "routing.py"), "w") as f:
+            f.write("")
+        self.assertEqual(load_settings(path).routing.script, os.path.join(os.path.dirname(path), "routing.py"))
+        self.assertConfigError('[routing]\nscript = "missing.py"\n', "[routing] script", "missing.py")
+        self.assertConfigError('[routing]\nscript = ""\n', "[routing] script", "empty")
+
+    def test_values(self):
+        table = {"restore_mode": "Manual", "restore_passwd": "secret", "restore_dlg": True,
+                 "rr_from_store_param": "of", "rr_to_store_param": "ot", "restore_from_avp": "$avp(original_from)",
+                 "restore_to_avp": True, "restore_sign": True, "record_route": False, "dialog_timeout": 60,
+                 "max_dialogs": 5}
+        routing = settings_from_dict({"routing": table}).routing
+        self.assertEqual(routing, RoutingSettings(
+            restore_mode="manual", restore_passwd="secret", restore_dlg=True, rr_from_store_param="of",
+            rr_to_store_param="ot", restore_from_avp=True, restore_to_avp=True, restore_sign=True,
+            record_route=False, dialog_timeout=60, max_dialogs=5))
+        self.assertFalse(settings_from_dict({"routing": {"restore_from_avp": ""}}).routing.restore_from_avp)
+        self.assertNotIn("secret", repr(routing))
+
+    def test_sign_needs_a_key(self):
+        self.assertConfigError("[routing]\nrestore_sign = true\n", "[routing] restore_sign_key", "restore_passwd")
+        signed = settings_from_dict({"routing": {"restore_sign": True, "restore_sign_key": "k"}}).routing
+        self.assertEqual((signed.restore_sign, signed.restore_sign_key), (True, "k"))
+
+    def test_errors_name_the_key(self):
+        for mode in ('"always"', '""'):
+            self.assertConfigError(f"[routing]\nrestore_mode = {mode}\n", "[routing] restore_mode", "'auto'")
+        self.assertConfigError("[routing]\nrestore_mode = 1\n", "[routing] restore_mode", "a string")
+        self.assertConfigError("[routing]\nrestore_dlg = 1\n", "[routing] restore_dlg", "a boolean")
+        self.assertConfigError("[routing]\nrestore_passwd = 1\n", "[routing] restore_passwd", "a string")
+        self.assertConfigError("[routing]\nrestore_sign_key = false\n", "[routing] restore_sign_key", "a string")
+        for key in ("rr_from_store_param", "rr_to_store_param"):
+            for bad in ('""', '"a b"', '"v;sf"', '"lr"', '"FTAG"'):
+                self.assertConfigError(f"[routing]\n{key} = {bad}\n", f"[routing] {key}")
+            self.assertConfigError(f"[routing]\n{key} = 1\n", f"[routing] {key}", "a string")
+        self.assertConfigError('[routing]\nrr_to_store_param = "VSF"\n', "[routing] rr_to_store_param",
+                               "rr_from_store_param")
+        for key in ("restore_from_avp", "restore_to_avp"):
+            for bad in ('"original"', '"$avp()"', '"$var(x)"'):
+                self.assertConfigError(f"[routing]\n{key} = {bad}\n", f"[routing] {key}", "$avp(name)")
+            self.assertConfigError(f"[routing]\n{key} = 1\n", f"[routing] {key}", "a boolean or a string")
+        for key in ("dialog_timeout", "max_dialogs"):
+            self.assertConfigError(f"[routing]\n{key} = 0\n", f"[routing] {key}", "positive")
+            self.assertConfigError(f'[routing]\n{key} = "60"\n', f"[routing] {key}", "an integer")
+        self.assertConfigError("[routing]\nrecord_route = 1\n", "[routing] record_route", "a boolean")
+        self.assertConfigError("[routing]\nappend_fromtag = true\n", "[routing]", "append_fromtag")

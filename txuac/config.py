@@ -150,6 +150,35 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    """[routing]: the proxy driven by a Python routing script (off unless ``script`` is set);
+    Kamailio's uac parameter names (README section 3) where they exist, and ours.
+
+    ``restore_from_avp``/``restore_to_avp``: Kamailio names an AVP where uac_replace_*
+    saves the header as received, for replies whose request the script rewrote again
+    (msg_apply_changes). txuac scripts have no AVPs: true (or a Kamailio ``$avp(...)``
+    name, accepted for copied configurations) makes replace save the received span
+    and the replies of the transaction get that span back (``RequestRestore.saved_spans``).
+    """
+
+    script: str | None = None  # path of the routing script (relative to the config file)
+    restore_mode: str = "auto"  # "none", "manual" or "auto" (Kamailio README 3.3)
+    restore_passwd: str = field(default="", repr=False)  # XOR key of vsf/vst (3.5)
+    restore_dlg: bool = False  # values in dialog variables instead of Record-Route (3.4)
+    rr_from_store_param: str = "vsf"
+    rr_to_store_param: str = "vst"
+    restore_from_avp: bool = False
+    restore_to_avp: bool = False
+    # Ours: vsf/vst carry an HMAC-SHA256 tag (restore_codec), keyed by restore_sign_key,
+    # or restore_passwd when empty; one of them must then be set.
+    restore_sign: bool = False
+    restore_sign_key: str = field(default="", repr=False)
+    record_route: bool = True  # ours: Record-Route initial requests (with ;lr;ftag=)
+    dialog_timeout: int = 43200  # ours: seconds a dialog is kept without a BYE
+    max_dialogs: int = 100000  # ours: dialogs tracked at most at a time
+
+
+@dataclass(frozen=True)
 class Settings:
     path: str = "<defaults>"
     core: CoreSettings = field(default_factory=CoreSettings)
@@ -158,6 +187,7 @@ class Settings:
     rpc: RPCSettings = field(default_factory=RPCSettings)
     manhole: ManholeSettings = field(default_factory=ManholeSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
     base_dir: str | None = None  # relative file names (TLS files, SQLite databases) start here
 
 
@@ -508,7 +538,62 @@ def _log(path: str, table: Any) -> LogSettings:
     return LogSettings(format=log_format, level=level)
 
 
-_SECTIONS = ("core", "tls", "uac", "rpc", "manhole", "log")
+# RFC 3261 25.1 token characters: a Record-Route parameter name.
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_RESTORE_MODES = ("none", "manual", "auto")
+
+
+def _routing(path: str, table: Any, base_dir: str | None) -> RoutingSettings:
+    section = _Section(path, "routing", table)
+    defaults = RoutingSettings()
+    script = _readable_file(section, "script", base_dir)
+    restore_mode = section.get("restore_mode", str, defaults.restore_mode)
+    params = {key: section.get(key, str, getattr(defaults, key)) for key in ("rr_from_store_param", "rr_to_store_param")}
+    avps = {key: _restore_avp(section, key) for key in ("restore_from_avp", "restore_to_avp")}
+    settings = RoutingSettings(
+        script=script,
+        restore_mode=restore_mode.strip().lower(),  # case-insensitive, as Kamailio's mod_init
+        restore_passwd=section.get("restore_passwd", str, defaults.restore_passwd),
+        restore_dlg=section.get("restore_dlg", bool, defaults.restore_dlg),
+        **params,
+        **avps,
+        restore_sign=section.get("restore_sign", bool, defaults.restore_sign),
+        restore_sign_key=section.get("restore_sign_key", str, defaults.restore_sign_key),
+        record_route=section.get("record_route", bool, defaults.record_route),
+        dialog_timeout=section.positive_int("dialog_timeout", defaults.dialog_timeout),
+        max_dialogs=section.positive_int("max_dialogs", defaults.max_dialogs),
+    )
+    section.finish()
+    if settings.restore_mode not in _RESTORE_MODES:
+        raise ConfigError(f"{section.where('restore_mode')}: must be one of "
+                          f"{', '.join(map(repr, _RESTORE_MODES))}, got {restore_mode!r}")
+    for key, name in params.items():
+        if not name or not set(name) <= _TOKEN_CHARS:
+            raise ConfigError(f"{section.where(key)}: must be a Record-Route parameter name "
+                              f"(RFC 3261 token), got {name!r}")
+        if name.lower() in ("lr", "ftag", "r2", "transport", "maddr"):
+            raise ConfigError(f"{section.where(key)}: {name!r} is a Record-Route parameter of its own")
+    if settings.rr_from_store_param.lower() == settings.rr_to_store_param.lower():
+        raise ConfigError(f"{section.where('rr_to_store_param')}: must differ from rr_from_store_param")
+    if settings.restore_sign and not (settings.restore_sign_key or settings.restore_passwd):
+        raise ConfigError(f"{section.where('restore_sign_key')}: required when restore_sign = true "
+                          "and restore_passwd is empty (the signing key)")
+    return settings
+
+
+def _restore_avp(section: _Section, key: str) -> bool:
+    """A boolean, or Kamailio's ``$avp(name)`` (on) or "" (off): see RoutingSettings."""
+    value = section.get(key, (bool, str), False)
+    if isinstance(value, bool):
+        return value
+    if value == "":
+        return False
+    if not (value.startswith("$avp(") and value.endswith(")") and len(value) > 6):
+        raise ConfigError(f"{section.where(key)}: must be true, false or an $avp(name), got {value!r}")
+    return True
+
+
+_SECTIONS = ("core", "tls", "uac", "rpc", "manhole", "log", "routing")
 
 
 def load_settings(path: str) -> Settings:
@@ -546,6 +631,7 @@ def settings_from_dict(document: dict, path: str = "<dict>", base_dir: str | Non
         "rpc": _rpc(path, document.get("rpc", {})),
         "manhole": _manhole(path, document.get("manhole", {}), base_dir),
         "log": _log(path, document.get("log", {})),
+        "routing": _routing(path, document.get("routing", {}), base_dir),
     }
     settings = Settings(path=path, base_dir=base_dir, **parsed)
     if settings.uac.default_socket is not None:

@@ -65,3 +65,9 @@ class StoreError(TxuacError):
 class AddressReplaceError(TxuacError):
     """uac_replace_from/to cannot be applied (Kamailio's script return -1): a sequential
     request in auto mode, a URI too long for the vsf/vst encoding, a From/To missing."""
+
+
+class RouteContextError(TxuacError):
+    """A routing-script function was called from a route kind where Kamailio does not allow
+    it (README section 4, "This function can be used from ..."): uac_auth outside a failure
+    route, uac_restore_from outside the request route, ..."""
