@@ -50,7 +50,7 @@ class RestoreMode(enum.Enum):
         try:
             return cls(text.strip().lower())
         except ValueError:
-            raise ConfigError(f"[uac] restore_mode: {text!r} is not none, manual or auto") from None
+            raise ConfigError(f"[routing] restore_mode: {text!r} is not none, manual or auto") from None
 
 
 @dataclass(frozen=True)

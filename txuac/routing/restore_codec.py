@@ -189,7 +189,7 @@ class RestoreCodec:
 
     def __post_init__(self) -> None:
         if self.sign and not (self.sign_key or self.password):
-            raise ConfigError("[uac] restore_sign = true needs restore_sign_key or restore_passwd")
+            raise ConfigError("[routing] restore_sign = true needs restore_sign_key or restore_passwd")
 
     @property
     def _key(self) -> str:
