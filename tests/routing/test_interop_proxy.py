@@ -1,0 +1,122 @@
+"""The proxy against SIPp on loopback: SIPp caller -> txuac proxy -> SIPp callee.
+
+A whole call (INVITE, 100/180/200, ACK, BYE, 200) through ProxyService with a routing
+script that record-routes the INVITE and loose-routes in-dialog requests; real
+sockets, real time (T1 50 ms).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from tests.net.test_interop_sipp import HOST, T1, T2, sipp_messages, udp_bound, until
+from tests.support.peers import PeerProcess, free_port, require_program
+from txuac.config import RoutingSettings, settings_from_dict
+from txuac.routing.proxy import ProxyService
+from txuac.routing.script import load_script
+from txuac.service import UACService
+
+SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sipp")
+
+SCRIPT = '''
+from txuac.routing.script import request_route
+
+
+@request_route
+def route(msg, uac, tm, rr, dialog, sl):
+    if msg.to is not None and msg.to.tag is not None:
+        if rr.loose_route() < 0 and msg.method != "ACK":
+            sl.sl_send_reply(404, "Not here")
+            return
+        tm.t_relay()
+        return
+    if msg.method == "INVITE":
+        rr.record_route()
+    tm.t_relay()
+'''
+
+
+def last_stats(path: str) -> dict[str, str]:
+    """The last row of a SIPp -trace_stat file (semicolon-separated, header first)."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    return dict(zip(rows[0], rows[-1]))
+
+
+class SIPpThroughProxyTests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.sipp = require_program("sipp")
+        self.workdir = os.path.abspath(self.mktemp())
+        os.makedirs(self.workdir)
+        self.service = UACService(settings_from_dict({"core": {
+            "listen": [f"udp:{HOST}:0"],
+            "timer_t1": int(T1 * 1000),
+            "timer_t2": int(T2 * 1000),
+        }, "rpc": {"enabled": False}}), reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.port = self.service.sip.bound_address("udp").port
+        script = os.path.join(self.workdir, "routing.py")
+        with open(script, "w") as f:
+            f.write(SCRIPT)
+        self.proxy = ProxyService(self.service.stack, load_script(script), RoutingSettings(script=script),
+                                  [self.service.sip.bound_address("udp")])
+        self.proxy.start()
+        self.addCleanup(self.proxy.stop)
+
+    def sipp_peer(self, name: str, *args: str) -> tuple[PeerProcess, int, str]:
+        port = free_port()
+        messages = os.path.join(self.workdir, f"{name}.messages")
+        argv = [self.sipp, "-sf", os.path.join(SCENARIOS, name), "-i", HOST, "-p", str(port), "-t", "u1",
+                "-trace_msg", "-message_file", messages, "-trace_stat", "-stf",
+                os.path.join(self.workdir, f"{name}.stats"), *args]
+        peer = PeerProcess(argv, cwd=self.workdir, log_path=os.path.join(self.workdir, f"{name}.out"))
+        self.addCleanup(peer.stop)
+        return peer, port, messages
+
+    @defer.inlineCallbacks
+    def exit_status(self, peer: PeerProcess, timeout: float = 15.0):
+        ended = yield until(lambda: not peer.running(), timeout, 0.02)
+        self.assertTrue(ended, f"SIPp still running after {timeout} s: {peer.output()[-2000:]}")
+        return peer.wait(0)
+
+    @defer.inlineCallbacks
+    def test_call_through_the_proxy(self):
+        uas, uas_port, uas_messages = self.sipp_peer("uas_call.xml", "-m", "1")
+        started = yield until(lambda: udp_bound(uas_port) or not uas.running(), 10)
+        self.assertTrue(started and uas.running(), f"SIPp UAS did not start: {uas.output()[-2000:]}")
+        uac, _, uac_messages = self.sipp_peer("uac_call.xml", f"{HOST}:{self.port}", "-m", "1",
+                                              "-key", "uas", f"{HOST}:{uas_port}",
+                                              "-timeout", "10", "-timeout_error")
+        status = yield self.exit_status(uac)
+        self.assertEqual(status, 0, uac.output()[-3000:])
+        uas_status = yield self.exit_status(uas)
+        self.assertEqual(uas_status, 0, uas.output()[-3000:])
+        stats = last_stats(os.path.join(self.workdir, "uac_call.xml.stats"))
+        self.assertEqual((stats["SuccessfulCall(C)"], stats["FailedCall(C)"]), ("1", "0"))
+
+        received = [m for _, way, m in sipp_messages(uas_messages) if way == "received"]
+        self.assertEqual([m.method for m in received], ["INVITE", "ACK", "BYE"])
+        invite, ack, bye = received
+        our_rr = f"<sip:{HOST}:{self.port};lr;ftag="
+        self.assertTrue(invite.headers.get("Record-Route").startswith(our_rr), invite.headers.get("Record-Route"))
+        # The proxy's Via on top of each request the callee got: all three went through txuac.
+        for request in received:
+            self.assertEqual((request.top_via.host, request.top_via.port), (HOST, self.port))
+        # In-dialog requests: our Route removed, sent to the callee's Contact.
+        for request in (ack, bye):
+            self.assertNotIn("Route", request.headers)
+            self.assertEqual(request.uri.port, uas_port)
+        # The caller got the Record-Route back and its BYE carried it as a Route.
+        sent = [m for _, way, m in sipp_messages(uac_messages) if way == "sent"]
+        bye_sent = [m for m in sent if getattr(m, "method", None) == "BYE"][0]
+        self.assertTrue(bye_sent.headers.get("Route").startswith(our_rr))
+        replies = [m.status for _, way, m in sipp_messages(uac_messages) if way == "received"]
+        self.assertEqual(replies, [100, 180, 200, 200])
+        self.assertEqual(self.proxy.script_failures, 0)

@@ -1,0 +1,226 @@
+"""ProxyService on a SIPStack with fake transports and a fake clock (tests/net/test_stack.py's
+fakes): the request route, the sl/rr/tm namespaces, forwarding, responses, CANCEL, ACK."""
+
+from __future__ import annotations
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.net.test_stack import LOCAL, PEER, T1, T2, T4, FakeUDP
+from txuac.config import RoutingSettings
+from txuac.net.resolver import TargetResolver
+from txuac.net.stack import SIPStack
+from txuac.net.transports import UDPListener
+from txuac.routing.proxy import ProxyService
+from txuac.routing.script import load_script
+from txuac.sip import make_response, parse_message
+from txuac.sip.transaction import TimerSettings
+from txuac.sip.via import Address
+
+CALLEE = ("198.51.100.9", 5070)
+OURS = f"sip:{LOCAL[0]}:{LOCAL[1]}"
+
+PROXY_SCRIPT = '''
+from txuac.routing.script import request_route
+
+
+@request_route
+def route(msg, uac, tm, rr, dialog, sl):
+    if msg.method == "OPTIONS" and msg.uri.user is None:
+        sl.sl_send_reply(200, "Alive")
+        return
+    if msg.to is not None and msg.to.tag is not None:
+        if rr.loose_route() < 0 and msg.method != "ACK":
+            sl.sl_send_reply(404, "Not here")
+            return
+        tm.t_relay()
+        return
+    if msg.method == "INVITE":
+        rr.record_route()
+    if msg.uri.user == "broken":
+        raise ValueError("no route for broken")
+    if msg.uri.user == "uac":
+        uac.uac_replace_from("Anonymous", "sip:anonymous@anonymous.invalid")
+    if msg.uri.user == "trunk":
+        tm.t_relay_to_uri("sip:trunk@198.51.100.9:5070")
+        return
+    tm.t_relay()
+'''
+
+
+def request(method="INVITE", uri=f"sip:bob@{CALLEE[0]}:{CALLEE[1]}", branch="z9hG4bKup1", to_tag=None,
+            cseq=None, extra="", max_forwards=70) -> bytes:
+    to = "<sip:bob@example.com>" + (f";tag={to_tag}" if to_tag else "")
+    return (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {PEER[0]}:{PEER[1]};branch={branch}\r\n"
+        f"From: <sip:alice@example.com>;tag=alice1\r\n"
+        f"To: {to}\r\n"
+        f"Call-ID: call-1\r\n"
+        f"CSeq: {cseq or '1 ' + method}\r\n"
+        f"Max-Forwards: {max_forwards}\r\n"
+        f"{extra}"
+        f"Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+class ProxyTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.stack = SIPStack(self.reactor, timers=TimerSettings(T1, T2, T4), resolver=TargetResolver(self.reactor))
+        self.listener = UDPListener(LOCAL[0], 0, self.stack)
+        self.udp = FakeUDP()
+        self.listener.makeConnection(self.udp)
+        self.stack.add_udp_listener(self.listener)
+        script = self.mktemp() + ".py"
+        with open(script, "w") as f:
+            f.write(PROXY_SCRIPT)
+        self.proxy = ProxyService(self.stack, load_script(script), RoutingSettings(script=script),
+                                  [Address("udp", *LOCAL)])
+        self.proxy.start()
+
+    def sent(self, to=None):
+        """Every datagram written since the last call, parsed, with its destination; only
+        the messages when ``to`` is given (and only those sent there)."""
+        out = [(parse_message(data), addr) for data, addr in self.udp.written]
+        del self.udp.written[:]
+        return out if to is None else [m for m, addr in out if addr == to]
+
+    def receive(self, data: bytes, source=PEER) -> None:
+        self.listener.datagramReceived(data, source)
+
+    def answer(self, forwarded, status: int, to_tag="bobtag", extra=()):
+        response = make_response(forwarded, status, to_tag=to_tag, extra_headers=list(extra))
+        self.receive(bytes(response), CALLEE)
+
+    def forwarded_invite(self, uri_user="bob"):
+        self.receive(request(uri=f"sip:{uri_user}@{CALLEE[0]}:{CALLEE[1]}"))
+        downstream = self.sent(CALLEE)
+        self.assertEqual(len(downstream), 1)
+        return downstream[0]
+
+
+class RequestRouteTests(ProxyTestCase):
+    def test_check_request_answers_before_the_script(self):
+        self.receive(request(max_forwards=0))
+        [(response, addr)] = self.sent()
+        self.assertEqual((response.status, addr), (483, PEER))
+
+    def test_sl_send_reply(self):
+        self.receive(request("OPTIONS", uri=OURS))
+        [(response, _)] = self.sent()
+        self.assertEqual((response.status, response.reason), (200, "Alive"))
+
+    def test_script_exception_is_answered_500_and_logged_once(self):
+        with capturedLogs() as events:
+            self.receive(request(uri=f"sip:broken@{CALLEE[0]}"))
+        [(response, _)] = self.sent()
+        self.assertEqual(response.status, 500)
+        failures = [e for e in events if "routing script failed" in e.get("log_format", "")]
+        self.assertEqual(len(failures), 1)
+        self.assertIn("ValueError: no route for broken", failures[0]["traceback"])
+        self.assertEqual(self.proxy.script_failures, 1)
+        # The service goes on.
+        self.receive(request("OPTIONS", uri=OURS, branch="z9hG4bKup2"))
+        self.assertEqual([m.status for m, _ in self.sent()], [200])
+
+    def test_unimplemented_namespace_function_is_an_attribute_error(self):
+        with capturedLogs() as events:
+            self.receive(request(uri=f"sip:uac@{CALLEE[0]}"))
+        self.assertEqual([m.status for m, _ in self.sent()], [500])
+        [failure] = [e for e in events if "routing script failed" in e.get("log_format", "")]
+        self.assertIn("AttributeError: uac.uac_replace_from() is not available", failure["traceback"])
+
+    def test_stop_gives_the_methods_back(self):
+        self.proxy.stop()
+        self.receive(request("OPTIONS", uri=OURS))
+        [(response, _)] = self.sent()
+        self.assertEqual((response.status, response.reason), (200, "OK"))  # the stack's own answer
+
+
+class RelayTests(ProxyTestCase):
+    def test_invite_forwarded_with_record_route(self):
+        self.receive(request())
+        sent = self.sent()
+        self.assertEqual([m.status for m, a in sent if a == PEER], [100])  # the stack's 100
+        [forwarded] = [m for m, a in sent if a == CALLEE]
+        self.assertEqual(str(forwarded.uri), f"sip:bob@{CALLEE[0]}:{CALLEE[1]}")
+        self.assertEqual(forwarded.headers.get("Record-Route"), f"<{OURS};lr;ftag=alice1>")
+        self.assertEqual(forwarded.headers.get("Max-Forwards"), "69")
+        vias = forwarded.headers.get_all("Via")
+        self.assertEqual(len(vias), 2)  # ours (the stack's) on top of the caller's
+        self.assertTrue(vias[0].startswith(f"SIP/2.0/UDP {LOCAL[0]}:{LOCAL[1]};branch=z9hG4bK"))
+        self.assertIn(PEER[0], vias[1])
+
+    def test_responses_go_upstream(self):
+        forwarded = self.forwarded_invite()
+        self.sent()
+        self.answer(forwarded, 180)
+        self.answer(forwarded, 200)
+        upstream = self.sent(PEER)
+        self.assertEqual([r.status for r in upstream], [180, 200])
+        for response in upstream:
+            self.assertEqual(len(response.headers.get_all("Via")), 1)  # our Via removed (16.7 item 3)
+            self.assertEqual(response.to.tag, "bobtag")
+
+    def test_final_error_response_chosen_and_sent(self):
+        forwarded = self.forwarded_invite()
+        self.sent()
+        self.answer(forwarded, 486)
+        sent = self.sent()
+        self.assertEqual([(m.method if hasattr(m, "method") else m.status, a) for m, a in sent],
+                         [("ACK", CALLEE), (486, PEER)])
+
+    def test_timeout_gives_408(self):
+        self.forwarded_invite()
+        self.reactor.advance(64 * T1 + 1)
+        self.assertIn(408, [m.status for m in self.sent(PEER) if hasattr(m, "status")])
+
+    def test_t_relay_to_uri(self):
+        self.receive(request(uri="sip:trunk@example.org"))
+        [forwarded] = self.sent(CALLEE)
+        self.assertEqual(str(forwarded.uri), "sip:trunk@198.51.100.9:5070")
+
+
+class InDialogTests(ProxyTestCase):
+    def test_bye_loose_routed_to_the_contact(self):
+        self.receive(request("BYE", to_tag="bobtag", uri=f"sip:bob@{CALLEE[0]}:{CALLEE[1]}",
+                             extra=f"Route: <{OURS};lr;ftag=alice1>\r\n"))
+        [bye] = self.sent(CALLEE)
+        self.assertNotIn("Route", bye.headers)
+        self.assertNotIn("Record-Route", bye.headers)
+        self.answer(bye, 200)
+        self.assertEqual([m.status for m in self.sent(PEER)], [200])
+
+    def test_in_dialog_request_without_our_route_gets_404(self):
+        self.receive(request("BYE", to_tag="bobtag"))
+        [(response, _)] = self.sent()
+        self.assertEqual(response.status, 404)
+
+    def test_ack_for_2xx_forwarded_statelessly(self):
+        self.receive(request("ACK", to_tag="bobtag", extra=f"Route: <{OURS};lr;ftag=alice1>\r\n"))
+        self.receive(request("ACK", to_tag="bobtag", extra=f"Route: <{OURS};lr;ftag=alice1>\r\n"))
+        acks = self.sent(CALLEE)
+        self.assertEqual(len(acks), 2)
+        self.assertNotIn("Route", acks[0].headers)
+        # 16.11: the same branch for a retransmission.
+        self.assertEqual(acks[0].top_via.branch, acks[1].top_via.branch)
+        self.assertEqual(len(acks[0].headers.get_all("Via")), 2)
+
+
+class CancelTests(ProxyTestCase):
+    def test_cancel_cancels_the_branch_and_relays_its_487(self):
+        forwarded = self.forwarded_invite()
+        self.answer(forwarded, 180)
+        self.sent()
+        self.receive(request("CANCEL", cseq="1 CANCEL"))
+        sent = self.sent()
+        self.assertEqual([(m.status, a) for m, a in sent if a == PEER], [(200, PEER)])  # the stack's, for the CANCEL
+        [cancel] = [m for m, a in sent if a == CALLEE]
+        self.assertEqual(cancel.method, "CANCEL")
+        self.assertEqual(cancel.top_via.branch, forwarded.top_via.branch)  # RFC 3261 9.1
+        self.assertEqual(str(cancel.uri), str(forwarded.uri))
+        self.assertEqual(len(cancel.headers.get_all("Via")), 1)
+        self.answer(forwarded, 487)
+        self.assertEqual([m.status for m in self.sent(PEER) if hasattr(m, "status")], [487])

@@ -1,0 +1,369 @@
+"""The transaction-stateful proxy on the SIP stack, driven by the routing script.
+
+``ProxyService(stack, routes, settings, local_addresses)`` takes every proxied method
+from the stack (``start``; ``stop`` gives them back). For each request:
+
+1. ``check_request`` (RFC 3261 16.3): a status is answered with ``make_rejection``
+   (an ACK is dropped);
+2. the script's ``request_route`` runs (``call_route``) with the message (a copy of
+   the request as received) and the namespaces below. An exception in the script,
+   an unknown namespace function included (an AttributeError the script sees), is
+   logged once with the script's traceback and answered 500 unless a reply went out
+   or the request was relayed; the service goes on. A route that neither replies
+   nor relays drops the request, as Kamailio does at the end of request_route.
+
+Namespaces (Kamailio's KEMI names, bound to the request being routed: no ``msg``
+argument, as ``KSR.tm.t_relay()``), returning Kamailio's codes (1 success, negative
+failure):
+
+- ``sl.sl_send_reply(code, reason)`` (and ``sl.send_reply``): answer statelessly
+  in Kamailio's terms; here through the server transaction;
+- ``rr.record_route()``: the relayed request gets our Record-Route
+  ``<sip:host:port;lr;ftag=...>`` (proxy_rules.prepare_forward); ``rr.loose_route()``
+  is RFC 3261 16.4 (``preprocess_route``): 1 when the request had a Route (or a
+  strict-router Request-URI) of ours, now removed, -1 otherwise;
+- ``tm.t_relay()`` / ``tm.t_relay_to_uri(uri)``: forward statefully (16.6) to the
+  Route next hop or the Request-URI (or ``uri``); responses go upstream through a
+  ``ResponseContext`` (16.7). An ACK (the ACK of a 2xx: the stack absorbs the others)
+  is forwarded statelessly (16.11).
+- ``uac`` and ``dialog`` have no functions yet: using one is an AttributeError.
+
+CANCEL (16.10) comes through the stack's cancel handler: the stack answers it 200
+and the pending branches are cancelled (``make_branch_cancel``), or the INVITE is
+answered 487 when it was never relayed. The branch CANCEL keeps the branch of the
+INVITE's Via (RFC 3261 9.1), which ``SIPStack.send_request`` would replace: it is
+sent once with ``send_stateless`` (no retransmission over UDP; its 200 is
+dropped by the stack as matching no transaction). An unmatched CANCEL gets 481
+from the stack (no stateless forwarding yet).
+
+Not yet: failure routes, onreply/branch routes, ``uac``/``dialog`` functions,
+From/To restore, 2xx retransmissions after the INVITE client transaction ended
+(dropped: the UAC's ACK still reaches the callee).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.logger import Logger
+
+from txuac.config import RoutingSettings
+from txuac.errors import SIPParseError, TransactionTimeout
+from txuac.net.stack import IncomingRequest, SIPStack
+from txuac.routing.proxy_rules import (
+    BranchRefused,
+    CancelDisposition,
+    ContextUpdate,
+    ResponseContext,
+    cancel_disposition,
+    check_request,
+    make_branch_cancel,
+    make_rejection,
+    prepare_ack_forward,
+    prepare_forward,
+    preprocess_route,
+)
+from txuac.routing.script import RouteTable, ScriptFailure, call_route
+from txuac.sip.grammar import split_list
+from txuac.sip.message import Request, Response
+from txuac.sip.uri import URI, SipURI, parse_uri
+from txuac.sip.via import Address, bare_host, make_via, via_host
+
+log = Logger()
+
+#: Methods the proxy takes from the stack (CANCEL comes through the cancel handler).
+PROXIED_METHODS = ("INVITE", "ACK", "BYE", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE",
+                   "INFO", "REFER", "UPDATE", "PRACK", "PUBLISH")
+_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
+class ProxyService:
+    """The proxy: the stack's handler for ``PROXIED_METHODS`` and CANCEL once started."""
+
+    def __init__(self, stack: SIPStack, routes: RouteTable, settings: RoutingSettings,
+                 local_addresses: Sequence[Address]):
+        if not local_addresses:
+            raise ValueError("the proxy needs the addresses it listens on")
+        self.stack = stack
+        self.routes = routes
+        self.settings = settings
+        self.local_addresses = list(local_addresses)
+        self.script_failures = 0
+
+    def start(self) -> None:
+        for method in PROXIED_METHODS:
+            self.stack.set_handler(method, self.request_received)
+        self.stack.set_cancel_handler(self.cancel_received)
+
+    def stop(self) -> None:
+        for method in PROXIED_METHODS:
+            self.stack.set_handler(method, None)
+        self.stack.set_cancel_handler(None)
+
+    # --- addresses ----------------------------------------------------------------------
+    def is_local_uri(self, uri: SipURI) -> bool:
+        """Whether ``uri`` designates one of our sockets (host and port; RFC 3261 16.4)."""
+        host = bare_host(uri.host).lower()
+        transport = "tls" if uri.secure else (uri.transport or "udp")
+        port = uri.port or _DEFAULT_PORTS.get(transport, 5060)
+        return any(bare_host(a.host).lower() == host and a.port == port for a in self.local_addresses)
+
+    def local_address(self, transport: str) -> Address:
+        """Our socket for ``transport`` (the first one when none matches)."""
+        for address in self.local_addresses:
+            if address.transport == transport:
+                return address
+        return self.local_addresses[0]
+
+    def record_route_uri(self, transport: str) -> str:
+        address = self.local_address(transport)
+        suffix = "" if address.transport == "udp" else f";transport={address.transport}"
+        scheme = "sips" if address.transport == "tls" else "sip"
+        return f"{scheme}:{via_host(address.host)}:{address.port}{suffix}"
+
+    # --- requests -----------------------------------------------------------------------
+    def request_received(self, incoming: IncomingRequest) -> None:
+        request = incoming.request
+        status = check_request(request)
+        if status is not None:
+            if request.method != "ACK":
+                incoming.send(make_rejection(request, status, to_tag=incoming.to_tag))
+            return
+        proxied = ProxiedRequest(self, incoming)
+        result = call_route(self.routes.request, proxied.msg, proxied.uac, proxied.tm, proxied.rr,
+                            proxied.dialog, proxied.sl)
+        if isinstance(result, ScriptFailure):
+            self.script_failures += 1
+            log.error("routing script failed for {method} {call_id}:\n{traceback}", method=request.method,
+                      call_id=request.call_id, traceback=result.traceback)
+            proxied.answer_failure()
+
+    def cancel_received(self, cancel: IncomingRequest, invite: IncomingRequest | None) -> bool | None:
+        """RFC 3261 16.10; the stack answered the CANCEL 200 when ``invite`` is not None."""
+        if invite is None:
+            return None  # the stack answers 481
+        proxied: ProxiedRequest | None = getattr(invite, "proxied", None)
+        if proxied is None or proxied.context is None:
+            if invite.transaction is not None and not _answered(invite):
+                invite.respond(487)
+            return None
+        if cancel_disposition(proxied.context) is CancelDisposition.CANCEL_BRANCHES:
+            proxied.apply(proxied.context.cancel())
+        return None
+
+
+def _answered(incoming: IncomingRequest) -> bool:
+    last = incoming.transaction.last_response if incoming.transaction is not None else None
+    return last is not None and last.status >= 200
+
+
+class _Branch:
+    """One forwarded copy of the request: what was sent and where (for its CANCEL)."""
+
+    def __init__(self, request: Request):
+        self.request = request
+        self.sent_via: str | None = None  # our Via as sent, from the first response
+        self.sent_to: Address | None = None
+
+
+class ProxiedRequest:
+    """One request going through the script: the namespaces and, once relayed, the
+    response context of its branches."""
+
+    def __init__(self, proxy: ProxyService, incoming: IncomingRequest):
+        self.proxy = proxy
+        self.incoming = incoming
+        self.msg = incoming.request.copy()
+        self.record_route = False
+        self.replied = False
+        self.context: ResponseContext | None = None
+        self.branches: list[_Branch] = []
+        self.tm = TM(self)
+        self.sl = SL(self)
+        self.rr = RR(self)
+        self.uac = _Unavailable("uac")
+        self.dialog = _Unavailable("dialog")
+        incoming.proxied = self  # type: ignore[attr-defined] - found again by the cancel handler
+
+    @property
+    def is_ack(self) -> bool:
+        return self.incoming.request.method == "ACK"
+
+    def reply(self, code: int, reason: str | None) -> int:
+        if self.is_ack or _answered(self.incoming):
+            return -1
+        self.incoming.respond(code, reason)
+        self.replied = True
+        return 1
+
+    def answer_failure(self) -> None:
+        if not self.is_ack and self.context is None and not _answered(self.incoming):
+            self.incoming.respond(500)
+
+    # --- forwarding -----------------------------------------------------------------------
+    def relay(self, target: URI | str | None) -> int:
+        if self.is_ack:
+            return self._relay_ack(target)
+        if self.replied or _answered(self.incoming):
+            return -1
+        if self.context is None:
+            self.context = ResponseContext(self.incoming.request, self.incoming.to_tag)
+        try:
+            number = self.context.add_branch()
+        except BranchRefused:
+            return -1
+        transport = self.incoming.source.transport
+        local = self.proxy.local_address(transport)
+        record_route = self.proxy.record_route_uri(transport) if self.record_route else None
+        try:
+            forward = prepare_forward(self.msg, target, make_via(local.transport, local.host, local.port),
+                                      record_route)
+        except SIPParseError as e:
+            log.info("{method} not forwarded: {error}", method=self.msg.method, error=str(e))
+            self.apply(self.context.transport_failed(number))
+            return -1
+        # The stack puts its own Via on top (with the client transaction's branch).
+        forward.request.headers.remove_first("Via")
+        branch = _Branch(forward.request)
+        self.branches.append(branch)
+        next_hop = forward.next_hop if isinstance(forward.next_hop, SipURI) else None
+        if next_hop is None:
+            self.apply(self.context.transport_failed(number))
+            return -1
+
+        def provisional(response: Response) -> None:
+            self._note_sent(branch, response)
+            self.apply(self.context.receive(number, response))
+
+        d = self.proxy.stack.send_request(forward.request, next_hop, on_provisional=provisional)
+        d.addCallback(self._final, number, branch)
+        d.addErrback(self._failed, number)
+        d.addErrback(lambda f: log.failure("response handling failed", f))
+        return 1
+
+    def _final(self, response: Response, number: int, branch: _Branch) -> None:
+        self._note_sent(branch, response)
+        self.apply(self.context.receive(number, response))
+
+    def _failed(self, failure, number: int) -> None:
+        if failure.check(TransactionTimeout):
+            self.apply(self.context.timed_out(number))
+        else:
+            log.info("branch {number} of {method} failed: {error}", number=number, method=self.msg.method,
+                     error=failure.getErrorMessage())
+            self.apply(self.context.transport_failed(number))
+
+    @staticmethod
+    def _note_sent(branch: _Branch, response: Response) -> None:
+        if branch.sent_via is None:
+            branch.sent_via = response.headers.get("Via")
+            branch.sent_to = getattr(response, "sent_to", None)
+
+    def apply(self, update: ContextUpdate) -> None:
+        """Do what the response context said: responses upstream, CANCELs, the final."""
+        for response in update.forward:
+            self.incoming.send(response)
+        for number in update.cancel:
+            self._cancel_branch(self.branches[number])
+        if update.completed:
+            self.incoming.send(self.context.finish())
+
+    def _cancel_branch(self, branch: _Branch) -> None:
+        if branch.sent_via is None or branch.sent_to is None:
+            return  # nothing heard from it: the context cancels it at its first response
+        sent = branch.request.copy()
+        sent.headers.prepend("Via", _first_value(branch.sent_via))
+        cancel = make_branch_cancel(sent)
+        d = self.proxy.stack.send_stateless(cancel, branch.sent_to)
+        d.addErrback(lambda f: log.info("CANCEL not sent: {error}", error=f.getErrorMessage()))
+
+    def _relay_ack(self, target: URI | str | None) -> int:
+        """RFC 3261 16.11: the ACK of a 2xx, forwarded statelessly."""
+        transport = self.incoming.source.transport
+        local = self.proxy.local_address(transport)
+        try:
+            forward = prepare_ack_forward(self.msg, make_via(local.transport, local.host, local.port), target)
+        except SIPParseError as e:
+            log.info("ACK not forwarded: {error}", error=str(e))
+            return -1
+        if not isinstance(forward.next_hop, SipURI):
+            return -1
+        stack = self.proxy.stack
+        d = stack.resolver.resolve_uri(forward.next_hop)
+        d.addCallback(lambda targets: stack.send_stateless(forward.request, targets[0]))
+        d.addErrback(lambda f: log.info("ACK not forwarded: {error}", error=f.getErrorMessage()))
+        return 1
+
+
+def _first_value(via_line: str) -> str:
+    return split_list(via_line, "Via")[0]
+
+
+class TM:
+    """Kamailio's tm functions for one request."""
+
+    def __init__(self, proxied: ProxiedRequest):
+        self._proxied = proxied
+
+    def t_relay(self) -> int:
+        """Forward statefully to the Route next hop or the Request-URI (KSR.tm.t_relay)."""
+        return self._proxied.relay(None)
+
+    def t_relay_to_uri(self, uri: str) -> int:
+        """Forward with ``uri`` as the Request-URI (our equivalent of $ru + t_relay)."""
+        try:
+            target = parse_uri(uri, "t_relay_to_uri")
+        except SIPParseError:
+            return -1
+        return self._proxied.relay(target)
+
+
+class SL:
+    """Kamailio's sl functions for one request."""
+
+    def __init__(self, proxied: ProxiedRequest):
+        self._proxied = proxied
+
+    def sl_send_reply(self, code: int, reason: str | None = None) -> int:
+        return self._proxied.reply(int(code), reason)
+
+    send_reply = sl_send_reply
+
+
+class RR:
+    """Kamailio's rr functions for one request."""
+
+    def __init__(self, proxied: ProxiedRequest):
+        self._proxied = proxied
+
+    def record_route(self) -> int:
+        """Our Record-Route on the relayed request (RFC 3261 16.6 item 4)."""
+        self._proxied.record_route = True
+        return 1
+
+    def loose_route(self) -> int:
+        """RFC 3261 16.4: 1 when a Route (or strict-router Request-URI) of ours was
+        removed from the request, -1 otherwise (or for a malformed Route)."""
+        msg = self._proxied.msg
+        try:
+            processed = preprocess_route(msg, self._proxied.proxy.is_local_uri)
+        except SIPParseError:
+            return -1
+        if not (processed.loose_routed or processed.strict_route_compat):
+            return -1
+        msg.uri, msg.headers = processed.request.uri, processed.request.headers
+        return 1
+
+
+class _Unavailable:
+    """A namespace without functions yet: every name is an AttributeError saying so."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        raise AttributeError(f"{self._name}.{attribute}() is not available in this txuac proxy yet")
+
+
+__all__ = ["PROXIED_METHODS", "ProxiedRequest", "ProxyService"]
