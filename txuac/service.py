@@ -207,6 +207,11 @@ class UACService(service.MultiService):
                                ext_table=uac.reg_ext_table)
             self.registrant = RegistrantService(registrant_settings(settings), self.sip.stack, store, reactor)
             self.registrant.setServiceParent(self)  # started after the SIP stack, stopped before it
+        self.proxy = None
+        if settings.routing.script is not None:
+            from txuac.routing.proxy import ProxyRunner  # the routing layer only when a script is set
+            self.proxy = ProxyRunner(self.sip, settings)  # loads the script: a ConfigError stops here
+            self.proxy.setServiceParent(self)  # started after the SIP stack, stopped before it
         self.rpc: AdminWebService | None = None
         if settings.rpc.enabled:
             self.rpc = AdminWebService(self, reactor)  # JSON-RPC and /metrics, stopped before the above

@@ -1,8 +1,8 @@
 """The proxy against SIPp on loopback: SIPp caller -> txuac proxy -> SIPp callee.
 
 A whole call (INVITE, 100/180/200, ACK, BYE, 200) through ProxyService with a routing
-script that record-routes the INVITE and loose-routes in-dialog requests; real
-sockets, real time (T1 50 ms).
+script that record-routes the INVITE and loose-routes in-dialog requests, run by
+UACService as ``[routing] script`` sets it; real sockets, real time (T1 50 ms).
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.net.test_interop_sipp import HOST, T1, T2, sipp_messages, udp_bound, until
 from tests.support.peers import PeerProcess, free_port, require_program
-from txuac.config import RoutingSettings, settings_from_dict
-from txuac.routing.proxy import ProxyService
-from txuac.routing.script import load_script
+from txuac.config import settings_from_dict
 from txuac.service import UACService
 
 SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sipp")
@@ -54,21 +52,20 @@ class SIPpThroughProxyTests(TestCase):
         self.sipp = require_program("sipp")
         self.workdir = os.path.abspath(self.mktemp())
         os.makedirs(self.workdir)
+        script = os.path.join(self.workdir, "routing.py")
+        with open(script, "w") as f:
+            f.write(SCRIPT)
+        # [routing] script set: UACService runs the proxy (ProxyRunner) on its sockets.
         self.service = UACService(settings_from_dict({"core": {
             "listen": [f"udp:{HOST}:0"],
             "timer_t1": int(T1 * 1000),
             "timer_t2": int(T2 * 1000),
-        }, "rpc": {"enabled": False}}), reactor)
+        }, "rpc": {"enabled": False}, "routing": {"script": script}}), reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
         self.port = self.service.sip.bound_address("udp").port
-        script = os.path.join(self.workdir, "routing.py")
-        with open(script, "w") as f:
-            f.write(SCRIPT)
-        self.proxy = ProxyService(self.service.stack, load_script(script), RoutingSettings(script=script),
-                                  [self.service.sip.bound_address("udp")])
-        self.proxy.start()
-        self.addCleanup(self.proxy.stop)
+        self.proxy = self.service.proxy.proxy
+        self.assertEqual(self.proxy.local_addresses, [self.service.sip.bound_address("udp")])
 
     def sipp_peer(self, name: str, *args: str) -> tuple[PeerProcess, int, str]:
         port = free_port()

@@ -36,6 +36,8 @@ sent once with ``send_stateless`` (no retransmission over UDP; its 200 is
 dropped by the stack as matching no transaction). An unmatched CANCEL gets 481
 from the stack (no stateless forwarding yet).
 
+``ProxyRunner`` runs it in UACService when ``[routing] script`` is set.
+
 Not yet: failure routes, onreply/branch routes, ``uac``/``dialog`` functions,
 From/To restore, 2xx retransmissions after the INVITE client transaction ended
 (dropped: the UAC's ACK still reaches the callee).
@@ -46,9 +48,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.application import service
 from twisted.logger import Logger
 
-from txuac.config import RoutingSettings
+from txuac.config import RoutingSettings, Settings
 from txuac.errors import SIPParseError, TransactionTimeout
 from txuac.net.stack import IncomingRequest, SIPStack
 from txuac.routing.proxy_rules import (
@@ -64,7 +67,7 @@ from txuac.routing.proxy_rules import (
     prepare_forward,
     preprocess_route,
 )
-from txuac.routing.script import RouteTable, ScriptFailure, call_route
+from txuac.routing.script import RouteTable, ScriptFailure, call_route, load_script
 from txuac.sip.grammar import split_list
 from txuac.sip.message import Request, Response
 from txuac.sip.uri import URI, SipURI, parse_uri
@@ -356,6 +359,39 @@ class RR:
         return 1
 
 
+class ProxyRunner(service.Service):
+    """Runs the proxy inside UACService when ``[routing] script`` is set: the script is
+    loaded at construction (a ConfigError stops txuac from starting), the proxy starts
+    after the SIP service has bound its sockets (ports of 0 resolved) and stops first.
+
+    Our Record-Route and the Route values we recognise use the listen addresses: a
+    wildcard listen (0.0.0.0, ::) has no address to put there (logged at start)."""
+
+    def __init__(self, sip: Any, settings: Settings):
+        self.sip = sip
+        self.settings = settings
+        assert settings.routing.script is not None
+        self.routes = load_script(settings.routing.script)
+        self.proxy: ProxyService | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        addresses = [Address(spec.transport, spec.host, port.getHost().port)
+                     for spec, port in zip(self.settings.core.listen, self.sip.ports)]
+        for address in addresses:
+            if address.host in ("0.0.0.0", "::"):
+                log.warn("[routing]: listening on {host}: Record-Route needs a specific address", host=address.host)
+        self.proxy = ProxyService(self.sip.stack, self.routes, self.settings.routing, addresses)
+        self.proxy.start()
+        log.info("proxy started with the routing script {path}", path=self.routes.path)
+
+    def stopService(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
+        super().stopService()
+
+
 class _Unavailable:
     """A namespace without functions yet: every name is an AttributeError saying so."""
 
@@ -366,4 +402,4 @@ class _Unavailable:
         raise AttributeError(f"{self._name}.{attribute}() is not available in this txuac proxy yet")
 
 
-__all__ = ["PROXIED_METHODS", "ProxiedRequest", "ProxyService"]
+__all__ = ["PROXIED_METHODS", "ProxiedRequest", "ProxyRunner", "ProxyService"]
