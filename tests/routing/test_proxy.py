@@ -13,6 +13,7 @@ from txuac.net.resolver import TargetResolver
 from txuac.net.stack import SIPStack
 from txuac.net.transports import UDPListener
 from txuac.routing.proxy import ProxyService
+from txuac.routing.restore_codec import RestoreCodec
 from txuac.routing.script import load_script
 from txuac.sip import make_response, parse_message
 from txuac.sip.transaction import TimerSettings
@@ -40,8 +41,8 @@ def route(msg, uac, tm, rr, dialog, sl):
         rr.record_route()
     if msg.uri.user == "broken":
         raise ValueError("no route for broken")
-    if msg.uri.user == "uac":
-        uac.uac_replace_from("Anonymous", "sip:anonymous@anonymous.invalid")
+    if msg.uri.user == "dialog":
+        dialog.dlg_manage()
     if msg.uri.user == "trunk":
         tm.t_relay_to_uri("sip:trunk@198.51.100.9:5070")
         return
@@ -66,6 +67,9 @@ def request(method="INVITE", uri=f"sip:bob@{CALLEE[0]}:{CALLEE[1]}", branch="z9h
 
 
 class ProxyTestCase(SynchronousTestCase):
+    script = PROXY_SCRIPT
+    settings: dict = {}
+
     def setUp(self):
         self.reactor = MemoryReactorClock()
         self.stack = SIPStack(self.reactor, timers=TimerSettings(T1, T2, T4), resolver=TargetResolver(self.reactor))
@@ -75,8 +79,8 @@ class ProxyTestCase(SynchronousTestCase):
         self.stack.add_udp_listener(self.listener)
         script = self.mktemp() + ".py"
         with open(script, "w") as f:
-            f.write(PROXY_SCRIPT)
-        self.proxy = ProxyService(self.stack, load_script(script), RoutingSettings(script=script),
+            f.write(self.script)
+        self.proxy = ProxyService(self.stack, load_script(script), RoutingSettings(script=script, **self.settings),
                                   [Address("udp", *LOCAL)])
         self.proxy.start()
 
@@ -127,10 +131,10 @@ class RequestRouteTests(ProxyTestCase):
 
     def test_unimplemented_namespace_function_is_an_attribute_error(self):
         with capturedLogs() as events:
-            self.receive(request(uri=f"sip:uac@{CALLEE[0]}"))
+            self.receive(request(uri=f"sip:dialog@{CALLEE[0]}"))
         self.assertEqual([m.status for m, _ in self.sent()], [500])
         [failure] = [e for e in events if "routing script failed" in e.get("log_format", "")]
-        self.assertIn("AttributeError: uac.uac_replace_from() is not available", failure["traceback"])
+        self.assertIn("AttributeError: dialog.dlg_manage() is not available", failure["traceback"])
 
     def test_stop_gives_the_methods_back(self):
         self.proxy.stop()
@@ -224,3 +228,164 @@ class CancelTests(ProxyTestCase):
         self.assertEqual(len(cancel.headers.get_all("Via")), 1)
         self.answer(forwarded, 487)
         self.assertEqual([m.status for m in self.sent(PEER) if hasattr(m, "status")], [487])
+
+
+UAC_SCRIPT = '''
+from txuac.routing.script import request_route
+
+
+@request_route
+def route(msg, uac, tm, rr, dialog, sl):
+    if msg.to is not None and msg.to.tag is not None:
+        if msg.uri.user == "again":
+            sl.sl_send_reply(403, str(uac.uac_replace_from("sip:other@example.org")))
+            return
+        if rr.loose_route() < 0 and msg.method != "ACK":
+            sl.sl_send_reply(404, "Not here")
+            return
+        if msg.uri.user == "manual":
+            uac.uac_restore_from()
+        tm.t_relay()
+        return
+    # The replace before record_route: vsf still lands on our Record-Route.
+    uac.uac_replace_from("Anonymous", "sip:anonymous@anonymous.invalid")
+    if msg.uri.user == "both":
+        uac.uac_replace_to("sip:hidden@example.net")
+    rr.record_route()
+    tm.t_relay()
+'''
+ANONYMOUS = "sip:anonymous@anonymous.invalid"
+
+
+def route_param(record_route: str, name: str) -> str:
+    """The value of ``name`` in a ``<uri;...>`` Record-Route/Route value."""
+    inside = record_route.strip("<>")
+    return dict(p.partition("=")[::2] for p in inside.split(";")[1:])[name]
+
+
+class AutoRestoreTests(ProxyTestCase):
+    """restore_mode = auto (the default): Kamailio README 3.3, reference section 1."""
+
+    script = UAC_SCRIPT
+
+    def test_initial_invite_from_replaced_and_stored_on_our_record_route(self):
+        forwarded = self.forwarded_invite()
+        self.assertEqual(forwarded.headers.get("From"), f"Anonymous <{ANONYMOUS}>;tag=alice1")
+        record_route = forwarded.headers.get("Record-Route")
+        self.assertTrue(record_route.startswith(f"<{OURS};lr;ftag=alice1;vsf="), record_route)
+        self.assertEqual(RestoreCodec().decode(route_param(record_route, "vsf"), ANONYMOUS),
+                         "sip:alice@example.com")
+        self.assertNotIn("vst=", record_route)
+
+    def test_replies_upstream_get_the_original_from(self):
+        forwarded = self.forwarded_invite()
+        self.sent()
+        self.answer(forwarded, 180)
+        self.answer(forwarded, 200)
+        upstream = self.sent(PEER)
+        self.assertEqual([r.status for r in upstream], [180, 200])
+        for response in upstream:
+            self.assertEqual(response.headers.get("From"), "<sip:alice@example.com>;tag=alice1")
+
+    def test_final_error_upstream_gets_the_original_from(self):
+        forwarded = self.forwarded_invite()
+        self.sent()
+        self.answer(forwarded, 486)
+        [busy] = self.sent(PEER)
+        self.assertEqual((busy.status, busy.headers.get("From")), (486, "<sip:alice@example.com>;tag=alice1"))
+
+    def test_to_replaced_too(self):
+        forwarded = self.forwarded_invite("both")
+        self.assertEqual(forwarded.headers.get("To"), "<sip:hidden@example.net>")
+        record_route = forwarded.headers.get("Record-Route")
+        self.assertEqual(RestoreCodec().decode(route_param(record_route, "vst"), "sip:hidden@example.net"),
+                         "sip:bob@example.com")
+        self.sent()
+        self.answer(forwarded, 200)
+        [ok] = self.sent(PEER)
+        self.assertEqual(ok.headers.get("To"), "<sip:bob@example.com>;tag=bobtag")
+        self.assertEqual(ok.headers.get("From"), "<sip:alice@example.com>;tag=alice1")
+
+    def dialog_route(self) -> str:
+        forwarded = self.forwarded_invite()
+        return forwarded.headers.get("Record-Route")
+
+    def test_caller_bye_gets_the_new_from_and_its_reply_the_old_one(self):
+        route = self.dialog_route()
+        self.sent()
+        self.receive(request("BYE", to_tag="bobtag", branch="z9hG4bKbye1", cseq="2 BYE",
+                             extra=f"Route: {route}\r\n"))
+        [bye] = self.sent(CALLEE)
+        self.assertEqual(bye.headers.get("From"), f"<{ANONYMOUS}>;tag=alice1")  # the URI only (K:rr_checker)
+        self.answer(bye, 200)
+        [ok] = self.sent(PEER)
+        self.assertEqual(ok.headers.get("From"), "<sip:alice@example.com>;tag=alice1")
+
+    def test_caller_ack_gets_the_new_from(self):
+        route = self.dialog_route()
+        self.sent()
+        self.receive(request("ACK", to_tag="bobtag", branch="z9hG4bKack1", extra=f"Route: {route}\r\n"))
+        [ack] = self.sent(CALLEE)
+        self.assertEqual(ack.headers.get("From"), f"<{ANONYMOUS}>;tag=alice1")
+
+    def test_callee_bye_gets_the_original_to_and_its_reply_the_new_one(self):
+        route = self.dialog_route()
+        self.sent()
+        bye = (f"BYE sip:alice@{PEER[0]}:{PEER[1]} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP {CALLEE[0]}:{CALLEE[1]};branch=z9hG4bKcb1\r\n"
+               f"Route: {route}\r\n"
+               f"From: <sip:bob@example.com>;tag=bobtag\r\n"
+               f"To: Anonymous <{ANONYMOUS}>;tag=alice1\r\n"
+               f"Call-ID: call-1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+        self.receive(bye, CALLEE)
+        [forwarded] = self.sent(PEER)
+        self.assertEqual(forwarded.headers.get("To"), "Anonymous <sip:alice@example.com>;tag=alice1")
+        self.assertEqual(forwarded.headers.get("From"), "<sip:bob@example.com>;tag=bobtag")
+        self.receive(bytes(make_response(forwarded, 200)), PEER)
+        [ok] = self.sent(CALLEE)
+        self.assertEqual(ok.headers.get("To"), f"Anonymous <{ANONYMOUS}>;tag=alice1")
+
+    def test_replace_of_the_uri_in_a_sequential_request_fails(self):
+        self.receive(request("BYE", uri="sip:again@example.com", to_tag="bobtag"))
+        [(response, _)] = self.sent()
+        self.assertEqual((response.status, response.reason), (403, "-1"))
+
+
+class NoRestoreTests(ProxyTestCase):
+    script = UAC_SCRIPT
+    settings = {"restore_mode": "none"}
+
+    def test_nothing_stored_and_replies_not_fixed(self):
+        forwarded = self.forwarded_invite()
+        self.assertEqual(forwarded.headers.get("From"), f"Anonymous <{ANONYMOUS}>;tag=alice1")
+        self.assertEqual(forwarded.headers.get("Record-Route"), f"<{OURS};lr;ftag=alice1>")
+        self.sent()
+        self.answer(forwarded, 200)
+        [ok] = self.sent(PEER)
+        self.assertEqual(ok.headers.get("From"), f"Anonymous <{ANONYMOUS}>;tag=alice1")
+
+
+class ManualRestoreTests(ProxyTestCase):
+    script = UAC_SCRIPT
+    settings = {"restore_mode": "manual", "restore_passwd": "secret"}
+
+    def test_loose_route_alone_restores_nothing(self):
+        route = self.forwarded_invite().headers.get("Record-Route")
+        self.sent()
+        self.receive(request("BYE", to_tag="bobtag", cseq="2 BYE", branch="z9hG4bKbye2",
+                             extra=f"Route: {route}\r\n"))
+        [bye] = self.sent(CALLEE)
+        self.assertEqual(bye.headers.get("From"), "<sip:alice@example.com>;tag=alice1")
+
+    def test_uac_restore_from_restores_and_the_reply_is_not_fixed(self):
+        route = self.forwarded_invite().headers.get("Record-Route")
+        self.assertEqual(RestoreCodec("secret").decode(route_param(route, "vsf"), ANONYMOUS),
+                         "sip:alice@example.com")
+        self.sent()
+        self.receive(request("BYE", uri=f"sip:manual@{CALLEE[0]}:{CALLEE[1]}", to_tag="bobtag", cseq="2 BYE",
+                             branch="z9hG4bKbye3", extra=f"Route: {route}\r\n"))
+        [bye] = self.sent(CALLEE)
+        self.assertEqual(bye.headers.get("From"), f"<{ANONYMOUS}>;tag=alice1")
+        self.answer(bye, 200)
+        [ok] = self.sent(PEER)
+        self.assertEqual(ok.headers.get("From"), f"<{ANONYMOUS}>;tag=alice1")  # Kamailio: no reply callback

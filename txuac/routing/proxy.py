@@ -26,7 +26,13 @@ failure):
   Route next hop or the Request-URI (or ``uri``); responses go upstream through a
   ``ResponseContext`` (16.7). An ACK (the ACK of a 2xx: the stack absorbs the others)
   is forwarded statelessly (16.11).
-- ``uac`` and ``dialog`` have no functions yet: using one is an AttributeError.
+- ``uac``: From/To replace and restore (``uac_functions``): ``uac_replace_from/to``,
+  ``uac_restore_from/to``. The vsf/vst parameters go on our Record-Route when the request
+  is relayed (so the order of ``rr.record_route()`` and the replace does not matter);
+  every response sent upstream gets the From/To its request was received with. In
+  ``restore_mode = "auto"``, ``rr.loose_route()`` restores From/To of an in-dialog request
+  from the vsf/vst of our Route (direction from its ``ftag``), as Kamailio's rr callback.
+- ``dialog`` has no functions yet: using one is an AttributeError.
 
 CANCEL (16.10) comes through the stack's cancel handler: the stack answers it 200
 and the pending branches are cancelled (``make_branch_cancel``), or the INVITE is
@@ -38,8 +44,8 @@ from the stack (no stateless forwarding yet).
 
 ``ProxyRunner`` runs it in UACService when ``[routing] script`` is set.
 
-Not yet: failure routes, onreply/branch routes, ``uac``/``dialog`` functions,
-From/To restore, 2xx retransmissions after the INVITE client transaction ended
+Not yet: failure routes, onreply/branch routes, ``dialog`` functions, the other
+``uac`` functions (auth, uac_req_send, registrations), 2xx retransmissions after the INVITE client transaction ended
 (dropped: the UAC's ACK still reaches the callee).
 """
 
@@ -67,7 +73,10 @@ from txuac.routing.proxy_rules import (
     prepare_forward,
     preprocess_route,
 )
+from txuac.routing.replace import RestoreMode
+from txuac.routing.restore import apply_rewrites, reply_rewrites
 from txuac.routing.script import RouteTable, ScriptFailure, call_route, load_script
+from txuac.routing.uac_functions import UAC, RequestAddresses, RestoreSettings, RouteParamsSource, restore_in_dialog
 from txuac.sip.grammar import split_list
 from txuac.sip.message import Request, Response
 from txuac.sip.uri import URI, SipURI, parse_uri
@@ -92,6 +101,7 @@ class ProxyService:
         self.routes = routes
         self.settings = settings
         self.local_addresses = list(local_addresses)
+        self.restore = RestoreSettings.from_settings(settings)
         self.script_failures = 0
 
     def start(self) -> None:
@@ -182,10 +192,12 @@ class ProxiedRequest:
         self.replied = False
         self.context: ResponseContext | None = None
         self.branches: list[_Branch] = []
+        self.addresses = RequestAddresses()
+        self.route_params = RouteParamsSource()
         self.tm = TM(self)
         self.sl = SL(self)
         self.rr = RR(self)
-        self.uac = _Unavailable("uac")
+        self.uac = UAC(self.msg, proxy.restore, self.addresses, self.route_params)
         self.dialog = _Unavailable("dialog")
         incoming.proxied = self  # type: ignore[attr-defined] - found again by the cancel handler
 
@@ -218,7 +230,7 @@ class ProxiedRequest:
             return -1
         transport = self.incoming.source.transport
         local = self.proxy.local_address(transport)
-        record_route = self.proxy.record_route_uri(transport) if self.record_route else None
+        record_route = self.our_record_route(transport) if self.record_route else None
         try:
             forward = prepare_forward(self.msg, target, make_via(local.transport, local.host, local.port),
                                       record_route)
@@ -245,6 +257,21 @@ class ProxiedRequest:
         d.addErrback(lambda f: log.failure("response handling failed", f))
         return 1
 
+    def our_record_route(self, transport: str) -> str:
+        """Our Record-Route URI, with vsf/vst of the replaced (or restored) From/To."""
+        uri = self.proxy.record_route_uri(transport)
+        for name, value in self.addresses.record_route_params(self.proxy.restore):
+            uri += f";{name}={value}"
+        return uri
+
+    def upstream(self, response: Response) -> Response:
+        """``response`` with the From/To its request was received with (reply_rewrites)."""
+        addresses = self.addresses
+        if addresses.fixed_headers:
+            apply_rewrites(response, reply_rewrites(response, addresses.fixed_headers, self.incoming.request,
+                                                    addresses.saved_spans))
+        return response
+
     def _final(self, response: Response, number: int, branch: _Branch) -> None:
         self._note_sent(branch, response)
         self.apply(self.context.receive(number, response))
@@ -266,11 +293,11 @@ class ProxiedRequest:
     def apply(self, update: ContextUpdate) -> None:
         """Do what the response context said: responses upstream, CANCELs, the final."""
         for response in update.forward:
-            self.incoming.send(response)
+            self.incoming.send(self.upstream(response))
         for number in update.cancel:
             self._cancel_branch(self.branches[number])
         if update.completed:
-            self.incoming.send(self.context.finish())
+            self.incoming.send(self.upstream(self.context.finish()))
 
     def _cancel_branch(self, branch: _Branch) -> None:
         if branch.sent_via is None or branch.sent_to is None:
@@ -356,6 +383,13 @@ class RR:
         if not (processed.loose_routed or processed.strict_route_compat):
             return -1
         msg.uri, msg.headers = processed.request.uri, processed.request.headers
+        proxied = self._proxied
+        params = processed.params
+        proxied.route_params.params = params
+        restore = proxied.proxy.restore
+        if restore.mode is RestoreMode.AUTO and processed.own_uris:
+            # K:uac.c rr_checker: auto mode restores From/To inside loose_route.
+            restore_in_dialog(restore, msg, proxied.addresses, params)
         return 1
 
 

@@ -1,0 +1,179 @@
+"""The routing script's ``uac`` namespace: From/To replace and restore in the proxy.
+
+Kamailio's names and return codes (README 4.1-4.4; 1 success, -1 failure), bound to one
+request (``ProxiedRequest``):
+
+- ``uac_replace_from(display, uri)`` / ``uac_replace_from(uri)`` and ``uac_replace_to``
+  (request and branch routes): the header of the request to be forwarded is rewritten
+  (``replace.replace_header``). With ``restore_mode`` manual or auto, the original URI is
+  kept for restoring: ``;vsf=``/``;vst=`` (``rr_from_store_param``/``rr_to_store_param``,
+  ``restore_passwd``, ``restore_sign``) is put on OUR Record-Route when the request is
+  relayed, so calling it before or after ``rr.record_route()`` is the same (no
+  Record-Route: nothing stored, as Kamailio, whose parameter goes nowhere without it).
+  Every reply sent upstream for the transaction gets the From/To it was received with
+  (``restore.reply_rewrites``); ``restore_from_avp``/``restore_to_avp`` give the saved span.
+- ``uac_restore_from()`` / ``uac_restore_to()`` (request route, manual mode, after
+  ``rr.loose_route()``): the Route of ours that loose_route removed is read for
+  ``vsf``/``vst`` (``restore.restore_plan``); the replies are not fixed (Kamailio
+  registers no reply callback there). In auto mode ``rr.loose_route()`` restores both by
+  itself and fixes the replies.
+
+A second replace of the same header on one request applies the last value and keeps the
+received one for restoring (replace.py); Kamailio refuses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+
+from txuac.config import RoutingSettings
+from txuac.errors import AddressReplaceError, SIPParseError
+from txuac.routing.replace import FROM, TO, Replacement, RestoreMode, replace_header
+from txuac.routing.restore import (
+    RequestRestore,
+    StoreParamNames,
+    apply_rewrites,
+    restore_plan,
+    rr_store_param,
+)
+from txuac.routing.restore_codec import RestoreCodec
+from txuac.routing.script import allowed_like
+
+if TYPE_CHECKING:
+    from txuac.sip.message import Request
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    """The [routing] settings of From/To restore, parsed once per proxy."""
+
+    mode: RestoreMode
+    codec: RestoreCodec
+    names: StoreParamNames
+    save_spans: frozenset[str]  # headers whose restore_*_avp is set
+
+    @classmethod
+    def from_settings(cls, settings: RoutingSettings) -> "RestoreSettings":
+        saved = {header for header, on in ((FROM, settings.restore_from_avp), (TO, settings.restore_to_avp)) if on}
+        return cls(RestoreMode.parse(settings.restore_mode),
+                   RestoreCodec(settings.restore_passwd, settings.restore_sign, settings.restore_sign_key),
+                   StoreParamNames(settings.rr_from_store_param, settings.rr_to_store_param),
+                   frozenset(saved))
+
+
+@dataclass
+class RequestAddresses:
+    """What uac functions did to one request: replacements, restores, replies to fix."""
+
+    replacements: dict[str, Replacement] = field(default_factory=dict)
+    fixed_headers: set[str] = field(default_factory=set)
+    saved_spans: dict[str, str] = field(default_factory=dict)
+    rr_params: dict[str, str] = field(default_factory=dict)  # restored values carried on
+
+    def record_route_params(self, restore: RestoreSettings) -> list[tuple[str, str]]:
+        """``(name, value)`` for our Record-Route: the replaced URIs, else those restored."""
+        params = dict(self.rr_params)
+        if restore.mode is not RestoreMode.NONE:
+            for replacement in self.replacements.values():
+                stored = rr_store_param(replacement, restore.codec, restore.names)
+                if stored is not None:
+                    params[stored[0]] = stored[1]
+        return list(params.items())
+
+    def note_restore(self, plan: RequestRestore) -> None:
+        if plan.fix_replies:
+            self.fixed_headers.update(plan.fixed_headers)
+        for name, value in plan.rr_params:
+            self.rr_params[name] = value
+
+
+def restore_in_dialog(restore: RestoreSettings, msg: "Request", addresses: RequestAddresses,
+                      route_params: Mapping[str, str | None], requested: tuple[str, ...] = (FROM, TO),
+                      mode: RestoreMode | None = None) -> RequestRestore:
+    """``restore_plan`` applied to ``msg`` and noted in ``addresses``."""
+    plan = restore_plan(mode or restore.mode, msg, route_params, restore.codec, restore.names,
+                        requested=requested)
+    apply_rewrites(msg, plan.rewrites)
+    addresses.note_restore(plan)
+    return plan
+
+
+class UAC:
+    """Kamailio's uac functions for one request (the From/To part)."""
+
+    def __init__(self, msg: "Request", restore: RestoreSettings, addresses: RequestAddresses,
+                 route_params: "RouteParamsSource"):
+        self._msg = msg
+        self._restore = restore
+        self._addresses = addresses
+        self._route_params = route_params
+
+    def _replace(self, header: str, display: str | None, uri: str | None) -> int:
+        addresses = self._addresses
+        try:
+            replacement = replace_header(self._msg, header, display, uri,
+                                         previous=addresses.replacements.get(header),
+                                         restore_mode=self._restore.mode)
+            if self._restore.mode is not RestoreMode.NONE:
+                rr_store_param(replacement, self._restore.codec, self._restore.names)  # URI too long: -1
+        except (AddressReplaceError, SIPParseError) as error:
+            log.info("uac_replace_{which}: {error}", which=header.lower(), error=str(error))
+            return -1
+        addresses.replacements[header] = replacement
+        if self._restore.mode is not RestoreMode.NONE and replacement.uri_replaced:
+            addresses.fixed_headers.add(header)
+            if header in self._restore.save_spans:
+                addresses.saved_spans.setdefault(header, replacement.original_span)
+        return 1
+
+    @allowed_like("uac_replace_from")
+    def uac_replace_from(self, display_or_uri: str, uri: str | None = None) -> int:
+        """``uac_replace_from(display, uri)``, or ``uac_replace_from(uri)``."""
+        if uri is None:
+            return self._replace(FROM, None, display_or_uri)
+        return self._replace(FROM, display_or_uri, uri)
+
+    @allowed_like("uac_replace_to")
+    def uac_replace_to(self, display_or_uri: str, uri: str | None = None) -> int:
+        """``uac_replace_to(display, uri)``, or ``uac_replace_to(uri)``."""
+        if uri is None:
+            return self._replace(TO, None, display_or_uri)
+        return self._replace(TO, display_or_uri, uri)
+
+    def _restore_header(self, header: str) -> int:
+        if self._restore.mode is not RestoreMode.MANUAL:
+            return -1  # K:replace.c restore_uri is for manual mode (auto restores in loose_route)
+        params = self._route_params()
+        if params is None:
+            return -1
+        plan = restore_in_dialog(self._restore, self._msg, self._addresses, params, (header,))
+        return 1 if plan.restored else -1
+
+    @allowed_like("uac_restore_from")
+    def uac_restore_from(self) -> int:
+        """Restore From (To the other way) from the Route's ``vsf`` (manual mode)."""
+        return self._restore_header(FROM)
+
+    @allowed_like("uac_restore_to")
+    def uac_restore_to(self) -> int:
+        """Restore To (From the other way) from the Route's ``vst`` (manual mode)."""
+        return self._restore_header(TO)
+
+
+class RouteParamsSource:
+    """The params of the Route URI of ours that loose_route removed (None before)."""
+
+    def __init__(self) -> None:
+        self.params: Mapping[str, str | None] | None = None
+
+    def __call__(self) -> Mapping[str, str | None] | None:
+        return self.params
+
+
+__all__ = ["RequestAddresses", "RestoreSettings", "RouteParamsSource", "UAC", "restore_in_dialog"]
