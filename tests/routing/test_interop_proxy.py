@@ -2,7 +2,9 @@
 
 A whole call (INVITE, 100/180/200, ACK, BYE, 200) through ProxyService with a routing
 script that record-routes the INVITE and loose-routes in-dialog requests, run by
-UACService as ``[routing] script`` sets it; real sockets, real time (T1 50 ms).
+UACService as ``[routing] script`` sets it; real sockets, real time (T1 50 ms). Then the same call with the caller's From
+anonymised (``uac.uac_replace_from`` in auto mode), and a call the callee hangs up
+(uac_callee_bye.xml, uas_bye.xml): the From/To each side sees, from SIPp's message traces.
 """
 
 from __future__ import annotations
@@ -45,8 +47,11 @@ def last_stats(path: str) -> dict[str, str]:
     return dict(zip(rows[0], rows[-1]))
 
 
-class SIPpThroughProxyTests(TestCase):
+class ProxyInteropCase(TestCase):
+    """txuac running ``script`` as its proxy, SIPp peers around it."""
+
     timeout = 60
+    script = SCRIPT
 
     def setUp(self):
         self.sipp = require_program("sipp")
@@ -54,7 +59,7 @@ class SIPpThroughProxyTests(TestCase):
         os.makedirs(self.workdir)
         script = os.path.join(self.workdir, "routing.py")
         with open(script, "w") as f:
-            f.write(SCRIPT)
+            f.write(self.script)
         # [routing] script set: UACService runs the proxy (ProxyRunner) on its sockets.
         self.service = UACService(settings_from_dict({"core": {
             "listen": [f"udp:{HOST}:0"],
@@ -84,19 +89,28 @@ class SIPpThroughProxyTests(TestCase):
         return peer.wait(0)
 
     @defer.inlineCallbacks
-    def test_call_through_the_proxy(self):
-        uas, uas_port, uas_messages = self.sipp_peer("uas_call.xml", "-m", "1")
+    def call(self, uac_scenario: str, uas_scenario: str):
+        """One call from SIPp ``uac_scenario`` through txuac to SIPp ``uas_scenario``, both
+        ended with status 0; (uac message file, uas message file, uas port)."""
+        uas, uas_port, uas_messages = self.sipp_peer(uas_scenario, "-m", "1")
         started = yield until(lambda: udp_bound(uas_port) or not uas.running(), 10)
         self.assertTrue(started and uas.running(), f"SIPp UAS did not start: {uas.output()[-2000:]}")
-        uac, _, uac_messages = self.sipp_peer("uac_call.xml", f"{HOST}:{self.port}", "-m", "1",
+        uac, _, uac_messages = self.sipp_peer(uac_scenario, f"{HOST}:{self.port}", "-m", "1",
                                               "-key", "uas", f"{HOST}:{uas_port}",
                                               "-timeout", "10", "-timeout_error")
         status = yield self.exit_status(uac)
         self.assertEqual(status, 0, uac.output()[-3000:])
         uas_status = yield self.exit_status(uas)
         self.assertEqual(uas_status, 0, uas.output()[-3000:])
-        stats = last_stats(os.path.join(self.workdir, "uac_call.xml.stats"))
+        stats = last_stats(os.path.join(self.workdir, f"{uac_scenario}.stats"))
         self.assertEqual((stats["SuccessfulCall(C)"], stats["FailedCall(C)"]), ("1", "0"))
+        return uac_messages, uas_messages, uas_port
+
+
+class SIPpThroughProxyTests(ProxyInteropCase):
+    @defer.inlineCallbacks
+    def test_call_through_the_proxy(self):
+        uac_messages, uas_messages, uas_port = yield self.call("uac_call.xml", "uas_call.xml")
 
         received = [m for _, way, m in sipp_messages(uas_messages) if way == "received"]
         self.assertEqual([m.method for m in received], ["INVITE", "ACK", "BYE"])
@@ -116,4 +130,62 @@ class SIPpThroughProxyTests(TestCase):
         self.assertTrue(bye_sent.headers.get("Route").startswith(our_rr))
         replies = [m.status for _, way, m in sipp_messages(uac_messages) if way == "received"]
         self.assertEqual(replies, [100, 180, 200, 200])
+        self.assertEqual(self.proxy.script_failures, 0)
+
+
+ANONYMISING_SCRIPT = SCRIPT.replace(
+    "        rr.record_route()\n",
+    "        rr.record_route()\n        uac.uac_replace_from(\"Anonymous\", \"sip:anonymous@anonymous.invalid\")\n")
+ANONYMOUS = "Anonymous <sip:anonymous@anonymous.invalid>"
+
+
+class AnonymisedCallTests(ProxyInteropCase):
+    """From replaced on the INVITE in restore_mode auto (the default): restored by the
+    vsf parameter of our Record-Route in both directions (reference section 1)."""
+
+    script = ANONYMISING_SCRIPT
+
+    def caller_from(self, uac_messages: str) -> str:
+        [invite] = [m for _, way, m in sipp_messages(uac_messages) if way == "sent" and getattr(m, "method", None) == "INVITE"]
+        return invite.headers.get("From")
+
+    @defer.inlineCallbacks
+    def test_callee_sees_the_new_from_and_the_caller_its_own(self):
+        uac_messages, uas_messages, _ = yield self.call("uac_call.xml", "uas_call.xml")
+        received = [m for _, way, m in sipp_messages(uas_messages) if way == "received"]
+        self.assertEqual([m.method for m in received], ["INVITE", "ACK", "BYE"])
+        caller_from = self.caller_from(uac_messages)
+        tag = caller_from.split(";tag=")[1]
+        self.assertTrue(received[0].headers.get("Record-Route").split(";lr;")[1].startswith(f"ftag={tag};vsf="))
+        self.assertEqual(received[0].headers.get("From"), f"{ANONYMOUS};tag={tag}")
+        for request in received[1:]:
+            # In-dialog requests: the URI restored, the display kept as the caller sent it.
+            self.assertEqual(request.headers.get("From"), f"sipp <sip:anonymous@anonymous.invalid>;tag={tag}")
+        # The callee echoes the From it got; every reply the caller gets has its own.
+        replies = [m for _, way, m in sipp_messages(uac_messages) if way == "received"]
+        self.assertEqual([m.status for m in replies], [100, 180, 200, 200])
+        for reply in replies:
+            self.assertEqual(reply.headers.get("From"), caller_from)
+        self.assertEqual(self.proxy.script_failures, 0)
+
+    @defer.inlineCallbacks
+    def test_callee_bye_gets_the_callers_uri_back(self):
+        uac_messages, uas_messages, _ = yield self.call("uac_callee_bye.xml", "uas_bye.xml")
+        caller_from = self.caller_from(uac_messages)
+        tag = caller_from.split(";tag=")[1]
+        # The callee's BYE went out with To = the anonymous From it was given ...
+        [bye_sent] = [m for _, way, m in sipp_messages(uas_messages) if way == "sent" and
+                      getattr(m, "method", None) == "BYE"]
+        self.assertEqual(bye_sent.headers.get("To"), f"{ANONYMOUS};tag={tag}")
+        # ... reached the caller with its own URI in To (upstream: vsf rewrites To) ...
+        [bye_received] = [m for _, way, m in sipp_messages(uac_messages) if way == "received" and
+                          getattr(m, "method", None) == "BYE"]
+        caller_uri = caller_from.split("<")[1].split(">")[0]
+        # Only the URI is restored (K:replace.c restore_uri): the display stays as the callee sent it.
+        self.assertEqual(bye_received.headers.get("To"), f"Anonymous <{caller_uri}>;tag={tag}")
+        self.assertNotIn("Route", bye_received.headers)
+        # ... and its 200 came back to the callee with the anonymous To again.
+        [ok] = [m for _, way, m in sipp_messages(uas_messages) if way == "received" and
+                getattr(m, "status", None) == 200]
+        self.assertEqual(ok.headers.get("To"), f"{ANONYMOUS};tag={tag}")
         self.assertEqual(self.proxy.script_failures, 0)
