@@ -12,6 +12,7 @@ from txuac.config import RoutingSettings
 from txuac.net.resolver import TargetResolver
 from txuac.net.stack import SIPStack
 from txuac.net.transports import UDPListener
+from txuac.routing.dialogs import DEFAULT_LINGER, DialogState, EndReason
 from txuac.routing.proxy import ProxyService
 from txuac.routing.restore_codec import RestoreCodec
 from txuac.routing.script import load_script
@@ -42,7 +43,7 @@ def route(msg, uac, tm, rr, dialog, sl):
     if msg.uri.user == "broken":
         raise ValueError("no route for broken")
     if msg.uri.user == "dialog":
-        dialog.dlg_manage()
+        dialog.dlg_bye("all")
     if msg.uri.user == "trunk":
         tm.t_relay_to_uri("sip:trunk@198.51.100.9:5070")
         return
@@ -134,7 +135,7 @@ class RequestRouteTests(ProxyTestCase):
             self.receive(request(uri=f"sip:dialog@{CALLEE[0]}"))
         self.assertEqual([m.status for m, _ in self.sent()], [500])
         [failure] = [e for e in events if "routing script failed" in e.get("log_format", "")]
-        self.assertIn("AttributeError: dialog.dlg_manage() is not available", failure["traceback"])
+        self.assertIn("AttributeError: dialog.dlg_bye() is not available", failure["traceback"])
 
     def test_stop_gives_the_methods_back(self):
         self.proxy.stop()
@@ -389,3 +390,127 @@ class ManualRestoreTests(ProxyTestCase):
         self.answer(bye, 200)
         [ok] = self.sent(PEER)
         self.assertEqual(ok.headers.get("From"), f"<{ANONYMOUS}>;tag=alice1")  # Kamailio: no reply callback
+
+
+DIALOG_SCRIPT = '''
+from txuac.routing.script import request_route
+
+
+@request_route
+def route(msg, uac, tm, rr, dialog, sl):
+    if msg.to is not None and msg.to.tag is not None:
+        if rr.loose_route() < 0 and msg.method != "ACK":
+            sl.sl_send_reply(404, "Not here")
+            return
+        if msg.uri.user == "check":
+            sl.sl_send_reply(403, str(dialog.dlg_manage()))
+            return
+        tm.t_relay()
+        return
+    if msg.method == "INVITE":
+        dialog.dlg_manage()
+        rr.record_route()
+        uac.uac_replace_from("Anonymous", "sip:anonymous@anonymous.invalid")
+    tm.t_relay()
+'''
+
+
+class DialogTests(ProxyTestCase):
+    """dialog.dlg_manage(): the ProxyService's DialogTable."""
+
+    script = DIALOG_SCRIPT
+    settings = {"dialog_timeout": 10}
+
+    def confirmed(self):
+        forwarded = self.forwarded_invite()
+        self.answer(forwarded, 180)
+        self.answer(forwarded, 200)
+        self.sent()
+        [dialog] = list(self.proxy.dialogs)
+        return forwarded, dialog
+
+    def test_invite_creates_a_dialog_confirmed_by_the_200(self):
+        forwarded = self.forwarded_invite()
+        [dialog] = list(self.proxy.dialogs)
+        self.assertEqual((dialog.call_id, dialog.caller_tag, dialog.state), ("call-1", "alice1", DialogState.EARLY))
+        self.answer(forwarded, 200)
+        self.assertEqual((dialog.state, dialog.callee_tag), (DialogState.CONFIRMED, "bobtag"))
+
+    def test_bye_ends_it_and_the_timer_drops_it_after_lingering(self):
+        forwarded, dialog = self.confirmed()
+        self.receive(request("BYE", to_tag="bobtag", cseq="2 BYE", branch="z9hG4bKbye4",
+                             extra=f"Route: {forwarded.headers.get('Record-Route')}\r\n"))
+        self.assertEqual((dialog.state, dialog.end_reason), (DialogState.TERMINATED, EndReason.BYE))
+        self.reactor.advance(DEFAULT_LINGER + 2)
+        self.assertEqual(len(self.proxy.dialogs), 0)
+
+    def test_rejected_invite_ends_the_dialog(self):
+        forwarded = self.forwarded_invite()
+        self.answer(forwarded, 486)
+        [dialog] = list(self.proxy.dialogs)
+        self.assertEqual(dialog.end_reason, EndReason.REJECTED)
+
+    def test_confirmed_dialog_expires_after_dialog_timeout(self):
+        _, dialog = self.confirmed()
+        self.reactor.advance(9)
+        self.assertEqual(dialog.state, DialogState.CONFIRMED)
+        self.reactor.advance(2)
+        self.assertEqual((dialog.state, dialog.end_reason), (DialogState.TERMINATED, EndReason.TIMEOUT))
+
+    def test_dlg_manage_in_dialog_says_whether_the_dialog_is_known(self):
+        forwarded, _ = self.confirmed()
+        route = forwarded.headers.get("Record-Route")
+        self.receive(request("INFO", uri="sip:check@example.com", to_tag="bobtag", cseq="3 INFO",
+                             branch="z9hG4bKinfo1", extra=f"Route: {route}\r\n"))
+        self.receive(request("INFO", uri="sip:check@example.com", to_tag="othertag", cseq="3 INFO",
+                             branch="z9hG4bKinfo2", extra=f"Route: {route}\r\n"))
+        self.assertEqual([m.reason for m in self.sent(PEER)], ["1", "-1"])
+
+    def test_without_restore_dlg_the_uris_go_on_the_record_route(self):
+        forwarded, dialog = self.confirmed()
+        self.assertIn(";vsf=", forwarded.headers.get("Record-Route"))
+        self.assertEqual(dialog.variables, {})
+
+
+class DialogRestoreTests(ProxyTestCase):
+    """restore_dlg = true (auto mode): the URIs in dialog variables (Kamailio README 3.4)."""
+
+    script = DIALOG_SCRIPT
+    settings = {"restore_dlg": True}
+
+    def test_variables_instead_of_vsf_and_both_directions_restored(self):
+        forwarded = self.forwarded_invite()
+        route = forwarded.headers.get("Record-Route")
+        self.assertEqual(route, f"<{OURS};lr;ftag=alice1>")
+        [dialog] = list(self.proxy.dialogs)
+        self.assertEqual(dialog.variables, {"_uac_fu": "sip:alice@example.com", "_uac_funew": ANONYMOUS,
+                                            "_uac_fdp": "", "_uac_fdpnew": "Anonymous"})
+        self.answer(forwarded, 200)
+        [ok] = [m for m in self.sent(PEER) if m.status == 200]
+        self.assertEqual(ok.headers.get("From"), "<sip:alice@example.com>;tag=alice1")
+        # The caller's BYE: the new URI and display (dialog mode restores displays too).
+        self.receive(request("BYE", to_tag="bobtag", cseq="2 BYE", branch="z9hG4bKbye5",
+                             extra=f"Route: {route}\r\n"))
+        [bye] = self.sent(CALLEE)
+        self.assertEqual(bye.headers.get("From"), f"Anonymous <{ANONYMOUS}>;tag=alice1")
+        self.answer(bye, 200)
+        [bye_ok] = self.sent(PEER)
+        self.assertEqual(bye_ok.headers.get("From"), "<sip:alice@example.com>;tag=alice1")
+
+    def test_callee_request_gets_the_original_to(self):
+        forwarded = self.forwarded_invite()
+        route = forwarded.headers.get("Record-Route")
+        self.answer(forwarded, 200)
+        self.sent()
+        info = (f"INFO sip:alice@{PEER[0]}:{PEER[1]} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {CALLEE[0]}:{CALLEE[1]};branch=z9hG4bKci1\r\n"
+                f"Route: {route}\r\n"
+                f"From: <sip:bob@example.com>;tag=bobtag\r\n"
+                f"To: Anonymous <{ANONYMOUS}>;tag=alice1\r\n"
+                f"Call-ID: call-1\r\nCSeq: 1 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+        self.receive(info, CALLEE)
+        [forwarded_info] = self.sent(PEER)
+        self.assertEqual(forwarded_info.headers.get("To"), "<sip:alice@example.com>;tag=alice1")
+        self.receive(bytes(make_response(forwarded_info, 200)), PEER)
+        [ok] = self.sent(CALLEE)
+        self.assertEqual(ok.headers.get("To"), f"Anonymous <{ANONYMOUS}>;tag=alice1")

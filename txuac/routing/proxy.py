@@ -32,7 +32,12 @@ failure):
   every response sent upstream gets the From/To its request was received with. In
   ``restore_mode = "auto"``, ``rr.loose_route()`` restores From/To of an in-dialog request
   from the vsf/vst of our Route (direction from its ``ftag``), as Kamailio's rr callback.
-- ``dialog`` has no functions yet: using one is an AttributeError.
+  With ``restore_dlg`` and a dialog, the dialog's variables replace vsf/vst.
+- ``dialog`` (``dialog_functions``): ``dlg_manage()``, ``is_in_dialog()``. The service
+  owns the ``DialogTable`` (``[routing] dialog_timeout``, ``max_dialogs``): a dialog is
+  created by ``dlg_manage()`` on an initial INVITE, updated by the INVITE's responses as
+  they come back and by the in-dialog requests relayed (a BYE ends it), and expired by a
+  LoopingCall on the stack's reactor every ``DIALOG_EXPIRY_INTERVAL`` seconds.
 
 CANCEL (16.10) comes through the stack's cancel handler: the stack answers it 200
 and the pending branches are cancelled (``make_branch_cancel``), or the INVITE is
@@ -44,7 +49,7 @@ from the stack (no stateless forwarding yet).
 
 ``ProxyRunner`` runs it in UACService when ``[routing] script`` is set.
 
-Not yet: failure routes, onreply/branch routes, ``dialog`` functions, the other
+Not yet: failure routes, onreply/branch routes, the other dialog functions, the other
 ``uac`` functions (auth, uac_req_send, registrations), 2xx retransmissions after the INVITE client transaction ended
 (dropped: the UAC's ACK still reaches the callee).
 """
@@ -55,11 +60,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.application import service
+from twisted.internet import task
 from twisted.logger import Logger
 
 from txuac.config import RoutingSettings, Settings
 from txuac.errors import SIPParseError, TransactionTimeout
 from txuac.net.stack import IncomingRequest, SIPStack
+from txuac.routing.dialog_functions import DialogFunctions
+from txuac.routing.dialogs import DialogTable
 from txuac.routing.proxy_rules import (
     BranchRefused,
     CancelDisposition,
@@ -76,7 +84,14 @@ from txuac.routing.proxy_rules import (
 from txuac.routing.replace import RestoreMode
 from txuac.routing.restore import apply_rewrites, reply_rewrites
 from txuac.routing.script import RouteTable, ScriptFailure, call_route, load_script
-from txuac.routing.uac_functions import UAC, RequestAddresses, RestoreSettings, RouteParamsSource, restore_in_dialog
+from txuac.routing.uac_functions import (
+    UAC,
+    RequestAddresses,
+    RestoreSettings,
+    RouteParamsSource,
+    restore_from_dialog,
+    restore_in_dialog,
+)
 from txuac.sip.grammar import split_list
 from txuac.sip.message import Request, Response
 from txuac.sip.uri import URI, SipURI, parse_uri
@@ -87,6 +102,7 @@ log = Logger()
 #: Methods the proxy takes from the stack (CANCEL comes through the cancel handler).
 PROXIED_METHODS = ("INVITE", "ACK", "BYE", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE",
                    "INFO", "REFER", "UPDATE", "PRACK", "PUBLISH")
+DIALOG_EXPIRY_INTERVAL = 1.0  # seconds between DialogTable.expire runs
 _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
@@ -102,17 +118,30 @@ class ProxyService:
         self.settings = settings
         self.local_addresses = list(local_addresses)
         self.restore = RestoreSettings.from_settings(settings)
+        self.dialogs = DialogTable(dialog_timeout=settings.dialog_timeout, max_dialogs=settings.max_dialogs)
+        self._expiry = task.LoopingCall(self.expire_dialogs)
+        self._expiry.clock = stack.reactor
         self.script_failures = 0
+
+    def now(self) -> float:
+        return self.stack.reactor.seconds()
+
+    def expire_dialogs(self) -> None:
+        for dialog in self.dialogs.expire(self.now()):
+            log.info("dialog {call_id} ended: {reason}", call_id=dialog.call_id, reason=dialog.end_reason.value)
 
     def start(self) -> None:
         for method in PROXIED_METHODS:
             self.stack.set_handler(method, self.request_received)
         self.stack.set_cancel_handler(self.cancel_received)
+        self._expiry.start(DIALOG_EXPIRY_INTERVAL, now=False)
 
     def stop(self) -> None:
         for method in PROXIED_METHODS:
             self.stack.set_handler(method, None)
         self.stack.set_cancel_handler(None)
+        if self._expiry.running:
+            self._expiry.stop()
 
     # --- addresses ----------------------------------------------------------------------
     def is_local_uri(self, uri: SipURI) -> bool:
@@ -197,8 +226,11 @@ class ProxiedRequest:
         self.tm = TM(self)
         self.sl = SL(self)
         self.rr = RR(self)
-        self.uac = UAC(self.msg, proxy.restore, self.addresses, self.route_params)
-        self.dialog = _Unavailable("dialog")
+        self.tracked = False  # an in-dialog request noted in the dialog table once relayed
+        found = proxy.dialogs.match(incoming.request)  # None for an initial request
+        self.in_dialog = found is not None  # a request of a dialog the table tracks
+        self.dialog = DialogFunctions(self.msg, proxy.dialogs, proxy.now, found)
+        self.uac = UAC(self.msg, proxy.restore, self.addresses, self.route_params, lambda: self.dialog.dialog)
         incoming.proxied = self  # type: ignore[attr-defined] - found again by the cancel handler
 
     @property
@@ -222,6 +254,7 @@ class ProxiedRequest:
             return self._relay_ack(target)
         if self.replied or _answered(self.incoming):
             return -1
+        self._track_request()
         if self.context is None:
             self.context = ResponseContext(self.incoming.request, self.incoming.to_tag)
         try:
@@ -248,6 +281,7 @@ class ProxiedRequest:
             return -1
 
         def provisional(response: Response) -> None:
+            self._track_response(response)
             self._note_sent(branch, response)
             self.apply(self.context.receive(number, response))
 
@@ -272,7 +306,17 @@ class ProxiedRequest:
                                                     addresses.saved_spans))
         return response
 
+    def _track_request(self) -> None:
+        if not self.tracked and self.in_dialog:
+            self.tracked = True
+            self.proxy.dialogs.on_request(self.msg, self.proxy.now())
+
+    def _track_response(self, response: Response) -> None:
+        if self.dialog.found is not None and self.msg.method == "INVITE":
+            self.proxy.dialogs.on_response(response, self.proxy.now())
+
     def _final(self, response: Response, number: int, branch: _Branch) -> None:
+        self._track_response(response)
         self._note_sent(branch, response)
         self.apply(self.context.receive(number, response))
 
@@ -310,6 +354,7 @@ class ProxiedRequest:
 
     def _relay_ack(self, target: URI | str | None) -> int:
         """RFC 3261 16.11: the ACK of a 2xx, forwarded statelessly."""
+        self._track_request()
         transport = self.incoming.source.transport
         local = self.proxy.local_address(transport)
         try:
@@ -387,7 +432,11 @@ class RR:
         params = processed.params
         proxied.route_params.params = params
         restore = proxied.proxy.restore
-        if restore.mode is RestoreMode.AUTO and processed.own_uris:
+        found = proxied.dialog.found
+        if restore.mode is RestoreMode.AUTO and restore.dialog_vars and found is not None and found[0].variables:
+            # restore_dlg: the dialog's variables (K:replace.c replace_callback).
+            restore_from_dialog(restore, msg, proxied.addresses, found[0], found[1])
+        elif restore.mode is RestoreMode.AUTO and processed.own_uris:
             # K:uac.c rr_checker: auto mode restores From/To inside loose_route.
             restore_in_dialog(restore, msg, proxied.addresses, params)
         return 1
@@ -424,16 +473,6 @@ class ProxyRunner(service.Service):
             self.proxy.stop()
             self.proxy = None
         super().stopService()
-
-
-class _Unavailable:
-    """A namespace without functions yet: every name is an AttributeError saying so."""
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def __getattr__(self, attribute: str) -> Any:
-        raise AttributeError(f"{self._name}.{attribute}() is not available in this txuac proxy yet")
 
 
 __all__ = ["PROXIED_METHODS", "ProxiedRequest", "ProxyRunner", "ProxyService"]

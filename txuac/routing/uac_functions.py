@@ -17,6 +17,10 @@ request (``ProxiedRequest``):
   ``vsf``/``vst`` (``restore.restore_plan``); the replies are not fixed (Kamailio
   registers no reply callback there). In auto mode ``rr.loose_route()`` restores both by
   itself and fixes the replies.
+- ``restore_dlg = true`` (auto mode) with a dialog (``dialog.dlg_manage()`` before the
+  replace): the URIs and displays go in the dialog's variables (``_uac_fu``, ...) instead
+  of vsf/vst, and the dialog's later requests are restored from them, displays included
+  (``restore.dialog_restore``), in the direction the dialog gives.
 
 A second replace of the same header on one request applies the last value and keeps the
 received one for restoring (replace.py); Kamailio refuses it.
@@ -24,7 +28,7 @@ received one for restoring (replace.py); Kamailio refuses it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,13 +36,19 @@ from twisted.logger import Logger
 
 from txuac.config import RoutingSettings
 from txuac.errors import AddressReplaceError, SIPParseError
+from txuac.routing.dialogs import Dialog
 from txuac.routing.replace import FROM, TO, Replacement, RestoreMode, replace_header
 from txuac.routing.restore import (
+    Direction,
     RequestRestore,
+    Storage,
     StoreParamNames,
     apply_rewrites,
+    dialog_restore,
+    dialog_vars_after_replace,
     restore_plan,
     rr_store_param,
+    storage_for,
 )
 from txuac.routing.restore_codec import RestoreCodec
 from txuac.routing.script import allowed_like
@@ -57,6 +67,7 @@ class RestoreSettings:
     codec: RestoreCodec
     names: StoreParamNames
     save_spans: frozenset[str]  # headers whose restore_*_avp is set
+    dialog_vars: bool = False  # restore_dlg
 
     @classmethod
     def from_settings(cls, settings: RoutingSettings) -> "RestoreSettings":
@@ -64,7 +75,7 @@ class RestoreSettings:
         return cls(RestoreMode.parse(settings.restore_mode),
                    RestoreCodec(settings.restore_passwd, settings.restore_sign, settings.restore_sign_key),
                    StoreParamNames(settings.rr_from_store_param, settings.rr_to_store_param),
-                   frozenset(saved))
+                   frozenset(saved), settings.restore_dlg)
 
 
 @dataclass
@@ -72,6 +83,7 @@ class RequestAddresses:
     """What uac functions did to one request: replacements, restores, replies to fix."""
 
     replacements: dict[str, Replacement] = field(default_factory=dict)
+    in_dialog_vars: set[str] = field(default_factory=set)  # replaced headers stored in the dialog
     fixed_headers: set[str] = field(default_factory=set)
     saved_spans: dict[str, str] = field(default_factory=dict)
     rr_params: dict[str, str] = field(default_factory=dict)  # restored values carried on
@@ -80,7 +92,9 @@ class RequestAddresses:
         """``(name, value)`` for our Record-Route: the replaced URIs, else those restored."""
         params = dict(self.rr_params)
         if restore.mode is not RestoreMode.NONE:
-            for replacement in self.replacements.values():
+            for header, replacement in self.replacements.items():
+                if header in self.in_dialog_vars:
+                    continue
                 stored = rr_store_param(replacement, restore.codec, restore.names)
                 if stored is not None:
                     params[stored[0]] = stored[1]
@@ -104,15 +118,30 @@ def restore_in_dialog(restore: RestoreSettings, msg: "Request", addresses: Reque
     return plan
 
 
+def restore_from_dialog(restore: RestoreSettings, msg: "Request", addresses: RequestAddresses,
+                        dialog: Dialog, flow: Direction) -> RequestRestore:
+    """Dialog mode (restore_dlg): ``dialog_restore`` applied to ``msg`` and noted."""
+    plan = dialog_restore(dialog.variables, msg, flow)
+    apply_rewrites(msg, plan.rewrites)
+    addresses.note_restore(plan)
+    return plan
+
+
 class UAC:
-    """Kamailio's uac functions for one request (the From/To part)."""
+    """Kamailio's uac functions for one request (the From/To part).
+
+    ``dialog()`` gives the request's dialog (``dialog.dlg_manage()``), None without one:
+    with ``restore_mode = "auto"`` and ``restore_dlg``, a replace made once the dialog
+    exists stores its URIs as dialog variables instead of vsf/vst (Kamailio README 3.4).
+    """
 
     def __init__(self, msg: "Request", restore: RestoreSettings, addresses: RequestAddresses,
-                 route_params: "RouteParamsSource"):
+                 route_params: "RouteParamsSource", dialog: Callable[[], Dialog | None] = lambda: None):
         self._msg = msg
         self._restore = restore
         self._addresses = addresses
         self._route_params = route_params
+        self._dialog = dialog
 
     def _replace(self, header: str, display: str | None, uri: str | None) -> int:
         addresses = self._addresses
@@ -126,6 +155,12 @@ class UAC:
             log.info("uac_replace_{which}: {error}", which=header.lower(), error=str(error))
             return -1
         addresses.replacements[header] = replacement
+        dialog = self._dialog()
+        storage = storage_for(self._restore.mode, self._restore.dialog_vars, dialog is not None)
+        if storage is Storage.DIALOG and replacement.uri_replaced:
+            assert dialog is not None
+            dialog.update_vars(dialog_vars_after_replace(dialog.variables, replacement))
+            addresses.in_dialog_vars.add(header)
         if self._restore.mode is not RestoreMode.NONE and replacement.uri_replaced:
             addresses.fixed_headers.add(header)
             if header in self._restore.save_spans:
@@ -176,4 +211,5 @@ class RouteParamsSource:
         return self.params
 
 
-__all__ = ["RequestAddresses", "RestoreSettings", "RouteParamsSource", "UAC", "restore_in_dialog"]
+__all__ = ["RequestAddresses", "RestoreSettings", "RouteParamsSource", "UAC", "restore_from_dialog",
+           "restore_in_dialog"]
