@@ -41,7 +41,10 @@ def route(msg, uac, tm, rr, dialog, sl):
 
 @failure_route("TRUNKAUTH")
 def trunk_auth(msg, uac, tm, rr, dialog, sl):
-    """The trunk challenged the INVITE: answer it with [uac] credential (README 4.7)."""
+    """Every branch failed (armed by t_on_failure above). The trunk challenged the INVITE:
+    answer it with [uac] credential (README 4.7); t_relay here adds a branch to the same
+    transaction. uac_auth is not in the proxy yet: until it is, a 401/407 makes this
+    route fail (logged) and the challenge goes to the caller; other failures go upstream."""
     if tm.t_is_canceled() > 0:
         return
     if tm.t_check_status("401|407") > 0 and uac.uac_auth() > 0:

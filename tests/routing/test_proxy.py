@@ -3,6 +3,8 @@ fakes): the request route, the sl/rr/tm namespaces, forwarding, responses, CANCE
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -514,3 +516,103 @@ class DialogRestoreTests(ProxyTestCase):
         self.receive(bytes(make_response(forwarded_info, 200)), PEER)
         [ok] = self.sent(CALLEE)
         self.assertEqual(ok.headers.get("To"), f"Anonymous <{ANONYMOUS}>;tag=alice1")
+
+
+FAILURE_SCRIPT = '''
+from txuac.routing.script import failure_route, request_route
+
+
+@request_route
+def route(msg, uac, tm, rr, dialog, sl):
+    rr.record_route()
+    uac.uac_replace_from("sip:anonymous@anonymous.invalid")
+    if msg.uri.user != "unarmed":
+        tm.t_on_failure("NEXT")
+    tm.t_relay()
+
+
+@failure_route("NEXT")
+def next_hop(msg, uac, tm, rr, dialog, sl):
+    if tm.t_is_canceled() > 0:
+        return
+    if msg.uri.user == "broken":
+        raise ValueError("failure route broken")
+    if tm.t_check_status("486|408") > 0:
+        tm.t_relay_to_uri("sip:second@198.51.100.9:5070")
+'''
+
+
+class FailureRouteTests(ProxyTestCase):
+    """tm.t_on_failure: the failure route runs when every branch failed; t_relay there is
+    serial forking on the same response context."""
+
+    script = FAILURE_SCRIPT
+
+    def test_serial_fork_after_486(self):
+        first = self.forwarded_invite()
+        self.sent()
+        self.answer(first, 486)
+        sent = self.sent()
+        [second] = [m for m, a in sent if a == CALLEE and getattr(m, "method", None) == "INVITE"]
+        self.assertEqual(str(second.uri), "sip:second@198.51.100.9:5070")
+        self.assertEqual(second.headers.get("From"), f"<{ANONYMOUS}>;tag=alice1")
+        self.assertEqual(second.headers.get("Record-Route"), first.headers.get("Record-Route"))
+        self.assertNotEqual(second.top_via.branch, first.top_via.branch)
+        self.assertEqual([m.status for m, a in sent if a == PEER], [])  # the 486 stays here
+        self.answer(second, 200)
+        [ok] = self.sent(PEER)
+        self.assertEqual((ok.status, ok.headers.get("From")), (200, "<sip:alice@example.com>;tag=alice1"))
+
+    def test_second_failure_goes_upstream_the_route_not_rearmed(self):
+        first = self.forwarded_invite()
+        self.answer(first, 486)
+        [second] = [m for m in self.sent(CALLEE) if getattr(m, "method", None) == "INVITE"]
+        self.answer(second, 404)
+        upstream = [m for m in self.sent(PEER) if m.status >= 300]
+        # 16.7 item 6 over both branches' finals (proxy_rules: the lowest 4xx wins).
+        self.assertEqual([(m.status, m.headers.get("From")) for m in upstream],
+                         [(404, "<sip:alice@example.com>;tag=alice1")])
+
+    def test_status_not_matched_sends_the_failure_upstream(self):
+        first = self.forwarded_invite()
+        self.sent()
+        self.answer(first, 603)
+        self.assertEqual([m.status for m in self.sent(PEER)], [603])
+
+    def test_unarmed_no_failure_route(self):
+        first = self.forwarded_invite("unarmed")
+        self.sent()
+        self.answer(first, 486)
+        self.assertEqual([m.status for m in self.sent(PEER)], [486])
+
+    def test_failure_route_error_logged_and_the_failure_sent(self):
+        first = self.forwarded_invite("broken")
+        self.sent()
+        with capturedLogs() as events:
+            self.answer(first, 486)
+        self.assertEqual([m.status for m in self.sent(PEER)], [486])
+        [failure] = [e for e in events if "routing script failed" in e.get("log_format", "")]
+        self.assertEqual(failure["route"], "failure_route[NEXT]")
+        self.assertEqual(self.proxy.script_failures, 1)
+
+
+class ExampleScriptTests(ProxyTestCase):
+    """conf/routing.py's anonymisation path, its trunk pointed at the fake callee."""
+
+    script = open(os.path.join(os.path.dirname(__file__), "..", "..", "conf", "routing.py")).read()
+
+    def setUp(self):
+        super().setUp()
+        self.proxy.routes.module.TRUNK = f"sip:{CALLEE[0]}:{CALLEE[1]}"
+
+    def test_invite_anonymised_dialog_tracked_and_failure_route_run(self):
+        forwarded = self.forwarded_invite()
+        self.assertEqual(str(forwarded.uri), f"sip:{CALLEE[0]}:{CALLEE[1]}")
+        self.assertEqual(forwarded.headers.get("From"), f"Anonymous <{ANONYMOUS}>;tag=alice1")
+        self.assertIn(";vsf=", forwarded.headers.get("Record-Route"))
+        self.assertEqual(len(self.proxy.dialogs), 1)
+        self.sent()
+        self.answer(forwarded, 486)  # TRUNKAUTH runs: not a 401/407, nothing more to try
+        self.assertEqual([(m.status, m.headers.get("From")) for m in self.sent(PEER)],
+                         [(486, "<sip:alice@example.com>;tag=alice1")])
+        self.assertEqual(self.proxy.script_failures, 0)

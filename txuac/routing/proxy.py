@@ -49,13 +49,21 @@ from the stack (no stateless forwarding yet).
 
 ``ProxyRunner`` runs it in UACService when ``[routing] script`` is set.
 
-Not yet: failure routes, onreply/branch routes, the other dialog functions, the other
+``tm.t_on_failure(name)`` arms ``failure_route[name]``: when every branch has failed
+(ContextUpdate.completed: a final >= 300 from each, timeouts, a CANCEL), it runs once
+with the request as relayed; ``tm.t_relay()`` there (to the last relayed Request-URI) or
+``tm.t_relay_to_uri`` adds a branch to the same ResponseContext (serial forking); when it
+adds none and does not reply, the best response goes upstream. ``tm.t_is_canceled`` and
+``tm.t_check_status`` (the failing status, in a failure route) go with it.
+
+Not yet: onreply/branch routes, the other dialog functions, the other
 ``uac`` functions (auth, uac_req_send, registrations), 2xx retransmissions after the INVITE client transaction ended
 (dropped: the UAC's ACK still reaches the callee).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,7 +91,7 @@ from txuac.routing.proxy_rules import (
 )
 from txuac.routing.replace import RestoreMode
 from txuac.routing.restore import apply_rewrites, reply_rewrites
-from txuac.routing.script import RouteTable, ScriptFailure, call_route, load_script
+from txuac.routing.script import Route, RouteTable, ScriptFailure, call_route, load_script
 from txuac.routing.uac_functions import (
     UAC,
     RequestAddresses,
@@ -226,6 +234,9 @@ class ProxiedRequest:
         self.tm = TM(self)
         self.sl = SL(self)
         self.rr = RR(self)
+        self.failure_route: Route | None = None  # armed by tm.t_on_failure
+        self.in_failure_route = False
+        self.last_target: URI | str | None = None  # the Request-URI given to the last relay
         self.tracked = False  # an in-dialog request noted in the dialog table once relayed
         found = proxy.dialogs.match(incoming.request)  # None for an initial request
         self.in_dialog = found is not None  # a request of a dialog the table tracks
@@ -250,6 +261,9 @@ class ProxiedRequest:
 
     # --- forwarding -----------------------------------------------------------------------
     def relay(self, target: URI | str | None) -> int:
+        if target is None and self.in_failure_route:
+            target = self.last_target  # the failure route's request has the relayed R-URI
+        self.last_target = target
         if self.is_ack:
             return self._relay_ack(target)
         if self.replied or _answered(self.incoming):
@@ -341,7 +355,26 @@ class ProxiedRequest:
         for number in update.cancel:
             self._cancel_branch(self.branches[number])
         if update.completed:
+            if self.failure_route is not None:
+                self._run_failure_route()
+                if self.context.pending or self.replied or _answered(self.incoming):
+                    return  # a new branch (serial forking) or the route replied
             self.incoming.send(self.upstream(self.context.finish()))
+
+    def _run_failure_route(self) -> None:
+        """Every branch failed: the failure route armed by ``tm.t_on_failure`` runs, once
+        (Kamailio: re-arm it in the route for the next failure). ``tm.t_relay()`` there
+        adds a branch to the same response context (serial forking, 16.7 item 5)."""
+        route, self.failure_route = self.failure_route, None
+        self.in_failure_route = True
+        try:
+            result = call_route(route, self.msg, self.uac, self.tm, self.rr, self.dialog, self.sl)
+        finally:
+            self.in_failure_route = False
+        if isinstance(result, ScriptFailure):
+            self.proxy.script_failures += 1
+            log.error("routing script failed in {route} for {call_id}:\n{traceback}", route=route.label,
+                      call_id=self.msg.call_id, traceback=result.traceback)
 
     def _cancel_branch(self, branch: _Branch) -> None:
         if branch.sent_via is None or branch.sent_to is None:
@@ -392,6 +425,31 @@ class TM:
         except SIPParseError:
             return -1
         return self._proxied.relay(target)
+
+    def t_on_failure(self, name: str) -> int:
+        """Run ``failure_route[name]`` when every branch failed (KSR.tm.t_on_failure)."""
+        route = self._proxied.proxy.routes.failure.get(name)
+        if route is None:
+            log.error("t_on_failure: no failure_route[{name}] in the script", name=name)
+            return -1
+        self._proxied.failure_route = route
+        return 1
+
+    def t_is_canceled(self) -> int:
+        """1 when the transaction was cancelled (a CANCEL from upstream), -1 otherwise."""
+        context = self._proxied.context
+        return 1 if context is not None and context.cancelled else -1
+
+    def t_check_status(self, regex: str) -> int:
+        """1 when the status of the reply that failed the transaction (in a failure route)
+        matches ``regex`` (Kamailio: an unanchored POSIX match), -1 otherwise."""
+        context = self._proxied.context
+        if not self._proxied.in_failure_route or context is None:
+            return -1
+        try:
+            return 1 if re.search(regex, str(context.best_response().status)) else -1
+        except re.error:
+            return -1
 
 
 class SL:
