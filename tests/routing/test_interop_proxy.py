@@ -4,7 +4,8 @@ A whole call (INVITE, 100/180/200, ACK, BYE, 200) through ProxyService with a ro
 script that record-routes the INVITE and loose-routes in-dialog requests, run by
 UACService as ``[routing] script`` sets it; real sockets, real time (T1 50 ms). Then the same call with the caller's From
 anonymised (``uac.uac_replace_from`` in auto mode), and a call the callee hangs up
-(uac_callee_bye.xml, uas_bye.xml): the From/To each side sees, from SIPp's message traces.
+(uac_callee_bye.xml, uas_bye.xml): the From/To each side sees, from SIPp's message traces;
+both with the values on our Record-Route (vsf) and in dialog variables (restore_dlg).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ProxyInteropCase(TestCase):
 
     timeout = 60
     script = SCRIPT
+    routing: dict = {}  # [routing] settings besides script
 
     def setUp(self):
         self.sipp = require_program("sipp")
@@ -65,7 +67,7 @@ class ProxyInteropCase(TestCase):
             "listen": [f"udp:{HOST}:0"],
             "timer_t1": int(T1 * 1000),
             "timer_t2": int(T2 * 1000),
-        }, "rpc": {"enabled": False}, "routing": {"script": script}}), reactor)
+        }, "rpc": {"enabled": False}, "routing": {"script": script, **self.routing}}), reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
         self.port = self.service.sip.bound_address("udp").port
@@ -144,6 +146,10 @@ class AnonymisedCallTests(ProxyInteropCase):
     vsf parameter of our Record-Route in both directions (reference section 1)."""
 
     script = ANONYMISING_SCRIPT
+    # RR mode restores the URI only (K:replace.c restore_uri): displays stay as sent.
+    caller_display_downstream = "sipp"
+    caller_display_upstream = "Anonymous"
+    record_route_param = ";vsf="
 
     def caller_from(self, uac_messages: str) -> str:
         [invite] = [m for _, way, m in sipp_messages(uac_messages) if way == "sent" and getattr(m, "method", None) == "INVITE"]
@@ -156,11 +162,14 @@ class AnonymisedCallTests(ProxyInteropCase):
         self.assertEqual([m.method for m in received], ["INVITE", "ACK", "BYE"])
         caller_from = self.caller_from(uac_messages)
         tag = caller_from.split(";tag=")[1]
-        self.assertTrue(received[0].headers.get("Record-Route").split(";lr;")[1].startswith(f"ftag={tag};vsf="))
+        record_route = received[0].headers.get("Record-Route")
+        self.assertTrue(record_route.split(";lr;")[1].startswith(f"ftag={tag}{self.record_route_param}"),
+                        record_route)
+        self.assertEqual("vsf=" in record_route, bool(self.record_route_param))
         self.assertEqual(received[0].headers.get("From"), f"{ANONYMOUS};tag={tag}")
         for request in received[1:]:
             # In-dialog requests: the URI restored, the display kept as the caller sent it.
-            self.assertEqual(request.headers.get("From"), f"sipp <sip:anonymous@anonymous.invalid>;tag={tag}")
+            self.assertEqual(request.headers.get("From"), f"{self.caller_display_downstream} <sip:anonymous@anonymous.invalid>;tag={tag}")
         # The callee echoes the From it got; every reply the caller gets has its own.
         replies = [m for _, way, m in sipp_messages(uac_messages) if way == "received"]
         self.assertEqual([m.status for m in replies], [100, 180, 200, 200])
@@ -181,11 +190,22 @@ class AnonymisedCallTests(ProxyInteropCase):
         [bye_received] = [m for _, way, m in sipp_messages(uac_messages) if way == "received" and
                           getattr(m, "method", None) == "BYE"]
         caller_uri = caller_from.split("<")[1].split(">")[0]
-        # Only the URI is restored (K:replace.c restore_uri): the display stays as the callee sent it.
-        self.assertEqual(bye_received.headers.get("To"), f"Anonymous <{caller_uri}>;tag={tag}")
+        self.assertEqual(bye_received.headers.get("To"), f"{self.caller_display_upstream} <{caller_uri}>;tag={tag}")
         self.assertNotIn("Route", bye_received.headers)
         # ... and its 200 came back to the callee with the anonymous To again.
         [ok] = [m for _, way, m in sipp_messages(uas_messages) if way == "received" and
                 getattr(m, "status", None) == 200]
         self.assertEqual(ok.headers.get("To"), f"{ANONYMOUS};tag={tag}")
         self.assertEqual(self.proxy.script_failures, 0)
+
+
+class AnonymisedDialogCallTests(AnonymisedCallTests):
+    """The same calls with restore_dlg: dlg_manage() before the replace, the URIs and
+    displays in dialog variables (no vsf), displays restored too."""
+
+    script = ANONYMISING_SCRIPT.replace("        rr.record_route()\n",
+                                        "        dialog.dlg_manage()\n        rr.record_route()\n")
+    routing = {"restore_dlg": True}
+    caller_display_downstream = "Anonymous"
+    caller_display_upstream = "sipp"
+    record_route_param = ""
