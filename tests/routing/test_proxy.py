@@ -250,6 +250,10 @@ def route(msg, uac, tm, rr, dialog, sl):
             uac.uac_restore_from()
         tm.t_relay()
         return
+    if msg.uri.user == "long":
+        result = uac.uac_replace_from("sip:" + "a" * 1100 + "@example.org")
+        sl.sl_send_reply(403, f"{result} {msg.headers.get('From')}")
+        return
     # The replace before record_route: vsf still lands on our Record-Route.
     uac.uac_replace_from("Anonymous", "sip:anonymous@anonymous.invalid")
     if msg.uri.user == "both":
@@ -347,6 +351,11 @@ class AutoRestoreTests(ProxyTestCase):
         self.receive(bytes(make_response(forwarded, 200)), PEER)
         [ok] = self.sent(CALLEE)
         self.assertEqual(ok.headers.get("To"), f"Anonymous <{ANONYMOUS}>;tag=alice1")
+
+    def test_uri_too_long_for_vsf_fails_and_leaves_from_alone(self):
+        self.receive(request(uri="sip:long@example.com"))
+        [response] = [m for m in self.sent(PEER) if m.status == 403]
+        self.assertEqual(response.reason, "-1 <sip:alice@example.com>;tag=alice1")
 
     def test_replace_of_the_uri_in_a_sequential_request_fails(self):
         self.receive(request("BYE", uri="sip:again@example.com", to_tag="bobtag"))

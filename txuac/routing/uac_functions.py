@@ -108,10 +108,10 @@ class RequestAddresses:
 
 
 def restore_in_dialog(restore: RestoreSettings, msg: "Request", addresses: RequestAddresses,
-                      route_params: Mapping[str, str | None], requested: tuple[str, ...] = (FROM, TO),
-                      mode: RestoreMode | None = None) -> RequestRestore:
+                      route_params: Mapping[str, str | None],
+                      requested: tuple[str, ...] = (FROM, TO)) -> RequestRestore:
     """``restore_plan`` applied to ``msg`` and noted in ``addresses``."""
-    plan = restore_plan(mode or restore.mode, msg, route_params, restore.codec, restore.names,
+    plan = restore_plan(restore.mode, msg, route_params, restore.codec, restore.names,
                         requested=requested)
     apply_rewrites(msg, plan.rewrites)
     addresses.note_restore(plan)
@@ -145,26 +145,31 @@ class UAC:
 
     def _replace(self, header: str, display: str | None, uri: str | None) -> int:
         addresses = self._addresses
+        restore = self._restore
+        before = self._msg.headers.get(header)
+        dialog = self._dialog()
+        storage = storage_for(restore.mode, restore.dialog_vars, dialog is not None)
         try:
             replacement = replace_header(self._msg, header, display, uri,
                                          previous=addresses.replacements.get(header),
-                                         restore_mode=self._restore.mode)
-            if self._restore.mode is not RestoreMode.NONE:
-                rr_store_param(replacement, self._restore.codec, self._restore.names)  # URI too long: -1
+                                         restore_mode=restore.mode)
+            if storage is Storage.RECORD_ROUTE:
+                rr_store_param(replacement, restore.codec, restore.names)  # a URI too long for vsf/vst
         except (AddressReplaceError, SIPParseError) as error:
+            if before is not None:
+                self._msg.headers.set(header, before)  # -1 leaves the request as it was
             log.info("uac_replace_{which}: {error}", which=header.lower(), error=str(error))
             return -1
         addresses.replacements[header] = replacement
-        dialog = self._dialog()
-        storage = storage_for(self._restore.mode, self._restore.dialog_vars, dialog is not None)
-        if storage is Storage.DIALOG and replacement.uri_replaced:
+        if storage is Storage.NONE or not replacement.uri_replaced:
+            return 1  # K:replace.c: only a replaced URI is stored and its replies fixed
+        if storage is Storage.DIALOG:
             assert dialog is not None
             dialog.update_vars(dialog_vars_after_replace(dialog.variables, replacement))
             addresses.in_dialog_vars.add(header)
-        if self._restore.mode is not RestoreMode.NONE and replacement.uri_replaced:
-            addresses.fixed_headers.add(header)
-            if header in self._restore.save_spans:
-                addresses.saved_spans.setdefault(header, replacement.original_span)
+        addresses.fixed_headers.add(header)
+        if header in restore.save_spans:
+            addresses.saved_spans.setdefault(header, replacement.original_span)
         return 1
 
     @allowed_like("uac_replace_from")
