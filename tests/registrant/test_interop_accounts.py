@@ -20,6 +20,7 @@ from tests.registrant.test_interop_kamailio import REALM, account_rows
 from tests.support.stores import insert_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
+from tests.support.services import wait_online
 from txuac.config import settings_from_dict
 from txuac.registrant.store.url import open_store
 from txuac.service import UACService
@@ -55,13 +56,8 @@ class AccountsInteropTests(TestCase):
         yield self.wait_online(service, ACCOUNTS)
         return service
 
-    @defer.inlineCallbacks
     def wait_online(self, service: UACService, count: int, timeout: float = 60.0):
-        deadline = reactor.seconds() + timeout
-        while service.registrant.counters()["regactive"] < count:
-            if reactor.seconds() > deadline:
-                raise AssertionError(f"only {service.registrant.counters()} after {timeout} s")
-            yield task.deferLater(reactor, 0.1, lambda: None)
+        return wait_online(service, count, timeout)
 
     @defer.inlineCallbacks
     def bindings(self) -> dict[str, list[dict]]:

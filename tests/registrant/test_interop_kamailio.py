@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 
 import psycopg2
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.postgres import PostgresCluster
-from tests.support.services import start_uac
+from tests.support.services import start_uac, wait_online
 from tests.support.stores import insert_rows, sqlite_uacreg
 from txuac.service import UACService
 
@@ -55,13 +55,8 @@ class RegistrationInteropMixin:
                     "reg_retry_interval": 5},
         })
 
-    @defer.inlineCallbacks
     def wait_online(self, service: UACService, count: int, timeout: float = 60.0):
-        deadline = reactor.seconds() + timeout
-        while service.registrant.counters()["regactive"] < count:
-            if reactor.seconds() > deadline:
-                raise AssertionError(f"only {service.registrant.counters()} after {timeout} s")
-            yield task.deferLater(reactor, 0.1, lambda: None)
+        return wait_online(service, count, timeout)
 
     @defer.inlineCallbacks
     def check_registered(self, registrar: KamailioRegistrar, service: UACService):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
 
 from txuac.config import settings_from_dict
 from txuac.service import UACService
@@ -19,3 +19,13 @@ def start_uac(testcase, document: dict) -> UACService:
     service.startService()
     testcase.addCleanup(service.stopService)
     return service
+
+
+@defer.inlineCallbacks
+def wait_online(service: UACService, count: int, timeout: float = 60.0):
+    """Wait until ``count`` accounts of ``service`` are online (regactive), or fail."""
+    deadline = reactor.seconds() + timeout
+    while service.registrant.counters()["regactive"] < count:
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"only {service.registrant.counters()} after {timeout} s")
+        yield task.deferLater(reactor, 0.1, lambda: None)

@@ -43,7 +43,7 @@ from txuac.registrant.store import (
     IRegistrationStore,
 )
 from txuac.registrant.store import ext
-from txuac.registrant.store.sqlite import columns_for, read_rows, unsupported_version
+from txuac.registrant.store.queries import AccountQueries, columns_for, unsupported_version
 from txuac.registrant.store.url import StoreURL, check_table_name, parse_store_url
 
 log = Logger()
@@ -169,8 +169,10 @@ class _Pool(txpostgres.ConnectionPool):
 
 
 @implementer(IRegistrationStore)
-class PostgresStore:
+class PostgresStore(AccountQueries):
     """The uacreg table of the PostgreSQL database ``url`` (a StoreURL or its text)."""
+
+    placeholder = "%s"  # psycopg2's
 
     def __init__(self, url: StoreURL | str, reactor=None, table: str = "uacreg", pool_size: int = 1,
                  reconnect_initial_delay: float = 1.0, reconnect_max_delay: float = 10.0,
@@ -245,30 +247,6 @@ class PostgresStore:
         d.addCallback(lambda _: self._check(pool))
         d.addCallbacks(opened, failed)
         return result
-
-    def load_all(self):
-        if self._pool is None:
-            return self._not_open()
-        d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns))
-        d.addCallback(read_rows, self._columns, self.ext_table)
-        return d.addErrback(self._store_error, f"loading the {self.table} table from {self.url} failed")
-
-    def load_one(self, l_uuid):
-        if self._pool is None:
-            return self._not_open()
-        d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns)
-                                 + " WHERE u.l_uuid = %s", (l_uuid,))
-        d.addCallback(lambda rows: read_rows(rows, self._columns, self.ext_table)[0] if rows else None)
-        return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
-
-    def save_states(self, states):
-        if self._pool is None:
-            return self._not_open()
-        states = list(states)
-        if self.ext_table is None or not states:
-            return defer.succeed(None)
-        d = self._pool.runInteraction(self._save, states, self.ext_table)
-        return d.addErrback(self._store_error, f"saving account state into {self.ext_table} of {self.url} failed")
 
     @defer.inlineCallbacks
     def close(self):
@@ -356,10 +334,6 @@ class PostgresStore:
         yield defer.gatherResults([c.detector.stop() for c in pool.every_connection])
         for connection in pool.every_connection:
             _close_quietly(connection)
-
-    def _not_open(self):
-        self.errors += 1
-        return defer.fail(StoreError(f"{self.url} is not open"))
 
     @staticmethod
     def _reason(failure: Failure) -> str:

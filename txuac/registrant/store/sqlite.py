@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.resources
 import os
 import sqlite3
-from collections.abc import Sequence
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
@@ -22,14 +21,13 @@ from zope.interface import implementer
 
 from txuac.errors import StoreError
 from txuac.registrant.store import (
-    COLUMNS,
     DEFAULT_EXT_TABLE,
-    EXT_DEFAULTS,
     EXT_TABLE_VERSION,
     SUPPORTED_TABLE_VERSIONS,
     IRegistrationStore,
 )
 from txuac.registrant.store import ext
+from txuac.registrant.store.queries import AccountQueries, columns_for, unsupported_version
 from txuac.registrant.store.url import check_table_name
 
 # The schema ships in the package (conf/schema/sqlite.sql links to it) so that an
@@ -50,64 +48,8 @@ def schema_for(table: str) -> str:
             .replace("('uacreg','6')", f"('{table}','6')"))
 
 
-def columns_for(version: int) -> tuple[str, ...]:
-    """The columns a table of ``version`` has, in COLUMNS order."""
-    return COLUMNS if version >= 6 else tuple(c for c in COLUMNS if c != "contact_user")
-
-
-def read_rows(rows, columns: tuple[str, ...], ext_table: str | None) -> "Rows":
-    """What load_all returns for the fetched ``rows`` of ``columns`` (then ours when joined)."""
-    return Rows(rows, columns if ext_table is None else columns + ext.EXT_COLUMNS, EXT_DEFAULTS)
-
-
-class Rows(Sequence):
-    """Rows (tuples in ``columns`` order) read as dicts keyed as COLUMNS, each made when it
-    is read: a table of 50,000 accounts is never held as 50,000 dicts at once while the
-    registrant makes its records (that was the memory peak of a start). contact_user is ''
-    when absent, and ``defaults`` fill columns that are NULL."""
-
-    __slots__ = ("_rows", "_columns", "_missing", "_defaults")
-
-    def __init__(self, rows, columns: tuple[str, ...], defaults: dict | None = None):
-        self._rows = rows
-        self._columns = columns
-        self._missing = {c: "" for c in COLUMNS if c not in columns}
-        self._defaults = defaults or {}
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self._as_dict(row) for row in self._rows[index]]
-        return self._as_dict(self._rows[index])
-
-    def __iter__(self):
-        for row in self._rows:
-            yield self._as_dict(row)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, (list, tuple, Rows)) and list(self) == list(other)
-
-    def __repr__(self) -> str:
-        return f"Rows({list(self)!r})"
-
-    def _as_dict(self, row) -> dict:
-        values = dict(zip(self._columns, row))
-        values.update(self._missing)
-        for name, default in self._defaults.items():
-            if values.get(name) is None:
-                values[name] = default
-        return values
-
-
-def unsupported_version(table: str, version, url: str) -> StoreError:
-    supported = " or ".join(str(v) for v in SUPPORTED_TABLE_VERSIONS)
-    return StoreError(f"{table} table version {version} is not supported ({supported}) in {url}")
-
-
 @implementer(IRegistrationStore)
-class SQLiteStore:
+class SQLiteStore(AccountQueries):
     """The uacreg table in the SQLite file ``path`` (created by open() when it does not exist)."""
 
     log = Logger()
@@ -174,29 +116,6 @@ class SQLiteStore:
             return self._store_error(failure, f"cannot open {self.url}")
 
         return d.addCallbacks(opened, failed)
-
-    def load_all(self):
-        if self._pool is None:
-            return self._not_open()
-        d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns))
-        d.addCallback(read_rows, self._columns, self.ext_table)
-        return d.addErrback(self._store_error, f"loading the {self.table} table from {self.url} failed")
-
-    def load_one(self, l_uuid):
-        if self._pool is None:
-            return self._not_open()
-        d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns)
-                                 + " WHERE u.l_uuid = ?", (l_uuid,))
-        d.addCallback(lambda rows: read_rows(rows, self._columns, self.ext_table)[0] if rows else None)
-        return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
-
-    def save_states(self, states):
-        if self._pool is None:
-            return self._not_open()
-        if self.ext_table is None or not states:
-            return defer.succeed(None)
-        d = self._pool.runInteraction(self._save, list(states), self.ext_table)
-        return d.addErrback(self._store_error, f"saving account state into {self.ext_table} of {self.url} failed")
 
     def close(self):
         self._close_pool()
@@ -272,10 +191,6 @@ class SQLiteStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
-
-    def _not_open(self):
-        self.errors += 1
-        return defer.fail(StoreError(f"{self.url} is not open"))
 
     def _store_error(self, failure, context: str):
         self.errors += 1

@@ -1,0 +1,111 @@
+"""What both stores do the same way: reading accounts, saving their state, and the rows.
+
+SQLiteStore (adbapi) and PostgresStore (txpostgres) both offer ``runQuery`` and
+``runInteraction`` on their pool; only the placeholder style and each backend's
+``_save`` and ``_store_error`` differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twisted.internet import defer
+
+from txuac.errors import StoreError
+from txuac.registrant.store import COLUMNS, EXT_COLUMNS, EXT_DEFAULTS, SUPPORTED_TABLE_VERSIONS
+from txuac.registrant.store import ext
+
+
+def columns_for(version: int) -> tuple[str, ...]:
+    """The columns a table of ``version`` has, in COLUMNS order."""
+    return COLUMNS if version >= 6 else tuple(c for c in COLUMNS if c != "contact_user")
+
+
+def read_rows(rows, columns: tuple[str, ...], ext_table: str | None) -> "Rows":
+    """What load_all returns for the fetched ``rows`` of ``columns`` (then ours when joined)."""
+    return Rows(rows, columns if ext_table is None else columns + EXT_COLUMNS, EXT_DEFAULTS)
+
+
+class Rows(Sequence):
+    """Rows (tuples in ``columns`` order) read as dicts keyed as COLUMNS, each made when it
+    is read: a table of 50,000 accounts is never held as 50,000 dicts at once while the
+    registrant makes its records (that was the memory peak of a start). contact_user is ''
+    when absent, and ``defaults`` fill columns that are NULL."""
+
+    __slots__ = ("_rows", "_columns", "_missing", "_defaults")
+
+    def __init__(self, rows, columns: tuple[str, ...], defaults: dict | None = None):
+        self._rows = rows
+        self._columns = columns
+        self._missing = {c: "" for c in COLUMNS if c not in columns}
+        self._defaults = defaults or {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._as_dict(row) for row in self._rows[index]]
+        return self._as_dict(self._rows[index])
+
+    def __iter__(self):
+        for row in self._rows:
+            yield self._as_dict(row)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (list, tuple, Rows)) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"Rows({list(self)!r})"
+
+    def _as_dict(self, row) -> dict:
+        values = dict(zip(self._columns, row))
+        values.update(self._missing)
+        for name, default in self._defaults.items():
+            if values.get(name) is None:
+                values[name] = default
+        return values
+
+
+def unsupported_version(table: str, version, url: str) -> StoreError:
+    supported = " or ".join(str(v) for v in SUPPORTED_TABLE_VERSIONS)
+    return StoreError(f"{table} table version {version} is not supported ({supported}) in {url}")
+
+
+class AccountQueries:
+    """load_all, load_one and save_states of IRegistrationStore, on ``self._pool``.
+
+    A store sets ``placeholder``, ``table``, ``ext_table``, ``url``, ``errors``,
+    ``_columns`` and ``_pool``, and provides ``_save(txn, states, ext_table)`` and
+    ``_store_error(failure, context)``.
+    """
+
+    placeholder = "?"
+
+    def load_all(self):
+        if self._pool is None:
+            return self._not_open()
+        d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns))
+        d.addCallback(read_rows, self._columns, self.ext_table)
+        return d.addErrback(self._store_error, f"loading the {self.table} table from {self.url} failed")
+
+    def load_one(self, l_uuid):
+        if self._pool is None:
+            return self._not_open()
+        d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns)
+                                + f" WHERE u.l_uuid = {self.placeholder}", (l_uuid,))
+        d.addCallback(lambda rows: read_rows(rows, self._columns, self.ext_table)[0] if rows else None)
+        return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
+
+    def save_states(self, states):
+        if self._pool is None:
+            return self._not_open()
+        states = list(states)
+        if self.ext_table is None or not states:
+            return defer.succeed(None)
+        d = self._pool.runInteraction(self._save, states, self.ext_table)
+        return d.addErrback(self._store_error, f"saving account state into {self.ext_table} of {self.url} failed")
+
+    def _not_open(self):
+        self.errors += 1
+        return defer.fail(StoreError(f"{self.url} is not open"))
