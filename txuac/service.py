@@ -209,8 +209,8 @@ class UACService(service.MultiService):
             self.registrant.setServiceParent(self)  # started after the SIP stack, stopped before it
         self.proxy = None
         if settings.routing.script is not None:
-            from txuac.routing.proxy import ProxyRunner  # the routing layer only when a script is set
-            self.proxy = ProxyRunner(self.sip, settings)  # loads the script: a ConfigError stops here
+            from txuac.routing.proxy import ProxyRunner, ServiceParts  # only when a script is set
+            self.proxy = ProxyRunner(self.sip, settings, ServiceParts.of(self))  # loads the script: a ConfigError stops here
             self.proxy.setServiceParent(self)  # started after the SIP stack, stopped before it
         self.rpc: AdminWebService | None = None
         if settings.rpc.enabled:

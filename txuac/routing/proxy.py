@@ -65,12 +65,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
 
+from txuac.auth import CredentialList, ICredentialSource
 from txuac.config import RoutingSettings, Settings
 from txuac.errors import SIPParseError, TransactionTimeout
 from txuac.net.stack import IncomingRequest, SIPStack
@@ -100,6 +102,7 @@ from txuac.routing.uac_functions import (
     restore_from_dialog,
     restore_in_dialog,
 )
+from txuac.sip.digest import ALL_ALGORITHMS, NonceCounter
 from txuac.sip.grammar import split_list
 from txuac.sip.message import Request, Response
 from txuac.sip.uri import URI, SipURI, parse_uri
@@ -114,16 +117,36 @@ DIALOG_EXPIRY_INTERVAL = 1.0  # seconds between DialogTable.expire runs
 _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
+@dataclass(frozen=True)
+class ServiceParts:
+    """What the proxy uses from the rest of txuac (UACService): the ``[uac] credential``
+    list and digest settings for ``uac_auth``, the nonce counter shared with every
+    Authenticator of the service, and the registrant for the ``uac_reg_*`` functions
+    (None without ``reg_db_url``)."""
+
+    credentials: ICredentialSource = field(default_factory=CredentialList)
+    nonces: NonceCounter = field(default_factory=NonceCounter)
+    algorithms: tuple[str, ...] = ALL_ALGORITHMS
+    registrant: Any = None
+
+    @classmethod
+    def of(cls, uac_service: Any) -> "ServiceParts":
+        authenticator = uac_service.authenticator
+        return cls(uac_service.credentials, authenticator.nonces, authenticator.algorithms,
+                   uac_service.registrant)
+
+
 class ProxyService:
     """The proxy: the stack's handler for ``PROXIED_METHODS`` and CANCEL once started."""
 
     def __init__(self, stack: SIPStack, routes: RouteTable, settings: RoutingSettings,
-                 local_addresses: Sequence[Address]):
+                 local_addresses: Sequence[Address], parts: "ServiceParts | None" = None):
         if not local_addresses:
             raise ValueError("the proxy needs the addresses it listens on")
         self.stack = stack
         self.routes = routes
         self.settings = settings
+        self.parts = parts if parts is not None else ServiceParts()
         self.local_addresses = list(local_addresses)
         self.restore = RestoreSettings.from_settings(settings)
         self.dialogs = DialogTable(dialog_timeout=settings.dialog_timeout, max_dialogs=settings.max_dialogs)
@@ -508,9 +531,10 @@ class ProxyRunner(service.Service):
     Our Record-Route and the Route values we recognise use the listen addresses: a
     wildcard listen (0.0.0.0, ::) has no address to put there (logged at start)."""
 
-    def __init__(self, sip: Any, settings: Settings):
+    def __init__(self, sip: Any, settings: Settings, parts: ServiceParts | None = None):
         self.sip = sip
         self.settings = settings
+        self.parts = parts
         assert settings.routing.script is not None
         self.routes = load_script(settings.routing.script)
         self.proxy: ProxyService | None = None
@@ -522,7 +546,7 @@ class ProxyRunner(service.Service):
         for address in addresses:
             if address.host in ("0.0.0.0", "::"):
                 log.warn("[routing]: listening on {host}: Record-Route needs a specific address", host=address.host)
-        self.proxy = ProxyService(self.sip.stack, self.routes, self.settings.routing, addresses)
+        self.proxy = ProxyService(self.sip.stack, self.routes, self.settings.routing, addresses, self.parts)
         self.proxy.start()
         log.info("proxy started with the routing script {path}", path=self.routes.path)
 
@@ -533,4 +557,4 @@ class ProxyRunner(service.Service):
         super().stopService()
 
 
-__all__ = ["PROXIED_METHODS", "ProxiedRequest", "ProxyRunner", "ProxyService"]
+__all__ = ["PROXIED_METHODS", "ProxiedRequest", "ProxyRunner", "ProxyService", "ServiceParts"]
