@@ -155,12 +155,18 @@ def authorized_retry(request: Request, answers: list[tuple[Challenge, str]], cse
     if current is None:
         raise AuthenticationError("cannot retry a request without CSeq")
     retry.headers.set("CSeq", f"{current.number + 1 if cseq is None else cseq} {current.method}")
-    for challenge, _ in answers:
-        if challenge.header_name in retry.headers:
-            _drop_credentials_for(retry, challenge.header_name, challenge.realm)
-    for challenge, value in answers:
-        retry.headers.add(challenge.header_name, value)
+    add_credentials(retry, answers)
     return retry
+
+
+def add_credentials(request: Request, answers: list[tuple[Challenge, str]]) -> None:
+    """One (Proxy-)Authorization per realm answered, replacing any ``request`` already
+    had for those realms (in place)."""
+    for challenge, _ in answers:
+        if challenge.header_name in request.headers:
+            _drop_credentials_for(request, challenge.header_name, challenge.realm)
+    for challenge, value in answers:
+        request.headers.add(challenge.header_name, value)
 
 
 def _drop_credentials_for(request: Request, header_name: str, realm: str) -> None:
@@ -224,15 +230,9 @@ class Authenticator:
             challenges = parse_challenges(response)
         except AuthenticationError as e:
             raise _with_response(e, response) from None
-        reasons = []
-        chosen = 0
-        for realm in dict.fromkeys(c.realm for c in challenges):
-            try:
-                challenge, credentials = choose_challenge(
-                    [c for c in challenges if c.realm == realm], self.credentials.credentials_for, self.algorithms)
-            except AuthenticationError as e:
-                reasons.append(str(e))
-                continue
+        chosen, reasons = choose_per_realm(challenges, self.credentials.credentials_for, self.algorithms)
+        for challenge, credentials in chosen:
+            realm = challenge.realm
             key = (challenge.proxy, realm)
             if challenge.stale and stale_retries.get(key, 0) < MAX_STALE_RETRIES:
                 stale_retries[key] = stale_retries.get(key, 0) + 1  # RFC 7616 3.3: not a failure
@@ -242,9 +242,22 @@ class Authenticator:
                     response)
             answered.add(key)
             answering[key] = (challenge, credentials)
-            chosen += 1
         if not chosen:
             raise _with_response(AuthenticationError(f"{request.method}: " + "; ".join(reasons)), response)
+
+
+def choose_per_realm(challenges: list[Challenge], credentials_for: Callable[[Challenge], Credentials | None],
+                     algorithms: tuple[str, ...]) -> tuple[list[tuple[Challenge, Credentials]], list[str]]:
+    """For each realm challenged, in order: the challenge to answer and the credentials
+    (``choose_challenge``); and why each other realm cannot be answered."""
+    chosen = []
+    reasons = []
+    for realm in dict.fromkeys(c.realm for c in challenges):
+        try:
+            chosen.append(choose_challenge([c for c in challenges if c.realm == realm], credentials_for, algorithms))
+        except AuthenticationError as e:
+            reasons.append(str(e))
+    return chosen, reasons
 
 
 class _ChallengeRounds:

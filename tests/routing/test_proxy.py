@@ -72,6 +72,7 @@ def request(method="INVITE", uri=f"sip:bob@{CALLEE[0]}:{CALLEE[1]}", branch="z9h
 class ProxyTestCase(SynchronousTestCase):
     script = PROXY_SCRIPT
     settings: dict = {}
+    parts = None  # ServiceParts (credentials, ...) or None for the defaults
 
     def setUp(self):
         self.reactor = MemoryReactorClock()
@@ -84,7 +85,7 @@ class ProxyTestCase(SynchronousTestCase):
         with open(script, "w") as f:
             f.write(self.script)
         self.proxy = ProxyService(self.stack, load_script(script), RoutingSettings(script=script, **self.settings),
-                                  [Address("udp", *LOCAL)])
+                                  [Address("udp", *LOCAL)], self.parts)
         self.proxy.start()
 
     def sent(self, to=None):

@@ -42,6 +42,11 @@ class DialogFunctions:
     @allowed_in(RouteKind.REQUEST, RouteKind.BRANCH)
     def dlg_manage(self) -> int:
         """Track the dialog of an initial INVITE; 1 for a request of a known dialog."""
+        return self.track()
+
+    def track(self) -> int:
+        """``dlg_manage`` without its route check: the proxy tracks a dialog by itself
+        when uac_auth raises an initial INVITE's CSeq."""
         if self.found is not None:
             return 1
         to = self._msg.to

@@ -135,16 +135,17 @@ class Dialog:
         """Add ``direction``'s offset to the request's CSeq number (ACK and CANCEL alike)."""
         offset = self.cseq_offset[direction]
         if offset:
-            _rewrite_cseq(request, offset)
+            shift_cseq(request, offset)
 
     def unshift_response(self, response: Response, direction: Direction) -> None:
         """Take ``direction``'s offset back out of a reply to a request of that direction."""
         offset = self.cseq_offset[direction]
         if offset:
-            _rewrite_cseq(response, -offset)
+            shift_cseq(response, -offset)
 
 
-def _rewrite_cseq(message: Message, delta: int) -> None:
+def shift_cseq(message: Message, delta: int) -> None:
+    """Add ``delta`` to the CSeq number of ``message``; DialogError out of range."""
     cseq = message.cseq  # SIPParseError for a garbage CSeq
     if cseq is None:
         raise DialogError("no CSeq header to shift")

@@ -72,12 +72,12 @@ from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
 
-from txuac.auth import CredentialList, ICredentialSource
+from txuac.auth import CredentialList, ICredentialSource, add_credentials, challenge_origin
 from txuac.config import RoutingSettings, Settings
-from txuac.errors import SIPParseError, TransactionTimeout
+from txuac.errors import AuthenticationError, SIPParseError, TransactionTimeout
 from txuac.net.stack import IncomingRequest, SIPStack
 from txuac.routing.dialog_functions import DialogFunctions
-from txuac.routing.dialogs import DialogTable
+from txuac.routing.dialogs import DialogError, DialogTable, shift_cseq
 from txuac.routing.proxy_rules import (
     BranchRefused,
     CancelDisposition,
@@ -93,6 +93,7 @@ from txuac.routing.proxy_rules import (
 )
 from txuac.routing.replace import RestoreMode
 from txuac.routing.restore import apply_rewrites, reply_rewrites
+from txuac.routing.uac_auth import answer_challenge, credentials_lookup
 from txuac.routing.script import Route, RouteTable, ScriptFailure, call_route, load_script
 from txuac.routing.uac_functions import (
     UAC,
@@ -232,12 +233,14 @@ def _answered(incoming: IncomingRequest) -> bool:
 
 
 class _Branch:
-    """One forwarded copy of the request: what was sent and where (for its CANCEL)."""
+    """One forwarded copy of the request: what was sent and where (for its CANCEL), and
+    its final response as received (uac_auth answers it)."""
 
-    def __init__(self, request: Request):
-        self.request = request
+    def __init__(self) -> None:
+        self.request: Request | None = None  # None when it could not be prepared
         self.sent_via: str | None = None  # our Via as sent, from the first response
         self.sent_to: Address | None = None
+        self.final: Response | None = None
 
 
 class ProxiedRequest:
@@ -261,10 +264,13 @@ class ProxiedRequest:
         self.in_failure_route = False
         self.last_target: URI | str | None = None  # the Request-URI given to the last relay
         self.tracked = False  # an in-dialog request noted in the dialog table once relayed
+        self.cseq_raise = 0  # CSeq + this on the branches of a request outside any dialog (uac_auth)
+        self.cseq_shifted = False  # a branch went with another CSeq: replies get the received one
         found = proxy.dialogs.match(incoming.request)  # None for an initial request
         self.in_dialog = found is not None  # a request of a dialog the table tracks
         self.dialog = DialogFunctions(self.msg, proxy.dialogs, proxy.now, found)
-        self.uac = UAC(self.msg, proxy.restore, self.addresses, self.route_params, lambda: self.dialog.dialog)
+        self.uac = UAC(self.msg, proxy.restore, self.addresses, self.route_params, lambda: self.dialog.dialog,
+                       authenticate=self.authenticate)
         incoming.proxied = self  # type: ignore[attr-defined] - found again by the cancel handler
 
     @property
@@ -298,6 +304,8 @@ class ProxiedRequest:
             number = self.context.add_branch()
         except BranchRefused:
             return -1
+        branch = _Branch()
+        self.branches.append(branch)  # index = the context's branch number
         transport = self.incoming.source.transport
         local = self.proxy.local_address(transport)
         record_route = self.our_record_route(transport) if self.record_route else None
@@ -310,15 +318,14 @@ class ProxiedRequest:
             return -1
         # The stack puts its own Via on top (with the client transaction's branch).
         forward.request.headers.remove_first("Via")
-        branch = _Branch(forward.request)
-        self.branches.append(branch)
+        self._shift_cseq(forward.request)
+        branch.request = forward.request
         next_hop = forward.next_hop if isinstance(forward.next_hop, SipURI) else None
         if next_hop is None:
             self.apply(self.context.transport_failed(number))
             return -1
 
         def provisional(response: Response) -> None:
-            self._track_response(response)
             self._note_sent(branch, response)
             self.apply(self.context.receive(number, response))
 
@@ -336,12 +343,74 @@ class ProxiedRequest:
         return uri
 
     def upstream(self, response: Response) -> Response:
-        """``response`` with the From/To its request was received with (reply_rewrites)."""
+        """``response`` with the From/To (reply_rewrites) and the CSeq its request was
+        received with."""
         addresses = self.addresses
         if addresses.fixed_headers:
             apply_rewrites(response, reply_rewrites(response, addresses.fixed_headers, self.incoming.request,
                                                     addresses.saved_spans))
+        if self.cseq_shifted:
+            response.headers.set("CSeq", self.incoming.request.headers.get("CSeq"))
+        self._track_response(response)
         return response
+
+    def _shift_cseq(self, request: Request) -> None:
+        """The CSeq a branch goes with: raised by the requests uac_auth resent in its
+        dialog and direction (Kamailio's known limitation, fixed: RFC 3261 12.2.1.1 wants
+        CSeq to grow within a dialog), or by this request's own resends."""
+        found = self.dialog.found
+        raised = found[0].cseq_offset[found[1]] if found is not None else self.cseq_raise
+        if raised:
+            try:
+                shift_cseq(request, raised)
+            except DialogError as e:
+                log.info("{method}: CSeq not raised: {error}", method=request.method, error=str(e))
+                return
+            self.cseq_shifted = True
+
+    def authenticate(self, mode: int) -> int:
+        """``uac.uac_auth(mode)``: the picked branch's 401/407 answered on ``msg`` for the
+        next branch (uac_auth module doc), CSeq raised for it and, in a dialog, for the
+        rest of the dialog in that direction. -1 and a log line when it cannot be."""
+        context = self.context
+        number = context.picked_branch() if context is not None else None
+        if context is None or number is None or context.is_local(number):
+            log.info("uac_auth: no reply from downstream to answer for {call_id}", call_id=self.msg.call_id)
+            return -1
+        branch = self.branches[number]
+        challenge = branch.final
+        if challenge is None or branch.request is None or challenge.status not in (401, 407):
+            return -1
+        refused = challenge_origin(challenge, "the branch's destination")
+        if refused is not None:
+            log.warn("uac_auth for {call_id}: {status} {refused}", call_id=self.msg.call_id,
+                     status=challenge.status, refused=refused)
+            return -1
+        parts = self.proxy.parts
+        uri = str(branch.request.uri)
+        try:
+            answers = answer_challenge(self.msg, challenge, uri,
+                                       credentials_lookup(self.uac.auth, parts.credentials, mode),
+                                       parts.algorithms, parts.nonces)
+        except (AuthenticationError, SIPParseError) as e:
+            log.info("uac_auth for {call_id}: {error}", call_id=self.msg.call_id, error=str(e))
+            return -1
+        add_credentials(self.msg, answers)
+        self.last_target = branch.request.uri  # Kamailio: the R-URI of the picked branch
+        self._raise_cseq()
+        return 1
+
+    def _raise_cseq(self) -> None:
+        """The next branch goes with CSeq + 1 (RFC 3261 8.1.3.5, and a resend with the same
+        CSeq would look merged, 8.2.2.2); in a dialog (an INVITE starts one for this) the
+        dialog's later requests of this direction are raised alike."""
+        if self.dialog.found is None and self.msg.method == "INVITE" and not self.in_dialog:
+            self.dialog.track()
+        found = self.dialog.found
+        if found is not None:
+            found[0].add_cseq_offset(found[1])
+        else:
+            self.cseq_raise += 1
 
     def _track_request(self) -> None:
         if not self.tracked and self.in_dialog:
@@ -349,11 +418,13 @@ class ProxiedRequest:
             self.proxy.dialogs.on_request(self.msg, self.proxy.now())
 
     def _track_response(self, response: Response) -> None:
+        """The dialog follows what the caller gets: a 407 answered by a failure route
+        does not end it."""
         if self.dialog.found is not None and self.msg.method == "INVITE":
             self.proxy.dialogs.on_response(response, self.proxy.now())
 
     def _final(self, response: Response, number: int, branch: _Branch) -> None:
-        self._track_response(response)
+        branch.final = response
         self._note_sent(branch, response)
         self.apply(self.context.receive(number, response))
 
@@ -400,7 +471,7 @@ class ProxiedRequest:
                       call_id=self.msg.call_id, traceback=result.traceback)
 
     def _cancel_branch(self, branch: _Branch) -> None:
-        if branch.sent_via is None or branch.sent_to is None:
+        if branch.request is None or branch.sent_via is None or branch.sent_to is None:
             return  # nothing heard from it: the context cancels it at its first response
         sent = branch.request.copy()
         sent.headers.prepend("Via", _first_value(branch.sent_via))
@@ -418,6 +489,7 @@ class ProxiedRequest:
         except SIPParseError as e:
             log.info("ACK not forwarded: {error}", error=str(e))
             return -1
+        self._shift_cseq(forward.request)
         if not isinstance(forward.next_hop, SipURI):
             return -1
         stack = self.proxy.stack

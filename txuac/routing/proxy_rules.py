@@ -350,6 +350,7 @@ class _Branch:
     final: Response | None = None  # upstream form (our Via removed) or synthesized
     cancel_pending: bool = False  # CANCEL it at its first provisional response (9.1)
     cancelled: bool = False
+    local: bool = False  # final synthesized here (timeout, transport failure), not received
 
 
 @dataclass
@@ -455,11 +456,12 @@ class ResponseContext:
 
     def best_response(self) -> Response:
         """The response 16.7 item 6 chooses, with 16.7 item 7's challenges, not yet sent."""
-        finals = [self.branches[n].final for n in self._order]
-        candidates = [r for r in finals if r is not None and r.status >= 300]
-        if not candidates:
+        number = self.picked_branch()
+        if number is None:
             return make_response(self.request, 408, to_tag=self.to_tag)
-        best = min(candidates, key=_response_priority)  # min keeps the first on a tie
+        best = self.branches[number].final
+        assert best is not None
+        candidates = [self.branches[n].final for n in self._failed_branches()]
         if best.status == 503:
             # 16.7 item 6: a 503 would say this proxy cannot serve anything.
             best = best.copy()
@@ -467,6 +469,22 @@ class ResponseContext:
         if best.status in (401, 407):
             best = _aggregate_challenges(best, [r for r in candidates if r is not best and r.status in (401, 407)])
         return best
+
+    def picked_branch(self) -> int | None:
+        """The branch whose final response 16.7 item 6 chooses (Kamailio's "picked
+        branch"; the first on a tie), None when no branch has a final >= 300."""
+        numbers = self._failed_branches()
+        if not numbers:
+            return None
+        return min(numbers, key=lambda n: _response_priority(self.branches[n].final))  # type: ignore[arg-type]
+
+    def is_local(self, branch: int) -> bool:
+        """Whether the branch's final was synthesized here (a timeout, a transport failure)."""
+        return self.branches[branch].local
+
+    def _failed_branches(self) -> list[int]:
+        """Branches with a final >= 300, in the order the finals came."""
+        return [n for n in self._order if (final := self.branches[n].final) is not None and final.status >= 300]
 
     def finish(self) -> Response:
         """The final response to send upstream now (16.7 items 6 and 7); no branch after."""
@@ -482,6 +500,7 @@ class ResponseContext:
             return ContextUpdate()
         self._complete(branch, make_response(self.request, status, to_tag=self.to_tag))
         state.cancel_pending = False
+        state.local = True
         return ContextUpdate(completed=self._is_complete())
 
     def _complete(self, branch: int, final: Response) -> None:

@@ -52,6 +52,7 @@ from txuac.routing.restore import (
 )
 from txuac.routing.restore_codec import RestoreCodec
 from txuac.routing.script import allowed_like
+from txuac.routing.uac_auth import RequestCredentials
 
 if TYPE_CHECKING:
     from txuac.sip.message import Request
@@ -136,7 +137,10 @@ class UAC:
     """
 
     def __init__(self, msg: "Request", restore: RestoreSettings, addresses: RequestAddresses,
-                 route_params: "RouteParamsSource", dialog: Callable[[], Dialog | None] = lambda: None):
+                 route_params: "RouteParamsSource", dialog: Callable[[], Dialog | None] = lambda: None,
+                 authenticate: Callable[[int], int] | None = None):
+        self.auth = RequestCredentials()  # Kamailio's auth_username/password/realm AVPs
+        self._authenticate = authenticate
         self._msg = msg
         self._restore = restore
         self._addresses = addresses
@@ -204,6 +208,26 @@ class UAC:
     def uac_restore_to(self) -> int:
         """Restore To (From the other way) from the Route's ``vst`` (manual mode)."""
         return self._restore_header(TO)
+
+
+    @allowed_like("uac_auth")
+    def uac_auth(self, mode: int = 0) -> int:
+        """Answer the failing branch's 401/407 on the request (README 4.7): 1, then
+        ``tm.t_relay()`` sends the new branch; -1 when it cannot. ``mode`` 1: the
+        password (``uac.auth.password`` or ``[uac] credential``) is an HA1."""
+        if self._authenticate is None:
+            return -1
+        try:
+            mode = int(mode)
+        except (TypeError, ValueError):
+            log.info("uac_auth: mode {mode!r} is not a number", mode=mode)
+            return -1
+        return self._authenticate(mode)
+
+    @allowed_like("uac_auth_mode")
+    def uac_auth_mode(self, mode: int) -> int:
+        """``uac_auth(mode)`` (README 4.8)."""
+        return self.uac_auth.__wrapped__(self, mode)  # type: ignore[attr-defined]
 
 
 class RouteParamsSource:
