@@ -51,6 +51,8 @@ from twisted.internet import threads
 from tests.support.peers import PeerProcess, free_port, require_program, wait_for
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-registrar.cfg")
+# A trunk: challenges INVITEs with 407, relays them to -A UAS, checks in-dialog CSeqs.
+TRUNK_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-trunk.cfg")
 ALGORITHMS = ("MD5", "SHA-256")
 # www_challenge/proxy_challenge flags for each qop choice.
 QOP_FLAGS = {None: 0, "auth": 1, "auth-int": 2}
@@ -103,6 +105,7 @@ class KamailioRegistrar:
     children: UDP (and TCP) worker processes. shm_mb/pkg_mb: Kamailio's -m/-M.
     udp_maxbuffer: Kamailio's ``maxbuffer`` (UDP receive buffer probe ceiling, bytes).
     defines: extra -A defines (NAME -> value, or None for a flag). start: start now.
+    config: the cfg file (CONFIG; TRUNK_CONFIG for a challenging trunk, which needs a UAS define).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class KamailioRegistrar:
         defines: dict[str, str | int | None] | None = None,
         host: str = "127.0.0.1",
         start: bool = True,
+        config: str = CONFIG,
     ):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
@@ -151,6 +155,7 @@ class KamailioRegistrar:
         self.udp_maxbuffer = udp_maxbuffer
         self.extra_defines = dict(defines or {})
         self.host = host
+        self.config = config
         self.port: int | None = None
         self.process: PeerProcess | None = None
         self.halts = 0
@@ -208,7 +213,7 @@ class KamailioRegistrar:
 
     def argv(self) -> list[str]:
         argv = [
-            self.kamailio, "-DD", "-E", "-f", CONFIG, "-Y", self.rundir, "-w", self.rundir,
+            self.kamailio, "-DD", "-E", "-f", self.config, "-Y", self.rundir, "-w", self.rundir,
             "-m", str(self.shm_mb), "-M", str(self.pkg_mb), "-l", f"udp:{self.host}:{self.port}",
         ]
         if self.tcp:
