@@ -54,6 +54,7 @@ class ProxyInteropCase(TestCase):
     timeout = 60
     script = SCRIPT
     routing: dict = {}  # [routing] settings besides script
+    uac: dict = {}  # [uac] settings
 
     def setUp(self):
         self.sipp = require_program("sipp")
@@ -67,15 +68,15 @@ class ProxyInteropCase(TestCase):
             "listen": [f"udp:{HOST}:0"],
             "timer_t1": int(T1 * 1000),
             "timer_t2": int(T2 * 1000),
-        }, "rpc": {"enabled": False}, "routing": {"script": script, **self.routing}}), reactor)
+        }, "uac": self.uac, "rpc": {"enabled": False}, "routing": {"script": script, **self.routing}}), reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
         self.port = self.service.sip.bound_address("udp").port
         self.proxy = self.service.proxy.proxy
         self.assertEqual(self.proxy.local_addresses, [self.service.sip.bound_address("udp")])
 
-    def sipp_peer(self, name: str, *args: str) -> tuple[PeerProcess, int, str]:
-        port = free_port()
+    def sipp_peer(self, name: str, *args: str, port: int | None = None) -> tuple[PeerProcess, int, str]:
+        port = port or free_port()
         messages = os.path.join(self.workdir, f"{name}.messages")
         argv = [self.sipp, "-sf", os.path.join(SCENARIOS, name), "-i", HOST, "-p", str(port), "-t", "u1",
                 "-trace_msg", "-message_file", messages, "-trace_stat", "-stf",
@@ -91,10 +92,11 @@ class ProxyInteropCase(TestCase):
         return peer.wait(0)
 
     @defer.inlineCallbacks
-    def call(self, uac_scenario: str, uas_scenario: str):
-        """One call from SIPp ``uac_scenario`` through txuac to SIPp ``uas_scenario``, both
-        ended with status 0; (uac message file, uas message file, uas port)."""
-        uas, uas_port, uas_messages = self.sipp_peer(uas_scenario, "-m", "1")
+    def call(self, uac_scenario: str, uas_scenario: str, uas_port: int | None = None):
+        """One call from SIPp ``uac_scenario`` through txuac to SIPp ``uas_scenario`` (on
+        ``uas_port``, else a free port), both ended with status 0; (uac message file, uas
+        message file, uas port)."""
+        uas, uas_port, uas_messages = self.sipp_peer(uas_scenario, "-m", "1", port=uas_port)
         started = yield until(lambda: udp_bound(uas_port) or not uas.running(), 10)
         self.assertTrue(started and uas.running(), f"SIPp UAS did not start: {uas.output()[-2000:]}")
         uac, _, uac_messages = self.sipp_peer(uac_scenario, f"{HOST}:{self.port}", "-m", "1",
