@@ -1,7 +1,9 @@
-"""What the benchmarks share: calls per CPU second on one core, and the resident memory."""
+"""What the benchmarks share: calls per CPU second on one core, the resident memory, the CPU
+of other processes (/proc/<pid>/stat) and the host's UDP receive errors."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -29,3 +31,43 @@ def rss_kib() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat after the command name: [0] is the state, [2] the pgrp, [11] utime, [12] stime."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime (s) of process ``pid`` so far (its threads included, not its children)."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu(pgid: int | None) -> float:
+    """utime + stime (s) of the live processes of process group ``pgid`` (Kamailio's)."""
+    if pgid is None:
+        return 0.0
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = _stat_fields(entry)
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def udp_errors() -> dict[str, int]:
+    """Udp: RcvbufErrors and InErrors of the host (Linux; zeros elsewhere)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            names, values = [line.split() for line in f if line.startswith("Udp:")][:2]
+        counters = dict(zip(names[1:], map(int, values[1:])))
+    except (OSError, ValueError):
+        counters = {}
+    return {name: counters.get(name, 0) for name in ("RcvbufErrors", "InErrors")}

@@ -69,7 +69,7 @@ from tests.registrant.test_interop_kamailio import account_rows  # noqa: E402
 from tests.support.stores import insert_rows  # noqa: E402
 from tests.support.kamailio import KamailioRegistrar  # noqa: E402
 from tests.support.peers import free_port  # noqa: E402
-from measure import rss_kib  # noqa: E402
+from measure import group_cpu, rss_kib, udp_errors  # noqa: E402
 from txuac.config import settings_from_dict  # noqa: E402
 from txuac.registrant.record import State  # noqa: E402
 from txuac.registrant.store.url import open_store  # noqa: E402
@@ -97,17 +97,6 @@ def verdict(ok: bool) -> str:
 
 
 # --- measurements -------------------------------------------------------------------
-
-def udp_errors() -> dict[str, int]:
-    """Udp: RcvbufErrors and InErrors of the host (Linux; zeros elsewhere)."""
-    try:
-        with open("/proc/net/snmp") as f:
-            names, values = [line.split() for line in f if line.startswith("Udp:")][:2]
-        counters = dict(zip(names[1:], map(int, values[1:])))
-    except (OSError, ValueError):
-        counters = {}
-    return {name: counters.get(name, 0) for name in ("RcvbufErrors", "InErrors")}
-
 
 def object_census(objects: list, n: int, top: int = 15) -> list[str]:
     """The commonest types among ``objects`` (gc-tracked): count and shallow bytes per account."""
@@ -137,25 +126,6 @@ def socket_drops(port: int) -> int | None:
     except (OSError, StopIteration, ValueError):
         return None
     return found
-
-
-def group_cpu(pgid: int | None) -> float:
-    """utime + stime (s) of the live processes of process group ``pgid`` (Kamailio's)."""
-    if pgid is None:
-        return 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields[0] is the state: pgrp is the 5th field of stat
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
 
 
 class GCTimer:

@@ -1,0 +1,250 @@
+"""Calls per second through txuac's proxy with the caller's From anonymised (issue 7).
+
+txuac runs as its own process (``python -m twisted uac --config <tmp toml>``, the build
+this interpreter imports: ``./dev bench proxy`` runs the compiled one) listening on UDP
+127.0.0.1, with a routing script that record-routes each INVITE, replaces its From with
+``uac.uac_replace_from("Anonymous", "sip:anonymous@anonymous.invalid")`` (restore_mode
+auto: vsf on our Record-Route) and relays it; in-dialog requests go through
+``rr.loose_route()`` (which restores the From) and ``tm.t_relay()``. This is the
+anonymising script of tests/routing/test_interop_proxy.py.
+
+A SIPp UAC (tests/routing/sipp/uac_call.xml: INVITE, 100/180/200, ACK, 200 ms pause, BYE,
+200) calls at ``--rate`` calls per second (``-rp 1000``) through txuac to a SIPp UAS
+(uas_call.xml). Printed:
+
+* calls attempted, successful and failed, and SIPp's retransmissions (its -trace_stat);
+* wall time of the UAC and calls per second (successful calls / wall time: about the rate
+  when txuac keeps up);
+* txuac's CPU over that window (utime + stime from /proc/<pid>/stat, before and after),
+  the CPU per call (us) and "one core" = successful calls / txuac CPU seconds: what one
+  core fully spent on txuac would carry;
+* the host's UDP receive errors (/proc/net/snmp) over the window.
+
+Target: at least 800 calls per second on one core with no failed call.
+
+``--profile`` runs txuac under cProfile (``-m cProfile -o``, written when it stops after the
+calls; start-up included, figures inflated) and prints the top functions by tottime.
+
+Usage (from the repository root; ``./dev bench proxy [args]`` runs the compiled build):
+    python bench/proxy.py [--calls 8000] [--rate 800] [--profile [--top 30]] [--keep]
+Exit status 2 when a call failed or not every call was made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
+
+import txuac  # noqa: E402
+import txuac.sip  # noqa: E402
+from measure import process_cpu, udp_errors  # noqa: E402
+from tests.net.test_interop_sipp import udp_bound  # noqa: E402
+from tests.routing.test_interop_proxy import ANONYMISING_SCRIPT, SCENARIOS, last_stats  # noqa: E402
+from tests.support.peers import PeerProcess, free_port, require_program, wait_for  # noqa: E402
+
+HOST = "127.0.0.1"
+TARGET_PER_CORE = 800.0
+START_TIMEOUT = 20.0
+
+CONFIG = """\
+[core]
+listen = ["udp:{host}:{port}"]
+
+[rpc]
+enabled = false
+
+[log]
+level = "{log_level}"
+
+[routing]
+script = "{script}"
+restore_mode = "auto"
+restore_passwd = "bench-secret"
+"""
+
+
+def loud_level(line: str) -> bool:
+    """Whether a line of txuac's log (twist's JSON lines, or text) is a warning or worse."""
+    if line.startswith("{"):
+        try:
+            level = (json.loads(line).get("log_level") or {}).get("name")
+        except (ValueError, AttributeError):
+            return False
+        return level in ("warn", "error", "critical")
+    return any(f"[{name}" in line.lower() for name in ("warn", "error", "critical"))
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+class Bench:
+    """The three processes (txuac, SIPp UAS, SIPp UAC) and their files in a temp dir."""
+
+    def __init__(self, args):
+        self.args = args
+        self.sipp = require_program("sipp")
+        self.workdir = tempfile.mkdtemp(prefix="txuac-bench-proxy-")
+        self.peers: list[PeerProcess] = []
+        self.port = free_port()
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.workdir, name)
+
+    def start_txuac(self) -> PeerProcess:
+        script = self.path("routing.py")
+        with open(script, "w") as f:
+            f.write(ANONYMISING_SCRIPT)
+        config = self.path("uac.toml")
+        with open(config, "w") as f:
+            f.write(CONFIG.format(host=HOST, port=self.port, script=script, log_level=self.args.log_level))
+        if self.args.profile:
+            argv = [sys.executable, os.path.abspath(__file__), "--serve-profiled", self.path("txuac.pstats"), config]
+        else:
+            argv = [sys.executable, "-m", "twisted", "uac", "--config", config]
+        # The child imports txuac from where this process did (site-packages or the checkout),
+        # run from the temp dir so that a checkout in the cwd does not shadow a compiled install.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [os.path.dirname(os.path.dirname(os.path.abspath(txuac.__file__))), os.path.abspath(REPO)]))
+        txuac_process = self.spawn(argv, "txuac.log", env=env)
+        if not wait_for(lambda: udp_bound(self.port) or not txuac_process.running(), START_TIMEOUT):
+            raise SystemExit(f"txuac did not listen within {START_TIMEOUT} s:\n{txuac_process.output()[-3000:]}")
+        if not txuac_process.running():
+            raise SystemExit(f"txuac exited:\n{txuac_process.output()[-3000:]}")
+        return txuac_process
+
+    def spawn(self, argv: list[str], log_name: str, env: dict | None = None) -> PeerProcess:
+        peer = PeerProcess(argv, cwd=self.workdir, env=env, log_path=self.path(log_name))
+        self.peers.append(peer)
+        return peer
+
+    def sipp_argv(self, scenario: str, port: int, *args: str) -> list[str]:
+        return [self.sipp, "-sf", os.path.join(SCENARIOS, scenario), "-i", HOST, "-p", str(port), "-t", "u1",
+                "-trace_stat", "-stf", self.path(f"{scenario}.stats"), "-fd", "1", "-nostdin", *args]
+
+    def run(self) -> bool:
+        args = self.args
+        print(f"txuac proxy bench: {args.calls:,} calls at {args.rate}/s, SIP core "
+              f"{'COMPILED (mypyc)' if txuac.sip.COMPILED else 'pure Python'} from "
+              f"{os.path.dirname(txuac.__file__)}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.2f}{'; txuac under cProfile' if args.profile else ''}")
+        txuac_process = self.start_txuac()
+        uas_port = free_port()
+        uas = self.spawn(self.sipp_argv("uas_call.xml", uas_port), "uas.out")
+        if not wait_for(lambda: udp_bound(uas_port) or not uas.running(), START_TIMEOUT) or not uas.running():
+            raise SystemExit(f"SIPp UAS did not start:\n{uas.output()[-3000:]}")
+        uac_argv = self.sipp_argv("uac_call.xml", free_port(), f"{HOST}:{self.port}", "-key", "uas",
+                                  f"{HOST}:{uas_port}", "-m", str(args.calls), "-r", str(args.rate), "-rp", "1000",
+                                  "-l", str(args.limit), "-timeout", str(args.timeout), "-timeout_error")
+        errors_before = udp_errors()
+        cpu_before = process_cpu(txuac_process.pid)
+        started = time.monotonic()
+        uac = self.spawn(uac_argv, "uac.out")
+        status = uac.wait(args.timeout + 30)
+        wall = time.monotonic() - started
+        cpu = process_cpu(txuac_process.pid) - cpu_before
+        errors = {name: count - errors_before[name] for name, count in udp_errors().items()}
+
+        stats = last_stats(self.path("uac_call.xml.stats"))
+        created = int(stats.get("TotalCallCreated", 0))
+        successful = int(stats.get("SuccessfulCall(C)", 0))
+        failed = int(stats.get("FailedCall(C)", 0))
+        retransmissions = int(stats.get("Retransmissions(C)", 0))
+        per_core = successful / cpu if cpu else float("inf")
+        print(f"calls: {created:,} attempted, {successful:,} successful, {failed:,} failed "
+              f"(SIPp UAC exit status {status}); SIPp UAC retransmissions {retransmissions:,}")
+        print(f"wall time: {wall:.2f} s, {successful / wall:,.0f} calls/s (offered {args.rate}/s)")
+        print(f"txuac CPU: {cpu:.2f} s = {cpu / wall * 100:.0f}% of one core; "
+              f"{cpu / max(successful, 1) * 1e6:,.0f} us per call (INVITE, ACK, BYE and 3 responses relayed, a 100 sent)")
+        print(f"one core: {per_core:,.0f} calls/s (target >= {TARGET_PER_CORE:g} with 0 failed: "
+              f"{verdict(per_core >= TARGET_PER_CORE and failed == 0)})")
+        print(f"UDP receive errors (host): RcvbufErrors +{errors['RcvbufErrors']}, InErrors +{errors['InErrors']}")
+
+        txuac_process.stop()
+        log = txuac_process.output()
+        loud = [line for line in log.splitlines() if loud_level(line)]
+        print(f"txuac log: {len(log.splitlines())} lines, {len(loud)} warnings or errors ({self.path('txuac.log')})")
+        for line in loud[:10]:
+            print(f"    {line[:500]}")
+        if args.profile:
+            self.print_profile()
+        return failed == 0 and successful == args.calls
+
+    def print_profile(self) -> None:
+        path = self.path("txuac.pstats")
+        if not os.path.exists(path):
+            print(f"no profile written at {path} (txuac did not stop cleanly?)")
+            return
+        out = io.StringIO()
+        stats = pstats.Stats(path, stream=out)
+        stats.sort_stats("tottime").print_stats(self.args.top)
+        stats.sort_stats("cumulative").print_stats(self.args.top)
+        print(out.getvalue())
+
+    def cleanup(self, keep: bool) -> None:
+        for peer in reversed(self.peers):
+            peer.stop()
+        if keep:
+            print(f"kept {self.workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def serve_profiled(pstats_path: str, config: str) -> None:
+    """``python -m twisted uac --config config`` under cProfile, the stats written to
+    ``pstats_path`` once the reactor has shut down (twist ends a SIGTERM'd process by the
+    signal itself, so ``python -m cProfile`` would never write them)."""
+    import cProfile
+    import runpy
+
+    from twisted.internet import reactor
+
+    profiler = cProfile.Profile()
+
+    def dump() -> None:
+        profiler.disable()
+        profiler.dump_stats(pstats_path)
+
+    reactor.addSystemEventTrigger("after", "shutdown", dump)
+    sys.argv = ["twist", "uac", "--config", config]
+    profiler.enable()
+    runpy.run_module("twisted", run_name="__main__")
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--serve-profiled"]:  # the txuac child of --profile
+        serve_profiled(*sys.argv[2:4])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=8000, help="calls made by the SIPp UAC (8000)")
+    parser.add_argument("--rate", type=int, default=800, help="calls started per second (800)")
+    parser.add_argument("--limit", type=int, default=2000, help="SIPp's -l: simultaneous calls at most (2000)")
+    parser.add_argument("--timeout", type=int, default=120, help="SIPp UAC's global timeout, seconds (120)")
+    parser.add_argument("--log-level", default="info", help="txuac's [log] level (info)")
+    parser.add_argument("--profile", action="store_true", help="run txuac under cProfile; top functions")
+    parser.add_argument("--top", type=int, default=30, help="with --profile: functions listed (30)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, stats, profile)")
+    args = parser.parse_args()
+    if args.calls <= 0 or args.rate <= 0:
+        parser.error("--calls and --rate must be positive")
+    bench = Bench(args)
+    ok = False
+    try:
+        ok = bench.run()
+    finally:
+        bench.cleanup(args.keep or not ok)
+    return 0 if ok else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
