@@ -19,7 +19,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.registrant.test_record import HA1, make_row
-from txuac.errors import TransactionTimeout
+from txuac.errors import SIPParseError, TransactionTimeout
 from txuac.registrant.record import Flag, State
 from txuac.registrant.service import RegistrantService, RegistrantSettings
 from txuac.sip import SipURI, make_response, parse_message, parse_uri
@@ -1061,6 +1061,12 @@ class StatusCounterTests(ServiceTestCase):
             "realm": "r.example", "username": "auth-acc1", "password": "secret-pw", "ha1": False})
         self.assertEqual(self.service.request_to("100", 1 | 2)["password"], HA1)
         self.assertIsNone(self.service.request_to("nobody"))
+
+    def test_request_to_with_domain(self):
+        self.start([make_row("acc1", l_username="100", l_domain="pbx.local")], reg_use_domain=True)
+        self.assertEqual(self.service.request_to("sip:100@pbx.local", 1)["username"], "auth-acc1")
+        self.assertIsNone(self.service.request_to("sip:100@other.local", 1))
+        self.assertRaises(SIPParseError, self.service.request_to, "100@pbx.local", 1)
 
     def test_find(self):
         self.start([make_row("acc1", r_username="alice")])

@@ -769,9 +769,15 @@ class RegistrantService(service.Service):
     def request_to(self, user: str, mode: int = 0) -> dict | None:
         """uac_reg_request_to: what a routing script needs to send as the account.
 
-        mode bit 1: match l_username instead of l_uuid; bit 2: the HA1 as secret.
+        mode bit 1: match l_username instead of l_uuid (with reg_use_domain ``user`` is a
+        URI whose user and host must match; SIPParseError when it is not one); bit 2: the
+        HA1 as secret.
         """
-        record = self.find("l_username" if mode & 1 else "l_uuid", user)
+        if mode & 1 and self.settings.reg_use_domain:
+            l_uuid = self.lookup_uri(user)
+            record = self.records.get(l_uuid) if l_uuid is not None else None
+        else:
+            record = self.find("l_username" if mode & 1 else "l_uuid", user)
         if record is None:
             return None
         return {"ruri": record.aor, "duri": record.auth_proxy, "realm": record.realm,

@@ -33,6 +33,8 @@ failure):
   ``restore_mode = "auto"``, ``rr.loose_route()`` restores From/To of an in-dialog request
   from the vsf/vst of our Route (direction from its ``ftag``), as Kamailio's rr callback.
   With ``restore_dlg`` and a dialog, the dialog's variables replace vsf/vst.
+  ``uac.uac_req_send(**fields)`` sends through the proxy's one ``RequestSender``
+  (``req_send``), whose events run ``event_route[uac:reply]`` or ``[routing] event_callback``.
 - ``dialog`` (``dialog_functions``): ``dlg_manage()``, ``is_in_dialog()``. The service
   owns the ``DialogTable`` (``[routing] dialog_timeout``, ``max_dialogs``): a dialog is
   created by ``dlg_manage()`` on an initial INVITE, updated by the INVITE's responses as
@@ -57,7 +59,7 @@ adds none and does not reply, the best response goes upstream. ``tm.t_is_cancele
 ``tm.t_check_status`` (the failing status, in a failure route) go with it.
 
 Not yet: onreply/branch routes, the other dialog functions, the other
-``uac`` functions (auth, uac_req_send, registrations), 2xx retransmissions after the INVITE client transaction ended
+``uac`` functions (auth, registrations), 2xx retransmissions after the INVITE client transaction ended
 (dropped: the UAC's ACK still reaches the callee).
 """
 
@@ -91,9 +93,11 @@ from txuac.routing.proxy_rules import (
     prepare_forward,
     preprocess_route,
 )
+from txuac.routing.reg_functions import RequestTargets
 from txuac.routing.replace import RestoreMode
 from txuac.routing.restore import apply_rewrites, reply_rewrites
 from txuac.routing.uac_auth import answer_challenge, credentials_lookup
+from txuac.routing.req_send import RequestSender, ScriptEvents, event_handler
 from txuac.routing.script import Route, RouteTable, ScriptFailure, call_route, load_script
 from txuac.routing.uac_functions import (
     UAC,
@@ -129,12 +133,13 @@ class ServiceParts:
     nonces: NonceCounter = field(default_factory=NonceCounter)
     algorithms: tuple[str, ...] = ALL_ALGORITHMS
     registrant: Any = None
+    default_socket: str | None = None  # [uac] default_socket, for uac_req_send
 
     @classmethod
     def of(cls, uac_service: Any) -> "ServiceParts":
         authenticator = uac_service.authenticator
         return cls(uac_service.credentials, authenticator.nonces, authenticator.algorithms,
-                   uac_service.registrant)
+                   uac_service.registrant, uac_service.settings.uac.default_socket)
 
 
 class ProxyService:
@@ -154,9 +159,24 @@ class ProxyService:
         self._expiry = task.LoopingCall(self.expire_dialogs)
         self._expiry.clock = stack.reactor
         self.script_failures = 0
+        self._warned_no_registrant = False
+        # One sender for every uac_req_send; its events run the script (req_send.ScriptEvents).
+        self.events = ScriptEvents(routes, settings.event_callback, self.event_uac)
+        self.requests = RequestSender(stack, self.parts.nonces, self.parts.algorithms, self.parts.default_socket,
+                                      self.events)
+
+    def event_uac(self) -> UAC:
+        """The ``uac`` namespace of event_route[uac:reply]: no request, uac_req_send works."""
+        return UAC(None, self.restore, RequestAddresses(), RouteParamsSource(), requests=self.requests)
 
     def now(self) -> float:
         return self.stack.reactor.seconds()
+
+    def warn_no_registrant(self) -> None:
+        """A uac_reg_* function without [uac] reg_db_url: said once, then -1 silently."""
+        if not self._warned_no_registrant:
+            self._warned_no_registrant = True
+            log.warn("uac_reg_* functions return -1: registrations are not enabled ([uac] reg_db_url)")
 
     def expire_dialogs(self) -> None:
         for dialog in self.dialogs.expire(self.now()):
@@ -269,8 +289,10 @@ class ProxiedRequest:
         found = proxy.dialogs.match(incoming.request)  # None for an initial request
         self.in_dialog = found is not None  # a request of a dialog the table tracks
         self.dialog = DialogFunctions(self.msg, proxy.dialogs, proxy.now, found)
+        self.targets = RequestTargets(self.msg)  # $du of uac_reg_request_to and uac_reg_lookup
         self.uac = UAC(self.msg, proxy.restore, self.addresses, self.route_params, lambda: self.dialog.dialog,
-                       authenticate=self.authenticate)
+                       authenticate=self.authenticate, requests=proxy.requests, registrant=proxy.parts.registrant,
+                       targets=self.targets, warn_no_registrant=proxy.warn_no_registrant)
         incoming.proxied = self  # type: ignore[attr-defined] - found again by the cancel handler
 
     @property
@@ -320,7 +342,9 @@ class ProxiedRequest:
         forward.request.headers.remove_first("Via")
         self._shift_cseq(forward.request)
         branch.request = forward.request
-        next_hop = forward.next_hop if isinstance(forward.next_hop, SipURI) else None
+        # Kamailio's $du (uac_reg_request_to): the next hop, Request-URI and Route kept.
+        next_hop = self.targets.destination or forward.next_hop
+        next_hop = next_hop if isinstance(next_hop, SipURI) else None
         if next_hop is None:
             self.apply(self.context.transport_failed(number))
             return -1
@@ -609,6 +633,7 @@ class ProxyRunner(service.Service):
         self.parts = parts
         assert settings.routing.script is not None
         self.routes = load_script(settings.routing.script)
+        event_handler(self.routes, settings.routing.event_callback)  # a ConfigError now, not at start
         self.proxy: ProxyService | None = None
 
     def startService(self) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
@@ -51,6 +51,8 @@ from txuac.routing.restore import (
     storage_for,
 )
 from txuac.routing.restore_codec import RestoreCodec
+from txuac.routing.req_send import RequestSender, send_from_script
+from txuac.routing.reg_functions import RegistrationFunctions, RequestTargets
 from txuac.routing.script import allowed_like
 from txuac.routing.uac_auth import RequestCredentials
 
@@ -128,8 +130,10 @@ def restore_from_dialog(restore: RestoreSettings, msg: "Request", addresses: Req
     return plan
 
 
-class UAC:
-    """Kamailio's uac functions for one request (the From/To part).
+class UAC(RegistrationFunctions):
+    """Kamailio's uac functions for one request: From/To here, uac_auth (the proxy's
+    ``authenticate``), uac_req_send (``requests``), the registration functions
+    (``RegistrationFunctions`` on ``registrant``, values put in ``targets``).
 
     ``dialog()`` gives the request's dialog (``dialog.dlg_manage()``), None without one:
     with ``restore_mode = "auto"`` and ``restore_dlg``, a replace made once the dialog
@@ -138,9 +142,13 @@ class UAC:
 
     def __init__(self, msg: "Request", restore: RestoreSettings, addresses: RequestAddresses,
                  route_params: "RouteParamsSource", dialog: Callable[[], Dialog | None] = lambda: None,
-                 authenticate: Callable[[int], int] | None = None):
+                 authenticate: Callable[[int], int] | None = None, requests: "RequestSender | None" = None,
+                 registrant: Any = None, targets: RequestTargets | None = None,
+                 warn_no_registrant: Callable[[], None] = lambda: None):
+        super().__init__(registrant, targets if targets is not None else RequestTargets(msg), warn_no_registrant)
         self.auth = RequestCredentials()  # Kamailio's auth_username/password/realm AVPs
         self._authenticate = authenticate
+        self._requests = requests  # the proxy's uac_req_send sender
         self._msg = msg
         self._restore = restore
         self._addresses = addresses
@@ -208,6 +216,13 @@ class UAC:
     def uac_restore_to(self) -> int:
         """Restore To (From the other way) from the Route's ``vst`` (manual mode)."""
         return self._restore_header(TO)
+
+    @allowed_like("uac_req_send")
+    def uac_req_send(self, **fields: Any) -> int:
+        """Send a request described by the ``$uac_req`` keys as keyword arguments
+        (README 4.9; txuac.routing.req_send): 1 when sent, -1 for a bad field. Its replies
+        go to ``event_route[uac:reply]`` (or ``event_callback``) as ``evroute`` says."""
+        return send_from_script(self._requests, fields)
 
 
     @allowed_like("uac_auth")

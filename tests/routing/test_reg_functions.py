@@ -1,0 +1,132 @@
+"""The uac namespace's registration functions in the proxy (fake stack and clock, a
+fake registrant with RegistrantService's lookup API): dst handling, return codes,
+uac_reg_request_to addressing the request and feeding uac_auth."""
+
+from __future__ import annotations
+
+from twisted.logger import capturedLogs
+
+from tests.routing.test_proxy import CALLEE, PEER, ProxyTestCase, request
+from tests.routing.test_uac_auth import REALM, auth_params, challenge, digest_response
+from txuac.errors import SIPParseError
+from txuac.routing.proxy import ServiceParts
+from txuac.sip import parse_uri
+
+REG_SCRIPT = '''
+from txuac.routing.script import failure_route, request_route
+
+SEEN = []
+
+
+@request_route
+def route(msg, uac, tm, rr, dialog, sl):
+    user = msg.uri.user
+    if user == "lookup":
+        SEEN.append(uac.uac_reg_lookup("acc1", "$ru"))
+    elif user == "lookup-unknown":
+        SEEN.append(uac.uac_reg_lookup("nobody", "$ru"))
+    elif user == "lookup-callable":
+        SEEN.append(uac.uac_reg_lookup_uri("sip:100@pbx.local", SEEN.append))
+    elif user == "lookup-bad-uri":
+        SEEN.append(uac.uac_reg_lookup_uri("not a uri", "$ru"))
+    elif user == "status":
+        SEEN.append((uac.uac_reg_status("acc1"), uac.uac_reg_status("nobody")))
+    elif user == "bad-dst":
+        uac.uac_reg_lookup("acc1", "$avp(x)")  # ValueError: 500
+    elif user == "request-to":
+        SEEN.append(uac.uac_reg_request_to("100", 1))
+        tm.t_on_failure("AUTH")
+    elif user == "request-to-mode":
+        SEEN.append(uac.uac_reg_request_to("100", 4))
+    tm.t_relay()
+
+
+@failure_route("AUTH")
+def auth(msg, uac, tm, rr, dialog, sl):
+    if uac.uac_auth() > 0:
+        tm.t_relay()
+'''
+
+ACCOUNT = {"ruri": "sip:remote-100@provider.example", "duri": f"sip:{CALLEE[0]}:{CALLEE[1]}",
+           "realm": "", "username": "auth-100", "password": "acc-secret", "ha1": False}
+
+
+class FakeRegistrant:
+    """RegistrantService's lookups for one account acc1 / l_username 100."""
+
+    def lookup(self, l_uuid):
+        return "sip:100@" + f"{CALLEE[0]}:{CALLEE[1]}" if l_uuid == "acc1" else None
+
+    def lookup_uri(self, uri):
+        parsed = parse_uri(uri)
+        return "acc1" if parsed.user == "100" else None
+
+    def status(self, l_uuid):
+        return 1 if l_uuid == "acc1" else -1
+
+    def request_to(self, user, mode=0):
+        if user == "sip:bad":
+            raise SIPParseError("bad")
+        return dict(ACCOUNT) if user == ("100" if mode & 1 else "acc1") else None
+
+
+class RegistrationFunctionTests(ProxyTestCase):
+    script = REG_SCRIPT
+    parts = ServiceParts(registrant=FakeRegistrant())
+
+    def seen(self):
+        return self.proxy.routes.module.SEEN
+
+    def test_lookup_into_the_request_uri(self):
+        self.receive(request(uri="sip:lookup@example.org"))
+        [forwarded] = self.sent(CALLEE)
+        self.assertEqual(str(forwarded.uri), f"sip:100@{CALLEE[0]}:{CALLEE[1]}")
+        self.assertEqual(self.seen(), [1])
+
+    def test_lookup_unknown(self):
+        self.receive(request(uri=f"sip:lookup-unknown@{CALLEE[0]}:{CALLEE[1]}"))
+        self.assertEqual(self.seen(), [-1])
+
+    def test_lookup_uri_into_a_callable_and_bad_uri(self):
+        self.receive(request(uri=f"sip:lookup-callable@{CALLEE[0]}:{CALLEE[1]}"))
+        self.receive(request(uri=f"sip:lookup-bad-uri@{CALLEE[0]}:{CALLEE[1]}", branch="z9hG4bKup2"))
+        self.assertEqual(self.seen(), ["acc1", 1, -2])
+
+    def test_status(self):
+        self.receive(request(uri=f"sip:status@{CALLEE[0]}:{CALLEE[1]}"))
+        self.assertEqual(self.seen(), [(1, -1)])
+
+    def test_unknown_dst_is_a_script_error(self):
+        self.receive(request(uri=f"sip:bad-dst@{CALLEE[0]}:{CALLEE[1]}"))
+        self.assertEqual([m.status for m in self.sent(PEER)], [500])
+
+    def test_bad_mode(self):
+        self.receive(request(uri=f"sip:request-to-mode@{CALLEE[0]}:{CALLEE[1]}"))
+        self.assertEqual(self.seen(), [-1])
+
+    def test_request_to_addresses_the_request_and_answers_the_challenge(self):
+        # Sent to the account's auth_proxy with its remote AOR as Request-URI ...
+        self.receive(request(uri="sip:request-to@elsewhere.example"))
+        [first] = self.sent(CALLEE)
+        self.assertEqual(str(first.uri), "sip:remote-100@provider.example")
+        self.assertEqual(self.seen(), [1])
+        # ... and its credentials answer the challenge (any realm: the record's is empty).
+        self.answer(first, 407, to_tag="t407", extra=[challenge()])
+        [second] = [m for m in self.sent(CALLEE) if m.method == "INVITE"]
+        header = second.headers.get("Proxy-Authorization")
+        params = auth_params(header)
+        self.assertEqual((params["username"], params["realm"], params["uri"]),
+                         ("auth-100", REALM, "sip:remote-100@provider.example"))
+        self.assertEqual(params["response"], digest_response(header, "INVITE", "acc-secret", "auth-100"))
+
+
+class WithoutRegistrantTests(ProxyTestCase):
+    script = REG_SCRIPT
+
+    def test_minus_one_and_one_warning(self):
+        with capturedLogs() as events:
+            self.receive(request(uri=f"sip:status@{CALLEE[0]}:{CALLEE[1]}"))
+            self.receive(request(uri=f"sip:lookup@{CALLEE[0]}:{CALLEE[1]}", branch="z9hG4bKup2"))
+        self.assertEqual(self.proxy.routes.module.SEEN, [(-1, -1), -1])
+        warnings = [e for e in events if "reg_db_url" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
