@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tests.net.test_interop_sipp import HOST, sipp_messages
+from tests.net.test_interop_sipp import HOST, sipp_messages, until
+from tests.registrant.test_record import make_row
 from tests.routing.test_interop_proxy import ProxyInteropCase
 from tests.support.kamailio import TRUNK_CONFIG, KamailioRegistrar
 from tests.support.peers import free_port
+from tests.support.stores import sqlite_uacreg
 
 TRUNK_SCRIPT = '''
 from txuac.routing.script import failure_route, request_route
@@ -84,3 +86,39 @@ class TrunkAuthInteropTests(ProxyInteropCase):
         finals = [(r.status, r.headers.get("CSeq")) for r in replies if r.status >= 200]
         self.assertEqual(finals, [(200, "1 INVITE"), (200, "2 INVITE"), (200, "3 BYE")])
         self.assertEqual(self.proxy.script_failures, 0)
+
+
+ACCOUNT_SCRIPT = TRUNK_SCRIPT.replace(
+    '''    msg.headers.prepend("Route", "<" + TRUNK + ";lr>")
+''', '''    if uac.uac_reg_request_to("100", 1) < 0:  # the uacreg account whose l_username is 100
+        sl.sl_send_reply(404, "No account")
+        return
+''')
+
+
+class AccountTrunkInteropTests(TrunkAuthInteropTests):
+    """The same call placed as a uacreg account: uac_reg_request_to sets the Request-URI to
+    the account's AOR, the destination to its auth_proxy (the trunk) and the credentials
+    uac_auth answers the 407 with; no [uac] credential."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.uas_port = free_port()
+        self.trunk = KamailioRegistrar(self, realm=REALM, config=TRUNK_CONFIG,
+                                       defines={"UAS": f'"sip:{HOST}:{self.uas_port}"'})
+        self.script = ACCOUNT_SCRIPT
+        # Disabled (flags 1): the trunk takes no REGISTER, the account only places calls.
+        row = make_row("acc1", l_username="100", r_username="trunkuser", r_domain=REALM, realm="",
+                       auth_username="trunkuser", auth_password=self.trunk.password_for("trunkuser"),
+                       auth_proxy=f"sip:{HOST}:{self.trunk.port}", flags=1)
+        database = yield sqlite_uacreg(self, [row])
+        self.uac = {"reg_db_url": f"sqlite:///{database}", "reg_contact_addr": f"{HOST}:5060"}
+        ProxyInteropCase.setUp(self)
+        loaded = yield until(lambda: bool(self.service.registrant.records), 10)
+        self.assertTrue(loaded, "the uacreg account was not loaded")
+
+    @defer.inlineCallbacks
+    def test_challenged_call_completes_with_consistent_cseq(self):
+        yield super().test_challenged_call_completes_with_consistent_cseq()
+        [invite] = [line for line in self.trunk_log("request INVITE") if line.rstrip().endswith("cseq=1")]
+        self.assertIn(f"INVITE sip:trunkuser@{REALM} ", invite)  # the account's AOR as Request-URI
