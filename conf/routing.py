@@ -64,6 +64,9 @@ def reply(msg, uac, tm, rr, dialog, sl):
 
 @event_route("uac:reply")
 def uac_reply(msg, uac, tm, rr, dialog, sl):
-    """The reply to a request sent with uac_req_send (README 6.1): here, nothing to do
-    but to look at it."""
-    return msg.status
+    """The reply to a request sent with uac_req_send (README 6.1; evroute=1: each final
+    reply, a 401/407 answered with auser/apasswd first). ``msg`` is the event: the fields
+    sent (msg.ruri, msg.evparam, ...), msg.evcode, msg.evtype (1 a reply, msg.response;
+    2 local: 408 timeout, 477 not sent, 478 unresolvable). Here, nothing to do but to
+    look at it."""
+    return msg.evcode

@@ -711,6 +711,20 @@ class RoutingSectionTests(ConfigFileMixin, SynchronousTestCase):
         self.assertFalse(settings_from_dict({"routing": {"restore_from_avp": ""}}).routing.restore_from_avp)
         self.assertNotIn("secret", repr(routing))
 
+    def test_event_callback(self):
+        """Kamailio's event_callback (README 3.24): a function name, looked up in the script."""
+        self.assertIsNone(settings_from_dict({}).routing.event_callback)
+        path = self.write('[routing]\nscript = "routing.py"\nevent_callback = "ksr_uac_event"\n')
+        with open(os.path.join(os.path.dirname(path), "routing.py"), "w") as f:
+            f.write("")
+        self.assertEqual(load_settings(path).routing.event_callback, "ksr_uac_event")
+        self.assertIsNone(settings_from_dict({"routing": {"event_callback": ""}}).routing.event_callback)
+        self.assertConfigError('[routing]\nevent_callback = "on_reply"\n', "[routing] event_callback", "script")
+        for bad in ('"ksr.uac_event"', '"on reply"', '"1st"'):
+            self.assertConfigError(f"[routing]\nevent_callback = {bad}\n", "[routing] event_callback",
+                                   "name of a function")
+        self.assertConfigError("[routing]\nevent_callback = 1\n", "[routing] event_callback", "a string")
+
     def test_sign_needs_a_key(self):
         self.assertConfigError("[routing]\nrestore_sign = true\n", "[routing] restore_sign_key", "restore_passwd")
         signed = settings_from_dict({"routing": {"restore_sign": True, "restore_sign_key": "k"}}).routing

@@ -176,6 +176,9 @@ class RoutingSettings:
     record_route: bool = True  # ours: Record-Route initial requests (with ;lr;ftag=)
     dialog_timeout: int = 43200  # ours: seconds a dialog is kept without a BYE
     max_dialogs: int = 100000  # ours: dialogs tracked at most at a time
+    # Kamailio README 3.24: a function of the script run for uac:reply events instead of
+    # event_route[uac:reply]; called fn("uac:reply", msg, uac, tm, rr, dialog, sl).
+    event_callback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -562,8 +565,16 @@ def _routing(path: str, table: Any, base_dir: str | None) -> RoutingSettings:
         record_route=section.get("record_route", bool, defaults.record_route),
         dialog_timeout=section.positive_int("dialog_timeout", defaults.dialog_timeout),
         max_dialogs=section.positive_int("max_dialogs", defaults.max_dialogs),
+        event_callback=section.get("event_callback", str, None) or None,
     )
     section.finish()
+    if settings.event_callback is not None:
+        if not settings.event_callback.isidentifier():
+            raise ConfigError(f"{section.where('event_callback')}: must be the name of a function of the "
+                              f"script, got {settings.event_callback!r}")
+        if settings.script is None:
+            raise ConfigError(f"{section.where('event_callback')}: needs [routing] script (the function is "
+                              "looked up in it)")
     if settings.restore_mode not in _RESTORE_MODES:
         raise ConfigError(f"{section.where('restore_mode')}: must be one of "
                           f"{', '.join(map(repr, _RESTORE_MODES))}, got {restore_mode!r}")

@@ -71,3 +71,9 @@ class RouteContextError(TxuacError):
     """A routing-script function was called from a route kind where Kamailio does not allow
     it (README section 4, "This function can be used from ..."): uac_auth outside a failure
     route, uac_restore_from outside the request route, ..."""
+
+
+class UacRequestError(TxuacError):
+    """A uac_req_send field ($uac_req key) is missing, of the wrong type, too long for
+    Kamailio's buffer, or not valid SIP: nothing is sent (Kamailio's script return -1).
+    Messages name the field, never a password."""

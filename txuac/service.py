@@ -20,6 +20,7 @@ from txuac.net.tls import client_options_factory, server_options
 from txuac.net.transports import StreamServerFactory, UDPListener
 from txuac.registrant.service import RegistrantService, RegistrantSettings
 from txuac.registrant.store.url import open_store
+from txuac.routing.req_send import RequestSender, UacRequest
 from txuac.sip.parser import ParserLimits
 from txuac.sip.transaction import TimerSettings
 from txuac.sip.via import Address
@@ -200,6 +201,7 @@ class UACService(service.MultiService):
         self.credentials = CredentialList(settings.uac.credential)
         self.authenticator = Authenticator(self.sip.stack, self.credentials, settings.uac.auth_algorithms,
                                            settings.uac.auth_prefer_auth_int)
+        self._requests: RequestSender | None = None  # req_send without a running proxy, made on first use
         self.registrant: RegistrantService | None = None
         uac = settings.uac
         if uac.reg_db_url is not None:
@@ -225,3 +227,18 @@ class UACService(service.MultiService):
     @property
     def stack(self) -> SIPStack:
         return self.sip.stack
+
+    def req_send(self, **fields) -> defer.Deferred:
+        """Kamailio's uac_req_send from Python (embedding, the manhole), no script needed:
+        ``fields`` are the $uac_req keys (txuac.routing.req_send.UacRequest). A Deferred
+        firing with the final UacReplyEvent, SIP failures and timeouts included; a bad
+        field raises UacRequestError at once. With the proxy running, the events also go
+        to its script (event_route[uac:reply] or event_callback), as evroute says."""
+        request = UacRequest.from_fields(fields)
+        running = self.proxy.proxy if self.proxy is not None else None
+        if running is not None:
+            return running.requests.send(request)
+        if self._requests is None:
+            self._requests = RequestSender(self.stack, self.authenticator.nonces, self.authenticator.algorithms,
+                                           self.settings.uac.default_socket)
+        return self._requests.send(request)

@@ -256,6 +256,33 @@ class ClientTransactionTests(StackTestCase):
         self.assertEqual(self.stack._client, {})
         self.finish()
 
+    def test_caller_timeout_before_timer_f(self):
+        """``timeout``: the transaction fails as a timeout then, retransmits no more and
+        ignores a late response."""
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER), timeout=2.0)
+        [(request, _)] = self.sent()
+        self.reactor.advance(1.99)
+        self.assertNoResult(d)
+        self.reactor.advance(0.01)
+        self.assertIn("within 2 s", str(self.failureResultOf(d, TransactionTimeout).value))
+        self.assertEqual(self.stack._client, {})
+        self.assertEqual(self.stack.client_outcomes[("OPTIONS", "timeout")], 1)
+        self.assertEqual(len(self.sent()), 2, "retransmitted at T1 and 3*T1 until then")
+        self.reactor.advance(64 * T1)
+        self.assertEqual(self.sent(), [], "no retransmission after the timeout")
+        self.answer(request, 200)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.finish()
+
+    def test_caller_timeout_cancelled_by_the_final_response(self):
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER), timeout=2.0)
+        [(request, _)] = self.sent()
+        self.answer(request, 200)
+        self.assertEqual(self.successResultOf(d).status, 200)
+        self.reactor.advance(2.0)
+        self.assertEqual(self.stack.client_outcomes[("OPTIONS", "timeout")], 0)
+        self.finish()
+
     def test_timer_e_after_provisional_is_t2(self):
         d = self.stack.send_request(outgoing(), Address("udp", *PEER))
         [(request, _)] = self.sent()

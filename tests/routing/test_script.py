@@ -302,3 +302,6 @@ class AllowedInTests(SynchronousTestCase):
         self.assertEqual(allowed("uac_auth"), ({RouteKind.FAILURE}, {"tm:branch-failure"}))
         self.assertEqual(allowed("uac_reg_status"), (set(ANY_ROUTE), set()))
         self.assertNotIn(RouteKind.EVENT, allowed("uac_reg_request_to")[0])
+        # Kamailio's event_route[uac:reply] runs as a REQUEST_ROUTE: uac_req_send works there.
+        self.assertEqual(allowed("uac_req_send"), ({RouteKind.REQUEST, RouteKind.FAILURE, RouteKind.BRANCH,
+                                                    RouteKind.ONREPLY}, {"uac:reply"}))

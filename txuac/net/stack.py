@@ -215,7 +215,7 @@ class SIPStack:
     # --- client side -------------------------------------------------------------------
     def send_request(self, request: Request, target: Address | SipURI | None = None,
                      on_provisional: Callable[[Response], None] | None = None,
-                     source: Address | None = None) -> defer.Deferred:
+                     source: Address | None = None, timeout: float | None = None) -> defer.Deferred:
         """Send ``request`` in a new client transaction.
 
         The Deferred fires with the final response, or fails with
@@ -226,27 +226,30 @@ class SIPStack:
         error, a timeout or a 503 the next resolved target is tried with a
         fresh branch. ``source`` picks the local UDP socket to send from (Kamailio's
         ``socket`` column and ``default_socket``); by default the first one of the
-        target's address family.
+        target's address family. ``timeout`` (seconds) fails a transaction with
+        TransactionTimeout when no final response came by then, before Timer B/F
+        (Kamailio's per-transaction fr_timer); each target tried gets its own.
         """
         if self._stopping:
             return defer.fail(TransportError("the SIP stack is stopping"))
         if isinstance(target, Address):
-            return self._send_once(request.copy(), target, on_provisional, source)
+            return self._send_once(request.copy(), target, on_provisional, source, timeout)
         if target is not None:
             targets = self.resolver.resolve_uri(target)
         else:
             targets = self.resolver.resolve_request(request)
-        return targets.addCallback(self._try_targets, request, on_provisional, source)
+        return targets.addCallback(self._try_targets, request, on_provisional, source, timeout)
 
     @defer.inlineCallbacks
-    def _try_targets(self, targets: list[Address], request: Request, on_provisional, source: Address | None):
+    def _try_targets(self, targets: list[Address], request: Request, on_provisional, source: Address | None,
+                     timeout: float | None = None):
         last_error: Exception | None = None
         for index, target in enumerate(targets):
             if index and self._stopping:
                 break  # no failover once stop() was called: the last error stands
             attempt = request.copy()
             try:
-                response = yield self._send_once(attempt, target, on_provisional, source)
+                response = yield self._send_once(attempt, target, on_provisional, source, timeout)
             except (TransactionTimeout, TransportError) as e:
                 last_error = e
                 log.info("{method} to {target} failed: {error}", method=request.method, target=target, error=str(e))
@@ -258,12 +261,12 @@ class SIPStack:
         raise last_error if last_error is not None else TransportError("no target to send to")
 
     def _send_once(self, request: Request, target: Address, on_provisional,
-                   source: Address | None = None) -> defer.Deferred:
+                   source: Address | None = None, timeout: float | None = None) -> defer.Deferred:
         """One client transaction to ``target`` (``request`` is ours to add the Via to)."""
         if target.transport == "udp":
             try:
                 return self._start_client(UDPChannel(self._udp_listener_for(target, source), target), request,
-                                          target, on_provisional)
+                                          target, on_provisional, timeout)
             except TransportError:
                 return defer.fail()
         try:
@@ -271,7 +274,7 @@ class SIPStack:
         except ResolutionError:
             return defer.fail()
         d = self.pool.connect(target, server_name=server_name)
-        return d.addCallback(self._start_client, request, target, on_provisional)
+        return d.addCallback(self._start_client, request, target, on_provisional, timeout)
 
     def send_stateless(self, request: Request, target: Address, source: Address | None = None) -> defer.Deferred:
         """Send ``request`` as it is to ``target``, without a transaction (RFC 3261 16.11:
@@ -311,7 +314,8 @@ class SIPStack:
                 return listener
         raise TransportError(f"no UDP socket of the right address family for {target.host}")
 
-    def _start_client(self, channel: Channel, request: Request, target: Address, on_provisional) -> defer.Deferred:
+    def _start_client(self, channel: Channel, request: Request, target: Address, on_provisional,
+                      timeout: float | None = None) -> defer.Deferred:
         if self._stopped:
             raise TransportError("the SIP stack stopped")  # a connection completed after stop()
         local = self.stream_listeners.get(target.transport, channel.local)
@@ -322,8 +326,22 @@ class SIPStack:
         d = defer.Deferred()
         call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method), target)  # 17.1.3
         self._client[call.key] = call
+        if timeout is not None:
+            expiry = self.reactor.callLater(timeout, self._final_response_timeout, call, timeout)
+            d.addBoth(_cancelling(expiry))
         self._apply_client(call, transaction.start(self.reactor.seconds()))
         return d
+
+    def _final_response_timeout(self, call: _ClientCall, timeout: float) -> None:
+        """The caller's timeout ran out before Timer B/F: the transaction is dropped (no
+        more retransmissions; a late response matches nothing) and fails as a timeout."""
+        if call.deferred.called:
+            return
+        method = call.transaction.method
+        self._client.pop(call.key, None)
+        self._disarm(call.transaction)
+        self.client_outcomes[(method, "timeout")] += 1
+        call.deferred.errback(TransactionTimeout(f"{method}: no final response within {timeout:g} s"))
 
     def _apply_client(self, call: _ClientCall, effects) -> None:
         transaction = call.transaction
@@ -737,6 +755,15 @@ def _quietly(d: defer.Deferred) -> defer.Deferred:
 
     d.addBoth(both)
     return mirror
+
+
+def _cancelling(delayed: IDelayedCall) -> Callable:
+    """A callback that cancels ``delayed`` if still pending and passes the result on."""
+    def cancel(result):
+        if delayed.active():
+            delayed.cancel()
+        return result
+    return cancel
 
 
 def _ensure_content_length(message: Message) -> None:

@@ -311,7 +311,8 @@ UAC_FUNCTION_ROUTES: Mapping[str, tuple[tuple[RouteKind, ...], tuple[str, ...]]]
     "uac_restore_to": ((RouteKind.REQUEST,), ()),
     "uac_auth": _FAILURE,
     "uac_auth_mode": _FAILURE,
-    "uac_req_send": ((RouteKind.REQUEST, RouteKind.FAILURE, RouteKind.BRANCH, RouteKind.ONREPLY), ()),
+    # Kamailio runs event_route[uac:reply] as a REQUEST_ROUTE: a request may be sent from it.
+    "uac_req_send": ((RouteKind.REQUEST, RouteKind.FAILURE, RouteKind.BRANCH, RouteKind.ONREPLY), ("uac:reply",)),
     "uac_reg_lookup": (ANY_ROUTE, ()),
     "uac_reg_lookup_uri": (ANY_ROUTE, ()),
     "uac_reg_status": (ANY_ROUTE, ()),
