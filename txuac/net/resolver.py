@@ -19,7 +19,7 @@ from twisted.names import client, dns, error as dns_error, hosts as dns_hosts, r
 from txuac.errors import ResolutionError
 from txuac.sip.message import Request
 from txuac.sip.uri import SipURI
-from txuac.sip.via import Address, bare_host
+from txuac.sip.via import Address, bare_host, ip_address_of
 
 log = Logger()
 
@@ -320,8 +320,4 @@ def _ipv6_text(record) -> str:
 
 
 def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return ip_address_of(host) is not None

@@ -84,7 +84,7 @@ from txuac.sip.message import Request, Response, make_response
 from txuac.sip.tokens import token_hex
 from txuac.sip.transaction import MAGIC_COOKIE, has_magic_cookie
 from txuac.sip.uri import URI, AbsoluteURI, SipURI, parse_uri
-from txuac.sip.via import bare_host, new_branch
+from txuac.sip.via import bare_host, ip_address_of, new_branch
 
 #: RFC 3261 16.6 item 3: the Max-Forwards a proxy adds when the request has none.
 DEFAULT_MAX_FORWARDS = 70
@@ -573,16 +573,18 @@ def response_for_upstream(response: Response, is_our_via: Callable[[Via], bool] 
     return upstream
 
 
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 def _unroutable(via: Via) -> bool:
     """A Via that sends the response to a broadcast, multicast or unspecified address
     (RFC 4475 3.3.10); an explicit maddr is the sender's choice (RFC 3261 18.2.2)."""
     if via.maddr:
         return False
-    try:
-        address = ipaddress.ip_address(bare_host(via.received or via.host))
-    except ValueError:
+    address = ip_address_of(bare_host(via.received or via.host))
+    if address is None:
         return False  # a host name
-    return address.is_multicast or address.is_unspecified or address == ipaddress.IPv4Address("255.255.255.255")
+    return address.is_multicast or address.is_unspecified or address == _BROADCAST
 
 
 # --- 16.10 CANCEL, 16.11 and 17.2.1 ACK ------------------------------------------------

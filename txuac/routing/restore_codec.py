@@ -36,9 +36,10 @@ is refused too (else stripping the tag would bypass it).
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
-from base64 import urlsafe_b64encode
+from base64 import b64decode, b64encode, urlsafe_b64encode
 from dataclasses import dataclass
 
 from txuac.errors import ConfigError
@@ -59,23 +60,19 @@ def _wire_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+def _xor(data: bytes | bytearray, mask: bytes | bytearray) -> bytes:
+    """``data`` XOR ``mask`` (same length) as one big-integer operation, not byte by byte."""
+    return (int.from_bytes(data, "big") ^ int.from_bytes(mask, "big")).to_bytes(len(data), "big")
+
+
 def _xor_password(buf: bytearray, password: bytes) -> None:
     if password:
-        for index in range(len(buf)):
-            buf[index] ^= password[index % len(password)]
+        buf[:] = _xor(buf, (password * (len(buf) // len(password) + 1))[:len(buf)])
 
 
 def _base64_dash(data: bytes) -> str:
     """Kamailio's ``encode_uri``: standard base64 with ``-`` for each padding ``=``."""
-    out = []
-    for index in range(0, len(data), 3):
-        chunk = data[index:index + 3]
-        block = int.from_bytes(chunk.ljust(3, b"\x00"), "big")
-        out.append(_ALPHABET[(block >> 18) & 0x3F])
-        out.append(_ALPHABET[(block >> 12) & 0x3F])
-        out.append(_ALPHABET[(block >> 6) & 0x3F] if len(chunk) > 1 else "-")
-        out.append(_ALPHABET[block & 0x3F] if len(chunk) > 2 else "-")
-    return "".join(out)
+    return b64encode(data).decode("ascii").replace("=", "-")
 
 
 def _unbase64_dash(value: str) -> bytearray | None:
@@ -87,6 +84,12 @@ def _unbase64_dash(value: str) -> bytearray | None:
     if length > MAX_URI_SIZE:
         return None
     end = len(value) - dashes
+    if len(value) % 4 == 0 and dashes <= 2 and "=" not in value and "-" not in value[:end]:
+        # What _base64_dash writes: the standard decoder (C) gives the same bytes.
+        try:
+            return bytearray(b64decode(value[:end] + "=" * dashes, validate=True))
+        except (binascii.Error, ValueError):  # a character outside the alphabet, non-ASCII
+            return None
     out = bytearray()
     for start in range(0, end, 4):
         block = 0
@@ -110,8 +113,7 @@ def encode_restore(old_uri: str, new_uri: str, password: str = "") -> str:
     if len(longer) > MAX_URI_SIZE:
         raise ValueError(f"URI longer than {MAX_URI_SIZE} bytes")
     buf = bytearray(longer)
-    for index, byte in enumerate(shorter):
-        buf[index] ^= byte
+    buf[:len(shorter)] = _xor(longer[:len(shorter)], shorter)
     _xor_password(buf, _wire_bytes(password))
     return _base64_dash(bytes(buf))
 
@@ -129,17 +131,11 @@ def decode_restore(value: str, current_uri: str, password: str = "") -> str | No
     current = _wire_bytes(current_uri)
     if len(decoded) < len(current):
         return None
-    result_length = len(decoded)
-    for index, byte in enumerate(current):
-        decoded[index] ^= byte
-        if decoded[index] == 0:
-            result_length = index
-            break
-    if result_length == 0:
-        return None
-    result = decoded[:result_length]
+    xored = _xor(decoded[:len(current)], current)
+    end = xored.find(0)  # the other URI ends at the first zero byte, else goes on in clear
+    result = xored[:end] if end >= 0 else xored + decoded[len(current):]
     # C isprint() in the C locale: 0x20-0x7e; "URI values altered by end points".
-    if any(byte < 0x20 or byte > 0x7E for byte in result):
+    if not result or not result.isascii() or not result.decode("ascii").isprintable():
         return None
     return result.decode("ascii")
 
