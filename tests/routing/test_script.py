@@ -50,7 +50,7 @@ GOOD = HEADER + textwrap.dedent("""
     def reply(msg, uac, tm, rr, dialog, sl):
         return "reply"
 
-    @branch_route
+    @branch_route("BRANCH")
     def branch(msg, uac, tm, rr, dialog, sl):
         return "branch"
 
@@ -91,7 +91,7 @@ class LoadTests(ScriptFiles, SynchronousTestCase):
         self.assertEqual(sorted(table.failure), ["OTHER", "TRUNKAUTH"])
         self.assertEqual(table.failure["TRUNKAUTH"].label, "failure_route[TRUNKAUTH]")
         self.assertEqual(table.onreply.kind, RouteKind.ONREPLY)
-        self.assertEqual(table.branch.kind, RouteKind.BRANCH)
+        self.assertEqual(table.branch["BRANCH"].label, "branch_route[BRANCH]")
         self.assertEqual(list(table.events), ["uac:reply"])
         self.assertEqual(table.events["uac:reply"].label, "event_route[uac:reply]")
         self.assertEqual(call_route(table.request, "INVITE", *ARGS[1:]), "relayed")
@@ -101,8 +101,8 @@ class LoadTests(ScriptFiles, SynchronousTestCase):
 
     def test_only_a_request_route(self):
         table = load_script(self.write(HEADER + "@request_route\ndef r(msg, uac, tm, rr, dialog, sl): pass\n"))
-        self.assertEqual((dict(table.failure), table.onreply, table.branch, dict(table.events)),
-                         ({}, None, None, {}))
+        self.assertEqual((dict(table.failure), table.onreply, dict(table.branch), dict(table.events)),
+                         ({}, None, {}, {}))
 
     def test_two_loads_do_not_mix(self):
         first = load_script(self.write(GOOD))
@@ -181,7 +181,7 @@ class LoadErrorTests(ScriptFiles, SynchronousTestCase):
                              ", ".join(ROUTE_PARAMETERS))
         self.assertLoadError(HEADER + "@request_route\nasync def a(msg, uac, tm, rr, dialog, sl): pass\n", 2,
                              "synchronously")
-        self.assertLoadError(HEADER + "@branch_route\ndef a(msg, uac, tm, rr, dialog, sl):\n    yield 1\n", 2,
+        self.assertLoadError(HEADER + "@branch_route(\"B\")\ndef a(msg, uac, tm, rr, dialog, sl):\n    yield 1\n", 2,
                              "synchronously")
 
     def test_unreadable_file(self):

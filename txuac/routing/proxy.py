@@ -56,11 +56,22 @@ from the stack (no stateless forwarding yet).
 with the request as relayed; ``tm.t_relay()`` there (to the last relayed Request-URI) or
 ``tm.t_relay_to_uri`` adds a branch to the same ResponseContext (serial forking); when it
 adds none and does not reply, the best response goes upstream. ``tm.t_is_canceled`` and
-``tm.t_check_status`` (the failing status, in a failure route) go with it.
+``tm.t_check_status`` (the failing status in a failure route, the reply's in
+onreply_route) go with it. There, ``uac.uac_auth()`` answers the picked branch's 401/407
+on the request (``authenticate``); the new branch and, in the request's dialog (tracked
+for an INVITE even without ``dlg_manage``), every later request of that direction go
+with their CSeq raised, and every reply upstream gets the CSeq it was sent with.
 
-Not yet: onreply/branch routes, the other dialog functions, the other
-``uac`` functions (auth, registrations), 2xx retransmissions after the INVITE client transaction ended
-(dropped: the UAC's ACK still reaches the callee).
+``tm.t_on_branch(name)`` arms ``branch_route[name]``: it runs for each branch relayed
+after, with the branch's Request-URI, and what it changes stays on that branch (an
+exception drops the branch). ``onreply_route`` runs for every reply received on a
+branch before the response context handles it (an exception is logged, the reply goes
+on). ``uac.uac_reg_*`` (``reg_functions``) use the registrant of ``ServiceParts``;
+``uac_reg_request_to`` and ``uac_reg_lookup(.., "$du")`` set the branch's next hop.
+
+Not yet: named onreply routes (``t_on_reply``), the other dialog functions,
+2xx retransmissions after the INVITE client transaction ended (dropped: the UAC's ACK
+still reaches the callee).
 """
 
 from __future__ import annotations
@@ -84,6 +95,7 @@ from txuac.routing.proxy_rules import (
     BranchRefused,
     CancelDisposition,
     ContextUpdate,
+    Forward,
     ResponseContext,
     cancel_disposition,
     check_request,
@@ -228,10 +240,15 @@ class ProxyService:
         result = call_route(self.routes.request, proxied.msg, proxied.uac, proxied.tm, proxied.rr,
                             proxied.dialog, proxied.sl)
         if isinstance(result, ScriptFailure):
-            self.script_failures += 1
-            log.error("routing script failed for {method} {call_id}:\n{traceback}", method=request.method,
-                      call_id=request.call_id, traceback=result.traceback)
+            self.note_script_failure(result, request)
             proxied.answer_failure()
+
+    def note_script_failure(self, failure: ScriptFailure, message: Request | Response) -> None:
+        """A route raised: counted and logged once with the script's traceback."""
+        self.script_failures += 1
+        what = message.method if isinstance(message, Request) else f"{message.status} reply"
+        log.error("routing script failed in {route} for {what} {call_id}:\n{traceback}", route=failure.route.label,
+                  what=what, call_id=message.call_id, traceback=failure.traceback)
 
     def cancel_received(self, cancel: IncomingRequest, invite: IncomingRequest | None) -> bool | None:
         """RFC 3261 16.10; the stack answered the CANCEL 200 when ``invite`` is not None."""
@@ -282,6 +299,8 @@ class ProxiedRequest:
         self.rr = RR(self)
         self.failure_route: Route | None = None  # armed by tm.t_on_failure
         self.in_failure_route = False
+        self.branch_route: Route | None = None  # armed by tm.t_on_branch
+        self.current_reply: Response | None = None  # the reply onreply_route runs for
         self.last_target: URI | str | None = None  # the Request-URI given to the last relay
         self.tracked = False  # an in-dialog request noted in the dialog table once relayed
         self.cseq_raise = 0  # CSeq + this on the branches of a request outside any dialog (uac_auth)
@@ -328,14 +347,11 @@ class ProxiedRequest:
             return -1
         branch = _Branch()
         self.branches.append(branch)  # index = the context's branch number
-        transport = self.incoming.source.transport
-        local = self.proxy.local_address(transport)
-        record_route = self.our_record_route(transport) if self.record_route else None
-        try:
-            forward = prepare_forward(self.msg, target, make_via(local.transport, local.host, local.port),
-                                      record_route)
-        except SIPParseError as e:
-            log.info("{method} not forwarded: {error}", method=self.msg.method, error=str(e))
+        if self.branch_route is not None:
+            forward = self._prepare_in_branch_route(target)
+        else:
+            forward = self._prepare(target)
+        if forward is None:
             self.apply(self.context.transport_failed(number))
             return -1
         # The stack puts its own Via on top (with the client transaction's branch).
@@ -351,6 +367,7 @@ class ProxiedRequest:
 
         def provisional(response: Response) -> None:
             self._note_sent(branch, response)
+            self.run_onreply_route(response)
             self.apply(self.context.receive(number, response))
 
         d = self.proxy.stack.send_request(forward.request, next_hop, on_provisional=provisional)
@@ -358,6 +375,49 @@ class ProxiedRequest:
         d.addErrback(self._failed, number)
         d.addErrback(lambda f: log.failure("response handling failed", f))
         return 1
+
+    def _prepare(self, target: URI | str | None) -> Forward | None:
+        """``msg`` made ready for a branch to ``target`` (16.6), or None (logged)."""
+        transport = self.incoming.source.transport
+        local = self.proxy.local_address(transport)
+        record_route = self.our_record_route(transport) if self.record_route else None
+        try:
+            return prepare_forward(self.msg, target, make_via(local.transport, local.host, local.port), record_route)
+        except SIPParseError as e:
+            log.info("{method} not forwarded: {error}", method=self.msg.method, error=str(e))
+            return None
+
+    def _prepare_in_branch_route(self, target: URI | str | None) -> Forward | None:
+        """The branch route armed by ``tm.t_on_branch`` runs on ``msg`` with the branch's
+        Request-URI; what it changes goes on this branch only (Kamailio's branch_route)."""
+        saved = self.msg.copy()
+        try:
+            if target is not None:
+                self.msg.uri = parse_uri(target, "target URI") if isinstance(target, str) else target.copy()
+            result = call_route(self.branch_route, self.msg, self.uac, self.tm, self.rr, self.dialog, self.sl)
+            if isinstance(result, ScriptFailure):
+                self.proxy.note_script_failure(result, self.msg)
+                return None
+            return self._prepare(None)
+        except SIPParseError as e:
+            log.info("{method} not forwarded: {error}", method=self.msg.method, error=str(e))
+            return None
+        finally:
+            self.msg.uri, self.msg.headers, self.msg.body = saved.uri, saved.headers, saved.body
+
+    def run_onreply_route(self, response: Response) -> None:
+        """``onreply_route`` for a reply received on a branch, before tm handles it (the
+        script may change it; an exception is logged and the reply goes on)."""
+        route = self.proxy.routes.onreply
+        if route is None:
+            return
+        self.current_reply = response
+        try:
+            result = call_route(route, response, self.uac, self.tm, self.rr, self.dialog, self.sl)
+        finally:
+            self.current_reply = None
+        if isinstance(result, ScriptFailure):
+            self.proxy.note_script_failure(result, response)
 
     def our_record_route(self, transport: str) -> str:
         """Our Record-Route URI, with vsf/vst of the replaced (or restored) From/To."""
@@ -450,6 +510,7 @@ class ProxiedRequest:
     def _final(self, response: Response, number: int, branch: _Branch) -> None:
         branch.final = response
         self._note_sent(branch, response)
+        self.run_onreply_route(response)
         self.apply(self.context.receive(number, response))
 
     def _failed(self, failure, number: int) -> None:
@@ -490,9 +551,7 @@ class ProxiedRequest:
         finally:
             self.in_failure_route = False
         if isinstance(result, ScriptFailure):
-            self.proxy.script_failures += 1
-            log.error("routing script failed in {route} for {call_id}:\n{traceback}", route=route.label,
-                      call_id=self.msg.call_id, traceback=result.traceback)
+            self.proxy.note_script_failure(result, self.msg)
 
     def _cancel_branch(self, branch: _Branch) -> None:
         if branch.request is None or branch.sent_via is None or branch.sent_to is None:
@@ -554,19 +613,34 @@ class TM:
         self._proxied.failure_route = route
         return 1
 
+    def t_on_branch(self, name: str) -> int:
+        """Run ``branch_route[name]`` for each branch relayed from now on (KSR.tm.t_on_branch)."""
+        route = self._proxied.proxy.routes.branch.get(name)
+        if route is None:
+            log.error("t_on_branch: no branch_route[{name}] in the script", name=name)
+            return -1
+        self._proxied.branch_route = route
+        return 1
+
     def t_is_canceled(self) -> int:
         """1 when the transaction was cancelled (a CANCEL from upstream), -1 otherwise."""
         context = self._proxied.context
         return 1 if context is not None and context.cancelled else -1
 
     def t_check_status(self, regex: str) -> int:
-        """1 when the status of the reply that failed the transaction (in a failure route)
-        matches ``regex`` (Kamailio: an unanchored POSIX match), -1 otherwise."""
-        context = self._proxied.context
-        if not self._proxied.in_failure_route or context is None:
+        """1 when the status of the reply being handled (onreply_route) or of the one that
+        failed the transaction (failure route) matches ``regex`` (Kamailio: an unanchored
+        POSIX match), -1 otherwise."""
+        proxied = self._proxied
+        context = proxied.context
+        if proxied.current_reply is not None:
+            status = proxied.current_reply.status
+        elif proxied.in_failure_route and context is not None:
+            status = context.best_response().status
+        else:
             return -1
         try:
-            return 1 if re.search(regex, str(context.best_response().status)) else -1
+            return 1 if re.search(regex, str(status)) else -1
         except re.error:
             return -1
 

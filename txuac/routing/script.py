@@ -1,5 +1,5 @@
 """The routing script: a Python module the proxy runs for each message, as Kamailio runs
-its ``request_route``, ``failure_route[NAME]``, ``onreply_route``, ``branch_route`` and
+its ``request_route``, ``failure_route[NAME]``, ``onreply_route``, ``branch_route[NAME]`` and
 ``event_route[uac:reply]`` blocks.
 
 A script (``[routing] script``, see conf/routing.py) marks its routes with decorators::
@@ -97,7 +97,7 @@ class RouteTable:
     request: Route
     failure: Mapping[str, Route] = field(default_factory=dict)
     onreply: Route | None = None
-    branch: Route | None = None
+    branch: Mapping[str, Route] = field(default_factory=dict)
     events: Mapping[str, Route] = field(default_factory=dict)
     module: Any = field(default=None, repr=False, compare=False)
 
@@ -110,19 +110,20 @@ class _Registry:
         self.request: Route | None = None
         self.failure: dict[str, Route] = {}
         self.onreply: Route | None = None
-        self.branch: Route | None = None
+        self.branch: dict[str, Route] = {}
         self.events: dict[str, Route] = {}
 
     def add(self, kind: RouteKind, name: str | None, function: Callable[..., Any]) -> None:
         route = Route(kind, name, function, self.path, _definition_line(function))
         _check_route_function(route)
-        if kind is RouteKind.FAILURE or kind is RouteKind.EVENT:
-            table = self.failure if kind is RouteKind.FAILURE else self.events
+        named = {RouteKind.FAILURE: self.failure, RouteKind.BRANCH: self.branch, RouteKind.EVENT: self.events}
+        if kind in named:
+            table = named[kind]
             if name in table:
                 raise _script_error(route, f"{route.label} is defined twice (first at line {table[name].line})")
             table[name] = route  # type: ignore[index]
             return
-        attribute = {RouteKind.REQUEST: "request", RouteKind.ONREPLY: "onreply", RouteKind.BRANCH: "branch"}[kind]
+        attribute = {RouteKind.REQUEST: "request", RouteKind.ONREPLY: "onreply"}[kind]
         first = getattr(self, attribute)
         if first is not None:
             raise _script_error(route, f"{route.label} is defined twice (first at line {first.line})")
@@ -195,7 +196,7 @@ def _named_route(kind: RouteKind) -> Callable[[str], Callable[[F], F]]:
 
 request_route = _unnamed_route(RouteKind.REQUEST)
 onreply_route = _unnamed_route(RouteKind.ONREPLY)
-branch_route = _unnamed_route(RouteKind.BRANCH)
+branch_route = _named_route(RouteKind.BRANCH)
 failure_route = _named_route(RouteKind.FAILURE)
 event_route = _named_route(RouteKind.EVENT)
 
@@ -236,7 +237,7 @@ def load_script(path: str) -> RouteTable:
         sys.modules.pop(name, None)
         raise ConfigError(f"{path}: no @request_route: the script must have one")
     return RouteTable(path=path, request=registry.request, failure=MappingProxyType(registry.failure),
-                      onreply=registry.onreply, branch=registry.branch,
+                      onreply=registry.onreply, branch=MappingProxyType(registry.branch),
                       events=MappingProxyType(registry.events), module=module)
 
 
