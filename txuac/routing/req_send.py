@@ -388,6 +388,7 @@ class _Exchange:
     def _authorized(self, sent: Request, response: Response) -> Request | None:
         """The retry answering ``response`` (RFC 3261 22.2), or None when it cannot be."""
         request = self.request
+        assert request.credentials is not None  # answers_challenges
         refused = challenge_origin(response)
         if refused is not None:
             log.warn("uac_req_send {method} {ruri}: {status} {refused}", method=request.method,
