@@ -27,10 +27,10 @@ def route(msg, uac, tm, rr, dialog, sl):
     if msg.uri.user == "early":
         uac.uac_auth()  # not in a failure route: RouteContextError, 500
     if msg.uri.user == "own":
-        uac.auth.username, uac.auth.password = "own-user", "own-secret"
+        uac.credentials.username, uac.credentials.password = "own-user", "own-secret"
     if msg.uri.user == "ha1":
-        uac.auth.username = "own-user"
-        uac.auth.password = OWN_HA1
+        uac.credentials.username = "own-user"
+        uac.credentials.password = OWN_HA1
     if msg.method == "INVITE":
         rr.record_route()
         if msg.uri.user == "managed":

@@ -474,7 +474,7 @@ class ProxiedRequest:
         uri = str(branch.request.uri)
         try:
             answers = answer_challenge(self.msg, challenge, uri,
-                                       credentials_lookup(self.uac.auth, parts.credentials, mode),
+                                       credentials_lookup(self.uac.credentials, parts.credentials, mode),
                                        parts.algorithms, parts.nonces)
         except (AuthenticationError, SIPParseError) as e:
             log.info("uac_auth for {call_id}: {error}", call_id=self.msg.call_id, error=str(e))

@@ -60,9 +60,9 @@ class RequestTargets:
 
 class RegistrationFunctions:
     """uac_reg_lookup, uac_reg_lookup_uri, uac_reg_status, uac_reg_request_to; mixed into
-    the ``uac`` namespace, which provides ``auth`` (the request's credentials)."""
+    the ``uac`` namespace, which provides ``credentials`` (the request's credentials)."""
 
-    auth: RequestCredentials
+    credentials: RequestCredentials
 
     def __init__(self, registrant: Any, targets: RequestTargets, warn_missing: Callable[[], None]):
         self._registrant = registrant
@@ -105,7 +105,7 @@ class RegistrationFunctions:
     @allowed_like("uac_reg_request_to")
     def uac_reg_request_to(self, user: str, mode: int = 0) -> int:
         """Address the request to the account's registrar as the account: Request-URI
-        ``sip:r_username@r_domain``, destination ``auth_proxy``, and ``uac.auth`` set for
+        ``sip:r_username@r_domain``, destination ``auth_proxy``, and ``uac.credentials`` set for
         ``uac_auth`` (mode bit 0: ``user`` is an l_username, else an l_uuid; bit 1: the
         HA1 as password, then ``uac_auth(1)``). 1, -1 not found, -2 not a SIP URI."""
         registrant = self._active()
@@ -125,7 +125,7 @@ class RegistrationFunctions:
         self._targets.destination = None
         if found["duri"] and not self._targets.store("$du", found["duri"]):
             return -1
-        self.auth.username, self.auth.password, self.auth.realm = found["username"], found["password"], found["realm"]
+        self.credentials.username, self.credentials.password, self.credentials.realm = found["username"], found["password"], found["realm"]
         return 1
 
 

@@ -8,13 +8,13 @@ A script (``[routing] script``, see conf/routing.py) marks its routes with decor
 
     @request_route
     def route(msg, uac, tm, rr, dialog, sl):
-        tm.on_failure("TRUNKAUTH")
-        tm.relay()
+        tm.t_on_failure("TRUNKAUTH")
+        tm.t_relay()
 
     @failure_route("TRUNKAUTH")
     def trunk_auth(msg, uac, tm, rr, dialog, sl):
-        if uac.auth():
-            tm.relay()
+        if uac.uac_auth() > 0:
+            tm.t_relay()
 
 Design: every route is called with the message first, then the five namespaces the
 proxy builds (``uac``, ``tm``, ``rr``, ``dialog``, ``sl``; ``ROUTE_PARAMETERS``), in

@@ -7,9 +7,9 @@ the Request-URI that branch was sent to. Kamailio sends nothing either: the scri
 ``tm.t_relay()`` makes the new branch.
 
 Credentials, in Kamailio's order (section 2.4): the request's own (Kamailio's
-``auth_username_avp``/``auth_password_avp``/``auth_realm_avp``; here the ``uac``
-namespace's ``auth_username``, ``auth_password``, ``auth_realm`` attributes, which
-``uac_reg_request_to`` fills), a realm left empty answering any realm; then the
+``auth_username_avp``/``auth_password_avp``/``auth_realm_avp``; here
+``uac.credentials.username``, ``.password`` and ``.realm`` of the ``uac`` namespace,
+which ``uac_reg_request_to`` fills), a realm left empty answering any realm; then the
 ``[uac] credential`` list. Mode bit 0 (``uac_auth(1)``): the password is an HA1.
 """
 

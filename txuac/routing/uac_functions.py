@@ -146,7 +146,7 @@ class UAC(RegistrationFunctions):
                  registrant: Any = None, targets: RequestTargets | None = None,
                  warn_no_registrant: Callable[[], None] = lambda: None):
         super().__init__(registrant, targets if targets is not None else RequestTargets(msg), warn_no_registrant)
-        self.auth = RequestCredentials()  # Kamailio's auth_username/password/realm AVPs
+        self.credentials = RequestCredentials()  # Kamailio's auth_username/password/realm AVPs
         self._authenticate = authenticate
         self._requests = requests  # the proxy's uac_req_send sender
         self._msg = msg
@@ -229,7 +229,7 @@ class UAC(RegistrationFunctions):
     def uac_auth(self, mode: int = 0) -> int:
         """Answer the failing branch's 401/407 on the request (README 4.7): 1, then
         ``tm.t_relay()`` sends the new branch; -1 when it cannot. ``mode`` 1: the
-        password (``uac.auth.password`` or ``[uac] credential``) is an HA1."""
+        password (``uac.credentials.password`` or ``[uac] credential``) is an HA1."""
         if self._authenticate is None:
             return -1
         try:
