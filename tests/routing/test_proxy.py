@@ -233,6 +233,18 @@ class CancelTests(ProxyTestCase):
         self.answer(forwarded, 487)
         self.assertEqual([m.status for m in self.sent(PEER) if hasattr(m, "status")], [487])
 
+    def test_branch_cancel_retransmitted_until_its_200(self):
+        forwarded = self.forwarded_invite()
+        self.answer(forwarded, 180)
+        self.receive(request("CANCEL", cseq="1 CANCEL"))
+        self.sent()
+        self.reactor.advance(T1)  # RFC 3261 17.1.2.2 Timer E: the CANCEL again
+        [again] = self.sent(CALLEE)
+        self.assertEqual((again.method, again.top_via.branch), ("CANCEL", forwarded.top_via.branch))
+        self.answer(again, 200)  # matched by (branch, CANCEL): no more retransmissions
+        self.reactor.advance(4 * T1)
+        self.assertEqual([m for m in self.sent(CALLEE) if m.method == "CANCEL"], [])
+
 
 UAC_SCRIPT = '''
 from txuac.routing.script import request_route

@@ -215,7 +215,8 @@ class SIPStack:
     # --- client side -------------------------------------------------------------------
     def send_request(self, request: Request, target: Address | SipURI | None = None,
                      on_provisional: Callable[[Response], None] | None = None,
-                     source: Address | None = None, timeout: float | None = None) -> defer.Deferred:
+                     source: Address | None = None, timeout: float | None = None,
+                     keep_via: bool = False) -> defer.Deferred:
         """Send ``request`` in a new client transaction.
 
         The Deferred fires with the final response, or fails with
@@ -229,11 +230,16 @@ class SIPStack:
         target's address family. ``timeout`` (seconds) fails a transaction with
         TransactionTimeout when no final response came by then, before Timer B/F
         (Kamailio's per-transaction fr_timer); each target tried gets its own.
+        ``keep_via``: the request's top Via is ours already and its branch keys the
+        transaction (a proxy's CANCEL of a branch, RFC 3261 9.1: the branch of the
+        INVITE it cancels); ``target`` must then be an Address.
         """
         if self._stopping:
             return defer.fail(TransportError("the SIP stack is stopping"))
         if isinstance(target, Address):
-            return self._send_once(request.copy(), target, on_provisional, source, timeout)
+            return self._send_once(request.copy(), target, on_provisional, source, timeout, keep_via)
+        if keep_via:
+            raise ValueError("keep_via needs the Address the request goes to")
         if target is not None:
             targets = self.resolver.resolve_uri(target)
         else:
@@ -261,12 +267,13 @@ class SIPStack:
         raise last_error if last_error is not None else TransportError("no target to send to")
 
     def _send_once(self, request: Request, target: Address, on_provisional,
-                   source: Address | None = None, timeout: float | None = None) -> defer.Deferred:
+                   source: Address | None = None, timeout: float | None = None,
+                   keep_via: bool = False) -> defer.Deferred:
         """One client transaction to ``target`` (``request`` is ours to add the Via to)."""
         if target.transport == "udp":
             try:
                 return self._start_client(UDPChannel(self._udp_listener_for(target, source), target), request,
-                                          target, on_provisional, timeout)
+                                          target, on_provisional, timeout, keep_via)
             except TransportError:
                 return defer.fail()
         try:
@@ -274,7 +281,7 @@ class SIPStack:
         except ResolutionError:
             return defer.fail()
         d = self.pool.connect(target, server_name=server_name)
-        return d.addCallback(self._start_client, request, target, on_provisional, timeout)
+        return d.addCallback(self._start_client, request, target, on_provisional, timeout, keep_via)
 
     def send_stateless(self, request: Request, target: Address, source: Address | None = None) -> defer.Deferred:
         """Send ``request`` as it is to ``target``, without a transaction (RFC 3261 16.11:
@@ -315,12 +322,17 @@ class SIPStack:
         raise TransportError(f"no UDP socket of the right address family for {target.host}")
 
     def _start_client(self, channel: Channel, request: Request, target: Address, on_provisional,
-                      timeout: float | None = None) -> defer.Deferred:
+                      timeout: float | None = None, keep_via: bool = False) -> defer.Deferred:
         if self._stopped:
             raise TransportError("the SIP stack stopped")  # a connection completed after stop()
-        local = self.stream_listeners.get(target.transport, channel.local)
-        via = make_via(target.transport, local.host, local.port)
-        request.headers.prepend("Via", str(via))
+        if keep_via:
+            via = request.top_via
+            if via is None:
+                raise ValueError("keep_via: the request has no Via")
+        else:
+            local = self.stream_listeners.get(target.transport, channel.local)
+            via = make_via(target.transport, local.host, local.port)
+            request.headers.prepend("Via", str(via))
         _ensure_content_length(request)
         transaction = ClientTransaction(request, reliable=target.reliable, timers=self.timers)
         d = defer.Deferred()

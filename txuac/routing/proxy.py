@@ -44,9 +44,8 @@ failure):
 CANCEL (16.10) comes through the stack's cancel handler: the stack answers it 200
 and the pending branches are cancelled (``make_branch_cancel``), or the INVITE is
 answered 487 when it was never relayed. The branch CANCEL keeps the branch of the
-INVITE's Via (RFC 3261 9.1), which ``SIPStack.send_request`` would replace: it is
-sent once with ``send_stateless`` (no retransmission over UDP; its 200 is
-dropped by the stack as matching no transaction). An unmatched CANCEL gets 481
+INVITE's Via (RFC 3261 9.1): it goes in a client transaction of its own keyed by that
+branch (``send_request(keep_via=True)``), retransmitted over UDP until its 200. An unmatched CANCEL gets 481
 from the stack (no stateless forwarding yet).
 
 ``ProxyRunner`` runs it in UACService when ``[routing] script`` is set.
@@ -559,8 +558,10 @@ class ProxiedRequest:
         sent = branch.request.copy()
         sent.headers.prepend("Via", _first_value(branch.sent_via))
         cancel = make_branch_cancel(sent)
-        d = self.proxy.stack.send_stateless(cancel, branch.sent_to)
-        d.addErrback(lambda f: log.info("CANCEL not sent: {error}", error=f.getErrorMessage()))
+        # A client transaction of its own keyed by the INVITE's branch (9.1), retransmitted
+        # over UDP until its 200; what it gets back changes nothing here.
+        d = self.proxy.stack.send_request(cancel, branch.sent_to, keep_via=True)
+        d.addErrback(lambda f: log.info("CANCEL of a branch: {error}", error=f.getErrorMessage()))
 
     def _relay_ack(self, target: URI | str | None) -> int:
         """RFC 3261 16.11: the ACK of a 2xx, forwarded statelessly."""
