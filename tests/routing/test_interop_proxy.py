@@ -55,17 +55,23 @@ class ProxyInteropCase(TestCase):
     script = SCRIPT
     routing: dict = {}  # [routing] settings besides script
     uac: dict = {}  # [uac] settings
+    proxy_at_setup = True  # False: the test calls start_proxy() itself
 
     def setUp(self):
         self.sipp = require_program("sipp")
         self.workdir = os.path.abspath(self.mktemp())
         os.makedirs(self.workdir)
+        if self.proxy_at_setup:
+            self.start_proxy()
+
+    def start_proxy(self, port: int = 0) -> None:
+        """txuac running ``script`` on udp:HOST:``port`` (0: a free one): self.port, self.proxy."""
         script = os.path.join(self.workdir, "routing.py")
         with open(script, "w") as f:
             f.write(self.script)
         # [routing] script set: UACService runs the proxy (ProxyRunner) on its sockets.
         self.service = UACService(settings_from_dict({"core": {
-            "listen": [f"udp:{HOST}:0"],
+            "listen": [f"udp:{HOST}:{port}"],
             "timer_t1": int(T1 * 1000),
             "timer_t2": int(T2 * 1000),
         }, "uac": self.uac, "rpc": {"enabled": False}, "routing": {"script": script, **self.routing}}), reactor)

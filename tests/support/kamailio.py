@@ -53,6 +53,8 @@ from tests.support.peers import PeerProcess, free_port, require_program, wait_fo
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-registrar.cfg")
 # A trunk: challenges INVITEs with 407, relays them to -A UAS, checks in-dialog CSeqs.
 TRUNK_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-trunk.cfg")
+# An anonymising proxy: uac_replace_from in restore_mode auto (vsf), XORed with -A RESTORE_PASSWD.
+PROXY_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-proxy.cfg")
 ALGORITHMS = ("MD5", "SHA-256")
 # www_challenge/proxy_challenge flags for each qop choice.
 QOP_FLAGS = {None: 0, "auth": 1, "auth-int": 2}
@@ -105,7 +107,8 @@ class KamailioRegistrar:
     children: UDP (and TCP) worker processes. shm_mb/pkg_mb: Kamailio's -m/-M.
     udp_maxbuffer: Kamailio's ``maxbuffer`` (UDP receive buffer probe ceiling, bytes).
     defines: extra -A defines (NAME -> value, or None for a flag). start: start now.
-    config: the cfg file (CONFIG; TRUNK_CONFIG for a challenging trunk, which needs a UAS define).
+    config: the cfg file (CONFIG; TRUNK_CONFIG for a challenging trunk, which needs a UAS define;
+    PROXY_CONFIG for an anonymising uac proxy, which needs RESTORE_PASSWD).
     """
 
     def __init__(
