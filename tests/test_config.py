@@ -687,7 +687,8 @@ class RoutingSectionTests(ConfigFileMixin, SynchronousTestCase):
         self.assertEqual((routing.rr_from_store_param, routing.rr_to_store_param), ("vsf", "vst"))
         self.assertEqual((routing.restore_from_avp, routing.restore_to_avp, routing.restore_sign,
                           routing.restore_sign_key), (False, False, False, ""))
-        self.assertEqual((routing.record_route, routing.dialog_timeout, routing.max_dialogs), (True, 43200, 100000))
+        self.assertEqual((routing.record_route, routing.dialog_timeout, routing.max_dialogs, routing.fr_inv_timeout),
+                         (True, 43200, 100000, 120))
         self.assertEqual(load_settings(SHIPPED).routing, routing)  # the sample shows the defaults
 
     def test_script_relative_to_the_config_file(self):
@@ -702,12 +703,12 @@ class RoutingSectionTests(ConfigFileMixin, SynchronousTestCase):
         table = {"restore_mode": "Manual", "restore_passwd": "secret", "restore_dlg": True,
                  "rr_from_store_param": "of", "rr_to_store_param": "ot", "restore_from_avp": "$avp(original_from)",
                  "restore_to_avp": True, "restore_sign": True, "record_route": False, "dialog_timeout": 60,
-                 "max_dialogs": 5}
+                 "max_dialogs": 5, "fr_inv_timeout": 30}
         routing = settings_from_dict({"routing": table}).routing
         self.assertEqual(routing, RoutingSettings(
             restore_mode="manual", restore_passwd="secret", restore_dlg=True, rr_from_store_param="of",
             rr_to_store_param="ot", restore_from_avp=True, restore_to_avp=True, restore_sign=True,
-            record_route=False, dialog_timeout=60, max_dialogs=5))
+            record_route=False, dialog_timeout=60, max_dialogs=5, fr_inv_timeout=30))
         self.assertFalse(settings_from_dict({"routing": {"restore_from_avp": ""}}).routing.restore_from_avp)
         self.assertNotIn("secret", repr(routing))
 
@@ -747,7 +748,7 @@ class RoutingSectionTests(ConfigFileMixin, SynchronousTestCase):
             for bad in ('"original"', '"$avp()"', '"$var(x)"'):
                 self.assertConfigError(f"[routing]\n{key} = {bad}\n", f"[routing] {key}", "$avp(name)")
             self.assertConfigError(f"[routing]\n{key} = 1\n", f"[routing] {key}", "a boolean or a string")
-        for key in ("dialog_timeout", "max_dialogs"):
+        for key in ("dialog_timeout", "max_dialogs", "fr_inv_timeout"):
             self.assertConfigError(f"[routing]\n{key} = 0\n", f"[routing] {key}", "positive")
             self.assertConfigError(f'[routing]\n{key} = "60"\n', f"[routing] {key}", "an integer")
         self.assertConfigError("[routing]\nrecord_route = 1\n", "[routing] record_route", "a boolean")

@@ -173,7 +173,13 @@ class RoutingSettings:
     # or restore_passwd when empty; one of them must then be set.
     restore_sign: bool = False
     restore_sign_key: str = field(default="", repr=False)
-    record_route: bool = True  # ours: Record-Route initial requests (with ;lr;ftag=)
+    # Ours: Record-Route an initial request by ourselves when a uac function needs its
+    # dialog's later requests back (a From/To to restore, a CSeq raised by uac_auth) and
+    # the script did not call rr.record_route(); false: only rr.record_route() does.
+    record_route: bool = True
+    # Kamailio tm fr_inv_timer (seconds): an INVITE branch without a final response by
+    # then is cancelled and counts as a 408 (RFC 3261 16.6 item 11, Timer C).
+    fr_inv_timeout: int = 120
     dialog_timeout: int = 43200  # ours: seconds a dialog is kept without a BYE
     max_dialogs: int = 100000  # ours: dialogs tracked at most at a time
     # Kamailio README 3.24: a function of the script run for uac:reply events instead of
@@ -565,6 +571,7 @@ def _routing(path: str, table: Any, base_dir: str | None) -> RoutingSettings:
         record_route=section.get("record_route", bool, defaults.record_route),
         dialog_timeout=section.positive_int("dialog_timeout", defaults.dialog_timeout),
         max_dialogs=section.positive_int("max_dialogs", defaults.max_dialogs),
+        fr_inv_timeout=section.positive_int("fr_inv_timeout", defaults.fr_inv_timeout),
         event_callback=section.get("event_callback", str, None) or None,
     )
     section.finish()

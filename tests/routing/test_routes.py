@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.logger import capturedLogs
 
-from tests.routing.test_proxy import CALLEE, PEER, ProxyTestCase, request
+from tests.routing.test_proxy import CALLEE, OURS, PEER, ProxyTestCase, request
 
 ROUTES_SCRIPT = '''
 from txuac.routing.script import branch_route, failure_route, onreply_route, request_route
@@ -109,3 +109,61 @@ class BranchRouteTests(RoutesTestCase):
         self.assertEqual(self.module.REPLIES, [-1])
         self.assertTrue(any("no branch_route[MISSING]" in e.get("log_format", "").replace("{name}", "MISSING")
                             for e in events))
+
+
+REPLACE_SCRIPT = '''
+from txuac.routing.script import request_route
+
+
+@request_route
+def route(msg, uac, tm, rr, dialog, sl):
+    if msg.uri.user == "hide":
+        uac.uac_replace_from("sip:hidden@example.net")  # no rr.record_route()
+    tm.t_relay()
+'''
+
+
+class AutomaticRecordRouteTests(ProxyTestCase):
+    """[routing] record_route: a From to restore makes the proxy record-route by itself."""
+
+    script = REPLACE_SCRIPT
+
+    def test_replaced_from_is_record_routed(self):
+        forwarded = self.forwarded_invite("hide")
+        self.assertTrue(forwarded.headers.get("Record-Route").startswith(f"<{OURS};lr;ftag=alice1;vsf="))
+
+    def test_nothing_to_restore_no_record_route(self):
+        forwarded = self.forwarded_invite("plain")
+        self.assertNotIn("Record-Route", forwarded.headers)
+
+    def test_message_is_not_record_routed(self):
+        self.receive(request("MESSAGE", uri=f"sip:hide@{CALLEE[0]}:{CALLEE[1]}"))
+        [forwarded] = self.sent(CALLEE)
+        self.assertNotIn("Record-Route", forwarded.headers)
+
+
+class RecordRouteOffTests(AutomaticRecordRouteTests):
+    settings = {"record_route": False}
+
+    def test_replaced_from_is_record_routed(self):
+        forwarded = self.forwarded_invite("hide")
+        self.assertNotIn("Record-Route", forwarded.headers)
+
+
+class InviteTimerTests(ProxyTestCase):
+    """fr_inv_timeout (Timer C, RFC 3261 16.6 item 11): a ringing branch is cancelled, 408 upstream."""
+
+    script = REPLACE_SCRIPT
+    settings = {"fr_inv_timeout": 30}
+
+    def test_ringing_branch_cancelled_and_408(self):
+        forwarded = self.forwarded_invite("plain")
+        self.answer(forwarded, 180)
+        self.sent()
+        self.reactor.advance(29)
+        self.assertEqual([m.status for m in self.sent(PEER)], [])
+        self.reactor.advance(1.5)
+        sent = self.sent()
+        [cancel] = [m for m, a in sent if a == CALLEE]
+        self.assertEqual((cancel.method, cancel.top_via.branch), ("CANCEL", forwarded.top_via.branch))
+        self.assertEqual([m.status for m, a in sent if a == PEER], [408])

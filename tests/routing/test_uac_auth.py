@@ -31,7 +31,7 @@ def route(msg, uac, tm, rr, dialog, sl):
     if msg.uri.user == "ha1":
         uac.credentials.username = "own-user"
         uac.credentials.password = OWN_HA1
-    if msg.method == "INVITE":
+    if msg.method == "INVITE" and msg.uri.user != "norr":
         rr.record_route()
         if msg.uri.user == "managed":
             dialog.dlg_manage()
@@ -98,6 +98,12 @@ class UacAuthTests(ProxyTestCase):
         params = auth_params(header)
         self.assertEqual((params["username"], params["realm"], params["uri"]), ("trunkuser", REALM, str(first.uri)))
         self.assertEqual(params["response"], digest_response(header, "INVITE", "trunkpass", "trunkuser"))
+
+    def test_raised_invite_is_record_routed_by_itself(self):
+        # Without rr.record_route(): the dialog's later requests must come back to be raised.
+        first, second = self.challenged_invite("norr")
+        self.assertNotIn("Record-Route", first.headers)
+        self.assertEqual(second.headers.get("Record-Route"), f"<{OURS};lr;ftag=alice1>")
 
     def test_caller_gets_its_own_cseq_and_the_dialog_stays_raised(self):
         _, second = self.challenged_invite()

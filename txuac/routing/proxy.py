@@ -129,6 +129,7 @@ log = Logger()
 #: Methods the proxy takes from the stack (CANCEL comes through the cancel handler).
 PROXIED_METHODS = ("INVITE", "ACK", "BYE", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE",
                    "INFO", "REFER", "UPDATE", "PRACK", "PUBLISH")
+DIALOG_METHODS = ("INVITE", "SUBSCRIBE", "REFER")  # initial requests that can start a dialog
 DIALOG_EXPIRY_INTERVAL = 1.0  # seconds between DialogTable.expire runs
 _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
@@ -369,7 +370,9 @@ class ProxiedRequest:
             self.run_onreply_route(response)
             self.apply(self.context.receive(number, response))
 
-        d = self.proxy.stack.send_request(forward.request, next_hop, on_provisional=provisional)
+        # Timer C (16.6 item 11) as Kamailio's fr_inv_timer: a final by then, or a 408.
+        timeout = self.proxy.settings.fr_inv_timeout if self.msg.method == "INVITE" else None
+        d = self.proxy.stack.send_request(forward.request, next_hop, on_provisional=provisional, timeout=timeout)
         d.addCallback(self._final, number, branch)
         d.addErrback(self._failed, number)
         d.addErrback(lambda f: log.failure("response handling failed", f))
@@ -379,12 +382,26 @@ class ProxiedRequest:
         """``msg`` made ready for a branch to ``target`` (16.6), or None (logged)."""
         transport = self.incoming.source.transport
         local = self.proxy.local_address(transport)
-        record_route = self.our_record_route(transport) if self.record_route else None
+        record_route = self.our_record_route(transport) if self._records_route() else None
         try:
             return prepare_forward(self.msg, target, make_via(local.transport, local.host, local.port), record_route)
         except SIPParseError as e:
             log.info("{method} not forwarded: {error}", method=self.msg.method, error=str(e))
             return None
+
+    def _records_route(self) -> bool:
+        """rr.record_route() was called, or ``[routing] record_route`` and a uac function
+        needs the dialog's later requests to come through us: a From/To to restore, a CSeq
+        raised by uac_auth (without them the dialog breaks)."""
+        if self.record_route:
+            return True
+        msg = self.msg
+        if not self.proxy.settings.record_route or self.in_dialog or msg.method not in DIALOG_METHODS:
+            return False
+        restoring = bool(self.addresses.replacements) and self.proxy.restore.mode is not RestoreMode.NONE
+        found = self.dialog.found
+        raised = self.cseq_raise or (found is not None and found[0].cseq_offset[found[1]])
+        return restoring or bool(raised)
 
     def _prepare_in_branch_route(self, target: URI | str | None) -> Forward | None:
         """The branch route armed by ``tm.t_on_branch`` runs on ``msg`` with the branch's
@@ -514,6 +531,9 @@ class ProxiedRequest:
 
     def _failed(self, failure, number: int) -> None:
         if failure.check(TransactionTimeout):
+            branch = self.branches[number]
+            if self.msg.method == "INVITE" and branch.sent_via is not None:
+                self._cancel_branch(branch)  # it rang: 16.6 item 11 cancels it
             self.apply(self.context.timed_out(number))
         else:
             log.info("branch {number} of {method} failed: {error}", number=number, method=self.msg.method,
