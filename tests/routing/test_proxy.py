@@ -638,3 +638,13 @@ class ExampleScriptTests(ProxyTestCase):
         self.assertEqual([(m.status, m.headers.get("From")) for m in self.sent(PEER)],
                          [(486, "<sip:alice@example.com>;tag=alice1")])
         self.assertEqual(self.proxy.script_failures, 0)
+
+
+class LateTwoHundredTests(ProxyTestCase):
+    def test_retransmitted_200_goes_upstream_again(self):
+        """RFC 6026 7.2: the callee retransmits its 200 until the ACK; each goes upstream
+        (the first may have been lost on the way to the caller)."""
+        forwarded = self.forwarded_invite()
+        self.answer(forwarded, 200)
+        self.answer(forwarded, 200)
+        self.assertEqual([r.status for r in self.sent(PEER)], [200, 200])

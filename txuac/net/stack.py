@@ -149,6 +149,15 @@ class _ClientCall:
         self.target = target
 
 
+
+def _notify(call: "_ClientCall", response: Response) -> None:
+    """``on_provisional`` of the call, which must not break the stack when it raises."""
+    if call.on_provisional is not None:
+        try:
+            call.on_provisional(response)
+        except Exception:
+            log.failure("on_provisional callback for {method} failed", method=call.transaction.method)
+
 class SIPStack:
     """Transactions, transports and dispatch. Create, ``listen()``, use, ``stop()``."""
 
@@ -220,7 +229,9 @@ class SIPStack:
         """Send ``request`` in a new client transaction.
 
         The Deferred fires with the final response, or fails with
-        TransactionTimeout, TransportError or a ResolutionError. ``target`` is
+        TransactionTimeout, TransportError or a ResolutionError.
+        ``on_provisional`` gets the 1xx, and for an INVITE the 2xx that come after the
+        first (retransmissions, other forks: RFC 6026 7.2, for a proxy to forward). ``target`` is
         an Address to send to, or a SIP URI of the next hop (an outbound proxy:
         resolved by RFC 3263, never written into the request); with none, the
         next hop comes from the top Route or the Request-URI. On a transport
@@ -368,15 +379,12 @@ class SIPStack:
             elif isinstance(effect, Deliver):
                 response = effect.response
                 if response.status < 200:
-                    if call.on_provisional is not None:
-                        try:
-                            call.on_provisional(response)
-                        except Exception:
-                            log.failure("on_provisional callback for {method} failed",
-                                        method=transaction.method)
+                    _notify(call, response)
                 elif not call.deferred.called:
                     self.client_outcomes[(transaction.method, _status_class(response.status))] += 1
                     call.deferred.callback(response)
+                else:
+                    _notify(call, response)  # RFC 6026 7.2: a 2xx after the first, for the TU
             elif isinstance(effect, TimedOut):
                 if not call.deferred.called:
                     self.client_outcomes[(transaction.method, "timeout")] += 1

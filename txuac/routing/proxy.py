@@ -68,9 +68,10 @@ branch before the response context handles it (an exception is logged, the reply
 on). ``uac.uac_reg_*`` (``reg_functions``) use the registrant of ``ServiceParts``;
 ``uac_reg_request_to`` and ``uac_reg_lookup(.., "$du")`` set the branch's next hop.
 
-Not yet: named onreply routes (``t_on_reply``), the other dialog functions,
-2xx retransmissions after the INVITE client transaction ended (dropped: the UAC's ACK
-still reaches the callee).
+A 2xx retransmitted (or from another fork) while the INVITE client transaction is
+Accepted (RFC 6026, 64*T1) goes upstream too: a caller whose 200 was lost gets it.
+
+Not yet: named onreply routes (``t_on_reply``), the other dialog functions.
 """
 
 from __future__ import annotations
@@ -366,6 +367,9 @@ class ProxiedRequest:
             return -1
 
         def provisional(response: Response) -> None:
+            if response.status >= 200:  # a 2xx after the first: upstream too (RFC 6026 7.2)
+                self.apply(self.context.receive(number, response))
+                return
             self._note_sent(branch, response)
             self.run_onreply_route(response)
             self.apply(self.context.receive(number, response))
