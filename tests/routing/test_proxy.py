@@ -15,7 +15,8 @@ from txuac.net.resolver import TargetResolver
 from txuac.net.stack import SIPStack
 from txuac.net.transports import UDPListener
 from txuac.routing.dialogs import DEFAULT_LINGER, DialogState, EndReason
-from txuac.routing.proxy import ProxyService
+from txuac.auth import CredentialList
+from txuac.routing.proxy import ProxyService, ServiceParts
 from txuac.routing.restore_codec import RestoreCodec
 from txuac.routing.script import load_script
 from txuac.sip import make_response, parse_message
@@ -619,7 +620,10 @@ class FailureRouteTests(ProxyTestCase):
 
 
 class ExampleScriptTests(ProxyTestCase):
-    """conf/routing.py's anonymisation path, its trunk pointed at the fake callee."""
+    """conf/routing.py's anonymisation path, its trunk pointed at the fake callee (no
+    registrant: the uac_reg_* calls return -1)."""
+
+    parts = ServiceParts(credentials=CredentialList(["pbx:trunk.example:secret"]))
 
     script = open(os.path.join(os.path.dirname(__file__), "..", "..", "conf", "routing.py")).read()
 
@@ -637,6 +641,20 @@ class ExampleScriptTests(ProxyTestCase):
         self.answer(forwarded, 486)  # TRUNKAUTH runs: not a 401/407, nothing more to try
         self.assertEqual([(m.status, m.headers.get("From")) for m in self.sent(PEER)],
                          [(486, "<sip:alice@example.com>;tag=alice1")])
+        self.assertEqual(self.proxy.script_failures, 0)
+
+    def test_trunk_challenge_answered_on_a_branch_of_its_own(self):
+        forwarded = self.forwarded_invite()
+        self.assertEqual(forwarded.headers.get("P-Preferred-Identity"), f"<{ANONYMOUS}>")  # branch route
+        self.sent()
+        self.answer(forwarded, 407, to_tag="t407", extra=[
+            ("Proxy-Authenticate", 'Digest realm="trunk.example", nonce="abc", qop="auth"')])
+        [again] = [m for m in self.sent(CALLEE) if m.method == "INVITE"]
+        self.assertEqual(again.headers.get("CSeq"), "2 INVITE")
+        self.assertIn('username="pbx"', again.headers.get("Proxy-Authorization"))
+        self.assertEqual(again.headers.get("P-Preferred-Identity"), f"<{ANONYMOUS}>")
+        self.answer(again, 200)
+        self.assertEqual([(m.status, m.headers.get("CSeq")) for m in self.sent(PEER)], [(200, "1 INVITE")])
         self.assertEqual(self.proxy.script_failures, 0)
 
 
