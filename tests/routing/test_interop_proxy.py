@@ -16,7 +16,7 @@ import os
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.net.test_interop_sipp import HOST, T1, T2, sipp_messages, udp_bound, until
+from tests.net.test_interop_sipp import HOST, T1, T2, sipp_messages, tcp_listening, udp_bound, until
 from tests.support.peers import PeerProcess, free_port, require_program
 from txuac.config import settings_from_dict
 from txuac.service import UACService
@@ -56,6 +56,7 @@ class ProxyInteropCase(TestCase):
     routing: dict = {}  # [routing] settings besides script
     uac: dict = {}  # [uac] settings
     proxy_at_setup = True  # False: the test calls start_proxy() itself
+    transport = "udp"  # of txuac's socket and the SIPp peers ("tcp": SIPp -t t1)
 
     def setUp(self):
         self.sipp = require_program("sipp")
@@ -65,26 +66,27 @@ class ProxyInteropCase(TestCase):
             self.start_proxy()
 
     def start_proxy(self, port: int = 0) -> None:
-        """txuac running ``script`` on udp:HOST:``port`` (0: a free one): self.port, self.proxy."""
+        """txuac running ``script`` on ``transport``:HOST:``port`` (0: a free one): self.port, self.proxy."""
         script = os.path.join(self.workdir, "routing.py")
         with open(script, "w") as f:
             f.write(self.script)
         # [routing] script set: UACService runs the proxy (ProxyRunner) on its sockets.
         self.service = UACService(settings_from_dict({"core": {
-            "listen": [f"udp:{HOST}:{port}"],
+            "listen": [f"{self.transport}:{HOST}:{port}"],
             "timer_t1": int(T1 * 1000),
             "timer_t2": int(T2 * 1000),
         }, "uac": self.uac, "rpc": {"enabled": False}, "routing": {"script": script, **self.routing}}), reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
-        self.port = self.service.sip.bound_address("udp").port
+        self.port = self.service.sip.bound_address(self.transport).port
         self.proxy = self.service.proxy.proxy
-        self.assertEqual(self.proxy.local_addresses, [self.service.sip.bound_address("udp")])
+        self.assertEqual(self.proxy.local_addresses, [self.service.sip.bound_address(self.transport)])
 
     def sipp_peer(self, name: str, *args: str, port: int | None = None) -> tuple[PeerProcess, int, str]:
         port = port or free_port()
         messages = os.path.join(self.workdir, f"{name}.messages")
-        argv = [self.sipp, "-sf", os.path.join(SCENARIOS, name), "-i", HOST, "-p", str(port), "-t", "u1",
+        mode = "t1" if self.transport == "tcp" else "u1"
+        argv = [self.sipp, "-sf", os.path.join(SCENARIOS, name), "-i", HOST, "-p", str(port), "-t", mode,
                 "-trace_msg", "-message_file", messages, "-trace_stat", "-stf",
                 os.path.join(self.workdir, f"{name}.stats"), *args]
         peer = PeerProcess(argv, cwd=self.workdir, log_path=os.path.join(self.workdir, f"{name}.out"))
@@ -103,10 +105,11 @@ class ProxyInteropCase(TestCase):
         ``uas_port``, else a free port), both ended with status 0; (uac message file, uas
         message file, uas port)."""
         uas, uas_port, uas_messages = self.sipp_peer(uas_scenario, "-m", "1", port=uas_port)
-        started = yield until(lambda: udp_bound(uas_port) or not uas.running(), 10)
+        bound = tcp_listening if self.transport == "tcp" else udp_bound
+        started = yield until(lambda: bound(uas_port) or not uas.running(), 10)
         self.assertTrue(started and uas.running(), f"SIPp UAS did not start: {uas.output()[-2000:]}")
         uac, _, uac_messages = self.sipp_peer(uac_scenario, f"{HOST}:{self.port}", "-m", "1",
-                                              "-key", "uas", f"{HOST}:{uas_port}",
+                                              "-key", "uas", f"{HOST}:{uas_port}{self.uri_suffix}",
                                               "-timeout", "10", "-timeout_error")
         status = yield self.exit_status(uac)
         self.assertEqual(status, 0, uac.output()[-3000:])
@@ -115,6 +118,11 @@ class ProxyInteropCase(TestCase):
         stats = last_stats(os.path.join(self.workdir, f"{uac_scenario}.stats"))
         self.assertEqual((stats["SuccessfulCall(C)"], stats["FailedCall(C)"]), ("1", "0"))
         return uac_messages, uas_messages, uas_port
+
+
+    @property
+    def uri_suffix(self) -> str:
+        return "" if self.transport == "udp" else f";transport={self.transport}"
 
 
 class SIPpThroughProxyTests(ProxyInteropCase):
@@ -217,3 +225,10 @@ class AnonymisedDialogCallTests(AnonymisedCallTests):
     caller_display_downstream = "Anonymous"
     caller_display_upstream = "sipp"
     record_route_param = ""
+
+
+class AnonymisedTCPCallTests(AnonymisedCallTests):
+    """The anonymised calls over TCP: SIPp -t t1 on both sides, txuac listening on TCP, our
+    Record-Route with ;transport=tcp."""
+
+    transport = "tcp"

@@ -364,7 +364,7 @@ class PrepareForwardTests(SynchronousTestCase):
         names = [name for name, _ in out.headers]
         self.assertEqual(names.index("Record-Route") - 1, names.index("CSeq"))
         self.assertEqual(out.headers.get_all("Record-Route"),
-                         ["<sip:10.0.0.1:5060;lr;ftag=9fxced76sl;transport=udp>", "<sip:p9.example.com;lr>"])
+                         ["<sip:10.0.0.1:5060;transport=udp;lr;ftag=9fxced76sl>", "<sip:p9.example.com;lr>"])
 
     def test_record_route_keeps_the_callers_params_and_lr(self):
         request = message(ALICE_INVITE)
@@ -378,7 +378,7 @@ class PrepareForwardTests(SynchronousTestCase):
     def test_sips_request_uri_gets_a_sips_record_route(self):
         request = message(ALICE_INVITE.replace("INVITE sip:bob@biloxi.com", "INVITE sips:bob@biloxi.com"))
         out = prepare_forward(request, None, via(ATLANTA_VIA), "sip:10.0.0.1;transport=tls").request
-        self.assertEqual(str(out.record_route[0].uri), "sips:10.0.0.1;lr;ftag=9fxced76sl;transport=tls")
+        self.assertEqual(str(out.record_route[0].uri), "sips:10.0.0.1;transport=tls;lr;ftag=9fxced76sl")
 
     def test_sips_top_route_gets_a_sips_record_route(self):
         request = message(ALICE_INVITE.replace("Max-Forwards", "Route: <sips:p2.example.com;lr>\nMax-Forwards"))

@@ -301,7 +301,9 @@ def prepare_forward(request: Request, target_uri: URI | str | None, our_via: Via
 
 
 def _record_route_value(request: Request, record_route: str, routes_after_item_6: list[str]) -> str:
-    """Our Record-Route value (16.6 item 4): ``<uri;lr;ftag=...>``, sips when needed."""
+    """Our Record-Route value (16.6 item 4): ``<uri;lr;ftag=...>``, sips when needed; in
+    Kamailio's order: ``transport`` first, then ``lr`` and ``ftag``, then the others
+    (vsf/vst)."""
     uri = parse_uri(record_route, "Record-Route")
     if not isinstance(uri, SipURI):
         raise SIPParseError("our Record-Route must be a SIP or SIPS URI", element="Record-Route")
@@ -312,7 +314,8 @@ def _record_route_value(request: Request, record_route: str, routes_after_item_6
     from_ = request.from_
     if "ftag" not in uri.params and from_ is not None and from_.tag is not None:
         lead.append(("ftag", from_.tag))  # Kamailio's append_fromtag
-    uri.params = Parameters(lead + params)
+    first = 1 if params and params[0][0].lower() == "transport" else 0
+    uri.params = Parameters(params[:first] + lead + params[first:])
     # 16.6 item 4: a sips Request-URI or top Route makes the Record-Route sips.
     secure = request.uri.secure
     if routes_after_item_6:
