@@ -24,9 +24,9 @@ def per_core(label: str, unit: str, call: Callable[[int], object], seconds: floa
     return rate
 
 
-def rss_kib() -> int:
-    """This process's resident memory (VmRSS), in KiB."""
-    with open("/proc/self/status") as f:
+def rss_kib(pid: int | str = "self") -> int:
+    """The resident memory (VmRSS) of this process (or of ``pid``), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])

@@ -18,15 +18,23 @@ A SIPp UAC (tests/routing/sipp/uac_call.xml: INVITE, 100/180/200, ACK, 200 ms pa
 * txuac's CPU over that window (utime + stime from /proc/<pid>/stat, before and after),
   the CPU per call (us) and "one core" = successful calls / txuac CPU seconds: what one
   core fully spent on txuac would carry;
+* txuac's resident memory before and after the calls (VmRSS) and per call: the
+  transactions of a call linger 64*T1 = 32 s after it (Timers J, L, M), with all they hold;
 * the host's UDP receive errors (/proc/net/snmp) over the window.
 
-Target: at least 800 calls per second on one core with no failed call.
+Target: at least 800 calls per second on one core with no failed call. The default run
+(32,000 calls at 800/s, 40 s) lasts long enough for the garbage collector's generation-1
+collections (every 50 young collections under ``twist uac``'s thresholds) and for the
+first transactions to end: a shorter run can miss both.
 
-``--profile`` runs txuac under cProfile (``-m cProfile -o``, written when it stops after the
-calls; start-up included, figures inflated) and prints the top functions by tottime.
+``--profile`` runs txuac under cProfile (stats written at reactor shutdown; start-up
+included, figures inflated) and prints the top functions by tottime and cumulative time.
+``--gc-log`` prints txuac's collections of GC_LOG_MS or more per generation;
+``--gc-threshold A,B,C`` is an experiment: other thresholds than ``twist uac`` sets.
 
 Usage (from the repository root; ``./dev bench proxy [args]`` runs the compiled build):
-    python bench/proxy.py [--calls 8000] [--rate 800] [--profile [--top 30]] [--keep]
+    python bench/proxy.py [--calls 32000] [--rate 800] [--profile [--top 30]] [--gc-log]
+        [--gc-threshold A,B,C] [--log-level info] [--keep]
 Exit status 2 when a call failed or not every call was made.
 """
 
@@ -47,7 +55,7 @@ sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 
 import txuac  # noqa: E402
 import txuac.sip  # noqa: E402
-from measure import process_cpu, udp_errors  # noqa: E402
+from measure import process_cpu, rss_kib, udp_errors  # noqa: E402
 from tests.net.test_interop_sipp import udp_bound  # noqa: E402
 from tests.routing.test_interop_proxy import ANONYMISING_SCRIPT, SCENARIOS, last_stats  # noqa: E402
 from tests.support.peers import PeerProcess, free_port, require_program, wait_for  # noqa: E402
@@ -55,6 +63,7 @@ from tests.support.peers import PeerProcess, free_port, require_program, wait_fo
 HOST = "127.0.0.1"
 TARGET_PER_CORE = 800.0
 START_TIMEOUT = 20.0
+GC_LOG_MS = 20
 
 CONFIG = """\
 [core]
@@ -73,8 +82,22 @@ restore_passwd = "bench-secret"
 """
 
 
+def log_text(line: str) -> str:
+    """What a line of txuac's log says: the text of twist's JSON line (stderr output
+    included), or the line itself."""
+    if line.startswith("{"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return line
+        return str(event.get("log_io") or event.get("log_text") or event.get("log_format") or "")
+    return line
+
+
 def loud_level(line: str) -> bool:
     """Whether a line of txuac's log (twist's JSON lines, or text) is a warning or worse."""
+    if log_text(line).startswith("gc: "):
+        return False  # --gc-log's own lines (stderr is logged at error level)
     if line.startswith("{"):
         try:
             level = (json.loads(line).get("log_level") or {}).get("name")
@@ -108,8 +131,10 @@ class Bench:
         config = self.path("uac.toml")
         with open(config, "w") as f:
             f.write(CONFIG.format(host=HOST, port=self.port, script=script, log_level=self.args.log_level))
-        if self.args.profile:
-            argv = [sys.executable, os.path.abspath(__file__), "--serve-profiled", self.path("txuac.pstats"), config]
+        if self.args.profile or self.args.gc_log or self.args.gc_threshold:
+            argv = [sys.executable, os.path.abspath(__file__), "--serve", config,
+                    self.path("txuac.pstats") if self.args.profile else "", "gc-log" if self.args.gc_log else "",
+                    self.args.gc_threshold or ""]
         else:
             argv = [sys.executable, "-m", "twisted", "uac", "--config", config]
         # The child imports txuac from where this process did (site-packages or the checkout),
@@ -148,11 +173,13 @@ class Bench:
                                   "-l", str(args.limit), "-timeout", str(args.timeout), "-timeout_error")
         errors_before = udp_errors()
         cpu_before = process_cpu(txuac_process.pid)
+        rss_before = rss_kib(txuac_process.pid)
         started = time.monotonic()
         uac = self.spawn(uac_argv, "uac.out")
         status = uac.wait(args.timeout + 30)
         wall = time.monotonic() - started
         cpu = process_cpu(txuac_process.pid) - cpu_before
+        rss_after = rss_kib(txuac_process.pid)
         errors = {name: count - errors_before[name] for name, count in udp_errors().items()}
 
         stats = last_stats(self.path("uac_call.xml.stats"))
@@ -168,6 +195,8 @@ class Bench:
               f"{cpu / max(successful, 1) * 1e6:,.0f} us per call (INVITE, ACK, BYE and 3 responses relayed, a 100 sent)")
         print(f"one core: {per_core:,.0f} calls/s (target >= {TARGET_PER_CORE:g} with 0 failed: "
               f"{verdict(per_core >= TARGET_PER_CORE and failed == 0)})")
+        print(f"txuac memory (VmRSS): {rss_before / 1024:.0f} MiB before the calls, {rss_after / 1024:.0f} MiB after "
+              f"({(rss_after - rss_before) / max(successful, 1):.1f} KiB per call: transactions linger 64*T1 = 32 s)")
         print(f"UDP receive errors (host): RcvbufErrors +{errors['RcvbufErrors']}, InErrors +{errors['InErrors']}")
 
         txuac_process.stop()
@@ -176,6 +205,14 @@ class Bench:
         print(f"txuac log: {len(log.splitlines())} lines, {len(loud)} warnings or errors ({self.path('txuac.log')})")
         for line in loud[:10]:
             print(f"    {line[:500]}")
+        if args.gc_log:
+            collections = [text.split() for text in map(log_text, log.splitlines()) if text.startswith("gc: ")]
+            print(f"txuac garbage collections of {GC_LOG_MS} ms or more (the calls, start-up and shutdown):")
+            for generation in "012":
+                pauses = [int(words[4]) for words in collections if words[2] == generation]
+                if pauses:
+                    print(f"    generation {generation}: {len(pauses)}, longest {max(pauses)} ms, "
+                          f"{sum(pauses) / 1000:.2f} s in all")
         if args.profile:
             self.print_profile()
         return failed == 0 and successful == args.calls
@@ -200,38 +237,62 @@ class Bench:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def serve_profiled(pstats_path: str, config: str) -> None:
-    """``python -m twisted uac --config config`` under cProfile, the stats written to
-    ``pstats_path`` once the reactor has shut down (twist ends a SIGTERM'd process by the
-    signal itself, so ``python -m cProfile`` would never write them)."""
+def serve(config: str, pstats_path: str | None, gc_log: bool, gc_threshold: str) -> None:
+    """``python -m twisted uac --config config`` (the txuac child of --profile, --gc-log and
+    --gc-threshold): under cProfile with the stats written to ``pstats_path`` once the
+    reactor has shut down (twist ends a SIGTERM'd process by the signal itself, so ``python
+    -m cProfile`` would never write them); with ``gc_log``, each garbage collection of
+    GC_LOG_MS or more printed on stderr (txuac's log file) as "gc: ..."; ``gc_threshold``
+    "A,B,C" replaces the thresholds ``twist uac`` set once the reactor runs."""
     import cProfile
+    import gc
     import runpy
 
     from twisted.internet import reactor
 
-    profiler = cProfile.Profile()
+    if gc_log:
+        started = [0.0]
 
-    def dump() -> None:
-        profiler.disable()
-        profiler.dump_stats(pstats_path)
+        def log_collection(phase: str, info: dict) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+                return
+            elapsed = (time.perf_counter() - started[0]) * 1000
+            if elapsed >= GC_LOG_MS:
+                print(f"gc: generation {info['generation']} took {elapsed:.0f} ms, {info['collected']} collected",
+                      file=sys.stderr, flush=True)
 
-    reactor.addSystemEventTrigger("after", "shutdown", dump)
+        gc.callbacks.append(log_collection)
+    if gc_threshold:
+        reactor.callWhenRunning(gc.set_threshold, *(int(x) for x in gc_threshold.split(",")))
+    profiler = cProfile.Profile() if pstats_path else None
+    if profiler is not None:
+        def dump() -> None:
+            profiler.disable()
+            profiler.dump_stats(pstats_path)
+
+        reactor.addSystemEventTrigger("after", "shutdown", dump)
+        profiler.enable()
     sys.argv = ["twist", "uac", "--config", config]
-    profiler.enable()
     runpy.run_module("twisted", run_name="__main__")
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["--serve-profiled"]:  # the txuac child of --profile
-        serve_profiled(*sys.argv[2:4])
+    if sys.argv[1:2] == ["--serve"]:  # the txuac child of --profile, --gc-log or --gc-threshold
+        serve(sys.argv[2], sys.argv[3] or None, sys.argv[4] == "gc-log", sys.argv[5])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=8000, help="calls made by the SIPp UAC (8000)")
+    parser.add_argument("--calls", type=int, default=32000,
+                        help="calls made by the SIPp UAC (32000: 40 s at 800/s, past the 32 s transactions linger)")
     parser.add_argument("--rate", type=int, default=800, help="calls started per second (800)")
     parser.add_argument("--limit", type=int, default=2000, help="SIPp's -l: simultaneous calls at most (2000)")
     parser.add_argument("--timeout", type=int, default=120, help="SIPp UAC's global timeout, seconds (120)")
     parser.add_argument("--log-level", default="info", help="txuac's [log] level (info)")
     parser.add_argument("--profile", action="store_true", help="run txuac under cProfile; top functions")
+    parser.add_argument("--gc-log", action="store_true",
+                        help=f"print txuac's garbage collections of {GC_LOG_MS} ms or more")
+    parser.add_argument("--gc-threshold", metavar="A,B,C",
+                        help="experiment: gc.set_threshold(A, B, C) in txuac instead of what twist uac sets")
     parser.add_argument("--top", type=int, default=30, help="with --profile: functions listed (30)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, stats, profile)")
     args = parser.parse_args()
