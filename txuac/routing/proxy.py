@@ -631,21 +631,25 @@ class TM:
 
     def t_on_failure(self, name: str) -> int:
         """Run ``failure_route[name]`` when every branch failed (KSR.tm.t_on_failure)."""
-        route = self._proxied.proxy.routes.failure.get(name)
-        if route is None:
-            log.error("t_on_failure: no failure_route[{name}] in the script", name=name)
-            return -1
-        self._proxied.failure_route = route
-        return 1
+        route = self._named("failure", name)
+        if route is not None:
+            self._proxied.failure_route = route
+        return 1 if route is not None else -1
 
     def t_on_branch(self, name: str) -> int:
         """Run ``branch_route[name]`` for each branch relayed from now on (KSR.tm.t_on_branch)."""
-        route = self._proxied.proxy.routes.branch.get(name)
+        route = self._named("branch", name)
+        if route is not None:
+            self._proxied.branch_route = route
+        return 1 if route is not None else -1
+
+    def _named(self, kind: str, name: str) -> Route | None:
+        """The script's ``{kind}_route[name]``; None (logged) when it has none."""
+        routes = self._proxied.proxy.routes
+        route = (routes.failure if kind == "failure" else routes.branch).get(name)
         if route is None:
-            log.error("t_on_branch: no branch_route[{name}] in the script", name=name)
-            return -1
-        self._proxied.branch_route = route
-        return 1
+            log.error("t_on_{kind}: no {kind}_route[{name}] in the script", kind=kind, name=name)
+        return route
 
     def t_is_canceled(self) -> int:
         """1 when the transaction was cancelled (a CANCEL from upstream), -1 otherwise."""
