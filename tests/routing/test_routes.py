@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 
 from tests.routing.test_proxy import CALLEE, OURS, PEER, ProxyTestCase, request
 
@@ -107,8 +107,7 @@ class BranchRouteTests(RoutesTestCase):
         with capturedLogs() as events:
             self.forwarded_invite("nobranch")
         self.assertEqual(self.module.REPLIES, [-1])
-        self.assertTrue(any("no branch_route[MISSING]" in e.get("log_format", "").replace("{name}", "MISSING")
-                            for e in events))
+        self.assertTrue(any("t_on_branch: no branch_route[MISSING]" in formatEvent(e) for e in events))
 
 
 REPLACE_SCRIPT = '''
