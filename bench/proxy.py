@@ -64,6 +64,7 @@ HOST = "127.0.0.1"
 TARGET_PER_CORE = 800.0
 START_TIMEOUT = 20.0
 GC_LOG_MS = 20
+RSS_INTERVAL = 10.0  # seconds between two VmRSS samples of txuac during the calls
 
 CONFIG = """\
 [core]
@@ -176,7 +177,12 @@ class Bench:
         rss_before = rss_kib(txuac_process.pid)
         started = time.monotonic()
         uac = self.spawn(uac_argv, "uac.out")
-        status = uac.wait(args.timeout + 30)
+        rss_samples = []  # (seconds, KiB) every RSS_INTERVAL while the calls go on
+        while uac.running() and time.monotonic() - started < args.timeout + 30:
+            time.sleep(0.1)
+            if time.monotonic() - started >= (len(rss_samples) + 1) * RSS_INTERVAL:
+                rss_samples.append((time.monotonic() - started, rss_kib(txuac_process.pid)))
+        status = uac.wait(5)
         wall = time.monotonic() - started
         cpu = process_cpu(txuac_process.pid) - cpu_before
         rss_after = rss_kib(txuac_process.pid)
@@ -196,7 +202,8 @@ class Bench:
         print(f"one core: {per_core:,.0f} calls/s (target >= {TARGET_PER_CORE:g} with 0 failed: "
               f"{verdict(per_core >= TARGET_PER_CORE and failed == 0)})")
         print(f"txuac memory (VmRSS): {rss_before / 1024:.0f} MiB before the calls, {rss_after / 1024:.0f} MiB after "
-              f"({(rss_after - rss_before) / max(successful, 1):.1f} KiB per call: transactions linger 64*T1 = 32 s)")
+              f"({(rss_after - rss_before) / max(successful, 1):.1f} KiB per call: transactions linger 64*T1 = 32 s); "
+              f"during the calls: " + ", ".join(f"{seconds:.0f} s {kib / 1024:.0f}" for seconds, kib in rss_samples))
         print(f"UDP receive errors (host): RcvbufErrors +{errors['RcvbufErrors']}, InErrors +{errors['InErrors']}")
 
         txuac_process.stop()
