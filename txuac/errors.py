@@ -9,13 +9,16 @@ class SIPParseError(TxuacError):
     """A SIP message, header or URI is malformed.
 
     ``status`` is the SIP status a UAS should answer with (400, 505, 513, ...);
-    ``element`` names the offending part (a header name, "start line", ...).
+    ``element`` names the offending part (a header name, "start line", ...);
+    ``message`` is the message as parsed so far when the parser refused it late (a bad
+    CSeq): enough for a 400 along its Via.
     """
 
     def __init__(self, reason: str, status: int = 400, element: str | None = None):
         self.reason = reason
         self.status = status
         self.element = element
+        self.message: object = None
         text = f"{element}: {reason}" if element else reason
         super().__init__(text)
 

@@ -508,7 +508,7 @@ class SIPStack:
         try:
             message = parse_message(data, self.limits)
         except SIPParseError as e:
-            self._malformed(data, e, source, channel)
+            self._malformed(data, e, source, channel, e.message if isinstance(e.message, Request) else None)
             return
         if isinstance(message, Response):
             self._response_received(message, source)

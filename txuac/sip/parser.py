@@ -93,10 +93,15 @@ def _parse(data: bytes | bytearray | memoryview, limits: ParserLimits) -> Messag
 
     # CSeq is checked eagerly: every layer needs it and it is cheap.
     if cseq_values is not None:
-        cseq = parse_cseq(cseq_values[0])
+        try:
+            cseq = parse_cseq(cseq_values[0])
+            if isinstance(message, Request) and cseq.method != message.method:
+                raise SIPParseError(f"CSeq method {cseq.method!r} does not match {message.method!r}",
+                                    element="CSeq")
+        except SIPParseError as e:
+            e.message = message  # a request still gets its 400 (RFC 3261 16.3 item 1, 8.2)
+            raise
         headers.cache_view("cseq", cseq)
-        if isinstance(message, Request) and cseq.method != message.method:
-            raise SIPParseError(f"CSeq method {cseq.method!r} does not match {message.method!r}", element="CSeq")
     return message
 
 
