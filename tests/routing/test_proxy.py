@@ -659,10 +659,18 @@ class ExampleScriptTests(ProxyTestCase):
 
 
 class LateTwoHundredTests(ProxyTestCase):
+    script = UAC_SCRIPT.replace("    rr.record_route()\n    tm.t_relay()\n",
+                                "    rr.record_route()\n    global LAST_TM\n    LAST_TM = tm\n    tm.t_relay()\n")
+
     def test_retransmitted_200_goes_upstream_again(self):
         """RFC 6026 7.2: the callee retransmits its 200 until the ACK; each goes upstream
-        (the first may have been lost on the way to the caller)."""
-        forwarded = self.forwarded_invite()
+        (the first may have been lost on the way to the caller), with the From restored,
+        though the request's script state is freed once the first went."""
+        forwarded = self.forwarded_invite("hide")
         self.answer(forwarded, 200)
+        with self.assertRaises(ReferenceError):
+            self.proxy.routes.module.LAST_TM.t_is_canceled()  # the ProxiedRequest is gone
         self.answer(forwarded, 200)
-        self.assertEqual([r.status for r in self.sent(PEER)], [200, 200])
+        upstream = self.sent(PEER)
+        self.assertEqual([r.status for r in upstream], [200, 200])
+        self.assertEqual({r.headers.get("From") for r in upstream}, {"<sip:alice@example.com>;tag=alice1"})

@@ -105,6 +105,7 @@ from txuac.routing.proxy_rules import (
     prepare_ack_forward,
     prepare_forward,
     preprocess_route,
+    response_for_upstream,
 )
 from txuac.routing.reg_functions import RequestTargets
 from txuac.routing.replace import RestoreMode
@@ -283,6 +284,35 @@ class _Branch:
         self.final: Response | None = None
 
 
+class _Upstream:
+    """How replies go upstream: with the From/To (reply_rewrites) and the CSeq the request
+    was received with. A branch keeps it for 2xx retransmitted after the ProxiedRequest
+    is gone."""
+
+    __slots__ = ("incoming", "addresses", "cseq_shifted")
+
+    def __init__(self, incoming: IncomingRequest, addresses: RequestAddresses):
+        self.incoming = incoming
+        self.addresses = addresses
+        self.cseq_shifted = False  # a branch went with another CSeq: replies get the received one
+
+    def prepare(self, response: Response) -> Response:
+        addresses = self.addresses
+        if addresses.fixed_headers:
+            apply_rewrites(response, reply_rewrites(response, addresses.fixed_headers, self.incoming.request,
+                                                    addresses.saved_spans))
+        if self.cseq_shifted:
+            response.headers.set("CSeq", self.incoming.request.headers.get("CSeq"))
+        return response
+
+    def forward_late(self, response: Response) -> None:
+        """A 2xx retransmitted after the transaction's final went upstream (16.7 item 5)."""
+        if 200 <= response.status < 300:
+            upstream = response_for_upstream(response)
+            if upstream is not None:
+                self.incoming.send(self.prepare(upstream))
+
+
 class ProxiedRequest:
     """One request going through the script: the namespaces and, once relayed, the
     response context of its branches."""
@@ -307,7 +337,7 @@ class ProxiedRequest:
         self.last_target: URI | str | None = None  # the Request-URI given to the last relay
         self.tracked = False  # an in-dialog request noted in the dialog table once relayed
         self.cseq_raise = 0  # CSeq + this on the branches of a request outside any dialog (uac_auth)
-        self.cseq_shifted = False  # a branch went with another CSeq: replies get the received one
+        self.up = _Upstream(incoming, self.addresses)
         found = proxy.dialogs.match(incoming.request)  # None for an initial request
         self.in_dialog = found is not None  # a request of a dialog the table tracks
         self.dialog = DialogFunctions(self.msg, proxy.dialogs, proxy.now, found)
@@ -373,13 +403,21 @@ class ProxiedRequest:
             self.apply(self.context.transport_failed(number))
             return -1
 
+        # The INVITE client transaction stays Accepted 64*T1 after its 2xx (RFC 6026):
+        # this callback lives that long, so it holds the request weakly and, once the
+        # request is done with, forwards a retransmitted 2xx with `up` alone.
+        me, up = weakref.ref(self), self.up
+
         def provisional(response: Response) -> None:
-            if response.status >= 200:  # a 2xx after the first: upstream too (RFC 6026 7.2)
-                self.apply(self.context.receive(number, response))
-                return
-            self._note_sent(branch, response)
-            self.run_onreply_route(response)
-            self.apply(self.context.receive(number, response))
+            proxied = me()
+            if proxied is None:
+                up.forward_late(response)
+            elif response.status >= 200:  # a 2xx after the first: upstream too (RFC 6026 7.2)
+                proxied.apply(proxied.context.receive(number, response))
+            else:
+                proxied._note_sent(branch, response)
+                proxied.run_onreply_route(response)
+                proxied.apply(proxied.context.receive(number, response))
 
         # Timer C (16.6 item 11) as Kamailio's fr_inv_timer: a final by then, or a 408.
         timeout = self.proxy.settings.fr_inv_timeout if self.msg.method == "INVITE" else None
@@ -454,14 +492,8 @@ class ProxiedRequest:
         return uri
 
     def upstream(self, response: Response) -> Response:
-        """``response`` with the From/To (reply_rewrites) and the CSeq its request was
-        received with."""
-        addresses = self.addresses
-        if addresses.fixed_headers:
-            apply_rewrites(response, reply_rewrites(response, addresses.fixed_headers, self.incoming.request,
-                                                    addresses.saved_spans))
-        if self.cseq_shifted:
-            response.headers.set("CSeq", self.incoming.request.headers.get("CSeq"))
+        """``response`` as it goes upstream (``_Upstream.prepare``), noted in the dialog."""
+        self.up.prepare(response)
         self._track_response(response)
         return response
 
@@ -477,7 +509,7 @@ class ProxiedRequest:
             except DialogError as e:
                 log.info("{method}: CSeq not raised: {error}", method=request.method, error=str(e))
                 return
-            self.cseq_shifted = True
+            self.up.cseq_shifted = True
 
     def authenticate(self, mode: int) -> int:
         """``uac.uac_auth(mode)``: the picked branch's 401/407 answered on ``msg`` for the
