@@ -118,6 +118,17 @@ class ChangeTests(SynchronousTestCase):
         self.headers.set("VIA", "only")
         self.assertEqual(self.headers.items(), [("Via", "only"), ("X-A", "a"), ("X-B", "b")])
 
+    def test_drop_views_keeps_the_fields(self):
+        message = parse_message(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+                                b"From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+                                b"Content-Length: 0\r\n\r\n")
+        self.assertEqual(message.top_via.branch, "z9hG4bK1")
+        before = bytes(message)
+        message.headers.drop_views()
+        self.assertEqual((message.top_via.branch, message.from_.tag, message.headers.get("CSeq")),
+                         ("z9hG4bK1", "1", "1 OPTIONS"))
+        self.assertEqual(bytes(message), before)
+
     def test_set_appends_when_absent(self):
         self.headers.set("Route", "<sip:p>")
         self.assertEqual(self.headers.items()[-1], ("Route", "<sip:p>"))

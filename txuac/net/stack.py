@@ -452,6 +452,10 @@ class SIPStack:
         if response.status >= 200 and (transaction.last_response is None or transaction.last_response.status < 200):
             self.server_outcomes[(transaction.request.method, _status_class(response.status))] += 1
         self._apply_server(transaction, entry[1], transaction.send_response(response, self.reactor.seconds()))
+        if response.status >= 200:
+            # Kept until Timer J/L/H for retransmissions, which need no parsed views.
+            transaction.request.headers.drop_views()
+            response.headers.drop_views()
 
     def _apply_server(self, transaction: ServerTransaction, channel: Channel, effects) -> None:
         for effect in effects:

@@ -415,7 +415,7 @@ class ProxiedRequest:
             elif response.status >= 200:  # a 2xx after the first: upstream too (RFC 6026 7.2)
                 proxied.apply(proxied.context.receive(number, response))
             else:
-                proxied._note_sent(branch, response)
+                proxied._note_sent(proxied.branches[number], response)
                 proxied.run_onreply_route(response)
                 proxied.apply(proxied.context.receive(number, response))
 

@@ -171,6 +171,11 @@ class Headers:
                 return field[2]
         return None
 
+    def drop_views(self) -> None:
+        """Forget the typed views and the per-name index (rebuilt on the next lookup): for
+        a message kept long but rarely read, such as a finished transaction's."""
+        self._views = {}
+
     def values(self, key: str) -> list[str]:
         """Every value of the header whose lookup key (see header_key) is ``key``; do not modify it."""
         views = self._views
