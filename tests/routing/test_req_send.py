@@ -430,7 +430,7 @@ class ScriptTests(SenderTestCase):
         self.assertIn("RouteContextError: tm.t_relay() cannot be used from event_route[uac:reply]",
                       failure["traceback"])
         self.assertIn("tm.t_relay()", failure["traceback"])
-        self.assertEqual(self.proxy.events.failures, 1)
+        self.assertEqual((self.proxy.events.failures, self.proxy.script_failures), (1, 1))
         self.receive(request("OPTIONS", uri=OURS, branch="z9hG4bKagain"))
         self.assertEqual([m.status for m, _ in self.sent()], [200])
 

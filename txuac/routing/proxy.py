@@ -176,7 +176,7 @@ class ProxyService:
         self.script_failures = 0
         self._warned_no_registrant = False
         # One sender for every uac_req_send; its events run the script (req_send.ScriptEvents).
-        self.events = ScriptEvents(routes, settings.event_callback, self.event_uac)
+        self.events = ScriptEvents(routes, settings.event_callback, self.event_uac, self._count_event_failure)
         self.requests = RequestSender(stack, self.parts.nonces, self.parts.algorithms, self.parts.default_socket,
                                       self.events)
 
@@ -186,6 +186,9 @@ class ProxyService:
 
     def now(self) -> float:
         return self.stack.reactor.seconds()
+
+    def _count_event_failure(self) -> None:
+        self.script_failures += 1  # logged by ScriptEvents
 
     def warn_no_registrant(self) -> None:
         """A uac_reg_* function without [uac] reg_db_url: said once, then -1 silently."""

@@ -463,12 +463,14 @@ class ScriptEvents:
     """An ``on_event`` handler running the script's event callback or event route with
     ``(event, uac, tm, rr, dialog, sl)``; ``make_uac()`` gives the ``uac`` namespace
     (its uac_req_send works there). An exception in the script is logged once with its
-    traceback and counted in ``failures``."""
+    traceback and counted in ``failures`` (and by ``on_failure``, the proxy's count)."""
 
-    def __init__(self, routes: RouteTable, event_callback: str | None, make_uac: Callable[[], Any]):
+    def __init__(self, routes: RouteTable, event_callback: str | None, make_uac: Callable[[], Any],
+                 on_failure: Callable[[], None] | None = None):
         self.route = event_handler(routes, event_callback)
         self.with_name = bool(event_callback)
         self.make_uac = make_uac
+        self.on_failure = on_failure
         self.failures = 0
 
     def __call__(self, event: UacReplyEvent) -> None:
@@ -481,6 +483,8 @@ class ScriptEvents:
         result = call_route(route, *args)
         if isinstance(result, ScriptFailure):
             self.failures += 1
+            if self.on_failure is not None:
+                self.on_failure()
             log.error("routing script failed in {route} for {method} {ruri} ({evcode}):\n{traceback}",
                       route=route.label, method=event.request.method, ruri=event.request.ruri,
                       evcode=event.evcode, traceback=result.traceback)
