@@ -17,6 +17,8 @@ BRANCHES = []
 def route(msg, uac, tm, rr, dialog, sl):
     if msg.uri.user == "nobranch":
         REPLIES.append(tm.t_on_branch("MISSING"))
+    elif msg.uri.user == "armed":
+        tm.t_on_reply("ARMED")
     elif msg.uri.user != "plain":
         tm.t_on_branch("MARK")
     tm.t_on_failure("NEXT")
@@ -37,6 +39,11 @@ def mark(msg, uac, tm, rr, dialog, sl):
 def next_hop(msg, uac, tm, rr, dialog, sl):
     if msg.uri.user == "bob":
         tm.t_relay_to_uri("sip:carol@198.51.100.9:5070")
+
+
+@onreply_route("ARMED")
+def armed_reply(msg, uac, tm, rr, dialog, sl):
+    REPLIES.append(("armed", msg.status, msg.headers.get("X-Seen")))
 
 
 @onreply_route
@@ -66,6 +73,12 @@ class OnReplyRouteTests(RoutesTestCase):
         self.assertEqual(self.module.REPLIES, [(180, 1), (200, -1)])
         upstream = self.sent(PEER)
         self.assertEqual([(r.status, r.headers.get("X-Seen")) for r in upstream], [(180, "yes"), (200, None)])
+
+    def test_named_route_after_the_global_one_when_armed(self):
+        forwarded = self.forwarded_invite("armed")
+        self.answer(forwarded, 180)
+        self.assertEqual(self.module.REPLIES, [(180, 1), ("armed", 180, "yes")])
+        self.assertEqual(self.proxy.routes.replies["ARMED"].label, "onreply_route[ARMED]")
 
     def test_exception_logged_once_and_the_reply_goes_on(self):
         forwarded = self.forwarded_invite("plain")

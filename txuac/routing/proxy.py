@@ -71,7 +71,9 @@ on). ``uac.uac_reg_*`` (``reg_functions``) use the registrant of ``ServiceParts`
 A 2xx retransmitted (or from another fork) while the INVITE client transaction is
 Accepted (RFC 6026, 64*T1) goes upstream too: a caller whose 200 was lost gets it.
 
-Not yet: named onreply routes (``t_on_reply``), the other dialog functions.
+``tm.t_on_reply(name)`` arms ``onreply_route[name]``, run after the global one.
+
+Not yet: the other dialog functions.
 """
 
 from __future__ import annotations
@@ -336,6 +338,7 @@ class ProxiedRequest:
         self.failure_route: Route | None = None  # armed by tm.t_on_failure
         self.in_failure_route = False
         self.branch_route: Route | None = None  # armed by tm.t_on_branch
+        self.reply_route: Route | None = None  # armed by tm.t_on_reply
         self.current_reply: Response | None = None  # the reply onreply_route runs for
         self.last_target: URI | str | None = None  # the Request-URI given to the last relay
         self.tracked = False  # an in-dialog request noted in the dialog table once relayed
@@ -474,18 +477,19 @@ class ProxiedRequest:
             self.msg.uri, self.msg.headers, self.msg.body = saved.uri, saved.headers, saved.body
 
     def run_onreply_route(self, response: Response) -> None:
-        """``onreply_route`` for a reply received on a branch, before tm handles it (the
-        script may change it; an exception is logged and the reply goes on)."""
-        route = self.proxy.routes.onreply
-        if route is None:
-            return
-        self.current_reply = response
-        try:
-            result = call_route(route, response, self.uac, self.tm, self.rr, self.dialog, self.sl)
-        finally:
-            self.current_reply = None
-        if isinstance(result, ScriptFailure):
-            self.proxy.note_script_failure(result, response)
+        """``onreply_route``, then the ``onreply_route[NAME]`` armed by ``tm.t_on_reply``,
+        for a reply received on a branch before tm handles it (the script may change it;
+        an exception is logged and the reply goes on)."""
+        for route in (self.proxy.routes.onreply, self.reply_route):
+            if route is None:
+                continue
+            self.current_reply = response
+            try:
+                result = call_route(route, response, self.uac, self.tm, self.rr, self.dialog, self.sl)
+            finally:
+                self.current_reply = None
+            if isinstance(result, ScriptFailure):
+                self.proxy.note_script_failure(result, response)
 
     def our_record_route(self, transport: str) -> str:
         """Our Record-Route URI, with vsf/vst of the replaced (or restored) From/To."""
@@ -688,10 +692,19 @@ class TM:
     def _named(self, kind: str, name: str) -> Route | None:
         """The script's ``{kind}_route[name]``; None (logged) when it has none."""
         routes = self._proxied.proxy.routes
-        route = (routes.failure if kind == "failure" else routes.branch).get(name)
+        table = {"failure": routes.failure, "branch": routes.branch, "reply": routes.replies}[kind]
+        route = table.get(name)
         if route is None:
-            log.error("t_on_{kind}: no {kind}_route[{name}] in the script", kind=kind, name=name)
+            label = "onreply" if kind == "reply" else kind
+            log.error("t_on_{kind}: no {label}_route[{name}] in the script", kind=kind, label=label, name=name)
         return route
+
+    def t_on_reply(self, name: str) -> int:
+        """Run ``onreply_route[name]`` for the replies of this transaction (KSR.tm.t_on_reply)."""
+        route = self._named("reply", name)
+        if route is not None:
+            self._proxied.reply_route = route
+        return 1 if route is not None else -1
 
     def t_is_canceled(self) -> int:
         """1 when the transaction was cancelled (a CANCEL from upstream), -1 otherwise."""

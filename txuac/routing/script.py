@@ -1,5 +1,5 @@
 """The routing script: a Python module the proxy runs for each message, as Kamailio runs
-its ``request_route``, ``failure_route[NAME]``, ``onreply_route``, ``branch_route[NAME]`` and
+its ``request_route``, ``failure_route[NAME]``, ``onreply_route`` (and ``[NAME]``), ``branch_route[NAME]`` and
 ``event_route[uac:reply]`` blocks.
 
 A script (``[routing] script``, see conf/routing.py) marks its routes with decorators::
@@ -99,6 +99,7 @@ class RouteTable:
     onreply: Route | None = None
     branch: Mapping[str, Route] = field(default_factory=dict)
     events: Mapping[str, Route] = field(default_factory=dict)
+    replies: Mapping[str, Route] = field(default_factory=dict)  # onreply_route[NAME] (tm.t_on_reply)
     module: Any = field(default=None, repr=False, compare=False)
 
 
@@ -112,12 +113,14 @@ class _Registry:
         self.onreply: Route | None = None
         self.branch: dict[str, Route] = {}
         self.events: dict[str, Route] = {}
+        self.replies: dict[str, Route] = {}
 
     def add(self, kind: RouteKind, name: str | None, function: Callable[..., Any]) -> None:
         route = Route(kind, name, function, self.path, _definition_line(function))
         _check_route_function(route)
-        named = {RouteKind.FAILURE: self.failure, RouteKind.BRANCH: self.branch, RouteKind.EVENT: self.events}
-        if kind in named:
+        named = {RouteKind.FAILURE: self.failure, RouteKind.BRANCH: self.branch, RouteKind.EVENT: self.events,
+                 RouteKind.ONREPLY: self.replies}
+        if kind in named and (name is not None or kind is not RouteKind.ONREPLY):
             table = named[kind]
             if name in table:
                 raise _script_error(route, f"{route.label} is defined twice (first at line {table[name].line})")
@@ -195,7 +198,19 @@ def _named_route(kind: RouteKind) -> Callable[[str], Callable[[F], F]]:
 
 
 request_route = _unnamed_route(RouteKind.REQUEST)
-onreply_route = _unnamed_route(RouteKind.ONREPLY)
+_every_reply_route = _unnamed_route(RouteKind.ONREPLY)
+_named_reply_route = _named_route(RouteKind.ONREPLY)
+
+
+def onreply_route(function_or_name: Any) -> Any:
+    """``@onreply_route``: every reply received (one at most); ``@onreply_route("NAME")``:
+    the replies of the transactions that armed it with ``tm.t_on_reply("NAME")``, after
+    the first (Kamailio's onreply_route and onreply_route[NAME])."""
+    if isinstance(function_or_name, str):
+        return _named_reply_route(function_or_name)
+    return _every_reply_route(function_or_name)
+
+
 branch_route = _named_route(RouteKind.BRANCH)
 failure_route = _named_route(RouteKind.FAILURE)
 event_route = _named_route(RouteKind.EVENT)
@@ -238,6 +253,7 @@ def load_script(path: str) -> RouteTable:
         raise ConfigError(f"{path}: no @request_route: the script must have one")
     return RouteTable(path=path, request=registry.request, failure=MappingProxyType(registry.failure),
                       onreply=registry.onreply, branch=MappingProxyType(registry.branch),
+                      replies=MappingProxyType(registry.replies),
                       events=MappingProxyType(registry.events), module=module)
 
 
