@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from tests.net.test_interop_sipp import HOST, T1, T2, sipp_messages, tcp_listening, udp_bound, until
 from tests.support.peers import PeerProcess, free_port, require_program
 from txuac.config import settings_from_dict
+from txuac.routing.restore_codec import encode_restore
 from txuac.service import UACService
 
 SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sipp")
@@ -176,9 +177,9 @@ class AnonymisedCallTests(ProxyInteropCase):
         uac_messages, uas_messages, _ = yield self.call("uac_call.xml", "uas_call.xml")
         received = [m for _, way, m in sipp_messages(uas_messages) if way == "received"]
         self.assertEqual([m.method for m in received], ["INVITE", "ACK", "BYE"])
-        caller_from = self.caller_from(uac_messages)
+        caller_from = self.last_caller_from = self.caller_from(uac_messages)
         tag = caller_from.split(";tag=")[1]
-        record_route = received[0].headers.get("Record-Route")
+        record_route = self.last_record_route = received[0].headers.get("Record-Route")
         self.assertTrue(record_route.split(";lr;")[1].startswith(f"ftag={tag}{self.record_route_param}"),
                         record_route)
         self.assertEqual("vsf=" in record_route, bool(self.record_route_param))
@@ -232,3 +233,57 @@ class AnonymisedTCPCallTests(AnonymisedCallTests):
     Record-Route with ;transport=tcp."""
 
     transport = "tcp"
+
+
+class AnonymisedPasswordCallTests(AnonymisedCallTests):
+    """The same calls with restore_passwd: vsf XOR-encrypted (Kamailio's), same results."""
+
+    routing = {"restore_passwd": "s3cret-Key"}
+
+    @defer.inlineCallbacks
+    def test_callee_sees_the_new_from_and_the_caller_its_own(self):
+        yield super().test_callee_sees_the_new_from_and_the_caller_its_own()
+        # Kamailio's value with the password, not the plain one.
+        caller_uri = self.last_caller_from.split("<")[1].split(">")[0]
+        vsf = self.last_record_route.split(";vsf=")[1].rstrip(">")
+        anonymous = "sip:anonymous@anonymous.invalid"
+        self.assertEqual(vsf, encode_restore(caller_uri, anonymous, "s3cret-Key"))
+        self.assertNotEqual(vsf, encode_restore(caller_uri, anonymous))
+
+
+HIDDEN = "sip:hidden@example.net"
+
+
+class ToReplacedCallTests(ProxyInteropCase):
+    """To replaced (uac_replace_to, URI only) in auto mode: vst restores it both ways."""
+
+    script = SCRIPT.replace("        rr.record_route()\n",
+                            f"        rr.record_route()\n        uac.uac_replace_to({HIDDEN!r})\n")
+
+    @defer.inlineCallbacks
+    def test_callee_sees_the_new_to_and_the_caller_its_own(self):
+        uac_messages, uas_messages, uas_port = yield self.call("uac_call.xml", "uas_call.xml")
+        received = [m for _, way, m in sipp_messages(uas_messages) if way == "received"]
+        self.assertEqual([m.method for m in received], ["INVITE", "ACK", "BYE"])
+        self.assertIn(";vst=", received[0].headers.get("Record-Route"))
+        self.assertEqual(received[0].headers.get("To"), f"<{HIDDEN}>")
+        for request in received[1:]:
+            self.assertTrue(request.headers.get("To").startswith(f"<{HIDDEN}>;tag="), request.headers.get("To"))
+        original = f"<sip:service@{HOST}:{uas_port}>"
+        replies = [m for _, way, m in sipp_messages(uac_messages) if way == "received"]
+        self.assertEqual([m.status for m in replies], [100, 180, 200, 200])
+        for reply in replies:
+            self.assertTrue(reply.headers.get("To").startswith(original), reply.headers.get("To"))
+        self.assertEqual(self.proxy.script_failures, 0)
+
+    @defer.inlineCallbacks
+    def test_callee_bye_gets_the_original_to_as_from(self):
+        uac_messages, uas_messages, uas_port = yield self.call("uac_callee_bye.xml", "uas_bye.xml")
+        [bye_sent] = [m for _, way, m in sipp_messages(uas_messages) if way == "sent" and
+                      getattr(m, "method", None) == "BYE"]
+        self.assertTrue(bye_sent.headers.get("From").startswith(f"<{HIDDEN}>;tag="))
+        [bye_received] = [m for _, way, m in sipp_messages(uac_messages) if way == "received" and
+                          getattr(m, "method", None) == "BYE"]
+        self.assertTrue(bye_received.headers.get("From").startswith(f"<sip:service@{HOST}:{uas_port}>;tag="),
+                        bye_received.headers.get("From"))
+        self.assertEqual(self.proxy.script_failures, 0)
