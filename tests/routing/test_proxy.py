@@ -103,6 +103,13 @@ class ProxyTestCase(SynchronousTestCase):
         response = make_response(forwarded, status, to_tag=to_tag, extra_headers=list(extra))
         self.receive(bytes(response), CALLEE)
 
+    def ringing_then_answered(self, forwarded):
+        """The callee answers 180 then 200 to ``forwarded``: what went upstream."""
+        self.sent()
+        self.answer(forwarded, 180)
+        self.answer(forwarded, 200)
+        return self.sent(PEER)
+
     def forwarded_invite(self, uri_user="bob"):
         self.receive(request(uri=f"sip:{uri_user}@{CALLEE[0]}:{CALLEE[1]}"))
         downstream = self.sent(CALLEE)
@@ -163,11 +170,7 @@ class RelayTests(ProxyTestCase):
         self.assertIn(PEER[0], vias[1])
 
     def test_responses_go_upstream(self):
-        forwarded = self.forwarded_invite()
-        self.sent()
-        self.answer(forwarded, 180)
-        self.answer(forwarded, 200)
-        upstream = self.sent(PEER)
+        upstream = self.ringing_then_answered(self.forwarded_invite())
         self.assertEqual([r.status for r in upstream], [180, 200])
         for response in upstream:
             self.assertEqual(len(response.headers.get_all("Via")), 1)  # our Via removed (16.7 item 3)
@@ -299,11 +302,7 @@ class AutoRestoreTests(ProxyTestCase):
         self.assertNotIn("vst=", record_route)
 
     def test_replies_upstream_get_the_original_from(self):
-        forwarded = self.forwarded_invite()
-        self.sent()
-        self.answer(forwarded, 180)
-        self.answer(forwarded, 200)
-        upstream = self.sent(PEER)
+        upstream = self.ringing_then_answered(self.forwarded_invite())
         self.assertEqual([r.status for r in upstream], [180, 200])
         for response in upstream:
             self.assertEqual(response.headers.get("From"), "<sip:alice@example.com>;tag=alice1")

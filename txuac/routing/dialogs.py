@@ -131,11 +131,13 @@ class Dialog:
             raise DialogError(f"CSeq offset must grow, got {by}")
         self.cseq_offset[direction] += by
 
-    def shift_request(self, request: Request, direction: Direction) -> None:
-        """Add ``direction``'s offset to the request's CSeq number (ACK and CANCEL alike)."""
+    def shift_request(self, request: Request, direction: Direction) -> bool:
+        """Add ``direction``'s offset to the request's CSeq number (ACK and CANCEL alike);
+        whether there was one."""
         offset = self.cseq_offset[direction]
         if offset:
             shift_cseq(request, offset)
+        return bool(offset)
 
     def unshift_response(self, response: Response, direction: Direction) -> None:
         """Take ``direction``'s offset back out of a reply to a request of that direction."""

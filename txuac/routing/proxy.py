@@ -509,13 +509,18 @@ class ProxiedRequest:
         dialog and direction (Kamailio's known limitation, fixed: RFC 3261 12.2.1.1 wants
         CSeq to grow within a dialog), or by this request's own resends."""
         found = self.dialog.found
-        raised = found[0].cseq_offset[found[1]] if found is not None else self.cseq_raise
-        if raised:
-            try:
-                shift_cseq(request, raised)
-            except DialogError as e:
-                log.info("{method}: CSeq not raised: {error}", method=request.method, error=str(e))
-                return
+        try:
+            if found is not None:
+                shifted = found[0].shift_request(request, found[1])
+            elif self.cseq_raise:
+                shift_cseq(request, self.cseq_raise)
+                shifted = True
+            else:
+                shifted = False
+        except DialogError as e:
+            log.info("{method}: CSeq not raised: {error}", method=request.method, error=str(e))
+            return
+        if shifted:
             self.up.cseq_shifted = True
 
     def authenticate(self, mode: int) -> int:
