@@ -3,6 +3,8 @@
 A test that needs a peer calls ``require_program("sipp")``. When the program
 is missing the test is skipped with the reason, unless TXUAC_REQUIRE_PEERS=1
 (as .ci/run sets), in which case it fails: CI must never skip interop silently.
+TXUAC_NO_PEERS=1 treats every peer as missing: the unit tests alone, as on a
+machine where ``./dev setup`` could not install the peers.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ import time
 from twisted.trial.unittest import SkipTest
 
 PEERS_REQUIRED = os.environ.get("TXUAC_REQUIRE_PEERS") == "1"
+PEERS_HIDDEN = os.environ.get("TXUAC_NO_PEERS") == "1"
+MISSING_HINT = "install it with ./dev setup as root"
 EXTRA_PATHS = ("/usr/sbin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
 
 
 def find_program(name: str) -> str | None:
+    if PEERS_HIDDEN:
+        return None
     found = shutil.which(name)
     if found:
         return found
@@ -35,11 +41,16 @@ def require_program(name: str) -> str:
     """The path of ``name``, or skip (fail when peers are required) if it is not installed."""
     path = find_program(name)
     if path is None:
-        message = f"{name} is not installed (Debian: see .ci/run)"
-        if PEERS_REQUIRED:
-            raise AssertionError(message + " and TXUAC_REQUIRE_PEERS=1")
-        raise SkipTest(message)
+        missing_peer(f"{name} is not installed")
     return path
+
+
+def missing_peer(message: str) -> None:
+    """Skip the test for a peer that is not installed, or fail when peers are required."""
+    message = f"{message} ({MISSING_HINT})"
+    if PEERS_REQUIRED:
+        raise AssertionError(message + " and TXUAC_REQUIRE_PEERS=1")
+    raise SkipTest(message)
 
 
 def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
