@@ -14,7 +14,7 @@ from typing import Callable
 
 from txuac.errors import AuthenticationError, SIPParseError
 from txuac.sip.fields import AuthParams, parse_auth_list
-from txuac.sip.grammar import quote
+from txuac.sip.grammar import ascii_lower, ascii_upper, quote, strip_lws
 from txuac.sip.message import Response
 from txuac.sip.tokens import token_hex
 
@@ -48,7 +48,7 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 
 def canonical_algorithm(name: str) -> str:
     """``md5-sess`` -> ``MD5-SESS``; unknown names are returned upper-cased."""
-    return name.strip().upper()
+    return ascii_upper(strip_lws(name))
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,16 @@ def challenge_from(params: AuthParams, proxy: bool) -> Challenge:
         raise AuthenticationError(f"Digest challenge for realm {realm!r} without nonce")
     token = params.get("algorithm") or "MD5"
     qop_text = params.get("qop")
-    qop = tuple(v.strip().lower() for v in qop_text.split(",") if v.strip()) if qop_text else ()
-    stale = (params.get("stale") or "false").strip().lower() == "true"
-    userhash = (params.get("userhash") or "false").strip().lower() == "true"
-    return Challenge(realm, nonce, canonical_algorithm(token), token.strip(), qop, params.get("opaque"), stale,
+    qop = tuple(ascii_lower(v) for v in map(strip_lws, qop_text.split(",")) if v) if qop_text else ()
+    stale = _is_true(params.get("stale"))
+    userhash = _is_true(params.get("userhash"))
+    return Challenge(realm, nonce, canonical_algorithm(token), strip_lws(token), qop, params.get("opaque"), stale,
                      userhash, proxy)
+
+
+def _is_true(value: str | None) -> bool:
+    """A boolean auth-param (stale, userhash): "true" in any ASCII case."""
+    return value is not None and ascii_lower(strip_lws(value)) == "true"
 
 
 def parse_challenges(response: Response) -> list[Challenge]:

@@ -22,9 +22,12 @@ from txuac.sip.grammar import (
     check_token,
     is_token,
     match_quoted,
+    parse_digits,
     quote,
     split_list,
+    split_lws,
     split_params,
+    strip_lws,
     unquote,
 )
 from txuac.sip.uri import URI, parse_port, parse_uri, split_host_port
@@ -153,7 +156,7 @@ def parse_name_addr(text: str, element: str) -> NameAddress:
         if quoted is not None:
             display = _QUOTED_PAIR_RE.sub(r"\1", quoted) if "\\" in quoted else quoted
         elif display is not None:
-            display = " ".join(display.split())
+            display = " ".join(split_lws(display))
         return _name_addr(uri_text, display, params_text, element)
     m = _ADDR_SPEC_RE.match(text)
     if m is not None and ":" in m.group(1):
@@ -167,7 +170,7 @@ def _name_addr(uri_text: str, display: str | None, params_text: str | None, elem
 
 
 def _parse_name_addr_slowly(text: str, element: str) -> NameAddress:
-    text = text.strip()
+    text = strip_lws(text)
     if not text:
         raise SIPParseError("empty value", element=element)
     display: str | None = None
@@ -182,12 +185,12 @@ def _parse_name_addr_slowly(text: str, element: str) -> NameAddress:
     else:
         lt = text.find("<")
         if lt > 0:
-            words = text[:lt].split()
+            words = split_lws(text[:lt])
             if words:
                 for word in words:
                     if not is_token(word):
                         raise SIPParseError(
-                            f"display name {text[:lt].strip()[:40]!r} must be quoted", element=element
+                            f"display name {strip_lws(text[:lt])[:40]!r} must be quoted", element=element
                         )
                 display = " ".join(words)
     if lt >= 0:
@@ -197,7 +200,7 @@ def _parse_name_addr_slowly(text: str, element: str) -> NameAddress:
         uri_text = text[lt + 1 : gt]
         if _WHITESPACE_RE.search(uri_text):
             raise SIPParseError("whitespace inside <addr-spec>", element=element)
-        rest = text[gt + 1 :].lstrip(" \t")
+        rest = strip_lws(text[gt + 1 :])
         if rest:
             if rest[0] != ";":
                 raise SIPParseError(f"junk after '>': {rest[:20]!r}", element=element)
@@ -209,7 +212,7 @@ def _parse_name_addr_slowly(text: str, element: str) -> NameAddress:
     # and the URI may not contain ',', '?' or ';' (RFC 3261 20.10).
     semicolon = text.find(";")
     if semicolon >= 0:
-        uri_text = text[:semicolon].rstrip(" \t")
+        uri_text = strip_lws(text[:semicolon])
         params = Parameters.parse(text[semicolon + 1 :], element)
     else:
         uri_text = text
@@ -222,7 +225,7 @@ def _parse_name_addr_slowly(text: str, element: str) -> NameAddress:
 def parse_name_addr_list(value: str, element: str, allow_wildcard: bool = False) -> list:
     """Parse a comma-separated list of name-addrs (Contact, Route, Record-Route, Path)."""
     if "," not in value:
-        if allow_wildcard and value.strip(" \t") == "*":
+        if allow_wildcard and strip_lws(value) == "*":
             return [WILDCARD]
         return [parse_name_addr(value, element)]
     return _parse_items(value, element, parse_name_addr)
@@ -269,7 +272,7 @@ class Via:
     def rport(self) -> int | None:
         """The port filled in by the server (RFC 3581), None when absent or empty."""
         value = self.params.get("rport")
-        return int(value) if value else None
+        return int(value) if value else None  # checked by parse_port when parsed
 
     @property
     def rport_requested(self) -> bool:
@@ -339,9 +342,10 @@ def parse_via(text: str, element: str = "Via") -> Via:
 
 
 def _parse_via_slowly(text: str, element: str) -> Via:
-    m = _VIA_RE.match(text.strip())
+    text = strip_lws(text)
+    m = _VIA_RE.match(text)
     if m is None:
-        raise SIPParseError(f"malformed via-parm {text.strip()[:64]!r}", element=element)
+        raise SIPParseError(f"malformed via-parm {text[:64]!r}", element=element)
     name, version, transport, sent_by, params_text = m.groups()
     check_token(name, element, "protocol name")
     check_token(version, element, "protocol version")
@@ -377,7 +381,8 @@ def _check_via_params(params: Parameters, element: str) -> None:
             if value:
                 parse_port(value, element)
         elif lkey == "ttl":
-            if value is None or not value.isdigit() or not value.isascii() or len(value) > 10 or int(value) > 255:
+            ttl = None if value is None or len(value) > 10 else parse_digits(value, 255)
+            if ttl is None or ttl > 255:
                 raise SIPParseError("invalid ttl", element=element)
         elif not value:
             raise SIPParseError(f"{key} needs a value", element=element)
@@ -413,7 +418,7 @@ class CSeq:
 
 
 def parse_cseq(text: str, element: str = "CSeq") -> CSeq:
-    parts = text.split()
+    parts = split_lws(text)
     if len(parts) != 2:
         raise SIPParseError(f"expected 'number method', got {text[:40]!r}", element=element)
     number, method = parts
@@ -421,10 +426,10 @@ def parse_cseq(text: str, element: str = "CSeq") -> CSeq:
         check_token(method, element, "method")
     # RFC 3261 8.1.1.5: the sequence number MUST be expressible as a 32-bit
     # unsigned integer and MUST be less than 2**31.
-    if not number.isdigit() or not number.isascii() or len(number.lstrip("0")) > 10 \
-            or int(number.lstrip("0") or "0") >= 2**31:
+    value = parse_digits(number, 2**31 - 1)
+    if value is None or value >= 2**31:
         raise SIPParseError(f"invalid sequence number {number[:24]!r}", element=element)
-    return CSeq(int(number), method)
+    return CSeq(value, method)
 
 
 _COMMON_METHODS = frozenset("INVITE ACK BYE CANCEL OPTIONS REGISTER SUBSCRIBE NOTIFY MESSAGE INFO REFER UPDATE PRACK PUBLISH".split())
@@ -432,24 +437,22 @@ _COMMON_METHODS = frozenset("INVITE ACK BYE CANCEL OPTIONS REGISTER SUBSCRIBE NO
 
 def parse_delta_seconds(text: str, element: str) -> int:
     """``delta-seconds``: digits; values above 2**32-1 are taken as 2**32-1."""
-    if len(text) < 10 and text.isdigit() and text.isascii():
+    if len(text) < 10 and text.isascii() and text.isdigit():
         return int(text)
-    text = text.strip()
-    if not text.isdigit() or not text.isascii():
+    text = strip_lws(text)
+    seconds = parse_digits(text, MAX_DELTA_SECONDS)
+    if seconds is None:
         raise SIPParseError(f"expected delta-seconds, got {text[:24]!r}", element=element)
-    text = text.lstrip("0") or "0"
-    if len(text) > 10:
-        return MAX_DELTA_SECONDS
-    return min(int(text), MAX_DELTA_SECONDS)
+    return min(seconds, MAX_DELTA_SECONDS)
 
 
 def parse_max_forwards(text: str, element: str = "Max-Forwards") -> int:
     """RFC 3261 20.22: 0 to 255 (leading zeros allowed, RFC 4475 3.1.1.1)."""
-    text = text.strip()
-    digits = text.lstrip("0")  # leading zeros are allowed (RFC 4475 3.1.1.1: "0068")
-    if not text.isdigit() or not text.isascii() or len(digits) > 3 or int(digits or "0") > 255:
+    text = strip_lws(text)
+    hops = parse_digits(text, 255)  # leading zeros are allowed (RFC 4475 3.1.1.1: "0068")
+    if hops is None or hops > 255:
         raise SIPParseError(f"invalid value {text[:24]!r} (0-255)", element=element)
-    return int(digits or "0")
+    return hops
 
 
 class RetryAfter:
@@ -486,7 +489,7 @@ _RETRY_AFTER_RE = re.compile(r"[ \t]*([0-9]+)[ \t]*")
 def parse_retry_after(text: str, element: str = "Retry-After") -> RetryAfter:
     m = _RETRY_AFTER_RE.match(text)
     if m is None:
-        raise SIPParseError(f"expected delta-seconds, got {text.strip()[:24]!r}", element=element)
+        raise SIPParseError(f"expected delta-seconds, got {strip_lws(text)[:24]!r}", element=element)
     seconds = parse_delta_seconds(m.group(1), element)
     pos = m.end()
     comment = None
@@ -494,7 +497,7 @@ def parse_retry_after(text: str, element: str = "Retry-After") -> RetryAfter:
         end = _comment_end(text, pos, element)
         comment = text[pos + 1 : end - 1]
         pos = end
-    rest = text[pos:].strip()
+    rest = strip_lws(text[pos:])
     params = Parameters()
     if rest:
         if rest[0] != ";":
@@ -611,7 +614,7 @@ def parse_auth_list(value: str, element: str) -> list[AuthParams]:
         result.append(current)
         rest = m.group(2)
         if rest:
-            rest = rest.strip()
+            rest = strip_lws(rest)
             pm = param_match(rest)
             if pm is not None:
                 current.params.append((pm.group(1), pm.group(2)))
@@ -640,9 +643,10 @@ _DATE_RE = re.compile(
 
 def parse_date(text: str, element: str = "Date") -> datetime:
     """RFC 1123 date in GMT only (RFC 3261 20.17)."""
-    m = _DATE_RE.match(text.strip())
+    text = strip_lws(text)
+    m = _DATE_RE.match(text)
     if m is None or m.group(3) not in _MONTHS:
-        raise SIPParseError(f"not an RFC 1123 GMT date: {text.strip()[:40]!r}", element=element)
+        raise SIPParseError(f"not an RFC 1123 GMT date: {text[:40]!r}", element=element)
     try:
         return datetime(
             int(m.group(4)),
@@ -659,7 +663,7 @@ def parse_date(text: str, element: str = "Date") -> datetime:
 
 def parse_call_id(text: str, element: str = "Call-ID") -> str:
     """``callid = word [ "@" word ]`` (RFC 3261 25.1)."""
-    text = text.strip()
+    text = strip_lws(text)
     if _CALL_ID_RE.match(text) is None:
         raise SIPParseError(f"invalid Call-ID {text[:40]!r}", element=element)
     return text
@@ -675,7 +679,7 @@ _TOKEN_LIST_RE = re.compile(r"[ \t]*" + TOKEN + r"(?:[ \t]*,[ \t]*" + TOKEN + r"
 def parse_token_list(value: str, element: str) -> list[str]:
     """A comma list of tokens (Require, Supported, Allow, ...); empty elements skipped."""
     if _TOKEN_LIST_RE.match(value):
-        return [token.strip() for token in value.split(",")]
+        return [strip_lws(token) for token in value.split(",")]
     tokens = []
     for item in split_list(value, element):
         if item:

@@ -6,6 +6,7 @@ import enum
 import re
 
 from txuac.errors import SIPParseError
+from txuac.sip.message import parse_content_length
 from txuac.sip.parser import DEFAULT_LIMITS, ParserLimits
 
 # Content-Length (or its compact form "l") at the start of a header line; the
@@ -101,11 +102,8 @@ class StreamFramer:
             raise SIPParseError("Content-Length is required on stream transports", element="Content-Length")
         if len(lengths) > 1:
             raise SIPParseError("more than one Content-Length", element="Content-Length")
-        text = lengths[0].strip()
-        digits = text.lstrip(b"0")
-        if not text.isdigit() or len(digits) > 10:
-            raise SIPParseError(f"invalid Content-Length {text[:24]!r}", element="Content-Length")
-        total = end + 4 + int(digits or b"0")
+        # The same reading as the parser's, so that framing and parsing agree.
+        total = end + 4 + parse_content_length(lengths[0].decode("latin-1"), "Content-Length")
         if total > limit:
             raise SIPParseError(f"message of {total} octets exceeds {limit}", status=513)
         if len(buffer) < total:

@@ -26,7 +26,8 @@ _TOKEN_RE = re.compile(TOKEN + r"\Z")
 _GEN_VALUE_RE = re.compile(GEN_VALUE + r"\Z")
 _QUOTED_RE = re.compile(QUOTED_STRING)
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
-_NEEDS_QUOTING_RE = re.compile(r'["\\]')
+# Control characters are escaped too: RFC 3261 25.1 allows them in a quoted-pair only.
+_NEEDS_QUOTING_RE = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
 # One element of a comma list: runs of plain text, quoted strings, <...> and (...).
 _LIST_ITEM_RE = re.compile(r'(?:[^,"<]+|' + QUOTED_STRING + r"|<[^>]*>)*")
 _PARAM = r"[ \t]*(" + TOKEN + r")[ \t]*(?:(=)[ \t]*(" + GEN_VALUE + "|" + QUOTED_STRING + r")[ \t]*)?"
@@ -39,6 +40,98 @@ _PARAM_PAIR_RE = re.compile(_PARAM + r"(?:;|\Z)")
 SIMPLE_PARAM = TOKEN + "(?:=(?:" + GEN_VALUE + r'|"[^"\\\r\n;]*"))?'
 _SIMPLE_PARAM = SIMPLE_PARAM
 _SIMPLE_PARAM_LIST_RE = re.compile(_SIMPLE_PARAM + "(?:;" + _SIMPLE_PARAM + r")*\Z")
+
+
+# RFC 3261 25.1: LWS and SWS are made of SP and HTAB only. str.strip() and str.split()
+# without arguments also take \x0b, \x0c, \x1c-\x1f, \x85, \xa0 and every Unicode
+# space, str.isdigit() and int() take non-ASCII digits, str.upper() turns U+017F into
+# "S": a parser that reads a header differently from the next hop's is how request
+# smuggling starts. The helpers below are the only way txuac.sip reads those.
+LWS_CHARS = " \t"
+# CTL (%x00-1F / %x7F) but HTAB, CR and LF, which the line structure handles.
+CONTROL_OCTETS = bytes(range(0x00, 0x09)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20)) + b"\x7f"
+_CONTROL_CHARS = frozenset(CONTROL_OCTETS.decode("ascii"))
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ASCII_UPPER = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def strip_lws(text: str) -> str:
+    """``text`` without leading and trailing SP and HTAB."""
+    return text.strip(LWS_CHARS)
+
+
+def split_lws(text: str) -> list[str]:
+    """The words of ``text`` separated by runs of SP and HTAB (``str.split()`` for SIP)."""
+    if "\t" in text:
+        text = text.replace("\t", " ")
+    return [word for word in text.split(" ") if word]
+
+
+def is_digits(text: str) -> bool:
+    """True for ``1*DIGIT``: ASCII 0-9 only (``str.isdigit()`` also takes "\u0663" and "\u00b2")."""
+    return text.isascii() and text.isdigit()
+
+
+def parse_digits(text: str, maximum: int) -> int | None:
+    """``1*DIGIT`` (ASCII, leading zeros allowed) as an int, ``maximum + 1`` when above
+    ``maximum``, None when ``text`` is anything else (``int()`` also takes spaces, "_",
+    "+" and non-ASCII digits)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0")
+    if not significant:
+        return 0
+    if len(significant) > 20:
+        return maximum + 1
+    value = int(significant)
+    return value if value <= maximum else maximum + 1
+
+
+def ascii_upper(text: str) -> str:
+    """``text`` with a-z upper-cased and nothing else changed (``str.upper()`` maps U+017F to "S")."""
+    return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
+
+
+def ascii_lower(text: str) -> str:
+    """``text`` with A-Z lower-cased and nothing else changed (``str.lower()`` maps U+212A to "k")."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+
+
+def has_control(text: str) -> bool:
+    """True when ``text`` holds a CTL other than HTAB, CR and LF."""
+    return _CONTROL_RE.search(text) is not None
+
+
+def check_controls(value: str, element: str) -> None:
+    """Refuse a CTL (but HTAB) in a header value outside a quoted-pair.
+
+    RFC 3261 25.1: header values are TEXT-UTF8 and LWS; a control character
+    may only appear escaped, as a quoted-pair inside a quoted-string or a
+    comment (RFC 4475 3.1.1.2 has BEL, NUL and DEL so). CR and LF never may.
+    """
+    if _CONTROL_RE.search(value) is None:
+        return
+    quoted = False
+    depth = 0
+    pos = 0
+    end = len(value)
+    while pos < end:
+        char = value[pos]
+        if char == "\\" and (quoted or depth):  # quoted-pair (CR and LF never reach here)
+            pos += 2
+            continue
+        if char in _CONTROL_CHARS:
+            raise SIPParseError(f"control character {ord(char):#04x} outside a quoted-pair", element=element)
+        if quoted:
+            quoted = char != '"'
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        pos += 1
 
 
 def is_token(text: str) -> bool:
@@ -70,7 +163,7 @@ def unquote(text: str) -> str:
 
 
 def quote(text: str) -> str:
-    """Make a quoted-string of ``text``, escaping backslash and double quote."""
+    """Make a quoted-string of ``text``, escaping backslash, double quote and control characters."""
     return '"' + _NEEDS_QUOTING_RE.sub(lambda m: "\\" + m.group(0), text) + '"'
 
 
@@ -82,9 +175,9 @@ def split_list(value: str, element: str) -> list[str]:
     whether they are an error.
     """
     if "," not in value:
-        return [value.strip()]
+        return [strip_lws(value)]
     if '"' not in value and "<" not in value:
-        return [part.strip() for part in value.split(",")]
+        return [strip_lws(part) for part in value.split(",")]
     parts = []
     pos = 0
     end = len(value)
@@ -93,12 +186,12 @@ def split_list(value: str, element: str) -> list[str]:
         found = match(value, pos)
         assert found is not None  # the pattern also matches the empty string
         stop = found.end()
-        parts.append(value[pos:stop].strip())
+        parts.append(strip_lws(value[pos:stop]))
         if stop == end:
             return parts
         if value[stop] != ",":
             # An unbalanced quote or bracket: the slow scanner names the error.
-            return [part.strip() for part in _scan_separated(value, ",", element)]
+            return [strip_lws(part) for part in _scan_separated(value, ",", element)]
         pos = stop + 1
 
 
@@ -172,7 +265,7 @@ class Parameters:
         items = []
         for piece in text.split(";"):
             name, eq, value = piece.partition("=")
-            items.append((name.strip(), value.strip() if eq else None))
+            items.append((strip_lws(name), strip_lws(value) if eq else None))
         return cls._adopt(items)
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -241,13 +334,13 @@ def _raise_param_error(text: str, element: str) -> None:
     """Name the first bad parameter of a list that failed validation."""
     for piece in split_params(text, element):
         name, eq, value = piece.partition("=")
-        name = name.strip()
+        name = strip_lws(name)
         if not name:
             raise SIPParseError("empty parameter", element=element)
         if _TOKEN_RE.match(name) is None:
             raise SIPParseError(f"invalid parameter name {name[:32]!r}", element=element)
         if eq:
-            value = value.strip()
+            value = strip_lws(value)
             if _GEN_VALUE_RE.match(value) is None and _QUOTED_RE.fullmatch(value) is None:
                 raise SIPParseError(f"invalid value for parameter {name!r}", element=element)
     raise SIPParseError("malformed parameters", element=element)

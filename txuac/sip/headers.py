@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from txuac.errors import SIPParseError
-from txuac.sip.grammar import is_token
+from txuac.sip.grammar import check_controls, is_token, strip_lws
 
 T = TypeVar("T")
 
@@ -269,6 +269,8 @@ class Headers:
 
 
 def _check_value(value: str, name: str) -> str:
+    """A value to add: one line, control characters only in quoted-pairs (as the parser wants)."""
     if "\r" in value or "\n" in value:
         raise SIPParseError("CR or LF in a header value", element=name)
-    return value.strip()
+    check_controls(value, name)
+    return strip_lws(value)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from txuac.errors import SIPParseError
 from txuac.sip import fields
 from txuac.sip.fields import AuthParams, CSeq, NameAddress, RetryAfter, Via
-from txuac.sip.grammar import split_list
+from txuac.sip.grammar import parse_digits, split_list, strip_lws
 from txuac.sip.headers import Headers
 from txuac.sip.uri import URI, SipURI, parse_uri
 from txuac.sip.tokens import token_hex
@@ -155,7 +155,7 @@ class Message:
 
     @property
     def content_length(self) -> int | None:
-        return self._view("content-length", "Content-Length", _parse_content_length)
+        return self._view("content-length", "Content-Length", parse_content_length)
 
     @property
     def expires(self) -> int | None:
@@ -311,12 +311,15 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
-def _parse_content_length(text: str, element: str) -> int:
-    text = text.strip()
-    digits = text.lstrip("0")
-    if not text.isdigit() or not text.isascii() or len(digits) > 10:
+def parse_content_length(text: str, element: str) -> int:
+    """``Content-Length = 1*DIGIT`` (RFC 3261 20.14): ASCII digits, at most ten of them
+    after leading zeros, between optional SP/HTAB; the parser and the framer both read
+    it here."""
+    text = strip_lws(text)
+    length = parse_digits(text, 9_999_999_999)
+    if length is None or length > 9_999_999_999:
         raise SIPParseError(f"invalid Content-Length {text[:24]!r}", element=element)
-    return int(digits or "0")
+    return length
 
 
 def make_request(method: str, uri: URI | str, from_: str, to: str | None = None, *,

@@ -11,7 +11,7 @@ import re
 from urllib.parse import unquote_to_bytes
 
 from txuac.errors import SIPParseError
-from txuac.sip.grammar import Parameters
+from txuac.sip.grammar import Parameters, parse_digits
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
@@ -291,9 +291,11 @@ def split_host_port(text: str, element: str) -> tuple[str, int | None]:
 
 
 def parse_port(text: str, element: str) -> int:
-    if not text.isdigit() or not text.isascii() or len(text) > 5 or int(text) > 65535:
+    """``port = 1*DIGIT``, at most five of them (ASCII only), 0 to 65535."""
+    port = parse_digits(text, 65535) if len(text) <= 5 else None
+    if port is None or port > 65535:
         raise SIPParseError(f"invalid port {text[:16]!r}", element=element)
-    return int(text)
+    return port
 
 
 def _parse_uri_params(text: str, element: str) -> Parameters:
