@@ -9,7 +9,10 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support.bad_rows import BAD_VALUES
 from txuac.registrant.record import MANDATORY, Flag, InvalidRecord, RegistrationRecord, State, record_from_row
+from txuac.registrant.row_rules import COLUMN_SIZES
+from txuac.registrant.store import sqlite
 
 HA1 = "0123456789abcdef0123456789abcdef"
 
@@ -242,3 +245,46 @@ class StatusAndStateTests(SynchronousTestCase):
                              l_domain="pbx.local")
         self.assertEqual(record.aor, "sip:bob@voip.example.net")
         self.assertEqual(record.local_uri, "sip:100@pbx.local")
+
+
+class RowRulesTests(SynchronousTestCase):
+    """Every column as Kamailio's schema sizes it and as SIP will read it: a bad value is
+    refused naming its column, whatever the column."""
+
+    def test_bad_values_are_refused_naming_the_column(self):
+        for column, value, reason in BAD_VALUES:
+            with self.subTest(column=column, value=value):
+                e = self.assertRaises(InvalidRecord, record_from_row, make_row(**{column: value}), 0.0)
+                self.assertEqual(e.field, column)
+                self.assertTrue(str(e).startswith(f"invalid {column}: "), str(e))
+                self.assertIn(reason, str(e))
+
+    def test_values_at_the_limits_load(self):
+        record = record_from_row(make_row(
+            "u" * 64, l_username="l" * 64, r_username="r" * 64, auth_username="a" * 64, auth_password="p" * 64,
+            expires=2**31 - 1, flags=2**31 - 1, reg_delay=2**31 - 1, contact_user="c" * 255,
+            auth_proxy="sips:proxy.example.com:5061;transport=tls", contact_addr="[2001:db8::1]:5080",
+            socket="tcp:[::1]:5060", realm="Realm of 'x' & y"), 0.0)
+        self.assertEqual((record.expires, record.contact_user), (2**31 - 1, "c" * 255))
+
+    def test_user_parts_follow_rfc_3261(self):
+        """user = 1*(unreserved / escaped / user-unreserved): ';', '?' and escapes are allowed."""
+        record = record_from_row(make_row("uuid-1", r_username="+1%20555;isub=1", contact_user="a&b=c$d,e?f/g"), 0.0)
+        self.assertEqual(record.r_username, "+1%20555;isub=1")
+        for bad in ("a%zz", "a:b", "é", "a<b>"):
+            with self.subTest(bad=bad):
+                e = self.assertRaises(InvalidRecord, record_from_row, make_row(contact_user=bad), 0.0)
+                self.assertEqual(e.field, "contact_user")
+
+    def test_surrounding_spaces_are_trimmed_but_not_line_breaks(self):
+        self.assertEqual(record_from_row(make_row(contact_addr=" 192.0.2.1:5060\t"), 0.0).contact_addr,
+                         "192.0.2.1:5060")
+        e = self.assertRaises(InvalidRecord, record_from_row, make_row(auth_proxy="sip:proxy.example.com\r\n"), 0.0)
+        self.assertEqual(e.field, "auth_proxy")
+
+    def test_sizes_are_kamailios(self):
+        """The sizes are those of the uacreg table txuac creates (its copy of uac-create.sql)."""
+        schema = sqlite.SCHEMA
+        for column, size in COLUMN_SIZES.items():
+            with self.subTest(column=column):
+                self.assertIn(f"    {column} VARCHAR({size}) DEFAULT '' NOT NULL,", schema)

@@ -918,7 +918,7 @@ class AddRemoveTests(ServiceTestCase):
         """The row is stripped when loaded; the duplicate check must use the same l_uuid."""
         self.start([make_row("acc1")])
         self.stack.ok(self.stack.sent[0], 600)
-        self.assertEqual(self.service.add(make_row(" acc1 ", r_username="other")), 409)
+        self.assertEqual(self.service.add(make_row(" acc1 ", l_username="local-acc1", r_username="other", auth_username="auth-acc1")), 409)
         self.assertEqual(self.record().r_username, "remote-acc1")
         self.assertEqual(self.service.status("acc1"), 1)
 

@@ -10,9 +10,12 @@ import random
 import sys
 from dataclasses import dataclass, field
 
-from txuac.errors import SIPParseError, TxuacError
+from txuac.errors import SIPParseError
+from txuac.registrant.row_rules import InvalidRecord, check_integer, check_text, invalid
 from txuac.sip.grammar import is_token
 from txuac.sip.uri import parse_uri
+
+__all__ = ["Flag", "InvalidRecord", "MANDATORY", "RegistrationRecord", "State", "record_from_row"]
 
 
 class Flag:
@@ -38,10 +41,6 @@ class State(str, enum.Enum):
     FAILED = "failed"  # the last attempt failed; a retry is scheduled
     DISABLED = "disabled"
     UNREGISTERED = "unregistered"  # expires 0: dormant until refreshed or reloaded
-
-
-class InvalidRecord(TxuacError):
-    """A uacreg row Kamailio would not load; ``reason`` says why."""
 
 
 # Columns that Kamailio refuses to load empty (K:uac_reg.c uac_reg_db_to_reg).
@@ -143,11 +142,12 @@ class RegistrationRecord:
 
 def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
                     rng: random.Random | None = None, problems: list[str] | None = None) -> RegistrationRecord:
-    """Validate a uacreg row as Kamailio does (K:uac_reg.c); InvalidRecord names the reason.
+    """Validate a uacreg row; InvalidRecord names the column and the reason.
 
-    Mandatory columns must not be empty; a password or a 32-hex HA1 is needed
-    (the HA1 wins and is lower-cased). reg_delay 0 with reg_random_delay set
-    draws a random delay in [0, reg_random_delay).
+    As Kamailio (K:uac_reg.c): mandatory columns must not be empty; a password or a 32-hex
+    HA1 is needed (the HA1 wins and is lower-cased). Beyond Kamailio, every column is
+    checked by txuac.registrant.row_rules (sizes, line breaks, SIP syntax, integer range).
+    reg_delay 0 with reg_random_delay set draws a random delay in [0, reg_random_delay).
 
     The columns of our own table (EXT_COLUMNS, absent for a store without it) never make
     the account invalid: a bad value is left at its default and its reason appended to
@@ -156,17 +156,17 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
     values = {name: _text(row.get(name), name in _SHARED_COLUMNS) for name in _TEXT_COLUMNS}
     for name in MANDATORY:
         if not values[name]:
-            raise InvalidRecord(f"{name} is empty")
+            raise InvalidRecord(f"{name} is empty", name)
+    for name in _TEXT_COLUMNS:
+        check_text(name, values[name])
     ha1 = values["auth_ha1"].lower()
     if ha1 and (len(ha1) != 32 or not _HEX.issuperset(ha1)):
-        raise InvalidRecord("auth_ha1 is not 32 hex digits")
+        raise InvalidRecord("auth_ha1 is not 32 hex digits", "auth_ha1")
     if not ha1 and not values["auth_password"]:
-        raise InvalidRecord("neither auth_password nor auth_ha1 is set")
+        raise InvalidRecord("neither auth_password nor auth_ha1 is set", "auth_password")
     values["auth_ha1"] = ha1
     _check_aor(values["r_username"], values["r_domain"])
-    numbers = {name: _integer(row.get(name), name) for name in ("expires", "flags", "reg_delay")}
-    if numbers["expires"] < 0 or numbers["reg_delay"] < 0:
-        raise InvalidRecord("expires and reg_delay must not be negative")
+    numbers = {name: check_integer(name, _integer(row.get(name), name)) for name in ("expires", "flags", "reg_delay")}
     reg_delay = numbers["reg_delay"]
     if reg_delay == 0 and reg_random_delay > 0:
         reg_delay = (rng or random).randrange(reg_random_delay)
@@ -277,13 +277,13 @@ def _check_aor(r_username: str, r_domain: str) -> None:
         try:
             parse_uri(f"sip:{r_domain}", "r_domain")
         except SIPParseError as e:
-            raise InvalidRecord(f"r_domain does not make a SIP URI: {e.reason}") from None
+            raise invalid("r_domain", f"does not make a SIP URI ({e.reason})") from None
         if len(_VALID_DOMAINS) < 4096:
             _VALID_DOMAINS.add(r_domain)
     try:
         parse_uri(f"sip:{r_username}@{r_domain}", "r_username")
     except SIPParseError as e:
-        raise InvalidRecord(f"r_username does not make a SIP URI: {e.reason}") from None
+        raise invalid("r_username", f"does not make a SIP URI with r_domain ({e.reason})") from None
 
 
 _TEXT_COLUMNS = ("l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",
@@ -293,14 +293,16 @@ _SHARED_COLUMNS = frozenset(("l_domain", "r_domain", "realm", "auth_proxy", "con
 
 
 def _text(value, shared: bool = False) -> str:
+    """The column as text, without surrounding SP and HTAB (a CR or LF stays, for the rules
+    to refuse: a value that holds one was not written as meant)."""
     if value.__class__ is str:
-        text = value.strip()
+        text = value.strip(" \t")
     elif value is None:
         return ""
     elif isinstance(value, bytes):
-        text = value.decode("utf-8", "replace").strip()
+        text = value.decode("utf-8", "replace").strip(" \t")
     else:
-        text = str(value).strip()
+        text = str(value).strip(" \t")
     return sys.intern(text) if shared else text
 
 
@@ -310,4 +312,4 @@ def _integer(value, name: str, default: int = 0) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise InvalidRecord(f"{name} is not an integer: {str(value)[:20]!r}") from None
+        raise invalid(name, f"not an integer: {str(value)[:20]!r}") from None
