@@ -270,7 +270,7 @@ class URLTests(SynchronousTestCase):
 
     def test_bad_urls(self):
         bad = [
-            "", "uacreg.sqlite", "/tmp/uacreg.sqlite", "mysql://u:pw@h/db", "sqlite:/tmp/x.sqlite",
+            "", "uacreg.sqlite", "/tmp/uacreg.sqlite", "oracle://u:pw@h/db", "sqlite:/tmp/x.sqlite",
             "sqlite://host/x.sqlite", "sqlite:///", "sqlite://", "sqlite:///dir/", "postgres://u:pw@h",
             "postgres://u:pw@h/", "postgres://u:pw@/db", "postgres://u:pw@h:port/db", "postgres://u:pw@h:0/db",
             "postgres://u:pw@h:70000/db", "postgres://:pw@h/db", "postgres://u:pw@h/db?sslmode=require",
@@ -284,7 +284,7 @@ class URLTests(SynchronousTestCase):
             parse_store_url(None)
 
     def test_errors_mask_the_password(self):
-        for text in ("postgres://u:hunter2@h:port/db", "mysql://u:hunter2@h/db", "postgres://u:hun/ter2@h/db"):
+        for text in ("postgres://u:hunter2@h:port/db", "oracle://u:hunter2@h/db", "postgres://u:hun/ter2@h/db"):
             with self.assertRaises(ConfigError) as caught:
                 parse_store_url(text)
             self.assertNotIn("hunter2", str(caught.exception))
@@ -624,8 +624,7 @@ class SQLiteStoreTests(StoreContract, TestCase):
         self.assertEqual((yield store.load_all()), [loaded(account(7))])
 
     @defer.inlineCallbacks
-    def test_creates_missing_directories_once(self):
-        self.path = os.path.join(self.directory, "var", "db", "uacreg.sqlite")
+    def test_created_once(self):
         store = yield self.opened()
         yield store.close()
         yield store.open()
@@ -633,7 +632,15 @@ class SQLiteStoreTests(StoreContract, TestCase):
         self.assertTrue(os.path.isfile(self.path))
 
     @defer.inlineCallbacks
+    def test_a_missing_directory_is_not_made(self):
+        """sqlite:////nonexistent/dir/x.sqlite: the file is made in an existing directory only."""
+        self.path = os.path.join(self.directory, "var", "db", "uacreg.sqlite")
+        yield self.assert_open_fails(f"the directory {os.path.dirname(self.path)} does not exist")
+        self.assertFalse(os.path.exists(os.path.join(self.directory, "var")))
+
+    @defer.inlineCallbacks
     def test_creates_the_file_of_a_relative_url(self):
+        os.makedirs(os.path.join(self.directory, "var"))
         store = open_store("sqlite:///var/uacreg.sqlite", base_dir=self.directory)
         self.addCleanup(store.close)
         yield store.open()
@@ -648,23 +655,43 @@ class SQLiteStoreTests(StoreContract, TestCase):
         self.assertEqual((yield store.load_all()), [])
 
     @defer.inlineCallbacks
-    def test_an_empty_existing_file_is_not_filled(self):
+    def test_an_empty_existing_file_gets_the_tables(self):
+        """An empty file is an SQLite database without tables (what `touch` leaves): made as a
+        missing file is, and kept when that fails."""
         open(self.path, "wb").close()
+        store = yield self.opened()
+        self.assertEqual(store.table_version, 6)
+        self.assertEqual(self.created_log(), [f"Created {self.path} with an empty uacreg table (version 6)"])
+
+    @defer.inlineCallbacks
+    def test_a_database_without_uacreg_is_refused(self):
+        db = sqlite3.connect(self.path)
+        db.execute("CREATE TABLE other (x INTEGER)")
+        db.commit()
+        db.close()
         yield self.assert_open_fails("no version table")
         self.assertEqual(self.created_log(), [])
+        self.assertEqual(self.rows_of("SELECT name FROM sqlite_master"), [("other",)])
 
     @defer.inlineCallbacks
     def test_not_a_database(self):
         with open(self.path, "wb") as f:
             f.write(b"this is not an SQLite database, not at all" * 100)
         yield self.assert_open_fails("cannot open", "not a database")
+        with open(self.path, "rb") as f:
+            self.assertTrue(f.read().startswith(b"this is not"))
 
     @defer.inlineCallbacks
-    def test_directory_cannot_be_made(self):
+    def test_a_directory_is_not_a_store(self):
+        os.makedirs(self.path)
+        yield self.assert_open_fails(f"cannot open sqlite:///{self.path}: it is a directory")
+
+    @defer.inlineCallbacks
+    def test_a_file_where_the_directory_should_be(self):
         blocker = os.path.join(self.directory, "var")
-        open(blocker, "w").close()  # a file where the directory should be (fails even as root)
-        self.path = os.path.join(blocker, "db", "uacreg.sqlite")
-        yield self.assert_open_fails("cannot create the directory", self.path)
+        open(blocker, "w").close()
+        self.path = os.path.join(blocker, "uacreg.sqlite")
+        yield self.assert_open_fails(f"the directory {blocker} does not exist")
 
     @defer.inlineCallbacks
     def test_file_made_with_the_documented_command(self):

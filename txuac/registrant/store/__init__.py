@@ -56,8 +56,8 @@ class IRegistrationStore(Interface):
                           "(rows then read as EXT_DEFAULTS and save_states() keeps nothing).")
 
     def open():  # noqa: N805 - zope interface signature
-        """Connect (creating an SQLite file with the table and its version row when the file
-        does not exist) and check the table version: Deferred[None]; StoreError when the
+        """Connect (creating the table and its version row in an SQLite file that does not
+        exist or is empty; never a directory) and check the table version: Deferred[None]; StoreError when the
         version is not 5 or 6 or the table is missing. Our own table is created when missing
         (logged once); when that fails, a warning says so and the store works without it."""
 

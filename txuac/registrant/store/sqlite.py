@@ -2,9 +2,11 @@
 
 sqlite3 blocks, so every query runs through twisted.enterprise.adbapi in one pool thread
 (``cp_max=1``: one connection, used by one thread at a time, so access is serialised and
-``check_same_thread=False`` is safe). When the file does not exist, open() creates it with
-the version and uacreg tables of conf/schema/sqlite.sql, whose statements are kept below
-(conf/ is not installed with the package). Our own table (``ext_table``, see
+``check_same_thread=False`` is safe). When the file does not exist (in an existing
+directory: a missing directory is an error, never made) or is empty, open() creates the
+version and uacreg tables of conf/schema/sqlite.sql in it, whose statements are kept below
+(conf/ is not installed with the package). Any other file must be an SQLite database with
+a uacreg table of a known version, or open() fails with StoreError saying why. Our own table (``ext_table``, see
 txuac.registrant.store.ext) is created by open() whenever it is missing.
 """
 
@@ -50,7 +52,7 @@ def schema_for(table: str) -> str:
 
 @implementer(IRegistrationStore)
 class SQLiteStore(AccountQueries):
-    """The uacreg table in the SQLite file ``path`` (created by open() when it does not exist)."""
+    """The uacreg table in the SQLite file ``path`` (made by open() when missing or empty)."""
 
     log = Logger()
 
@@ -75,12 +77,15 @@ class SQLiteStore(AccountQueries):
     def open(self):
         if self._pool is not None:
             return defer.fail(StoreError(f"{self.url} is open already"))
-        create = not os.path.exists(self.path)
-        if create:
-            try:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            except OSError as e:
-                return defer.fail(StoreError(f"cannot create the directory of {self.url}: {e.strerror}"))
+        problem = self._unusable_path()
+        if problem is not None:
+            self.errors += 1
+            return defer.fail(StoreError(f"cannot open {self.url}: {problem}"))
+        # A missing file is made, and so is an empty one (what `touch` or an installer
+        # leaves): SQLite reads both as a database without tables. Any other file must
+        # hold the tables already.
+        existed = os.path.exists(self.path)
+        create = not existed or os.path.getsize(self.path) == 0
         kwargs = {"check_same_thread": False, "cp_min": 1, "cp_max": 1, "cp_noisy": False}
         if self._reactor is not None:
             kwargs["cp_reactor"] = self._reactor
@@ -107,7 +112,7 @@ class SQLiteStore(AccountQueries):
 
         def failed(failure):
             self._close_pool()
-            if create:
+            if not existed:
                 # Never leave a half-made file behind: the next open() would refuse it.
                 try:
                     os.unlink(self.path)
@@ -122,6 +127,19 @@ class SQLiteStore(AccountQueries):
         return defer.succeed(None)
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _unusable_path(self) -> str | None:
+        """Why the file cannot be opened or made, found without opening it (None: try).
+        The file is made in an existing directory only: a directory that is not there is
+        a mistake in the path, not something to create."""
+        if os.path.isdir(self.path):
+            return "it is a directory"
+        if os.path.exists(self.path):
+            return None
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            return f"the directory {directory} does not exist (txuac creates the file, not its directory)"
+        return None
 
     @staticmethod
     def _save(txn, states, ext_table: str) -> None:
