@@ -1,11 +1,14 @@
 """Fuzz the sans-IO SIP core: nothing but SIPParseError may escape, and what parses round-trips.
 
 Each input is a mutated RFC 4475 message (or a mutated generated one), random
-bytes, or a generated valid message. Every input goes through parse_message,
-the bytes() round trip, every typed view and the values inside them (which
-must re-parse from their str()), validate(), make_response for requests, and
-the stream framer fed whole and in chunks. Any other exception, a round-trip
-mismatch or a refused valid message is an escape.
+bytes, or a generated valid message. Mutations include characters Python reads as
+whitespace or digits and SIP does not (LOOKALIKES). Every input goes through
+parse_message, the bytes() round trip, a plain ASCII reading of the scalar headers
+and of control characters (check_sip_reading), every typed view and the values
+inside them (which must re-parse from their str()), validate(), make_response for
+requests, and the stream framer fed whole and in chunks. Any other exception, a
+round-trip mismatch, a header read past SIP's grammar or a refused valid message is
+an escape.
 
 Usage (from the repository root): python bench/fuzz_parser.py [N=200000] [seed=0]
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import string
 import sys
 import time
@@ -61,11 +65,24 @@ def load_corpus(directory: str = CORPUS_DIR) -> list[bytes]:
 
 # --- mutations ---------------------------------------------------------------------
 
+# What Python takes for whitespace, digits or letters and SIP does not (RFC 3261 25.1:
+# LWS is SP and HTAB, DIGIT is 0-9): other control characters, Unicode spaces, non-ASCII
+# digits, int()'s "_" and "+", and letters whose upper() or lower() is ASCII.
+LOOKALIKES = tuple(
+    char.encode("utf-8")
+    for char in (
+        "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x7f", "\x00", "\x85", "\xa0",
+        *(chr(code) for code in range(0x2000, 0x200B)), "\u2028", "\u3000", "\ufeff",
+        "\u0663", "\u00b2", "\uff10", "\u0969", "_", "+",
+        "\u017f", "\u0131", "\u212a",
+    )
+)
+
 INSERTIONS = (
     b"\r", b"\n", b"\r\n", b" ", b"\t", b'"', b"<", b">", b";", b",", b"%", b"\x00",
     b"\r\n ", b"\r\n\r\n", b":", b"=", b"\\", b"(", b")", b"[", b"]", b"@", b"?", b"*",
     b"\xff", b"\xc3\xa9", b"9", b"%00", b"%zz", b"::",
-)
+) + LOOKALIKES
 
 
 def _flip(data: bytes, pick) -> bytes:
@@ -82,6 +99,21 @@ def _flip(data: bytes, pick) -> bytes:
 def _insert(data: bytes, pick) -> bytes:
     i = pick.randint(0, len(data))
     return data[:i] + pick.choice(INSERTIONS) + data[i:]
+
+
+def _lookalike(data: bytes, pick) -> bytes:
+    """Put a LOOKALIKE where SIP reads whitespace or digits: beside a digit, SP, HTAB or
+    ':' (before or after it), or in place of a SP or HTAB."""
+    spots = [i for i in range(len(data)) if data[i] in b"0123456789 \t:"] if len(data) < 4096 else []
+    if not spots:
+        return _insert(data, pick)
+    i = pick.choice(spots)
+    where = pick.randint(0, 2)
+    char = pick.choice(LOOKALIKES)
+    if where == 2 and data[i] in b" \t":
+        return data[:i] + char + data[i + 1 :]
+    i += where == 1
+    return data[:i] + char + data[i:]
 
 
 def _truncate(data: bytes, pick) -> bytes:
@@ -110,11 +142,14 @@ def _long_run(data: bytes, pick) -> bytes:
     return data[:i] + pick.choice((b"0", b"9", b" ", b"a", b";", b",")) * pick.choice((300, 5000)) + data[i:]
 
 
-MUTATIONS = (_flip, _flip, _insert, _insert, _insert, _truncate, _delete, _duplicate, _duplicate, _long_run)
+MUTATIONS = (
+    _flip, _flip, _insert, _insert, _insert, _lookalike, _lookalike, _truncate, _delete, _duplicate, _duplicate,
+    _long_run,
+)
 
 
 def mutate(data: bytes, pick, count: int) -> bytes:
-    """Apply ``count`` random mutations (flips, insertions, truncations, deletions, duplications, runs)."""
+    """Apply ``count`` random mutations (flips, insertions, lookalikes, truncations, deletions, duplications, runs)."""
     for _ in range(count):
         data = pick.choice(MUTATIONS)(data, pick)
     return data
@@ -130,7 +165,7 @@ SOUP = (
     b"WWW-Authenticate: Digest ", b"Authorization: ", b"realm=", b"nonce=", b'"', b"\\", b"<",
     b">", b",", b";", b"=", b"%", b"%41", b"0", b"00000", b"4294967296", b"65536", b" ", b"\t",
     b"\x00", b"\xff", b"\xc3\xa9", b"(", b")", b"Sat, 13 Nov 2010 23:29:00 GMT",
-)
+) + LOOKALIKES
 
 
 def soup(pick, max_pieces: int = 40) -> bytes:
@@ -604,6 +639,38 @@ def read_views(message) -> None:
         pass
 
 
+# A second, plain reading of RFC 3261 25.1 in ASCII terms, for what the parser accepted:
+# a scalar header whose view parsed holds digits and SP/HTAB where the grammar says so
+# and nothing else, and no control character (but HTAB) appears outside a quoted-pair.
+_DIGITS = re.compile(r"[0-9]+\Z")
+SCALARS = (
+    ("Content-Length", "content_length", _DIGITS),
+    ("Max-Forwards", "max_forwards", _DIGITS),
+    ("Expires", "expires", _DIGITS),
+    ("Min-Expires", "min_expires", _DIGITS),
+    ("CSeq", "cseq", re.compile(r"[0-9]+[ \t]+[A-Za-z0-9\-.!%*_+`'~]+\Z")),
+    ("Call-ID", "call_id", re.compile(r"[!-~]+\Z")),
+)
+_UNESCAPED_CONTROL = re.compile(r"(?<!\\)[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_sip_reading(message) -> None:
+    """What the parser accepted reads the same to a peer that knows only SP/HTAB and 0-9."""
+    if _UNESCAPED_CONTROL.search(message.start_line()):
+        raise ContractViolation(f"control character accepted in {message.start_line()!r:.200}")
+    for _, name, value in message.headers.fields():
+        if _UNESCAPED_CONTROL.search(value):
+            raise ContractViolation(f"control character accepted in {name}: {value!r:.200}")
+    for name, view, grammar in SCALARS:
+        try:
+            getattr(message, view)
+        except SIPParseError:
+            continue
+        for value in message.headers.get_all(name):
+            if grammar.match(value) is None:
+                raise ContractViolation(f"{name} {value!r:.80} read as {getattr(message, view)!r}")
+
+
 def _difference(message, again) -> str:
     if message.start_line() != again.start_line():
         return f"start line {message.start_line()!r} became {again.start_line()!r}"
@@ -665,6 +732,7 @@ def exercise(data: bytes, cuts: tuple[int, ...] | list[int] = (), must_parse: bo
         message = None
     if message is not None:
         round_trip(message)
+        check_sip_reading(message)
         read_views(message)
         if must_parse:
             try:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from txuac.sip import WILDCARD, Response, parse_message
+from txuac.sip import WILDCARD, Response, SIPParseError, parse_message
 
 settings.register_profile(
     "default",
@@ -97,6 +97,33 @@ def soups(draw) -> bytes:
     return fuzz.soup(_Picker(draw))
 
 
+@st.composite
+def with_lookalikes(draw, base) -> bytes:
+    """``base`` (a strategy of bytes) with one to three LOOKALIKES beside digits, SP, HTAB or ':'."""
+    data = draw(base)
+    for _ in range(draw(st.integers(1, 3))):
+        data = fuzz._lookalike(data, _Picker(draw))
+    return data
+
+
+# The LOOKALIKES no SIP grammar has outside quoted strings and free text: controls and
+# non-ASCII (not "_" and "+", which a token or a Call-ID may hold).
+FOREIGN = tuple(char for char in fuzz.LOOKALIKES if char not in (b"_", b"+"))
+
+
+@st.composite
+def scalar_with_lookalike(draw) -> tuple[bytes, str]:
+    """A valid message with a FOREIGN character anywhere in the value of one scalar header
+    (Content-Length, Max-Forwards, Expires, CSeq, Call-ID), and the view that reads it."""
+    message = parse_message(draw(sip_messages())[0])
+    present = [(name, view) for name, view, _ in fuzz.SCALARS if name in message.headers]
+    name, view = draw(st.sampled_from(present))
+    wire = bytes(message)
+    start = wire.index(b"\r\n" + name.encode() + b": ") + len(name) + 4
+    at = draw(st.integers(start, wire.index(b"\r\n", start)))
+    return wire[:at] + draw(st.sampled_from(FOREIGN)) + wire[at:], view
+
+
 cut_points = st.lists(st.integers(0, 2048), max_size=3)
 
 # Shrinking a generated message takes minutes (hundreds of dependent draws); the
@@ -137,6 +164,19 @@ class ValidMessageTests(SynchronousTestCase):
         """Every typed view gives back the generated value."""
         with showing(generated[0]):
             self.assertViews(parse_message(generated[0]), generated[1])
+
+    @no_shrinking
+    @given(scalar_with_lookalike())
+    def test_scalar_with_a_lookalike_is_refused(self, case):
+        """RFC 3261 25.1 whitespace is SP and HTAB and digits are 0-9: a control character, a
+        Unicode space or a non-ASCII digit in a number, a CSeq or a Call-ID is refused."""
+        data, view = case
+        with showing(data):
+            try:
+                value = getattr(parse_message(data), view)
+            except SIPParseError:
+                return
+            self.fail(f"{view} read as {value!r}")
 
     def assertViews(self, message, expected):
         if isinstance(message, Response):
@@ -229,4 +269,15 @@ class RobustnessTests(SynchronousTestCase):
     @no_shrinking
     @given(mutated(sip_messages().map(lambda generated: generated[0])), cut_points)
     def test_mutated_valid_messages(self, data, cuts):
+        exercise(data, cuts)
+
+    @no_shrinking
+    @given(with_lookalikes(sip_messages().map(lambda generated: generated[0])), cut_points)
+    def test_valid_messages_with_lookalikes(self, data, cuts):
+        """Controls, Unicode spaces and non-ASCII digits where SIP reads whitespace or
+        digits: refused, or the message round-trips exactly and reads as SIP reads it."""
+        exercise(data, cuts)
+
+    @given(with_lookalikes(st.sampled_from(CORPUS)), cut_points)
+    def test_corpus_with_lookalikes(self, data, cuts):
         exercise(data, cuts)
