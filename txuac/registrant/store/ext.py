@@ -12,7 +12,8 @@ import importlib.resources
 
 from txuac.registrant.store import DEFAULT_EXT_TABLE, EXT_COLUMNS, AccountState
 
-_SCHEMA_FILES = {"sqlite": "schema/sqlite-txuac.sql", "postgres": "schema/postgres-txuac.sql"}
+_SCHEMA_FILES = {"sqlite": "schema/sqlite-txuac.sql", "postgres": "schema/postgres-txuac.sql",
+                 "mysql": "schema/mysql-txuac.sql"}
 _HEADER_END = "BEGIN;"
 
 
@@ -30,7 +31,7 @@ def create_statements(kind: str, table: str) -> str:
     """
     text = schema_text(kind)
     body = text[text.index(_HEADER_END):].replace(DEFAULT_EXT_TABLE, table)
-    if kind == "postgres":
+    if kind in ("postgres", "mysql"):
         body = body.replace("BEGIN;", "").replace("COMMIT;", "")
     return body
 

@@ -6,11 +6,15 @@
   ``base_dir`` given to open_store);
 - ``postgres://user:password@host:port/database`` (``postgresql://`` too); user, password and
   port are optional (port 5432); an IPv6 host goes in brackets (``[::1]``).
+- ``mysql://user:password@host:port/database`` (``mariadb://`` too), port 3306; host
+  ``localhost`` means the server's Unix socket (as libmysqlclient, which Kamailio's db_mysql
+  uses, takes it), ``/run/mysqld/mysqld.sock`` unless ``?unix_socket=/path`` names another.
 
 Parsed as Kamailio's ``parse_db_url`` (K:src/lib/srdb1/db_id.c) does, so that a URL copied
 from kamailio.cfg means the same here: no percent-decoding, the password runs from the first
 ``:`` after the user to the last ``@`` (it may contain ``:`` and ``@``, not ``/``). Unlike
-Kamailio we refuse ``?parameters`` (it drops them silently) and a host in an SQLite URL.
+Kamailio we refuse ``?parameters`` (it drops them silently; MySQL's ``?unix_socket=`` aside) and
+a host in an SQLite URL.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import re
 from txuac.errors import ConfigError
 
 DEFAULT_POSTGRES_PORT = 5432
+DEFAULT_MYSQL_PORT = 3306
+DEFAULT_MYSQL_SOCKET = "/run/mysqld/mysqld.sock"
 MASK = "***"
-_SCHEMES = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres"}
+_SCHEMES = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -31,14 +37,15 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 class StoreURL:
     """A parsed ``reg_db_url``. ``masked`` is the text to log: the password reads ``***``."""
 
-    kind: str                       # "sqlite" or "postgres"
+    kind: str                       # "sqlite", "postgres" or "mysql"
     masked: str
     path: str | None = None         # sqlite: as written, relative to the working directory or absolute
-    host: str | None = None         # postgres (IPv6 without brackets)
+    host: str | None = None         # postgres, mysql (IPv6 without brackets)
     port: int | None = None
     user: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
     database: str | None = None
+    unix_socket: str | None = None  # mysql: the server's socket (host localhost or ?unix_socket=)
 
     def __str__(self) -> str:
         return self.masked
@@ -91,9 +98,14 @@ def parse_store_url(url: str) -> StoreURL:
         raise bad("not a database URL (expected sqlite:///path or postgres://user:password@host:port/database)")
     kind = _SCHEMES.get(scheme.lower())
     if kind is None:
-        raise bad(f"unsupported database {scheme!r} (supported: sqlite, postgres)")
+        raise bad(f"unsupported database {scheme!r} (supported: sqlite, postgres, mysql)")
     if any(c in url for c in "\r\n\t\0"):
         raise bad("control characters in the URL")
+    query = None
+    if kind == "mysql":
+        question = rest.find("?", rest.rfind("@") + 1)
+        if question >= 0:
+            rest, query = rest[:question], rest[question + 1:]
     if "?" in rest:
         raise bad("URL parameters (?...) are not supported")
 
@@ -116,16 +128,31 @@ def parse_store_url(url: str) -> StoreURL:
         password = password_text if colon else None
         if not user:
             raise bad("empty user name before '@'")
-    host, port = _split_host_port(hostport, bad)
+    host, port = _split_host_port(hostport, bad, DEFAULT_MYSQL_PORT if kind == "mysql" else DEFAULT_POSTGRES_PORT)
     if not database:
         raise bad("no database name after the host")
     if "/" in database:
         raise bad("the database name contains '/'")
+    if kind == "mysql":
+        return StoreURL(kind="mysql", masked=masked, host=host, port=port, user=user, password=password,
+                        database=database, unix_socket=_mysql_socket(host, query, bad))
     return StoreURL(kind="postgres", masked=masked, host=host, port=port, user=user, password=password,
                     database=database)
 
 
-def _split_host_port(hostport: str, bad) -> tuple[str, int]:
+def _mysql_socket(host: str, query: str | None, bad) -> str | None:
+    """The Unix socket a MySQL URL names: ``?unix_socket=/path``, else the default one for localhost."""
+    if query is None:
+        return DEFAULT_MYSQL_SOCKET if host == "localhost" else None
+    name, equals, path = query.partition("=")
+    if name != "unix_socket" or not equals:
+        raise bad(f"unknown URL parameter {query!r} (only unix_socket=/path is understood)")
+    if not path.startswith("/") or "&" in path:
+        raise bad(f"unix_socket must be one absolute path, not {path!r}")
+    return path
+
+
+def _split_host_port(hostport: str, bad, default_port: int = DEFAULT_POSTGRES_PORT) -> tuple[str, int]:
     if hostport.startswith("["):
         end = hostport.find("]")
         if end < 0:
@@ -143,7 +170,7 @@ def _split_host_port(hostport: str, bad) -> tuple[str, int]:
     if any(c in host for c in " @[]"):
         raise bad(f"bad host {host!r}")
     if port_text is None:
-        return host, DEFAULT_POSTGRES_PORT
+        return host, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise bad(f"bad port {port_text!r}")
     return host, int(port_text)
@@ -157,11 +184,13 @@ def check_table_name(table: str, key: str = "reg_db_table") -> str:
 
 
 def open_store(url: str | StoreURL, reactor=None, table: str = "uacreg", base_dir: str | None = None,
-               ext_table: str = "uacreg_txuac"):
+               ext_table: str = "uacreg_txuac", connect_retry: float = 0.0):
     """The IRegistrationStore for ``url`` (not opened yet: call its open()).
 
     A relative SQLite path is taken from ``base_dir`` (default: the working directory, as
     Kamailio does). ``ext_table`` is our own table beside ``table`` (``reg_ext_table``).
+    ``connect_retry``: seconds between attempts while a database server is not up yet
+    (``reg_db_connect_retry``; 0: open() fails at once).
     ConfigError for a URL or table name we cannot serve.
     """
     parsed = url if isinstance(url, StoreURL) else parse_store_url(url)
@@ -174,6 +203,10 @@ def open_store(url: str | StoreURL, reactor=None, table: str = "uacreg", base_di
 
         return SQLiteStore(parsed.resolved_path(base_dir), reactor=reactor, table=table, url=parsed.masked,
                            ext_table=ext_table)
+    if parsed.kind == "mysql":
+        from txuac.registrant.store.mysql import MySQLStore
+
+        return MySQLStore(parsed, reactor=reactor, table=table, ext_table=ext_table)
     from txuac.registrant.store.postgres import PostgresStore
 
-    return PostgresStore(parsed, reactor=reactor, table=table, ext_table=ext_table)
+    return PostgresStore(parsed, reactor=reactor, table=table, ext_table=ext_table, connect_retry=connect_retry)
