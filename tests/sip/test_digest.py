@@ -586,6 +586,19 @@ class ParseTests(SynchronousTestCase):
             with self.subTest(token=token):
                 self.assertEqual(one_challenge(f'digest realm="a", nonce="n", algorithm={token}').algorithm, canonical)
 
+    def test_algorithm_and_flags_read_in_ascii(self):
+        """str.upper() makes "SHA-256" of "\u017fha-256" and "MD5-SESS" of "md5-\u017fess"; the
+        server named no algorithm we know. Whitespace is SP and HTAB only (RFC 3261 25.1)."""
+        for token in ("\u017fha-256", '"md5-\u017fess"', '"SHA-256\u00a0"', '"\u3000MD5"'):
+            with self.subTest(token=token):
+                challenge = one_challenge(f'Digest realm="a", nonce="n", algorithm={token}')
+                self.assertNotIn(challenge.algorithm, ALL_ALGORITHMS)
+                self.assertFalse(challenge.supported)
+        challenge = one_challenge('Digest realm="a", nonce="n", qop="auth\u00a0", stale="true\u00a0"')
+        self.assertEqual((challenge.qop, challenge.stale, challenge.supported), (("auth\u00a0",), False, False))
+        challenge = one_challenge('Digest realm="a", nonce="n", algorithm=" sha-256\t", qop=" auth ", stale="TRUE "')
+        self.assertEqual((challenge.algorithm, challenge.qop, challenge.stale), ("SHA-256", ("auth",), True))
+
     def test_unknown_parameters_ignored(self):
         challenge = one_challenge('Digest realm="a", foo=bar, nonce="n", domain="sip:a sip:b", baz="x, y=z", '
                                   'charset=UTF-8')

@@ -115,7 +115,9 @@ class ContentLengthTests(SynchronousTestCase):
         self.assertFramingError(wire("Content-Length: 0"))
 
     def test_invalid(self):
-        for value in ("abc", "-1", "+1", "1e3", "12345678901", "", "1 2", "0x10"):
+        for value in ("abc", "-1", "+1", "1e3", "12345678901", "", "1 2", "0x10",
+                      # SIP's whitespace is SP and HTAB, its digits 0-9 (RFC 3261 25.1)
+                      "\x0b0", "\x0c40", "55\x1e", "0\xa0", "\u30000", "\u0663", "1_0"):
             self.assertFramingError(wire(f"Content-Length: {value}", length=False))
 
     def test_stays_failed(self):
