@@ -74,6 +74,9 @@ class UACSettings:
     reg_db_table: str = "uacreg"
     # Ours: our own table beside reg_db_table (per-account settings, kept Call-IDs).
     reg_ext_table: str = "uacreg_txuac"
+    # Ours: seconds between attempts to reach a database server that is not up yet at
+    # start (PostgreSQL); 0: txuac stops at once, as for any other store that cannot be used.
+    reg_db_connect_retry: int = 5
     reg_contact_addr: str | None = None
     reg_timer_interval: int = 90
     # Kamailio's name, our default (Kamailio's 0 disables an account on its first failure):
@@ -443,7 +446,8 @@ _UAC_INTEGERS = ("reg_timer_interval", "reg_retry_interval", "reg_retry_max_inte
                  "reg_fatal_retry_interval", "reg_retry_jitter", "reg_random_delay", "reg_keep_callid", "reg_active",
                  "reg_use_domain", "reg_hash_size", "reg_gc_interval", "reload_delta", "reg_send_rate",
                  "reg_max_in_flight", "reg_dest_max_in_flight", "reg_dest_rate", "reg_keepalive_interval",
-                 "reg_options_ping_interval", "reg_ping_up_count", "reg_ping_down_count")
+                 "reg_options_ping_interval", "reg_ping_up_count", "reg_ping_down_count",
+                 "reg_db_connect_retry")
 
 
 def parse_endpoint(text: str, where: str) -> tuple[str, list[str], dict[str, str]]:

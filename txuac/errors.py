@@ -65,6 +65,11 @@ class StoreError(TxuacError):
     """The account store failed (query error, lost connection, bad schema)."""
 
 
+class StoreUnreachable(StoreError):
+    """The store's server could not be reached (not up yet, or going down): worth another
+    attempt, unlike a refused login or an unknown database."""
+
+
 class AddressReplaceError(TxuacError):
     """uac_replace_from/to cannot be applied (Kamailio's script return -1): a sequential
     request in auto mode, a URI too long for the vsf/vst encoding, a From/To missing."""

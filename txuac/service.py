@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
+from typing import Callable
 
 from twisted.application import service
 from twisted.internet import defer, error
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from txuac import __version__
 from txuac.admin.web import AdminWebService
 from txuac.auth import Authenticator, CredentialList
 from txuac.config import ListenSpec, Settings
-from txuac.errors import ConfigError
+from txuac.errors import ConfigError, StoreError, TxuacError
 from txuac.net.resolver import TargetResolver
 from txuac.net.stack import SIPStack
 from txuac.net.tls import client_options_factory, server_options
@@ -194,11 +196,23 @@ def registrant_settings(settings: Settings) -> RegistrantSettings:
 
 class UACService(service.MultiService):
     """Everything txuac runs, as one MultiService: the SIP stack, and the client
-    authentication every feature sends through."""
+    authentication every feature sends through.
 
-    def __init__(self, settings: Settings, reactor=None):
+    A store that cannot be used (cannot be opened, not a uacreg table of a known version,
+    a PostgreSQL server that refuses the login) is a start-up error, found once the reactor
+    runs: ``on_startup_error`` gets it as a StoreError naming the file, the key and the
+    URL (``twistd uac`` then stops with exit status 1); without it, it is logged as an
+    error and the registrant stays stopped. ``registrant_ready()`` says when the accounts
+    are loaded.
+    """
+
+    def __init__(self, settings: Settings, reactor=None,
+                 on_startup_error: Callable[[TxuacError], None] | None = None):
         super().__init__()
         self.settings = settings
+        self._on_startup_error = on_startup_error
+        self._registrant_outcome: Failure | None | bool = False  # False: not known yet
+        self._ready_waiters: list[defer.Deferred] = []
         self.sip = SIPService(settings, reactor)
         self.sip.setServiceParent(self)
         self.credentials = CredentialList(settings.uac.credential)
@@ -209,7 +223,7 @@ class UACService(service.MultiService):
         uac = settings.uac
         if uac.reg_db_url is not None:
             store = open_store(uac.reg_db_url, reactor, uac.reg_db_table, base_dir=settings.base_dir,
-                               ext_table=uac.reg_ext_table)
+                               ext_table=uac.reg_ext_table, connect_retry=uac.reg_db_connect_retry)
             self.registrant = RegistrantService(registrant_settings(settings), self.sip.stack, store, reactor)
             self.registrant.setServiceParent(self)  # started after the SIP stack, stopped before it
         self.proxy = None
@@ -230,6 +244,50 @@ class UACService(service.MultiService):
     @property
     def stack(self) -> SIPStack:
         return self.sip.stack
+
+    def startService(self) -> None:
+        # MultiService's loop, keeping what the registrant's start returns: its store is
+        # opened and its accounts loaded there, after the reactor started.
+        service.Service.startService(self)
+        self._registrant_outcome = False
+        for child in self:
+            started = child.startService()
+            if child is self.registrant:
+                d = started if isinstance(started, defer.Deferred) else defer.succeed(None)
+                d.addCallbacks(self._registrant_started, self._registrant_failed)
+
+    def registrant_ready(self) -> defer.Deferred:
+        """Fires once the registrant's store is open and its accounts are loaded (at once
+        without a registrant); fails with the StoreError that kept it from starting."""
+        if self.registrant is None or self._registrant_outcome is None:
+            return defer.succeed(None)
+        if isinstance(self._registrant_outcome, Failure):
+            return defer.fail(self._registrant_outcome)
+        d: defer.Deferred = defer.Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    def _registrant_started(self, _) -> None:
+        self._registrant_outcome = None
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _registrant_failed(self, failure: Failure) -> None:
+        if not self.running:
+            return  # stopped while the store was still opening: not an error
+        if failure.check(StoreError):
+            failure = Failure(StoreError(f"{self.settings.path}: [uac] reg_db_url: {failure.value}"))
+            if self._on_startup_error is not None:
+                self._on_startup_error(failure.value)
+            else:
+                log.error("{error}", error=str(failure.value))
+        else:
+            log.failure("The registrant failed to start", failure)
+        self._registrant_outcome = failure
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.errback(failure)
 
     def req_send(self, **fields) -> defer.Deferred:
         """Kamailio's uac_req_send from Python (embedding, the manhole), no script needed:

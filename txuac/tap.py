@@ -4,7 +4,9 @@ A bad configuration ends the command with one line naming the file and the key, 
 traceback. At option time (the file itself) by SystemExit. At start-up (a socket that
 cannot be bound, an unusable TLS file) by the ConfigError itself, so that twistd still
 reports it to a daemon's parent and removes its pid file; the excepthook ``makeService``
-installs prints it.
+installs prints it. A store that cannot be used shows once the reactor runs: the same
+line, then the reactor stops and the process ends with exit status 1 (under a daemonising
+twistd the parent has returned by then: the line is in the log).
 
 The service is handed over so that twistd (or twist) writes the log as ``[log]`` says:
 text or JSON lines, from ``[log] level`` up (txuac.admin.logs).
@@ -12,6 +14,8 @@ text or JSON lines, from ``[log] level`` up (txuac.admin.logs).
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
 
 from twisted.application import service
@@ -53,6 +57,31 @@ def _install_excepthook() -> None:
     sys.excepthook = excepthook
 
 
+def _exit_status(status: int) -> None:
+    """End the process with ``status`` once twistd or twist is done (pid file removed, logs
+    written): they end with 0 after the reactor stops, whatever stopped it."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
+def _stop_on_startup_error(error: TxuacError) -> None:
+    """A start-up error found after the reactor started: the line a config error gets, then
+    stop with exit status 1."""
+    from twisted.internet import reactor
+
+    print(f"txuac: {error}", file=sys.stderr)
+    atexit.register(_exit_status, 1)
+    if reactor.running:
+        reactor.stop()
+    else:
+        reactor.callWhenRunning(reactor.stop)
+
+
 def makeService(options: Options) -> service.IService:
     from txuac.admin.logs import with_configured_logs
     from txuac.service import UACService, tune_garbage_collector
@@ -60,6 +89,6 @@ def makeService(options: Options) -> service.IService:
     tune_garbage_collector()
     _install_excepthook()
     settings = options["settings"]
-    uac = UACService(settings)
+    uac = UACService(settings, on_startup_error=_stop_on_startup_error)
     # options.parent: twistd's or twist's own options, which decide where logs go.
     return with_configured_logs(uac, settings.log, getattr(options, "parent", None))

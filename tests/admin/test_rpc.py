@@ -1,12 +1,20 @@
-"""The JSON-RPC dispatcher on its own: request and response shapes, errors, batches."""
+"""The JSON-RPC dispatcher on its own: request and response shapes, errors, batches; and
+uac.reg_add's checks over real HTTP."""
 
 from __future__ import annotations
 
+import io
 import json
 
-from twisted.internet import defer
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web import client
+from twisted.web.http_headers import Headers
 
+from tests.support.bad_rows import BAD_VALUES
+from tests.support.peers import free_port
+from tests.support.services import start_uac, wait_for_store
+from tests.support.stores import sqlite_uacreg
 from txuac.admin.rpc import Dispatcher, Param, RPCError
 
 
@@ -157,3 +165,56 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(RPCError(409, "uuid already exists").http_status, 409)
         self.assertEqual(RPCError(-32000, "Execution Error").http_status, 500)
         self.assertEqual(RPCError(-32601).message, "Method Not Found")
+
+
+class RegAddOverHTTPTests(TestCase):
+    """uac.reg_add through the JSON-RPC web resource on a loopback port: every value that
+    would make bad SIP is refused with 400 naming the field, and nothing is added."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        path = yield sqlite_uacreg(self, [])
+        sip_port = free_port()
+        self.service = start_uac(self, {
+            "core": {"listen": [f"udp:127.0.0.1:{sip_port}"]},
+            "uac": {"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"127.0.0.1:{sip_port}"},
+            "rpc": {"listen": "tcp:0:interface=127.0.0.1"},
+        })
+        yield wait_for_store(self.service)
+
+    @defer.inlineCallbacks
+    def reg_add(self, changes: dict):
+        """(HTTP status, response object) of uac.reg_add with a good row changed by ``changes``."""
+        values = {"l_uuid": "added", "l_username": "local", "l_domain": "pbx.example.com", "r_username": "remote",
+                  "r_domain": "sip.provider.example", "realm": ".", "auth_username": "auth", "auth_password": "pw",
+                  "auth_ha1": ".", "auth_proxy": "sip:127.0.0.1:9", "expires": 600, "flags": 1, "reg_delay": 0,
+                  "socket": ".", "contact_addr": ".", "contact_user": "."}
+        values.update(changes)
+        body = json.dumps({"jsonrpc": "2.0", "method": "uac.reg_add", "params": list(values.values()), "id": 7})
+        url = f"http://127.0.0.1:{self.service.rpc.port}/RPC".encode()
+        response = yield client.Agent(reactor).request(
+            b"POST", url, Headers({b"Content-Type": [b"application/json"]}),
+            client.FileBodyProducer(io.BytesIO(body.encode())))
+        data = yield client.readBody(response)
+        return response.code, json.loads(data)
+
+    @defer.inlineCallbacks
+    def test_bad_values_refused_with_400_naming_the_field(self):
+        for column, value, reason in BAD_VALUES:
+            status, response = yield self.reg_add({column: value})
+            error = response.get("error")
+            self.assertIsNotNone(error, f"{column}={value!r:.60} was added")
+            expected = 500 if column == "auth_password" else 400  # Kamailio's code for a bad password
+            self.assertEqual((status, error["code"]), (expected, expected), error)
+            self.assertTrue(error["data"].startswith(f"invalid {column}: "), error)
+            self.assertIn(reason, error["data"])
+            self.assertEqual(self.service.registrant.records, {})
+
+    @defer.inlineCallbacks
+    def test_good_row_is_added(self):
+        status, response = yield self.reg_add({"contact_user": "line1", "contact_addr": "192.0.2.1:5080",
+                                                "expires": 2**31 - 1})
+        self.assertEqual((status, response["result"]), (200, {}))
+        record = self.service.registrant.records["added"]
+        self.assertEqual((record.contact_user, record.contact_addr, record.expires),
+                         ("line1", "192.0.2.1:5080", 2**31 - 1))

@@ -29,3 +29,9 @@ def wait_online(service: UACService, count: int, timeout: float = 60.0):
         if reactor.seconds() > deadline:
             raise AssertionError(f"only {service.registrant.counters()} after {timeout} s")
         yield task.deferLater(reactor, 0.1, lambda: None)
+
+
+def wait_for_store(service: UACService, timeout: float = 10.0):
+    """Deferred: fires once ``service``'s registrant has opened its store and loaded the
+    accounts (fails with the StoreError that kept it from starting, or after ``timeout``)."""
+    return service.registrant_ready().addTimeout(timeout, reactor)

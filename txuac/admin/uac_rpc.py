@@ -266,10 +266,10 @@ class UACMethods:
         try:
             record_from_row(row, self.registrant.now())  # validated as the store loader does
         except InvalidRecord as e:
-            reason = str(e)
-            if "auth_password" in reason or "auth_ha1" in reason:
-                raise RPCError(500, "Failed to add record - invalid password or ha1", data=reason) from None
-            raise RPCError(400, "Invalid Parameter Values", data=reason) from None
+            # Kamailio's code and message; ``data`` names the field and the reason.
+            if e.field in ("auth_password", "auth_ha1"):
+                raise RPCError(500, "Failed to add record - invalid password or ha1", data=str(e)) from None
+            raise RPCError(400, "Invalid Parameter Values", data=str(e)) from None
         result = self.registrant.add(row)
         if result == 409:
             raise RPCError(409, "uuid already exists")

@@ -24,6 +24,13 @@ Three txpostgres rough edges are handled here (txpostgres 1.7.0):
   cancels it.
 
 The URL's password goes to libpq only; logs and errors show the masked URL.
+
+open() tells a server that is not up yet (no connection: refused, unreachable, no answer
+within OPEN_TIMEOUT, a host name that does not resolve yet; or the server's own "starting
+up", "shutting down", "too many clients") from one that answers no (a refused login, an
+unknown database or role): with ``connect_retry`` seconds (``[uac] reg_db_connect_retry``)
+the first is tried again, one warning per attempt, until the server is there; the second
+fails open() at once.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from txpostgres import reconnection, retrying, txpostgres
 from txpostgres.psycopg2_impl import psycopg2
 from zope.interface import implementer
 
-from txuac.errors import StoreError
+from txuac.errors import StoreError, StoreUnreachable
 from txuac.registrant.store import (
     DEFAULT_EXT_TABLE,
     EXT_TABLE_VERSION,
@@ -43,7 +50,7 @@ from txuac.registrant.store import (
     IRegistrationStore,
 )
 from txuac.registrant.store import ext
-from txuac.registrant.store.queries import AccountQueries, columns_for, unsupported_version
+from txuac.registrant.store.queries import AccountQueries, OpenRetry, columns_for, unsupported_version
 from txuac.registrant.store.url import StoreURL, check_table_name, parse_store_url
 
 log = Logger()
@@ -63,10 +70,26 @@ CONNECTION_OPTIONS = {
 OPEN_TIMEOUT = 10.0
 # AccountStates per INSERT (4 parameters each).
 SAVE_BATCH = 500
+# What a server says when it is there but cannot take the connection yet (SQLSTATE 57P03
+# cannot_connect_now, 53300 too_many_connections): worth another attempt, as no answer is.
+# Any other FATAL at connection (a refused password, an unknown database or role) is final.
+_NOT_READY_YET = ("the database system is starting up", "the database system is shutting down",
+                  "the database system is not yet accepting connections", "the database system is in recovery mode",
+                  "too many clients", "remaining connection slots")
 
 
 def _one_line(value) -> str:
     return " ".join(str(value).split())
+
+
+def _not_up_yet(failure: Failure) -> bool:
+    """True when connecting failed because the server is not (yet) there or not ready."""
+    if failure.check(error.ConnectionDone, error.ConnectionLost, reconnection.ConnectionDead):
+        return True
+    if not failure.check(psycopg2.OperationalError):
+        return False
+    text = str(failure.value)
+    return "FATAL:" not in text or any(phrase in text for phrase in _NOT_READY_YET)
 
 
 class _Detector(reconnection.DeadConnectionDetector):
@@ -176,7 +199,8 @@ class PostgresStore(AccountQueries):
 
     def __init__(self, url: StoreURL | str, reactor=None, table: str = "uacreg", pool_size: int = 1,
                  reconnect_initial_delay: float = 1.0, reconnect_max_delay: float = 10.0,
-                 open_timeout: float = OPEN_TIMEOUT, ext_table: str = DEFAULT_EXT_TABLE):
+                 open_timeout: float = OPEN_TIMEOUT, ext_table: str = DEFAULT_EXT_TABLE,
+                 connect_retry: float = 0.0):
         parsed = url if isinstance(url, StoreURL) else parse_store_url(url)
         if parsed.kind != "postgres":
             raise StoreError(f"{parsed.masked} is not a PostgreSQL URL")
@@ -193,6 +217,8 @@ class PostgresStore(AccountQueries):
         self._initial_delay = reconnect_initial_delay
         self._max_delay = reconnect_max_delay
         self._open_timeout = open_timeout
+        self.connect_retry = connect_retry
+        self._opening: OpenRetry | None = None
         self._pool: _Pool | None = None
         self._columns: tuple[str, ...] = ()
         self.errors = 0  # operations failed with StoreError, for metrics
@@ -203,11 +229,23 @@ class PostgresStore(AccountQueries):
     # -- IRegistrationStore --------------------------------------------------------------------
 
     def open(self):
-        if self._pool is not None:
+        if self._pool is not None or self._opening is not None:
             return defer.fail(StoreError(f"{self.url} is open already"))
+        opening = self._opening = OpenRetry(self._open_once, self._reactor, self.connect_retry, self.url)
+
+        def done(outcome):
+            if self._opening is opening:
+                self._opening = None
+            return outcome
+
+        return opening.start().addBoth(done)
+
+    def _open_once(self) -> defer.Deferred:
+        """One attempt: connect and check the tables. StoreUnreachable when the server is
+        not there (yet), StoreError when it refuses us or the tables are wrong."""
         arguments = dict(CONNECTION_OPTIONS, **self._url.connection_arguments())
         pool = self._pool = _Pool(self._new_detector, self._reactor, self._pool_size, **arguments)
-        result = defer.Deferred()
+        result: defer.Deferred = defer.Deferred()
         timer = self._reactor.callLater(self._open_timeout, self._open_timed_out, result)
 
         def opened(checked):
@@ -237,11 +275,13 @@ class PostgresStore(AccountQueries):
             self.errors += 1
             if failure.check(defer.FirstError):
                 failure = failure.value.subFailure
-            self._abandon_pool()
+            if self._pool is pool:
+                self._abandon_pool()
             if failure.check(StoreError):
                 result.errback(failure)
             else:
-                result.errback(StoreError(f"cannot open {self.url}: {self._reason(failure)}"))
+                kind = StoreUnreachable if _not_up_yet(failure) else StoreError
+                result.errback(kind(f"cannot open {self.url}: {self._reason(failure)}"))
 
         d = pool.start()
         d.addCallback(lambda _: self._check(pool))
@@ -250,6 +290,9 @@ class PostgresStore(AccountQueries):
 
     @defer.inlineCallbacks
     def close(self):
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.stop()
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -321,7 +364,7 @@ class PostgresStore(AccountQueries):
             return
         self._abandon_pool()
         self.errors += 1
-        result.errback(StoreError(f"cannot open {self.url}: no answer within {self._open_timeout:g} s"))
+        result.errback(StoreUnreachable(f"cannot open {self.url}: no answer within {self._open_timeout:g} s"))
 
     def _abandon_pool(self) -> None:
         pool, self._pool = self._pool, None

@@ -7,11 +7,13 @@ SQLiteStore (adbapi) and PostgresStore (txpostgres) both offer ``runQuery`` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from txuac.errors import StoreError
+from txuac.errors import StoreError, StoreUnreachable
 from txuac.registrant.store import COLUMNS, EXT_COLUMNS, EXT_DEFAULTS, SUPPORTED_TABLE_VERSIONS
 from txuac.registrant.store import ext
 
@@ -65,6 +67,56 @@ class Rows(Sequence):
             if values.get(name) is None:
                 values[name] = default
         return values
+
+
+class OpenRetry:
+    """A store's open() while its server may not be up yet: ``attempt`` (a Deferred-returning
+    call) again every ``interval`` seconds while it fails with StoreUnreachable, one warning
+    per attempt, until one succeeds or fails otherwise. ``interval`` 0: the first failure is
+    the answer. stop() (the store's close()) ends the wait with StoreError."""
+
+    log = Logger()
+
+    def __init__(self, attempt: Callable[[], defer.Deferred], reactor, interval: float, url: str):
+        self._attempt = attempt
+        self._reactor = reactor
+        self._interval = interval
+        self._url = url
+        self._result: defer.Deferred | None = None
+        self._call = None
+
+    def start(self) -> defer.Deferred:
+        self._result = defer.Deferred()
+        self._try()
+        return self._result
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._finish(StoreError(f"{self._url} was closed before it could be opened"))
+
+    def _try(self) -> None:
+        self._call = None
+        self._attempt().addCallbacks(self._finish, self._failed)
+
+    def _failed(self, failure) -> None:
+        if self._result is None or self._result.called:
+            return
+        if self._interval > 0 and failure.check(StoreUnreachable):
+            self.log.warn("{error}; trying again in {interval:g} s", error=str(failure.value), interval=self._interval)
+            self._call = self._reactor.callLater(self._interval, self._try)
+            return
+        self._finish(failure)
+
+    def _finish(self, outcome) -> None:
+        result = self._result
+        if result is None or result.called:
+            return
+        if isinstance(outcome, (BaseException, Failure)):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
 
 
 def unsupported_version(table: str, version, url: str) -> StoreError:
