@@ -20,7 +20,7 @@ from twisted.web.http_headers import Headers
 
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
-from tests.test_tap import options_request
+from tests.support.twistd import options_request
 from tests.support.stores import sqlite_uacreg
 from txuac.admin.metrics import LATENCY_BUCKETS, Metrics
 from txuac.config import settings_from_dict

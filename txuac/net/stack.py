@@ -35,11 +35,12 @@ from typing import Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from txuac import __version__
 from txuac.errors import ResolutionError, SIPParseError, TransactionTimeout, TransportError
 from txuac.net.resolver import TargetResolver
+from txuac.ratelimitedlog import RateLimitedLog
 from txuac.net.transports import (
     Channel,
     ConnectionPool,
@@ -192,11 +193,14 @@ class SIPStack:
         self._stopping = False
         self._stopped = False
         self.retransmissions = 0  # requests and responses sent again by a transaction timer or a retransmission
-        # For metrics: transactions by (method, outcome), outcome "2xx".."6xx", "timeout" or
-        # "transport_error"; messages dropped or refused as malformed.
+        # For metrics: transactions by (method, outcome), method one of KNOWN_METHODS or
+        # "other", outcome "2xx".."6xx", "timeout" or "transport_error"; messages dropped
+        # or refused as malformed.
         self.client_outcomes: Counter[tuple[str, str]] = Counter()
         self.server_outcomes: Counter[tuple[str, str]] = Counter()
         self.parse_errors = 0
+        # What any peer can make us log (malformed messages), at most a line per kind per 10 s.
+        self.input_log = RateLimitedLog(log, reactor)
 
     # --- configuration ----------------------------------------------------------------
     def add_udp_listener(self, listener: UDPListener) -> None:
@@ -363,7 +367,7 @@ class SIPStack:
         method = call.transaction.method
         self._client.pop(call.key, None)
         self._disarm(call.transaction)
-        self.client_outcomes[(method, "timeout")] += 1
+        self.client_outcomes[(_method_label(method), "timeout")] += 1
         call.deferred.errback(TransactionTimeout(f"{method}: no final response within {timeout:g} s"))
 
     def _apply_client(self, call: _ClientCall, effects) -> None:
@@ -381,18 +385,18 @@ class SIPStack:
                 if response.status < 200:
                     _notify(call, response)
                 elif not call.deferred.called:
-                    self.client_outcomes[(transaction.method, _status_class(response.status))] += 1
+                    self.client_outcomes[(_method_label(transaction.method), _status_class(response.status))] += 1
                     call.deferred.callback(response)
                 else:
                     _notify(call, response)  # RFC 6026 7.2: a 2xx after the first, for the TU
             elif isinstance(effect, TimedOut):
                 if not call.deferred.called:
-                    self.client_outcomes[(transaction.method, "timeout")] += 1
+                    self.client_outcomes[(_method_label(transaction.method), "timeout")] += 1
                     call.deferred.errback(TransactionTimeout(
                         f"{transaction.method}: no final response (Timer {effect.timer})"))
             elif isinstance(effect, TransportFailed):
                 if not call.deferred.called:
-                    self.client_outcomes[(transaction.method, "transport_error")] += 1
+                    self.client_outcomes[(_method_label(transaction.method), "transport_error")] += 1
                     call.deferred.errback(TransportError(f"{transaction.method}: transport failed"))
             elif isinstance(effect, Ended):
                 self._client.pop(call.key, None)
@@ -438,7 +442,7 @@ class SIPStack:
     def _client_failed(self, call: _ClientCall, error: TransportError) -> None:
         effects = call.transaction.transport_failed(self.reactor.seconds())
         if not call.deferred.called:
-            self.client_outcomes[(call.transaction.method, "transport_error")] += 1
+            self.client_outcomes[(_method_label(call.transaction.method), "transport_error")] += 1
             call.deferred.errback(error)
         self._apply_client(call, effects)
 
@@ -450,7 +454,7 @@ class SIPStack:
             return
         _ensure_content_length(response)
         if response.status >= 200 and (transaction.last_response is None or transaction.last_response.status < 200):
-            self.server_outcomes[(transaction.request.method, _status_class(response.status))] += 1
+            self.server_outcomes[(_method_label(transaction.request.method), _status_class(response.status))] += 1
         self._apply_server(transaction, entry[1], transaction.send_response(response, self.reactor.seconds()))
         if response.status >= 200:
             # Kept until Timer J/L/H for retransmissions, which need no parsed views.
@@ -509,6 +513,8 @@ class SIPStack:
     # --- receiving -----------------------------------------------------------------------
     def message_received(self, data: bytes, source: Address, channel: Channel) -> None:
         """Entry point of the transports for every datagram or framed stream message."""
+        if self._stopped:
+            return  # shut down: nothing is answered or logged any more
         try:
             message = parse_message(data, self.limits)
         except SIPParseError as e:
@@ -524,7 +530,8 @@ class SIPStack:
             key = client_key_for_response(response)
         except SIPParseError as e:
             self.parse_errors += 1
-            log.info("response from {source} dropped: {error}", source=source, error=str(e))
+            self.input_log.emit("unreadable responses", "response from {source} dropped: {error}",
+                                level=LogLevel.info, source=source, error=str(e))
             return
         call = self._client.get(key) if key is not None else None
         if call is None:
@@ -633,7 +640,8 @@ class SIPStack:
                    request: Request | None = None) -> None:
         """Answer a malformed request with the parser's status when a response can be built."""
         self.parse_errors += 1
-        log.warn("malformed message from {source}: {error}", source=source, error=str(error))
+        self.input_log.emit("malformed messages", "malformed message from {source}: {error}",
+                            source=source, error=str(error))
         if request is None:
             return  # without a parsed request there is no Via to answer to (RFC 3261 18.2.1)
         if request.method == "ACK":
@@ -649,7 +657,8 @@ class SIPStack:
                 target = UDPChannel(channel.listener, response_address(response.top_via, "udp"))
             target.send(bytes(response))
         except (SIPParseError, TransportError) as e:
-            log.info("no 400 sent to {source}: {error}", source=source, error=str(e))
+            self.input_log.emit("unanswerable malformed requests", "no {status} sent to {source}: {error}",
+                                level=LogLevel.info, status=error.status, source=source, error=str(e))
 
     def connection_lost(self, connection: StreamConnection) -> None:
         """Client transactions waiting on a lost connection fail at once (RFC 3261 17.1.4);
@@ -761,7 +770,14 @@ class SIPStack:
         self._absorb_sweep = None
         self._absorbing.clear()
         self._absorb_queue.clear()
+        self.input_log.flush()
         self.pool.close_all()
+
+
+def _method_label(method: str) -> str:
+    """A method as the transaction counters key it: one txuac knows, or "other", since a
+    peer can make up any number of names."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 def _status_class(status: int) -> str:

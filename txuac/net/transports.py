@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from txuac.errors import SIPParseError, TransportError
+from txuac.ratelimitedlog import RateLimitedLog
 from txuac.sip.framing import PING_BYTES, PONG_BYTES, KeepAlive, StreamFramer
 from txuac.sip.parser import ParserLimits
 from txuac.sip.via import Address
@@ -72,6 +73,9 @@ class UDPListener(protocol.DatagramProtocol):
     """
 
     buffer_size = 4 * 1024 * 1024
+    # Every datagram is read whole (Twisted reads 8192 octets by default and drops the
+    # rest): the largest UDP payload. The parser refuses one over max_message_size (513).
+    max_datagram = 65535
 
     def __init__(self, host: str, port: int, sink: MessageSink):
         self.host = host
@@ -92,6 +96,7 @@ class UDPListener(protocol.DatagramProtocol):
 
     def startProtocol(self) -> None:
         self.port = self.transport.getHost().port
+        self.transport.maxPacketSize = self.max_datagram
         handle = getattr(self.transport, "getHandle", None)
         sock = handle() if handle is not None else None
         self._socket = sock if isinstance(sock, socket.socket) else None
@@ -180,9 +185,7 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         try:
             items = self.framer.feed(data)
         except SIPParseError as e:
-            log.warn("closing {transport} connection from {peer}: {error}", transport=self.transport_name,
-                     peer=self.peer, error=str(e))
-            self.transport.loseConnection()
+            self._close_unreadable(e)
             return
         for item in items:
             if item is KeepAlive.PING:
@@ -198,9 +201,12 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
                     log.failure("{transport} message from {peer} could not be handled",
                                 transport=self.transport_name, peer=self.peer)
         if self.framer.error is not None:
-            log.warn("closing {transport} connection from {peer}: {error}", transport=self.transport_name,
-                     peer=self.peer, error=str(self.framer.error))
-            self.transport.loseConnection()
+            self._close_unreadable(self.framer.error)
+
+    def _close_unreadable(self, error: SIPParseError) -> None:
+        self.pool.input_log.emit("connections closed for unreadable input",
+                                 "closing connection from {peer}: {error}", peer=self.peer, error=str(error))
+        self.transport.loseConnection()
 
     def send(self, data: bytes) -> None:
         if not self.connected:
@@ -351,6 +357,7 @@ class ConnectionPool:
         self._pending: dict[tuple, list[defer.Deferred]] = {}
         self.lost_observers: list[ConnectionLostObserver] = []
         self.closed = False
+        self.input_log = RateLimitedLog(log, reactor)  # what peers can make us log
 
     @staticmethod
     def _key(address: Address, verified_name: str | None = None) -> tuple:
@@ -477,6 +484,7 @@ class ConnectionPool:
     def close_all(self) -> None:
         """Close every connection; connections completing later are closed at once."""
         self.closed = True
+        self.input_log.flush()
         for connection in list(self._connections.values()):
             connection.setTimeout(None)
             connection.close("shutdown")

@@ -108,9 +108,9 @@ class FlowTracker:
             later.setdefault(at, []).append(l_uuid)
         count = 0
         for at, group in later.items():
-            count += self.registrant.reregister(group, f"connection to {_text(peer)} lost", at=at)
-        log.info("{transport} connection to {peer} lost: re-registering {count} account(s) that used it",
-                 transport=peer.transport, peer=_text(peer), count=count)
+            count += self.registrant.reregister(group, f"connection to {peer} lost", at=at)
+        log.info("connection to {peer} lost: re-registering {count} account(s) that used it",
+                 peer=peer, count=count)
 
 
 class State(str, enum.Enum):
@@ -348,13 +348,7 @@ class OptionsPinger:
 
 
 def _key(target: SipURI | Address, source: Address | None) -> str:
-    text = _text(target) if isinstance(target, Address) else str(target)
-    return text if source is None else f"{text} from {_text(source)}"
-
-
-def _text(address: Address) -> str:
-    host = f"[{address.host}]" if ":" in address.host else address.host
-    return f"{address.transport}:{host}:{address.port}"
+    return str(target) if source is None else f"{target} from {source}"
 
 
 __all__ = ["DestinationEvent", "FlowTracker", "OptionsPinger", "Reachability", "State", "options_request"]

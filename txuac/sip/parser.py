@@ -49,11 +49,11 @@ def parse_message(data: bytes | bytearray | memoryview, limits: ParserLimits = D
         raise SIPParseError(f"unparseable message ({type(e).__name__})") from e
 
 
-def _parse(data: bytes | bytearray | memoryview, limits: ParserLimits) -> Message:
+def _parse(data: bytes | bytearray | memoryview, limits: ParserLimits, head_only: bool = False) -> Message:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SIPParseError("expected bytes")
     if len(data) > limits.max_message_size:  # before any copy
-        raise SIPParseError(f"message of {len(data)} octets exceeds {limits.max_message_size}", status=513)
+        raise _too_large(data, limits)
     data = bytes(data)
     if data[:2] == b"\r\n":
         data = data.lstrip(b"\r\n")  # RFC 3261 7.5: ignore CRLFs before the start line
@@ -85,7 +85,7 @@ def _parse(data: bytes | bytearray | memoryview, limits: ParserLimits) -> Messag
     if length_values is not None and len(length_values) > 1:
         raise SIPParseError("more than one Content-Length", element="Content-Length")
     body = data[body_start:]
-    if length_values is not None:
+    if length_values is not None and not head_only:
         length = parse_content_length(length_values[0], "Content-Length")
         if length > len(body):
             raise SIPParseError(
@@ -107,6 +107,18 @@ def _parse(data: bytes | bytearray | memoryview, limits: ParserLimits) -> Messag
             raise
         headers.cache_view("cseq", cseq)
     return message
+
+
+def _too_large(data: bytes | bytearray | memoryview, limits: ParserLimits) -> SIPParseError:
+    """513 (RFC 3261 21.5.11), with the message's start line and headers when they parse
+    within the limit, so that a request is answered along its Via."""
+    error = SIPParseError(f"message of {len(data)} octets exceeds {limits.max_message_size}", status=513)
+    head = bytes(memoryview(data)[:limits.max_message_size])  # one copy, of the part allowed
+    try:
+        error.message = _parse(head[:_find_header_end(head)[1]], limits, head_only=True)
+    except (SIPParseError, ValueError, IndexError, UnicodeError, OverflowError):
+        pass  # no head to answer: the 513 is logged only
+    return error
 
 
 def _find_header_end(data: bytes) -> tuple[int, int, str]:
@@ -174,7 +186,6 @@ def _parse_start_line(line: str, headers: Headers) -> Message:
     method, uri_text, version = parts
     if _METHOD_RE.match(method) is None:
         raise SIPParseError(f"invalid method {method[:32]!r}", element="request line")
-    _check_version(version)
     if uri_text.startswith("<"):
         raise SIPParseError("Request-URI enclosed in <>", element="Request-URI")
     if "\t" in uri_text:
@@ -183,7 +194,13 @@ def _parse_start_line(line: str, headers: Headers) -> Message:
     if isinstance(uri, SipURI) and uri.headers:
         # RFC 3261 19.1.1 table: headers are not allowed in a Request-URI.
         raise SIPParseError("headers are not allowed in the Request-URI", element="Request-URI")
-    return Request(method, uri, headers)
+    request = Request(method, uri, headers)
+    try:
+        _check_version(version)
+    except SIPParseError as e:
+        e.message = request  # answered along its Via: 505 (RFC 3261 8.2.2), or 400
+        raise
+    return request
 
 
 def _check_version(version: str) -> None:

@@ -24,6 +24,10 @@ class Address:
     def reliable(self) -> bool:
         return self.transport != "udp"
 
+    def __str__(self) -> str:
+        """As people read it in logs and errors: ``tls:127.0.0.1:5071``, IPv6 in brackets."""
+        return f"{self.transport}:{via_host(self.host)}:{self.port}"
+
 
 def new_branch() -> str:
     """A fresh RFC 3261 8.1.1.7 branch: the magic cookie and 96 random bits."""
