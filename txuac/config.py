@@ -127,8 +127,12 @@ class RPCSettings:
     listen: str = "tcp:5064:interface=127.0.0.1"  # a Twisted server endpoint string
     # Sent as "Authorization: Bearer <token>"; required unless listen is loopback-only.
     token: str | None = field(default=None, repr=False)
+    token_file: str | None = None  # the token is this file's first line
     show_secrets: bool = False  # auth_password and auth_ha1 in clear in RPC output
     max_request_size: int = 65536  # octets of a request body
+    # Host (and Origin) names accepted besides the listener's own address: a request
+    # naming another host is a browser led there by DNS rebinding or another site.
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -498,15 +502,37 @@ def endpoint_is_local(text: str, where: str) -> bool:
         return False
 
 
-def _rpc(path: str, table: Any) -> RPCSettings:
+def read_token_file(name: str) -> str:
+    """The token kept in file ``name``: its first line, without the line end (OSError when unreadable)."""
+    with open(name, encoding="utf-8") as f:
+        return f.readline().rstrip("\r\n")
+
+
+def _rpc(path: str, table: Any, base_dir: str | None) -> RPCSettings:
     section = _Section(path, "rpc", table)
     defaults = RPCSettings()
+    token = section.get("token", str, None) or None
+    token_file = _readable_file(section, "token_file", base_dir)
+    if token_file is not None:
+        if token is not None:
+            raise ConfigError(f"{section.where('token_file')}: set token or token_file, not both")
+        try:
+            token = read_token_file(token_file)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{section.where('token_file')}: cannot read {token_file}: {e}") from None
+        if not token:
+            raise ConfigError(f"{section.where('token_file')}: {token_file} has no token on its first line")
+    allowed_hosts = section.get("allowed_hosts", list, list(defaults.allowed_hosts))
+    if not all(isinstance(host, str) and host.strip() for host in allowed_hosts):
+        raise ConfigError(f"{section.where('allowed_hosts')}: expected a list of host names or addresses")
     settings = RPCSettings(
         enabled=section.get("enabled", bool, defaults.enabled),
         listen=section.get("listen", str, defaults.listen),
-        token=section.get("token", str, None) or None,
+        token=token,
+        token_file=token_file,
         show_secrets=section.get("show_secrets", bool, defaults.show_secrets),
         max_request_size=section.positive_int("max_request_size", defaults.max_request_size),
+        allowed_hosts=tuple(host.strip() for host in allowed_hosts),
     )
     section.finish()
     if settings.enabled:
@@ -515,7 +541,8 @@ def _rpc(path: str, table: Any) -> RPCSettings:
             raise ConfigError(f"{section.where('token')}: required when listen is not loopback-only "
                               f"({settings.listen!r}): anyone who reaches the port could administer txuac")
         if settings.token is not None and len(settings.token) < 16:
-            raise ConfigError(f"{section.where('token')}: too short to be a secret (16 characters at least)")
+            key = "token_file" if token_file is not None else "token"
+            raise ConfigError(f"{section.where(key)}: too short to be a secret (16 characters at least)")
     return settings
 
 
@@ -650,7 +677,7 @@ def settings_from_dict(document: dict, path: str = "<dict>", base_dir: str | Non
         "core": _core(path, document.get("core", {})),
         "tls": _tls(path, document.get("tls", {}), base_dir),
         "uac": _uac(path, document.get("uac", {})),
-        "rpc": _rpc(path, document.get("rpc", {})),
+        "rpc": _rpc(path, document.get("rpc", {}), base_dir),
         "manhole": _manhole(path, document.get("manhole", {}), base_dir),
         "log": _log(path, document.get("log", {})),
         "routing": _routing(path, document.get("routing", {}), base_dir),

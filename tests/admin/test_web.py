@@ -10,6 +10,7 @@ import socket
 import sqlite3
 
 from twisted.internet import defer, reactor, task, threads
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web import client
 from twisted.web.http_headers import Headers
@@ -66,6 +67,35 @@ def start_service(testcase, rows: list[dict] | None, rpc: dict | None = None, ua
     return service
 
 
+def log_events(testcase) -> list[dict]:
+    """The log events emitted from now until the test ends."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    testcase.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
+def raw_http(port: int, head: bytes, body_chunks=(), host: str = "127.0.0.1") -> bytes:
+    """Everything the server sends back to ``head`` then ``body_chunks`` sent on one
+    connection (blocking: run it in a thread); sending stops at the first error."""
+    with socket.create_connection((host, port), timeout=10) as connection:
+        try:
+            connection.sendall(head)
+            for chunk in body_chunks:
+                connection.sendall(chunk)
+        except OSError:
+            pass  # the server stopped reading: what it answered is still there to read
+        answer = b""
+        while True:
+            try:
+                data = connection.recv(65536)
+            except ConnectionResetError:
+                return answer + b"<reset>"
+            if not data:
+                return answer
+            answer += data
+
+
 @defer.inlineCallbacks
 def wait_until(condition, timeout: float = 10.0):
     deadline = reactor.seconds() + timeout
@@ -80,9 +110,11 @@ class HTTPClientMixin:
 
     @defer.inlineCallbacks
     def http(self, method: bytes = b"POST", path: bytes = b"/RPC", body: bytes | None = None,
-             token: str | None = None, port: int | None = None):
-        """(status, headers, body) of one request to the RPC server."""
-        headers = Headers({b"Content-Type": [b"application/json"]})
+             token: str | None = None, port: int | None = None, headers: dict[bytes, bytes] | None = None):
+        """(status, headers, body) of one request to the RPC server; ``headers`` replace the
+        defaults (Content-Type: application/json, Host: 127.0.0.1:port)."""
+        headers = Headers({name: [value] for name, value in
+                           {b"Content-Type": b"application/json", **(headers or {})}.items()})
         token = token if token is not None else self.token
         if token:
             headers.addRawHeader(b"Authorization", b"Bearer " + token.encode())
@@ -419,6 +451,7 @@ class ProtocolTests(HTTPClientMixin, TestCase):
 
         answer = yield threads.deferToThread(send)
         self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:200])
+        yield wait_until(lambda: not self.service.rpc.site.lingering)
         yield self.assertStillAnswering()
 
     @defer.inlineCallbacks
@@ -559,3 +592,228 @@ class RegistrarTests(HTTPClientMixin, TestCase):
         yield wait_until(lambda: self.service.registrant.status("1000") == 1, 20)
         lines = yield self.result("stats.get_statistics", "uac:regactive")
         self.assertEqual(lines, ["uac:regactive = 1"])
+
+
+class CrossSiteTests(HTTPClientMixin, TestCase):
+    """Without a token (the default), a browser led to the port by another site or by DNS
+    rebinding must not run anything: Host and Origin must name an allowed host."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.service = yield start_service(self, [make_row("1000", flags=1, auth_proxy="sip:127.0.0.1:9")])
+        self.port = self.service.rpc.port
+        self.events = log_events(self)
+
+    def refusal_lines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if formatEvent(e).startswith("refused ")]
+
+    @defer.inlineCallbacks
+    def active_off(self, headers: dict[bytes, bytes]):
+        """(status, body) of uac.reg_active 0 sent with ``headers``."""
+        body = json.dumps({"jsonrpc": "2.0", "method": "uac.reg_active", "params": [0], "id": 1}).encode()
+        status, _, data = yield self.http(body=body, headers=headers)
+        return status, data
+
+    @defer.inlineCallbacks
+    def test_rebinding_and_cross_site_requests_are_refused(self):
+        attack = {b"Content-Type": b"text/plain", b"Origin": b"http://evil.example", b"Host": b"rebind.evil.example"}
+        for headers in (attack,
+                        {b"Host": f"rebind.evil.example:{self.port}".encode()},  # DNS rebinding, same-origin
+                        {b"Content-Type": b"text/plain", b"Origin": b"http://evil.example"},  # cross-site
+                        {b"Origin": b"null"},  # sandboxed frame, file: page
+                        {b"Origin": f"http://127.0.0.1.evil.example:{self.port}".encode()},
+                        {b"Host": b"127.0.0.1:x"}):
+            status, data = yield self.active_off(headers)
+            self.assertEqual(status, 403, headers)
+            self.assertTrue(data.startswith(b"forbidden: "), data)
+            self.assertTrue(self.service.registrant.active, headers)
+        status, _, _ = yield self.http(method=b"GET", path=b"/metrics", headers={b"Host": b"rebind.evil.example"})
+        self.assertEqual(status, 403)
+        status, _, _ = yield self.http(method=b"GET", path=b"/", headers={b"Origin": b"http://evil.example"})
+        self.assertEqual(status, 403)
+        # Logged once for the address, whatever the number of attempts.
+        [line] = self.refusal_lines()
+        self.assertIn("from 127.0.0.1:", line)
+        self.assertIn("rebind.evil.example", line)
+
+    @defer.inlineCallbacks
+    def test_no_host_header_is_refused(self):
+        answer = yield threads.deferToThread(
+            raw_http, self.port, b"POST /RPC HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
+        self.assertTrue(answer.startswith(b"HTTP/1.0 403 "), answer[:100])
+
+    @defer.inlineCallbacks
+    def test_loopback_names_and_curl_are_served(self):
+        port = self.port
+        for host in (b"localhost", b"LOCALHOST:%d" % port, b"127.0.0.1", b"[::1]:%d" % port, b"[::1]", b"localhost."):
+            status, _, _ = yield self.http(method=b"GET", path=b"/metrics", headers={b"Host": host})
+            self.assertEqual(status, 200, host)
+        for origin in (b"http://localhost:%d" % port, b"http://127.0.0.1:%d" % port, b"https://[::1]"):
+            status, _, _ = yield self.http(method=b"GET", path=b"/metrics", headers={b"Origin": origin})
+            self.assertEqual(status, 200, origin)
+        # curl -d sends application/x-www-form-urlencoded and no Origin: served, as by jsonrpcs.
+        status, data = yield self.active_off({b"Content-Type": b"application/x-www-form-urlencoded"})
+        self.assertEqual((status, json.loads(data)["result"]), (200, {"omode": 1, "nmode": 0}))
+        self.assertEqual(self.refusal_lines(), [])
+
+
+class AllowedHostsTests(HTTPClientMixin, TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_allowed_hosts_and_the_listeners_own_address(self):
+        self.service = yield start_service(self, None, rpc={"allowed_hosts": ["txuac.example.net"]})
+        port = self.service.rpc.port
+        for host, status in ((b"txuac.example.net:%d" % port, 200), (b"TXUAC.example.net", 200),
+                             (b"127.0.0.1:%d" % port, 200),  # the address the request came in on
+                             (b"localhost", 403), (b"other.example.net", 403)):
+            got, _, _ = yield self.http(method=b"GET", path=b"/metrics", headers={b"Host": host})
+            self.assertEqual(got, status, host)
+        got, _, _ = yield self.http(method=b"GET", path=b"/metrics",
+                                    headers={b"Origin": b"https://txuac.example.net:8443"})
+        self.assertEqual(got, 200)
+
+    def test_allowed_hosts_must_be_names(self):
+        with self.assertRaises(ConfigError) as raised:
+            settings_from_dict({"rpc": {"allowed_hosts": ["localhost", ""]}}, "uac.toml")
+        self.assertIn("[rpc] allowed_hosts", str(raised.exception))
+
+
+class HardeningTests(HTTPClientMixin, TestCase):
+    """What a client can send that once gave a 500, a traceback or a reset: methods, huge
+    and deep bodies, and failures inside txuac, each answered as documented."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.service = yield start_service(self, [make_row("1000", flags=1, auth_proxy="sip:127.0.0.1:9")],
+                                           rpc={"max_request_size": 65536})
+        self.port = self.service.rpc.port
+        self.events = log_events(self)
+
+    def events_at(self, level: LogLevel) -> list[dict]:
+        return [e for e in self.events if e.get("log_level") is not None and e["log_level"] >= level]
+
+    @defer.inlineCallbacks
+    def test_other_methods_are_405_with_allow(self):
+        for method in (b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"GET"):
+            status, headers, data = yield self.http(method=method, body=b"{}" if method != b"HEAD" else None)
+            self.assertEqual((status, headers.getRawHeaders(b"allow")), (405, [b"POST"]), method)
+        for method in (b"PUT", b"DELETE", b"OPTIONS", b"POST"):
+            status, headers, _ = yield self.http(method=method, path=b"/metrics", body=b"{}")
+            self.assertEqual((status, headers.getRawHeaders(b"allow")), (405, [b"GET, HEAD"]), method)
+        status, headers, data = yield self.http(method=b"HEAD", path=b"/metrics")
+        self.assertEqual((status, data), (200, b""))
+        self.assertEqual(self.events_at(LogLevel.warn), [])
+        yield self.assertStillAnswering()
+
+    def huge_body_head(self, size: int) -> bytes:
+        return (b"POST /RPC HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % size)
+
+    @defer.inlineCallbacks
+    def test_huge_body_answered_413_before_it_is_read(self):
+        # The headers alone get the answer: nothing of the body was needed.
+        answer = yield threads.deferToThread(raw_http, self.port, self.huge_body_head(10_000_000))
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:200])
+        self.assertTrue(answer.endswith(b"\r\n\r\nrequest body too large\n"), answer[-200:])
+        yield wait_until(lambda: not self.service.rpc.site.lingering)
+        # A client that sends the whole 10 MB anyway reads the 413, not a reset.
+        chunks = [b"x" * 65536] * (10_000_000 // 65536)
+        answer = yield threads.deferToThread(raw_http, self.port, self.huge_body_head(65536 * len(chunks)), chunks)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:200])
+        self.assertFalse(answer.endswith(b"<reset>"))
+        yield wait_until(lambda: not self.service.rpc.site.lingering)
+        self.assertEqual(self.events_at(LogLevel.warn), [])
+        yield self.assertStillAnswering()
+
+    @defer.inlineCallbacks
+    def test_huge_chunked_body_answered_413(self):
+        head = b"POST /RPC HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+        answer = yield threads.deferToThread(raw_http, self.port, head, [chunk] * 160 + [b"0\r\n\r\n"])
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:200])
+        self.assertFalse(answer.endswith(b"<reset>"))
+        yield wait_until(lambda: not self.service.rpc.site.lingering)
+        yield self.assertStillAnswering()
+
+    @defer.inlineCallbacks
+    def test_deep_nesting_is_an_invalid_request(self):
+        for depth in (1000, 30_000):
+            status, headers, data = yield self.http(body=b"[" * depth + b"]" * depth)
+            self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"])
+            self.assertEqual((status, json.loads(data)["error"]["code"]), (400, -32600))
+        params = {"jsonrpc": "2.0", "method": "uac.reg_info", "id": 1}
+        body = json.dumps(params)[:-1].encode() + b', "params": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+        status, _, data = yield self.http(body=body)
+        self.assertEqual((status, json.loads(data)["error"]["code"]), (400, -32600))
+        warnings = self.events_at(LogLevel.warn)
+        self.assertEqual([e["log_level"] for e in warnings], [LogLevel.warn])
+        self.assertIn("nested deeper than", formatEvent(warnings[0]))
+        yield self.assertStillAnswering()
+
+    @defer.inlineCallbacks
+    def test_failures_inside_are_json_rpc_errors(self):
+        self.service.rpc.dispatcher.register("test.unencodable", lambda: object())
+        self.patch(self.service.rpc.metrics, "render", lambda: 1 / 0)
+        for path, body in ((b"/RPC", b'{"jsonrpc": "2.0", "method": "test.unencodable", "id": 1}'), (b"/metrics", None)):
+            status, headers, data = yield self.http(method=b"POST" if body else b"GET", path=path, body=body)
+            self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"], path)
+            self.assertEqual((status, json.loads(data)["error"]["code"]), (500, -32603), path)
+        self.flushLoggedErrors(TypeError, ZeroDivisionError)
+        yield self.assertStillAnswering()
+
+
+class AuditTests(HTTPClientMixin, TestCase):
+    """Every state-changing call is in the audit log with who made it; reads are not."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.service = yield start_service(self, [make_row("1000", flags=1, auth_proxy="sip:127.0.0.1:9")],
+                                           rpc={"token": TOKEN})
+        self.token = TOKEN
+        self.events = log_events(self)
+
+    def audit(self) -> list[dict]:
+        return [e for e in self.events if e.get("log_namespace") == "txuac.admin.audit"]
+
+    @defer.inlineCallbacks
+    def test_state_changes_are_audited_with_secrets_masked(self):
+        yield self.result("uac.reg_info", "l_uuid", "1000")
+        yield self.result("uac.reg_dump")
+        self.assertEqual(self.audit(), [])
+        yield self.result("uac.reg_active", 0)
+        yield self.result("uac.reg_add", "2000", "u", "d.example", "u", "r.example", ".", "u", "secret-pw", ".",
+                          "sip:127.0.0.1:9", 600, 1, 0, ".", ".")
+        yield self.result("uac.reg_enable", {"attr": "l_uuid", "val": "1000"})
+        yield self.error("uac.reg_remove", "nobody")
+        lines = [(e["method"], e["params"], e["outcome"], e["log_level"]) for e in self.audit()]
+        self.assertEqual(lines, [
+            ("uac.reg_active", [0], "ok", LogLevel.info),
+            ("uac.reg_add", ["2000", "u", "d.example", "u", "r.example", ".", "u", "********", ".",
+                             "sip:127.0.0.1:9", 600, 1, 0, ".", "."], "ok", LogLevel.info),
+            ("uac.reg_enable", {"attr": "l_uuid", "val": "1000"}, "ok", LogLevel.info),
+            ("uac.reg_remove", ["nobody"], "error 404: Record not found", LogLevel.info),
+        ])
+        for event in self.audit():
+            self.assertRegex(event["peer"], r"\A127\.0\.0\.1:[0-9]+\Z")
+            self.assertNotIn("secret-pw", formatEvent(event))
+        self.assertTrue(formatEvent(self.audit()[0]).startswith("127.0.0.1:"))
+
+    @defer.inlineCallbacks
+    def test_failed_token_checks_are_logged_rate_limited(self):
+        for _ in range(5):
+            status, _, _ = yield self.http(method=b"GET", path=b"/metrics", token="wrong-" + TOKEN)
+            self.assertEqual(status, 401)
+        lines = [formatEvent(e) for e in self.events if "no valid bearer token" in formatEvent(e)]
+        self.assertEqual(len(lines), 1)
+        self.assertIn("from 127.0.0.1:", lines[0])
+        self.assertNotIn(TOKEN, lines[0])
+        yield self.service.rpc.stopService()  # the window's summary is written when the server stops
+        summary = [formatEvent(e) for e in self.events if "suppressed" in formatEvent(e)]
+        self.assertEqual(summary, ["4 more requests without a valid token from 127.0.0.1 suppressed in the last 10 s"])

@@ -49,7 +49,8 @@ _SECRET_WORDS = ("password", "passwd", "ha1", "authorization", "token", "secret"
 _OWN_KEYS = frozenset(("time", "level", "namespace", "text", "traceback"))
 
 
-def _is_secret(key: str) -> bool:
+def is_secret_name(key: str) -> bool:
+    """Whether a field or parameter named ``key`` holds a secret (password, HA1, token...)."""
     lowered = key.lower()
     return any(word in lowered for word in _SECRET_WORDS)
 
@@ -68,7 +69,7 @@ def event_as_json(event: dict) -> str:
         "text": formatEvent(event),
     }
     for key, value in event.items():
-        if key.startswith("log_") or key in _LEGACY_KEYS or key in _OWN_KEYS or _is_secret(key):
+        if key.startswith("log_") or key in _LEGACY_KEYS or key in _OWN_KEYS or is_secret_name(key):
             continue
         line[key] = value
     system = event.get("system")  # a legacy event's context, e.g. "UDPListener (UDP)"

@@ -8,6 +8,10 @@ protocol errors use the JSON-RPC codes with jsonrpcs' messages. A batch (an arra
 requests) is answered with an array; requests without ``id`` in a batch are
 notifications and get no answer, a single request without ``id`` is answered
 without ``id`` (as jsonrpcs does).
+
+Methods registered with ``audit=True`` (the ones that change state) are logged at info
+in the ``txuac.admin.audit`` namespace with the caller's address, the parameters (secrets
+masked) and the outcome.
 """
 
 from __future__ import annotations
@@ -18,11 +22,16 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from txuac.admin.logs import is_secret_name
 from txuac.errors import TxuacError
+from txuac.ratelimitedlog import RateLimitedLog
 
 log = Logger()
+audit_log = Logger(namespace="txuac.admin.audit")
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -44,6 +53,10 @@ PROTOCOL_MESSAGES = {
 _PROTOCOL_HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, METHOD_NOT_FOUND: 404, INVALID_PARAMS: 400,
                          INTERNAL_ERROR: 500}
 _INTEGER = re.compile(r"-?[0-9]{1,18}\Z")
+# Arrays and objects nested deeper than this are refused: no method takes more than a
+# flat list, and deep nesting only costs stack.
+MAX_DEPTH = 32
+SECRET_MASK = "********"
 
 
 class RPCError(TxuacError):
@@ -87,6 +100,7 @@ class Method:
     required: int
     missing: RPCError
     doc: str
+    audit: bool = False
 
     def arguments(self, params: Any) -> list:
         """The positional arguments for ``params`` (a list, a dict or absent), coerced."""
@@ -157,37 +171,56 @@ class Answer:
 
 
 class Dispatcher:
-    """Methods by name; ``handle(body)`` answers one HTTP request body."""
+    """Methods by name; ``handle(body, peer)`` answers one HTTP request body. ``clock`` (a
+    reactor) times the rate-limited warnings about refused bodies; ``warnings.flush()``
+    when done with it."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: IReactorTime | None = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.methods: dict[str, Method] = {}
+        self.warnings = RateLimitedLog(log, clock)
 
     def register(self, name: str, function: Callable[..., Any], params: tuple[Param, ...] | None = (),
-                 required: int | None = None, missing: RPCError | None = None, doc: str = "") -> None:
+                 required: int | None = None, missing: RPCError | None = None, doc: str = "",
+                 audit: bool = False) -> None:
+        """Add a method; ``audit``: it changes state, and every call is logged in the audit log."""
         if params is not None and required is None:
             required = len(params)
         self.methods[name] = Method(name, function, params, required or 0,
-                                    missing or RPCError(INVALID_PARAMS, data=f"{name}: missing parameter(s)"), doc)
+                                    missing or RPCError(INVALID_PARAMS, data=f"{name}: missing parameter(s)"), doc,
+                                    audit)
 
     def names(self) -> list[str]:
         return sorted(self.methods)
 
-    def handle(self, body: bytes) -> defer.Deferred:
-        """The Answer to a request body (one request or a batch)."""
+    def handle(self, body: bytes, peer: str = "-") -> defer.Deferred:
+        """The Answer to a request body (one request or a batch) from ``peer``."""
         try:
             document = json.loads(body)
         except (UnicodeDecodeError, ValueError) as e:
             return defer.succeed(self._single(_error_object(None, RPCError(PARSE_ERROR, data=str(e)[:200]))))
+        except RecursionError:
+            document = None
+            too_deep = True
+        else:
+            too_deep = _nested_deeper_than(document, MAX_DEPTH)
+        if too_deep:
+            self.warnings.emit(f"too deeply nested bodies from {peer.rpartition(':')[0] or peer}",
+                               "refused a JSON-RPC body from {peer}: nested deeper than {depth} levels",
+                               peer=peer, depth=MAX_DEPTH)
+            error = RPCError(INVALID_REQUEST, data=f"arrays and objects nested deeper than {MAX_DEPTH} levels")
+            return defer.succeed(self._single(_error_object(None, error)))
         if isinstance(document, list):
             if not document:
                 return defer.succeed(self._single(_error_object(None, RPCError(INVALID_REQUEST,
                                                                                data="empty batch"))))
-            d = defer.gatherResults([self.call(request, in_batch=True) for request in document])
+            d = defer.gatherResults([self.call(request, in_batch=True, peer=peer) for request in document])
             d.addCallback(self._batch)
             return d
-        return self.call(document).addCallback(self._single)
+        return self.call(document, peer=peer).addCallback(self._single)
 
-    def call(self, request: Any, in_batch: bool = False) -> defer.Deferred:
+    def call(self, request: Any, in_batch: bool = False, peer: str = "-") -> defer.Deferred:
         """The response object to one request object (None for a notification in a batch)."""
         if not isinstance(request, dict):
             return defer.succeed(_error_object(None, RPCError(INVALID_REQUEST, data="a request is an object")))
@@ -208,6 +241,9 @@ class Dispatcher:
             return defer.succeed(_error_object(reply_id, RPCError(INVALID_REQUEST,
                                                                   data="params must be an array or an object")))
         d = self._run(name, params)
+        method = self.methods.get(name)
+        if method is not None and method.audit:
+            d.addBoth(_audited, method, params, peer)
         d.addCallbacks(lambda result: _result_object(reply_id, result),
                        lambda failure: _error_object(reply_id, failure.value))
         if in_batch and not has_id:
@@ -243,6 +279,45 @@ class Dispatcher:
 
 
 _NO_ID = object()
+
+
+def _nested_deeper_than(document: Any, limit: int) -> bool:
+    pending = [(document, 1)] if isinstance(document, (list, dict)) else []
+    while pending:
+        value, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
+    return False
+
+
+def masked_params(method: Method, params: Any) -> Any:
+    """``params`` as the audit log shows them: password-like values (by parameter name) masked."""
+    if isinstance(params, dict):
+        return {key: SECRET_MASK if is_secret_name(str(key)) and value not in ("", ".", None) else value
+                for key, value in params.items()}
+    if isinstance(params, list):
+        names = [spec.name for spec in method.params or ()]
+        return [SECRET_MASK if position < len(names) and is_secret_name(names[position])
+                and value not in ("", ".", None) else value for position, value in enumerate(params)]
+    return params
+
+
+def _audited(outcome: Any, method: Method, params: Any, peer: str) -> Any:
+    if isinstance(outcome, Failure):
+        error = outcome.value
+        text = f"error {error.code}: {error.message}" if isinstance(error, RPCError) else "failed"
+    else:
+        text = "ok"
+    audit_log.info("{peer} called {method} {params}: {outcome}", peer=peer, method=method.name,
+                   params=masked_params(method, params if params is not None else []), outcome=text)
+    return outcome
+
+
+def internal_error_answer() -> Answer:
+    """The answer to a request that failed inside txuac (the details are in the log)."""
+    return Answer(500, _encode(_error_object(None, RPCError(INTERNAL_ERROR, data="see the log"))))
 
 
 def _result_object(request_id: Any, result: Any) -> dict:

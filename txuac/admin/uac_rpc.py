@@ -122,22 +122,22 @@ class UACMethods:
         add("uac.reg_dump", self.reg_dump, doc="All registration records")
         add("uac.reg_info", self.reg_info, FILTER_PARAMS, missing=INVALID_PARAMETERS,
             doc="One record: attr (l_uuid, l_username, r_username, auth_username), val")
-        add("uac.reg_enable", self.reg_enable, FILTER_PARAMS, missing=INVALID_PARAMETERS,
+        add("uac.reg_enable", self.reg_enable, FILTER_PARAMS, missing=INVALID_PARAMETERS, audit=True,
             doc="Enable a record: attr, val")
-        add("uac.reg_disable", self.reg_disable, FILTER_PARAMS, missing=INVALID_PARAMETERS,
+        add("uac.reg_disable", self.reg_disable, FILTER_PARAMS, missing=INVALID_PARAMETERS, audit=True,
             doc="Disable a record (no un-REGISTER): attr, val")
-        add("uac.reg_register", self.reg_register, FILTER_PARAMS, missing=INVALID_PARAMETERS,
+        add("uac.reg_register", self.reg_register, FILTER_PARAMS, missing=INVALID_PARAMETERS, audit=True,
             doc="Send a REGISTER now: attr, val")
-        add("uac.reg_unregister", self.reg_unregister, FILTER_PARAMS, missing=INVALID_PARAMETERS,
+        add("uac.reg_unregister", self.reg_unregister, FILTER_PARAMS, missing=INVALID_PARAMETERS, audit=True,
             doc="Send a REGISTER with Expires 0 now: attr, val")
-        add("uac.reg_reload", self.reg_reload, doc="Reload every record from the store")
-        add("uac.reg_refresh", self.reg_refresh, (Param("l_uuid"),), missing=INVALID_PARAMETERS,
+        add("uac.reg_reload", self.reg_reload, audit=True, doc="Reload every record from the store")
+        add("uac.reg_refresh", self.reg_refresh, (Param("l_uuid"),), missing=INVALID_PARAMETERS, audit=True,
             doc="Reload one record from the store: l_uuid")
         add("uac.reg_active", self.reg_active, (Param("mode", int),), missing=RPCError(500, "Missing parameter"),
-            doc="Switch all registrations on (1) or off (0)")
-        add("uac.reg_add", self.reg_add, REG_ADD_PARAMS, required=15, missing=INVALID_PARAMETERS,
+            audit=True, doc="Switch all registrations on (1) or off (0)")
+        add("uac.reg_add", self.reg_add, REG_ADD_PARAMS, required=15, missing=INVALID_PARAMETERS, audit=True,
             doc="Add a record in memory: the 15 or 16 uacreg columns")
-        add("uac.reg_remove", self.reg_remove, (Param("l_uuid"),), missing=INVALID_PARAMETERS,
+        add("uac.reg_remove", self.reg_remove, (Param("l_uuid"),), missing=INVALID_PARAMETERS, audit=True,
             doc="Remove a record from memory: l_uuid")
 
     # --- system, core, stats ----------------------------------------------------------

@@ -1,82 +1,179 @@
 """The admin HTTP server: ``POST /RPC`` (JSON-RPC 2.0) and ``GET /metrics``.
 
-Listens on ``[rpc] listen`` (a Twisted endpoint string, loopback by default). With
-``[rpc] token`` set, every request needs ``Authorization: Bearer <token>`` (compared
-in constant time). Request bodies larger than ``[rpc] max_request_size`` are refused
-with 413 without being kept in memory.
+Listens on ``[rpc] listen`` (a Twisted endpoint string, loopback by default). Every
+request, on any path, must name an allowed host in ``Host`` (the listener's own address
+or one of ``[rpc] allowed_hosts``) and, when it carries ``Origin``, come from one: a
+browser led here by another site or by DNS rebinding is answered 403 and nothing runs.
+With ``[rpc] token`` set, every request also needs ``Authorization: Bearer <token>``
+(compared in constant time). A body larger than ``[rpc] max_request_size`` is answered 413
+as soon as that is known (from Content-Length, or while counting a chunked body); the rest
+of it is read and dropped, not kept.
 """
 
 from __future__ import annotations
 
 import hmac
-import io
+from urllib.parse import urlsplit
 
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import address, defer, endpoints, interfaces
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
-from txuac.admin.rpc import Answer, Dispatcher
+from txuac.admin.rpc import Answer, Dispatcher, internal_error_answer
 from txuac.admin.uac_rpc import UACMethods
 from txuac.config import RPCSettings
 from txuac.errors import ConfigError
+from txuac.ratelimitedlog import RateLimitedLog
 
 log = Logger()
 
 JSON = b"application/json"
-# Bodies are counted and dropped beyond the limit; a client that keeps sending far
-# beyond it is cut off.
-ABORT_FACTOR = 16
+# Seconds a client may go on sending a body answered 413 before the connection is cut.
+LINGER_SECONDS = 5.0
 
 
-class LimitedRequest(server.Request):
-    """A request whose body is kept only up to the site's ``max_request_size``."""
-
-    too_large = False
-    _received = 0
-
-    def gotLength(self, length):
-        limit = self.channel.site.max_request_size
-        if length is not None and length > limit:
-            self.too_large = True
-            self.content = io.BytesIO()
-            return
-        super().gotLength(length)
-
-    def handleContentChunk(self, data):
-        self._received += len(data)
-        limit = self.channel.site.max_request_size
-        if self._received > limit:
-            if not self.too_large:
-                self.too_large = True
-                self.content = io.BytesIO()  # what came so far is dropped
-            if self._received > limit * ABORT_FACTOR and self.channel.transport is not None:
-                self.channel.transport.abortConnection()
-            return
-        super().handleContentChunk(data)
+def peer_text(peer) -> str:
+    """A connection's peer address for people: ``127.0.0.1:40000``, ``[::1]:40000``, ``unix``."""
+    if isinstance(peer, (address.IPv4Address, address.IPv6Address)):
+        host = f"[{peer.host}]" if ":" in peer.host else peer.host
+        return f"{host}:{peer.port}"
+    return "unix"
 
 
-class AdminSite(server.Site):
-    requestFactory = LimitedRequest
+def _peer_host(request) -> str:
+    peer = request.getClientAddress()
+    return getattr(peer, "host", "unix")
 
-    def __init__(self, root, max_request_size: int):
-        super().__init__(root, parsePOSTFormSubmission=False)
-        self.max_request_size = max_request_size
-        self.displayTracebacks = False
-        self.noisy = False
 
-    def log(self, request):
-        """No access log line per request (scrapes every few seconds would fill the log)."""
+def _host_name(text: str) -> str:
+    """A host name or address as compared: lower case, IPv6 without brackets, no final dot."""
+    return text.strip().lower().strip("[]").rstrip(".")
+
+
+def host_of_header(value: bytes) -> str | None:
+    """The host named by a ``Host`` header (RFC 9110 7.2: ``host[:port]``), or None if malformed."""
+    text = value.decode("latin-1").strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+    else:
+        host, colon, port = text.partition(":")
+        if colon and not port.isdigit():
+            return None
+    return _host_name(host) or None
+
+
+def host_of_origin(value: bytes) -> str | None:
+    """The host of an ``Origin`` header (RFC 6454 7), or None for ``null`` or a malformed one."""
+    try:
+        parts = urlsplit(value.decode("latin-1").strip())
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return _host_name(parts.hostname)
 
 
 def _plain(request, status: int, text: str) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    if request.method == b"HEAD":
+        return b""  # twisted.web would drop a body, with a log line per request
     return (text + "\n").encode("utf-8")
 
 
-class _Error(resource.Resource):
+class AdminChannel(http.HTTPChannel):
+    """An HTTP channel that answers 413 to a body over the site's ``max_request_size`` as
+    soon as it knows: from Content-Length before reading the body, or when a chunked body
+    passes the limit. The response goes out with ``Connection: close``, our side is
+    half-closed, and what the client still sends is read and dropped for up to
+    LINGER_SECONDS, so that it reads the 413 instead of a connection reset."""
+
+    refused = False
+    _linger = None
+
+    def allHeadersReceived(self):
+        # self.length is the Content-Length (None for a chunked body).
+        if self.length is not None and self.length > self.site.max_request_size:
+            self.refuse_body()
+            return
+        super().allHeadersReceived()
+
+    def refuse_body(self) -> None:
+        """Answer 413 and drop the rest of the connection's input."""
+        if self.refused:
+            return
+        self.refused = True
+        text = b"request body too large\n"
+        self.transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\n"
+                             b"Content-Type: text/plain; charset=utf-8\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(text), text))
+        self.setTimeout(None)
+        if interfaces.IHalfCloseableDescriptor.providedBy(self.transport):
+            self.site.lingering.add(self)
+            self.transport.loseWriteConnection()
+            self._linger = self.callLater(LINGER_SECONDS, self.transport.abortConnection)
+        else:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data):
+        if not self.refused:
+            super().dataReceived(data)
+
+    def rawDataReceived(self, data):
+        if not self.refused:
+            super().rawDataReceived(data)
+
+    def allContentReceived(self):
+        if not self.refused:  # the end of a chunked body refused on the way
+            super().allContentReceived()
+
+    def connectionLost(self, reason):
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        self.site.lingering.discard(self)
+        super().connectionLost(reason)
+
+
+class AdminRequest(server.Request):
+    """A request whose chunked body is counted against ``max_request_size``, and whose
+    unexpected failures are answered with a JSON-RPC error, never Twisted's HTML page."""
+
+    _received = 0
+
+    def handleContentChunk(self, data):
+        self._received += len(data)
+        if self._received > self.channel.site.max_request_size:
+            self.channel.refuse_body()
+            return
+        super().handleContentChunk(data)
+
+    def processingFailed(self, reason):
+        log.failure("admin request {method} {path} failed", reason, method=self.method.decode("latin-1"),
+                    path=self.path.decode("latin-1", "replace")[:200])
+        if self._disconnected or self.finished:
+            return reason
+        if self.startedWriting:  # too late for another status: cut the response short
+            self.channel.transport.abortConnection()
+            return reason
+        _send_answer(self, internal_error_answer())
+        return reason
+
+
+def _send_answer(request, answer: Answer) -> None:
+    request.setResponseCode(answer.status)
+    if answer.body is not None:
+        request.setHeader(b"Content-Type", JSON)
+        request.setHeader(b"Content-Length", b"%d" % len(answer.body))
+        request.write(answer.body)
+    request.finish()
+
+
+class _Refusal(resource.Resource):
     """Answers every request with one status and message."""
 
     isLeaf = True
@@ -93,20 +190,62 @@ class _Error(resource.Resource):
         return _plain(request, self.status, self.text)
 
 
-class AdminRoot(resource.Resource):
-    """``/RPC`` and ``/metrics`` behind the token check."""
+class AdminSite(server.Site):
+    """The admin server's site: every request, on every path, passes the Host, Origin and
+    token checks before any resource sees it. Refusals are logged, at most one line per
+    kind and client address every 10 seconds."""
 
-    def __init__(self, token: str | None):
-        super().__init__()
-        self._token = token.encode("utf-8") if token is not None else None
+    protocol = AdminChannel
+    requestFactory = AdminRequest
 
-    def getChildWithDefault(self, path, request):
+    def __init__(self, root, settings: RPCSettings, clock):
+        super().__init__(root)
+        self.max_request_size = settings.max_request_size
+        self.allowed_hosts = frozenset(_host_name(host) for host in settings.allowed_hosts)
+        self._token = settings.token.encode("utf-8") if settings.token is not None else None
+        self.refusals = RateLimitedLog(log, clock)
+        self.lingering: set[AdminChannel] = set()  # answered 413, reading the rest of the body to drop it
+        self.displayTracebacks = False
+        self.noisy = False
+
+    def log(self, request):
+        """No access log line per request (scrapes every few seconds would fill the log)."""
+
+    def getResourceFor(self, request):
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        return super().getResourceFor(request)
+
+    def _refusal(self, request) -> resource.Resource | None:
+        host = request.getHeader(b"host")
+        if host is None or not self._allowed(host_of_header(host), request):
+            return self._refuse(request, f"Host {_shown(host)}",
+                                "forbidden: the Host header names no host of this server (see [rpc] allowed_hosts)")
+        origin = request.getHeader(b"origin")
+        if origin is not None and not self._allowed(host_of_origin(origin), request):
+            return self._refuse(request, f"Origin {_shown(origin)}",
+                                "forbidden: cross-site request (the Origin is not one of [rpc] allowed_hosts)")
         if self._token is not None and not self._authorized(request):
-            return _Error(401, "a valid 'Authorization: Bearer <token>' header is required",
-                          {b"WWW-Authenticate": b'Bearer realm="txuac"'})
-        if getattr(request, "too_large", False):
-            return _Error(413, "request body too large")
-        return super().getChildWithDefault(path, request)
+            self.refusals.emit(f"requests without a valid token from {_peer_host(request)}",
+                               "refused {method} {path} from {peer}: no valid bearer token",
+                               method=request.method.decode("latin-1"), path=_path(request),
+                               peer=peer_text(request.getClientAddress()))
+            return _Refusal(401, "a valid 'Authorization: Bearer <token>' header is required",
+                            {b"WWW-Authenticate": b'Bearer realm="txuac"'})
+        return None
+
+    def _allowed(self, host: str | None, request) -> bool:
+        if host is None:
+            return False
+        return host in self.allowed_hosts or host == _host_name(getattr(request.getHost(), "host", ""))
+
+    def _refuse(self, request, what: str, text: str) -> resource.Resource:
+        self.refusals.emit(f"cross-site requests from {_peer_host(request)}",
+                           "refused {method} {path} from {peer}: {what} is not an allowed host",
+                           method=request.method.decode("latin-1"), path=_path(request),
+                           peer=peer_text(request.getClientAddress()), what=what)
+        return _Refusal(403, text)
 
     def _authorized(self, request) -> bool:
         header = request.getHeader(b"authorization") or b""
@@ -115,14 +254,43 @@ class AdminRoot(resource.Resource):
             return False
         return hmac.compare_digest(credentials.strip(), self._token)
 
+
+def _path(request) -> str:
+    return request.path.decode("latin-1", "replace")[:200]
+
+
+def _shown(value: bytes | None) -> str:
+    return "(none)" if value is None else repr(value.decode("latin-1")[:100])
+
+
+class _OnlyMethods(resource.Resource):
+    """A leaf answering the methods it has ``render_*`` for, 405 with Allow to the others."""
+
+    isLeaf = True
+    allowed: tuple[bytes, ...] = ()
+
+    def render(self, request):
+        if request.method not in self.allowed:
+            request.setHeader(b"Allow", b", ".join(self.allowed))
+            return _plain(request, 405, f"method not allowed: use {' or '.join(m.decode() for m in self.allowed)}")
+        return getattr(self, "render_" + request.method.decode("ascii"))(request)
+
+
+class AdminRoot(resource.Resource):
+    """``/RPC`` and ``/metrics``; anything else is 404."""
+
     def render(self, request):
         return _plain(request, 404, "not found: the JSON-RPC endpoint is POST /RPC")
 
+    def getChild(self, path, request):
+        return self
 
-class RPCResource(resource.Resource):
-    """``POST /RPC``: one JSON-RPC request or a batch."""
 
-    isLeaf = True
+class RPCResource(_OnlyMethods):
+    """``POST /RPC``: one JSON-RPC request or a batch. Whatever goes wrong, the answer is
+    a JSON-RPC body."""
+
+    allowed = (b"POST",)
 
     def __init__(self, dispatcher: Dispatcher):
         super().__init__()
@@ -130,31 +298,25 @@ class RPCResource(resource.Resource):
 
     def render_POST(self, request):
         body = request.content.read()
-        d = self.dispatcher.handle(body)
+        d = defer.maybeDeferred(self.dispatcher.handle, body, peer_text(request.getClientAddress()))
         d.addCallback(self._send, request)
         d.addErrback(self._failed, request)
         return server.NOT_DONE_YET
 
     def _send(self, answer: Answer, request) -> None:
-        if request._disconnected:
-            return
-        request.setResponseCode(answer.status)
-        if answer.body is not None:
-            request.setHeader(b"Content-Type", JSON)
-            request.write(answer.body)
-        request.finish()
+        if not request._disconnected:
+            _send_answer(request, answer)
 
     def _failed(self, failure: Failure, request) -> None:
         log.failure("RPC request failed", failure)
-        if not request._disconnected:
-            request.write(_plain(request, 500, "internal error; see the log"))
-            request.finish()
+        if not request._disconnected and not request.startedWriting:
+            _send_answer(request, internal_error_answer())
 
 
-class MetricsResource(resource.Resource):
+class MetricsResource(_OnlyMethods):
     """``GET /metrics``: the Prometheus text exposition."""
 
-    isLeaf = True
+    allowed = (b"GET", b"HEAD")
 
     def __init__(self, metrics):
         super().__init__()
@@ -164,10 +326,14 @@ class MetricsResource(resource.Resource):
         request.setHeader(b"Content-Type", self.metrics.content_type.encode("ascii"))
         return self.metrics.render()
 
+    def render_HEAD(self, request):
+        self.render_GET(request)
+        return b""
 
-def build_root(dispatcher: Dispatcher, metrics, settings: RPCSettings) -> resource.Resource:
+
+def build_root(dispatcher: Dispatcher, metrics) -> resource.Resource:
     """The resource tree of the admin server."""
-    root = AdminRoot(settings.token)
+    root = AdminRoot()
     root.putChild(b"RPC", RPCResource(dispatcher))
     root.putChild(b"metrics", MetricsResource(metrics))
     return root
@@ -190,11 +356,11 @@ class AdminWebService(service.Service):
         self.uac = uac
         self.reactor = reactor
         self.settings: RPCSettings = uac.settings.rpc
-        self.dispatcher = Dispatcher()
+        self.dispatcher = Dispatcher(reactor)
         self.methods = UACMethods(uac, reactor)
         self.methods.register(self.dispatcher)
         self.metrics = Metrics(uac)  # before the registrant starts: start-up registrations count
-        self.site = AdminSite(build_root(self.dispatcher, self.metrics, self.settings), self.settings.max_request_size)
+        self.site = AdminSite(build_root(self.dispatcher, self.metrics), self.settings, reactor)
         self.listening = None  # the IListeningPort
         self._bound = False
 
@@ -238,6 +404,8 @@ class AdminWebService(service.Service):
 
     def stopService(self):
         super().stopService()
+        self.site.refusals.flush()
+        self.dispatcher.warnings.flush()
         self._bound = False
         listening, self.listening = self.listening, None
         if listening is None:
