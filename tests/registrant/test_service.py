@@ -15,11 +15,12 @@ import random
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.registrant.test_record import HA1, make_row
 from txuac.errors import SIPParseError, TransactionTimeout
+from txuac.registrant.failures import FailureSummary
 from txuac.registrant.record import Flag, State
 from txuac.registrant.service import RegistrantService, RegistrantSettings
 from txuac.sip import SipURI, make_response, parse_message, parse_uri
@@ -1106,6 +1107,48 @@ class RoutineLogTests(ServiceTestCase):
         from txuac.service import registrant_settings
         self.assertFalse(registrant_settings(settings_from_dict({})).log_routine)
         self.assertTrue(registrant_settings(settings_from_dict({"log": {"level": "debug"}})).log_routine)
+
+
+class FailureSummaryTests(ServiceTestCase):
+    """An outage: the temporary failures of a round are one info line per registrar, the
+    per-account lines are at debug."""
+
+    def test_a_thousand_accounts_failing_at_one_registrar(self):
+        rows = [make_row(f"acc{n}") for n in range(1000)]
+        with capturedLogs() as events:
+            self.start(rows, reg_retry_interval=30, reg_retry_jitter=0.0)
+            for _ in range(2):  # two retry rounds
+                self.clock.advance(0)
+                while len(self.stack.pending()) < 1000:
+                    self.clock.advance(TICK)
+                for sent in self.stack.pending()[:998]:
+                    self.stack.timeout(sent)
+                for sent in self.stack.pending():
+                    self.stack.answer(sent, 503)
+                self.clock.advance(10)
+                while not self.stack.pending():
+                    self.clock.advance(1)
+        info = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.info]
+        failures = [line for line in info if "failed" in line]
+        self.assertEqual(failures, ["1000 account(s) failed at proxy.provider.example: no answer (timeout) (998), "
+                                    "503 Service Unavailable (2)"] * 2)
+        per_account = [e for e in events if e.get("l_uuid") == "acc7" and e.get("state") == "failed"]
+        self.assertEqual([e["log_level"] for e in per_account], [LogLevel.debug] * 2)
+
+    def test_destinations_and_reasons_are_bounded(self):
+        summary = FailureSummary(Clock(), max_destinations=2, max_reasons=2)
+        with capturedLogs() as events:
+            for n in range(4):
+                summary.add(f"reg{n}.example.com", "503 Service Unavailable")
+            for reason in ("a", "b", "c", "d"):
+                summary.add("reg0.example.com", reason)
+            summary.flush()
+        self.assertEqual(sorted(formatEvent(e) for e in events), sorted([
+            "1 account(s) failed at reg2.example.com: 503 Service Unavailable (1)",
+            "1 account(s) failed at reg3.example.com: 503 Service Unavailable (1)",
+            "5 account(s) failed at reg0.example.com: other reasons (3), 503 Service Unavailable (1), a (1)",
+            "1 account(s) failed at reg1.example.com: 503 Service Unavailable (1)",
+        ]))
 
 
 class ObserverTests(ServiceTestCase):

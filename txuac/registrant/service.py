@@ -33,6 +33,7 @@ from txuac.errors import (
 )
 from txuac.registrant import protocol
 from txuac.registrant.budget import DestinationBudget
+from txuac.registrant.failures import FailureSummary
 from txuac.registrant.health import FlowTracker, OptionsPinger
 from txuac.registrant.record import MAX_CSEQ, Flag, InvalidRecord, RegistrationRecord, State, record_from_row
 from txuac.registrant.retry import FailureKind, RetryPolicy, classify
@@ -191,6 +192,7 @@ class RegistrantService(service.Service):
         self._parked: dict[str, deque[tuple[float, str]]] = {}
         self._next_hops: dict[str, SipURI | Address | None] = {}
         self._nonces = NonceCounter(limit=4096)  # one nc sequence per nonce across all accounts
+        self.failures = FailureSummary(reactor)  # temporary failures: one info line per registrar per round
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = reactor
         # Re-registration at once when a TCP/TLS connection drops, or a pinged registrar is back.
@@ -223,6 +225,7 @@ class RegistrantService(service.Service):
         if self._loop.running:
             self._loop.stop()
         yield self._wait_in_flight()
+        self.failures.flush()
         if self.settings.reg_unregister_on_stop:
             online = [r for r in self.records.values() if r.registered(self.now())]
             yield defer.DeferredList([self.send_unregister(r.l_uuid) for r in online], consumeErrors=True)
@@ -707,6 +710,11 @@ class RegistrantService(service.Service):
             if self.settings.log_routine:
                 log.debug("registration {l_uuid}: {previous} -> {state} ({reason})", l_uuid=record.l_uuid,
                           previous=previous.value, state=state.value, reason=reason, status=status)
+        elif state is State.FAILED:
+            # Retried later: an outage fails a registrar's accounts together, summarised per round.
+            self.failures.add(self._destination(record), reason)
+            log.debug("registration {l_uuid}: {previous} -> {state} ({reason})", l_uuid=record.l_uuid,
+                      previous=previous.value, state=state.value, reason=reason, status=status)
         else:
             log.info("registration {l_uuid}: {previous} -> {state} ({reason})", l_uuid=record.l_uuid,
                      previous=previous.value, state=state.value, reason=reason, status=status)
