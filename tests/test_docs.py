@@ -1,4 +1,5 @@
-"""The manual in docs/ builds without a single warning, as the test command requires.
+"""The manual in docs/ builds without a single warning, as the test command requires, and
+its architecture page names every module.
 
 Sphinx runs as ``python -m sphinx -W --keep-going -b html -q docs OUT`` in a subprocess
 (its own process: Sphinx keeps global state, and this is the command a person runs). The
@@ -9,6 +10,7 @@ mentions a checked reference, so code renamed or removed under the manual fails 
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +68,25 @@ class ManualTests(SynchronousTestCase):
         # The build goes on (--keep-going): the names that exist are shown as written.
         page = (Path(out) / "index.html").read_text(encoding="utf-8")
         self.assertIn(">SIPStack.send_request<", page)
+
+
+class ArchitectureMapTests(SynchronousTestCase):
+    """docs/architecture.rst is the map of the code: a module it does not name is missing
+    from it. Named means a ``:src:`` path (``txuac/sip/parser.py``) or a ``:src:`` name
+    inside the module (``txuac.sip.parser.parse_message``), which the build checks."""
+
+    def test_every_module_is_named(self):
+        page = (DOCS / "architecture.rst").read_text(encoding="utf-8")
+        named = set(re.findall(r":src:`(?:[^`<]*<)?~?([^`>]+)>?`", page))
+        paths = {name for name in named if "/" in name}
+        dotted = {name for name in named if "/" not in name}
+        missing = []
+        for path in sorted([*(ROOT / "txuac").rglob("*.py"), *(ROOT / "twisted" / "plugins").glob("*.py")]):
+            if path.name == "__init__.py":
+                continue
+            relative = path.relative_to(ROOT).as_posix()
+            module = relative.removesuffix(".py").replace("/", ".")
+            if relative not in paths and not any(name.startswith(module + ".") for name in dotted):
+                missing.append(relative)
+        self.assertEqual(missing, [], "docs/architecture.rst does not name these modules: put each in the "
+                                      "diagram of its layer and name it with :src: where it takes part")
