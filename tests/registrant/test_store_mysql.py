@@ -26,7 +26,7 @@ from tests.registrant.test_store import StoreContract, account, eventually, load
 from tests.support.mariadb import MariaDBServer
 from tests.support.peers import free_port, missing_peer
 from tests.support.stores import insert_rows
-from txuac.errors import ConfigError, StoreError
+from txuac.errors import ConfigError, StoreError, StoreUnreachable
 from txuac.registrant.store import COLUMNS, EXT_COLUMNS, AccountState, IRegistrationStore
 from txuac.registrant.store.mysql import MySQLStore
 from txuac.registrant.store.url import DEFAULT_MYSQL_SOCKET, open_store, parse_store_url
@@ -286,10 +286,11 @@ class MySQLStoreTests(StoreContract, TestCase):
             yield store.close()
 
     @defer.inlineCallbacks
-    def assert_open_fails_in_one_line(self, url: str, *reasons: str):
+    def assert_open_fails_in_one_line(self, url: str, *reasons: str, unreachable: bool = False):
         store = MySQLStore(url)
         self.addCleanup(store.close)
         failure = yield self.assertFailure(store.open(), StoreError)
+        self.assertEqual(isinstance(failure, StoreUnreachable), unreachable)
         text = str(failure)
         self.assertNotIn("\n", text)
         self.assertIn(f"cannot open {store.url}: ", text)
@@ -318,10 +319,47 @@ class MySQLStoreTests(StoreContract, TestCase):
         self.db.stop()
         started = time.monotonic()
         text = yield self.assert_open_fails_in_one_line(self.db.url, "the server is not up or not reachable",
-                                                        "Connection refused")
+                                                        "Connection refused", unreachable=True)
         self.assertLess(time.monotonic() - started, 5)
         self.assertNotIn(self.db.password, text)
-        yield self.assert_open_fails_in_one_line(self.db.socket_url, "the server is not up or not reachable")
+        yield self.assert_open_fails_in_one_line(self.db.socket_url, "the server is not up or not reachable",
+                                                 unreachable=True)
+
+    @defer.inlineCallbacks
+    def test_server_not_up_yet_is_waited_for(self):
+        """With connect_retry, open() tries again (one warning per attempt) until the server
+        comes; a refused login is not tried again."""
+        self.make_tables(6, [account(1)])
+        self.db.stop()
+        store = open_store(self.db.url, connect_retry=0.2)
+        self.addCleanup(store.close)
+        opened = store.open()
+        yield task.deferLater(reactor, 0.7, lambda: None)
+        self.assertFalse(opened.called)
+        retries = [m for m in self.messages() if "trying again in 0.2 s" in m]
+        self.assertGreaterEqual(len(retries), 2, self.messages())
+        self.assertIn(f"cannot open {store.url}: the server is not up or not reachable", retries[0])
+        self.db.start()
+        yield opened
+        self.assertEqual([r["l_uuid"] for r in (yield store.load_all())], ["uuid-1"])
+
+        refused = open_store(self.db.url.replace(self.db.password, "wrong"), connect_retry=0.2)
+        self.addCleanup(refused.close)
+        failure = yield self.assertFailure(refused.open(), StoreError)
+        self.assertNotIsInstance(failure, StoreUnreachable)
+        self.assertIn("Access denied", str(failure))
+
+    @defer.inlineCallbacks
+    def test_close_while_waiting_for_the_server(self):
+        self.make_tables(6)
+        self.db.stop()
+        store = MySQLStore(self.db.url, connect_retry=0.2)
+        opened = store.open()
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        yield store.close()
+        failure = yield self.assertFailure(opened, StoreError)
+        self.assertIn("was closed before it could be opened", str(failure))
+        # trial fails the test if a retry timer or a pool thread survived close().
 
     @defer.inlineCallbacks
     def test_restart_is_survived_without_reopening(self):

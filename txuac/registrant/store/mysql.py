@@ -18,6 +18,12 @@ see txuac.registrant.store.ext) is created by open() when it is missing and the 
 create tables; otherwise a warning says so and the store works without it.
 
 The URL's password goes to PyMySQL only; logs and errors show the masked URL.
+
+open() tells a server that is not up yet (no connection over TCP or the socket, or the
+server's own "shutting down" or "too many connections") from one that answers no (a refused
+login, an unknown database): with ``connect_retry`` seconds (``[uac] reg_db_connect_retry``)
+the first is tried again, one warning per attempt, until the server is there; the second
+fails open() at once.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txuac.errors import StoreError
+from txuac.errors import StoreError, StoreUnreachable
 from txuac.registrant.store import (
     DEFAULT_EXT_TABLE,
     EXT_TABLE_VERSION,
@@ -38,7 +44,7 @@ from txuac.registrant.store import (
     IRegistrationStore,
 )
 from txuac.registrant.store import ext
-from txuac.registrant.store.queries import AccountQueries, columns_for, unsupported_version
+from txuac.registrant.store.queries import AccountQueries, OpenRetry, columns_for, unsupported_version
 from txuac.registrant.store.url import StoreURL, check_table_name, parse_store_url
 
 log = Logger()
@@ -53,6 +59,9 @@ SAVE_BATCH = 500
 # connection lost during a query, shared memory/socket failure.
 CONNECTION_ERRORS = frozenset({2002, 2003, 2006, 2013, 2055})
 NOT_UP = "the server is not up or not reachable"
+# What a server says when it is there but cannot take us yet: too many connections,
+# shutdown in progress. Worth another attempt at open(), as no answer is.
+NOT_READY_YET = frozenset({1040, 1053})
 
 
 def connection_arguments(url: StoreURL) -> dict:
@@ -85,6 +94,12 @@ def is_connection_error(error: BaseException) -> bool:
         return True
     return isinstance(error, pymysql.err.OperationalError) and bool(error.args) \
         and error.args[0] in CONNECTION_ERRORS
+
+
+def not_up_yet(error: BaseException) -> bool:
+    """Whether connecting failed because the server is not (yet) there or not ready."""
+    return is_connection_error(error) or (isinstance(error, pymysql.err.OperationalError) and bool(error.args)
+                                          and error.args[0] in NOT_READY_YET)
 
 
 def reason(error: BaseException) -> str:
@@ -126,10 +141,8 @@ class _Pool(adbapi.ConnectionPool):
         self.url = url
         self.worked = False  # an interaction succeeded since the pool was made
         self.lost = False    # the connection was lost after that, and no interaction worked since
-        kwargs = {"cp_min": 1, "cp_max": 1, "cp_noisy": False, "cp_reconnect": True}
-        if reactor is not None:
-            kwargs["cp_reactor"] = reactor
-        super().__init__("pymysql", **kwargs, **connkw)
+        super().__init__("pymysql", cp_min=1, cp_max=1, cp_noisy=False, cp_reconnect=True, cp_reactor=reactor,
+                         **connkw)
 
     def runInteraction(self, interaction, *args, **kw):  # noqa: N802 - adbapi's name
         d = super().runInteraction(interaction, *args, **kw)
@@ -164,10 +177,12 @@ class MySQLStore(AccountQueries):
     placeholder = "%s"  # PyMySQL's
 
     def __init__(self, url: StoreURL | str, reactor=None, table: str = "uacreg",
-                 ext_table: str = DEFAULT_EXT_TABLE):
+                 ext_table: str = DEFAULT_EXT_TABLE, connect_retry: float = 0.0):
         parsed = url if isinstance(url, StoreURL) else parse_store_url(url)
         if parsed.kind != "mysql":
             raise StoreError(f"{parsed.masked} is not a MySQL URL")
+        if reactor is None:
+            from twisted.internet import reactor
         self._url = parsed
         self.url = parsed.masked
         self.table = check_table_name(table)
@@ -175,6 +190,8 @@ class MySQLStore(AccountQueries):
         self._wanted_ext_table = self.ext_table
         self.table_version: int | None = None
         self._reactor = reactor
+        self.connect_retry = connect_retry
+        self._opening: OpenRetry | None = None
         self._pool: _Pool | None = None
         self._columns: tuple[str, ...] = ()
         self.errors = 0  # operations failed with StoreError, for metrics
@@ -185,8 +202,29 @@ class MySQLStore(AccountQueries):
     # -- IRegistrationStore --------------------------------------------------------------------
 
     def open(self):
-        if self._pool is not None:
+        if self._pool is not None or self._opening is not None:
             return defer.fail(StoreError(f"{self.url} is open already"))
+        opening = self._opening = OpenRetry(self._open_once, self._reactor, self.connect_retry, self.url)
+
+        def done(outcome):
+            if self._opening is opening:
+                self._opening = None
+            return outcome
+
+        return opening.start().addBoth(done)
+
+    def close(self):
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.stop()
+        self._close_pool()
+        return defer.succeed(None)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _open_once(self) -> defer.Deferred:
+        """One attempt: connect and check the tables. StoreUnreachable when the server is
+        not there (yet), StoreError when it refuses us or the tables are wrong."""
         self._pool = _Pool(self.url, self._reactor, **connection_arguments(self._url))
         d = self._pool.runInteraction(self._check)
 
@@ -208,15 +246,13 @@ class MySQLStore(AccountQueries):
 
         def failed(failure):
             self._close_pool()
-            return self._store_error(failure, f"cannot open {self.url}")
+            self.errors += 1
+            if failure.check(StoreError):
+                return failure
+            kind = StoreUnreachable if not_up_yet(failure.value) else StoreError
+            raise kind(f"cannot open {self.url}: {reason(failure.value)}") from failure.value
 
         return d.addCallbacks(opened, failed)
-
-    def close(self):
-        self._close_pool()
-        return defer.succeed(None)
-
-    # -- internals ------------------------------------------------------------------------------
 
     @staticmethod
     def _save(txn, states: list[AccountState], ext_table: str) -> None:

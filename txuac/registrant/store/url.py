@@ -206,7 +206,7 @@ def open_store(url: str | StoreURL, reactor=None, table: str = "uacreg", base_di
     if parsed.kind == "mysql":
         from txuac.registrant.store.mysql import MySQLStore
 
-        return MySQLStore(parsed, reactor=reactor, table=table, ext_table=ext_table)
+        return MySQLStore(parsed, reactor=reactor, table=table, ext_table=ext_table, connect_retry=connect_retry)
     from txuac.registrant.store.postgres import PostgresStore
 
     return PostgresStore(parsed, reactor=reactor, table=table, ext_table=ext_table, connect_retry=connect_retry)
