@@ -4,23 +4,38 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 
-from twisted.internet import defer, utils
+from twisted.internet import defer, protocol, reactor, threads, utils
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.admin.test_web import TOKEN, dead_rows, start_service, wait_until
+from tests.registrant.test_record import make_row
 from tests.support.peers import free_port
 from txuac.admin import ctl
+from txuac.config import load_settings
+from txuac.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@defer.inlineCallbacks
-def run_ctl(*args: str):
-    """(exit status, stdout, stderr) of ``python -m txuac.admin.ctl ARGS``; the reactor serves meanwhile."""
-    env = dict(os.environ)
+def ctl_environment(**variables: str) -> dict[str, str]:
+    """The environment of a txuac-ctl subprocess: ours without proxies or a token, plus ``variables``."""
+    env = {name: value for name, value in os.environ.items()
+           if name.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "txuac_token")}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
+    env.update(variables)
+    return env
+
+
+@defer.inlineCallbacks
+def run_ctl(*args: str, **variables: str):
+    """(exit status, stdout, stderr) of ``python -m txuac.admin.ctl ARGS`` with environment
+    ``variables``; the reactor serves meanwhile."""
+    env = ctl_environment(**variables)
     out, err, status = yield utils.getProcessOutputAndValue(sys.executable, ["-m", "txuac.admin.ctl", *args],
                                                             env=env, path=ROOT)
     return status, out.decode(), err.decode()
@@ -121,6 +136,131 @@ class CtlTests(TestCase):
         self.assertIn("usage: txuac-ctl", err)
 
 
+class CtlSecurityTests(TestCase):
+    """The token stays off the command line and never goes through a proxy."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.service = yield start_service(self, None, rpc={"token": TOKEN})
+        self.url = f"http://127.0.0.1:{self.service.rpc.port}/RPC"
+
+    def config(self, text: str) -> str:
+        """A txuac configuration file with ``text`` in [rpc], and ``rpc.token`` beside it."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "rpc.token"), "w") as f:
+            f.write(f"{TOKEN}\nsecond line ignored\n")
+        path = os.path.join(directory, "uac.toml")
+        with open(path, "w") as f:
+            f.write(f'[rpc]\nlisten = "tcp:{self.service.rpc.port}:interface=127.0.0.1"\n{text}')
+        return path
+
+    @defer.inlineCallbacks
+    def test_never_through_a_proxy(self):
+        received: list[bytes] = []
+
+        class Proxy(protocol.Protocol):
+            def dataReceived(self, data):
+                received.append(data)
+                self.transport.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                self.transport.loseConnection()
+
+        proxy = reactor.listenTCP(0, protocol.Factory.forProtocol(Proxy), interface="127.0.0.1")
+        self.addCleanup(proxy.stopListening)
+        proxy_url = f"http://127.0.0.1:{proxy.getHost().port}"
+        status, out, err = yield run_ctl("--url", self.url, "core.version", TXUAC_TOKEN=TOKEN,
+                                         http_proxy=proxy_url, HTTP_PROXY=proxy_url, all_proxy=proxy_url)
+        self.assertEqual((status, err), (0, ""))
+        self.assertTrue(out.startswith("txuac "), out)
+        self.assertEqual(received, [])
+
+    @defer.inlineCallbacks
+    def test_token_from_environment_and_config_file(self):
+        configs = {"token": self.config(f'token = "{TOKEN}"\n'), "token_file": self.config('token_file = "rpc.token"\n')}
+        wrong = "w" * 20
+        for args, variables, expected in (
+                (["--url", self.url], {"TXUAC_TOKEN": TOKEN}, 0),
+                (["--config", configs["token"]], {}, 0),
+                (["--config", configs["token_file"]], {}, 0),
+                (["--url", self.url, "--token", wrong], {"TXUAC_TOKEN": TOKEN}, 2),  # --token first
+                (["--url", self.url, "--token", TOKEN], {"TXUAC_TOKEN": wrong}, 0),
+                (["--config", configs["token"]], {"TXUAC_TOKEN": wrong}, 2),  # then TXUAC_TOKEN
+                (["--url", self.url], {}, 2)):
+            status, out, err = yield run_ctl(*args, "core.version", **variables)
+            self.assertEqual(status, expected, (args, variables, err))
+            if expected == 2:
+                self.assertIn("HTTP 401 Unauthorized", err)
+
+    def test_token_file_is_read_as_the_server_reads_it(self):
+        path = self.config('token_file = "rpc.token"\n')
+        self.assertEqual(ctl.url_from_config(path)[1], TOKEN)
+        self.assertEqual(load_settings(path).rpc.token, TOKEN)
+        with open(os.path.join(os.path.dirname(path), "rpc.token"), "w") as f:
+            f.write("short\n")
+        with self.assertRaises(ConfigError) as raised:
+            load_settings(path)
+        self.assertIn("[rpc] token_file: too short", str(raised.exception))
+        with self.assertRaises(ConfigError) as raised:
+            load_settings(self.config(f'token_file = "rpc.token"\ntoken = "{TOKEN}"\n'))
+        self.assertIn("not both", str(raised.exception))
+
+
+class CtlUNIXSocketTests(TestCase):
+    """txuac-ctl against a server listening on a UNIX socket."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        directory = tempfile.mkdtemp(prefix="txuac-ctl-")  # short: socket paths are limited to ~100 bytes
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.socket_path = os.path.join(directory, "rpc.sock")
+        self.service = yield start_service(self, dead_rows(), rpc={"listen": f"unix:{self.socket_path}:mode=600"})
+
+    @defer.inlineCallbacks
+    def test_url_and_config(self):
+        status, out, err = yield run_ctl("--url", f"unix:{self.socket_path}", "uac.reg_info", "l_uuid", "1000")
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn("remote-1000", out)
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            f.write(f'[rpc]\nlisten = "unix:{self.socket_path}:mode=600"\n')
+        status, out, err = yield run_ctl("--config", config, "--json", "uac.reg_active", "0")
+        self.assertEqual((status, json.loads(out), err), (0, {"omode": 1, "nmode": 0}, ""))
+        self.assertFalse(self.service.registrant.active)
+        status, _, err = yield run_ctl("--url", f"unix:{self.socket_path}.missing", "core.version")
+        self.assertEqual(status, 2)
+        self.assertIn("No such file or directory", err)
+
+
+class CtlBrokenPipeTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_output_reader_going_away(self):
+        """``txuac-ctl --json uac.reg_dump | head -1``: more output than a pipe holds, and the
+        reader gone after one line: exit quietly."""
+        rows = [make_row(str(n), flags=1, auth_proxy="sip:127.0.0.1:9") for n in range(200)]
+        service = yield start_service(self, rows)
+        command = [sys.executable, "-m", "txuac.admin.ctl", "--url", f"http://127.0.0.1:{service.rpc.port}/RPC",
+                   "--json", "uac.reg_dump"]
+
+        def run() -> tuple[int, bytes, bytes]:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       env=ctl_environment(), cwd=ROOT)
+            first = process.stdout.readline()
+            process.stdout.close()  # what head -1 does
+            err = process.stderr.read()
+            return process.wait(timeout=30), first, err
+
+        status, first, err = yield threads.deferToThread(run)
+        self.assertEqual(first, b"[\n")
+        self.assertEqual(err, b"")  # no BrokenPipeError traceback
+        self.assertEqual(status, 141)  # as a tool stopped by SIGPIPE
+
+
 class CtlPiecesTests(SynchronousTestCase):
 
     def config(self, text: str) -> str:
@@ -139,8 +279,10 @@ class CtlPiecesTests(SynchronousTestCase):
         with self.assertRaises(ctl.CtlError) as raised:
             ctl.url_from_config(self.config("[rpc]\nenabled = false\n"))
         self.assertIn("no RPC server", str(raised.exception))
+        self.assertEqual(ctl.url_from_config(self.config('[rpc]\nlisten = "unix:/tmp/x.sock:mode=600"\n')),
+                         ("unix:/tmp/x.sock", None))
         with self.assertRaises(ctl.CtlError):
-            ctl.url_from_config(self.config('[rpc]\nlisten = "unix:/tmp/x"\n'))
+            ctl.url_from_config(self.config('[rpc]\nlisten = "udp:5064"\n'))
         with self.assertRaises(ctl.CtlError):
             ctl.url_from_config(self.config("[rpc\n"))
 

@@ -5,30 +5,38 @@
     txuac-ctl --json uac.reg_active 0
 
 Tables for people, ``--json`` for scripts. Exit status: 0 done, 1 the method answered
-an error, 2 a usage, configuration or connection problem. Standard library only: it
-runs without a reactor.
+an error, 2 a usage, configuration or connection problem, 141 the reader of the output
+went away (``| head -1``). Standard library only: it runs without a reactor.
+
+It never goes through a proxy (``http_proxy`` is ignored: the token must not go to a
+third party), speaks HTTP over a UNIX socket for ``--url unix:/path``, and takes the token
+from ``--token``, else ``TXUAC_TOKEN``, else the ``--config`` file's ``[rpc] token`` or
+``token_file`` (the command line is visible to every local user in ``ps``).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import itertools
 import json
+import os
 import socket
 import sys
 import tomllib
-import urllib.error
-import urllib.request
+import urllib.parse
 from typing import Any
 
-from txuac.config import parse_endpoint
+from txuac.config import parse_endpoint, read_token_file
 from txuac.errors import ConfigError
 
 DEFAULT_URL = "http://127.0.0.1:5064/RPC"
+TOKEN_VARIABLE = "TXUAC_TOKEN"
 # Parameters sent as JSON integers (by position); all others are sent as strings, so
 # that an l_uuid like 1000 stays the string "1000" (kamcmd needs "s:1000" for that).
 INTEGER_POSITIONS = {"uac.reg_active": {0}, "uac.reg_add": {10, 11, 12}}
 EXIT_OK, EXIT_RPC_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped that way
 
 
 class CtlError(Exception):
@@ -36,7 +44,8 @@ class CtlError(Exception):
 
 
 def url_from_config(path: str) -> tuple[str, str | None]:
-    """The RPC URL and token of the txuac configured by the TOML file at ``path``."""
+    """The RPC URL and token of the txuac configured by the TOML file at ``path``; the URL
+    of a ``unix:`` listener is ``unix:/its/path``."""
     try:
         with open(path, "rb") as f:
             document = tomllib.load(f)
@@ -50,13 +59,22 @@ def url_from_config(path: str) -> tuple[str, str | None]:
     if rpc.get("enabled", True) is False:
         raise CtlError(f"{path}: [rpc] enabled = false: this txuac has no RPC server")
     listen = rpc.get("listen", "tcp:5064:interface=127.0.0.1")
-    token = rpc.get("token") or None
     try:
         kind, args, kwargs = parse_endpoint(listen, f"{path}: [rpc] listen")
     except ConfigError as e:
         raise CtlError(str(e)) from None
+    return _listen_url(path, listen, kind, args, kwargs), _config_token(path, rpc)
+
+
+def _listen_url(path: str, listen: str, kind: str, args: list[str], kwargs: dict[str, str]) -> str:
+    if kind == "unix":
+        address = kwargs.get("address", args[0] if args else "")
+        if not address:
+            raise CtlError(f"{path}: [rpc] listen: {listen!r} names no socket file")
+        return f"unix:{address}"
     if kind not in ("tcp", "tcp6", "ssl"):
-        raise CtlError(f"{path}: [rpc] listen: {listen!r}: txuac-ctl speaks HTTP over TCP only; use --url")
+        raise CtlError(f"{path}: [rpc] listen: {listen!r}: txuac-ctl speaks HTTP over TCP or UNIX sockets; "
+                       "use --url")
     port = kwargs.get("port", args[0] if args else "5064")
     host = kwargs.get("interface", args[2] if len(args) > 2 else "")
     if host in ("", "0.0.0.0"):
@@ -66,7 +84,19 @@ def url_from_config(path: str) -> tuple[str, str | None]:
     if ":" in host:
         host = f"[{host}]"
     scheme = "https" if kind == "ssl" else "http"
-    return f"{scheme}://{host}:{port}/RPC", token
+    return f"{scheme}://{host}:{port}/RPC"
+
+
+def _config_token(path: str, rpc: dict) -> str | None:
+    token_file = rpc.get("token_file")
+    if not token_file:
+        return rpc.get("token") or None
+    # As the server reads it: relative to the configuration file's directory.
+    name = os.path.join(os.path.dirname(os.path.abspath(path)), token_file)
+    try:
+        return read_token_file(name) or None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CtlError(f"{path}: [rpc] token_file: cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def rpc_params(method: str, arguments: list[str]) -> list:
@@ -84,32 +114,63 @@ def rpc_params(method: str, arguments: list[str]) -> list:
     return params
 
 
+class UNIXHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the UNIX socket at ``path`` (the Host header says ``localhost``)."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """A connection to the server at ``url`` (never through a proxy) and the path to POST to."""
+    if url.startswith("unix:"):
+        return UNIXHTTPConnection(url[len("unix:"):], timeout), "/RPC"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CtlError(f"{url}: not an http://, https:// or unix: URL")
+    try:
+        port = parts.port
+    except ValueError:
+        raise CtlError(f"{url}: bad port") from None
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    path = (parts.path or "/RPC") + (f"?{parts.query}" if parts.query else "")
+    return kind(parts.hostname, port, timeout=timeout), path
+
+
 def call(url: str, token: str | None, method: str, params: list, timeout: float) -> dict:
     """POST one request; the decoded response object."""
     body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).encode("utf-8")
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
     if token:
-        request.add_header("Authorization", f"Bearer {token}")
+        headers["Authorization"] = f"Bearer {token}"
+    conn, path = connection(url, timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            data = reply.read()
-    except urllib.error.HTTPError as e:
-        data = e.read()
-        response = _decode(data)
-        if response is None or "error" not in response:
-            text = data.decode("utf-8", "replace").strip()[:200]
-            raise CtlError(f"{url}: HTTP {e.code} {e.reason}{': ' + text if text else ''}") from None
-        return response
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, OSError):
-            reason = reason.strerror or str(reason)
-        raise CtlError(f"cannot connect to {url}: {reason}") from None
+        conn.request("POST", path, body, headers)
+        reply = conn.getresponse()
+        data = reply.read()
     except (socket.timeout, TimeoutError):
         raise CtlError(f"no answer from {url} within {timeout:g} s") from None
     except OSError as e:
         raise CtlError(f"cannot connect to {url}: {e.strerror or e}") from None
+    except http.client.HTTPException as e:
+        raise CtlError(f"{url}: no HTTP answer: {e!r}") from None
+    finally:
+        conn.close()
     response = _decode(data)
+    if reply.status >= 300 and (response is None or "error" not in response):
+        text = data.decode("utf-8", "replace").strip()[:200]
+        raise CtlError(f"{url}: HTTP {reply.status} {reply.reason}{': ' + text if text else ''}")
     if response is None:
         raise CtlError(f"{url}: the answer is not JSON-RPC: {data[:200]!r}")
     return response
@@ -189,9 +250,11 @@ def parser() -> argparse.ArgumentParser:
         prog="txuac-ctl", description="Call a txuac JSON-RPC method (Kamailio's uac.* names).",
         epilog="examples: txuac-ctl uac.reg_dump | txuac-ctl uac.reg_info l_uuid 1000 | "
                "txuac-ctl uac.reg_active 0 | txuac-ctl system.listMethods")
-    p.add_argument("--config", "-c", help="txuac's TOML file: the RPC URL and token come from its [rpc] section")
-    p.add_argument("--url", help=f"the RPC URL (default {DEFAULT_URL})")
-    p.add_argument("--token", help="the [rpc] token (sent as 'Authorization: Bearer ...')")
+    p.add_argument("--config", "-c", help="txuac's TOML file: the RPC URL and token come from its [rpc] section "
+                                          "(listen, token or token_file)")
+    p.add_argument("--url", help=f"the RPC URL, http://, https:// or unix:/path/to/socket (default {DEFAULT_URL})")
+    p.add_argument("--token", help=f"the [rpc] token (sent as 'Authorization: Bearer ...'); better in "
+                                   f"${TOKEN_VARIABLE} or --config, as other users see the command line")
     p.add_argument("--json", action="store_true", help="print the result as JSON, for scripts")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
     p.add_argument("method", help="e.g. uac.reg_dump, uac.reg_info, stats.get_statistics, system.listMethods")
@@ -200,13 +263,23 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except BrokenPipeError:
+        # The reader went away (``| head -1``): stop quietly, and keep the interpreter's
+        # own flush at exit from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)  # usage errors exit with status 2
     try:
         url, token = DEFAULT_URL, None
         if args.config:
             url, token = url_from_config(args.config)
         url = args.url or url
-        token = args.token or token
+        token = args.token or os.environ.get(TOKEN_VARIABLE) or token
         response = call(url, token, args.method, rpc_params(args.method, args.params), args.timeout)
     except CtlError as e:
         print(f"txuac-ctl: {e}", file=sys.stderr)
@@ -223,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RPC_ERROR
     result = response.get("result")
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else render(args.method, result))
+    sys.stdout.flush()  # a closed pipe is found here, not at exit
     return EXIT_OK
 
 
