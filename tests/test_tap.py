@@ -17,15 +17,28 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support.peers import free_port
-from tests.support.twistd import SHIPPED, STOP_TIMEOUT, START_TIMEOUT, ProcessMixin, bindable, twist_argv, twistd_argv
+from tests.support.peers import free_port, wait_for
+from tests.support.postgres import PostgresCluster
+from tests.support.twistd import (
+    ROOT,
+    SHIPPED,
+    STOP_TIMEOUT,
+    START_TIMEOUT,
+    ProcessMixin,
+    bindable,
+    twist_argv,
+    twistd_argv,
+)
 from txuac import __version__, tap
+from txuac.registrant.store import sqlite as sqlite_store
+from txuac.registrant.store.url import mask_url
 from txuac.service import UACService
 
 class TwistdTests(ProcessMixin, SynchronousTestCase):
@@ -177,6 +190,125 @@ class TwistTests(ProcessMixin, SynchronousTestCase):
         self.assertNotEqual(status, 0, output)
         self.assertIn("--config is required", output)
         self.assertClean(output)
+
+
+class StoreAtStartTests(ProcessMixin, SynchronousTestCase):
+    """A store that cannot be used ends twistd/twist uac as a config error does: exit status 1
+    and one line naming the file, the key, the URL (password masked) and the reason. A
+    PostgreSQL server that is not up yet is waited for."""
+
+    def store_config(self, url: str, extra: str = "") -> str:
+        port = free_port()
+        return self.config(
+            f'[core]\nlisten = ["udp:127.0.0.1:{port}"]\n'
+            f'[uac]\nreg_db_url = "{url}"\nreg_contact_addr = "127.0.0.1:{port}"\n{extra}'
+            "[rpc]\nenabled = false\n")
+
+    def assertStops(self, url: str, reason: str, argv=None) -> str:
+        config = self.store_config(url)
+        status, output = self.run_to_end((argv or self.twistd)(config))
+        self.assertEqual(status, 1, output)
+        lines = [line for line in output.splitlines() if "txuac: " in line]
+        self.assertEqual(len(lines), 1, output)
+        self.assertTrue(lines[0].endswith(f"txuac: {config}: [uac] reg_db_url: {reason}"), output)
+        self.assertClean(output)
+        return output
+
+    def twistd(self, config: str) -> list[str]:
+        return twistd_argv("-n", "--pidfile=", "uac", "--config", config)
+
+    def twist(self, config: str) -> list[str]:
+        return twist_argv("--log-format=text", "uac", "--config", config)
+
+    def sqlite_file(self, content: bytes = b"") -> str:
+        path = os.path.join(self.workdir, "uacreg.sqlite")
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def test_not_a_database(self):
+        path = self.sqlite_file(b"root:x:0:0:root:/root:/bin/bash\n" * 50)
+        self.assertStops(f"sqlite:///{path}", f"cannot open sqlite:///{path}: file is not a database")
+        self.assertStops(f"sqlite:///{path}", f"cannot open sqlite:///{path}: file is not a database", self.twist)
+
+    def test_a_directory(self):
+        self.assertStops(f"sqlite:///{self.workdir}", f"cannot open sqlite:///{self.workdir}: it is a directory")
+
+    def test_missing_directory_is_not_made(self):
+        path = os.path.join(self.workdir, "nonexistent", "dir", "x.sqlite")
+        self.assertStops(f"sqlite:///{path}", f"cannot open sqlite:///{path}: the directory {os.path.dirname(path)} "
+                                             "does not exist (txuac creates the file, not its directory)")
+        self.assertFalse(os.path.exists(os.path.join(self.workdir, "nonexistent")))
+
+    def test_sqlite_database_without_uacreg(self):
+        path = self.sqlite_file()
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE other (x INTEGER)")
+        db.commit()
+        db.close()
+        self.assertStops(f"sqlite:///{path}", f"sqlite:///{path} has no version table (create it with "
+                                             "conf/schema/sqlite.sql, or remove the file to let txuac create it)")
+
+    def test_unknown_table_version(self):
+        path = os.path.join(self.workdir, "uacreg.sqlite")
+        db = sqlite3.connect(path)
+        db.executescript(sqlite_store.SCHEMA)
+        db.execute("UPDATE version SET table_version = 7 WHERE table_name = 'uacreg'")
+        db.commit()
+        db.close()
+        self.assertStops(f"sqlite:///{path}", f"uacreg table version 7 is not supported (5 or 6) in sqlite:///{path}")
+
+    def test_empty_file_gets_the_tables(self):
+        path = self.sqlite_file()
+        process = self.start(self.twistd(self.store_config(f"sqlite:///{path}")))
+        if not wait_for(lambda: "loaded 0 registration accounts" in process.output() or not process.running(),
+                        START_TIMEOUT):
+            self.fail(process.output())
+        self.assertIn(f"Created {path} with an empty uacreg table (version 6)", process.output())
+        os.kill(process.pid, signal.SIGTERM)
+        self.assertEqual(process.wait(STOP_TIMEOUT), -signal.SIGTERM, process.output())
+
+    def test_postgres_wrong_password(self):
+        pg = PostgresCluster(self)
+        url = pg.url.replace(pg.password, "not-the-password")
+        output = self.assertStops(url, f"cannot open {mask_url(url)}: FATAL: password authentication failed for "
+                                       f"user \"{pg.user}\"")
+        self.assertNotIn("not-the-password", output)
+
+    def test_postgres_unknown_database(self):
+        pg = PostgresCluster(self)
+        url = pg.url.rsplit("/", 1)[0] + "/nosuchdb"
+        output = self.assertStops(url, f"cannot open {mask_url(url)}: FATAL: database \"nosuchdb\" does not exist")
+        self.assertNotIn(pg.password, output)
+
+    def test_postgres_not_up_yet_is_waited_for(self):
+        """txuac first, then the server: one warning per attempt, then the accounts load."""
+        pg = PostgresCluster(self)
+        pg.psql(file=os.path.join(ROOT, "conf", "schema", "postgres.sql"))
+        pg.psql("INSERT INTO uacreg (l_uuid, l_username, l_domain, r_username, r_domain, auth_username, "
+                "auth_password, auth_proxy, expires, flags) VALUES ('acc1', 'l', 'pbx.example.com', 'r', "
+                "'sip.example.com', 'a', 'pw', 'sip:127.0.0.1:9', 600, 1)")
+        pg.stop()
+        process = self.start(self.twistd(self.store_config(pg.url, "reg_db_connect_retry = 1\n")))
+        if not wait_for(lambda: process.output().count("trying again in 1 s") >= 2 or not process.running(),
+                        START_TIMEOUT):
+            self.fail(process.output())
+        self.assertTrue(process.running(), process.output())
+        pg.start()
+        loaded = f"loaded 1 registration accounts from {mask_url(pg.url)}"
+        if not wait_for(lambda: loaded in process.output() or not process.running(), START_TIMEOUT):
+            self.fail(process.output())
+        output = process.output()
+        attempts = [line for line in output.splitlines() if f"cannot open {mask_url(pg.url)}" in line]
+        self.assertGreaterEqual(len(attempts), 2, output)
+        self.assertTrue(all("Connection refused" in line and line.endswith("; trying again in 1 s")
+                            for line in attempts), output)
+        warnings = [line for line in output.splitlines() if "#warn]" in line]
+        self.assertEqual(warnings, attempts)  # one line per attempt, nothing else
+        self.assertNotIn(pg.password, output)
+        os.kill(process.pid, signal.SIGTERM)
+        self.assertEqual(process.wait(STOP_TIMEOUT), -signal.SIGTERM, process.output())
+        self.assertClean(process.output())
 
 
 class OptionsTests(SynchronousTestCase):

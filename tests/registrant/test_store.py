@@ -21,9 +21,12 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from tests.support.bad_rows import BAD_VALUES
 from tests.support.peers import find_program, free_port
 from tests.support.postgres import PostgresCluster
-from txuac.errors import ConfigError, StoreError
+from tests.support.services import start_uac, wait_for_store
+from tests.support.stores import sqlite_uacreg
+from txuac.errors import ConfigError, StoreError, StoreUnreachable
 from txuac.registrant.store import COLUMNS, EXT_COLUMNS, EXT_DEFAULTS, AccountState, IRegistrationStore
 from txuac.registrant.store import ext as ext_sql
 from txuac.registrant.store import sqlite as sqlite_store
@@ -912,3 +915,108 @@ class PostgresUnreachableTests(TestCase):
         self.assertIn("no answer within 0.3 s", str(failure))
         yield lost  # the store hung up
         yield store.close()
+
+    @defer.inlineCallbacks
+    def test_nothing_listening_is_tried_again_until_closed(self):
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        store = PostgresStore(f"postgres://u:hunter2@127.0.0.1:{free_port()}/db", connect_retry=0.1)
+        opening = store.open()
+        yield wait(0.35)
+        self.assertFalse(opening.called)
+        warnings = [formatEvent(e) for e in events if "trying again" in formatEvent(e)]
+        self.assertGreaterEqual(len(warnings), 2, warnings)
+        self.assertTrue(all("Connection refused" in w and "hunter2" not in w for w in warnings), warnings)
+        yield store.close()
+        failure = yield self.assertFailure(opening, StoreError)
+        self.assertIn("was closed before it could be opened", str(failure))
+
+
+class PostgresStartTests(TestCase):
+    """open() with connect_retry against a real server: one that is not up yet is waited
+    for; one that refuses the login or does not have the database ends open() at once."""
+
+    def setUp(self):
+        self.pg = PostgresCluster(self)
+        self.pg.psql(file=POSTGRES_SCHEMA)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def warnings(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if "trying again" in formatEvent(e)]
+
+    def store(self, url: str) -> PostgresStore:
+        store = PostgresStore(url, connect_retry=0.1)
+        self.addCleanup(store.close)
+        return store
+
+    @defer.inlineCallbacks
+    def test_server_not_up_yet_is_waited_for(self):
+        self.pg.psql("INSERT INTO uacreg (l_uuid) VALUES ('uuid-1')")
+        self.pg.stop()
+        store = self.store(self.pg.url)
+        opening = store.open()
+        yield wait(0.35)
+        self.assertFalse(opening.called)
+        self.pg.start()
+        yield opening
+        self.assertEqual([r["l_uuid"] for r in (yield store.load_all())], ["uuid-1"])
+        warnings = self.warnings()
+        self.assertGreaterEqual(len(warnings), 2, warnings)
+        self.assertTrue(all(w.startswith(f"cannot open {store.url}: ") for w in warnings), warnings)
+        self.assertFalse(any(self.pg.password in w for w in warnings))
+
+    @defer.inlineCallbacks
+    def test_wrong_password_is_final(self):
+        store = self.store(self.pg.url.replace(self.pg.password, "wrong-password"))
+        failure = yield self.assertFailure(store.open(), StoreError)
+        self.assertNotIsInstance(failure, StoreUnreachable)
+        self.assertIn("password authentication failed", str(failure))
+        self.assertNotIn("wrong-password", str(failure))
+        self.assertEqual(self.warnings(), [])
+
+    @defer.inlineCallbacks
+    def test_unknown_database_is_final(self):
+        store = self.store(self.pg.url.rsplit("/", 1)[0] + "/nosuchdb")
+        failure = yield self.assertFailure(store.open(), StoreError)
+        self.assertNotIsInstance(failure, StoreUnreachable)
+        self.assertIn('database "nosuchdb" does not exist', str(failure))
+        self.assertEqual(self.warnings(), [])
+
+    @defer.inlineCallbacks
+    def test_wrong_tables_are_final(self):
+        self.pg.psql("UPDATE version SET table_version = 99 WHERE table_name = 'uacreg'")
+        failure = yield self.assertFailure(self.store(self.pg.url).open(), StoreError)
+        self.assertIn("uacreg table version 99 is not supported", str(failure))
+        self.assertEqual(self.warnings(), [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows that would make bad SIP, loaded from a real table
+# ---------------------------------------------------------------------------------------------
+
+class BadRowsTests(TestCase):
+    """A table holding a row for each bad value beside good rows: every bad row is skipped
+    with one warning naming its l_uuid and the column, every good row is loaded."""
+
+    @defer.inlineCallbacks
+    def test_bad_rows_are_skipped_one_line_each(self):
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        good = [account(n, flags=1) for n in (1, 2, 3)]
+        bad = []
+        for index, (column, value, _reason) in enumerate(BAD_VALUES):
+            row = account(100 + index, flags=1)
+            if isinstance(value, int) and value > 2**63 - 1:
+                value = str(value)  # what a text written into the INTEGER column reads as
+            row[column] = value
+            bad.append(row)
+        path = yield sqlite_uacreg(self, good[:2] + bad + good[2:])
+        port = free_port()
+        service = start_uac(self, {"core": {"listen": [f"udp:127.0.0.1:{port}"]},
+                                   "uac": {"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"127.0.0.1:{port}"}})
+        yield wait_for_store(service)
+        self.assertEqual(sorted(service.registrant.records), sorted(row["l_uuid"] for row in good))
+        skipped = [formatEvent(e) for e in events if formatEvent(e).startswith("uacreg row ")]
+        self.assertEqual(len(skipped), len(bad), skipped)
+        for line, row, (column, _value, reason) in zip(skipped, bad, BAD_VALUES):
+            self.assertTrue(line.startswith(f"uacreg row {row['l_uuid']!r} skipped: invalid {column}: "), line)
+            self.assertIn(reason, line)
+        self.assertIn(f"loaded {len(good)} registration accounts", "\n".join(formatEvent(e) for e in events))

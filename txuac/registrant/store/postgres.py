@@ -99,6 +99,9 @@ class _Detector(reconnection.DeadConnectionDetector):
         super().__init__(deathChecker=self._is_dead, reconnectionIterator=self._delays, reactor=reactor)
         self.url = url
         self.stopped = False
+        # Armed once open() has connected and checked the tables: until then a failure is
+        # open()'s to report (and retry), not a lost connection to win back.
+        self.armed = False
         self._initial_delay = initial_delay
         self._max_delay = max_delay
         self._retrying: defer.Deferred | None = None
@@ -109,7 +112,7 @@ class _Detector(reconnection.DeadConnectionDetector):
             initialDelay=self._initial_delay, maxDelay=self._max_delay, factor=1.7, maxRetries=0, now=True)
 
     def _is_dead(self, failure: Failure) -> bool:
-        if self.stopped:
+        if self.stopped or not self.armed:
             return False
         return failure.check(psycopg2.InterfaceError, psycopg2.OperationalError, txpostgres.RollbackFailed,
                              error.ConnectionDone, error.ConnectionLost) is not None
@@ -252,6 +255,8 @@ class PostgresStore(AccountQueries):
             if result.called:
                 return  # timed out meanwhile: the pool is closed already
             timer.cancel()
+            for connection in pool.every_connection:
+                connection.detector.armed = True
             version, ext_created, ext_problem = checked
             self.table_version = version
             self._columns = columns_for(version)
