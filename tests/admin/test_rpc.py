@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import json
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import client
 from twisted.web.http_headers import Headers
@@ -15,6 +16,7 @@ from tests.support.bad_rows import BAD_VALUES
 from tests.support.peers import free_port
 from tests.support.services import start_uac, wait_for_store
 from tests.support.stores import sqlite_uacreg
+from txuac.admin import rpc
 from txuac.admin.rpc import Dispatcher, Param, RPCError
 
 
@@ -218,3 +220,50 @@ class RegAddOverHTTPTests(TestCase):
         record = self.service.registrant.records["added"]
         self.assertEqual((record.contact_user, record.contact_addr, record.expires),
                          ("line1", "192.0.2.1:5080", 2**31 - 1))
+
+
+class RefusedBodiesAndAuditTests(SynchronousTestCase):
+    """Deep nesting refused with one rate-limited warning; state changes audited with
+    secrets masked."""
+
+    def setUp(self):
+        self.events: list[dict] = []
+        self.patch(rpc, "log", Logger(namespace="txuac.admin.rpc", observer=self.events.append))
+        self.patch(rpc, "audit_log", Logger(namespace="txuac.admin.audit", observer=self.events.append))
+        self.clock = task.Clock()
+        self.dispatcher = Dispatcher(self.clock)
+        self.dispatcher.register("x.read", lambda *values: "read", params=None)
+        self.dispatcher.register("x.add", lambda *values: None, (Param("l_uuid"), Param("auth_password"),
+                                                               Param("auth_ha1")), required=1, audit=True)
+
+    def answer(self, body: bytes, peer: str = "127.0.0.1:4000"):
+        answer = self.successResultOf(self.dispatcher.handle(body, peer))
+        return answer.status, json.loads(answer.body)
+
+    def test_deep_nesting(self):
+        for depth in (33, 1000, 200_000):
+            status, response = self.answer(b"[" * depth + b"]" * depth)
+            self.assertEqual((status, response["error"]["code"]), (400, -32600), depth)
+            self.assertIn("nested deeper than 32 levels", response["error"]["data"])
+        status, response = self.answer(b'{"jsonrpc": "2.0", "method": "x.read", "params": ' + b"[" * 31 + b"]" * 31
+                                       + b', "id": 1}')
+        self.assertEqual((status, response["result"]), (200, "read"))
+        self.assertEqual([formatEvent(e) for e in self.events],
+                         ["refused a JSON-RPC body from 127.0.0.1:4000: nested deeper than 32 levels"])
+        self.clock.advance(10)
+        self.assertEqual(formatEvent(self.events[-1]),
+                         "2 more too deeply nested bodies from 127.0.0.1 suppressed in the last 10 s")
+
+    def test_audit(self):
+        self.answer(b'{"jsonrpc": "2.0", "method": "x.read", "params": ["pw"], "id": 1}')
+        self.assertEqual(self.events, [])
+        self.answer(b'{"jsonrpc": "2.0", "method": "x.add", "params": ["1", "secret", "."], "id": 1}', "[::1]:5")
+        self.answer(b'{"jsonrpc": "2.0", "method": "x.add", "params": {"l_uuid": "2", "auth_password": "s3"}, "id": 2}')
+        self.answer(b'{"jsonrpc": "2.0", "method": "x.add", "params": [], "id": 3}')
+        self.assertEqual([(e["log_level"], e["peer"], e["method"], e["params"], e["outcome"]) for e in self.events], [
+            (LogLevel.info, "[::1]:5", "x.add", ["1", "********", "."], "ok"),
+            (LogLevel.info, "127.0.0.1:4000", "x.add", {"l_uuid": "2", "auth_password": "********"}, "ok"),
+            (LogLevel.info, "127.0.0.1:4000", "x.add", [], "error -32602: Invalid Parameters"),
+        ])
+        self.assertEqual(formatEvent(self.events[0]), "[::1]:5 called x.add ['1', '********', '.']: ok")
+        self.assertNotIn("secret", repr(self.events))
