@@ -51,6 +51,7 @@ WRONG_TYPES = [
     ("tls", "ca_file", '["ca.pem"]', "a string"),
     ("tls", "verify_server", '"yes"', "a boolean"),
     ("tls", "verify_server", "1", "a boolean"),
+    ("tls", "server_names", '"sip.example.com"', "a table"),
 ]
 
 POSITIVE_INTS = ["max_message_size", "timer_t1", "timer_t2", "timer_t4", "tcp_idle_timeout"]

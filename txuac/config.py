@@ -57,6 +57,9 @@ class TLSSettings:
     private_key: str | None = None
     ca_file: str | None = None
     verify_server: bool = True
+    # Ours: (name, expected) pairs: a TLS server reached as ``name`` (the host of the URI
+    # resolved, RFC 5922 4.1) must present a certificate for ``expected`` instead.
+    server_names: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,7 @@ class _Section:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {bool: "a boolean", int: "an integer", str: "a string", list: "a list", float: "a number"}
+    names = {bool: "a boolean", int: "an integer", str: "a string", list: "a list", float: "a number", dict: "a table"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -359,7 +362,12 @@ def _port(text: str, where: str) -> int:
 def _tls(path: str, table: Any, base_dir: str | None) -> TLSSettings:
     section = _Section(path, "tls", table)
     files = {key: _readable_file(section, key, base_dir) for key in ("certificate", "private_key", "ca_file")}
-    settings = TLSSettings(**files, verify_server=section.get("verify_server", bool, True))
+    server_names = section.get("server_names", dict, {})
+    for name, expected in server_names.items():
+        if not isinstance(expected, str) or not expected:
+            raise ConfigError(f"{section.where('server_names')}: {name}: expected a host name")
+    settings = TLSSettings(**files, verify_server=section.get("verify_server", bool, True),
+                           server_names=tuple((name.lower(), expected) for name, expected in server_names.items()))
     section.finish()
     if settings.certificate is not None and settings.private_key is None:
         raise ConfigError(f"{section.where('private_key')}: must be set when certificate is")

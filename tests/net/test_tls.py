@@ -16,22 +16,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from OpenSSL import SSL
-from service_identity import VerificationError
 from twisted.internet import defer
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface import implementer
 
 from tests.net.test_failover import options_request, start_service
 from tests.net.test_resolver import Zone, a, serve_zone, srv
 from txuac.config import TLSSettings
 from txuac.errors import ConfigError, TransportError
 from txuac.net.tls import client_options_factory, server_options
+from txuac.sip.uri import parse_uri
 
 SIP_NAME = "sip.test.example"
-NAME_MISMATCH = "DNSMismatch(mismatched_id=DNS_ID(hostname=b'sip.test.example'))"
-UNTRUSTED = "certificate verify failed"
+NAME_MISMATCH = f"the certificate does not name {SIP_NAME} (DNSMismatch)"
+UNTRUSTED = f"certificate verify failed: unable to get local issuer certificate (verifying {SIP_NAME})"
 
 
 class PKI:
@@ -112,36 +110,6 @@ def make_pki(directory: str) -> PKI:
     return pki
 
 
-class _Recording:
-    """Wraps client_options_factory's creators to record the TLS error that closed each connection."""
-
-    def __init__(self, factory, errors: list):
-        self.factory = factory
-        self.errors = errors
-
-    def __call__(self, server_name: str):
-        return _RecordingCreator(self.factory(server_name), self.errors)
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class _RecordingCreator:
-    def __init__(self, creator, errors: list):
-        self.creator = creator
-        self.errors = errors
-
-    def clientConnectionForTLS(self, tls_protocol):
-        stream = tls_protocol.wrappedProtocol
-        lost = stream.connectionLost
-
-        def connection_lost(reason=None):
-            if reason is not None and reason.check(SSL.Error, VerificationError):
-                self.errors.append(f"{reason.type.__name__}: {reason.value}")
-            return lost(reason)
-
-        stream.connectionLost = connection_lost
-        return self.creator.clientConnectionForTLS(tls_protocol)
-
-
 class TLSInteropTests(TestCase):
 
     timeout = 30
@@ -167,27 +135,17 @@ class TLSInteropTests(TestCase):
         return service.sip.bound_address("tls").port
 
     def client(self, **tls):
-        service = start_service(self, {"listen": ["udp:127.0.0.1:0"], "dns_servers": [f"127.0.0.1:{self.dns_port}"]},
-                                {"ca_file": self.pki.path("ca.pem"), **tls})
-        service.tls_errors = self._record_tls_errors(service)
-        return service
-
-    @staticmethod
-    def _record_tls_errors(service) -> list:
-        """Why the client's TLS connections closed (txuac's TransportError does not say)."""
-        errors = []
-        pool = service.stack.pool
-        pool.tls_client_options = _Recording(pool.tls_client_options, errors)
-        return errors
+        return start_service(self, {"listen": ["udp:127.0.0.1:0"], "dns_servers": [f"127.0.0.1:{self.dns_port}"]},
+                             {"ca_file": self.pki.path("ca.pem"), **tls})
 
     @defer.inlineCallbacks
     def assertRefused(self, client, uri: str, why: str):
-        """send_request fails with TransportError, for the reason ``why``, and nothing reached the server."""
-        yield self.assertFailure(client.stack.send_request(options_request(uri)), TransportError)
+        """send_request fails with a TransportError that says ``why``, and nothing reached the server."""
+        error = yield self.assertFailure(client.stack.send_request(options_request(uri)), TransportError)
         self.assertEqual(self.received, [])
         self.assertEqual(client.stack.pending_client_transactions, 0)
-        self.assertTrue(client.tls_errors)
-        self.assertIn(why, client.tls_errors[-1])
+        self.assertIn(why, str(error))
+        self.assertIn("TLS connection to tls:127.0.0.1:", str(error))
 
     @defer.inlineCallbacks
     def test_sips_by_name(self):
@@ -244,6 +202,34 @@ class TLSInteropTests(TestCase):
         yield self.assertRefused(client, f"sips:x@elsewhere.test.example:{port}", "elsewhere.test.example")
         response = yield client.stack.send_request(options_request(f"sips:x@{SIP_NAME}:{port}"))
         self.assertEqual(response.status, 200)  # the first connection still serves its own name
+
+    @defer.inlineCallbacks
+    def test_outbound_proxy_identified_by_its_own_host(self):
+        """RFC 5922 4.1: through an outbound proxy the certificate must name the proxy's
+        host (the URI resolved), not the Request-URI's domain."""
+        port = self.server("other.pem", "other-key.pem")  # srvhost.test.example
+        client = self.client()
+        proxy = parse_uri(f"sips:srvhost.test.example:{port}")
+        response = yield client.stack.send_request(options_request(f"sips:x@{SIP_NAME}"), proxy)
+        self.assertEqual(response.status, 200)
+        self.received.clear()
+        error = yield self.assertFailure(
+            client.stack.send_request(options_request(f"sips:x@srvhost.test.example"),
+                                      parse_uri(f"sips:{SIP_NAME}:{port}")), TransportError)
+        self.assertIn(NAME_MISMATCH, str(error))
+
+    @defer.inlineCallbacks
+    def test_server_names_sets_the_name_a_proxy_certificate_carries(self):
+        """[tls] server_names: the proxy srvhost.test.example presents a certificate for the
+        provider's domain."""
+        port = self.server()  # sip.test.example only
+        proxy = parse_uri(f"sips:srvhost.test.example:{port}")
+        error = yield self.assertFailure(
+            self.client().stack.send_request(options_request(f"sips:x@{SIP_NAME}"), proxy), TransportError)
+        self.assertIn("the certificate does not name srvhost.test.example (DNSMismatch)", str(error))
+        client = self.client(server_names={"SRVHOST.test.example": SIP_NAME})
+        response = yield client.stack.send_request(options_request(f"sips:x@{SIP_NAME}"), proxy)
+        self.assertEqual(response.status, 200)
 
     @defer.inlineCallbacks
     def test_unknown_ca_refused(self):

@@ -64,7 +64,7 @@ from txuac.sip.transaction import (
     client_key_for_response,
     server_key,
 )
-from txuac.sip.via import Address, make_via, response_address, stamp_received
+from txuac.sip.via import Address, bare_host, make_via, response_address, stamp_received
 
 log = Logger()
 
@@ -255,22 +255,27 @@ class SIPStack:
             return self._send_once(request.copy(), target, on_provisional, source, timeout, keep_via)
         if keep_via:
             raise ValueError("keep_via needs the Address the request goes to")
+        server_name = None
         if target is not None:
+            # RFC 5922 4.1: a TLS server is identified by the host of the URI resolved to
+            # reach it: an outbound proxy's own host, not the Request-URI's domain.
+            server_name = bare_host(target.host)
             targets = self.resolver.resolve_uri(target)
         else:
             targets = self.resolver.resolve_request(request)
-        return targets.addCallback(self._try_targets, request, on_provisional, source, timeout)
+        return targets.addCallback(self._try_targets, request, on_provisional, source, timeout, server_name)
 
     @defer.inlineCallbacks
     def _try_targets(self, targets: list[Address], request: Request, on_provisional, source: Address | None,
-                     timeout: float | None = None):
+                     timeout: float | None = None, server_name: str | None = None):
         last_error: Exception | None = None
         for index, target in enumerate(targets):
             if index and self._stopping:
                 break  # no failover once stop() was called: the last error stands
             attempt = request.copy()
             try:
-                response = yield self._send_once(attempt, target, on_provisional, source, timeout)
+                response = yield self._send_once(attempt, target, on_provisional, source, timeout,
+                                                 server_name=server_name)
             except (TransactionTimeout, TransportError) as e:
                 last_error = e
                 log.info("{method} to {target} failed: {error}", method=request.method, target=target, error=str(e))
@@ -283,8 +288,9 @@ class SIPStack:
 
     def _send_once(self, request: Request, target: Address, on_provisional,
                    source: Address | None = None, timeout: float | None = None,
-                   keep_via: bool = False) -> defer.Deferred:
-        """One client transaction to ``target`` (``request`` is ours to add the Via to)."""
+                   keep_via: bool = False, server_name: str | None = None) -> defer.Deferred:
+        """One client transaction to ``target`` (``request`` is ours to add the Via to);
+        ``server_name``: what a TLS certificate must name, by default the request's next hop."""
         if target.transport == "udp":
             try:
                 return self._start_client(UDPChannel(self._udp_listener_for(target, source), target), request,
@@ -292,7 +298,10 @@ class SIPStack:
             except TransportError:
                 return defer.fail()
         try:
-            server_name = self.resolver.server_name(request) if target.transport == "tls" else None
+            if target.transport != "tls":
+                server_name = None
+            elif server_name is None:
+                server_name = self.resolver.server_name(request)
         except ResolutionError:
             return defer.fail()
         d = self.pool.connect(target, server_name=server_name)
@@ -664,7 +673,7 @@ class SIPStack:
         """Client transactions waiting on a lost connection fail at once (RFC 3261 17.1.4);
         then the connection-lost observers hear of it."""
         for call in [c for c in self._client.values() if c.channel is connection]:
-            self._client_failed(call, TransportError(f"connection to {connection.peer} lost"))
+            self._client_failed(call, TransportError(connection.lost_text()))
         self.pool.connection_lost(connection)
 
     def add_connection_lost_observer(self, observer: Callable[[Address], None]) -> None:

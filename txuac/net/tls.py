@@ -6,9 +6,11 @@ import re
 import warnings
 
 from OpenSSL import SSL, crypto
+from service_identity import VerificationError
 from twisted.internet import ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txuac.config import TLSSettings
@@ -96,22 +98,77 @@ def client_options_factory(settings: TLSSettings):
         trust_root = ssl.platformTrust()
 
     cache: dict[str, IOpenSSLClientConnectionCreator] = {}
+    server_names = dict(settings.server_names)
 
     def options_for(server_name: str):
         # One context per name, reused: building one loads the trust roots again.
         creator = cache.get(server_name)
         if creator is None:
+            expected = server_names.get(server_name.lower(), server_name)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Passing pyOpenSSL", DeprecationWarning)
-                creator = ssl.optionsForClientTLS(server_name, trustRoot=trust_root,
-                                                  clientCertificate=client_certificate,
-                                                  extraCertificateOptions=extra)
+                creator = _VerdictRecorder(ssl.optionsForClientTLS(expected, trustRoot=trust_root,
+                                                                   clientCertificate=client_certificate,
+                                                                   extraCertificateOptions=extra), expected)
             if len(cache) >= _CLIENT_CONTEXTS:
                 cache.pop(next(iter(cache)))
             cache[server_name] = creator
         return creator
 
     return options_for
+
+
+class TLSVerdict:
+    """Why a TLS client connection failed, in words: OpenSSL's verification error or
+    service_identity's mismatch, with the name the certificate was checked against."""
+
+    def __init__(self, name: str, connection: SSL.Connection):
+        self.name = name
+        self.connection = connection
+
+    def explain(self, reason: Failure) -> str | None:
+        """The verdict for a connection lost with ``reason``; None when TLS was not the cause."""
+        value = reason.value
+        if isinstance(value, VerificationError):
+            kinds = ", ".join(sorted({type(error).__name__ for error in value.errors}))
+            return f"the certificate does not name {self.name} ({kinds})"
+        if isinstance(value, SSL.Error):
+            entries = value.args[0] if value.args and isinstance(value.args[0], list) else []
+            text = ", ".join(e[2] for e in entries if isinstance(e, tuple) and len(e) == 3 and e[2]) or str(value)
+            if "certificate verify failed" in text:
+                detail = _verify_result(self.connection)
+                if detail:
+                    text = f"{text}: {detail}"
+            return f"{text} (verifying {self.name})"
+        return None
+
+
+def _verify_result(connection: SSL.Connection) -> str | None:
+    """OpenSSL's verification error of ``connection`` in its words ("unable to get local
+    issuer certificate"). pyOpenSSL has no public API for it: its binding is used."""
+    try:
+        from OpenSSL._util import ffi, lib
+        code = lib.SSL_get_verify_result(connection._ssl)
+        if code == 0:  # X509_V_OK
+            return None
+        return ffi.string(lib.X509_verify_cert_error_string(code)).decode("ascii", "replace")
+    except (ImportError, AttributeError):
+        return None
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _VerdictRecorder:
+    """Wraps Twisted's verifying client creator: each connection's stream protocol gets a
+    TLSVerdict (``tls_verdict``) to explain a failed handshake with."""
+
+    def __init__(self, creator: IOpenSSLClientConnectionCreator, name: str):
+        self.creator = creator
+        self.name = name
+
+    def clientConnectionForTLS(self, tls_protocol) -> SSL.Connection:
+        connection = self.creator.clientConnectionForTLS(tls_protocol)
+        tls_protocol.wrappedProtocol.tls_verdict = TLSVerdict(self.name, connection)
+        return connection
 
 
 @implementer(IOpenSSLClientConnectionCreator)

@@ -165,6 +165,9 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         # the network or a dead flow ended it, which observers hear about.
         self.closed_by_us: str | None = None
         self._next_ping = None  # IDelayedCall of the next keep-alive (outgoing connections only)
+        # Set by txuac.net.tls on the TLS connections we open: explains a failed handshake.
+        self.tls_verdict = None
+        self.failure_reason: str | None = None  # why the connection was lost, when known
         self._pong_deadline = None  # IDelayedCall: no pong by then, the connection is dead
 
     def connectionMade(self) -> None:
@@ -213,6 +216,12 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
             raise TransportError(f"{self.transport_name} connection to {self.peer} is closed")
         self.resetTimeout()
         self.transport.write(data)
+
+    def lost_text(self) -> str:
+        """What users read when the connection is gone: with the TLS verdict, if one."""
+        if self.failure_reason is not None:
+            return f"TLS connection to {self.peer} failed: {self.failure_reason}"
+        return f"connection to {self.peer} lost"
 
     def timeoutConnection(self) -> None:
         log.debug("closing idle {transport} connection to {peer}", transport=self.transport_name, peer=self.peer)
@@ -269,6 +278,8 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self._next_ping = self._pong_deadline = None
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
+        if self.tls_verdict is not None and reason is not None:
+            self.failure_reason = self.tls_verdict.explain(reason)
         was_connected, self.connected = self.connected, False
         self.setTimeout(None)
         self._stop_keepalive()
@@ -413,7 +424,14 @@ class ConnectionPool:
         """Tell the observers, unless we closed ``connection`` ourselves."""
         if connection.closed_by_us is not None or connection.peer is None or self.closed:
             return
-        log.info("{transport} connection to {peer} lost", transport=connection.transport_name, peer=connection.peer)
+        if connection.failure_reason is not None:
+            # One line per peer and name per 10 s: every account using it fails the same way.
+            self.input_log.emit(f"TLS failures with {connection.peer} for {connection.verified_name}",
+                                "{error}", peer=connection.peer, server_name=connection.verified_name,
+                                error=connection.lost_text())
+        else:
+            log.info("{transport} connection to {peer} lost", transport=connection.transport_name,
+                     peer=connection.peer)
         for observer in tuple(self.lost_observers):
             try:
                 observer(connection.peer)
