@@ -1,4 +1,5 @@
-"""txuac to txuac over TLS, with a PKI the test makes itself (RFC 5922 server identity).
+"""txuac to txuac over TLS, with a PKI the test makes itself (RFC 5922 server identity),
+and txuac's accounts against a real Kamailio TLS registrar (the errors an operator reads).
 
 The client resolves the SIP domain through a twisted.names server on loopback
 and must check the server's certificate against the domain of the URI.
@@ -16,12 +17,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.net.test_failover import options_request, start_service
 from tests.net.test_resolver import Zone, a, serve_zone, srv
+from tests.support.kamailio import KamailioRegistrar
+from tests.support.peers import free_port
+from tests.support.services import start_uac, wait_online
+from tests.support.stores import sqlite_uacreg
 from txuac.config import TLSSettings
 from txuac.errors import ConfigError, TransportError
 from txuac.net.tls import client_options_factory, server_options
@@ -322,3 +328,78 @@ class TLSConfigTests(SynchronousTestCase):
     def test_unverified_factory(self):
         factory = client_options_factory(TLSSettings(verify_server=False))
         self.assertTrue(IOpenSSLClientConnectionCreator.providedBy(factory(SIP_NAME)))
+
+
+class KamailioTLSRegistrarTests(TestCase):
+    """Accounts registering over TLS with a real Kamailio registrar (its tls module): what
+    an operator reads when its certificate is not trusted or names another host."""
+
+    timeout = 60
+    ACCOUNTS = 3
+
+    def setUp(self):
+        self.pki = make_pki(os.path.abspath(self.mktemp()))
+        self.log_events: list[dict] = []
+        globalLogPublisher.addObserver(self.log_events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.log_events.append)
+
+    @defer.inlineCallbacks
+    def start(self, certificate: str, key: str):
+        registrar = KamailioRegistrar(self, tls=(self.pki.path(certificate), self.pki.path(key)))
+        rows = [{
+            "l_uuid": f"tls{n}", "l_username": f"tls{n}", "l_domain": "local.example", "r_username": f"tls{n}",
+            "r_domain": SIP_NAME, "realm": registrar.realm, "auth_username": f"tls{n}",
+            "auth_password": registrar.password_for(f"tls{n}"), "auth_ha1": "",
+            # A numeric outbound proxy: no resolution, the certificate is checked against r_domain.
+            "auth_proxy": f"sip:127.0.0.1:{registrar.tls_port};transport=tls", "expires": 600, "flags": 0,
+            "reg_delay": 0, "contact_addr": "", "socket": "", "contact_user": "",
+        } for n in range(self.ACCOUNTS)]
+        path = yield sqlite_uacreg(self, rows)
+        port = free_port()
+        self.uac = start_uac(self, {
+            "core": {"listen": [f"udp:127.0.0.1:{port}"], "timer_t1": 200},
+            "tls": {"ca_file": self.pki.path("ca.pem")},
+            "uac": {"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"127.0.0.1:{port}",
+                    "reg_retry_interval": 60},
+        })
+        return registrar
+
+    @defer.inlineCallbacks
+    def last_errors(self) -> list[str]:
+        """Every account's last_error (uac.reg_info's), once each has one."""
+        registrant = self.uac.registrant
+        deadline = reactor.seconds() + 30
+        while (len(registrant.records) < self.ACCOUNTS
+               or any(r.last_failure is None for r in registrant.records.values())):
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"no failure for every account: {registrant.counters()}")
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        return [registrant.records[f"tls{n}"].last_failure for n in range(self.ACCOUNTS)]
+
+    def tls_warnings(self) -> list[str]:
+        return [formatEvent(e) for e in self.log_events
+                if e["log_level"] == LogLevel.warn and "TLS connection to" in formatEvent(e)]
+
+    @defer.inlineCallbacks
+    def test_trusted_registrar(self):
+        yield self.start("server.pem", "server-key.pem")
+        yield wait_online(self.uac, self.ACCOUNTS, 30)
+
+    @defer.inlineCallbacks
+    def test_unknown_ca(self):
+        registrar = yield self.start("rogue.pem", "rogue-key.pem")
+        errors = yield self.last_errors()
+        expected = (f"TLS connection to tls:127.0.0.1:{registrar.tls_port} failed: certificate verify failed: "
+                    f"unable to get local issuer certificate (verifying {SIP_NAME})")
+        self.assertEqual(errors, [expected] * self.ACCOUNTS)
+        self.assertEqual(self.tls_warnings(), [expected])  # one per peer, not one per account
+        self.assertIn("unknown ca", registrar.log())
+
+    @defer.inlineCallbacks
+    def test_certificate_for_another_name(self):
+        registrar = yield self.start("other.pem", "other-key.pem")
+        errors = yield self.last_errors()
+        expected = (f"TLS connection to tls:127.0.0.1:{registrar.tls_port} failed: the certificate does not "
+                    f"name {SIP_NAME} (DNSMismatch)")
+        self.assertEqual(errors, [expected] * self.ACCOUNTS)
+        self.assertEqual(self.tls_warnings(), [expected])

@@ -104,6 +104,7 @@ class KamailioRegistrar:
     (default: True in proxy mode, else False). rechallenge_wrong_password: answer a wrong
     password with a new challenge instead of 403. nonce_expire: nonce lifetime (s); an
     expired nonce is re-challenged with stale=true. tcp: listen on TCP too (same port).
+    tls: (certificate, private_key) PEM files: listen on TLS too, on ``tls_port`` (a free one).
     children: UDP (and TCP) worker processes. shm_mb/pkg_mb: Kamailio's -m/-M.
     udp_maxbuffer: Kamailio's ``maxbuffer`` (UDP receive buffer probe ceiling, bytes).
     defines: extra -A defines (NAME -> value, or None for a flag). start: start now.
@@ -124,6 +125,7 @@ class KamailioRegistrar:
         rechallenge_wrong_password: bool = False,
         nonce_expire: int = 300,
         tcp: bool = False,
+        tls: tuple[str, str] | None = None,
         children: int = 2,
         shm_mb: int = 64,
         pkg_mb: int = 8,
@@ -152,6 +154,8 @@ class KamailioRegistrar:
         self.rechallenge_wrong_password = rechallenge_wrong_password
         self.nonce_expire = nonce_expire
         self.tcp = tcp
+        self.tls = tls
+        self.tls_port: int | None = None
         self.children = children
         self.shm_mb = shm_mb
         self.pkg_mb = pkg_mb
@@ -207,8 +211,12 @@ class KamailioRegistrar:
             defines["WITH_CHALLENGE_ALL"] = None
         if self.rechallenge_wrong_password:
             defines["WITH_RECHALLENGE"] = None
-        if self.tcp:
+        if self.tcp or self.tls:
             defines["WITH_TCP"] = None
+        if self.tls:
+            defines["WITH_TLS"] = None
+            defines["TLS_CERT"] = f'"{self.tls[0]}"'
+            defines["TLS_KEY"] = f'"{self.tls[1]}"'
         if self.udp_maxbuffer:
             defines["MAXBUFFER"] = int(self.udp_maxbuffer)
         defines.update(self.extra_defines)
@@ -221,6 +229,8 @@ class KamailioRegistrar:
         ]
         if self.tcp:
             argv += ["-l", f"tcp:{self.host}:{self.port}"]
+        if self.tls:
+            argv += ["-l", f"tls:{self.host}:{self.tls_port}"]
         for name, value in self.defines().items():
             argv += ["-A", name if value is None else f"{name}={value}"]
         return argv
@@ -230,6 +240,8 @@ class KamailioRegistrar:
         socket exists (a fraction of a second)."""
         for attempt in range(attempts):
             self.port = port or free_port(socket.SOCK_DGRAM, self.host)
+            if self.tls and (self.tls_port is None or port is None):
+                self.tls_port = free_port(socket.SOCK_STREAM, self.host)
             if os.path.exists(self.ctl_path):
                 os.unlink(self.ctl_path)
             argv = self.argv()
@@ -275,6 +287,8 @@ class KamailioRegistrar:
         if (address, self.port) not in _local_ports("udp", None):
             return False
         if self.tcp and (address, self.port) not in _local_ports("tcp", "0A"):
+            return False
+        if self.tls and (address, self.tls_port) not in _local_ports("tcp", "0A"):
             return False
         return os.path.exists(self.ctl_path)
 
