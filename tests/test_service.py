@@ -14,12 +14,14 @@ import subprocess
 
 from twisted.application import service
 from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.support.peers import free_port
 from txuac.admin.web import AdminWebService
 from txuac.config import settings_from_dict
-from txuac.errors import ConfigError, TransactionTimeout, TransportError
+from txuac.errors import ConfigError, StoreError, TransactionTimeout, TransportError
 from txuac.service import SIPService, UACService
 from txuac.sip import Request, Response, make_response, parse_message
 from txuac.sip.via import Address
@@ -110,6 +112,42 @@ class UACServiceTests(TestCase):
         parent.startService()
         self.addCleanup(lambda: parent.stopService() if parent.running else None)
         return parent, uac
+
+    def store_settings(self, path: str, port: int | None = None):
+        port = port or self.port
+        return settings_from_dict(
+            {"rpc": NO_RPC, "core": {"listen": [f"udp:127.0.0.1:{port}"]},
+             "uac": {"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"127.0.0.1:{port}"}},
+            "test.toml")
+
+    @defer.inlineCallbacks
+    def test_store_that_cannot_be_used_is_a_startup_error(self):
+        """Embedded without on_startup_error: one error line, registrant_ready() fails, the
+        rest runs; with it, the callback gets the same error (twistd's exit 1 and line)."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        _, uac = self.embedded(self.store_settings(directory))
+        failure = yield self.assertFailure(uac.registrant_ready(), StoreError)
+        expected = f"test.toml: [uac] reg_db_url: cannot open sqlite:///{directory}: it is a directory"
+        self.assertEqual(str(failure), expected)
+        self.assertEqual([formatEvent(e) for e in events if e.get("log_level") == LogLevel.error], [expected])
+        self.assertTrue(uac.sip.running)
+
+        seen = []
+        other = UACService(self.store_settings(directory, free_port()), reactor, on_startup_error=seen.append)
+        other.startService()
+        self.addCleanup(other.stopService)
+        yield self.assertFailure(other.registrant_ready(), StoreError)
+        self.assertEqual([str(e) for e in seen], [expected])
+
+    @defer.inlineCallbacks
+    def test_registrant_ready_after_the_accounts_load(self):
+        path = os.path.join(os.path.abspath(self.mktemp()) + ".sqlite")
+        _, uac = self.embedded(self.store_settings(path))
+        yield uac.registrant_ready()
+        self.assertEqual(uac.registrant.store.table_version, 6)
+        yield uac.registrant_ready()  # once ready, at once
 
     @defer.inlineCallbacks
     def test_embedded_start_answer_stop(self):
