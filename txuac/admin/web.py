@@ -70,7 +70,7 @@ def host_of_origin(value: bytes) -> str | None:
     """The host of an ``Origin`` header (RFC 6454 7), or None for ``null`` or a malformed one."""
     try:
         parts = urlsplit(value.decode("latin-1").strip())
-        parts.port  # noqa: B018 (raises ValueError for a bad port)
+        parts.port  # raises ValueError for a port that is not a number
     except ValueError:
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
