@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.stores import insert_rows
 from tests.support.peers import free_port, wait_for
-from tests.test_tap import START_TIMEOUT, STOP_TIMEOUT, ProcessMixin, twist_argv, twistd_argv
+from tests.support.twistd import START_TIMEOUT, STOP_TIMEOUT, ProcessMixin, twist_argv, twistd_argv
 from txuac import __version__
 from txuac.admin import logs
 from txuac.config import LogSettings
@@ -211,13 +211,15 @@ class RunnerOptionsTests(SynchronousTestCase):
 
 
 ROUTINE = re.compile(r"registration silent: \w+ -> registering \(")  # at debug level
-FAILED = "registration silent: registering -> failed"  # at info level
+FAILED = "1 account(s) failed at 127.0.0.1:"  # the registrar's summary of the round, at info level
+FAILED_TIMEOUT = START_TIMEOUT + 10  # the summary closes 10 s after the round's first failure
 
 
 class LogProcessTests(ProcessMixin, SynchronousTestCase):
     """``[log]`` in a real twistd or twist run: an account whose proxy never answers goes
-    to registering (a debug event) then failed (info). In JSON every line the command
-    writes is a JSON object, and the failure is an event with its fields."""
+    to registering then failed (debug events), and its registrar's round is summarised
+    (info). In JSON every line the command writes is a JSON object, and each is an event
+    with its fields."""
 
     def account_config(self, log_section: str) -> str:
         """A configuration with one account nobody answers, rpc off, and ``log_section`` as [log]."""
@@ -262,8 +264,8 @@ class LogProcessTests(ProcessMixin, SynchronousTestCase):
             except FileNotFoundError:
                 return ""
 
-        if not wait_for(lambda: FAILED in log() or not process.running(), START_TIMEOUT):
-            self.fail(f"no {FAILED!r} within {START_TIMEOUT} s:\n{process.output()}\n{log()}")
+        if not wait_for(lambda: FAILED in log() or not process.running(), FAILED_TIMEOUT):
+            self.fail(f"no {FAILED!r} within {FAILED_TIMEOUT} s:\n{process.output()}\n{log()}")
         os.kill(process.pid, signal.SIGTERM)
         process.wait(STOP_TIMEOUT)
         self.assertClean(process.output())
@@ -290,11 +292,13 @@ class LogProcessTests(ProcessMixin, SynchronousTestCase):
             self.assertTrue({"time", "level", "namespace", "text"} <= set(line), line)
         texts = [line["text"] for line in lines]
         self.assertIn(f"txuac {__version__} started", texts)
+        summaries = [line for line in lines if line["namespace"] == "txuac.registrant.failures"]
+        self.assertEqual([(line["level"], line["count"], line["reasons"]) for line in summaries],
+                         [("info", 1, "no answer (timeout) (1)")], texts)
         events = [line for line in lines if line.get("l_uuid") == "silent" and line.get("state") == "failed"]
-        self.assertTrue(events, texts)
-        event = events[0]
-        self.assertEqual((event["namespace"], event["level"], event["previous"], event["reason"], event["status"]),
-                         ("txuac.registrant.service", "info", "registering", "no answer (timeout)", None))
+        self.assertEqual([(e["namespace"], e["level"], e["previous"], e["reason"], e["status"]) for e in events],
+                         [("txuac.registrant.service", "debug", "registering", "no answer (timeout)", None)]
+                         if debug else [], texts)
         self.assertIn("txuac stopped", texts)
         routine = [line for line in lines if line.get("l_uuid") == "silent" and line.get("state") == "registering"]
         self.assertEqual([line["level"] for line in routine], ["debug"] if debug else [], texts)
@@ -302,7 +306,8 @@ class LogProcessTests(ProcessMixin, SynchronousTestCase):
 
     def assertText(self, text: str, debug: bool = False) -> None:
         self.assertIn(f"txuac {__version__} started", text)
-        self.assertRegex(text, r"\[txuac\.registrant\.service#info\] registration silent: registering -> failed")
+        self.assertRegex(text, r"\[txuac\.registrant\.failures#info\] 1 account\(s\) failed at 127\.0\.0\.1:\d+: "
+                               r"no answer \(timeout\) \(1\)")
         self.assertEqual(bool(ROUTINE.search(text)), debug, text)
         self.assertEqual("#debug]" in text, debug, text)
         self.assertIn("txuac stopped", text)
