@@ -82,21 +82,6 @@ class FixedCredentials:
         return self.credentials if self.credentials.fits(challenge) else None
 
 
-@implementer(ICredentialSource)
-class CredentialChain:
-    """The first source that has credentials for a challenge wins."""
-
-    def __init__(self, *sources: ICredentialSource):
-        self.sources = sources
-
-    def credentials_for(self, challenge: Challenge) -> Credentials | None:
-        for source in self.sources:
-            found = source.credentials_for(challenge)
-            if found is not None:
-                return found
-        return None
-
-
 def _redacted(entry: str) -> str:
     """An entry as it may be logged: user and realm at most, never what could be a password."""
     user, sep1, rest = entry.partition(":")
@@ -208,18 +193,21 @@ class Authenticator:
     def send(self, request: Request, target=None,
              on_provisional: Callable[[Response], None] | None = None,
              on_challenge: Callable[[Response], None] | None = None, source=None,
-             check_origin: Callable[[Response], str | None] | None = None) -> defer.Deferred:
+             check_origin: Callable[[Response], str | None] | None = None,
+             on_retry: Callable[[Request], None] | None = None) -> defer.Deferred:
         """Deferred[Response]: the final response once challenges are answered.
 
         ``target`` and ``source`` are passed to the stack's send_request.
         ``on_challenge`` sees every 401/407 before it is answered (uac_req_send
         fires its event route for it). ``check_origin`` (e.g. challenge_origin) sees
         each challenge first: a reason it returns fails the request with
-        ChallengeOriginError, no digest computed. Fails with AuthenticationError (its
+        ChallengeOriginError, no digest computed. ``on_retry`` sees each authenticated
+        retry just before it is sent: its CSeq is the one this request now uses. Fails with AuthenticationError (its
         ``response`` is the last challenge) when a challenge cannot be answered,
         our answer was refused, or MAX_ROUNDS challenges came in a row.
         """
-        rounds = _ChallengeRounds(self, request, target, on_provisional, on_challenge, source, check_origin)
+        rounds = _ChallengeRounds(self, request, target, on_provisional, on_challenge, source, check_origin,
+                                  on_retry)
         rounds.send(request)
         return rounds.result
 
@@ -265,10 +253,10 @@ class _ChallengeRounds:
     REGISTER, and a generator-based loop cost more than the digest itself)."""
 
     __slots__ = ("authenticator", "request", "target", "on_provisional", "on_challenge", "source", "check_origin",
-                 "rounds", "answering", "answered", "stale_retries", "result")
+                 "on_retry", "rounds", "answering", "answered", "stale_retries", "result")
 
     def __init__(self, authenticator: Authenticator, request: Request, target, on_provisional, on_challenge,
-                 source, check_origin=None):
+                 source, check_origin=None, on_retry=None):
         self.authenticator = authenticator
         self.request = request
         self.target = target
@@ -276,6 +264,7 @@ class _ChallengeRounds:
         self.on_challenge = on_challenge
         self.source = source
         self.check_origin = check_origin
+        self.on_retry = on_retry
         self.rounds = 0
         # (proxy?, realm) -> the challenge and credentials answering it. Every retry carries
         # an answer for each, recomputed so that nc moves on (RFC 7616 3.4: no replay).
@@ -321,7 +310,10 @@ class _ChallengeRounds:
             log.debug("{method} to {uri}: {status} from realm(s) {realms}, retrying with CSeq {cseq}",
                       method=request.method, uri=uri, status=response.status,
                       realms=", ".join(c.realm for c, _ in answers), cseq=cseq)
-        self.send(authorized_retry(request, answers, cseq))
+        retry = authorized_retry(request, answers, cseq)
+        if self.on_retry is not None:
+            self.on_retry(retry)
+        self.send(retry)
 
 
 def _with_response(error: AuthenticationError, response: Response) -> AuthenticationError:

@@ -19,7 +19,7 @@ from tests.registrant.test_service import CONTACT_ADDR, TICK, FakeStore, Service
 from txuac.errors import StoreError
 from txuac.registrant.protocol import build_register
 from txuac.registrant.record import Flag, State, parse_extra_headers, record_from_row
-from txuac.registrant.service import CSEQ_AHEAD
+from txuac.registrant.account import CSEQ_AHEAD
 from txuac.registrant.store import EXT_DEFAULTS, AccountState
 from txuac.registrant.store.writer import AccountStateWriter
 

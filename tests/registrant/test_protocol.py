@@ -15,6 +15,7 @@ from tests.registrant.test_record import make_record
 from txuac.registrant.protocol import (
     Learned,
     Outcome,
+    OutcomeKind,
     build_register,
     contact_header,
     contact_uri,
@@ -140,7 +141,7 @@ class InterpretOkTests(SynchronousTestCase):
 
     def test_contact_expires_param(self):
         response = reply(self.request, 200, ("Contact", "<sip:acc1@192.0.2.10:5060>;expires=600"))
-        self.assertEqual(interpret(self.record, response, 3600), Outcome("online", granted=600, learned=Learned()))
+        self.assertEqual(interpret(self.record, response, 3600), Outcome(OutcomeKind.ONLINE, granted=600, learned=Learned()))
 
     def test_contact_param_wins_over_expires_header(self):
         response = reply(self.request, 200, ("Contact", "<sip:acc1@192.0.2.10:5060>;expires=600"), ("Expires", "1800"))
@@ -149,12 +150,12 @@ class InterpretOkTests(SynchronousTestCase):
     def test_expires_header_when_no_param(self):
         response = reply(self.request, 200, ("Contact", "<sip:acc1@192.0.2.10:5060>"), ("Expires", "1800"))
         outcome = interpret(self.record, response, 3600)
-        self.assertEqual((outcome.kind, outcome.granted), ("online", 1800))
+        self.assertEqual((outcome.kind, outcome.granted), (OutcomeKind.ONLINE, 1800))
 
     def test_host_and_port_are_not_compared(self):
         response = reply(self.request, 200, ("Contact", "<sip:acc1@203.0.113.99:6000;transport=udp>;expires=60"),
                          ("Contact", "<sip:other@192.0.2.10:5060>;expires=900"))
-        self.assertEqual(interpret(self.record, response, 3600), Outcome("online", granted=60, learned=Learned()))
+        self.assertEqual(interpret(self.record, response, 3600), Outcome(OutcomeKind.ONLINE, granted=60, learned=Learned()))
 
     def test_ours_among_other_bindings(self):
         response = reply(self.request, 200,
@@ -167,7 +168,7 @@ class InterpretOkTests(SynchronousTestCase):
         response = reply(self.request, 200, ("Contact", "<sip:someone-else@192.0.2.10:5060>;expires=600"),
                          ("Contact", "<sip:another@192.0.2.11:5060>;expires=600"))
         outcome = interpret(self.record, response, 3600)
-        self.assertEqual(outcome.kind, "unlisted")
+        self.assertEqual(outcome.kind, OutcomeKind.UNLISTED)
         self.assertEqual(outcome.granted, 0)
         self.assertEqual(outcome.learned, Learned())  # what an earlier 200 taught is forgotten
 
@@ -176,46 +177,46 @@ class InterpretOkTests(SynchronousTestCase):
             with self.subTest(user=user):
                 response = reply(self.request, 200, ("Contact", f"<sip:{user}@192.0.2.10>;expires=600"),
                                  ("Contact", "<sip:someone-else@192.0.2.10>;expires=600"))
-                self.assertEqual(interpret(self.record, response, 3600).kind, "unlisted")
+                self.assertEqual(interpret(self.record, response, 3600).kind, OutcomeKind.UNLISTED)
 
     def test_wildcard_contact_is_not_ours(self):
         response = reply(self.request, 200, ("Contact", "*"))
-        self.assertNotEqual(interpret(self.record, response, 3600).kind, "online")
+        self.assertNotEqual(interpret(self.record, response, 3600).kind, OutcomeKind.ONLINE)
 
     def test_contact_user_matched_by_line_param(self):
         self.record.contact_user = "0211234567"
         response = reply(self.request, 200, ("Contact", "<sip:0211234567@192.0.2.10:5060;line=acc2>;expires=300"),
                          ("Contact", "<sip:0211234567@192.0.2.10:5060;line=acc1>;expires=900"))
-        self.assertEqual(interpret(self.record, response, 3600), Outcome("online", granted=900, learned=Learned()))
+        self.assertEqual(interpret(self.record, response, 3600), Outcome(OutcomeKind.ONLINE, granted=900, learned=Learned()))
 
     def test_contact_user_other_line_is_not_ours(self):
         self.record.contact_user = "0211234567"
         response = reply(self.request, 200, ("Contact", "<sip:0211234567@192.0.2.10:5060;line=acc2>;expires=900"))
-        self.assertEqual(interpret(self.record, response, 3600).kind, "unlisted")
+        self.assertEqual(interpret(self.record, response, 3600).kind, OutcomeKind.UNLISTED)
 
     def test_line_param_matches_without_contact_user(self):
         """A registrar that rewrote the user but kept the URI parameters: found by ``line``."""
         response = reply(self.request, 200, ("Contact", "<sip:other@192.0.2.10>;expires=100"),
                          ("Contact", "<sip:trunk@192.0.2.10;line=acc1>;expires=900"))
         outcome = interpret(self.record, response, 3600)
-        self.assertEqual((outcome.kind, outcome.granted, outcome.reason), ("online", 900, ""))
+        self.assertEqual((outcome.kind, outcome.granted, outcome.reason), (OutcomeKind.ONLINE, 900, ""))
 
     def test_without_contact_is_a_failure(self):
         outcome = interpret(self.record, reply(self.request, 200), 3600)
-        self.assertEqual(outcome.kind, "failed")
+        self.assertEqual(outcome.kind, OutcomeKind.FAILED)
         self.assertIn("Contact", outcome.reason)
 
     def test_unregister_answered(self):
         """An un-REGISTER's 200 usually lists no Contact: it is not a failure for us."""
-        self.assertEqual(interpret(self.record, reply(self.request, 200), 0).kind, "unregistered")
+        self.assertEqual(interpret(self.record, reply(self.request, 200), 0).kind, OutcomeKind.UNREGISTERED)
 
     def test_binding_granted_zero_is_not_online(self):
         response = reply(self.request, 200, ("Contact", "<sip:acc1@192.0.2.10:5060>;expires=0"))
-        self.assertNotEqual(interpret(self.record, response, 3600).kind, "online")
+        self.assertNotEqual(interpret(self.record, response, 3600).kind, OutcomeKind.ONLINE)
 
     def test_unparsable_contact_is_a_failure(self):
         response = make_response(self.request, 200, extra_headers=[("Contact", "<sip:acc1@192.0.2.10:5060")])
-        self.assertEqual(interpret(self.record, response, 3600).kind, "failed")
+        self.assertEqual(interpret(self.record, response, 3600).kind, OutcomeKind.FAILED)
 
 
 class InterpretErrorTests(SynchronousTestCase):
@@ -225,17 +226,17 @@ class InterpretErrorTests(SynchronousTestCase):
 
     def test_423_with_min_expires(self):
         outcome = interpret(self.record, reply(self.request, 423, ("Min-Expires", "3600")), 60)
-        self.assertEqual(outcome.kind, "interval_too_brief")
+        self.assertEqual(outcome.kind, OutcomeKind.INTERVAL_TOO_BRIEF)
         self.assertEqual(outcome.expires, 3600)
         self.assertIn("423", outcome.reason)
 
     def test_423_without_min_expires_doubles(self):
         outcome = interpret(self.record, reply(self.request, 423), 60)
-        self.assertEqual((outcome.kind, outcome.expires), ("interval_too_brief", 120))
+        self.assertEqual((outcome.kind, outcome.expires), (OutcomeKind.INTERVAL_TOO_BRIEF, 120))
 
     def test_423_with_unparsable_min_expires_doubles(self):
         outcome = interpret(self.record, reply(self.request, 423, ("Min-Expires", "soon")), 60)
-        self.assertEqual((outcome.kind, outcome.expires), ("interval_too_brief", 120))
+        self.assertEqual((outcome.kind, outcome.expires), (OutcomeKind.INTERVAL_TOO_BRIEF, 120))
 
     def test_423_always_asks_for_more(self):
         outcome = interpret(self.record, reply(self.request, 423, ("Min-Expires", "30")), 60)
@@ -243,19 +244,19 @@ class InterpretErrorTests(SynchronousTestCase):
 
     def test_403(self):
         outcome = interpret(self.record, reply(self.request, 403), 60)
-        self.assertEqual(outcome, Outcome("failed", reason="403 Forbidden"))
+        self.assertEqual(outcome, Outcome(OutcomeKind.FAILED, reason="403 Forbidden"))
 
     def test_other_failures(self):
         for status in (302, 400, 404, 408, 480, 486, 500, 503, 603):
             with self.subTest(status=status):
                 outcome = interpret(self.record, reply(self.request, status), 60)
-                self.assertEqual(outcome.kind, "failed")
+                self.assertEqual(outcome.kind, OutcomeKind.FAILED)
                 self.assertTrue(outcome.reason.startswith(str(status)))
                 self.assertIsNone(outcome.retry_after)
 
     def test_retry_after_on_503(self):
         outcome = interpret(self.record, reply(self.request, 503, ("Retry-After", "300")), 60)
-        self.assertEqual((outcome.kind, outcome.retry_after), ("failed", 300))
+        self.assertEqual((outcome.kind, outcome.retry_after), (OutcomeKind.FAILED, 300))
 
     def test_retry_after_with_comment_and_duration(self):
         outcome = interpret(self.record, reply(self.request, 503, ("Retry-After", "120 (maintenance);duration=60")),
@@ -277,7 +278,7 @@ class InterpretErrorTests(SynchronousTestCase):
 
     def test_unparsable_retry_after_is_ignored(self):
         outcome = interpret(self.record, reply(self.request, 503, ("Retry-After", "later")), 60)
-        self.assertEqual((outcome.kind, outcome.retry_after), ("failed", None))
+        self.assertEqual((outcome.kind, outcome.retry_after), (OutcomeKind.FAILED, None))
 
 
 class RefreshAtTests(SynchronousTestCase):
@@ -392,27 +393,27 @@ class BindingMatchTests(SynchronousTestCase):
     def test_rewritten_contact_is_the_only_binding(self):
         """An SBC rewrote user, host and port: the only binding listed is ours, with its expiry."""
         outcome = self.interpret("<sip:203.0.113.7:41234;transport=udp>;expires=120")
-        self.assertEqual((outcome.kind, outcome.granted), ("online", 120))
+        self.assertEqual((outcome.kind, outcome.granted), (OutcomeKind.ONLINE, 120))
         self.assertIn("rewrote our Contact", outcome.reason)
 
     def test_rewritten_contact_without_param_takes_the_expires_header(self):
         outcome = self.interpret("<sip:x-7f3a@203.0.113.7:41234>", expires_header=45)
-        self.assertEqual((outcome.kind, outcome.granted), ("online", 45))
+        self.assertEqual((outcome.kind, outcome.granted), (OutcomeKind.ONLINE, 45))
 
     def test_rewritten_contact_granted_zero_is_not_online(self):
-        self.assertEqual(self.interpret("<sip:203.0.113.7:41234>;expires=0").kind, "unlisted")
+        self.assertEqual(self.interpret("<sip:203.0.113.7:41234>;expires=0").kind, OutcomeKind.UNLISTED)
 
     def test_only_binding_of_another_line_is_not_ours(self):
-        self.assertEqual(self.interpret("<sip:trunk@203.0.113.7;line=acc2>;expires=120").kind, "unlisted")
+        self.assertEqual(self.interpret("<sip:trunk@203.0.113.7;line=acc2>;expires=120").kind, OutcomeKind.UNLISTED)
 
     def test_only_binding_of_another_instance_is_not_ours(self):
         record = outbound_record()
         other = '<sip:203.0.113.7:41234;ob>;expires=120;+sip.instance="<urn:uuid:11111111-1111-4111-8111-111111111111>"'
-        self.assertEqual(self.interpret(other, record=record).kind, "unlisted")
+        self.assertEqual(self.interpret(other, record=record).kind, OutcomeKind.UNLISTED)
 
     def test_several_rewritten_bindings_none_ours(self):
         outcome = self.interpret("<sip:203.0.113.7:41234>;expires=120", "<sip:203.0.113.8:41234>;expires=60")
-        self.assertEqual(outcome.kind, "unlisted")
+        self.assertEqual(outcome.kind, OutcomeKind.UNLISTED)
 
     def test_instance_among_rewritten_bindings(self):
         record = outbound_record()
@@ -420,13 +421,13 @@ class BindingMatchTests(SynchronousTestCase):
             '<sip:203.0.113.7:41234;ob>;expires=120;+sip.instance="<urn:uuid:11111111-1111-4111-8111-111111111111>"',
             f'<sip:203.0.113.8:41235;ob>;reg-id=1;expires=300;+sip.instance="<{INSTANCE.upper()}>"',
             record=record)
-        self.assertEqual((outcome.kind, outcome.granted, outcome.reason), ("online", 300, ""))
+        self.assertEqual((outcome.kind, outcome.granted, outcome.reason), (OutcomeKind.ONLINE, 300, ""))
 
     def test_instance_ignored_for_a_plain_account(self):
         self.record.instance_id = INSTANCE  # not outbound: no +sip.instance was sent
         outcome = self.interpret("<sip:203.0.113.7:41234>;expires=120",
                                  f'<sip:203.0.113.8:41235>;expires=300;+sip.instance="<{INSTANCE}>"')
-        self.assertEqual(outcome.kind, "unlisted")
+        self.assertEqual(outcome.kind, OutcomeKind.UNLISTED)
 
     def test_rules_in_order(self):
         record = outbound_record()
@@ -459,7 +460,7 @@ class LearnedTests(SynchronousTestCase):
 
     def learned(self, *headers, record=None):
         outcome = interpret(record or self.record, reply(self.request, 200, *headers), 3600)
-        self.assertEqual(outcome.kind, "online")
+        self.assertEqual(outcome.kind, OutcomeKind.ONLINE)
         return outcome.learned
 
     def test_path_and_service_route(self):
@@ -513,7 +514,7 @@ class LearnedTests(SynchronousTestCase):
 
     def test_unregister_forgets(self):
         outcome = interpret(self.record, reply(self.request, 200, ("Path", "<sip:edge1.provider.example;lr>")), 0)
-        self.assertEqual((outcome.kind, outcome.learned), ("unregistered", Learned()))
+        self.assertEqual((outcome.kind, outcome.learned), (OutcomeKind.UNREGISTERED, Learned()))
 
     def test_failures_teach_nothing(self):
         self.assertIsNone(interpret(self.record, reply(self.request, 503), 3600).learned)

@@ -7,6 +7,7 @@ README.rst ("Differences from Kamailio").
 
 from __future__ import annotations
 
+import enum
 import random
 import uuid
 from typing import NamedTuple
@@ -101,18 +102,25 @@ class Learned(NamedTuple):
     flow_timer: int | None = None
 
 
+class OutcomeKind(enum.Enum):
+    """What kind of final reply ended a REGISTER cycle."""
+
+    ONLINE = "online"  # our binding listed, for ``granted`` seconds
+    UNLISTED = "unlisted"  # a 2xx that does not list our binding (or grants it 0 s)
+    UNREGISTERED = "unregistered"  # a 2xx to Expires 0: the binding is gone
+    INTERVAL_TOO_BRIEF = "interval_too_brief"  # 423: ask again at once with ``expires``
+    FAILED = "failed"  # ``reason``; ``retry_after`` when the server asked for a delay
+
+
 class Outcome(NamedTuple):
     """What a final reply means for the account.
 
-    kind: "online" (our binding listed, ``granted`` seconds; ``reason`` says when it was
-    recognised as the only binding of a rewritten Contact), "unlisted" (a 200 that does
-    not list our binding), "unregistered" (the binding is gone),
-    "interval_too_brief" (423: ask again at once with ``expires``), or
-    "failed" (``reason``; ``retry_after`` when the server asked for a delay).
-    ``learned``: what an online, unlisted or unregistered 2xx teaches (None otherwise).
+    ``reason`` of an ONLINE outcome says when our binding was recognised as the only
+    binding of a rewritten Contact. ``learned``: what an online, unlisted or
+    unregistered 2xx teaches (None otherwise).
     """
 
-    kind: str
+    kind: OutcomeKind
     granted: int = 0
     expires: int = 0
     reason: str = ""
@@ -134,7 +142,7 @@ def interpret(record: RegistrationRecord, response: Response, requested_expires:
         # Min-Expires when it asks for more (as Kamailio), else twice what we asked; a run
         # of 423s is bounded and its failure returns the account to the table's value.
         expires = minimum if minimum and minimum > requested_expires else max(requested_expires * 2, 1)
-        return Outcome("interval_too_brief", expires=expires, reason=f"423 {response.reason}")
+        return Outcome(OutcomeKind.INTERVAL_TOO_BRIEF, expires=expires, reason=f"423 {response.reason}")
     retry_after = None
     if status in RETRY_AFTER_STATUSES or status >= 500:
         try:
@@ -142,7 +150,7 @@ def interpret(record: RegistrationRecord, response: Response, requested_expires:
         except SIPParseError:
             header = None
         retry_after = header.seconds if header is not None else None
-    return Outcome("failed", reason=f"{status} {response.reason}".strip(), retry_after=retry_after)
+    return Outcome(OutcomeKind.FAILED, reason=f"{status} {response.reason}".strip(), retry_after=retry_after)
 
 
 def _interpret_ok(record: RegistrationRecord, response: Response, requested_expires: int) -> Outcome:
@@ -150,14 +158,14 @@ def _interpret_ok(record: RegistrationRecord, response: Response, requested_expi
         contacts = response.contacts
         header_expires = response.expires
     except SIPParseError as e:
-        return Outcome("failed", reason=f"unparsable 200 OK: {e}")
+        return Outcome(OutcomeKind.FAILED, reason=f"unparsable 200 OK: {e}")
     if requested_expires == 0:
-        return Outcome("unregistered", reason="unregistered", learned=Learned())
+        return Outcome(OutcomeKind.UNREGISTERED, reason="unregistered", learned=Learned())
     if not contacts:
-        return Outcome("failed", reason="200 OK without Contact")
+        return Outcome(OutcomeKind.FAILED, reason="200 OK without Contact")
     binding, rule = our_binding(record, [c for c in contacts if isinstance(c, NameAddress)])
     if binding is None:
-        return Outcome("unlisted", reason="200 OK does not list our contact", learned=Learned())
+        return Outcome(OutcomeKind.UNLISTED, reason="200 OK does not list our contact", learned=Learned())
     try:
         granted = binding.expires
     except SIPParseError:
@@ -166,9 +174,9 @@ def _interpret_ok(record: RegistrationRecord, response: Response, requested_expi
         granted = header_expires or 0  # RFC 3261 10.2.4: the Expires header when the binding has none
     if granted == 0:
         # Kamailio counts it online and due again: we ask again after the timer interval.
-        return Outcome("unlisted", reason="the registrar granted 0 seconds", learned=Learned())
+        return Outcome(OutcomeKind.UNLISTED, reason="the registrar granted 0 seconds", learned=Learned())
     reason = "the registrar rewrote our Contact: its only binding taken as ours" if rule == "only" else ""
-    return Outcome("online", granted=granted, reason=reason, learned=_learned(record, response, binding))
+    return Outcome(OutcomeKind.ONLINE, granted=granted, reason=reason, learned=_learned(record, response, binding))
 
 
 def our_binding(record: RegistrationRecord, bindings: list[NameAddress]) -> tuple[NameAddress | None, str]:

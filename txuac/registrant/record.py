@@ -10,10 +10,12 @@ import random
 import sys
 from dataclasses import dataclass, field
 
+from txuac.config import parse_listen
 from txuac.errors import SIPParseError
 from txuac.registrant.row_rules import InvalidRecord, check_integer, check_text, invalid
 from txuac.sip.grammar import is_token
 from txuac.sip.uri import parse_uri
+from txuac.sip.via import Address
 
 __all__ = ["Flag", "InvalidRecord", "MANDATORY", "RegistrationRecord", "State", "record_from_row"]
 
@@ -69,6 +71,7 @@ class RegistrationRecord:
     contact_addr: str
     socket: str
     contact_user: str
+    source: Address | None = None  # ``socket`` parsed when loaded: the local socket REGISTERs leave from
     # --- ours, from the account's row in our own table beside uacreg (issue 8) ---
     user_agent: str = ""  # "": the service's user_agent
     extra_headers: tuple[tuple[str, str], ...] = ()  # added to every REGISTER
@@ -172,8 +175,8 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
         reg_delay = (rng or random).randrange(reg_random_delay)
     # Only the DISABLED bit of the stored flags is an initial state; the others are runtime.
     flags = numbers["flags"] & Flag.DISABLED
-    record = RegistrationRecord(**values, expires=numbers["expires"], table_expires=numbers["expires"], flags=flags,
-                                table_disabled=bool(flags),
+    record = RegistrationRecord(**values, source=source_address(values["socket"]), expires=numbers["expires"],
+                                table_expires=numbers["expires"], flags=flags, table_disabled=bool(flags),
                                 reg_delay=reg_delay,
                                 loaded_at=now, due_at=now + reg_delay)
     if "call_id" in row:
@@ -182,6 +185,15 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
         record.saved_cseq = record.cseq
         record.saved_instance_id = record.instance_id
     return record
+
+
+def source_address(socket: str) -> Address | None:
+    """A ``proto:ip:port`` socket (a row's, or default_socket) as the Address to send
+    from; None when empty. The row rules have checked a row's (InvalidRecord else)."""
+    if not socket:
+        return None
+    spec = parse_listen(socket, "socket")
+    return Address(spec.transport, spec.host, spec.port)
 
 
 # Headers an extra_headers line must not set: txuac writes them itself (RFC 3261 7.3.3

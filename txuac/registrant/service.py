@@ -20,11 +20,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from txuac.auth import Authenticator, FixedCredentials, challenge_origin
-from txuac.config import parse_listen
 from txuac.errors import (
     AuthenticationError,
-    ConfigError,
-    TxuacError,
     ResolutionError,
     SIPParseError,
     StoreError,
@@ -32,30 +29,27 @@ from txuac.errors import (
     TransportError,
 )
 from txuac.registrant import protocol
+from txuac.registrant.account import AccountMachine, Arm, Effect, Emit, Persist, Send
 from txuac.registrant.budget import DestinationBudget
 from txuac.registrant.failures import FailureSummary
 from txuac.registrant.health import FlowTracker, OptionsPinger
-from txuac.registrant.record import MAX_CSEQ, Flag, InvalidRecord, RegistrationRecord, State, record_from_row
-from txuac.registrant.retry import FailureKind, RetryPolicy, classify
-from txuac.registrant.store import AccountState
+from txuac.registrant.record import (
+    Flag,
+    InvalidRecord,
+    RegistrationRecord,
+    State,
+    record_from_row,
+    source_address,
+)
+from txuac.registrant.retry import RetryPolicy, classify
 from txuac.registrant.store.writer import AccountStateWriter
-from txuac.sip.tokens import token_hex
 from txuac.sip.digest import ALL_ALGORITHMS, Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
 from txuac.sip.via import Address, bare_host
 
 log = Logger()
 
-MAX_TOO_BRIEF = 3  # 423s answered in a row before it counts as a failure
 _UNSET = object()
-# The store keeps, for each account's Call-ID, a CSeq this far above the last one used; a
-# new mark is written when half of it is used up (one write per ~25 refreshes), so that
-# after a restart, even an unclean one, the account goes on above any CSeq it sent.
-CSEQ_AHEAD = 100
-# Final responses after which the next REGISTER takes a fresh Call-ID: what registrars
-# answer when they refuse the CSeq on a Call-ID they know (RFC 3261 10.3 step 7; Kamailio's
-# registrar answers 400 "Invalid CSeq number", others 500). Every other failure keeps it.
-CALL_ID_REFUSED = frozenset({400, 500})
 STOP_FLUSH_TIMEOUT = 5.0  # seconds a clean stop waits for the last account states to be written
 
 
@@ -174,6 +168,9 @@ class RegistrantService(service.Service):
         self.retry = RetryPolicy(settings.reg_retry_interval, settings.reg_retry_max_interval,
                                  settings.reg_forbidden_retry_interval, settings.reg_fatal_retry_interval,
                                  settings.reg_retry_jitter)
+        self.machine = AccountMachine(self.retry, self.rng, settings.reg_contact_addr, settings.reg_timer_interval,
+                                      settings.reg_keep_callid, settings.user_agent)
+        self._default_source = source_address(settings.default_socket or "")
         self.records: dict[str, RegistrationRecord] = {}
         self.active = settings.reg_active
         self.observers: list[Observer] = []
@@ -320,8 +317,8 @@ class RegistrantService(service.Service):
             new.saved_instance_id = old.saved_instance_id
         if l_uuid in self._handover:
             # An older record of the account still finishes a REGISTER: the new one waits
-            # (ONGOING keeps the scheduler off it) and takes over when that ends.
-            new.flags |= Flag.ONGOING
+            # and takes over when that ends.
+            self.machine.hold(new)
         elif old is None:
             self._schedule(new, new.due_at)
         else:
@@ -335,16 +332,8 @@ class RegistrantService(service.Service):
             self._replace(old, None, now)
 
     def _revive(self, record: RegistrationRecord, now: float) -> None:
-        """An unchanged row brings back, as Kamailio's reload does, an account left dormant
-        by uac.reg_unregister or disabled at run time (by a failure or uac.reg_disable)."""
-        wanted_disabled = record.table_disabled
-        if record.expires == 0 and record.table_expires > 0:
-            record.expires = record.table_expires
-            self._schedule(record, now)
-        if record.has(Flag.DISABLED) and not wanted_disabled:
-            record.flags &= ~Flag.DISABLED
-            record.last_failure = None
-            self._schedule(record, now)
+        """An unchanged row brings back an account left dormant or disabled at run time."""
+        self._carry_out(self.machine.revive(record, now))
 
     def _replace(self, old: RegistrationRecord, new: RegistrationRecord | None, now: float) -> None:
         """Hand the account over from ``old`` to ``new`` (None: the account was removed).
@@ -358,35 +347,23 @@ class RegistrantService(service.Service):
         if in_flight is not None:
             self._handover[l_uuid] = old
             if new is not None:
-                new.flags |= Flag.ONGOING
+                self.machine.hold(new)
             in_flight.addBoth(self._handed_back, old)
             return
         if old.has(Flag.ONLINE) and (new is None or _binding_moves(old, new, self.settings.reg_contact_addr)):
             self._handover[l_uuid] = old
             if new is not None:
-                new.flags |= Flag.ONGOING
+                self.machine.hold(new)
             log.info("registration {l_uuid}: unregistering the old binding ({why})", l_uuid=l_uuid,
                      why="account removed" if new is None else "account changed")
-            old.expires = 0
-            self._send(old, 0).addBoth(self._handed_back, old)
+            self._sent(self.machine.unregister(old, now)).addBoth(self._handed_back, old)
             return
         self._handover.pop(l_uuid, None)
         if new is None:
             self.flows.forget(l_uuid)
             return
-        new.flags &= ~Flag.ONGOING
-        if old.call_id and new.call_id != old.call_id:
-            new.call_id, new.cseq = old.call_id, old.cseq
-        elif old.call_id:
-            new.cseq = max(new.cseq, old.cseq)
-        new.instance_id = new.instance_id or old.instance_id
-        if old.registered(now) and not _binding_moves(old, new, self.settings.reg_contact_addr):
-            # The binding stays: online until the re-registration says otherwise.
-            new.flags |= Flag.ONLINE
-            new.expires_at, new.sent_at, new.last_status = old.expires_at, old.sent_at, old.last_status
-            new.path, new.service_route = old.path, old.service_route
-            new.pub_gruu, new.temp_gruu, new.flow_timer = old.pub_gruu, old.temp_gruu, old.flow_timer
-        self._schedule(new, now)
+        binding_stays = old.registered(now) and not _binding_moves(old, new, self.settings.reg_contact_addr)
+        self._carry_out(self.machine.take_over(old, new, binding_stays, now))
 
     def _handed_back(self, result, old: RegistrationRecord):
         """``old`` finished a REGISTER cycle: go on with the hand-over (to the account's
@@ -401,9 +378,11 @@ class RegistrantService(service.Service):
 
     # --- scheduling ------------------------------------------------------------
     def _schedule(self, record: RegistrationRecord, at: float) -> None:
-        record.due_at = at
+        self._queue(self.machine.arm(record, at))
+
+    def _queue(self, arm: Arm) -> None:
         self._sequence += 1
-        heapq.heappush(self._due, (at, self._sequence, record.l_uuid))
+        heapq.heappush(self._due, (arm.at, self._sequence, arm.record.l_uuid))
 
     def _tick(self) -> None:
         now = self.now()
@@ -432,7 +411,7 @@ class RegistrantService(service.Service):
                 parked.append((at, l_uuid))
                 continue
             self._budget -= 1
-            self._send(record, record.expires)
+            self._carry_out(self.machine.due(record, now))
 
     def _release_parked(self, now: float) -> bool:
         """Send what the per-destination budgets allow from the parked queues, oldest
@@ -449,7 +428,7 @@ class RegistrantService(service.Service):
                 if record is None or record.due_at != at or not self._eligible(record):
                     continue
                 self._budget -= 1
-                self._send(record, record.expires)
+                self._carry_out(self.machine.due(record, now))
             if not parked:
                 del self._parked[destination]
         return True
@@ -458,36 +437,45 @@ class RegistrantService(service.Service):
         return (self.active and record.expires > 0 and not record.has(Flag.DISABLED)
                 and not record.has(Flag.ONGOING))
 
-    # --- one REGISTER cycle -------------------------------------------------------
-    def _send(self, record: RegistrationRecord, expires: int, too_brief: int = 0) -> defer.Deferred:
+    # --- carrying out the accounts' effects ---------------------------------------
+    def _carry_out(self, effects: list[Effect]) -> defer.Deferred | None:
+        """Do what the account machine asks, in order; the Deferred of a REGISTER it sent."""
+        sent = None
+        for effect in effects:
+            kind = effect.__class__
+            if kind is Arm:
+                self._queue(effect)  # type: ignore[arg-type]
+            elif kind is Emit:
+                self._emit(effect)  # type: ignore[arg-type]
+            elif kind is Persist:
+                self.states.put(effect.state)  # type: ignore[union-attr]
+            else:
+                sent = self._start(effect)  # type: ignore[arg-type]
+        return sent
+
+    def _sent(self, effects: list[Effect]) -> defer.Deferred:
+        """The Deferred of the REGISTER ``effects`` send (fired at once when none could be)."""
+        d = self._carry_out(effects)
+        return d if d is not None else defer.succeed(None)
+
+    def _start(self, send: Send) -> defer.Deferred:
+        """One REGISTER cycle: the Authenticator answers the challenges with the account's credentials."""
+        record = send.record
         now = self.now()
-        previous = record.state(now)
-        if record.outbound and not record.instance_id:
-            record.instance_id = protocol.new_instance_id()  # RFC 5626 4.1; the store keeps it
-        call_id, cseq = self._call_id(record)
-        try:
-            request = protocol.build_register(
-                record, self.settings.reg_contact_addr, expires, self.settings.user_agent,
-                call_id=call_id, cseq=cseq)
-            source = self._source(record)
-        except TxuacError as e:  # this account fails, the others go on
-            self._failure(record, f"cannot send REGISTER: {e}", None, None, previous, FailureKind.FATAL)
-            return defer.succeed(None)
-        record.flags = (record.flags | Flag.ONGOING) & ~Flag.AUTHSENT
-        record.sent_at = now
         # Kamailio: auth_ha1, when set, wins over auth_password.
         credentials = Credentials(record.auth_username, password=None if record.auth_ha1 else record.auth_password,
                                   ha1=record.auth_ha1 or None, realm=record.realm or None)
         authenticator = Authenticator(self.stack, FixedCredentials(credentials), self.settings.auth_algorithms,
                                       nonces=self._nonces, log_retries=False)
-        self._emit(record, previous, "registering", None)
-        d = authenticator.send(request, self._next_hop(record), on_challenge=lambda _: self._challenged(record),
-                               source=source, check_origin=_registrar_challenge)
+        machine = self.machine
+        d = authenticator.send(send.request, self._next_hop(record), source=self._source(record),
+                               check_origin=_registrar_challenge,
+                               on_retry=lambda retry: machine.challenged(record, retry))
         destination = self._destination(record)
         self.destinations.started(destination, now)
         d.addBoth(self._destination_done, destination)
         self._in_flight[record.l_uuid] = d
-        d.addCallbacks(self._replied, self._failed, callbackArgs=(record, expires, too_brief, d),
+        d.addCallbacks(self._replied, self._failed, callbackArgs=(record, send.expires, send.too_brief, d),
                        errbackArgs=(record, d))
         return d
 
@@ -527,53 +515,12 @@ class RegistrantService(service.Service):
 
     def _source(self, record: RegistrationRecord) -> Address | None:
         """The local socket to send from: the row's ``socket``, else ``default_socket``."""
-        text = record.socket or self.settings.default_socket
-        if not text:
-            return None
-        try:
-            spec = parse_listen(text, f"socket of {record.l_uuid}")
-        except ConfigError as e:
-            raise TransportError(str(e)) from None
-        return Address(spec.transport, spec.host, spec.port)
-
-    def _call_id(self, record: RegistrationRecord) -> tuple[str | None, int]:
-        """Call-ID and CSeq of the account's next REGISTER, and what the store must keep.
-
-        With reg_keep_callid (our default) an account has one Call-ID (RFC 3261 10.2: the
-        same Call-ID for every REGISTER to a registrar, CSeq one higher each time), made at
-        its first REGISTER and kept across restarts in our table; the CSeq stored there is a
-        mark CSEQ_AHEAD above the last one used, so that a restart goes on above it.
-        Without it, Kamailio's: a new Call-ID at CSeq 10 for every REGISTER.
-        """
-        keep = self.settings.reg_keep_callid
-        if keep:
-            if not record.call_id or record.cseq + 1 + CSEQ_AHEAD > MAX_CSEQ:
-                record.call_id = token_hex(16)
-                record.cseq = 9  # Kamailio starts a Call-ID at CSeq 10
-            record.cseq += 1
-        if (keep and (record.call_id != record.saved_call_id or record.cseq > record.saved_cseq - CSEQ_AHEAD // 2)
-                or record.instance_id != record.saved_instance_id):
-            if keep:
-                record.saved_call_id, record.saved_cseq = record.call_id or "", record.cseq + CSEQ_AHEAD
-            record.saved_instance_id = record.instance_id
-            self.states.put(AccountState(record.l_uuid, record.saved_call_id, record.saved_cseq, record.instance_id))
-        return (record.call_id, record.cseq) if keep else (None, 10)
-
-    def _challenged(self, record: RegistrationRecord) -> None:
-        record.flags |= Flag.AUTHSENT
-        record.cseq += 1  # the Authenticator answers with the next CSeq (RFC 3261 22.2)
+        return record.source or self._default_source
 
     def _learn(self, record: RegistrationRecord, outcome: protocol.Outcome) -> None:
         """Keep what a 2xx taught: Path, Service-Route, GRUUs, Flow-Timer (empty: forgotten)."""
-        learned = outcome.learned
-        if learned is None:
-            return
-        record.path = learned.path
-        record.service_route = learned.service_route
-        record.pub_gruu = learned.pub_gruu
-        record.temp_gruu = learned.temp_gruu
-        record.flow_timer = learned.flow_timer
-        if not record.outbound or outcome.kind != "online":
+        learned = self.machine.learn(record, outcome)
+        if learned is None or not record.outbound or outcome.kind is not protocol.OutcomeKind.ONLINE:
             return
         if learned.outbound:
             self._without_outbound.discard(record.l_uuid)
@@ -605,45 +552,7 @@ class RegistrantService(service.Service):
         outcome = protocol.interpret(record, response, expires)
         self._learn(record, outcome)
         self.flows.learned(record.l_uuid, getattr(response, "source", None), record.flow_timer)
-        now = self.now()
-        previous = record.state(now)
-        record.flags &= ~(Flag.ONGOING | Flag.AUTHSENT)
-        record.last_status = response.status
-        if record.call_id is not None and response.call_id == record.call_id and response.cseq is not None:
-            # The next request on this Call-ID goes one higher (RFC 3261 8.1.1.5).
-            record.cseq = max(record.cseq, response.cseq.number)
-        if outcome.kind == "online":
-            record.flags |= Flag.ONLINE
-            sent_at = record.sent_at if record.sent_at is not None else now
-            record.expires_at = sent_at + outcome.granted
-            record.last_failure = None
-            record.failures = 0
-            self._schedule(record, protocol.refresh_at(sent_at, outcome.granted, self.settings.reg_timer_interval,
-                                                       self.rng))
-            self._emit(record, previous, f"registered for {outcome.granted} s"
-                       + (f" ({outcome.reason})" if outcome.reason else ""), response.status)
-        elif outcome.kind == "interval_too_brief" and too_brief + 1 >= MAX_TOO_BRIEF:
-            record.expires = record.table_expires  # the next run starts from the table's value again
-            self._failure(record, f"{outcome.reason} {too_brief + 1} times in a row", None, response.status,
-                          previous)
-        elif outcome.kind == "interval_too_brief":
-            record.expires = outcome.expires
-            record.last_failure = None
-            record.flags &= ~Flag.ONLINE
-            self._emit(record, previous, f"{outcome.reason}: asking again with Expires {outcome.expires}",
-                       response.status)
-            self._send(record, record.expires, too_brief + 1)
-        elif outcome.kind == "unregistered":
-            record.flags &= ~Flag.ONLINE
-            record.expires_at = None
-            self._emit(record, previous, outcome.reason, response.status)
-        elif outcome.kind == "unlisted":
-            record.flags &= ~Flag.ONLINE
-            record.last_failure = None
-            self._schedule(record, now + self.settings.reg_timer_interval)
-            self._emit(record, previous, outcome.reason, response.status)
-        else:
-            self._failure(record, outcome.reason, outcome.retry_after, response.status, previous)
+        self._carry_out(self.machine.replied(record, response, outcome, expires, too_brief, self.now()))
 
     def _failed(self, failure, record: RegistrationRecord, d: defer.Deferred) -> None:
         self._done(record.l_uuid, d)
@@ -661,45 +570,18 @@ class RegistrantService(service.Service):
         if record is None:
             return
         status = getattr(getattr(failure.value, "response", None), "status", None)
-        self._failure(record, reason, None, status, record.state(self.now()), classify(status, error))
-
-    def _failure(self, record: RegistrationRecord, reason: str, retry_after: int | None, status: int | None,
-                 previous: State, kind: FailureKind | None = None) -> None:
-        """Retry the account when its policy says (txuac.registrant.retry), or disable it.
-
-        ``kind`` defaults to what ``status`` says (a final response ended the cycle).
-        """
-        now = self.now()
-        record.flags &= ~(Flag.ONGOING | Flag.AUTHSENT | Flag.ONLINE)
-        record.last_failure = reason
-        record.last_status = status
-        record.failures += 1
-        if status in CALL_ID_REFUSED:
-            # Kamailio starts a fresh Call-ID after every failure; we keep the account's one
-            # (the registrar knows its binding by it) unless the registrar may have refused it.
-            record.call_id = None
-        if kind is None:
-            kind = classify(status)
-        delay = self.retry.delay(kind, record.failures, retry_after, self.rng)
-        if delay is None:
-            record.flags |= Flag.DISABLED  # Kamailio: reg_retry_interval 0 disables on failure
-        else:
-            self._schedule(record, now + delay)
-        alert = delay is None or kind is not FailureKind.TEMPORARY
-        self._emit(record, previous, reason, status, alert, kind)
+        self._carry_out(self.machine.failed(record, reason, status, self.now(), classify(status, error)))
 
     # --- events and counters -------------------------------------------------------
     def add_observer(self, observer: Observer) -> None:
         self.observers.append(observer)
 
-    def _emit(self, record: RegistrationRecord, previous: State, reason: str, status: int | None,
-              alert: bool = False, kind: FailureKind | None = None) -> None:
-        now = self.now()
-        state = record.state(now)
-        if state is previous and state is not State.FAILED:
-            return
-        if alert:
-            retry_in = record.due_at - now if state is State.FAILED else None
+    def _emit(self, event: Emit) -> None:
+        """Log an account's change of state and tell the observers."""
+        record, state, previous, reason, status = event.record, event.state, event.previous, event.reason, event.status
+        if event.alert:
+            kind = event.kind
+            retry_in = record.due_at - event.at if state is State.FAILED else None
             log.warn("registration {l_uuid}: {previous} -> {state} ({reason}); {kind} failure, "
                      + ("next attempt in {retry_in:.0f} s" if retry_in is not None else "not retried"),
                      l_uuid=record.l_uuid, previous=previous.value, state=state.value, reason=reason,
@@ -720,13 +602,11 @@ class RegistrantService(service.Service):
                      previous=previous.value, state=state.value, reason=reason, status=status)
         if not self.observers:
             return
-        latency = None
-        if previous is State.REGISTERING and state is not State.REGISTERING and record.sent_at is not None:
-            latency = now - record.sent_at
-        event = RegistrationEvent(record.l_uuid, state, previous, reason, status, now, latency, alert)
+        notice = RegistrationEvent(record.l_uuid, state, previous, reason, status, event.at, event.latency,
+                                   event.alert)
         for observer in tuple(self.observers):
             try:
-                observer(event)
+                observer(notice)
             except Exception:  # noqa: BLE001 - an observer must not break registrations
                 log.failure("registration observer failed")
 
@@ -805,14 +685,7 @@ class RegistrantService(service.Service):
             return -3
         if record is None:
             return -2
-        previous = record.state(self.now())
-        if disabled:
-            record.flags |= Flag.DISABLED
-        else:
-            record.flags &= ~Flag.DISABLED
-            record.last_failure = None
-        self._schedule(record, self.now())
-        self._emit(record, previous, "disabled" if disabled else "enabled", None)
+        self._carry_out(self.machine.set_disabled(record, disabled, self.now()))
         return 1
 
     def set_active(self, active: bool) -> bool:
@@ -852,9 +725,12 @@ class RegistrantService(service.Service):
         count = 0
         for l_uuid in l_uuids:
             record = self.records.get(l_uuid)
-            if record is None or not self._eligible(record) or record.due_at <= when:
+            if record is None or not self._eligible(record):
                 continue
-            self._schedule(record, when)
+            effects = self.machine.flow_lost(record, when)
+            if not effects:
+                continue
+            self._carry_out(effects)
             count += 1
             log.debug("registration {l_uuid}: re-registering ({reason})", l_uuid=l_uuid, reason=reason)
         return count
@@ -872,7 +748,7 @@ class RegistrantService(service.Service):
         record = self.find(attribute, value)
         if record is None:
             return None
-        return self._send(record, record.expires)
+        return self._sent(self.machine.send(record, record.expires, self.now()))
 
     def send_unregister(self, l_uuid: str, attribute: str = "l_uuid") -> defer.Deferred | None:
         """uac_reg_send_unregister: Expires 0 now; the account stays dormant (expires 0) until
@@ -880,5 +756,4 @@ class RegistrantService(service.Service):
         record = self.find(attribute, l_uuid)
         if record is None:
             return None
-        record.expires = 0
-        return self._send(record, 0)
+        return self._sent(self.machine.unregister(record, self.now()))
