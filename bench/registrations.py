@@ -1,7 +1,10 @@
-"""Remote registration of N accounts against a real Kamailio registrar (digest auth, SQLite store).
+"""Remote registration of N accounts against a real Kamailio registrar (digest auth; the uacreg
+table in SQLite, PostgreSQL or MariaDB).
 
-Starts a Kamailio registrar (tests/support/kamailio.py) on loopback, fills an SQLite uacreg
-table with N accounts whose passwords it accepts, then runs txuac's UACService in this
+Starts a Kamailio registrar (tests/support/kamailio.py) on loopback, fills a uacreg table
+(``--store``: an SQLite file by default; ``postgres`` and ``mysql`` start a private server,
+tests/support/postgres.py and mariadb.py) with N accounts whose passwords it accepts, then
+runs txuac's UACService in this
 process under the default reactor and measures, from startService() until
 ``counters()["regactive"] == N`` (polled every 50 ms; see Poll):
 
@@ -28,8 +31,12 @@ Also printed, to explain the figures: garbage collections (count and time per ge
 objects tracked by the collector, drops per socket (/proc/net/udp), txuac's retransmissions,
 Kamailio's CPU, its usrloc binding count, and the log events by level.
 
+With several ``--store`` options the whole run is repeated for each store, one after the
+other (a new registrar each time), and a last table compares the stores: seconds until the
+accounts were loaded and until all were online.
+
 Usage (from the repository root; ``./dev bench registrations N`` runs the compiled build):
-    python bench/registrations.py [N=10000] [--rate R] [--timeout 120] [--settle 6]
+    python bench/registrations.py [N=10000] [--store sqlite|postgres|mysql ...] [--rate R] [--timeout 120] [--settle 6]
         [--children 4] [--shm-mb 512] [--pkg-mb 32] [--log FILE]
         [--profile [--profile-out FILE]] [--tracemalloc] [--census] [--gc-threshold A,B,C] [--gc-freeze]
 ``--profile`` runs the measured window under cProfile and prints the top 25 by tottime
@@ -68,11 +75,13 @@ import txuac.sip  # noqa: E402
 from tests.registrant.test_interop_kamailio import account_rows  # noqa: E402
 from tests.support.stores import insert_rows  # noqa: E402
 from tests.support.kamailio import KamailioRegistrar  # noqa: E402
+from tests.support.mariadb import MariaDBServer  # noqa: E402
+from tests.support.postgres import PostgresCluster  # noqa: E402
 from tests.support.peers import free_port  # noqa: E402
 from measure import group_cpu, rss_kib, udp_errors  # noqa: E402
 from txuac.config import settings_from_dict  # noqa: E402
 from txuac.registrant.record import State  # noqa: E402
-from txuac.registrant.store.url import open_store  # noqa: E402
+from txuac.registrant.store.url import open_store, parse_store_url  # noqa: E402
 from txuac.service import UACService, tune_garbage_collector  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -237,16 +246,42 @@ def receive_buffer(service: UACService) -> int:
     return size
 
 
+SCHEMA_DIR = os.path.join(REPO, "conf", "schema")
+STORES = ("sqlite", "postgres", "mysql")
+
+
 @defer.inlineCallbacks
-def fill_store(registrar: KamailioRegistrar, path: str, n: int, reactor):
-    store = open_store(f"sqlite:///{path}", reactor)  # creates the file with the uacreg table
-    yield store.open()
-    yield store.close()
-    connection = sqlite3.connect(path)
+def fill_store(registrar: KamailioRegistrar, kind: str, n: int, reactor, harness: "Harness"):
+    """Deferred[str]: the reg_db_url of a new ``kind`` store holding N accounts of ``registrar``."""
+    rows = account_rows(registrar, n)
+    if kind == "sqlite":
+        path = os.path.abspath(harness.mktemp()) + ".sqlite"
+        store = open_store(f"sqlite:///{path}", reactor)  # creates the file with the uacreg table
+        yield store.open()
+        yield store.close()
+        connection = sqlite3.connect(path)
+        placeholder, url = "?", f"sqlite:///{path}"
+    elif kind == "postgres":
+        import psycopg2
+
+        server = PostgresCluster(harness)
+        server.psql(file=os.path.join(SCHEMA_DIR, "postgres.sql"))
+        connection = psycopg2.connect(**parse_store_url(server.url).connection_arguments())
+        placeholder, url = "%s", server.url
+    else:
+        import pymysql
+
+        from txuac.registrant.store.mysql import connection_arguments
+
+        server = MariaDBServer(harness)
+        server.mysql(file=os.path.join(SCHEMA_DIR, "mysql.sql"))
+        connection = pymysql.connect(**connection_arguments(parse_store_url(server.url)))
+        placeholder, url = "%s", server.url
     try:
-        insert_rows(connection, account_rows(registrar, n), "?")
+        insert_rows(connection, rows, placeholder)
     finally:
         connection.close()
+    return url
 
 
 class Poll:
@@ -307,7 +342,8 @@ class Poll:
 
 
 @defer.inlineCallbacks
-def run(reactor, args, harness: Harness):
+def run(reactor, args, harness: Harness, store_kind: str = "sqlite"):
+    """Deferred[(all online, seconds until loaded, seconds until all online)] with ``store_kind``."""
     n = args.accounts
     compiled = txuac.sip.COMPILED
     print(f"txuac registrations bench: N={n:,}, SIP core {'COMPILED (mypyc)' if compiled else 'pure Python'} "
@@ -318,13 +354,13 @@ def run(reactor, args, harness: Harness):
                                       udp_maxbuffer=4 * 1024 * 1024)
     except SkipTest as e:
         raise SystemExit(f"cannot run Kamailio: {e}")
-    path = os.path.abspath(harness.mktemp()) + ".sqlite"
-    yield fill_store(registrar, path, n, reactor)
+    db_url = yield fill_store(registrar, store_kind, n, reactor, harness)
     print(f"Kamailio registrar on udp:{registrar.host}:{registrar.port} (pid {registrar.pid}, "
-          f"{args.children} workers, -m {args.shm_mb} -M {args.pkg_mb}); {n:,} accounts in {path}")
+          f"{args.children} workers, -m {args.shm_mb} -M {args.pkg_mb}); {n:,} accounts in "
+          f"{parse_store_url(db_url).masked}")
 
     port = free_port()
-    service = UACService(make_settings(port, f"sqlite:///{path}", args.rate), reactor)
+    service = UACService(make_settings(port, db_url, args.rate), reactor)
     rate = service.registrant.settings.reg_send_rate
     print(f"txuac on udp:{HOST}:{port}, reg_send_rate {rate:g}/s"
           f"{'' if args.rate is not None else ' (the service default)'}, reg_retry_interval 5 s"
@@ -418,8 +454,8 @@ def run(reactor, args, harness: Harness):
     drops = {k: errors_after[k] - errors_before[k] for k in errors_before}
     drops_online = {k: errors_online[k] - errors_before[k] for k in errors_before}
     print(f"SIP core compiled: {compiled}")
-    print(f"accounts loaded from SQLite after: {poll.loaded_after:.2f} s" if poll.loaded_after is not None
-          else "accounts loaded from SQLite after: (not seen by the poll)")
+    print(f"accounts loaded from {store_kind} after: {poll.loaded_after:.2f} s" if poll.loaded_after is not None
+          else f"accounts loaded from {store_kind} after: (not seen by the poll)")
     if finished:
         print(f"all online after: {elapsed:.2f} s (target <= {target_s:g} s for {n:,}: {verdict(elapsed <= target_s)}; "
               f"paced at {rate:g}/s the last REGISTER cannot leave before {n / rate:.2f} s)")
@@ -477,12 +513,30 @@ def run(reactor, args, harness: Harness):
     yield service.stopService()
     if not finished:
         harness.keep = True
-    return finished
+    return finished, poll.loaded_after, elapsed
+
+
+@defer.inlineCallbacks
+def run_stores(reactor, args, harness: Harness):
+    """run() once per --store; with more than one, a table comparing them. Deferred[all online in each]."""
+    results = {}
+    for kind in args.store:
+        results[kind] = yield run(reactor, args, harness, kind)
+        registrar_cleanups, harness.cleanups = harness.cleanups, []
+        for function, f_args, kwargs in reversed(registrar_cleanups):  # this store's servers, before the next
+            function(*f_args, **kwargs)
+    if len(results) > 1:
+        print(f"stores compared, {args.accounts:,} accounts (seconds after the start):")
+        print(f"  {'store':10} {'loaded':>8} {'all online':>11}")
+        for kind, (finished, loaded, elapsed) in results.items():
+            online = f"{elapsed:.2f}" if finished else "NOT"
+            print(f"  {kind:10} {loaded if loaded is not None else float('nan'):8.2f} {online:>11}")
+    return all(finished for finished, _, _ in results.values())
 
 
 def main(reactor, args):
     harness = Harness()
-    d = run(reactor, args, harness)
+    d = run_stores(reactor, args, harness)
 
     def finish(finished):
         harness.cleanup()
@@ -501,6 +555,8 @@ def main(reactor, args):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("accounts", nargs="?", type=int, default=10_000, help="N accounts (default 10,000)")
+    parser.add_argument("--store", action="append", choices=STORES,
+                        help="where the uacreg table is: sqlite (default), postgres or mysql; repeat to compare")
     parser.add_argument("--rate", type=int, default=None,
                         help="reg_send_rate (REGISTERs per second); default: the service's default")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (120)")
@@ -520,6 +576,7 @@ if __name__ == "__main__":
                         help="experiment: gc.freeze() once the accounts are loaded")
     parser.add_argument("--log", metavar="FILE", help="write every Twisted log event to FILE")
     arguments = parser.parse_args()
+    arguments.store = arguments.store or ["sqlite"]
     if arguments.accounts <= 0:
         parser.error("N must be positive")
     arguments.log_counter = LogCounter(arguments.log)
