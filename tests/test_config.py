@@ -727,6 +727,12 @@ class RoutingSectionTests(ConfigFileMixin, SynchronousTestCase):
                                    "name of a function")
         self.assertConfigError("[routing]\nevent_callback = 1\n", "[routing] event_callback", "a string")
 
+    def test_kamailio_int_flags(self):
+        """restore_dlg is an int flag in Kamailio's cfg: 0 and 1 mean false and true here too."""
+        for written, meant in ((1, True), (0, False), (True, True), (False, False)):
+            routing = settings_from_dict({"routing": {"restore_dlg": written}}).routing
+            self.assertIs(routing.restore_dlg, meant)
+
     def test_sign_needs_a_key(self):
         self.assertConfigError("[routing]\nrestore_sign = true\n", "[routing] restore_sign_key", "restore_passwd")
         signed = settings_from_dict({"routing": {"restore_sign": True, "restore_sign_key": "k"}}).routing
@@ -736,7 +742,8 @@ class RoutingSectionTests(ConfigFileMixin, SynchronousTestCase):
         for mode in ('"always"', '""'):
             self.assertConfigError(f"[routing]\nrestore_mode = {mode}\n", "[routing] restore_mode", "'auto'")
         self.assertConfigError("[routing]\nrestore_mode = 1\n", "[routing] restore_mode", "a string")
-        self.assertConfigError("[routing]\nrestore_dlg = 1\n", "[routing] restore_dlg", "a boolean")
+        self.assertConfigError("[routing]\nrestore_dlg = 2\n", "[routing] restore_dlg", "a boolean (or 0/1)")
+        self.assertConfigError('[routing]\nrestore_dlg = "1"\n', "[routing] restore_dlg", "a boolean")
         self.assertConfigError("[routing]\nrestore_passwd = 1\n", "[routing] restore_passwd", "a string")
         self.assertConfigError("[routing]\nrestore_sign_key = false\n", "[routing] restore_sign_key", "a string")
         for key in ("rr_from_store_param", "rr_to_store_param"):

@@ -15,10 +15,11 @@ from typing import Any
 from txuac.errors import ConfigError
 from txuac.auth import CredentialList
 from txuac.registrant.store.url import parse_store_url
+from txuac.sip.address import DEFAULT_PORTS
+from txuac.sip.address import DEFAULT_PORTS
 from txuac.sip.digest import ALL_ALGORITHMS
 
 TRANSPORTS = ("udp", "tcp", "tls")
-DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,21 @@ class RPCSettings:
     # Host (and Origin) names accepted besides the listener's own address: a request
     # naming another host is a browser led there by DNS rebinding or another site.
     allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    # Kamailio's own transports, off unless set; a UNIX socket's or FIFO's file mode
+    # (and owner) is its access control. binrpc (ctl, kamcmd): "unix:PATH" or
+    # "tcp:127.0.0.1:PORT" (loopback only: there is no token).
+    binrpc: str | None = None
+    binrpc_mode: int = 0o600
+    binrpc_user: str | None = None
+    binrpc_group: str | None = None
+    # jsonrpcs (kamctl, kamcli): a FIFO answered into reply_name in the reply directory,
+    # and a UNIX datagram socket "unix:PATH".
+    jsonrpc_fifo: str | None = None
+    jsonrpc_fifo_reply_dir: str = "/tmp/"
+    jsonrpc_socket: str | None = None
+    jsonrpc_mode: int = 0o660
+    jsonrpc_user: str | None = None
+    jsonrpc_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -265,6 +281,15 @@ class _Section:
         # TOML booleans are Python ints: refuse them where a number is expected.
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise ConfigError(f"{self.where(key)}: expected {_kind_name(kind)}, got {type(value).__name__}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A boolean, also written as Kamailio writes its int flags: 0 or 1."""
+        value = self.get(key, (bool, int), default)
+        if not isinstance(value, bool):
+            if value not in (0, 1):
+                raise ConfigError(f"{self.where(key)}: expected a boolean (or 0/1), got {value}")
+            value = bool(value)
         return value
 
     def positive_int(self, key: str, default: int) -> int:
@@ -541,8 +566,21 @@ def _rpc(path: str, table: Any, base_dir: str | None) -> RPCSettings:
         show_secrets=section.get("show_secrets", bool, defaults.show_secrets),
         max_request_size=section.positive_int("max_request_size", defaults.max_request_size),
         allowed_hosts=tuple(host.strip() for host in allowed_hosts),
+        binrpc=_local_address(section, "binrpc", tcp=True),
+        binrpc_mode=_file_mode(section, "binrpc_mode", defaults.binrpc_mode),
+        binrpc_user=section.get("binrpc_user", str, None) or None,
+        binrpc_group=section.get("binrpc_group", str, None) or None,
+        jsonrpc_fifo=section.get("jsonrpc_fifo", str, None) or None,
+        jsonrpc_fifo_reply_dir=section.get("jsonrpc_fifo_reply_dir", str, defaults.jsonrpc_fifo_reply_dir),
+        jsonrpc_socket=_local_address(section, "jsonrpc_socket", tcp=False),
+        jsonrpc_mode=_file_mode(section, "jsonrpc_mode", defaults.jsonrpc_mode),
+        jsonrpc_user=section.get("jsonrpc_user", str, None) or None,
+        jsonrpc_group=section.get("jsonrpc_group", str, None) or None,
     )
     section.finish()
+    if settings.jsonrpc_fifo is not None and not os.path.isdir(settings.jsonrpc_fifo_reply_dir):
+        raise ConfigError(f"{section.where('jsonrpc_fifo_reply_dir')}: {settings.jsonrpc_fifo_reply_dir!r} "
+                          "is not a directory")
     if settings.enabled:
         local = endpoint_is_local(settings.listen, section.where("listen"))
         if not local and settings.token is None:
@@ -552,6 +590,49 @@ def _rpc(path: str, table: Any, base_dir: str | None) -> RPCSettings:
             key = "token_file" if token_file is not None else "token"
             raise ConfigError(f"{section.where(key)}: too short to be a secret (16 characters at least)")
     return settings
+
+
+def parse_local_address(text: str, where: str, tcp: bool) -> tuple[str, str, int]:
+    """A Kamailio control address: ``("unix", path, 0)`` for ``unix:PATH`` (ctl's ``unixs:``
+    too), ``("tcp", host, port)`` for ``tcp:HOST:PORT`` on a loopback address (``tcp``)."""
+    kind, sep, rest = text.partition(":")
+    kind = kind.lower()
+    if sep and kind in ("unix", "unixs") and rest:
+        return "unix", rest, 0
+    if tcp and sep and kind == "tcp":
+        host, colon, port = rest.rpartition(":")
+        host = host.strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not colon or not _is_number(port) or not 0 < int(port) <= 65535:
+            raise ConfigError(f"{where}: {text!r} needs a port: 'tcp:127.0.0.1:2049'")
+        if not loopback:
+            raise ConfigError(f"{where}: {text!r}: only a loopback address (binrpc has no authentication)")
+        return "tcp", host, int(port)
+    forms = "'unix:/run/txuac/txuac_ctl' or 'tcp:127.0.0.1:2049'" if tcp else "'unix:/run/txuac/txuac_rpc.sock'"
+    raise ConfigError(f"{where}: expected {forms}, got {text!r}")
+
+
+def _local_address(section: _Section, key: str, tcp: bool) -> str | None:
+    text = section.get(key, str, None) or None
+    if text is not None:
+        parse_local_address(text, section.where(key), tcp)
+    return text
+
+
+def _file_mode(section: _Section, key: str, default: int) -> int:
+    """A file mode: an octal string ("0660") or a TOML integer (0o660)."""
+    value = section.get(key, (str, int), default)
+    if isinstance(value, str):
+        try:
+            value = int(value, 8)
+        except ValueError:
+            raise ConfigError(f"{section.where(key)}: expected an octal mode like \"0660\", got {value!r}") from None
+    if not 0 <= value <= 0o777:
+        raise ConfigError(f"{section.where(key)}: expected a file mode between 0000 and 0777, got {value:o}")
+    return value
 
 
 def _manhole(path: str, table: Any, base_dir: str | None) -> ManholeSettings:
@@ -602,7 +683,7 @@ def _routing(path: str, table: Any, base_dir: str | None) -> RoutingSettings:
         script=script,
         restore_mode=restore_mode.strip().lower(),  # case-insensitive, as Kamailio's mod_init
         restore_passwd=section.get("restore_passwd", str, defaults.restore_passwd),
-        restore_dlg=section.get("restore_dlg", bool, defaults.restore_dlg),
+        restore_dlg=section.flag("restore_dlg", defaults.restore_dlg),
         **params,
         **avps,
         restore_sign=section.get("restore_sign", bool, defaults.restore_sign),
