@@ -235,11 +235,34 @@ class UACService(service.MultiService):
         if settings.rpc.enabled:
             self.rpc = AdminWebService(self, reactor)  # JSON-RPC and /metrics, stopped before the above
             self.rpc.setServiceParent(self)
+        self.control = self._control_transports(settings, reactor)
         self.manhole = None
         if settings.manhole.listen is not None:
             from txuac.admin.manhole import ManholeService  # conch is imported only when the manhole is on
             self.manhole = ManholeService(settings, self, reactor)
             self.manhole.setServiceParent(self)
+
+    def _control_transports(self, settings: Settings, reactor) -> list[service.Service]:
+        """Kamailio's binrpc and jsonrpcs transports, on the HTTP server's method table."""
+        rpc = settings.rpc
+        made: list[service.Service] = []
+        if rpc.binrpc is None and rpc.jsonrpc_fifo is None and rpc.jsonrpc_socket is None:
+            return made
+        from txuac.admin.binrpc_server import BinRPCService
+        from txuac.admin.jsonrpc_fifo import JSONRPCFIFOService
+        from txuac.admin.jsonrpc_socket import JSONRPCSocketService
+        from txuac.admin.uac_rpc import build_dispatcher
+
+        dispatcher = self.rpc.dispatcher if self.rpc is not None else build_dispatcher(self, reactor)
+        if rpc.binrpc is not None:
+            made.append(BinRPCService(dispatcher, rpc, settings.path, reactor))
+        if rpc.jsonrpc_fifo is not None:
+            made.append(JSONRPCFIFOService(dispatcher, rpc, settings.path, reactor))
+        if rpc.jsonrpc_socket is not None:
+            made.append(JSONRPCSocketService(dispatcher, rpc, settings.path, reactor))
+        for transport in made:
+            transport.setServiceParent(self)  # stopped before the SIP stack and the registrant
+        return made
 
     @property
     def stack(self) -> SIPStack:

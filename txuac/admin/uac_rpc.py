@@ -110,6 +110,8 @@ class UACMethods:
         self.dispatcher = dispatcher
         add = dispatcher.register
         add("system.listMethods", self.list_methods, doc="Lists the methods")
+        add("system.methodHelp", self.method_help, (Param("method"),), missing=RPCError(400, "Method Name Expected"),
+            doc="The help text of a method")
         add("core.uptime", self.uptime, doc="Now, when txuac started and the seconds since")
         add("core.version", self.version, doc="The txuac version")
         add("stats.get_statistics", self.get_statistics, params=None,
@@ -143,6 +145,13 @@ class UACMethods:
     # --- system, core, stats ----------------------------------------------------------
     def list_methods(self) -> list[str]:
         return self.dispatcher.names() if self.dispatcher is not None else []
+
+    def method_help(self, name: str) -> str:
+        """Kamailio's answer: the method's help text, 400 "command not found" for no method."""
+        method = self.dispatcher.methods.get(name) if self.dispatcher is not None else None
+        if method is None:
+            raise RPCError(400, "command not found")
+        return method.doc or "undocumented"
 
     def uptime(self) -> dict:
         now = self.reactor.seconds()
@@ -281,3 +290,10 @@ class UACMethods:
         if self.registrant.remove(l_uuid) != 1:
             raise RECORD_NOT_FOUND
         return None
+
+
+def build_dispatcher(uac, reactor=None) -> Dispatcher:
+    """A Dispatcher with the methods of ``uac``, for transports without the HTTP server."""
+    dispatcher = Dispatcher(reactor)
+    UACMethods(uac, reactor).register(dispatcher)
+    return dispatcher
