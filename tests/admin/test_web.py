@@ -419,7 +419,9 @@ class ProtocolTests(HTTPClientMixin, TestCase):
         self.assertIn(b"POST", headers.getRawHeaders(b"allow")[0])
         status, _, _ = yield self.http(path=b"/other", body=b"{}")
         self.assertEqual(status, 404)
-        status, _, _ = yield self.http(method=b"GET", path=b"/")
+        status, headers, _ = yield self.http(method=b"GET", path=b"/")
+        self.assertEqual((status, headers.getRawHeaders(b"location")), (303, [b"/status"]))  # the status page
+        status, _, _ = yield self.http(method=b"GET", path=b"/other")
         self.assertEqual(status, 404)
         yield self.assertStillAnswering()
 

@@ -1,27 +1,33 @@
-"""The admin HTTP server: ``POST /RPC`` (JSON-RPC 2.0) and ``GET /metrics``.
+"""The admin HTTP server: ``POST /RPC`` (JSON-RPC 2.0), ``GET /metrics`` and the status
+page under ``/status`` (txuac.admin.status_page).
 
 Listens on ``[rpc] listen`` (a Twisted endpoint string, loopback by default). Every
 request, on any path, must name an allowed host in ``Host`` (the listener's own address
 or one of ``[rpc] allowed_hosts``) and, when it carries ``Origin``, come from one: a
 browser led here by another site or by DNS rebinding is answered 403 and nothing runs.
 With ``[rpc] token`` set, every request also needs ``Authorization: Bearer <token>``
-(compared in constant time). A body larger than ``[rpc] max_request_size`` is answered 413
-as soon as that is known (from Content-Length, or while counting a chunked body); the rest
-of it is read and dropped, not kept.
+(compared in constant time), except the status page's read-only GETs from a loopback
+address or a UNIX socket: a browser on this machine opens them without one, and the
+page sends the token, asked once, only with its ``POST /RPC``. A body larger than
+``[rpc] max_request_size`` is answered 413 as soon as that is known (from Content-Length,
+or while counting a chunked body); the rest of it is read and dropped, not kept.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from urllib.parse import urlsplit
 
 from twisted.application import service
-from twisted.internet import address, defer, endpoints, interfaces
+from twisted.internet import address, defer, endpoints, interfaces, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
 from txuac.admin.rpc import Answer, Dispatcher, internal_error_answer
+from txuac.admin.status_model import HISTORY_INTERVAL, StatusTracker
+from txuac.admin.status_page import StatusPage
 from txuac.admin.uac_rpc import UACMethods
 from txuac.config import RPCSettings
 from txuac.errors import ConfigError
@@ -226,7 +232,7 @@ class AdminSite(server.Site):
         if origin is not None and not self._allowed(host_of_origin(origin), request):
             return self._refuse(request, f"Origin {_shown(origin)}",
                                 "forbidden: cross-site request (the Origin is not one of [rpc] allowed_hosts)")
-        if self._token is not None and not self._authorized(request):
+        if self._token is not None and not self._authorized(request) and not local_status_read(request):
             self.refusals.emit(f"requests without a valid token from {_peer_host(request)}",
                                "refused {method} {path} from {peer}: no valid bearer token",
                                method=request.method.decode("latin-1"), path=_path(request),
@@ -255,6 +261,21 @@ class AdminSite(server.Site):
         return hmac.compare_digest(credentials.strip(), self._token)
 
 
+def local_status_read(request) -> bool:
+    """A GET or HEAD of the status page from this machine (a loopback address or a UNIX
+    socket): read-only, so it needs no token; its changes go through POST /RPC, which does."""
+    if request.method not in (b"GET", b"HEAD") or not (request.path == b"/status"
+                                                        or request.path.startswith(b"/status/")):
+        return False
+    peer = request.getClientAddress()
+    if isinstance(peer, (address.IPv4Address, address.IPv6Address)):
+        try:
+            return ipaddress.ip_address(peer.host).is_loopback
+        except ValueError:
+            return False
+    return isinstance(peer, address.UNIXAddress)
+
+
 def _path(request) -> str:
     return request.path.decode("latin-1", "replace")[:200]
 
@@ -277,10 +298,13 @@ class _OnlyMethods(resource.Resource):
 
 
 class AdminRoot(resource.Resource):
-    """``/RPC`` and ``/metrics``; anything else is 404."""
+    """``/RPC``, ``/metrics`` and ``/status``; ``GET /`` leads to the status page; anything else is 404."""
 
     def render(self, request):
-        return _plain(request, 404, "not found: the JSON-RPC endpoint is POST /RPC")
+        if request.path == b"/" and request.method in (b"GET", b"HEAD"):
+            request.setHeader(b"Location", b"/status")
+            return _plain(request, 303, "see /status")
+        return _plain(request, 404, "not found: the JSON-RPC endpoint is POST /RPC, the status page GET /status")
 
     def getChild(self, path, request):
         return self
@@ -331,11 +355,35 @@ class MetricsResource(_OnlyMethods):
         return b""
 
 
-def build_root(dispatcher: Dispatcher, metrics) -> resource.Resource:
+class StatusResource(_OnlyMethods):
+    """``GET /status`` and everything under it: the status page (txuac.admin.status_page)."""
+
+    allowed = (b"GET", b"HEAD")
+
+    def __init__(self, page: StatusPage):
+        super().__init__()
+        self.page = page
+
+    def render_GET(self, request):
+        reply = self.page.answer([segment.decode("utf-8", "replace") for segment in request.postpath], request.args)
+        request.setResponseCode(reply.status)
+        request.setHeader(b"Content-Type", reply.content_type)
+        for name, value in reply.headers.items():
+            request.setHeader(name, value)
+        return reply.body
+
+    def render_HEAD(self, request):
+        self.render_GET(request)
+        return b""
+
+
+def build_root(dispatcher: Dispatcher, metrics, status: StatusPage | None = None) -> resource.Resource:
     """The resource tree of the admin server."""
     root = AdminRoot()
     root.putChild(b"RPC", RPCResource(dispatcher))
     root.putChild(b"metrics", MetricsResource(metrics))
+    if status is not None:
+        root.putChild(b"status", StatusResource(status))
     return root
 
 
@@ -360,7 +408,11 @@ class AdminWebService(service.Service):
         self.methods = UACMethods(uac, reactor)
         self.methods.register(self.dispatcher)
         self.metrics = Metrics(uac)  # before the registrant starts: start-up registrations count
-        self.site = AdminSite(build_root(self.dispatcher, self.metrics), self.settings, reactor)
+        self.status = StatusTracker(uac)
+        self._sampler = task.LoopingCall(lambda: self.status.sample(reactor.seconds()))
+        self._sampler.clock = reactor
+        self.site = AdminSite(build_root(self.dispatcher, self.metrics, StatusPage(self.status, reactor)),
+                              self.settings, reactor)
         self.listening = None  # the IListeningPort
         self._bound = False
 
@@ -397,13 +449,16 @@ class AdminWebService(service.Service):
         self.methods.started_at = self.reactor.seconds()
         address = self.listening.getHost()
         where = f"{address.host}:{address.port}" if hasattr(address, "port") else str(getattr(address, "name", address))
-        log.info("JSON-RPC listening on {address} (POST /RPC, GET /metrics)", address=where)
+        self._sampler.start(HISTORY_INTERVAL, now=True)
+        log.info("JSON-RPC listening on {address} (POST /RPC, GET /metrics, GET /status)", address=where)
         if self.settings.token is None:
             log.warn("[rpc] token is not set: any local user can administer txuac through {listen}",
                      listen=self.settings.listen)
 
     def stopService(self):
         super().stopService()
+        if self._sampler.running:
+            self._sampler.stop()
         self.site.refusals.flush()
         self.dispatcher.warnings.flush()
         self._bound = False
