@@ -11,6 +11,8 @@ import os
 from setuptools import setup
 
 COMPILED_MODULES = [
+    "txuac/sip/address.py",
+    "txuac/sip/methods.py",
     "txuac/sip/grammar.py",
     "txuac/sip/uri.py",
     "txuac/sip/fields.py",

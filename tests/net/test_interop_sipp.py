@@ -24,7 +24,7 @@ from txuac.config import settings_from_dict
 from txuac.errors import TransactionTimeout, TransportError
 from txuac.service import UACService
 from txuac.sip import parse_message
-from txuac.sip.via import Address
+from txuac.sip.address import Address
 
 log = Logger()
 SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sipp")

@@ -18,7 +18,7 @@ from txuac.errors import TransportError
 from txuac.net.transports import PONG_TIMEOUT
 from txuac.sip import make_response, parse_message
 from txuac.sip.framing import PING_BYTES, PONG_BYTES
-from txuac.sip.via import Address
+from txuac.sip.address import Address
 
 INTERVAL = 30.0
 REGISTRAR = ("198.51.100.7", 5060)

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from txuac.errors import ResolutionError
 from txuac.net.resolver import TargetResolver, make_dns_resolver, order_srv
 from txuac.sip import Headers, Request, parse_uri
-from txuac.sip.via import Address
+from txuac.sip.address import Address
 
 ORIGIN = "test.example"
 

@@ -9,7 +9,7 @@ from twisted.internet.testing import StringTransport
 
 from tests.net.test_stack import PEER, StackTestCase, outgoing
 from txuac.sip import make_response, parse_message
-from txuac.sip.via import Address
+from txuac.sip.address import Address
 
 
 class ResponseOriginTests(StackTestCase):

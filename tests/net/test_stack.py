@@ -27,7 +27,7 @@ from txuac.net.transports import StreamConnection, UDPListener
 from txuac.sip import Request, make_response, parse_message
 from txuac.sip.transaction import TimerSettings
 from txuac.sip.uri import parse_uri
-from txuac.sip.via import Address
+from txuac.sip.address import Address
 
 LOCAL = ("192.0.2.1", 5060)
 PEER = ("198.51.100.7", 5062)

@@ -19,14 +19,13 @@ from twisted.names import client, dns, error as dns_error, hosts as dns_hosts, r
 from txuac.errors import ResolutionError
 from txuac.sip.message import Request
 from txuac.sip.uri import SipURI
-from txuac.sip.via import Address, bare_host, ip_address_of
+from txuac.sip.address import DEFAULT_PORTS, Address, bare_host, is_ip_address
 
 log = Logger()
 
 # RFC 3263 4.1 and RFC 3261 26.2: NAPTR services and SRV prefixes by transport.
 NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
 SRV_PREFIXES = {"udp": "_sip._udp.", "tcp": "_sip._tcp.", "tls": "_sips._tcp."}
-DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 # AuthoritativeDomainError is not a DomainError; IOError comes from a resolver without servers.
 _DNS_ERRORS = (dns_error.DomainError, dns_error.AuthoritativeDomainError, dns_error.DNSQueryTimeoutError,
                dns_error.ResolverError, defer.TimeoutError, NotImplementedError, OSError, CannotListenError)
@@ -143,7 +142,7 @@ class TargetResolver:
             raise ResolutionError(f"transport {transport} is not available")
         if secure and "tls" not in self.transports:
             raise ResolutionError("sips: needs TLS, which is not available")
-        numeric = _is_ip(host)
+        numeric = is_ip_address(host)
         if numeric or uri.port is not None:
             # RFC 3263 4.1/4.2: no NAPTR or SRV for an IP address or an explicit port.
             transport = transport or ("tls" if secure else "udp")
@@ -232,7 +231,7 @@ class TargetResolver:
 
     @defer.inlineCallbacks
     def _addresses(self, host: str):
-        if _is_ip(host):
+        if is_ip_address(host):
             return [host]
         found: list[str] = []
         for rtype in (dns.A, dns.AAAA):
@@ -318,6 +317,3 @@ def _unique(addresses: list[Address]) -> list[Address]:
 def _ipv6_text(record) -> str:
     return str(ipaddress.IPv6Address(record.address))
 
-
-def _is_ip(host: str) -> bool:
-    return ip_address_of(host) is not None

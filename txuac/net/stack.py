@@ -50,6 +50,7 @@ from txuac.net.transports import (
     UDPListener,
 )
 from txuac.sip.message import Message, Request, Response, make_response
+from txuac.sip.methods import KNOWN_METHODS
 from txuac.sip.parser import ParserLimits, parse_message
 from txuac.sip.uri import SipURI
 from txuac.sip.transaction import (
@@ -64,14 +65,12 @@ from txuac.sip.transaction import (
     client_key_for_response,
     server_key,
 )
-from txuac.sip.via import Address, bare_host, make_via, response_address, stamp_received
+from txuac.sip.address import Address, bare_host
+from txuac.sip.via import make_via, response_address, stamp_received
 
 log = Logger()
 
 SERVER_HEADER = f"txuac/{__version__}"
-KNOWN_METHODS = frozenset(
-    "INVITE ACK BYE CANCEL OPTIONS REGISTER SUBSCRIBE NOTIFY MESSAGE INFO REFER UPDATE PRACK PUBLISH".split()
-)
 
 RequestHandler = Callable[["IncomingRequest"], None]
 # (incoming CANCEL, the INVITE it cancels or None) -> True to keep an unmatched CANCEL.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import TYPE_CHECKING
 
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
@@ -13,8 +14,10 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txuac.config import TLSSettings
 from txuac.errors import ConfigError
+
+if TYPE_CHECKING:  # the settings' type only: the stack does not import the configuration
+    from txuac.config import TLSSettings
 
 _CLIENT_CONTEXTS = 256  # server names whose client context is kept
 _PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)

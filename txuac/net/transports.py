@@ -20,7 +20,7 @@ from txuac.errors import SIPParseError, TransportError
 from txuac.ratelimitedlog import RateLimitedLog
 from txuac.sip.framing import PING_BYTES, PONG_BYTES, KeepAlive, StreamFramer
 from txuac.sip.parser import ParserLimits
-from txuac.sip.via import Address
+from txuac.sip.address import Address
 
 log = Logger()
 

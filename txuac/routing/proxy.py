@@ -125,18 +125,18 @@ from txuac.routing.uac_functions import (
 )
 from txuac.sip.digest import ALL_ALGORITHMS, NonceCounter
 from txuac.sip.grammar import split_list
+from txuac.sip.address import default_port
 from txuac.sip.message import Request, Response
+from txuac.sip.methods import METHODS
 from txuac.sip.uri import URI, SipURI, parse_uri
 from txuac.sip.via import Address, bare_host, make_via, via_host
 
 log = Logger()
 
 #: Methods the proxy takes from the stack (CANCEL comes through the cancel handler).
-PROXIED_METHODS = ("INVITE", "ACK", "BYE", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE",
-                   "INFO", "REFER", "UPDATE", "PRACK", "PUBLISH")
+PROXIED_METHODS = tuple(method for method in METHODS if method != "CANCEL")
 DIALOG_METHODS = ("INVITE", "SUBSCRIBE", "REFER")  # initial requests that can start a dialog
 DIALOG_EXPIRY_INTERVAL = 1.0  # seconds between DialogTable.expire runs
-_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ class ProxyService:
         """Whether ``uri`` designates one of our sockets (host and port; RFC 3261 16.4)."""
         host = bare_host(uri.host).lower()
         transport = "tls" if uri.secure else (uri.transport or "udp")
-        port = uri.port or _DEFAULT_PORTS.get(transport, 5060)
+        port = uri.port or default_port(transport)
         return any(bare_host(a.host).lower() == host and a.port == port for a in self.local_addresses)
 
     def local_address(self, transport: str) -> Address:

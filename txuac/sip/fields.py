@@ -30,6 +30,7 @@ from txuac.sip.grammar import (
     strip_lws,
     unquote,
 )
+from txuac.sip.methods import KNOWN_METHODS
 from txuac.sip.uri import URI, parse_port, parse_uri, split_host_port
 
 T = TypeVar("T")
@@ -432,7 +433,7 @@ def parse_cseq(text: str, element: str = "CSeq") -> CSeq:
     return CSeq(value, method)
 
 
-_COMMON_METHODS = frozenset("INVITE ACK BYE CANCEL OPTIONS REGISTER SUBSCRIBE NOTIFY MESSAGE INFO REFER UPDATE PRACK PUBLISH".split())
+_COMMON_METHODS = KNOWN_METHODS
 
 
 def parse_delta_seconds(text: str, element: str) -> int:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from txuac.errors import SIPParseError
 from txuac.sip import fields
+from txuac.sip.address import Address
 from txuac.sip.fields import AuthParams, CSeq, NameAddress, RetryAfter, Via
 from txuac.sip.grammar import parse_digits, split_list, strip_lws
 from txuac.sip.headers import Headers
 from txuac.sip.uri import URI, SipURI, parse_uri
 from txuac.sip.tokens import token_hex
-
-if TYPE_CHECKING:  # via.py imports this module
-    from txuac.sip.via import Address
 
 SIP_VERSION = "SIP/2.0"
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 from txuac.sip.headers import Headers
 from txuac.sip.message import Request, Response
-
-MAGIC_COOKIE = "z9hG4bK"
+from txuac.sip.via import MAGIC_COOKIE, has_magic_cookie
 
 
 @dataclass(frozen=True)
@@ -84,11 +83,6 @@ class Ended:
 
 
 Effect = Transmit | Deliver | TimedOut | TransportFailed | Ended
-
-
-def has_magic_cookie(branch: str | None) -> bool:
-    """RFC 3261 8.1.1.7; a bare cookie carries no identifier (RFC 4475 3.2.1)."""
-    return branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE)
 
 
 class _Transaction:

@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
-
+from txuac.sip.address import DEFAULT_PORTS, Address, bare_host, ip_address_of, via_host
 from txuac.sip.fields import Via
 from txuac.sip.grammar import split_list
 from txuac.sip.message import Request
-from txuac.sip.transaction import MAGIC_COOKIE
 from txuac.sip.tokens import token_hex
 
+MAGIC_COOKIE = "z9hG4bK"
 
-@dataclass(frozen=True)
-class Address:
-    """Where a message came from or goes to: transport (udp/tcp/tls), IP and port."""
 
-    transport: str
-    host: str
-    port: int
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport != "udp"
-
-    def __str__(self) -> str:
-        """As people read it in logs and errors: ``tls:127.0.0.1:5071``, IPv6 in brackets."""
-        return f"{self.transport}:{via_host(self.host)}:{self.port}"
+def has_magic_cookie(branch: str | None) -> bool:
+    """RFC 3261 8.1.1.7; a bare cookie carries no identifier (RFC 4475 3.2.1)."""
+    return branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE)
 
 
 def new_branch() -> str:
     """A fresh RFC 3261 8.1.1.7 branch: the magic cookie and 96 random bits."""
     return MAGIC_COOKIE + token_hex(12)
-
-
-def via_host(host: str) -> str:
-    """An IP address as it is written in a Via sent-by: IPv6 in brackets."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def bare_host(host: str) -> str:
-    """A host without the brackets of an IPv6 reference."""
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def make_via(transport: str, host: str, port: int, rport: bool = True) -> Via:
@@ -71,26 +48,6 @@ def stamp_received(request: Request, source: Address) -> None:
         _replace_top_via(request, via)
 
 
-_IP_ADDRESSES: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None] = {}
-_IP_ADDRESSES_KEPT = 4096
-
-
-def ip_address_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """``ipaddress.ip_address(host)``, None for a host name. Remembered for the last few
-    thousand hosts: every request asks for its source and its Via's (~8 us each)."""
-    if host in _IP_ADDRESSES:
-        return _IP_ADDRESSES[host]
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    if len(_IP_ADDRESSES) >= _IP_ADDRESSES_KEPT:
-        _IP_ADDRESSES.clear()
-    _IP_ADDRESSES[host] = address
-    return address
-
-
 def _same_address(sent_by: str, source: str) -> bool:
     address = ip_address_of(sent_by)  # a host name in sent-by always gets received (18.2.1)
     return address is not None and address == ip_address_of(source)
@@ -105,7 +62,7 @@ def _replace_top_via(request: Request, via: Via) -> None:
     request.headers.prepend("Via", ", ".join(parts))
 
 
-def response_address(via: Via, source_transport: str, default_port: int = 5060) -> Address:
+def response_address(via: Via, source_transport: str, default_port: int = DEFAULT_PORTS["udp"]) -> Address:
     """Where a response goes over an unreliable transport (RFC 3261 18.2.2, RFC 3581 4).
 
     Streams answer on the connection the request came in on; this gives the
@@ -114,5 +71,5 @@ def response_address(via: Via, source_transport: str, default_port: int = 5060) 
     host = via.received or bare_host(via.host)
     if via.maddr:
         host = via.maddr
-    port = via.rport or via.port or (5061 if via.transport.upper() == "TLS" else default_port)
+    port = via.rport or via.port or (DEFAULT_PORTS["tls"] if via.transport.upper() == "TLS" else default_port)
     return Address(source_transport, bare_host(host), port)

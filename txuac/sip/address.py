@@ -1,0 +1,66 @@
+"""Transport addresses: where a message comes from or goes to, and the default ports."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+#: RFC 3261 19.1.2: 5060 for UDP and TCP, 5061 for TLS.
+DEFAULT_PORTS: dict[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
+def default_port(transport: str) -> int:
+    """The port of ``transport`` (any case) when none is given; 5060 for one we do not know."""
+    return DEFAULT_PORTS.get(transport.lower(), 5060)
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a message came from or goes to: transport (udp/tcp/tls), IP and port."""
+
+    transport: str
+    host: str
+    port: int
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+    def __str__(self) -> str:
+        """As people read it in logs and errors: ``tls:127.0.0.1:5071``, IPv6 in brackets."""
+        return f"{self.transport}:{via_host(self.host)}:{self.port}"
+
+
+def via_host(host: str) -> str:
+    """An IP address as it is written in a Via sent-by: IPv6 in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def bare_host(host: str) -> str:
+    """A host without the brackets of an IPv6 reference."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+_IP_ADDRESSES: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None] = {}
+_IP_ADDRESSES_KEPT = 4096
+
+
+def ip_address_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``ipaddress.ip_address(host)``, None for a host name. Remembered for the last few
+    thousand hosts: every request asks for its source and its Via's (~8 us each)."""
+    if host in _IP_ADDRESSES:
+        return _IP_ADDRESSES[host]
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if len(_IP_ADDRESSES) >= _IP_ADDRESSES_KEPT:
+        _IP_ADDRESSES.clear()
+    _IP_ADDRESSES[host] = address
+    return address
+
+
+def is_ip_address(host: str) -> bool:
+    """True for an IPv4 or IPv6 address (IPv6 with or without brackets), False for a name."""
+    return ip_address_of(bare_host(host)) is not None
