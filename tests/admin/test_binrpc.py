@@ -124,6 +124,7 @@ class ProtocolTests(SynchronousTestCase):
         dispatcher.register("echo", lambda text: text, (Param("text"),))
         dispatcher.register("missing", self.missing)
         dispatcher.register("slow", lambda: self.later)
+        dispatcher.register("nothing", lambda: None)
         self.server = BinRPCServer(dispatcher, RPCSettings(max_request_size=1000), "unix:/run/test_ctl", self.clock)
         self.lines = []
 
@@ -159,6 +160,12 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(self.replies(transport), [(binrpc.REPLY, 1, ["a"]), (binrpc.FAULT, 2, [404, "Record not found"]),
                                                    (binrpc.FAULT, 3, [500, "command nosuch not found"])])
         self.assertFalse(transport.disconnecting)
+
+    def test_nothing_is_an_empty_reply(self):
+        """A method that adds nothing: an empty reply (kamcmd prints nothing), not {}."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(binrpc.build_request(4, "nothing", []))
+        self.assertEqual(self.replies(transport), [(binrpc.REPLY, 4, [])])
 
     def test_bad_packets_closed_with_a_fault_logged_once(self):
         for garbage in (b"\xb1\x00\x01\x01x", b"\xa2\x00\x01\x01x", binrpc.build_header(binrpc.REQUEST, 5000, 1),

@@ -55,6 +55,8 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-regi
 TRUNK_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-trunk.cfg")
 # An anonymising proxy: uac_replace_from in restore_mode auto (vsf), XORed with -A RESTORE_PASSWD.
 PROXY_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-proxy.cfg")
+# Kamailio's uac module registering the accounts of -A DB_URL (a uacreg table).
+UAC_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-uac.cfg")
 ALGORITHMS = ("MD5", "SHA-256")
 # www_challenge/proxy_challenge flags for each qop choice.
 QOP_FLAGS = {None: 0, "auth": 1, "auth-int": 2}

@@ -20,7 +20,8 @@ from zope.interface import implementer
 
 from txuac.admin import binrpc
 from txuac.admin.local_files import clear_stale_socket, set_owner, unix_peer
-from txuac.admin.rpc import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, Dispatcher
+from txuac.admin.rpc import (INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, Dispatcher,
+                             RPCError)
 from txuac.config import RPCSettings, parse_local_address
 from txuac.errors import ConfigError
 from txuac.ratelimitedlog import RateLimitedLog
@@ -86,8 +87,9 @@ class BinRPCProtocol(protocol.Protocol):
         self.busy = True
         if len(self.queue) > 16:
             self.transport.pauseProducing()  # read no more while these wait
-        call = {"jsonrpc": "2.0", "method": request.method, "params": request.params, "id": 0}
-        d = self.server.dispatcher.call(call, peer=self.peer)
+        d = self.server.dispatcher.run(request.method, request.params, peer=self.peer)
+        d.addCallbacks(lambda result: {"result": result},
+                       lambda failure: {"error": failure.value.as_json()} if failure.check(RPCError) else failure)
         d.addCallback(self._answer, request)
         d.addErrback(self._failed, request)
 

@@ -240,14 +240,20 @@ class Dispatcher:
         if params is not None and not isinstance(params, (list, dict)):
             return defer.succeed(_error_object(reply_id, RPCError(INVALID_REQUEST,
                                                                   data="params must be an array or an object")))
-        d = self._run(name, params)
-        method = self.methods.get(name)
-        if method is not None and method.audit:
-            d.addBoth(_audited, method, params, peer)
+        d = self.run(name, params, peer)
         d.addCallbacks(lambda result: _result_object(reply_id, result),
                        lambda failure: _error_object(reply_id, failure.value))
         if in_batch and not has_id:
             d.addCallback(lambda _: None)
+        return d
+
+    def run(self, name: str, params: Any, peer: str = "-") -> defer.Deferred:
+        """The method's own result (None stays None) or an RPCError failure, audited:
+        for transports that do not speak JSON-RPC (binrpc)."""
+        d = self._run(name, params)
+        method = self.methods.get(name)
+        if method is not None and method.audit:
+            d.addBoth(_audited, method, params, peer)
         return d
 
     def _run(self, name: str, params: Any) -> defer.Deferred:
