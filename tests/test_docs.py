@@ -54,7 +54,7 @@ class ManualTests(SynchronousTestCase):
             ":src:`txuac.sip.transaction.ClientTransaction.handle_timer` is inherited, "
             ":src:`txuac/sip/parser.py` parses.\n\n"
             ":src:`txuac.net.stack.SIPStack.no_such_method`, :src:`txuac.no_such_module.thing`, "
-            ":src:`txuac/no_such_file.py`, :src:`txuac.routing.proxy.prepare_forward` "
+            ":src:`txuac/no_such_file.py`, :src:`txuac.routing.proxied_request.prepare_forward` "
             "(imported there, defined in proxy_rules).\n",
             encoding="utf-8")
         out = self.mktemp()
@@ -63,7 +63,8 @@ class ManualTests(SynchronousTestCase):
         warnings = [line for line in result.stderr.splitlines() if "src role:" in line]
         self.assertEqual(len(warnings), 4, result.stderr)
         for problem in ("txuac.net.stack.SIPStack defines no no_such_method", "txuac defines no no_such_module",
-                        "no file or directory txuac/no_such_file.py", "txuac.routing.proxy defines no prepare_forward"):
+                        "no file or directory txuac/no_such_file.py",
+                        "txuac.routing.proxied_request defines no prepare_forward"):
             self.assertIn(problem, result.stderr)
         # The build goes on (--keep-going): the names that exist are shown as written.
         page = (Path(out) / "index.html").read_text(encoding="utf-8")

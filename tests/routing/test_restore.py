@@ -13,8 +13,7 @@ from txuac.routing.replace import (
     TO,
     RestoreMode,
     address_span,
-    replace_from,
-    replace_to,
+    replace_header,
     rewrite_address,
 )
 from txuac.routing.restore import (
@@ -289,7 +288,7 @@ class DisplayRulesTests(SynchronousTestCase):
 class ReplaceTests(SynchronousTestCase):
     def test_replace_from_stores_pair(self):
         invite = initial_invite()
-        replacement = replace_from(invite, None, ANON)
+        replacement = replace_header(invite, FROM, None, ANON)
         self.assertEqual(invite.headers.get("From"), f'"Alice" <{ANON}>;tag=a1b2')
         self.assertEqual(invite.from_.tag, "a1b2")
         self.assertEqual(replacement.original_uri, ALICE)
@@ -301,47 +300,47 @@ class ReplaceTests(SynchronousTestCase):
 
     def test_replace_to(self):
         invite = initial_invite()
-        replacement = replace_to(invite, "Carol", "sip:carol@example.org")
+        replacement = replace_header(invite, TO, "Carol", "sip:carol@example.org")
         self.assertEqual(invite.headers.get("To"), "Carol <sip:carol@example.org>")
         self.assertEqual(rr_store_param(replacement, RestoreCodec(password="p")),
                          ("vst", encode_restore("sip:bob@example.net", "sip:carol@example.org", "p")))
         self.assertEqual(invite.headers.get("From"), '"Alice" <sip:alice@example.com>;tag=a1b2')
 
     def test_display_only_stores_nothing(self):
-        replacement = replace_from(initial_invite(), "Anonymous", None)
+        replacement = replace_header(initial_invite(), FROM, "Anonymous", None)
         self.assertFalse(replacement.uri_replaced)
         self.assertIsNone(rr_store_param(replacement))
         self.assertEqual(dialog_vars_after_replace({}, replacement), {})
 
     def test_replace_twice_applies_the_last_value(self):
         invite = initial_invite()
-        first = replace_from(invite, "One", "sip:one@example.org")
-        second = replace_from(invite, None, ANON, previous=first)
+        first = replace_header(invite, FROM, "One", "sip:one@example.org")
+        second = replace_header(invite, FROM, None, ANON, previous=first)
         self.assertEqual(invite.headers.get("From"), f"One <{ANON}>;tag=a1b2")
         self.assertEqual(second.original_uri, ALICE)
         self.assertEqual(second.original_display, '"Alice"')
         self.assertEqual(second.original_span, f'"Alice" <{ALICE}>')
         self.assertEqual(second.new_display, "One")
         self.assertEqual(rr_store_param(second), ("vsf", ANON_VSF))
-        third = replace_from(invite, "", None, previous=second)
+        third = replace_header(invite, FROM, "", None, previous=second)
         self.assertEqual(invite.headers.get("From"), f"<{ANON}>;tag=a1b2")
         self.assertEqual((third.new_uri, third.new_display), (ANON, ""))
-        self.assertRaises(ValueError, replace_to, invite, None, ANON, previous=third)
+        self.assertRaises(ValueError, replace_header, invite, TO, None, ANON, previous=third)
 
     def test_auto_mode_declines_uri_change_in_sequential_request(self):
         bye = in_dialog("<sip:p;lr>", "<sip:alice@example.com>;tag=a1", "<sip:bob@example.net>;tag=b1")
-        self.assertRaises(AddressReplaceError, replace_from, bye, None, ANON, restore_mode=RestoreMode.AUTO)
+        self.assertRaises(AddressReplaceError, replace_header, bye, FROM, None, ANON, restore_mode=RestoreMode.AUTO)
         self.assertEqual(bye.headers.get("From"), "<sip:alice@example.com>;tag=a1")
-        replace_from(bye, "Someone", None, restore_mode=RestoreMode.AUTO)  # display only: allowed
-        replace_from(bye, None, ANON, restore_mode=RestoreMode.MANUAL)
+        replace_header(bye, FROM, "Someone", None, restore_mode=RestoreMode.AUTO)  # display only: allowed
+        replace_header(bye, FROM, None, ANON, restore_mode=RestoreMode.MANUAL)
         self.assertEqual(bye.headers.get("From"), f"Someone <{ANON}>;tag=a1")
 
     def test_errors(self):
         invite = initial_invite()
-        replacement = replace_from(invite, None, "sip:" + "x" * MAX_URI_SIZE)
+        replacement = replace_header(invite, FROM, None, "sip:" + "x" * MAX_URI_SIZE)
         self.assertRaises(AddressReplaceError, rr_store_param, replacement)
         invite.headers.remove("To")
-        self.assertRaises(AddressReplaceError, replace_to, invite, None, ANON)
+        self.assertRaises(AddressReplaceError, replace_header, invite, TO, None, ANON)
 
     def test_restore_mode_and_storage(self):
         self.assertIs(RestoreMode.parse("AUTO"), RestoreMode.AUTO)
@@ -428,8 +427,8 @@ class ReplyTests(SynchronousTestCase):
     def test_initial_request_reply(self):
         received = initial_invite()
         forwarded = received.copy()
-        replace_from(forwarded, "Anonymous", ANON)
-        replace_to(forwarded, None, "sip:carol@example.org")
+        replace_header(forwarded, FROM, "Anonymous", ANON)
+        replace_header(forwarded, TO, None, "sip:carol@example.org")
         reply = make_response(forwarded, 200, to_tag="t9")
         rewrites = reply_rewrites(reply, {FROM, TO}, received)
         apply_rewrites(reply, rewrites)
@@ -439,8 +438,8 @@ class ReplyTests(SynchronousTestCase):
     def test_only_flagged_headers(self):
         received = initial_invite()
         forwarded = received.copy()
-        replace_from(forwarded, None, ANON)
-        replace_to(forwarded, None, "sip:carol@example.org")
+        replace_header(forwarded, FROM, None, ANON)
+        replace_header(forwarded, TO, None, "sip:carol@example.org")
         reply = make_response(forwarded, 180)
         self.assertEqual(reply_rewrites(reply, {FROM}, received),
                          [HeaderRewrite("From", '"Alice" <sip:alice@example.com>;tag=a1b2')])
@@ -449,7 +448,7 @@ class ReplyTests(SynchronousTestCase):
     def test_saved_span_wins(self):
         # restore_from_avp: the script applied its changes to the received request.
         received = initial_invite()
-        replacement = replace_from(received, None, ANON)
+        replacement = replace_header(received, FROM, None, ANON)
         reply = make_response(received, 200)
         self.assertEqual(reply_rewrites(reply, {FROM}, received),
                          [HeaderRewrite("From", f'"Alice" <{ANON}>;tag=a1b2')])
@@ -478,22 +477,22 @@ class DialogVariableTests(SynchronousTestCase):
         })
 
     def test_first_and_later_replace(self):
-        replacement = replace_from(initial_invite(), "Anonymous", ANON)
+        replacement = replace_header(initial_invite(), FROM, "Anonymous", ANON)
         variables = dialog_vars_after_replace({}, replacement)
         self.assertEqual(variables, {"_uac_fu": ALICE, "_uac_funew": ANON,
                                      "_uac_fdp": '"Alice"', "_uac_fdpnew": "Anonymous"})
         # Another branch replaces again: the originals stay, the new values change.
-        other = replace_from(initial_invite(), "", "sip:other@example.org")
+        other = replace_header(initial_invite(), FROM, "", "sip:other@example.org")
         self.assertEqual(dialog_vars_after_replace(variables, other),
                          {"_uac_funew": "sip:other@example.org", "_uac_fdpnew": ""})
 
     def test_to_and_no_display(self):
-        replacement = replace_to(initial_invite(), None, "sip:carol@example.org")
+        replacement = replace_header(initial_invite(), TO, None, "sip:carol@example.org")
         self.assertEqual(dialog_vars_after_replace({}, replacement), {
             "_uac_to": "sip:bob@example.net", "_uac_tonew": "sip:carol@example.org",
             "_uac_tdp": "", "_uac_tdpnew": ""})
         # Ours: a URI-only replace keeps the display for later requests (Kamailio stores "").
-        kept = replace_from(initial_invite(), None, ANON)
+        kept = replace_header(initial_invite(), FROM, None, ANON)
         self.assertEqual(dialog_vars_after_replace({}, kept)["_uac_fdpnew"], '"Alice"')
 
     def test_restore(self):

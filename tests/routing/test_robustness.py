@@ -25,7 +25,7 @@ from twisted.logger import globalLogPublisher
 from tests.net.test_interop_sipp import HOST, sleep, until
 from tests.routing.test_interop_proxy import ProxyInteropCase
 from txuac.errors import SIPParseError
-from txuac.routing.proxy import ProxiedRequest
+from txuac.routing.proxied_request import ProxiedRequest
 from txuac.sip.message import Request, Response, make_response
 from txuac.sip.parser import parse_message
 

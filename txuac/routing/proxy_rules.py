@@ -1,8 +1,9 @@
-"""The rules of a transaction-stateful proxy (RFC 3261 16), sans-IO.
+"""The request rules of a transaction-stateful proxy (RFC 3261 16), sans-IO.
 
-Pure functions and one state class over ``txuac.sip`` messages: no Twisted, no clock.
-The proxy core (the Twisted side, later) feeds them what the stack reports and does
-what they return.
+Pure functions over ``txuac.sip`` messages: no Twisted, no clock. The proxied request
+(``txuac.routing.proxied_request``) applies them to what the stack delivers and sends
+what they return; the responses of its branches go through its ``ResponseContext``
+(``txuac.routing.response_context``, RFC 3261 16.7).
 
 Request validation (RFC 3261 16.3), ``check_request``:
   * a malformed request (``Message.validate``) gets the parse error's status (400,
@@ -41,26 +42,8 @@ our Via on top (a compliant branch made when the caller gives none) and
 Content-Length present; ``Forward.next_hop`` is the URI to resolve (16.6 item 7).
 Route values are rewritten as one line; untouched values keep their text.
 
-Responses (RFC 3261 16.7), ``ResponseContext``: the branches of one forwarded
-request. Provisional responses but 100 and every 2xx are forwarded at once; a 2xx
-of an INVITE after the final response too; other finals are stored. When no branch
-is pending and no final was sent, the update says ``completed``: the failure route
-may add branches (serial forking), else ``finish()`` gives the best response: a
-6xx first, then the lowest class; in 4xx 401, 407, 415, 420, 484 before the others,
-otherwise the lowest code, the first received on a tie (Kamailio's t_pick_branch);
-408 when no final exists; a chosen 503 goes up as 500 (16.7 item 6, Kamailio's
-remap_503_500); a chosen 401/407 carries the WWW-/Proxy-Authenticate values of
-every other 401/407 (16.7 item 7). A branch that times out counts as a 408, one
-whose transport fails as a 503 (16.9); a cancelled branch that times out counts as
-a 487. After a 6xx, a CANCEL or a final response,
-no new branch is allowed (16.7 item 5, 16.10). CANCELs go to branches that have
-had a provisional response, others get theirs at their first one (9.1).
-``response_for_upstream`` removes our top Via (16.7 item 3) and drops what has no
-Via left, whose top Via is not ours, or whose next Via is a broadcast, multicast or
-unspecified address without maddr (RFC 4475 3.3.10).
-
-CANCEL and ACK (RFC 3261 16.10, 16.11, 17.2.1, RFC 6026): ``cancel_disposition``
-and ``ack_disposition`` decide; ``make_branch_cancel`` builds a branch's CANCEL;
+CANCEL and ACK (RFC 3261 16.10, 16.11, 17.2.1, RFC 6026): ``ack_disposition``
+decides; ``make_branch_cancel`` builds a branch's CANCEL;
 ``prepare_ack_forward`` forwards the ACK of a 2xx statelessly with a branch
 derived from the ACK (retransmissions get the same one).
 
@@ -72,11 +55,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from txuac.errors import SIPParseError, TxuacError
+from txuac.errors import SIPParseError
 from txuac.sip.fields import NameAddress, Via, parse_name_addr
 from txuac.sip.grammar import Parameters, split_list
 from txuac.sip.headers import Headers
@@ -84,21 +66,13 @@ from txuac.sip.message import Request, Response, make_response
 from txuac.sip.tokens import token_hex
 from txuac.sip.transaction import MAGIC_COOKIE, has_magic_cookie
 from txuac.sip.uri import URI, AbsoluteURI, SipURI, parse_uri
-from txuac.sip.via import bare_host, ip_address_of, new_branch
+from txuac.sip.via import new_branch
 
 #: RFC 3261 16.6 item 3: the Max-Forwards a proxy adds when the request has none.
 DEFAULT_MAX_FORWARDS = 70
 #: Request-URI schemes we route; others get 416 (RFC 3261 16.3 item 2).
 ROUTED_SCHEMES = frozenset({"sip", "sips", "tel"})
-#: 4xx codes that tell the client how to retry, preferred in that order (16.7 item 6).
-PREFERRED_4XX = (401, 407, 415, 420, 484)
-
 LocalURIPredicate = Callable[[SipURI], bool]
-
-
-class BranchRefused(TxuacError):
-    """A new branch was asked for where RFC 3261 forbids one (after a 6xx, a CANCEL or
-    a final response: 16.7 item 5, 16.10)."""
 
 
 # --- 16.3 request validation -------------------------------------------------------
@@ -338,275 +312,7 @@ def _insert_record_route(request: Request, value: str) -> None:
         headers.prepend("Record-Route", value)
     request.headers = headers
 
-
-# --- 16.7 response processing ---------------------------------------------------------
-
-class _BranchState(enum.Enum):
-    CALLING = "calling"  # nothing heard yet
-    PROCEEDING = "proceeding"  # a provisional response
-    COMPLETED = "completed"  # a final response (or a timeout / transport failure)
-
-
-@dataclass
-class _Branch:
-    state: _BranchState = _BranchState.CALLING
-    final: Response | None = None  # upstream form (our Via removed) or synthesized
-    cancel_pending: bool = False  # CANCEL it at its first provisional response (9.1)
-    cancelled: bool = False
-    local: bool = False  # final synthesized here (timeout, transport failure), not received
-
-
-@dataclass
-class ContextUpdate:
-    """What to do after an event: responses to send upstream now, in order, branches to
-    CANCEL now, and whether every branch is done with no final sent (the failure
-    route's turn; then ``ResponseContext.finish``)."""
-
-    forward: list[Response] = field(default_factory=list)
-    cancel: list[int] = field(default_factory=list)
-    completed: bool = False
-
-
-class ResponseContext:
-    """The response context of one proxied request (RFC 3261 16.7).
-
-    ``request`` is the request as received (upstream Vias): synthesized responses
-    (408, 500) are built from it with ``to_tag``.
-    """
-
-    def __init__(self, request: Request, to_tag: str | None = None):
-        self.request = request
-        self.is_invite = request.method == "INVITE"
-        self.to_tag = to_tag or token_hex(6)
-        self.branches: list[_Branch] = []
-        self.final_sent: Response | None = None
-        self.received_6xx = False
-        self.cancelled = False
-        self._order: list[int] = []  # branch numbers in the order their finals came
-
-    @property
-    def pending(self) -> list[int]:
-        """Branches without a final response."""
-        return [n for n, b in enumerate(self.branches) if b.state is not _BranchState.COMPLETED]
-
-    @property
-    def can_fork(self) -> bool:
-        return self.final_sent is None and not self.received_6xx and not self.cancelled
-
-    def add_branch(self) -> int:
-        """A new branch's number (serial forking from a failure route included)."""
-        if not self.can_fork:
-            raise BranchRefused("no new branch after a 6xx, a CANCEL or a final response")
-        self.branches.append(_Branch())
-        return len(self.branches) - 1
-
-    def receive(self, branch: int, response: Response) -> ContextUpdate:
-        """A response from downstream on ``branch``, as received (our Via on top)."""
-        state = self.branches[branch]
-        upstream = response_for_upstream(response)
-        if upstream is None:
-            return ContextUpdate()  # 16.7 item 3: nothing to send it to; ignored
-        update = ContextUpdate()
-        status = response.status
-        if status < 200:
-            if state.state is _BranchState.CALLING:
-                state.state = _BranchState.PROCEEDING
-                if state.cancel_pending:  # 9.1: the CANCEL waited for this
-                    state.cancel_pending = False
-                    state.cancelled = True
-                    update.cancel.append(branch)
-            # 16.7 item 5: provisional responses but 100 go up at once, before a final.
-            if status != 100 and self.final_sent is None and state.state is _BranchState.PROCEEDING:
-                update.forward.append(upstream)
-            return update
-        if 200 <= status < 300:
-            # 16.7 item 5: every 2xx before the final, every INVITE 2xx after it.
-            if self.final_sent is None or self.is_invite:
-                update.forward.append(upstream)
-            if state.state is not _BranchState.COMPLETED:
-                state.state = _BranchState.COMPLETED
-                state.final = upstream
-                self._order.append(branch)
-            if self.final_sent is None:
-                self.final_sent = upstream
-                update.cancel.extend(self._cancel_pending())  # 16.7 item 10
-            return update
-        if state.state is _BranchState.COMPLETED:
-            return update  # a late final on a done branch
-        self._complete(branch, upstream)
-        if status >= 600 and self.final_sent is None:
-            # 16.7 item 5: a 6xx waits, the other branches are cancelled, no new ones.
-            self.received_6xx = True
-            update.cancel.extend(self._cancel_pending())
-        update.completed = self._is_complete()
-        return update
-
-    def timed_out(self, branch: int) -> ContextUpdate:
-        """The branch's client transaction timed out: a 408 for it (16.7, 17.1.1.2), a 487
-        when it was being cancelled (what Kamailio fakes for a branch it cancels)."""
-        state = self.branches[branch]
-        return self._synthesize(branch, 487 if state.cancelled or state.cancel_pending else 408)
-
-    def transport_failed(self, branch: int) -> ContextUpdate:
-        """The branch could not be sent: a 503 for it (RFC 3261 16.9)."""
-        return self._synthesize(branch, 503)
-
-    def cancel(self) -> ContextUpdate:
-        """A CANCEL matched this context (RFC 3261 16.10): the branches to CANCEL now;
-        the others are cancelled at their first provisional response."""
-        self.cancelled = True
-        return ContextUpdate(cancel=self._cancel_pending(), completed=self._is_complete())
-
-    def best_response(self) -> Response:
-        """The response 16.7 item 6 chooses, with 16.7 item 7's challenges, not yet sent."""
-        number = self.picked_branch()
-        if number is None:
-            return make_response(self.request, 408, to_tag=self.to_tag)
-        best = self.branches[number].final
-        assert best is not None
-        candidates = [self.branches[n].final for n in self._failed_branches()]
-        if best.status == 503:
-            # 16.7 item 6: a 503 would say this proxy cannot serve anything.
-            best = best.copy()
-            best.status, best.reason = 500, "Server Internal Error"
-        if best.status in (401, 407):
-            best = _aggregate_challenges(best, [r for r in candidates if r is not best and r.status in (401, 407)])
-        return best
-
-    def picked_branch(self) -> int | None:
-        """The branch whose final response 16.7 item 6 chooses (Kamailio's "picked
-        branch"; the first on a tie), None when no branch has a final >= 300."""
-        numbers = self._failed_branches()
-        if not numbers:
-            return None
-        return min(numbers, key=lambda n: _response_priority(self.branches[n].final))  # type: ignore[arg-type]
-
-    def is_local(self, branch: int) -> bool:
-        """Whether the branch's final was synthesized here (a timeout, a transport failure)."""
-        return self.branches[branch].local
-
-    def _failed_branches(self) -> list[int]:
-        """Branches with a final >= 300, in the order the finals came."""
-        return [n for n in self._order if (final := self.branches[n].final) is not None and final.status >= 300]
-
-    def finish(self) -> Response:
-        """The final response to send upstream now (16.7 items 6 and 7); no branch after."""
-        if self.final_sent is not None:
-            raise BranchRefused("a final response was already sent")
-        best = self.best_response()
-        self.final_sent = best
-        return best
-
-    def _synthesize(self, branch: int, status: int) -> ContextUpdate:
-        state = self.branches[branch]
-        if state.state is _BranchState.COMPLETED:
-            return ContextUpdate()
-        self._complete(branch, make_response(self.request, status, to_tag=self.to_tag))
-        state.cancel_pending = False
-        state.local = True
-        return ContextUpdate(completed=self._is_complete())
-
-    def _complete(self, branch: int, final: Response) -> None:
-        state = self.branches[branch]
-        state.state = _BranchState.COMPLETED
-        state.final = final
-        state.cancel_pending = False
-        self._order.append(branch)
-
-    def _cancel_pending(self) -> list[int]:
-        """Mark every pending branch cancelled; return those that may be cancelled now (9.1)."""
-        if not self.is_invite:
-            return []  # only INVITE client transactions are cancelled (9.1)
-        now = []
-        for number, branch in enumerate(self.branches):
-            if branch.cancelled or branch.state is _BranchState.COMPLETED:
-                continue
-            if branch.state is _BranchState.PROCEEDING:
-                branch.cancelled = True
-                now.append(number)
-            else:
-                branch.cancel_pending = True
-        return now
-
-    def _is_complete(self) -> bool:
-        return self.final_sent is None and bool(self.branches) and not self.pending
-
-
-def _response_priority(response: Response) -> int:
-    """Lower is better (16.7 item 6, Kamailio's t_pick_branch priorities)."""
-    status = response.status
-    status_class, rest = divmod(status, 100)
-    if status_class == 6:
-        return 1000 + rest
-    if status_class == 4:
-        return 4000 + (PREFERRED_4XX.index(status) if status in PREFERRED_4XX else 100 + rest)
-    if status_class in (3, 5):
-        return status_class * 1000 + rest
-    return 10000 + status
-
-
-def _aggregate_challenges(chosen: Response, others: list[Response]) -> Response:
-    """16.7 item 7: every other 401/407's WWW-/Proxy-Authenticate values, unmodified."""
-    result = chosen.copy()
-    for other in others:
-        for name in ("WWW-Authenticate", "Proxy-Authenticate"):
-            for value in other.headers.get_all(name):
-                result.headers.add(name, value)
-    return result
-
-
-def response_for_upstream(response: Response, is_our_via: Callable[[Via], bool] | None = None) -> Response | None:
-    """A copy of ``response`` without its top Via (RFC 3261 16.7 item 3), or None when it
-    must not be forwarded: no Via left, a top Via that ``is_our_via`` refuses, or a Via
-    that does not parse (18.1.2: dropped, nobody to answer)."""
-    try:
-        top = response.top_via
-        if top is None or (is_our_via is not None and not is_our_via(top)):
-            return None
-        upstream = response.copy()
-        values = split_list(upstream.headers.get("Via") or "", "Via")
-        upstream.headers.remove_first("Via")
-        if len(values) > 1:
-            upstream.headers.prepend("Via", ", ".join(values[1:]))
-        next_via = upstream.top_via
-        if next_via is None or _unroutable(next_via):
-            return None
-    except SIPParseError:
-        return None
-    return upstream
-
-
-_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
-
-
-def _unroutable(via: Via) -> bool:
-    """A Via that sends the response to a broadcast, multicast or unspecified address
-    (RFC 4475 3.3.10); an explicit maddr is the sender's choice (RFC 3261 18.2.2)."""
-    if via.maddr:
-        return False
-    address = ip_address_of(bare_host(via.received or via.host))
-    if address is None:
-        return False  # a host name
-    return address.is_multicast or address.is_unspecified or address == _BROADCAST
-
-
 # --- 16.10 CANCEL, 16.11 and 17.2.1 ACK ------------------------------------------------
-
-class CancelDisposition(enum.Enum):
-    """What to do with a CANCEL (RFC 3261 16.10)."""
-
-    CANCEL_BRANCHES = "cancel branches"  # answer 200, ResponseContext.cancel()
-    ANSWER_ONLY = "answer only"  # answer 200: the final response is already out
-    FORWARD_STATELESSLY = "forward statelessly"  # no context: 16.10's last paragraph
-
-
-def cancel_disposition(context: ResponseContext | None) -> CancelDisposition:
-    """RFC 3261 16.10 for a CANCEL whose INVITE matched ``context`` (None: no match)."""
-    if context is None:
-        return CancelDisposition.FORWARD_STATELESSLY
-    if context.final_sent is not None:
-        return CancelDisposition.ANSWER_ONLY
-    return CancelDisposition.CANCEL_BRANCHES
 
 
 def make_branch_cancel(forwarded_invite: Request) -> Request:

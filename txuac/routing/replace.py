@@ -207,20 +207,6 @@ def replace_header(request: Request, header: str, display: str | None, uri: str 
     return Replacement(header, original_uri, original_display, original_span, new_uri, new_display)
 
 
-def replace_from(request: Request, display: str | None, uri: str | None, *,
-                 previous: Replacement | None = None,
-                 restore_mode: RestoreMode = RestoreMode.NONE) -> Replacement:
-    """``uac_replace_from(display, uri)``; ``display=None`` is ``uac_replace_from(uri)``."""
-    return replace_header(request, FROM, display, uri, previous=previous, restore_mode=restore_mode)
-
-
-def replace_to(request: Request, display: str | None, uri: str | None, *,
-               previous: Replacement | None = None,
-               restore_mode: RestoreMode = RestoreMode.NONE) -> Replacement:
-    """``uac_replace_to(display, uri)``; ``display=None`` is ``uac_replace_to(uri)``."""
-    return replace_header(request, TO, display, uri, previous=previous, restore_mode=restore_mode)
-
-
 def header_uri(message: Message, header: str) -> str | None:
     """The bare URI text of ``message``'s From or To as it stands, None when absent."""
     value = message.headers.get(header)
