@@ -54,14 +54,22 @@ class RequestSplitter:
 
     def feed(self, data: bytes) -> list[bytes]:
         requests = []
-        for position in range(len(data)):
+        position, end = 0, len(data)
+        while position < end:
+            if self._skipping:  # jump to the end of the line being dropped
+                newline = data.find(b"\n", position)
+                if newline < 0:
+                    break
+                self._skipping = False
+                position = newline + 1
+                continue
+            if not self._current:  # jump over text between objects
+                opening = data.find(b"{", position)
+                if opening < 0:
+                    break
+                position = opening
             octet = data[position]
-            if self._skipping:
-                if octet == 0x0A:
-                    self._skipping = False
-                continue
-            if not self._current and octet != 0x7B:  # text between objects
-                continue
+            position += 1
             self._current.append(octet)
             if self._in_string:
                 if self._escaped:
