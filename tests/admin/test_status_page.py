@@ -19,6 +19,7 @@ from tests.support.services import start_uac
 from tests.support.stores import sqlite_uacreg
 from txuac.admin import status_model
 from txuac.admin.status_model import AccountQuery, StatusTracker, select_accounts
+from txuac.admin.status_page import bring_up_text
 from txuac.admin.uac_rpc import MASK
 from txuac.registrant.record import Flag, State, record_from_row
 from txuac.registrant.service import RegistrationEvent
@@ -154,17 +155,24 @@ class StatusTrackerTests(TestCase):
     def test_the_ring_keeps_a_fixed_number_of_samples(self):
         for second in range(5):
             self.tracker.sample(float(second * 10))
-        self.assertEqual([point[0] for point in self.tracker.summary(50.0)["history"]], [20.0, 30.0, 40.0])
+        # The last three samples, then now.
+        self.assertEqual([point[0] for point in self.tracker.summary(50.0)["history"]], [20.0, 30.0, 40.0, 50.0])
 
     def test_bring_up_rate_and_time_to_go(self):
         self.tracker.sample(0.0)
         for number in range(2):
             set_state(self.records[number], State.ONLINE, now=10.0)
             self.event(f"uuid{number:05d}", State.ONLINE, State.REGISTERING, 9.0, "registered", 200, 0.01)
+        set_state(self.records[2], State.FAILED, error="403 Forbidden")
         bring_up = self.tracker.summary(10.0)["bring_up"]
         self.assertEqual((bring_up["online"], bring_up["expected"], bring_up["rate"], bring_up["eta"]),
-                         (2, 6, 0.2, 20.0))
-        self.assertEqual(status_model_text(bring_up), "2 of 6 online (0.2/s, about 20 s to go)")
+                         (2, 6, 0.2, 15.0))  # the 3 waiting; the failed one waits for its retry
+        self.assertEqual(bring_up_text(bring_up), "2 of 6 online (1 failed, 0.2/s, about 15 s to go)")
+        for record in self.records[3:]:
+            set_state(record, State.FAILED, error="403 Forbidden")
+        bring_up = self.tracker.summary(10.0)["bring_up"]
+        self.assertIsNone(bring_up["eta"])
+        self.assertEqual(bring_up_text(bring_up), "2 of 6 online (4 failed, 0.2/s)")
 
     def test_events_of_an_account_newest_first_and_bounded(self):
         tracker = StatusTracker(self.uac, events=3)
@@ -201,12 +209,6 @@ class StatusTrackerTests(TestCase):
         self.assertEqual(proxy["calls_per_second"], 2.0)
         self.assertEqual((proxy["active_dialogs"], proxy["script_failures"]), (2, 3))
         self.assertEqual(proxy["invite_responses"], {"1xx": 0, "2xx": 14, "3xx": 0, "4xx": 1, "5xx": 0, "6xx": 0})
-
-
-def status_model_text(bring_up: dict) -> str:
-    from txuac.admin.status_page import bring_up_text
-
-    return bring_up_text(bring_up)
 
 
 @defer.inlineCallbacks
@@ -307,7 +309,7 @@ class StatusPageHTTPTests(StatusServerMixin, TestCase):
         summary = json.loads((yield self.get(b"/status/api/summary"))[2])
         self.assertEqual(summary["accounts"], self.accounts)
         self.assertEqual(summary["totals"]["disabled"], 1)
-        self.assertEqual(len(summary["history"]), 1)  # sampled when the server started
+        self.assertEqual(len(summary["history"]), 2)  # sampled when the server started, and now
         account = json.loads((yield self.get(b"/status/api/account?l_uuid=uuid00003"))[2])
         self.assertEqual(account["record"]["auth_password"], MASK)
         self.assertEqual((yield self.get(b"/status/api/account?l_uuid=nobody"))[0], 404)

@@ -247,7 +247,7 @@ class StatusTracker:
         expected = sum(count for state, count in totals.items() if state not in ("disabled", "unregistered"))
         online = totals["online"]
         rate = self._rate(now, self.online_transitions, "online_transitions")
-        remaining = expected - online
+        pending = totals["waiting"] + totals["registering"]  # on their way; failed ones wait for a retry
         rows = sorted(registrars.values(), key=lambda e: (-e["failed"], e["registrar"]))
         pinger = getattr(registrant, "pinger", None)
         for entry in rows[:REGISTRARS_SHOWN]:
@@ -265,11 +265,13 @@ class StatusTracker:
             "active": bool(getattr(registrant, "active", False)),
             "accounts": sum(totals.values()),
             "totals": totals,
-            "bring_up": {"online": online, "expected": expected, "rate": round(rate, 1),
-                         "eta": round(remaining / rate, 1) if remaining > 0 and rate > 0 else None},
+            "bring_up": {"online": online, "expected": expected, "failed": totals["failed"], "pending": pending,
+                         "rate": round(rate, 1), "eta": round(pending / rate, 1) if pending and rate > 0 else None},
             "registrars": rows[:REGISTRARS_SHOWN],
             "registrars_not_shown": max(0, len(rows) - REGISTRARS_SHOWN),
-            "history": [[point.at, point.online, point.failed] for point in self.history],
+            # The samples, then now.
+            "history": [[point.at, point.online, point.failed] for point in self.history]
+            + [[now, online, totals["failed"]]],
             "history_interval": HISTORY_INTERVAL,
             "proxy": self._proxy(now),
         }

@@ -207,9 +207,9 @@ def _registrations(summary: dict) -> str:
 
 
 def bring_up_text(bring_up: dict) -> str:
-    """``998 of 1000 online (120.5/s, about 2 s to go)``."""
+    """``990 of 1000 online (8 failed, 120.5/s, about 1 s to go)``."""
     text = f"{bring_up['online']} of {bring_up['expected']} online"
-    extra = []
+    extra = [f"{bring_up['failed']} failed"] if bring_up["failed"] else []
     if bring_up["rate"]:
         extra.append(f"{bring_up['rate']:g}/s")
     if bring_up["eta"] is not None:

@@ -29,7 +29,7 @@ function setLive(text) {
 
 // --- the overview -----------------------------------------------------------------
 function bringUpText(b) {
-  const extra = [];
+  const extra = b.failed ? [b.failed + " failed"] : [];
   if (b.rate) extra.push(b.rate + "/s");
   if (b.eta !== null) extra.push("about " + Math.round(b.eta) + " s to go");
   return b.online + " of " + b.expected + " online" + (extra.length ? " (" + extra.join(", ") + ")" : "");
