@@ -223,3 +223,28 @@ class KamcmdTests(TestCase):
         client.close()
         self.assertGreater(sent, 0)
         self.assertLess(received, sent * 1000)
+
+
+class KamcmdOverTCPTests(TestCase):
+    """binrpc on loopback TCP (kamcmd -s tcp:HOST:PORT), and the socket owner setting."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_tcp_and_owner(self):
+        directory = short_dir(self)
+        path = yield sqlite_uacreg(self, ROWS, os.path.join(directory, "uacreg.sqlite"))
+        port = free_port(socket.SOCK_STREAM)
+        sip_port = free_port()
+        uac = start_uac(self, {
+            "core": {"listen": [f"udp:127.0.0.1:{sip_port}"]},
+            "uac": {"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"127.0.0.1:{sip_port}"},
+            "rpc": {"enabled": False, "binrpc": f"tcp:127.0.0.1:{port}",
+                    "jsonrpc_socket": f"unix:{directory}/rpc.sock", "jsonrpc_group": "nogroup"},
+        })
+        yield wait_for_store(uac)
+        ours = yield kamcmd(f"tcp:127.0.0.1:{port}", "uac.reg_info", "l_uuid", "acc1")
+        self.assertEqual(dict(printed_structs(ours)[0])["l_uuid"], "acc1")
+        if os.geteuid() == 0:  # only root gives files away
+            import grp
+            self.assertEqual(os.stat(f"{directory}/rpc.sock").st_gid, grp.getgrnam("nogroup").gr_gid)
