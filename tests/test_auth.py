@@ -220,11 +220,12 @@ class AuthenticatorTests(TestCase):
         """The caller learns each authenticated retry before it leaves, with the CSeq it carries."""
         server = self.server()
         retries = []
-        response = yield self.send(Credentials("alice", PASSWORD), on_retry=retries.append)
+        response = yield self.send(Credentials("alice", PASSWORD), on_retry=lambda *args: retries.append(args))
         self.assertEqual(response.status, 200)
-        self.assertEqual([r.cseq.number for r in retries], [8])
-        self.assertEqual(retries[0].cseq.number, server.received[1].cseq.number)
-        self.assertIn("Authorization", retries[0].headers)
+        [(retry, cseq)] = retries
+        self.assertEqual((cseq, retry.cseq.number), (8, 8))
+        self.assertEqual(cseq, server.received[1].cseq.number)
+        self.assertIn("Authorization", retry.headers)
 
     @defer.inlineCallbacks
     def test_invite_challenged_with_407(self):

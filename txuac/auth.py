@@ -194,7 +194,7 @@ class Authenticator:
              on_provisional: Callable[[Response], None] | None = None,
              on_challenge: Callable[[Response], None] | None = None, source=None,
              check_origin: Callable[[Response], str | None] | None = None,
-             on_retry: Callable[[Request], None] | None = None) -> defer.Deferred:
+             on_retry: Callable[[Request, int], None] | None = None) -> defer.Deferred:
         """Deferred[Response]: the final response once challenges are answered.
 
         ``target`` and ``source`` are passed to the stack's send_request.
@@ -202,7 +202,7 @@ class Authenticator:
         fires its event route for it). ``check_origin`` (e.g. challenge_origin) sees
         each challenge first: a reason it returns fails the request with
         ChallengeOriginError, no digest computed. ``on_retry`` sees each authenticated
-        retry just before it is sent: its CSeq is the one this request now uses. Fails with AuthenticationError (its
+        retry just before it is sent, with its CSeq number: the one this request now uses. Fails with AuthenticationError (its
         ``response`` is the last challenge) when a challenge cannot be answered,
         our answer was refused, or MAX_ROUNDS challenges came in a row.
         """
@@ -312,7 +312,7 @@ class _ChallengeRounds:
                       realms=", ".join(c.realm for c, _ in answers), cseq=cseq)
         retry = authorized_retry(request, answers, cseq)
         if self.on_retry is not None:
-            self.on_retry(retry)
+            self.on_retry(retry, cseq)
         self.send(retry)
 
 

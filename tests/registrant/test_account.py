@@ -100,15 +100,11 @@ class CycleTests(SynchronousTestCase):
 
     def test_challenged_takes_the_cseq_of_the_retry(self):
         send = self.send()
-        retry = send.request.copy()
-        retry.headers.set("CSeq", "11 REGISTER")
-        self.machine.challenged(self.record, retry)
+        self.assertEqual(send.call_id, send.request.call_id)
+        self.machine.challenged(self.record, send.call_id, 11)
         self.assertEqual(self.record.flags, Flag.ONGOING | Flag.AUTHSENT)
         self.assertEqual(self.record.cseq, 11)
-        other = retry.copy()
-        other.headers.set("Call-ID", "another-call")
-        other.headers.set("CSeq", "50 REGISTER")
-        self.machine.challenged(self.record, other)
+        self.machine.challenged(self.record, "another-call", 50)
         self.assertEqual(self.record.cseq, 11)
 
     def test_online_arms_the_refresh_and_emits_with_latency(self):

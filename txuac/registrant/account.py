@@ -36,6 +36,9 @@ CALL_ID_REFUSED = frozenset({400, 500})
 class Step(enum.Enum):
     """What happens to an account, as far as its flag bits are concerned."""
 
+    # Members are singletons: identity hashing (C) instead of Enum's, per REGISTER.
+    __hash__ = object.__hash__
+
     SENT = "a REGISTER goes out"
     CHALLENGED = "the authenticated retry goes out"
     ONLINE = "a 2xx lists our binding"
@@ -90,6 +93,7 @@ class Send(NamedTuple):
     request: Request
     expires: int
     too_brief: int  # 423s answered in a row before this one
+    call_id: str | None  # the account's kept Call-ID the request carries (None: a fresh one)
 
 
 class Arm(NamedTuple):
@@ -159,7 +163,7 @@ class AccountMachine:
         apply(record, Step.SENT)
         record.sent_at = now
         self._emit(effects, record, previous, "registering", None, now)
-        effects.append(Send(record, request, expires, too_brief))
+        effects.append(Send(record, request, expires, too_brief, call_id))
         return effects
 
     def unregister(self, record: RegistrationRecord, now: float) -> list[Effect]:
@@ -191,12 +195,12 @@ class AccountMachine:
                                                 record.instance_id)))
         return (record.call_id, record.cseq) if keep else (None, 10)
 
-    def challenged(self, record: RegistrationRecord, retry: Request) -> None:
-        """The Authenticator sends ``retry`` with credentials: its CSeq is the account's now."""
+    def challenged(self, record: RegistrationRecord, call_id: str | None, cseq: int) -> None:
+        """The Authenticator sends the retry with credentials on ``call_id`` (Send.call_id)
+        with ``cseq``: the account's CSeq now, when that is still the account's Call-ID."""
         apply(record, Step.CHALLENGED)
-        cseq = retry.cseq
-        if cseq is not None and record.call_id is not None and retry.call_id == record.call_id:
-            record.cseq = max(record.cseq, cseq.number)
+        if call_id is not None and call_id == record.call_id:
+            record.cseq = max(record.cseq, cseq)
 
     @staticmethod
     def learn(record: RegistrationRecord, outcome: protocol.Outcome) -> protocol.Learned | None:

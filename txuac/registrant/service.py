@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+import ipaddress
 import random
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -44,7 +45,7 @@ from txuac.registrant.retry import RetryPolicy, classify
 from txuac.registrant.store.writer import AccountStateWriter
 from txuac.sip.digest import ALL_ALGORITHMS, Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
-from txuac.sip.address import Address, bare_host, is_ip_address
+from txuac.sip.via import Address, bare_host
 
 log = Logger()
 
@@ -55,6 +56,14 @@ STOP_FLUSH_TIMEOUT = 5.0  # seconds a clean stop waits for the last account stat
 def _registrar_challenge(response) -> str | None:
     """Answer a challenge only from the registrar or auth_proxy address the REGISTER went to."""
     return challenge_origin(response, "our registrar")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(bare_host(host))
+    except ValueError:
+        return False
+    return True
 
 
 def _definition(record: RegistrationRecord) -> tuple:
@@ -458,10 +467,10 @@ class RegistrantService(service.Service):
                                   ha1=record.auth_ha1 or None, realm=record.realm or None)
         authenticator = Authenticator(self.stack, FixedCredentials(credentials), self.settings.auth_algorithms,
                                       nonces=self._nonces, log_retries=False)
-        machine = self.machine
+        machine, call_id = self.machine, send.call_id
         d = authenticator.send(send.request, self._next_hop(record), source=self._source(record),
                                check_origin=_registrar_challenge,
-                               on_retry=lambda retry: machine.challenged(record, retry))
+                               on_retry=lambda _, cseq: machine.challenged(record, call_id, cseq))
         destination = self._destination(record)
         self.destinations.started(destination, now)
         d.addBoth(self._destination_done, destination)
@@ -497,7 +506,7 @@ class RegistrantService(service.Service):
         except SIPParseError:
             uri = None  # Kamailio loads such rows too; the REGISTER then goes to r_domain
         target: SipURI | Address | None = uri if isinstance(uri, SipURI) else None
-        if isinstance(target, SipURI) and target.port is not None and not target.maddr and is_ip_address(target.host):
+        if isinstance(target, SipURI) and target.port is not None and not target.maddr and _is_ip(target.host):
             transport = target.transport or ("tls" if target.secure else "udp")
             target = Address(transport, bare_host(target.host), target.port)
         if len(self._next_hops) < 65536:
