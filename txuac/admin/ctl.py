@@ -273,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["migrate"]:  # txuac-ctl migrate kamailio.cfg > uac.toml
+        from txuac.admin.migrate import main as migrate
+        return migrate(argv[1:])
     args = parser().parse_args(argv)  # usage errors exit with status 2
     try:
         url, token = DEFAULT_URL, None
