@@ -189,6 +189,16 @@ class TransportTests(TestCase):
         answer = yield threads.deferToThread(other.recv, 65536)
         self.assertEqual(json.loads(answer)["id"], 9)
 
+    def test_one_method_table_with_the_http_server(self):
+        """With the HTTP server on, the other transports answer from its dispatcher."""
+        uac = start_uac(self, {"core": {"listen": [f"udp:127.0.0.1:{free_port()}"]},
+                               "rpc": {"listen": "tcp:0:interface=127.0.0.1",
+                                       "binrpc": f"unix:{self.directory}/ctl2"}})
+        [binrpc_service] = uac.control
+        self.assertIs(binrpc_service.factory.dispatcher, uac.rpc.dispatcher)
+        self.assertIs(self.fifo_service.dispatcher, [child for child in self.uac.control
+                                                     if child.name == "jsonrpc_socket"][0].protocol.dispatcher)
+
     def test_live_socket_is_not_taken_over(self):
         from txuac.admin.local_files import clear_stale_socket
         with self.assertRaises(ConfigError):
