@@ -565,7 +565,7 @@ class RegistrarTests(HTTPClientMixin, TestCase):
     @defer.inlineCallbacks
     def test_online_unregister_refresh(self):
         record = yield self.result("uac.reg_info", "l_uuid", "1000")
-        self.assertEqual((record["state"], record["flags"] & 4, record["last_error"]), ("online", 4, None))
+        self.assertEqual((record["state"], record["flags"], record["last_error"]), ("online", 20, None))
         self.assertGreater(record["diff_expires"], 500)
         self.assertLessEqual(record["diff_expires"], 600)
         contacts = yield self.registrar.contacts_async("sip:alice@test.example")
@@ -575,9 +575,10 @@ class RegistrarTests(HTTPClientMixin, TestCase):
         remaining = yield self.registrar.wait_for_contacts("sip:alice@test.example", 0)
         self.assertEqual(remaining, [])
         yield wait_until(lambda: self.service.registrant.records["1000"].state(reactor.seconds()).value
-                         == "unregistered")
+                         == "disabled")
         record = yield self.result("uac.reg_info", "l_uuid", "1000")
-        self.assertEqual((record["state"], record["expires"]), ("unregistered", 0))
+        self.assertEqual((record["state"], record["expires"], record["flags"] & 1), ("disabled", 0, 1))
+        self.assertEqual(self.service.registrant.status("1000"), -3)
 
         yield self.result("uac.reg_refresh", "1000")  # the row's expires again: registers anew
         yield wait_until(lambda: self.service.registrant.status("1000") == 1, 20)

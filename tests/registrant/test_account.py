@@ -87,7 +87,7 @@ class CycleTests(SynchronousTestCase):
         self.assertEqual((send.expires, send.too_brief), (600, 0))
         self.assertEqual(persist.state.cseq, 10 + CSEQ_AHEAD)
         self.assertEqual((emit.previous, emit.state, emit.at), (State.WAITING, State.REGISTERING, 100.0))
-        self.assertEqual(self.record.flags, Flag.ONGOING)
+        self.assertEqual(self.record.flags, Flag.INIT | Flag.ONGOING)
         self.assertEqual(self.record.sent_at, 100.0)
 
     def test_the_next_register_persists_nothing_while_the_mark_is_ahead(self):
@@ -102,7 +102,7 @@ class CycleTests(SynchronousTestCase):
         send = self.send()
         self.assertEqual(send.call_id, send.request.call_id)
         self.machine.challenged(self.record, send.call_id, 11)
-        self.assertEqual(self.record.flags, Flag.ONGOING | Flag.AUTHSENT)
+        self.assertEqual(self.record.flags, Flag.INIT | Flag.ONGOING | Flag.AUTHSENT)
         self.assertEqual(self.record.cseq, 11)
         self.machine.challenged(self.record, "another-call", 50)
         self.assertEqual(self.record.cseq, 11)
@@ -112,7 +112,7 @@ class CycleTests(SynchronousTestCase):
         response = answer(send, 200, ("Contact", f"<sip:{self.record.l_uuid}@{CONTACT_ADDR}>;expires=600"))
         outcome = protocol.interpret(self.record, response, 600)
         effects = self.machine.replied(self.record, response, outcome, 600, 0, 100.5)
-        self.assertEqual(self.record.flags, Flag.ONLINE)
+        self.assertEqual(self.record.flags, Flag.INIT | Flag.ONLINE)  # 20, as Kamailio shows an online account
         self.assertEqual(self.record.expires_at, 700.0)
         arm = only(effects, Arm)
         self.assertTrue(100.0 + 300 <= arm.at < 700.0 - 90, arm.at)
@@ -129,7 +129,7 @@ class CycleTests(SynchronousTestCase):
                                            send.expires, send.too_brief, 101.0)
             send = only(effects, Send)
             self.assertEqual((send.expires, send.too_brief), (1200, too_brief + 1))
-            self.assertEqual(self.record.flags, Flag.ONGOING)
+            self.assertEqual(self.record.flags, Flag.INIT | Flag.ONGOING)
         response = answer(send, 423, ("Min-Expires", "1200"))
         effects = self.machine.replied(self.record, response, protocol.interpret(self.record, response, 1200),
                                        send.expires, send.too_brief, 102.0)
@@ -140,7 +140,7 @@ class CycleTests(SynchronousTestCase):
     def test_a_timeout_is_retried_later(self):
         self.send()
         effects = self.machine.failed(self.record, "no answer (timeout)", None, 132.0, FailureKind.TEMPORARY)
-        self.assertEqual(self.record.flags, 0)
+        self.assertEqual(self.record.flags, Flag.INIT)
         arm = only(effects, Arm)
         self.assertTrue(132.0 + 24 <= arm.at <= 132.0 + 36, arm.at)
         emit = only(effects, Emit)
@@ -151,7 +151,7 @@ class CycleTests(SynchronousTestCase):
         self.machine = machine(retry_interval=0)
         self.send()
         effects = self.machine.failed(self.record, "no answer (timeout)", None, 132.0)
-        self.assertEqual(self.record.flags, Flag.DISABLED)
+        self.assertEqual(self.record.flags, Flag.INIT | Flag.DISABLED)
         self.assertEqual(of_kind(effects, Arm), [])
         self.assertTrue(only(effects, Emit).alert)
 
@@ -169,11 +169,26 @@ class CycleTests(SynchronousTestCase):
         self.assertEqual(only(effects, Send).request.cseq.number, 10)
 
     def test_unregister_sends_expires_0_and_goes_dormant(self):
-        self.record.flags = Flag.ONLINE
+        self.record.flags = Flag.INIT | Flag.ONLINE
         self.record.expires_at = 1000.0
         send = only(self.machine.unregister(self.record, 100.0), Send)
         self.assertEqual((send.expires, self.record.expires), (0, 0))
         self.assertEqual(send.request.headers.get("Expires"), "0")
+        response = answer(send, 200)
+        effects = self.machine.replied(self.record, response, protocol.interpret(self.record, response, 0), 0, 0,
+                                       100.2)
+        # As Kamailio leaves it: disabled (uac_reg_status -3) with expires 0.
+        self.assertEqual(self.record.flags, Flag.INIT | Flag.DISABLED)
+        self.assertEqual((self.record.status(101.0), self.record.state(101.0)), (-3, State.DISABLED))
+        self.assertEqual(of_kind(effects, Arm), [])
+        self.assertEqual(only(effects, Emit).reason, "unregistered")
+
+    def test_init_is_set_by_the_scheduler_only(self):
+        """Kamailio's timer sets INIT once reg_delay has passed; a REGISTER asked for does not."""
+        self.machine.send(self.record, 600, 100.0)
+        self.assertFalse(self.record.has(Flag.INIT))
+        self.machine.due(self.record, 101.0)
+        self.assertTrue(self.record.has(Flag.INIT))
 
 
 class OperationTests(SynchronousTestCase):

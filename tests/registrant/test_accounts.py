@@ -456,7 +456,7 @@ class ReloadSemanticsTests(ServiceTestCase):
         self.start_online()
         self.service.send_unregister("acc1")
         self.stack.ok(self.stack.pending()[-1], 0)
-        self.assertEqual(self.record().state(self.now()), State.UNREGISTERED)
+        self.assertEqual(self.record().state(self.now()), State.DISABLED)
         self.reload()
         self.advance(TICK)
         self.assertEqual(self.sent_for("acc1")[-1].expires, 3600)

@@ -67,11 +67,12 @@ class RegistrationInteropMixin:
             contacts = yield registrar.contacts_async(f"sip:acct{number:05d}@{REALM}")
             self.assertEqual(contacts, [f"sip:uuid{number:05d}@127.0.0.1:{self.sip_port}"])
         self.assertEqual(service.registrant.status("uuid00000"), 1)
-        # send_unregister removes the binding at the registrar; the account stays dormant.
+        # send_unregister removes the binding at the registrar; the account is left disabled.
         yield service.registrant.send_unregister("uuid00007")
         remaining = yield registrar.wait_for_contacts(f"sip:acct00007@{REALM}", 0)
         self.assertEqual(remaining, [])
-        self.assertEqual(service.registrant.records["uuid00007"].state(reactor.seconds()).value, "unregistered")
+        self.assertEqual(service.registrant.records["uuid00007"].state(reactor.seconds()).value, "disabled")
+        self.assertEqual(service.registrant.status("uuid00007"), -3)
 
 
 class SQLiteRegistrationTests(RegistrationInteropMixin, TestCase):

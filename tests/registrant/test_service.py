@@ -62,6 +62,15 @@ class FakeStack:
         self.clock = clock
         self.sent: list[Sent] = []
 
+    def add_connection_lost_observer(self, observer):
+        pass  # no connections here
+
+    def remove_connection_lost_observer(self, observer):
+        pass
+
+    def set_keepalive_interval(self, peer, seconds):
+        pass
+
     def send_request(self, request, target=None, on_provisional=None, source=None):
         d = defer.Deferred()
         # What goes on the wire: the request must survive serialization.
@@ -963,13 +972,39 @@ class SendTests(ServiceTestCase):
         self.stack.answer(unregister, 200)  # typical: no Contact left
         self.successResultOf(d)
         record = self.record()
-        self.assertEqual(record.state(self.now()), State.UNREGISTERED)
-        self.assertFalse(record.has(Flag.DISABLED))
+        # As Kamailio: disabled (its 200 without Contact takes the failure path, which
+        # its reg_retry_interval 0 makes a disabling one), dormant with expires 0.
+        self.assertEqual(record.state(self.now()), State.DISABLED)
+        self.assertTrue(record.has(Flag.DISABLED))
         self.assertFalse(record.has(Flag.ONLINE))
-        self.assertEqual(self.service.status("acc1"), -99)
+        self.assertEqual(self.service.status("acc1"), -3)
         self.assertEqual(self.service.counters()["regactive"], 0)
         self.advance(3 * 600, step=1)
         self.assertEqual(len(self.stack.sent), 2)  # dormant: no refresh
+
+    def test_an_online_account_shows_flags_20(self):
+        """Kamailio's INIT (16) with ONLINE (4): monitoring tests ``flags & 16``."""
+        self.start([make_row("acc1"), make_row("acc2", reg_delay=30)])
+        self.register_online()
+        self.assertEqual(self.record().flags, Flag.INIT | Flag.ONLINE)
+        self.assertEqual(self.record().flags, 20)
+        self.assertFalse(self.service.records["acc2"].has(Flag.INIT))  # its reg_delay has not passed
+        self.advance(31, step=1)
+        self.assertTrue(self.service.records["acc2"].has(Flag.INIT))
+
+    def test_unregistered_stays_dormant_once_enabled_until_refreshed(self):
+        self.start([make_row("acc1")])
+        self.register_online(expires=600)
+        self.service.send_unregister("acc1")
+        self.stack.answer(self.stack.sent[1], 200)
+        self.assertEqual(self.service.status("acc1"), -3)
+        self.assertEqual(self.service.enable("l_uuid", "acc1"), 1)
+        self.advance(5, step=TICK)
+        self.assertEqual(len(self.stack.sent), 2)  # enabled, but expires 0: nothing sent
+        self.assertEqual((self.service.status("acc1"), self.record().state(self.now())), (-99, State.UNREGISTERED))
+        self.assertEqual(self.successResultOf(self.service.refresh("acc1")), 1)
+        self.advance(TICK, step=TICK)
+        self.assertEqual(self.stack.sent[-1].expires, 3600)
 
     def test_send_unregister_by_attribute(self):
         self.start([make_row("acc1", l_username="100")])

@@ -39,12 +39,13 @@ class Step(enum.Enum):
     # Members are singletons: identity hashing (C) instead of Enum's, per REGISTER.
     __hash__ = object.__hash__
 
+    INIT = "reg_delay has passed: the scheduler takes the account for the first time"
     SENT = "a REGISTER goes out"
     CHALLENGED = "the authenticated retry goes out"
     ONLINE = "a 2xx lists our binding"
     TOO_BRIEF = "a 423: asked again at once"
     UNLISTED = "a 2xx without our binding, or granting 0 s"
-    UNREGISTERED = "a 2xx to Expires 0"
+    UNREGISTERED = "a 2xx to Expires 0: disabled until enabled and refreshed"
     RETRIED = "the cycle failed; retried later"
     DISABLED_BY_FAILURE = "the cycle failed; not retried (reg_retry_interval 0)"
     ENABLE = "uac.reg_enable, or a reload of an enabled row"
@@ -64,12 +65,17 @@ _CYCLE = Flag.ONGOING | Flag.AUTHSENT  # a REGISTER cycle in flight (Kamailio cl
 # The account's flag bits (Kamailio's values: 1 DISABLED, 2 ONGOING, 4 ONLINE, 8 AUTHSENT,
 # 16 INIT) each step sets and clears; nothing else changes them.
 TRANSITIONS: dict[Step, Transition] = {
+    # Kamailio's timer sets INIT once reg_delay has passed and keeps it; a reload or
+    # refresh makes a new record, without it.
+    Step.INIT: Transition(set=Flag.INIT, clear=0),
     Step.SENT: Transition(set=Flag.ONGOING, clear=Flag.AUTHSENT),
     Step.CHALLENGED: Transition(set=Flag.AUTHSENT, clear=0),
     Step.ONLINE: Transition(set=Flag.ONLINE, clear=_CYCLE),
     Step.TOO_BRIEF: Transition(set=0, clear=_CYCLE | Flag.ONLINE),
     Step.UNLISTED: Transition(set=0, clear=_CYCLE | Flag.ONLINE),
-    Step.UNREGISTERED: Transition(set=0, clear=_CYCLE | Flag.ONLINE),
+    # Kamailio's registrar answers an un-REGISTER with a 200 without Contact, which its
+    # uac_reg takes as a failure: with its reg_retry_interval 0 that disables the account.
+    Step.UNREGISTERED: Transition(set=Flag.DISABLED, clear=_CYCLE | Flag.ONLINE),
     Step.RETRIED: Transition(set=0, clear=_CYCLE | Flag.ONLINE),
     Step.DISABLED_BY_FAILURE: Transition(set=Flag.DISABLED, clear=_CYCLE | Flag.ONLINE),
     Step.ENABLE: Transition(set=0, clear=Flag.DISABLED),
@@ -146,6 +152,7 @@ class AccountMachine:
     # --- the REGISTER cycle -----------------------------------------------------------
     def due(self, record: RegistrationRecord, now: float) -> list[Effect]:
         """The scheduler takes the account (due, within every budget): its REGISTER now."""
+        apply(record, Step.INIT)
         return self.send(record, record.expires, now)
 
     def send(self, record: RegistrationRecord, expires: int, now: float, too_brief: int = 0) -> list[Effect]:
@@ -167,7 +174,8 @@ class AccountMachine:
         return effects
 
     def unregister(self, record: RegistrationRecord, now: float) -> list[Effect]:
-        """Expires 0 now; the account stays dormant (expires 0) until refreshed or reloaded."""
+        """Expires 0 now; once the registrar confirms, the account is disabled, and dormant
+        (expires 0) until refreshed or reloaded."""
         record.expires = 0
         return self.send(record, 0, now)
 
