@@ -10,7 +10,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from txuac.admin import binrpc
-from txuac.admin.binrpc_server import CLIENT_TIMEOUT, BinRPCProtocol, BinRPCServer, fault_of
+from txuac.admin.binrpc_server import CLIENT_TIMEOUT, MAX_CONNECTIONS, BinRPCProtocol, BinRPCServer, fault_of
 from txuac.admin.rpc import Dispatcher, Param, RPCError
 from txuac.config import RPCSettings
 
@@ -223,3 +223,13 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         self.later.callback({"done": 1})
         self.assertEqual(self.replies(transport), [(binrpc.REPLY, 1, [{"done": 1}]), (binrpc.REPLY, 2, ["b"])])
+
+    def test_connections_limited(self):
+        protocols = [self.server.buildProtocol(None) for _ in range(MAX_CONNECTIONS)]
+        for protocol in protocols:
+            protocol.makeConnection(StringTransport())
+        self.assertIsNone(self.server.buildProtocol(None))
+        self.assertIsNone(self.server.buildProtocol(None))
+        self.assertEqual(len(self.lines), 1, self.lines)
+        protocols[0].connectionLost(None)
+        self.assertIsNotNone(self.server.buildProtocol(None))

@@ -5,7 +5,8 @@ Requests on a connection are answered in order, one at a time. A packet that is 
 binrpc, or announces a body longer than ``[rpc] max_request_size``, is answered with a
 fault and the connection closed (a stream cannot be resynchronised). A client that leaves
 a packet unfinished, or stops reading its replies, is disconnected after
-``CLIENT_TIMEOUT`` seconds; while its reply waits, nothing more is read from it.
+``CLIENT_TIMEOUT`` seconds; while its reply waits, nothing more is read from it. At most
+``MAX_CONNECTIONS`` are open at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from txuac.ratelimitedlog import RateLimitedLog
 log = Logger()
 
 CLIENT_TIMEOUT = 10.0
+MAX_CONNECTIONS = 64
 
 
 def fault_of(error: dict, method: str) -> tuple[int, str]:
@@ -59,6 +61,7 @@ class BinRPCProtocol(protocol.Protocol):
         self._timer: Any = None
 
     def connectionMade(self) -> None:
+        self.server.connections += 1
         self.peer = self.server.peer_of(self.transport)
         self.transport.registerProducer(self, True)
 
@@ -152,6 +155,7 @@ class BinRPCProtocol(protocol.Protocol):
         self.transport.abortConnection()
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
+        self.server.connections -= 1
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -165,8 +169,14 @@ class BinRPCServer(protocol.Factory):
         self.address = address
         self.reactor = reactor
         self.warnings = RateLimitedLog(log, reactor)
+        self.connections = 0
 
-    def buildProtocol(self, addr) -> BinRPCProtocol:
+    def buildProtocol(self, addr) -> BinRPCProtocol | None:
+        if self.connections >= MAX_CONNECTIONS:
+            self.warnings.emit(f"binrpc connections on {self.address}",
+                               "binrpc: refused a connection on {address}: {count} are open already",
+                               address=self.address, count=self.connections)
+            return None  # Twisted closes it
         return BinRPCProtocol(self)
 
     def peer_of(self, transport) -> str:
