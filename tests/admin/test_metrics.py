@@ -7,11 +7,14 @@ answers; the SIP stack gets a malformed datagram and an OPTIONS from a plain soc
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import sqlite3
 import uuid
 
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
@@ -22,9 +25,12 @@ from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.twistd import options_request
 from tests.support.stores import sqlite_uacreg
+from txuac.admin import metrics as metrics_module
 from txuac.admin.metrics import LATENCY_BUCKETS, Metrics
+from txuac.admin.status_model import StatusTracker
 from txuac.config import settings_from_dict
-from txuac.registrant.record import State
+from txuac.registrant.health import State as PingState
+from txuac.registrant.record import Flag, State, record_from_row
 from txuac.registrant.service import RegistrationEvent
 from txuac.service import UACService
 
@@ -278,3 +284,160 @@ class HTTPScrapeTests(TestCase):
         scraped = samples(body.decode("utf-8"))
         self.assertEqual(value(scraped, "txuac_parse_errors_total"), 1)
         self.assertEqual(value(scraped, "txuac_accounts", state="online"), 0)
+
+        # Prometheus asks for OpenMetrics first.
+        response = yield agent.request(b"GET", url, Headers({
+            b"Authorization": [b"Bearer scrape-token-0123456789"],
+            b"Accept": [b"application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4"]}))
+        body = yield readBody(response)
+        self.assertTrue(response.headers.getRawHeaders(b"Content-Type")[0].startswith(
+            b"application/openmetrics-text; version=1.0.0"))
+        self.assertTrue(body.endswith(b"# EOF\n"))
+
+
+class FakeRegistrant:
+    def __init__(self, records, pinger=None):
+        self.records = {record.l_uuid: record for record in records}
+        self.pinger = pinger
+        self.observers = []
+        self.store = None
+
+    def now(self) -> float:
+        return 100.0
+
+    def add_observer(self, observer):
+        self.observers.append(observer)
+
+
+class FakeStack:
+    def __init__(self):
+        self.client_outcomes = {}
+        self.server_outcomes = {}
+        self.parse_errors = 0
+
+
+class FakeUAC:
+    def __init__(self, records, pinger=None, proxy=None):
+        self.registrant = FakeRegistrant(records, pinger)
+        self.stack = FakeStack()
+        self.proxy = proxy
+
+
+def accounts_at(registrar: str, count: int, start: int) -> list:
+    return [record_from_row(row(f"u{n}", f"u{n}", "pw", registrar), 0.0) for n in range(start, start + count)]
+
+
+class RegistrarMetricsTests(TestCase):
+    """Per-registrar series from the records, the status tracker and the pinger; the label set is capped."""
+
+    def setUp(self):
+        self.records = (accounts_at("sip:big.example", 5, 0) + accounts_at("sip:mid.example", 3, 5)
+                        + accounts_at("sip:small.example", 1, 8))
+        for record in self.records[:4]:
+            record.flags = Flag.ONLINE
+            record.expires_at = 400.0
+
+    def test_accounts_by_registrar_and_state_with_the_rest_as_other(self):
+        self.patch(metrics_module, "MAX_REGISTRAR_LABELS", 2)
+        scraped = samples(Metrics(FakeUAC(self.records)).render().decode())
+        self.assertEqual(value(scraped, "txuac_registrar_accounts", registrar="sip:big.example", state="online"), 4)
+        self.assertEqual(value(scraped, "txuac_registrar_accounts", registrar="sip:big.example", state="waiting"), 1)
+        self.assertEqual(value(scraped, "txuac_registrar_accounts", registrar="sip:mid.example", state="waiting"), 3)
+        self.assertEqual(value(scraped, "txuac_registrar_accounts", registrar="other", state="waiting"), 1)
+        self.assertNotIn(("txuac_registrar_accounts", frozenset({("registrar", "sip:small.example"),
+                                                                 ("state", "waiting")})), scraped)
+        self.assertEqual(value(scraped, "txuac_registrar_labels_dropped"), 1)
+        by_registrar = sum(v for (name, _), v in scraped.items() if name == "txuac_registrar_accounts")
+        self.assertEqual(by_registrar, sum(v for (name, _), v in scraped.items() if name == "txuac_accounts"))
+
+    def test_last_rtt_and_ping_state(self):
+        class Pinger:
+            def destination_of(self, l_uuid):
+                return {"u0": "udp:big", "u5": "udp:mid"}.get(l_uuid)
+
+            def state(self, destination):
+                return {"udp:big": PingState.UP, "udp:mid": PingState.DOWN}[destination]
+
+        uac = FakeUAC(self.records, Pinger())
+        tracker = StatusTracker(uac)
+        tracker.observe(RegistrationEvent("u1", State.ONLINE, State.REGISTERING, "registered", 200, 90.0, 0.0125))
+        scraped = samples(Metrics(uac, tracker).render().decode())
+        self.assertEqual(value(scraped, "txuac_registrar_last_rtt_seconds", registrar="sip:big.example"), 0.0125)
+        self.assertNotIn(("txuac_registrar_last_rtt_seconds", frozenset({("registrar", "sip:mid.example")})), scraped)
+        self.assertEqual(value(scraped, "txuac_registrar_ping_up", registrar="sip:big.example"), 1)
+        self.assertEqual(value(scraped, "txuac_registrar_ping_up", registrar="sip:mid.example"), 0)
+        self.assertNotIn(("txuac_registrar_ping_up", frozenset({("registrar", "sip:small.example")})), scraped)
+
+    def test_proxy_process_and_python_metrics(self):
+        class Proxy:
+            dialogs = {"a": 1, "b": 2}
+            script_failures = 3
+
+        uac = FakeUAC(self.records, proxy=type("Runner", (), {"proxy": Proxy()})())
+        scraped = samples(Metrics(uac).render().decode())
+        self.assertEqual(value(scraped, "txuac_proxy_active_dialogs"), 2)
+        self.assertEqual(value(scraped, "txuac_proxy_script_failures_total"), 3)
+        names = {name for name, _ in scraped}
+        for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                     "python_info", "python_gc_objects_collected_total"):
+            self.assertIn(name, names)
+        self.assertNotIn("txuac_proxy_active_dialogs", {n for n, _ in samples(Metrics(FakeUAC([])).render().decode())})
+
+    def test_openmetrics_when_asked(self):
+        metrics = Metrics(FakeUAC(self.records))
+        body, content_type = metrics.render_for("application/openmetrics-text; version=1.0.0,text/plain;q=0.5")
+        self.assertTrue(content_type.startswith("application/openmetrics-text; version=1.0.0"), content_type)
+        self.assertTrue(body.endswith(b"# EOF\n"))
+        families = {family.name: family for family in openmetrics_families(body.decode())}
+        self.assertEqual(families["txuac_register_outcomes"].type, "counter")
+        body, content_type = metrics.render_for("text/plain")
+        self.assertEqual(content_type, "text/plain; version=1.0.0; charset=utf-8")
+        self.assertNotIn(b"# EOF", body)
+        self.assertEqual(metrics.render_for(None)[1], metrics.content_type)
+
+
+class MonitoringFilesTests(TestCase):
+    """docs/grafana-dashboard.json and docs/prometheus-alerts.yml name only metrics txuac exposes."""
+
+    def exposed(self) -> set[str]:
+        class Proxy:
+            dialogs: dict = {}
+            script_failures = 0
+
+        class Pinger:
+            def destination_of(self, l_uuid):
+                return "udp:x"
+
+            def state(self, destination):
+                return PingState.UP
+
+        records = accounts_at("sip:big.example", 2, 0)
+        uac = FakeUAC(records, Pinger(), type("Runner", (), {"proxy": Proxy()})())
+        uac.stack.client_outcomes = {("REGISTER", "2xx"): 1}
+        uac.stack.server_outcomes = {("INVITE", "2xx"): 1}
+        tracker = StatusTracker(uac)
+        tracker.observe(RegistrationEvent("u0", State.ONLINE, State.REGISTERING, "registered", 200, 90.0, 0.01))
+        names = {name for name, _ in samples(Metrics(uac, tracker).render().decode())}
+        return names
+
+    def referenced(self, path: str) -> set[str]:
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", path)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if path.endswith(".json"):
+            json.loads(text)  # valid JSON
+        return set(re.findall(r"\b((?:txuac|process|python)_[a-z0-9_]+)", text))
+
+    def test_every_metric_referenced_exists(self):
+        exposed = self.exposed()
+        for path in ("grafana-dashboard.json", "prometheus-alerts.yml"):
+            referenced = self.referenced(path)
+            self.assertTrue(referenced, path)
+            self.assertEqual(sorted(referenced - exposed), [], path)
+
+    def test_a_name_that_does_not_exist_is_caught(self):
+        path = os.path.abspath(self.mktemp()) + ".yml"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write('expr: txuac_registrations_failing_total > 0 and txuac_accounts{state="failed"} > 0\n')
+        self.assertEqual(self.referenced(path) - self.exposed(), {"txuac_registrations_failing_total"})

@@ -7,6 +7,13 @@ outcomes, authentication failures and registration latency, from the registrant'
 observer. Those counts are plain ints and lists updated on the reactor thread, a dict
 lookup and an addition per event, since the registrant emits thousands of events per
 second at start-up; prometheus_client turns them into samples at scrape time.
+
+Per-registrar series are labelled by the account's ``auth_proxy``: the label values come
+from the uacreg table, never from what peers send, and at most MAX_REGISTRAR_LABELS of them
+(the registrars with the most accounts) get their own; the others are summed under
+``registrar="other"`` and counted by ``txuac_registrar_labels_dropped``. Prometheus's own
+``process_*`` and ``python_*`` collectors run on the same registry. A scraper that asks
+for OpenMetrics (``Accept: application/openmetrics-text``) gets it.
 """
 
 from __future__ import annotations
@@ -14,11 +21,20 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from txuac import __version__
+from txuac.admin.status_model import StatusTracker, ping_state
 from txuac.registrant.record import State
 from txuac.registrant.service import RegistrationEvent
 
@@ -32,6 +48,8 @@ _STATUS_CLASS = {hundreds: f"{hundreds}xx" for hundreds in range(2, 7)}
 _TIMEOUT_REASON = "no answer (timeout)"  # RegistrantService._failed's reason for TransactionTimeout
 _AUTH_FAILED_REASON = "authentication failed"
 _AUTH_STATUSES = frozenset((401, 407))
+MAX_REGISTRAR_LABELS = 200  # registrars with their own label value; the others are "other"
+OTHER_REGISTRARS = "other"
 
 
 class RegistrationCounts:
@@ -68,9 +86,10 @@ class RegistrationCounts:
 class UACCollector:
     """A prometheus_client collector reading a UACService's state at scrape time."""
 
-    def __init__(self, uac, counts: RegistrationCounts):
+    def __init__(self, uac, counts: RegistrationCounts, status: StatusTracker | None):
         self.uac = uac
         self.counts = counts
+        self.status = status
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("txuac_build_info", "txuac version running.", labels=["version"])
@@ -78,28 +97,38 @@ class UACCollector:
         yield info
         yield from self._registrations()
         yield from self._transactions()
+        yield from self._proxy()
 
     def _registrations(self) -> Iterator[Metric]:
         registrant = self.uac.registrant
         by_state = dict.fromkeys(State, 0)
         active = 0
+        registrars: dict[str, dict[State, int]] = {}
+        one_account: dict[str, str] = {}  # registrar -> an l_uuid, to find its ping destination
         if registrant is not None:
             now = registrant.now()
             for record in registrant.records.values():  # one pass over every account
-                by_state[record.state(now)] += 1
+                state = record.state(now)
+                by_state[state] += 1
                 if record.registered(now):
                     active += 1
+                counts = registrars.get(record.auth_proxy)
+                if counts is None:
+                    counts = registrars[record.auth_proxy] = dict.fromkeys(State, 0)
+                    one_account[record.auth_proxy] = record.l_uuid
+                counts[state] += 1
         accounts = GaugeMetricFamily("txuac_accounts", "Registration accounts by state.", labels=["state"])
         for state, count in by_state.items():
             accounts.add_metric([state.value], count)
         yield accounts
         # Kamailio's uac statistics, as registrant.counters() derives them.
-        yield GaugeMetricFamily("txuac_regtotal", "Registration accounts loaded (Kamailio's regtotal).",
-                                value=sum(by_state.values()))
-        yield GaugeMetricFamily("txuac_regactive", "Accounts registered and not expired (Kamailio's regactive).",
-                                value=active)
-        yield GaugeMetricFamily("txuac_regdisabled", "Accounts disabled (Kamailio's regdisabled).",
-                                value=by_state[State.DISABLED])
+        yield GaugeMetricFamily("txuac_regtotal", "Kamailio-compatible name (uac:regtotal): accounts loaded, "
+                                "sum(txuac_accounts).", value=sum(by_state.values()))
+        yield GaugeMetricFamily("txuac_regactive", "Kamailio-compatible name (uac:regactive): accounts registered "
+                                "and not expired.", value=active)
+        yield GaugeMetricFamily("txuac_regdisabled", "Kamailio-compatible name (uac:regdisabled): "
+                                "txuac_accounts{state=\"disabled\"}.", value=by_state[State.DISABLED])
+        yield from self._registrars(registrars, one_account)
 
         counts = self.counts
         outcomes = CounterMetricFamily(
@@ -121,6 +150,47 @@ class UACCollector:
         store = getattr(registrant, "store", None)
         yield CounterMetricFamily("txuac_store_errors", "Failed operations of the registration store.",
                                   value=getattr(store, "errors", 0))
+
+    def _registrars(self, registrars: dict[str, dict[State, int]], one_account: dict[str, str]) -> Iterator[Metric]:
+        ranked = sorted(registrars, key=lambda name: (-sum(registrars[name].values()), name))
+        named, folded = ranked[:MAX_REGISTRAR_LABELS], ranked[MAX_REGISTRAR_LABELS:]
+        accounts = GaugeMetricFamily("txuac_registrar_accounts", "Registration accounts by registrar (the "
+                                     "accounts' auth_proxy) and state.", labels=["registrar", "state"])
+        for name in named:
+            for state, count in registrars[name].items():
+                accounts.add_metric([name, state.value], count)
+        if folded:
+            for state in State:
+                accounts.add_metric([OTHER_REGISTRARS, state.value], sum(registrars[name][state] for name in folded))
+        yield accounts
+        yield GaugeMetricFamily("txuac_registrar_labels_dropped", "Registrars summed under registrar=\"other\" "
+                                f"(beyond the {MAX_REGISTRAR_LABELS} with the most accounts).", value=len(folded))
+        rtt = GaugeMetricFamily("txuac_registrar_last_rtt_seconds", "Time of the last REGISTER cycle answered by "
+                                "each registrar.", labels=["registrar"])
+        last_rtt = self.status.last_rtt if self.status is not None else {}
+        for name in named:
+            last = last_rtt.get(name)
+            if last is not None:
+                rtt.add_metric([name], last[0])
+        yield rtt
+        pinger = getattr(self.uac.registrant, "pinger", None)
+        up = GaugeMetricFamily("txuac_registrar_ping_up", "1 when the registrar answers its OPTIONS pings, 0 when "
+                               "it is down (only registrars pinged: reg_options_ping_interval).", labels=["registrar"])
+        if pinger is not None:
+            for name in named:
+                state = ping_state(pinger, one_account[name])
+                if state in ("up", "down"):
+                    up.add_metric([name], 1 if state == "up" else 0)
+        yield up
+
+    def _proxy(self) -> Iterator[Metric]:
+        proxy = getattr(getattr(self.uac, "proxy", None), "proxy", None)
+        if proxy is None:
+            return
+        yield GaugeMetricFamily("txuac_proxy_active_dialogs", "Dialogs the proxy keeps (restore of From/To).",
+                                value=len(proxy.dialogs))
+        yield CounterMetricFamily("txuac_proxy_script_failures", "Routing script calls that raised an exception.",
+                                  value=proxy.script_failures)
 
     def _transactions(self) -> Iterator[Metric]:
         stack = self.uac.stack
@@ -147,14 +217,25 @@ class Metrics:
 
     content_type: str = CONTENT_TYPE_LATEST
 
-    def __init__(self, uac):
+    def __init__(self, uac, status: StatusTracker | None = None):
         self.uac = uac
         self.registrations = RegistrationCounts()
         if uac.registrant is not None:
             uac.registrant.add_observer(self.registrations.observe)
+        self.status = status  # the admin server's, for each registrar's last round-trip time
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(UACCollector(uac, self.registrations))
+        self.registry.register(UACCollector(uac, self.registrations, self.status))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     def render(self) -> bytes:
         """Every metric, now, in Prometheus text exposition format."""
         return generate_latest(self.registry)
+
+    def render_for(self, accept: str | None) -> tuple[bytes, str]:
+        """The body and Content-Type for a scraper's ``Accept``: OpenMetrics when it asks, else text."""
+        encoder, content_type = choose_encoder(accept or "")
+        if content_type.startswith("application/openmetrics-text"):
+            return encoder(self.registry), content_type
+        return self.render(), self.content_type

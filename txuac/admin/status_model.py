@@ -256,7 +256,7 @@ class StatusTracker:
             entry["last_rtt_ms"] = None if rtt is None else round(rtt[0] * 1000, 1)
             entry["last_error"] = None if error is None else error[0]
             entry["last_error_at"] = None if error is None else error[1]
-            entry["ping"] = _ping_state(pinger, entry["sample"])
+            entry["ping"] = ping_state(pinger, entry["sample"])
         for entry in rows:
             del entry["sample"]
         return {
@@ -299,7 +299,7 @@ class StatusTracker:
                 "events": self.events_of(l_uuid)}
 
 
-def _ping_state(pinger, l_uuid: str) -> str:
+def ping_state(pinger, l_uuid: str) -> str:
     """The OPTIONS ping state of the destination an account is pinged at, or "off"."""
     if pinger is None:
         return "off"

@@ -347,8 +347,10 @@ class MetricsResource(_OnlyMethods):
         self.metrics = metrics
 
     def render_GET(self, request):
-        request.setHeader(b"Content-Type", self.metrics.content_type.encode("ascii"))
-        return self.metrics.render()
+        accept = request.getHeader(b"accept")
+        body, content_type = self.metrics.render_for(accept.decode("latin-1") if accept else None)
+        request.setHeader(b"Content-Type", content_type.encode("ascii"))
+        return body
 
     def render_HEAD(self, request):
         self.render_GET(request)
@@ -407,8 +409,8 @@ class AdminWebService(service.Service):
         self.dispatcher = Dispatcher(reactor)
         self.methods = UACMethods(uac, reactor)
         self.methods.register(self.dispatcher)
-        self.metrics = Metrics(uac)  # before the registrant starts: start-up registrations count
         self.status = StatusTracker(uac)
+        self.metrics = Metrics(uac, self.status)  # before the registrant starts: start-up registrations count
         self._sampler = task.LoopingCall(lambda: self.status.sample(reactor.seconds()))
         self._sampler.clock = reactor
         self.site = AdminSite(build_root(self.dispatcher, self.metrics, StatusPage(self.status, reactor)),
