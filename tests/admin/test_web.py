@@ -350,9 +350,12 @@ class UACMethodsTests(HTTPClientMixin, TestCase):
     def test_system_and_core(self):
         methods = yield self.result("system.listMethods")
         self.assertEqual(methods, sorted(
-            ["core.uptime", "core.version", "stats.get_statistics", "system.listMethods", "uac.reg_active",
+            ["core.uptime", "core.version", "stats.get_statistics", "system.listMethods", "system.methodHelp",
+             "uac.reg_active",
              "uac.reg_add", "uac.reg_disable", "uac.reg_dump", "uac.reg_enable", "uac.reg_info", "uac.reg_refresh",
              "uac.reg_register", "uac.reg_reload", "uac.reg_remove", "uac.reg_unregister"]))
+        self.assertEqual((yield self.result("system.methodHelp", "uac.reg_dump")), "All registration records")
+        self.assertEqual((yield self.error("system.methodHelp", "no.such")), (400, "command not found"))
         uptime = yield self.result("core.uptime")
         self.assertEqual(list(uptime), ["now", "up_since", "uptime"])
         self.assertGreaterEqual(uptime["uptime"], 0)
