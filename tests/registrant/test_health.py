@@ -46,6 +46,9 @@ class FlowStack(FakeStack):
     def remove_connection_lost_observer(self, observer):
         self.observers.remove(observer)
 
+    def set_keepalive_interval(self, peer, seconds):
+        self.pool.set_keepalive_interval(peer, seconds)
+
     def lose(self, peer: Address) -> None:
         for observer in list(self.observers):
             observer(peer)

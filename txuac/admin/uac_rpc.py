@@ -168,9 +168,9 @@ class UACMethods:
         if self.registrant is not None:
             groups["uac"] = dict(self.registrant.counters())
         stack = self.uac.stack
-        sip = {"parse_errors": int(getattr(stack, "parse_errors", 0))}
-        for kind in ("client", "server"):
-            for (method, outcome), count in sorted(getattr(stack, f"{kind}_outcomes", {}).items()):
+        sip = {"parse_errors": int(stack.parse_errors)}
+        for kind, outcomes in (("client", stack.client_outcomes), ("server", stack.server_outcomes)):
+            for (method, outcome), count in sorted(outcomes.items()):
                 sip[f"{kind}_{method}_{outcome}"] = count
         groups["sip"] = sip
         return groups

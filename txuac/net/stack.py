@@ -36,9 +36,11 @@ from typing import Callable
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger, LogLevel
+from zope.interface import implementer
 
 from txuac import __version__
 from txuac.errors import ResolutionError, SIPParseError, TransactionTimeout, TransportError
+from txuac.net.interfaces import ISIPStack
 from txuac.net.resolver import TargetResolver
 from txuac.ratelimitedlog import RateLimitedLog
 from txuac.net.transports import (
@@ -158,6 +160,7 @@ def _notify(call: "_ClientCall", response: Response) -> None:
         except Exception:
             log.failure("on_provisional callback for {method} failed", method=call.transaction.method)
 
+@implementer(ISIPStack)
 class SIPStack:
     """Transactions, transports and dispatch. Create, ``listen()``, use, ``stop()``."""
 
@@ -683,6 +686,11 @@ class SIPStack:
     def remove_connection_lost_observer(self, observer: Callable[[Address], None]) -> None:
         self.pool.remove_connection_lost_observer(observer)
 
+    def set_keepalive_interval(self, peer: Address, seconds: float | None) -> None:
+        """RFC 5626 4.4.1: keep-alives every ``seconds`` on connections to ``peer`` (a registrar's
+        Flow-Timer); None returns to the stack's ``keepalive_interval``."""
+        self.pool.set_keepalive_interval(peer, seconds)
+
     # --- timers ----------------------------------------------------------------------------
     def _schedule(self, transaction, fire: Callable[..., None], *args) -> None:
         """Call ``fire(*args)`` at the transaction's ``deadline``; nothing once it has none.
@@ -840,4 +848,4 @@ def _as_invite(cancel: Request) -> Request:
     return invite
 
 
-__all__ = ["CancelHandler", "IncomingRequest", "Message", "SIPStack"]
+__all__ = ["CancelHandler", "ISIPStack", "IncomingRequest", "Message", "SIPStack"]

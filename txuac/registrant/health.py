@@ -34,7 +34,8 @@ from txuac.errors import ResolutionError, TransactionTimeout, TransportError, Tx
 from txuac.registrant.record import Flag
 from txuac.sip.message import Request, make_request
 from txuac.sip.uri import SipURI
-from txuac.sip.via import Address
+from txuac.net.interfaces import ISIPStack
+from txuac.sip.address import Address
 
 log = Logger()
 
@@ -46,7 +47,7 @@ RECOVERY_SPACING = 10.0
 class FlowTracker:
     """Accounts by the TCP/TLS peer their REGISTERs last got a final response from."""
 
-    def __init__(self, registrant, stack):
+    def __init__(self, registrant, stack: ISIPStack):
         self.registrant = registrant
         self.stack = stack
         self._peer_of: dict[str, Address] = {}
@@ -54,14 +55,10 @@ class FlowTracker:
         self._recovered_at: dict[str, float] = {}
 
     def start(self) -> None:
-        add = getattr(self.stack, "add_connection_lost_observer", None)
-        if add is not None:
-            add(self.connection_lost)
+        self.stack.add_connection_lost_observer(self.connection_lost)
 
     def stop(self) -> None:
-        remove = getattr(self.stack, "remove_connection_lost_observer", None)
-        if remove is not None:
-            remove(self.connection_lost)
+        self.stack.remove_connection_lost_observer(self.connection_lost)
 
     def learned(self, l_uuid: str, source: Address | None, flow_timer: int | None = None) -> None:
         """A final response for ``l_uuid`` came from ``source`` (None: unknown)."""
@@ -75,9 +72,7 @@ class FlowTracker:
             self._accounts.setdefault(source, set()).add(l_uuid)
         if flow_timer:
             # RFC 5626 4.4.1: the registrar's Flow-Timer sets this flow's keep-alive interval.
-            pool = getattr(self.stack, "pool", None)
-            if pool is not None:
-                pool.set_keepalive_interval(source, flow_timer)
+            self.stack.set_keepalive_interval(source, flow_timer)
 
     def forget(self, l_uuid: str) -> None:
         peer = self._peer_of.pop(l_uuid, None)

@@ -1,0 +1,45 @@
+"""What the layers above use of the SIP stack: ``ISIPStack``, which ``SIPStack`` provides."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class ISIPStack(Interface):
+    """Transactions bound to transports (``txuac.net.stack.SIPStack``), as its callers see it:
+    the registrant, the Authenticator, req_send, the proxy and the admin port."""
+
+    reactor = Attribute("The reactor whose clock and timers the stack uses.")
+    resolver = Attribute("The RFC 3263 TargetResolver that turns URIs into Addresses.")
+    server_header = Attribute("The Server header value of the responses the stack makes.")
+    parse_errors = Attribute("Malformed messages received (int).")
+    client_outcomes = Attribute("Client transactions by (method, outcome): a Counter.")
+    server_outcomes = Attribute("Server transactions by (method, status class): a Counter.")
+    retransmissions = Attribute("Requests and responses sent again (int).")
+    pending_client_transactions = Attribute("Client transactions without a final response yet (int).")
+
+    def send_request(request, target=None, on_provisional=None, source=None, timeout=None,  # noqa: N805
+                     keep_via=False):
+        """Send ``request`` in a client transaction: a Deferred that fires with the final
+        Response or fails with TransactionTimeout, TransportError or ResolutionError."""
+
+    def send_stateless(request, target, source=None):  # noqa: N805
+        """Send ``request`` as it is, without a transaction: a Deferred that fires with None."""
+
+    def set_handler(method, handler):  # noqa: N805
+        """Hand incoming ``method`` requests to ``handler(IncomingRequest)`` (None: the default)."""
+
+    def set_cancel_handler(handler):  # noqa: N805
+        """Hand CANCELs to ``handler(cancel, invite)`` (None: the stack answers them)."""
+
+    def add_connection_lost_observer(observer):  # noqa: N805
+        """Call ``observer(peer Address)`` when a TCP/TLS connection is lost not by our choice."""
+
+    def remove_connection_lost_observer(observer):  # noqa: N805
+        """Stop calling ``observer``."""
+
+    def set_keepalive_interval(peer, seconds):  # noqa: N805
+        """Send RFC 5626 keep-alives every ``seconds`` on the connection to ``peer`` (RFC 5626 4.4.1)."""
+
+    def stop(grace=None):  # noqa: N805
+        """Refuse new requests, wait for pending ones, close everything: a Deferred."""
