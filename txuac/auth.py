@@ -202,9 +202,10 @@ class Authenticator:
         fires its event route for it). ``check_origin`` (e.g. challenge_origin) sees
         each challenge first: a reason it returns fails the request with
         ChallengeOriginError, no digest computed. ``on_retry`` sees each authenticated
-        retry just before it is sent, with its CSeq number: the one this request now uses. Fails with AuthenticationError (its
-        ``response`` is the last challenge) when a challenge cannot be answered,
-        our answer was refused, or MAX_ROUNDS challenges came in a row.
+        retry just before it is sent, with its CSeq number: the one this request now
+        uses. Fails with AuthenticationError (its ``response`` is the last challenge)
+        when a challenge cannot be answered, our answer was refused, or MAX_ROUNDS
+        challenges came in a row.
         """
         rounds = _ChallengeRounds(self, request, target, on_provisional, on_challenge, source, check_origin,
                                   on_retry)

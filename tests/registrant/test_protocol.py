@@ -141,7 +141,8 @@ class InterpretOkTests(SynchronousTestCase):
 
     def test_contact_expires_param(self):
         response = reply(self.request, 200, ("Contact", "<sip:acc1@192.0.2.10:5060>;expires=600"))
-        self.assertEqual(interpret(self.record, response, 3600), Outcome(OutcomeKind.ONLINE, granted=600, learned=Learned()))
+        self.assertEqual(interpret(self.record, response, 3600),
+                         Outcome(OutcomeKind.ONLINE, granted=600, learned=Learned()))
 
     def test_contact_param_wins_over_expires_header(self):
         response = reply(self.request, 200, ("Contact", "<sip:acc1@192.0.2.10:5060>;expires=600"), ("Expires", "1800"))
@@ -155,7 +156,8 @@ class InterpretOkTests(SynchronousTestCase):
     def test_host_and_port_are_not_compared(self):
         response = reply(self.request, 200, ("Contact", "<sip:acc1@203.0.113.99:6000;transport=udp>;expires=60"),
                          ("Contact", "<sip:other@192.0.2.10:5060>;expires=900"))
-        self.assertEqual(interpret(self.record, response, 3600), Outcome(OutcomeKind.ONLINE, granted=60, learned=Learned()))
+        self.assertEqual(interpret(self.record, response, 3600),
+                         Outcome(OutcomeKind.ONLINE, granted=60, learned=Learned()))
 
     def test_ours_among_other_bindings(self):
         response = reply(self.request, 200,
@@ -187,7 +189,8 @@ class InterpretOkTests(SynchronousTestCase):
         self.record.contact_user = "0211234567"
         response = reply(self.request, 200, ("Contact", "<sip:0211234567@192.0.2.10:5060;line=acc2>;expires=300"),
                          ("Contact", "<sip:0211234567@192.0.2.10:5060;line=acc1>;expires=900"))
-        self.assertEqual(interpret(self.record, response, 3600), Outcome(OutcomeKind.ONLINE, granted=900, learned=Learned()))
+        self.assertEqual(interpret(self.record, response, 3600),
+                         Outcome(OutcomeKind.ONLINE, granted=900, learned=Learned()))
 
     def test_contact_user_other_line_is_not_ours(self):
         self.record.contact_user = "0211234567"

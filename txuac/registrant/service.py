@@ -4,6 +4,8 @@ One LoopingCall ticks a few times a second; accounts wait in a heap ordered by
 their due time and are sent at most ``reg_send_rate`` per second, so a table of
 50,000 accounts starts without a burst. Each REGISTER runs through the
 Authenticator (one answer per challenge round) with the account's credentials.
+What an account does on each event is txuac.registrant.account's to say: this
+service carries the effects out.
 """
 
 from __future__ import annotations
