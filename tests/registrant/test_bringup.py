@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
@@ -10,6 +10,7 @@ from tests.support.accounts import uacreg_rows
 from tests.support.peers import free_port
 from tests.support.services import start_uac, wait_for_store
 from tests.support.stores import sqlite_uacreg
+from txuac.admin.uac_rpc import UACMethods
 from txuac.registrant.bringup import BringUpReport, failing_text
 from txuac.registrant.record import Flag, State, record_from_row
 from txuac.registrant.service import RegistrationEvent
@@ -154,5 +155,7 @@ class WiringTests(TestCase):
         yield wait_for_store(uac)
         self.assertEqual(lines, ["0 of 0 online in 0.0 s"])
         self.assertTrue(uac.bringup.running)
+        yield UACMethods(uac, reactor).reg_reload()  # uac.reg_reload arms it again
+        self.assertEqual(lines, ["0 of 0 online in 0.0 s"] * 2)
         yield uac.stopService()
         self.assertFalse(uac.bringup.running)

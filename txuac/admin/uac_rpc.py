@@ -243,6 +243,7 @@ class UACMethods:
             log.warn("uac.reg_reload refused: the last reload was less than reload_delta "
                      "({reload_delta} s) ago", reload_delta=self.registrant.settings.reload_delta)
             raise RPCError(500, "Failed to shift records - check log messages")
+        self.uac.bringup.arm()  # one line once the reloaded accounts are online
         return None
 
     @defer.inlineCallbacks
