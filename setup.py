@@ -22,6 +22,7 @@ COMPILED_MODULES = [
     "txuac/sip/framing.py",
     "txuac/sip/transaction.py",
     "txuac/sip/via.py",
+    "txuac/sip/server_rules.py",
     "txuac/sip/tokens.py",
     "txuac/sip/digest.py",
 ]

@@ -225,7 +225,7 @@ class UACServiceTests(TestCase):
     def stack_timers(self) -> list:
         """The reactor's delayed calls that are SIP transaction timers."""
         return [call for call in reactor.getDelayedCalls()
-                if call.active() and getattr(call.func, "__name__", "") in ("_wake", "_sweep_absorbing")]
+                if call.active() and getattr(call.func, "__name__", "") in ("_wake", "_sweep_expired")]
 
     def cancel_stack_timers(self) -> None:
         for call in self.stack_timers():

@@ -735,3 +735,36 @@ class MatchingTests(SynchronousTestCase):
                 ("xz9hG4bK776", False),
             ]
         ])
+
+
+class AbandonTests(SynchronousTestCase):
+    """The TU's own timeout for a final response (Kamailio's fr_timer), before Timer B/F."""
+
+    def test_pending_transaction_ends_at_once(self) -> None:
+        for method in ("OPTIONS", "INVITE"):
+            transaction = ClientTransaction(request(method), reliable=False)
+            transaction.start(0.0)
+            effects = transaction.abandon(2.0, 2.0)
+            self.assertEqual(effects, [TimedOut("fr", 2.0), Ended()], method)
+            self.assertIs(transaction.state, TERMINATED)
+            self.assertIsNone(transaction.deadline, "no retransmissions, no Timer B/F")
+            self.assertEqual(transaction.receive(make_response(request(method), 200), 3.0), [],
+                             "a late response changes nothing")
+
+    def test_proceeding_transaction_ends_too(self) -> None:
+        transaction = ClientTransaction(request("OPTIONS"), reliable=False)
+        transaction.start(0.0)
+        transaction.receive(make_response(request("OPTIONS"), 100), 0.1)
+        self.assertEqual(transaction.abandon(1.0, 1.0), [TimedOut("fr", 1.0), Ended()])
+
+    def test_nothing_after_a_final_response(self) -> None:
+        transaction = ClientTransaction(request("OPTIONS"), reliable=False)
+        transaction.start(0.0)
+        transaction.receive(make_response(request("OPTIONS"), 200), 0.1)
+        self.assertEqual(transaction.abandon(1.0, 1.0), [])
+        self.assertIs(transaction.state, COMPLETED, "Timer K still absorbs retransmissions")
+        invite = ClientTransaction(request("INVITE"), reliable=False)
+        invite.start(0.0)
+        invite.receive(make_response(request("INVITE"), 200), 0.1)
+        self.assertEqual(invite.abandon(1.0, 1.0), [])
+        self.assertIs(invite.state, ACCEPTED)

@@ -28,9 +28,8 @@ Hooks for a proxy (RFC 3261 16):
 
 from __future__ import annotations
 
-import heapq
 import secrets
-from collections import Counter, deque
+from collections import Counter
 from typing import Callable
 
 from twisted.internet import defer
@@ -42,6 +41,7 @@ from txuac import __version__
 from txuac.errors import ResolutionError, SIPParseError, TransactionTimeout, TransportError
 from txuac.net.interfaces import ISIPStack
 from txuac.net.resolver import TargetResolver
+from txuac.net.timers import DeadlineTimer, ExpiringKeys
 from txuac.ratelimitedlog import RateLimitedLog
 from txuac.net.transports import (
     Channel,
@@ -54,6 +54,14 @@ from txuac.net.transports import (
 from txuac.sip.message import Message, Request, Response, make_response
 from txuac.sip.methods import KNOWN_METHODS
 from txuac.sip.parser import ParserLimits, parse_message
+from txuac.sip.server_rules import (
+    CancelMatch,
+    default_answer,
+    invite_key_for_cancel,
+    malformed_answer,
+    match_cancel,
+    needs_automatic_trying,
+)
 from txuac.sip.uri import SipURI
 from txuac.sip.transaction import (
     ClientTransaction,
@@ -182,16 +190,10 @@ class SIPStack:
         self._client: dict[tuple[str, str], _ClientCall] = {}
         self._server: dict[tuple, tuple[ServerTransaction, Channel, IncomingRequest]] = {}
         # Transaction timers: one reactor timer for all of them (see _schedule).
-        self._armed: dict[object, tuple[float, Callable[..., None], tuple]] = {}
-        self._deadlines: list[tuple[float, int, object]] = []
-        self._deadline_sequence = 0
-        self._wakeup: IDelayedCall | None = None
-        self._wakeup_at = 0.0
-        # Completed non-INVITE client transactions waiting out Timer K: only their keys,
-        # with the deadline, in a FIFO swept by one timer (see _absorb).
-        self._absorbing: dict[tuple[str, str], float] = {}
-        self._absorb_queue: deque[tuple[float, tuple[str, str]]] = deque()
-        self._absorb_sweep: IDelayedCall | None = None
+        self._timers = DeadlineTimer(reactor)
+        # Completed non-INVITE client transactions waiting out Timer K: only their keys
+        # (see _absorb).
+        self._absorbed: ExpiringKeys[tuple[str, str]] = ExpiringKeys(reactor)
         self._stopping = False
         self._stopped = False
         self.retransmissions = 0  # requests and responses sent again by a transaction timer or a retransmission
@@ -203,6 +205,11 @@ class SIPStack:
         self.parse_errors = 0
         # What any peer can make us log (malformed messages), at most a line per kind per 10 s.
         self.input_log = RateLimitedLog(log, reactor)
+
+    @property
+    def _absorbing(self) -> dict[tuple[str, str], float]:
+        """Key -> Timer K deadline of the Completed non-INVITE transactions kept as keys."""
+        return self._absorbed.deadlines
 
     # --- configuration ----------------------------------------------------------------
     def add_udp_listener(self, listener: UDPListener) -> None:
@@ -371,15 +378,10 @@ class SIPStack:
         return d
 
     def _final_response_timeout(self, call: _ClientCall, timeout: float) -> None:
-        """The caller's timeout ran out before Timer B/F: the transaction is dropped (no
-        more retransmissions; a late response matches nothing) and fails as a timeout."""
+        """The caller's timeout ran out before Timer B/F (ClientTransaction.abandon)."""
         if call.deferred.called:
             return
-        method = call.transaction.method
-        self._client.pop(call.key, None)
-        self._disarm(call.transaction)
-        self.client_outcomes[(_method_label(method), "timeout")] += 1
-        call.deferred.errback(TransactionTimeout(f"{method}: no final response within {timeout:g} s"))
+        self._apply_client(call, call.transaction.abandon(self.reactor.seconds(), timeout))
 
     def _apply_client(self, call: _ClientCall, effects) -> None:
         transaction = call.transaction
@@ -403,8 +405,11 @@ class SIPStack:
             elif isinstance(effect, TimedOut):
                 if not call.deferred.called:
                     self.client_outcomes[(_method_label(transaction.method), "timeout")] += 1
-                    call.deferred.errback(TransactionTimeout(
-                        f"{transaction.method}: no final response (Timer {effect.timer})"))
+                    if effect.after is not None:
+                        text = f"{transaction.method}: no final response within {effect.after:g} s"
+                    else:
+                        text = f"{transaction.method}: no final response (Timer {effect.timer})"
+                    call.deferred.errback(TransactionTimeout(text))
             elif isinstance(effect, TransportFailed):
                 if not call.deferred.called:
                     self.client_outcomes[(_method_label(transaction.method), "transport_error")] += 1
@@ -426,26 +431,10 @@ class SIPStack:
         """
         transaction = call.transaction
         self._client.pop(call.key, None)
-        self._disarm(transaction)
+        self._timers.disarm(transaction)
         deadline = transaction.deadline
-        if deadline is None:
-            return
-        self._absorbing[call.key] = deadline
-        self._absorb_queue.append((deadline, call.key))
-        if self._absorb_sweep is None:
-            self._absorb_sweep = self.reactor.callLater(max(0.0, deadline - self.reactor.seconds()),
-                                                        self._sweep_absorbing)
-
-    def _sweep_absorbing(self) -> None:
-        self._absorb_sweep = None
-        now = self.reactor.seconds()
-        queue = self._absorb_queue
-        while queue and queue[0][0] <= now:
-            deadline, key = queue.popleft()
-            if self._absorbing.get(key) == deadline:
-                del self._absorbing[key]
-        if queue and not self._stopped:
-            self._absorb_sweep = self.reactor.callLater(max(0.0, queue[0][0] - now), self._sweep_absorbing)
+        if deadline is not None:
+            self._absorbed.add(call.key, deadline)
 
     def _client_timer(self, call: _ClientCall) -> None:
         self._apply_client(call, call.transaction.handle_timer(self.reactor.seconds()))
@@ -546,7 +535,7 @@ class SIPStack:
             return
         call = self._client.get(key) if key is not None else None
         if call is None:
-            if key in self._absorbing:
+            if key in self._absorbed:
                 return  # a retransmitted final response: absorbed (17.1.2.2)
             log.debug("response {status} from {source} matches no transaction", status=response.status, source=source)
             return
@@ -583,10 +572,7 @@ class SIPStack:
             self._cancel(incoming)
         else:
             self._dispatch(incoming)
-            if (request.method == "INVITE" and incoming.send_trying and transaction.last_response is None
-                    and not transaction.terminated):
-                # RFC 3261 17.2.1: a 100 unless the TU answers within 200 ms; a handler
-                # that did not answer at once is presumed slower.
+            if needs_automatic_trying(transaction, incoming.send_trying):
                 incoming.respond(100)
 
     def _dispatch(self, incoming: IncomingRequest) -> None:
@@ -595,15 +581,10 @@ class SIPStack:
         try:
             if handler is not None:
                 handler(incoming)
-            elif method == "ACK":
-                pass
-            elif method == "OPTIONS":
-                incoming.respond(200, headers=[("Allow", ", ".join(self.allowed_methods)),
-                                               ("Accept", "application/sdp"), ("Supported", "")])
-            elif method in KNOWN_METHODS:
-                incoming.respond(405, headers=[("Allow", ", ".join(self.allowed_methods))])
-            else:
-                incoming.respond(501)
+            elif method != "ACK":
+                answer = default_answer(method, self.allowed_methods, KNOWN_METHODS)
+                if answer is not None:
+                    incoming.respond(answer[0], headers=answer[1])
         except Exception:
             log.failure("handler for {method} failed", method=method)
             if incoming.transaction is not None and incoming.transaction.last_response is None:
@@ -619,10 +600,10 @@ class SIPStack:
         handler returns True (it keeps the CANCEL). A CANCEL for an INVITE already
         answered finally only gets its 200. A failing handler: the default (487, 481).
         """
-        invite_key = server_key(_as_invite(incoming.request))
-        entry = self._server.get(invite_key)
+        entry = self._server.get(invite_key_for_cancel(incoming.request))
+        match = match_cancel(entry[0] if entry is not None else None)
         handler = self.cancel_handler
-        if entry is None or entry[0].terminated:
+        if entry is None or match is CancelMatch.NO_TRANSACTION:
             kept = False
             if handler is not None:
                 try:
@@ -635,7 +616,7 @@ class SIPStack:
         invite_transaction, _, invite = entry
         # RFC 3261 9.2: the To tag of the 200 for the CANCEL should be the INVITE's.
         incoming.respond(200, to_tag=invite.to_tag)
-        if invite_transaction.last_response is None or invite_transaction.last_response.status < 200:
+        if match is CancelMatch.PENDING:
             invite.cancelled = True
             if handler is not None:
                 try:
@@ -653,16 +634,10 @@ class SIPStack:
         self.parse_errors += 1
         self.input_log.emit("malformed messages", "malformed message from {source}: {error}",
                             source=source, error=str(error))
-        if request is None:
-            return  # without a parsed request there is no Via to answer to (RFC 3261 18.2.1)
-        if request.method == "ACK":
-            return
         try:
-            if request.top_via is None:
+            response = malformed_answer(request, error, source, self.server_header)
+            if response is None:
                 return
-            stamp_received(request, source)  # RFC 3261 18.2.2 needs received (and rport) here too
-            response = make_response(request, error.status, error.reason_phrase, to_tag=_readable_to_tag(request),
-                                     extra_headers=[("Server", self.server_header)])
             target = channel
             if isinstance(channel, UDPChannel):
                 target = UDPChannel(channel.listener, response_address(response.top_via, "udp"))
@@ -693,66 +668,9 @@ class SIPStack:
 
     # --- timers ----------------------------------------------------------------------------
     def _schedule(self, transaction, fire: Callable[..., None], *args) -> None:
-        """Call ``fire(*args)`` at the transaction's ``deadline``; nothing once it has none.
-
-        Every transaction timer shares one reactor timer: (deadline, n, transaction)
-        entries in a heap, where an entry whose deadline has moved on is skipped when it
-        comes up. A DelayedCall per transaction, created and cancelled for nearly every
-        request (the answer comes long before Timer E), cost a noticeable share of the
-        CPU of a REGISTER cycle.
-        """
-        deadline = transaction.deadline
-        if deadline is None or transaction.terminated or self._stopped:
-            self._disarm(transaction)
-            return
-        armed = self._armed.get(transaction)
-        if armed is not None and armed[0] == deadline:
-            return
-        self._armed[transaction] = (deadline, fire, args)
-        self._deadline_sequence += 1
-        heapq.heappush(self._deadlines, (deadline, self._deadline_sequence, transaction))
-        if self._wakeup is None or deadline < self._wakeup_at:
-            self._arm_wakeup(deadline)
-
-    def _disarm(self, transaction) -> None:
-        if self._armed.pop(transaction, None) is not None and not self._armed:
-            self._deadlines.clear()
-            self._cancel_wakeup()
-
-    def _arm_wakeup(self, at: float) -> None:
-        delay = max(0.0, at - self.reactor.seconds())
-        if self._wakeup is not None and self._wakeup.active():
-            self._wakeup.reset(delay)
-        else:
-            self._wakeup = self.reactor.callLater(delay, self._wake)
-        self._wakeup_at = at
-
-    def _cancel_wakeup(self) -> None:
-        if self._wakeup is not None and self._wakeup.active():
-            self._wakeup.cancel()
-        self._wakeup = None
-
-    def _wake(self) -> None:
-        """Fire every timer that is due, then sleep until the next live deadline."""
-        self._wakeup = None
-        now = self.reactor.seconds()
-        heap, armed = self._deadlines, self._armed
-        while heap and heap[0][0] <= now:
-            deadline, _, transaction = heapq.heappop(heap)
-            entry = armed.get(transaction)
-            if entry is None or entry[0] != deadline:
-                continue  # moved or disarmed since
-            del armed[transaction]
-            try:
-                entry[1](*entry[2])
-            except Exception:  # noqa: BLE001 - one transaction's bug must not stop the others' timers
-                log.failure("transaction timer failed")
-        while heap and armed.get(heap[0][2], (None,))[0] != heap[0][0]:
-            heapq.heappop(heap)  # stale: no need to wake up for it
-        if heap and not self._stopped and (self._wakeup is None or heap[0][0] < self._wakeup_at):
-            self._arm_wakeup(heap[0][0])
-        elif not heap:
-            self._cancel_wakeup()
+        """Call ``fire(*args)`` at the transaction's ``deadline``; nothing once it has none
+        (every transaction timer shares one reactor timer: DeadlineTimer)."""
+        self._timers.arm(transaction, None if transaction.terminated else transaction.deadline, fire, *args)
 
     # --- lifecycle -------------------------------------------------------------------------
     @property
@@ -778,14 +696,8 @@ class SIPStack:
                 call.deferred.errback(TransportError("the SIP stack stopped"))
         self._client.clear()
         self._server.clear()
-        self._armed.clear()
-        self._deadlines.clear()
-        self._cancel_wakeup()
-        if self._absorb_sweep is not None and self._absorb_sweep.active():
-            self._absorb_sweep.cancel()
-        self._absorb_sweep = None
-        self._absorbing.clear()
-        self._absorb_queue.clear()
+        self._timers.stop()
+        self._absorbed.stop()
         self.input_log.flush()
         self.pool.close_all()
 
@@ -827,25 +739,6 @@ def _ensure_content_length(message: Message) -> None:
     serialising writes the body's real length into it."""
     if "Content-Length" not in message.headers:
         message.headers.add("Content-Length", str(len(message.body)))
-
-
-def _readable_to_tag(request: Request) -> str | None:
-    """A fresh To tag for a response to a malformed request, unless its To cannot be read."""
-    try:
-        to = request.to
-    except SIPParseError:
-        return None
-    return secrets.token_hex(8) if to is not None and to.tag is None else None
-
-
-def _as_invite(cancel: Request) -> Request:
-    """The INVITE a CANCEL refers to, for matching: same Via, Request-URI, Call-ID and tags."""
-    invite = cancel.copy()
-    invite.method = "INVITE"
-    cseq = cancel.cseq
-    if cseq is not None:
-        invite.headers.set("CSeq", f"{cseq.number} INVITE")
-    return invite
 
 
 __all__ = ["CancelHandler", "ISIPStack", "IncomingRequest", "Message", "SIPStack"]

@@ -67,9 +67,11 @@ class Deliver:
 
 @dataclass(frozen=True)
 class TimedOut:
-    """The transaction gave up: Timer B or F (no final response) or H (no ACK)."""
+    """The transaction gave up: Timer B or F (no final response) or H (no ACK); or, with
+    ``after`` (seconds), the TU's own timeout for a final response (``abandon``)."""
 
     timer: str
+    after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,15 @@ class ClientTransaction(_Transaction):
             if not self.reliable:
                 self._arm("E", now + self.timers.t1)
         return [Transmit(self._request_bytes)]
+
+    def abandon(self, now: float, after: float) -> list[Effect]:
+        """The TU's own timeout (``after`` seconds, Kamailio's fr_timer) ran out before Timer
+        B or F: the transaction ends at once, with no more retransmissions, so that a late
+        response matches nothing. Nothing once a final response came or it ended."""
+        if self.terminated or self.state not in (State.CALLING, State.TRYING, State.PROCEEDING):
+            return []
+        self._release_request()
+        return self._terminate([TimedOut("fr", after)])
 
     def receive(self, response: Response, now: float) -> list[Effect]:
         """Feed a response whose key matched this transaction (17.1.3)."""
