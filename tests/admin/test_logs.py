@@ -80,6 +80,34 @@ class EventAsJSONTests(SynchronousTestCase):
                          ("critical", "REGISTER of u3 failed unexpectedly", "u3"))
         self.assertIn("ZeroDivisionError", line["traceback"])
 
+    def test_twisted_legacy_messages(self):
+        """Twisted's own twisted.python.log messages: text, system and traceback fields."""
+        from twisted.logger import globalLogPublisher
+        from twisted.python import log as legacy
+
+        out = io.StringIO()
+        observer = logs.json_observer(out)
+        globalLogPublisher.addObserver(observer)
+        try:
+            legacy.msg("Starting factory <Factory>", system="UDPListener (UDP)")
+            legacy.msg(format="%(count)d datagrams dropped", count=3)
+            legacy.err(Failure(ValueError("boom")), "Unhandled error in Deferred")
+            legacy.err(Failure(KeyError("k")))
+        finally:
+            globalLogPublisher.removeObserver(observer)
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        self.flushLoggedErrors(ValueError, KeyError)
+        self.assertEqual([(line["namespace"], line["text"], line.get("system")) for line in lines],
+                         [("twisted", "Starting factory <Factory>", "UDPListener (UDP)"),
+                          ("twisted", "3 datagrams dropped", None),
+                          ("twisted", "Unhandled error in Deferred", None),
+                          ("twisted", "Unhandled error", None)])
+        self.assertEqual(lines[1]["count"], 3)
+        self.assertEqual([line["level"] for line in lines], ["info", "info", "critical", "critical"])
+        self.assertIn("ValueError: boom", lines[2]["traceback"])
+        self.assertIn("KeyError", lines[3]["traceback"])
+        self.assertNotIn("Traceback", lines[2]["text"])
+
     def test_debug_filtered_by_default(self):
         lines = logged(lambda log: (log.debug("routine {l_uuid}", l_uuid="u4"), log.info("kept")))
         self.assertEqual([line["text"] for line in lines], ["kept"])

@@ -3,7 +3,10 @@
 JSON lines are for log shippers. Each event becomes one JSON object on one line: ``time``
 (ISO 8601, UTC), ``level``, ``namespace``, ``text`` (the formatted message), then the
 event's own fields (``l_uuid``, ``state``, ``reason``, ``status``...), and ``traceback``
-for failures. Twisted's bookkeeping keys (``log_*``, the legacy ``message``/``system``/...
+for failures. Twisted's own messages logged through the legacy ``twisted.python.log``
+(``Starting factory ...``, a legacy ``log.err``) come out the same way: namespace
+``twisted``, their context in ``system`` (e.g. ``UDPListener (UDP)``), the message in
+``text`` and a failure's traceback in ``traceback``, not in the text. Twisted's bookkeeping keys (``log_*``, the legacy ``message``/``system``/...
 keys) are left out, and so is any field whose name looks like a secret.
 
 Events below ``[log] level`` (info by default) are dropped in both formats: the
@@ -59,14 +62,28 @@ def _jsonable(value: Any) -> Any:
     return str(value)  # enums of str are str already; anything else as its text
 
 
+LEGACY_NAMESPACE = "log_legacy"  # twisted.logger's namespace for twisted.python.log events
+
+
+def _text_and_failure(event: dict) -> tuple[str, Any]:
+    """The message and the failure of an event; a legacy error's traceback is kept out of its text."""
+    failure = event.get("log_failure")
+    if event.get("log_namespace") == LEGACY_NAMESPACE and event.get("isError") and event.get("failure") is not None:
+        why = event.get("why")
+        return (str(why) if why else "Unhandled error"), event["failure"]
+    return formatEvent(event), failure
+
+
 def event_as_json(event: dict) -> str:
     """One log event as one line of JSON (with its newline)."""
     level = event.get("log_level")
+    namespace = event.get("log_namespace") or "-"
+    text, failure = _text_and_failure(event)
     line: dict[str, Any] = {
         "time": datetime.fromtimestamp(event.get("log_time") or 0, timezone.utc).isoformat(timespec="milliseconds"),
         "level": level.name if level is not None else "info",
-        "namespace": event.get("log_namespace") or event.get("system") or "-",
-        "text": formatEvent(event),
+        "namespace": "twisted" if namespace == LEGACY_NAMESPACE else namespace,
+        "text": text,
     }
     for key, value in event.items():
         if key.startswith("log_") or key in _LEGACY_KEYS or key in _OWN_KEYS or is_secret_name(key):
@@ -75,7 +92,6 @@ def event_as_json(event: dict) -> str:
     system = event.get("system")  # a legacy event's context, e.g. "UDPListener (UDP)"
     if system and system != "-":
         line["system"] = system
-    failure = event.get("log_failure")
     if failure is not None:
         line["traceback"] = failure.getTraceback()
     try:
