@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-import ipaddress
 import random
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -47,7 +46,7 @@ from txuac.registrant.retry import RetryPolicy, classify
 from txuac.registrant.store.writer import AccountStateWriter
 from txuac.sip.digest import ALL_ALGORITHMS, Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
-from txuac.sip.via import Address, bare_host
+from txuac.sip.address import Address, bare_host, is_ip_address
 
 log = Logger()
 
@@ -58,14 +57,6 @@ STOP_FLUSH_TIMEOUT = 5.0  # seconds a clean stop waits for the last account stat
 def _registrar_challenge(response) -> str | None:
     """Answer a challenge only from the registrar or auth_proxy address the REGISTER went to."""
     return challenge_origin(response, "our registrar")
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(bare_host(host))
-    except ValueError:
-        return False
-    return True
 
 
 def _definition(record: RegistrationRecord) -> tuple:
@@ -508,7 +499,7 @@ class RegistrantService(service.Service):
         except SIPParseError:
             uri = None  # Kamailio loads such rows too; the REGISTER then goes to r_domain
         target: SipURI | Address | None = uri if isinstance(uri, SipURI) else None
-        if isinstance(target, SipURI) and target.port is not None and not target.maddr and _is_ip(target.host):
+        if isinstance(target, SipURI) and target.port is not None and not target.maddr and is_ip_address(target.host):
             transport = target.transport or ("tls" if target.secure else "udp")
             target = Address(transport, bare_host(target.host), target.port)
         if len(self._next_hops) < 65536:
