@@ -22,7 +22,7 @@ from txuac.registrant.account import (
 from txuac.registrant.record import Flag, RegistrationRecord, State, record_from_row
 from txuac.registrant.retry import FailureKind, RetryPolicy
 from txuac.sip import make_response, parse_message
-from txuac.sip.via import Address
+from txuac.sip.address import Address
 
 KAMAILIO_BITS = Flag.DISABLED | Flag.ONGOING | Flag.ONLINE | Flag.AUTHSENT | Flag.INIT
 CONTACT_ADDR = "192.0.2.10:5060"

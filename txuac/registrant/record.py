@@ -15,7 +15,7 @@ from txuac.errors import SIPParseError
 from txuac.registrant.row_rules import InvalidRecord, check_integer, check_text, invalid
 from txuac.sip.grammar import is_token
 from txuac.sip.uri import parse_uri
-from txuac.sip.via import Address
+from txuac.sip.address import Address
 
 __all__ = ["Flag", "InvalidRecord", "MANDATORY", "RegistrationRecord", "State", "record_from_row"]
 
