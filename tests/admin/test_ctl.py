@@ -136,6 +136,41 @@ class CtlTests(TestCase):
         self.assertIn("usage: txuac-ctl", err)
 
 
+class CtlAccountsTests(TestCase):
+    """``txuac-ctl accounts`` against a running service: 1000 and with-ha1 disabled, failing failed."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.service = yield start_service(self, dead_rows(), rpc={"token": TOKEN})
+        self.url = f"http://127.0.0.1:{self.service.rpc.port}/RPC"
+        yield wait_until(lambda: self.service.registrant.records["failing"].last_failure is not None)
+
+    @defer.inlineCallbacks
+    def test_filters_fields_and_totals(self):
+        status, out, err = yield run_ctl("--url", self.url, "accounts", "--state", "failed",
+                                         "--fields", "l_uuid,state,last_error", TXUAC_TOKEN=TOKEN)
+        self.assertEqual((status, err), (0, ""))
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(), ["L_UUID", "STATE", "LAST_ERROR"])
+        self.assertEqual(lines[1].split()[:2], ["failing", "failed"])
+        self.assertEqual(lines[2], "1 of 3 accounts shown; all: 1 failed, 2 disabled")
+        status, out, _ = yield run_ctl("--url", self.url, "--token", TOKEN, "accounts", "--registrar", "127.0.0.1",
+                                       "--search", "HA1", "--json")
+        document = json.loads(out)
+        self.assertEqual(([a["l_uuid"] for a in document["accounts"]], document["shown"], document["total"]),
+                         (["with-ha1"], 1, 3))
+        self.assertEqual(document["totals"]["disabled"], 2)
+        self.assertNotIn("auth_password", document["accounts"][0])
+        status, out, err = yield run_ctl("--url", self.url, "--token", TOKEN, "accounts", "--fields", "nonsense")
+        self.assertEqual(status, 2)
+        self.assertIn("unknown field(s) nonsense", err)
+        status, _, err = yield run_ctl("--url", self.url, "accounts", "--state", "lost")
+        self.assertEqual(status, 2)
+        self.assertIn("invalid choice: 'lost'", err)
+
+
 class CtlSecurityTests(TestCase):
     """The token stays off the command line and never goes through a proxy."""
 
@@ -298,3 +333,34 @@ class CtlPiecesTests(SynchronousTestCase):
         self.assertEqual(ctl.render("uac.reg_dump", []), "no registration records")
         self.assertEqual(ctl.render("core.version", "txuac 1"), "txuac 1")
         self.assertEqual(ctl.table(["A", "LONGER"], [["wide cell", "x"]]), "A          LONGER\nwide cell  x")
+
+
+class CtlAccountsPiecesTests(SynchronousTestCase):
+    records = [
+        {"l_uuid": "a", "r_username": "alice", "r_domain": "d.example", "auth_proxy": "sip:reg.example.com",
+         "state": "online", "diff_expires": 30, "last_error": None, "path": []},
+        {"l_uuid": "b", "r_username": "bob", "r_domain": "d.example", "auth_proxy": "sip:other.example.com",
+         "state": "failed", "diff_expires": 5, "last_error": "403 Forbidden", "path": ["<sip:p1>"]},
+    ]
+
+    def output(self, *args: str) -> str:
+        return ctl.accounts_output(self.records, ctl.accounts_parser().parse_args(list(args)))
+
+    def test_split_command(self):
+        self.assertEqual(ctl.split_command(["--url", "accounts", "accounts", "--state", "failed"]),
+                         (["--url", "accounts"], "accounts", ["--state", "failed"]))
+        self.assertEqual(ctl.split_command(["--json", "-c", "x.toml", "uac.reg_dump"]),
+                         (["--json", "-c", "x.toml"], "uac.reg_dump", []))
+        self.assertEqual(ctl.split_command(["--json"]), (["--json"], None, []))
+
+    def test_table_and_totals(self):
+        self.assertEqual(self.output("--registrar", "OTHER", "--fields", "l_uuid,last_error").splitlines(),
+                         ["L_UUID  LAST_ERROR", "b       403 Forbidden",
+                          "1 of 2 accounts shown; all: 1 online, 1 failed"])
+        self.assertEqual(self.output("--search", "nobody").splitlines(),
+                         ["no accounts match", "0 of 2 accounts shown; all: 1 online, 1 failed"])
+
+    def test_yaml(self):
+        self.assertEqual(self.output("--yaml", "--state", "failed", "--fields", "l_uuid,path").splitlines()[:7],
+                         ['"accounts":', "  -", '    "l_uuid": "b"', '    "path":', '      - "<sip:p1>"',
+                          '"shown": 1', '"total": 2'])

@@ -3,6 +3,7 @@
     txuac-ctl uac.reg_dump
     txuac-ctl uac.reg_info l_uuid 1000
     txuac-ctl --json uac.reg_active 0
+    txuac-ctl accounts --state failed --registrar reg.example.com --fields l_uuid,last_error
 
 Tables for people, ``--json`` for scripts. Exit status: 0 done, 1 the method answered
 an error, 2 a usage, configuration or connection problem, 141 the reader of the output
@@ -244,12 +245,121 @@ def render(method: str, result: Any) -> str:
     return _text(result)
 
 
+# --- txuac-ctl accounts -------------------------------------------------------------
+ACCOUNT_FIELDS = ["l_uuid", "r_username", "r_domain", "auth_proxy", "state", "diff_expires", "last_error"]
+STATES = ("online", "registering", "waiting", "failed", "disabled", "unregistered")
+# Global options that take a value: what follows them is not the command.
+VALUE_OPTIONS = frozenset(("--config", "-c", "--url", "--token", "--timeout"))
+
+
+def accounts_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="txuac-ctl [options] accounts", description="The registration accounts (from uac.reg_dump), "
+        "filtered, with a totals line.")
+    p.add_argument("--state", choices=STATES, help="only the accounts in this state")
+    p.add_argument("--registrar", help="only the accounts whose auth_proxy contains this text (any case)")
+    p.add_argument("--search", help="only the accounts whose l_uuid, user names or domains contain this text")
+    p.add_argument("--fields", help=f"comma-separated reg_dump fields to show (default {','.join(ACCOUNT_FIELDS)})")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="the accounts and totals as JSON")
+    output.add_argument("--yaml", action="store_true", help="the accounts and totals as YAML")
+    return p
+
+
+def split_command(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """(global options, the first word that is not an option or its value, what follows it)."""
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word in VALUE_OPTIONS:
+            index += 2
+        elif word.startswith("-"):
+            index += 1
+        else:
+            return argv[:index], word, argv[index + 1:]
+    return argv, None, []
+
+
+def select_accounts(records: list[dict], state: str | None = None, registrar: str | None = None,
+                    search: str | None = None) -> list[dict]:
+    """The records of uac.reg_dump that match every filter given."""
+    chosen = records
+    if state:
+        chosen = [r for r in chosen if r.get("state") == state]
+    if registrar:
+        needle = registrar.lower()
+        chosen = [r for r in chosen if needle in str(r.get("auth_proxy", "")).lower()]
+    if search:
+        needle = search.lower()
+        chosen = [r for r in chosen if any(needle in str(r.get(name, "")).lower() for name in
+                                           ("l_uuid", "l_username", "r_username", "auth_username", "l_domain",
+                                            "r_domain"))]
+    return chosen
+
+
+def totals(records: list[dict]) -> dict[str, int]:
+    """Accounts by state, every state (0 included), in reg_dump's state order."""
+    counts = dict.fromkeys(STATES, 0)
+    for record in records:
+        state = record.get("state")
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def totals_line(shown: list[dict], records: list[dict]) -> str:
+    """``10 of 1000 accounts shown; all: 990 online, 10 failed``."""
+    by_state = ", ".join(f"{count} {state}" for state, count in totals(records).items() if count)
+    return f"{len(shown)} of {len(records)} accounts shown; all: {by_state or 'none'}"
+
+
+def yaml_text(value: Any, indent: str = "") -> str:
+    """YAML for JSON-like values (strings double-quoted as JSON, which YAML reads the same)."""
+    if isinstance(value, dict):
+        if not value:
+            return indent + "{}"
+        lines = []
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                lines.append(f"{indent}{json.dumps(str(key))}:\n{yaml_text(item, indent + '  ')}")
+            else:
+                lines.append(f"{indent}{json.dumps(str(key))}: {yaml_text(item).strip()}")
+        return "\n".join(lines)
+    if isinstance(value, list):
+        if not value:
+            return indent + "[]"
+        lines = []
+        for item in value:
+            text = yaml_text(item, indent + "  ")
+            lines.append(f"{indent}- {text.strip()}" if not isinstance(item, (dict, list)) or not item
+                         else f"{indent}-\n{text}")
+        return "\n".join(lines)
+    return indent + json.dumps(value, ensure_ascii=False)
+
+
+def accounts_output(records: list[dict], options: argparse.Namespace, as_json: bool = False) -> str:
+    """What ``txuac-ctl accounts`` prints."""
+    fields = [name.strip() for name in options.fields.split(",") if name.strip()] if options.fields else ACCOUNT_FIELDS
+    if records:
+        unknown = [name for name in fields if name not in records[0]]
+        if unknown:
+            raise CtlError(f"unknown field(s) {', '.join(unknown)}; reg_dump has {', '.join(records[0])}")
+    shown = select_accounts(records, options.state, options.registrar, options.search)
+    if as_json or options.json or options.yaml:
+        document = {"accounts": [{name: record.get(name) for name in fields} for record in shown],
+                    "shown": len(shown), "total": len(records), "totals": totals(records)}
+        return json.dumps(document, indent=2, ensure_ascii=False) if not options.yaml else yaml_text(document)
+    rows = [[_text(record.get(name)) for name in fields] for record in shown]
+    body = table([name.upper() for name in fields], rows) if shown else "no accounts match"
+    return f"{body}\n{totals_line(shown, records)}"
+
+
 # --- the command --------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="txuac-ctl", description="Call a txuac JSON-RPC method (Kamailio's uac.* names).",
         epilog="examples: txuac-ctl uac.reg_dump | txuac-ctl uac.reg_info l_uuid 1000 | "
-               "txuac-ctl uac.reg_active 0 | txuac-ctl system.listMethods")
+               "txuac-ctl uac.reg_active 0 | txuac-ctl system.listMethods | "
+               "txuac-ctl accounts --state failed (see txuac-ctl accounts --help)")
     p.add_argument("--config", "-c", help="txuac's TOML file: the RPC URL and token come from its [rpc] section "
                                           "(listen, token or token_file)")
     p.add_argument("--url", help=f"the RPC URL, http://, https:// or unix:/path/to/socket (default {DEFAULT_URL})")
@@ -277,6 +387,11 @@ def run(argv: list[str] | None = None) -> int:
     if argv[:1] == ["migrate"]:  # txuac-ctl migrate kamailio.cfg > uac.toml
         from txuac.admin.migrate import main as migrate
         return migrate(argv[1:])
+    head, command, tail = split_command(argv)
+    accounts = None
+    if command == "accounts":
+        accounts = accounts_parser().parse_args(tail)  # usage errors exit with status 2
+        argv = [*head, "uac.reg_dump"]
     args = parser().parse_args(argv)  # usage errors exit with status 2
     try:
         url, token = DEFAULT_URL, None
@@ -285,6 +400,10 @@ def run(argv: list[str] | None = None) -> int:
         url = args.url or url
         token = args.token or os.environ.get(TOKEN_VARIABLE) or token
         response = call(url, token, args.method, rpc_params(args.method, args.params), args.timeout)
+        if accounts is not None and response.get("error") is None:
+            print(accounts_output(response.get("result") or [], accounts, args.json))
+            sys.stdout.flush()
+            return EXIT_OK
     except CtlError as e:
         print(f"txuac-ctl: {e}", file=sys.stderr)
         return EXIT_USAGE
