@@ -10,8 +10,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from txuac.errors import SIPParseError
 from txuac.routing.proxy_rules import (
     DEFAULT_MAX_FORWARDS,
-    AckDisposition,
-    ack_disposition,
     check_request,
     make_branch_cancel,
     make_rejection,
@@ -425,12 +423,6 @@ class CancelAndAckTests(SynchronousTestCase):
         for name in ("From", "To", "Call-ID"):
             self.assertEqual(cancel.headers.get(name), forwarded.headers.get(name))
         self.assertEqual(parse_message(bytes(cancel)).validate(), cancel)
-
-    def test_ack_dispositions(self):
-        self.assertIs(ack_disposition(487), AckDisposition.ABSORB)
-        self.assertIs(ack_disposition(300), AckDisposition.ABSORB)
-        self.assertIs(ack_disposition(200), AckDisposition.FORWARD)
-        self.assertIs(ack_disposition(None), AckDisposition.FORWARD)
 
     ACK = """ACK sip:bob@192.0.2.4 SIP/2.0
 Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds9

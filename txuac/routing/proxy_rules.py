@@ -42,10 +42,10 @@ our Via on top (a compliant branch made when the caller gives none) and
 Content-Length present; ``Forward.next_hop`` is the URI to resolve (16.6 item 7).
 Route values are rewritten as one line; untouched values keep their text.
 
-CANCEL and ACK (RFC 3261 16.10, 16.11, 17.2.1, RFC 6026): ``ack_disposition``
-decides; ``make_branch_cancel`` builds a branch's CANCEL;
-``prepare_ack_forward`` forwards the ACK of a 2xx statelessly with a branch
-derived from the ACK (retransmissions get the same one).
+CANCEL and ACK (RFC 3261 16.10, 16.11, RFC 6026): ``make_branch_cancel`` builds a
+branch's CANCEL; ``prepare_ack_forward`` forwards the ACK of a 2xx statelessly with a
+branch derived from the ACK (retransmissions get the same one). The ACK for a non-2xx
+never gets here: its INVITE server transaction absorbs it (17.2.1).
 
 Every error raised for a hostile message is a ``txuac.errors.SIPParseError`` whose
 ``status`` is the answer (400 almost always, 483 for a Max-Forwards of 0).
@@ -53,7 +53,6 @@ Every error raised for a hostile message is a ``txuac.errors.SIPParseError`` who
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -335,21 +334,6 @@ def make_branch_cancel(forwarded_invite: Request) -> Request:
     headers.add("Max-Forwards", str(DEFAULT_MAX_FORWARDS))
     headers.add("Content-Length", "0")
     return Request("CANCEL", _copy_uri(forwarded_invite.uri), headers)
-
-
-class AckDisposition(enum.Enum):
-    """What to do with an ACK."""
-
-    ABSORB = "absorb"  # an ACK for our non-2xx: hop by hop, never forwarded (17.2.1)
-    FORWARD = "forward"  # an ACK for a 2xx: end to end, statelessly (16.11, RFC 6026 7.1)
-
-
-def ack_disposition(final_status_sent: int | None) -> AckDisposition:
-    """``final_status_sent`` is the final status of the INVITE server transaction the ACK
-    matched, None when it matched none (an ACK for a 2xx has its own branch)."""
-    if final_status_sent is not None and final_status_sent >= 300:
-        return AckDisposition.ABSORB
-    return AckDisposition.FORWARD
 
 
 def stateless_branch(request: Request) -> str:

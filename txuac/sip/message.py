@@ -300,10 +300,6 @@ class Response(Message):
         response.sent_to = self.sent_to
         return response
 
-    @property
-    def is_provisional(self) -> bool:
-        return self.status < 200
-
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
 
