@@ -199,6 +199,13 @@ class TransportTests(TestCase):
         self.assertIs(self.fifo_service.dispatcher, [child for child in self.uac.control
                                                      if child.name == "jsonrpc_socket"][0].protocol.dispatcher)
 
+    @defer.inlineCallbacks
+    def test_socket_file_removed_at_stop(self):
+        [service] = [child for child in self.uac.control if child.name == "jsonrpc_socket"]
+        self.assertTrue(os.path.exists(self.socket_path))
+        yield service.stopService()
+        self.assertFalse(os.path.exists(self.socket_path))
+
     def test_live_socket_is_not_taken_over(self):
         from txuac.admin.local_files import clear_stale_socket
         with self.assertRaises(ConfigError):

@@ -88,4 +88,6 @@ class JSONRPCSocketService(service.Service):
         listening, self.listening = self.listening, None
         if listening is None:
             return defer.succeed(None)
-        return defer.maybeDeferred(listening.stopListening)
+        d = defer.maybeDeferred(listening.stopListening)
+        d.addCallback(lambda _: clear_stale_socket(self.path, self.where))  # Twisted leaves a datagram socket's file
+        return d
