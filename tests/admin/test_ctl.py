@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -169,6 +170,23 @@ class CtlAccountsTests(TestCase):
         status, _, err = yield run_ctl("--url", self.url, "accounts", "--state", "lost")
         self.assertEqual(status, 2)
         self.assertIn("invalid choice: 'lost'", err)
+
+
+    @defer.inlineCallbacks
+    def test_watch_prints_plain_lines_when_not_a_terminal(self):
+        status, out, err = yield run_ctl("--url", self.url, "watch", "--count", "2", "--interval", "0.05")
+        self.assertEqual((status, err), (0, ""))
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 2)
+        for line in lines:  # 1000 and with-ha1 disabled: one account expected, failing
+            self.assertRegex(line, r"^\d\d:\d\d:\d\d 0/1 online, 1 failed")
+        self.service.registrant.records["failing"].flags |= 1  # disabled: nothing left to wait for
+        status, out, _ = yield run_ctl("--url", self.url, "watch", "--until-online", "--interval", "0.05")
+        self.assertEqual(status, 0)
+        self.assertRegex(out, r"^\d\d:\d\d:\d\d 0/0 online\n$")
+        status, _, err = yield run_ctl("--url", f"http://127.0.0.1:{free_port()}/RPC", "watch", "--count", "1")
+        self.assertEqual(status, 2)
+        self.assertIn("cannot connect", err)
 
 
 class CtlSecurityTests(TestCase):
@@ -364,3 +382,25 @@ class CtlAccountsPiecesTests(SynchronousTestCase):
         self.assertEqual(self.output("--yaml", "--state", "failed", "--fields", "l_uuid,path").splitlines()[:7],
                          ['"accounts":', "  -", '    "l_uuid": "b"', '    "path":', '      - "<sip:p1>"',
                           '"shown": 1', '"total": 2'])
+
+
+class CtlWatchPiecesTests(SynchronousTestCase):
+    def test_text_and_bar(self):
+        bring_up = {"online": 600, "expected": 1000, "failed": 10, "rate": 411.5, "eta": 0.94}
+        self.assertEqual(ctl.progress_text(bring_up), "600/1000 online, 10 failed, 411.5/s, about 1 s to go")
+        self.assertEqual(ctl.progress_bar(bring_up, width=10), "[######....]  60%")
+        self.assertEqual(ctl.progress_bar({"online": 0, "expected": 0}, width=4), "[####] 100%")
+
+    def test_a_terminal_gets_one_line_redrawn(self):
+        class Terminal(io.StringIO):
+            def isatty(self):
+                return True
+
+        answers = iter([{"bring_up": {"online": 1, "expected": 2}}, {"bring_up": {"online": 2, "expected": 2}}])
+        self.patch(ctl, "fetch_summary", lambda url, token, timeout: next(answers))
+        self.patch(ctl.time, "sleep", lambda seconds: None)
+        out = Terminal()
+        options = ctl.watch_parser().parse_args(["--until-online"])
+        self.assertEqual(ctl.watch("http://x/RPC", None, 1.0, options, out), 0)
+        self.assertEqual(out.getvalue(), "\r[" + "#" * 15 + "." * 15 + "]  50% 1/2 online\x1b[K"
+                                         "\r[" + "#" * 30 + "] 100% 2/2 online\x1b[K\n")

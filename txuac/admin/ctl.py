@@ -4,6 +4,7 @@
     txuac-ctl uac.reg_info l_uuid 1000
     txuac-ctl --json uac.reg_active 0
     txuac-ctl accounts --state failed --registrar reg.example.com --fields l_uuid,last_error
+    txuac-ctl watch --until-online
 
 Tables for people, ``--json`` for scripts. Exit status: 0 done, 1 the method answered
 an error, 2 a usage, configuration or connection problem, 141 the reader of the output
@@ -24,9 +25,10 @@ import json
 import os
 import socket
 import sys
+import time
 import tomllib
 import urllib.parse
-from typing import Any
+from typing import IO, Any
 
 from txuac.config import parse_endpoint, read_token_file
 from txuac.errors import ConfigError
@@ -149,17 +151,18 @@ def connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, st
     return kind(parts.hostname, port, timeout=timeout), path
 
 
-def call(url: str, token: str | None, method: str, params: list, timeout: float) -> dict:
-    """POST one request; the decoded response object."""
-    body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).encode("utf-8")
-    headers = {"Content-Type": "application/json"}
+def exchange(url: str, token: str | None, method: str, body: bytes | None, timeout: float,
+             path: str | None = None) -> tuple[http.client.HTTPResponse, bytes]:
+    """One HTTP request to the server at ``url`` (to ``path`` instead of the URL's own, if
+    given); the response and its body."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    conn, path = connection(url, timeout)
+    conn, url_path = connection(url, timeout)
     try:
-        conn.request("POST", path, body, headers)
+        conn.request(method, path or url_path, body, headers)
         reply = conn.getresponse()
-        data = reply.read()
+        return reply, reply.read()
     except (socket.timeout, TimeoutError):
         raise CtlError(f"no answer from {url} within {timeout:g} s") from None
     except OSError as e:
@@ -168,6 +171,12 @@ def call(url: str, token: str | None, method: str, params: list, timeout: float)
         raise CtlError(f"{url}: no HTTP answer: {e!r}") from None
     finally:
         conn.close()
+
+
+def call(url: str, token: str | None, method: str, params: list, timeout: float) -> dict:
+    """POST one request; the decoded response object."""
+    body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).encode("utf-8")
+    reply, data = exchange(url, token, "POST", body, timeout)
     response = _decode(data)
     if reply.status >= 300 and (response is None or "error" not in response):
         text = data.decode("utf-8", "replace").strip()[:200]
@@ -353,13 +362,87 @@ def accounts_output(records: list[dict], options: argparse.Namespace, as_json: b
     return f"{body}\n{totals_line(shown, records)}"
 
 
+# --- txuac-ctl watch ----------------------------------------------------------------
+SUMMARY_PATH = "/status/api/summary"  # the status page's JSON (txuac.admin.status_page)
+BAR_WIDTH = 30
+
+
+def watch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="txuac-ctl [options] watch", description="The bring-up progress, live: a progress bar on a "
+        "terminal, one line per update otherwise.")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between updates (default 1)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many updates (default: never)")
+    p.add_argument("--until-online", action="store_true",
+                   help="stop (status 0) once every account that should be online is")
+    return p
+
+
+def fetch_summary(url: str, token: str | None, timeout: float) -> dict:
+    """The status page's summary of the server at ``url``."""
+    reply, data = exchange(url, token, "GET", None, timeout, SUMMARY_PATH)
+    if reply.status != 200:
+        raise CtlError(f"{url}: HTTP {reply.status} {reply.reason} for {SUMMARY_PATH}")
+    summary = _decode(data)
+    if summary is None or not isinstance(summary.get("bring_up"), dict):
+        raise CtlError(f"{url}: {SUMMARY_PATH} is not a txuac status summary")
+    return summary
+
+
+def progress_text(bring_up: dict) -> str:
+    """``990/1000 online, 10 failed, 411/s, about 2 s to go``."""
+    parts = [f"{bring_up['online']}/{bring_up['expected']} online"]
+    if bring_up.get("failed"):
+        parts.append(f"{bring_up['failed']} failed")
+    if bring_up.get("rate"):
+        parts.append(f"{bring_up['rate']:g}/s")
+    if bring_up.get("eta") is not None:
+        parts.append(f"about {bring_up['eta']:.0f} s to go")
+    return ", ".join(parts)
+
+
+def progress_bar(bring_up: dict, width: int = BAR_WIDTH) -> str:
+    """``[#########.....]  60%``."""
+    expected = bring_up["expected"]
+    share = bring_up["online"] / expected if expected else 1.0
+    done = round(share * width)
+    return f"[{'#' * done}{'.' * (width - done)}] {share:4.0%}"
+
+
+def watch(url: str, token: str | None, timeout: float, options: argparse.Namespace, out: IO[str]) -> int:
+    """Print the bring-up progress every ``options.interval`` seconds."""
+    terminal = out.isatty()
+    updates = 0
+    try:
+        while True:
+            bring_up = fetch_summary(url, token, timeout)["bring_up"]
+            if terminal:  # one line, redrawn
+                out.write(f"\r{progress_bar(bring_up)} {progress_text(bring_up)}\x1b[K")
+            else:
+                out.write(f"{time.strftime('%H:%M:%S')} {progress_text(bring_up)}\n")
+            out.flush()
+            updates += 1
+            if (options.count and updates >= options.count) or \
+                    (options.until_online and bring_up["online"] >= bring_up["expected"]):
+                break
+            time.sleep(options.interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if terminal:
+            out.write("\n")
+            out.flush()
+    return EXIT_OK
+
+
 # --- the command --------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="txuac-ctl", description="Call a txuac JSON-RPC method (Kamailio's uac.* names).",
         epilog="examples: txuac-ctl uac.reg_dump | txuac-ctl uac.reg_info l_uuid 1000 | "
                "txuac-ctl uac.reg_active 0 | txuac-ctl system.listMethods | "
-               "txuac-ctl accounts --state failed (see txuac-ctl accounts --help)")
+               "txuac-ctl accounts --state failed (see txuac-ctl accounts --help) | "
+               "txuac-ctl watch (see txuac-ctl watch --help)")
     p.add_argument("--config", "-c", help="txuac's TOML file: the RPC URL and token come from its [rpc] section "
                                           "(listen, token or token_file)")
     p.add_argument("--url", help=f"the RPC URL, http://, https:// or unix:/path/to/socket (default {DEFAULT_URL})")
@@ -388,10 +471,13 @@ def run(argv: list[str] | None = None) -> int:
         from txuac.admin.migrate import main as migrate
         return migrate(argv[1:])
     head, command, tail = split_command(argv)
-    accounts = None
+    accounts = watching = None
     if command == "accounts":
         accounts = accounts_parser().parse_args(tail)  # usage errors exit with status 2
         argv = [*head, "uac.reg_dump"]
+    elif command == "watch":
+        watching = watch_parser().parse_args(tail)
+        argv = [*head, "core.version"]
     args = parser().parse_args(argv)  # usage errors exit with status 2
     try:
         url, token = DEFAULT_URL, None
@@ -399,6 +485,8 @@ def run(argv: list[str] | None = None) -> int:
             url, token = url_from_config(args.config)
         url = args.url or url
         token = args.token or os.environ.get(TOKEN_VARIABLE) or token
+        if watching is not None:
+            return watch(url, token, args.timeout, watching, sys.stdout)
         response = call(url, token, args.method, rpc_params(args.method, args.params), args.timeout)
         if accounts is not None and response.get("error") is None:
             print(accounts_output(response.get("result") or [], accounts, args.json))
