@@ -965,3 +965,58 @@ class ProxyHookTests(StackTestCase):
         self.assertNotIn("Content-Length", request.headers)
         self.assertEqual(self.sent(), [])
         self.finish()
+
+
+class ClientRequestTests(StackTestCase):
+    """start_request: send_request's Deferred, and the branch and target the request went with."""
+
+    def test_handle_knows_branch_and_target(self):
+        original = outgoing(method="INVITE")
+        handle = self.stack.start_request(original, Address("udp", *PEER))
+        [(sent, addr)] = self.sent()
+        self.assertEqual(addr, PEER)
+        self.assertEqual(handle.sent_to, Address("udp", *PEER))
+        self.assertEqual(handle.branch, sent.top_via.branch)
+        self.assertEqual(str(handle.sent.top_via), str(sent.top_via))
+        self.assertNotIn("Via", original.headers, "the caller's request is not modified")
+        self.answer(sent, 486)
+        self.assertEqual(self.successResultOf(handle.deferred).status, 486)
+        self.finish()
+
+    def test_cancel_built_from_the_handle_matches_the_transaction(self):
+        """RFC 3261 9.1: the CANCEL carries the INVITE's branch, sent with keep_via to the same place."""
+        handle = self.stack.start_request(outgoing(method="INVITE"), Address("udp", *PEER))
+        [(invite, _)] = self.sent()
+        self.answer(invite, 180)
+        cancel = handle.sent.copy()
+        cancel.method = "CANCEL"
+        cancel.headers.set("CSeq", f"{handle.sent.cseq.number} CANCEL")
+        d = self.stack.send_request(cancel, handle.sent_to, keep_via=True)
+        [(sent_cancel, addr)] = self.sent()
+        self.assertEqual((sent_cancel.top_via.branch, addr), (handle.branch, PEER))
+        self.answer(sent_cancel, 200)
+        self.assertEqual(self.successResultOf(d).status, 200)
+        self.answer(invite, 487)
+        self.assertEqual(self.successResultOf(handle.deferred).status, 487)
+        self.finish()
+
+    def test_failover_moves_the_handle_to_the_next_target(self):
+        self.resolver.targets = [Address("udp", "203.0.113.4", 5060), Address("udp", "203.0.113.5", 5060)]
+        handle = self.stack.start_request(outgoing())
+        [(busy, addr)] = self.sent()
+        self.assertEqual((handle.sent_to, handle.branch), (Address("udp", "203.0.113.4", 5060), busy.top_via.branch))
+        self.answer(busy, 503)
+        [(good, addr)] = self.sent()
+        self.assertEqual((handle.sent_to, handle.branch), (Address("udp", "203.0.113.5", 5060), good.top_via.branch))
+        self.answer(good, 200)
+        self.assertEqual(self.successResultOf(handle.deferred).status, 200)
+        self.finish()
+
+    def test_nothing_known_before_a_transaction_starts(self):
+        self.resolver.targets = []
+        handle = self.stack.start_request(outgoing())
+        self.failureResultOf(handle.deferred, TransportError)
+        self.assertIsNone(handle.sent)
+        self.assertIsNone(handle.sent_to)
+        self.assertIsNone(handle.branch)
+        self.finish()

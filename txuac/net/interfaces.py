@@ -23,6 +23,11 @@ class ISIPStack(Interface):
         """Send ``request`` in a client transaction: a Deferred that fires with the final
         Response or fails with TransactionTimeout, TransportError or ResolutionError."""
 
+    def start_request(request, target=None, on_provisional=None, source=None, timeout=None,  # noqa: N805
+                      keep_via=False):
+        """``send_request`` returning a ClientRequest: its ``deferred``, and the request as
+        sent (``sent``, our Via and so the branch on top) and where (``sent_to``)."""
+
     def send_stateless(request, target, source=None):  # noqa: N805
         """Send ``request`` as it is, without a transaction: a Deferred that fires with None."""
 

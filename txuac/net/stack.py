@@ -143,6 +143,26 @@ class IncomingRequest:
         self.stack._send_response(self.transaction, response)
 
 
+class ClientRequest:
+    """A request ``SIPStack.start_request`` sends: ``deferred`` fires with the final response
+    (as ``send_request``'s does); ``sent`` is the request as the current client transaction
+    sent it (our Via on top) and ``sent_to`` where, both None until a transaction starts
+    (after resolution or connecting) and replaced when the next target is tried."""
+
+    __slots__ = ("deferred", "sent", "sent_to")
+
+    def __init__(self) -> None:
+        self.deferred: defer.Deferred = defer.Deferred()
+        self.sent: Request | None = None
+        self.sent_to: Address | None = None
+
+    @property
+    def branch(self) -> str | None:
+        """The branch of our Via: the client transaction's key (RFC 3261 17.1.3)."""
+        via = self.sent.top_via if self.sent is not None else None
+        return via.branch if via is not None else None
+
+
 class _ClientCall:
     """What the stack keeps for one client transaction (``key``: its entry in ``SIPStack._client``;
     ``target``: where its request is sent)."""
@@ -235,6 +255,17 @@ class SIPStack:
         return sorted({"OPTIONS", "ACK", "CANCEL", *self.handlers})
 
     # --- client side -------------------------------------------------------------------
+    def start_request(self, request: Request, target: Address | SipURI | None = None,
+                      on_provisional: Callable[[Response], None] | None = None,
+                      source: Address | None = None, timeout: float | None = None,
+                      keep_via: bool = False) -> "ClientRequest":
+        """``send_request`` that returns a ClientRequest: its ``deferred`` is what
+        send_request returns, and it tells the branch and target of the transaction
+        carrying the request (a proxy's CANCEL of the branch needs both, RFC 3261 9.1)."""
+        handle = ClientRequest()
+        handle.deferred = self._send(request, target, on_provisional, source, timeout, keep_via, handle)
+        return handle
+
     def send_request(self, request: Request, target: Address | SipURI | None = None,
                      on_provisional: Callable[[Response], None] | None = None,
                      source: Address | None = None, timeout: float | None = None,
@@ -258,10 +289,16 @@ class SIPStack:
         transaction (a proxy's CANCEL of a branch, RFC 3261 9.1: the branch of the
         INVITE it cancels); ``target`` must then be an Address.
         """
+        return self._send(request, target, on_provisional, source, timeout, keep_via, None)
+
+    def _send(self, request: Request, target: Address | SipURI | None, on_provisional,
+              source: Address | None, timeout: float | None, keep_via: bool,
+              handle: "ClientRequest | None") -> defer.Deferred:
         if self._stopping:
             return defer.fail(TransportError("the SIP stack is stopping"))
         if isinstance(target, Address):
-            return self._send_once(request.copy(), target, on_provisional, source, timeout, keep_via)
+            return self._send_once(request.copy(), target, on_provisional, source, timeout, keep_via,
+                                   handle=handle)
         if keep_via:
             raise ValueError("keep_via needs the Address the request goes to")
         server_name = None
@@ -272,11 +309,12 @@ class SIPStack:
             targets = self.resolver.resolve_uri(target)
         else:
             targets = self.resolver.resolve_request(request)
-        return targets.addCallback(self._try_targets, request, on_provisional, source, timeout, server_name)
+        return targets.addCallback(self._try_targets, request, on_provisional, source, timeout, server_name, handle)
 
     @defer.inlineCallbacks
     def _try_targets(self, targets: list[Address], request: Request, on_provisional, source: Address | None,
-                     timeout: float | None = None, server_name: str | None = None):
+                     timeout: float | None = None, server_name: str | None = None,
+                     handle: "ClientRequest | None" = None):
         last_error: Exception | None = None
         for index, target in enumerate(targets):
             if index and self._stopping:
@@ -284,7 +322,7 @@ class SIPStack:
             attempt = request.copy()
             try:
                 response = yield self._send_once(attempt, target, on_provisional, source, timeout,
-                                                 server_name=server_name)
+                                                 server_name=server_name, handle=handle)
             except (TransactionTimeout, TransportError) as e:
                 last_error = e
                 log.info("{method} to {target} failed: {error}", method=request.method, target=target, error=str(e))
@@ -297,13 +335,14 @@ class SIPStack:
 
     def _send_once(self, request: Request, target: Address, on_provisional,
                    source: Address | None = None, timeout: float | None = None,
-                   keep_via: bool = False, server_name: str | None = None) -> defer.Deferred:
+                   keep_via: bool = False, server_name: str | None = None,
+                   handle: "ClientRequest | None" = None) -> defer.Deferred:
         """One client transaction to ``target`` (``request`` is ours to add the Via to);
         ``server_name``: what a TLS certificate must name, by default the request's next hop."""
         if target.transport == "udp":
             try:
                 return self._start_client(UDPChannel(self._udp_listener_for(target, source), target), request,
-                                          target, on_provisional, timeout, keep_via)
+                                          target, on_provisional, timeout, keep_via, handle)
             except TransportError:
                 return defer.fail()
         try:
@@ -314,7 +353,7 @@ class SIPStack:
         except ResolutionError:
             return defer.fail()
         d = self.pool.connect(target, server_name=server_name)
-        return d.addCallback(self._start_client, request, target, on_provisional, timeout, keep_via)
+        return d.addCallback(self._start_client, request, target, on_provisional, timeout, keep_via, handle)
 
     def send_stateless(self, request: Request, target: Address, source: Address | None = None) -> defer.Deferred:
         """Send ``request`` as it is to ``target``, without a transaction (RFC 3261 16.11:
@@ -355,7 +394,8 @@ class SIPStack:
         raise TransportError(f"no UDP socket of the right address family for {target.host}")
 
     def _start_client(self, channel: Channel, request: Request, target: Address, on_provisional,
-                      timeout: float | None = None, keep_via: bool = False) -> defer.Deferred:
+                      timeout: float | None = None, keep_via: bool = False,
+                      handle: "ClientRequest | None" = None) -> defer.Deferred:
         if self._stopped:
             raise TransportError("the SIP stack stopped")  # a connection completed after stop()
         if keep_via:
@@ -367,6 +407,8 @@ class SIPStack:
             via = make_via(target.transport, local.host, local.port)
             request.headers.prepend("Via", str(via))
         _ensure_content_length(request)
+        if handle is not None:
+            handle.sent, handle.sent_to = request, target
         transaction = ClientTransaction(request, reliable=target.reliable, timers=self.timers)
         d = defer.Deferred()
         call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method), target)  # 17.1.3
@@ -741,4 +783,4 @@ def _ensure_content_length(message: Message) -> None:
         message.headers.add("Content-Length", str(len(message.body)))
 
 
-__all__ = ["CancelHandler", "ISIPStack", "IncomingRequest", "Message", "SIPStack"]
+__all__ = ["CancelHandler", "ClientRequest", "ISIPStack", "IncomingRequest", "Message", "SIPStack"]
