@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 from twisted.internet import defer, protocol, reactor, threads, utils
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.admin.test_web import TOKEN, dead_rows, start_service, wait_until
 from tests.registrant.test_record import make_row
@@ -404,3 +404,45 @@ class CtlWatchPiecesTests(SynchronousTestCase):
         self.assertEqual(ctl.watch("http://x/RPC", None, 1.0, options, out), 0)
         self.assertEqual(out.getvalue(), "\r[" + "#" * 15 + "." * 15 + "]  50% 1/2 online\x1b[K"
                                          "\r[" + "#" * 30 + "] 100% 2/2 online\x1b[K\n")
+
+
+class CtlCompletionTests(TestCase):
+    """``txuac-ctl completion bash`` sourced by a real bash: commands, options, states, and
+    the method names of the server named on the line."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def complete(self, *words: str, **variables: str) -> list[str]:
+        bash = shutil.which("bash")
+        if bash is None:
+            raise SkipTest("bash is not installed")
+        status, script, _ = yield run_ctl("completion", "bash")
+        self.assertEqual(status, 0)
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(script)
+        words_text = " ".join(f"'{word}'" for word in words)
+        env = ctl_environment(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+                              **variables)
+        out, err, code = yield utils.getProcessOutputAndValue(bash, ["-c", (
+            f"source {path}; COMP_WORDS=(txuac-ctl {words_text}); COMP_CWORD={len(words)}; _txuac_ctl; "
+            'printf "%s\\n" "${COMPREPLY[@]}"')], env=env, path=ROOT)
+        self.assertEqual(code, 0, err)
+        return out.decode().split()
+
+    @defer.inlineCallbacks
+    def test_words(self):
+        self.assertEqual((yield self.complete("acc")), ["accounts"])
+        self.assertEqual((yield self.complete("accounts", "--state", "f")), ["failed"])
+        self.assertEqual((yield self.complete("--until")), ["--until-online"])
+        status, _, err = yield run_ctl("completion", "tcsh")
+        self.assertEqual((status, err.strip()), (2, "txuac-ctl: completion for 'tcsh' is not available (bash is)"))
+
+    @defer.inlineCallbacks
+    def test_method_names_from_the_server(self):
+        service = yield start_service(self, None, rpc={"token": TOKEN})
+        url = f"http://127.0.0.1:{service.rpc.port}/RPC"
+        self.assertEqual((yield self.complete("--url", url, "--token", TOKEN, "uac.reg_d")),
+                         ["uac.reg_disable", "uac.reg_dump"])
+        self.assertEqual((yield self.complete("--url", url, "--token", TOKEN, "core.v")), ["core.version"])

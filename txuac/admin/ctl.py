@@ -435,6 +435,46 @@ def watch(url: str, token: str | None, timeout: float, options: argparse.Namespa
     return EXIT_OK
 
 
+# --- txuac-ctl completion bash --------------------------------------------------------
+# Commands and options are completed from here, method names by asking the server
+# (system.listMethods, with the options already typed), states from the list above.
+BASH_COMPLETION = """\
+_txuac_ctl() {
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+    case "$prev" in
+        --state) COMPREPLY=($(compgen -W "%(states)s" -- "$cur")); return ;;
+        --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --url|--token|--timeout|--registrar|--search|--fields|--interval|--count) return ;;
+    esac
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "%(options)s" -- "$cur"))
+        return
+    fi
+    local i given=()
+    for ((i = 1; i < COMP_CWORD - 1; i++)); do
+        case "${COMP_WORDS[i]}" in
+            --config|-c|--url|--token) given+=("${COMP_WORDS[i]}" "${COMP_WORDS[i+1]}") ;;
+        esac
+    done
+    local methods
+    methods=$(txuac-ctl "${given[@]}" --timeout 2 --json system.listMethods 2>/dev/null | tr -d '[]",')
+    COMPREPLY=($(compgen -W "%(commands)s $methods" -- "$cur"))
+}
+complete -F _txuac_ctl txuac-ctl
+"""
+COMMANDS = ("accounts", "watch", "completion", "migrate")
+OPTIONS = ("--config", "--url", "--token", "--json", "--timeout", "--help", "--state", "--registrar", "--search",
+           "--fields", "--yaml", "--interval", "--count", "--until-online")
+
+
+def completion_script(shell: str) -> str:
+    """The shell completion script (bash only): ``source <(txuac-ctl completion bash)``."""
+    if shell != "bash":
+        raise CtlError(f"completion for {shell!r} is not available (bash is)")
+    return BASH_COMPLETION % {"states": " ".join(STATES), "options": " ".join(OPTIONS),
+                              "commands": " ".join(COMMANDS)}
+
+
 # --- the command --------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -470,6 +510,13 @@ def run(argv: list[str] | None = None) -> int:
     if argv[:1] == ["migrate"]:  # txuac-ctl migrate kamailio.cfg > uac.toml
         from txuac.admin.migrate import main as migrate
         return migrate(argv[1:])
+    if argv[:1] == ["completion"]:  # source <(txuac-ctl completion bash)
+        try:
+            print(completion_script(argv[1] if len(argv) > 1 else "bash"), end="")
+        except CtlError as e:
+            print(f"txuac-ctl: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        return EXIT_OK
     head, command, tail = split_command(argv)
     accounts = watching = None
     if command == "accounts":
