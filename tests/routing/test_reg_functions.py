@@ -4,6 +4,7 @@ uac_reg_request_to addressing the request and feeding uac_auth."""
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.logger import capturedLogs
 
 from tests.routing.test_proxy import CALLEE, PEER, ProxyTestCase, request
@@ -38,6 +39,11 @@ def route(msg, uac, tm, rr, dialog, sl):
         tm.t_on_failure("AUTH")
     elif user == "request-to-mode":
         SEEN.append(uac.uac_reg_request_to("100", 4))
+    elif user == "enable-disable":
+        SEEN.append((uac.uac_reg_disable("l_username", "100"), uac.uac_reg_enable("l_uuid", "acc1"),
+                     uac.uac_reg_enable("l_uuid", "nobody"), uac.uac_reg_disable("realm", "x")))
+    elif user == "refresh":
+        SEEN.append((uac.uac_reg_refresh("acc1"), uac.uac_reg_refresh("nobody"), uac.uac_reg_refresh("later")))
     tm.t_relay()
 
 
@@ -52,7 +58,30 @@ ACCOUNT = {"ruri": "sip:remote-100@provider.example", "duri": f"sip:{CALLEE[0]}:
 
 
 class FakeRegistrant:
-    """RegistrantService's lookups for one account acc1 / l_username 100."""
+    """RegistrantService's lookups and operations for one account acc1 / l_username 100;
+    ``calls`` records enable/disable/refresh, ``pending`` the refresh that answers later."""
+
+    def __init__(self):
+        self.calls = []
+        self.pending = defer.Deferred()
+
+    def enable(self, attribute, value):
+        return self._operation("enable", attribute, value)
+
+    def disable(self, attribute, value):
+        return self._operation("disable", attribute, value)
+
+    def _operation(self, name, attribute, value):
+        if attribute not in ("l_uuid", "l_username", "r_username", "auth_username"):
+            return -3
+        self.calls.append((name, attribute, value))
+        return 1 if (attribute, value) in (("l_uuid", "acc1"), ("l_username", "100")) else -2
+
+    def refresh(self, l_uuid):
+        self.calls.append(("refresh", l_uuid))
+        if l_uuid == "later":
+            return self.pending
+        return defer.succeed(1 if l_uuid == "acc1" else -1)
 
     def lookup(self, l_uuid):
         return "sip:100@" + f"{CALLEE[0]}:{CALLEE[1]}" if l_uuid == "acc1" else None
@@ -72,10 +101,30 @@ class FakeRegistrant:
 
 class RegistrationFunctionTests(ProxyTestCase):
     script = REG_SCRIPT
-    parts = ServiceParts(registrant=FakeRegistrant())
+
+    def setUp(self):
+        self.registrant = FakeRegistrant()
+        self.parts = ServiceParts(registrant=self.registrant)
+        super().setUp()
 
     def seen(self):
         return self.proxy.routes.module.SEEN
+
+    def test_enable_and_disable_call_the_registrant(self):
+        self.receive(request(uri=f"sip:enable-disable@{CALLEE[0]}:{CALLEE[1]}"))
+        # Kamailio's codes: 1, or -1 for an unknown account and for an attribute it does not filter on.
+        self.assertEqual(self.seen(), [(1, 1, -1, -1)])
+        self.assertEqual(self.registrant.calls, [("disable", "l_username", "100"), ("enable", "l_uuid", "acc1"),
+                                                 ("enable", "l_uuid", "nobody")])
+
+    def test_refresh_answers_with_the_store_or_once_the_read_started(self):
+        with capturedLogs() as events:
+            self.receive(request(uri=f"sip:refresh@{CALLEE[0]}:{CALLEE[1]}"))
+            self.assertEqual(self.seen(), [(1, -1, 1)])
+            self.registrant.pending.callback(-1)
+        self.assertEqual(self.registrant.calls, [("refresh", "acc1"), ("refresh", "nobody"), ("refresh", "later")])
+        late = [e for e in events if "no valid row" in e.get("log_format", "")]
+        self.assertEqual([e["luuid"] for e in late], ["later"])
 
     def test_lookup_into_the_request_uri(self):
         self.receive(request(uri="sip:lookup@example.org"))
@@ -128,5 +177,8 @@ class WithoutRegistrantTests(ProxyTestCase):
             self.receive(request(uri=f"sip:status@{CALLEE[0]}:{CALLEE[1]}"))
             self.receive(request(uri=f"sip:lookup@{CALLEE[0]}:{CALLEE[1]}", branch="z9hG4bKup2"))
         self.assertEqual(self.proxy.routes.module.SEEN, [(-1, -1), -1])
+        self.receive(request(uri=f"sip:enable-disable@{CALLEE[0]}:{CALLEE[1]}", branch="z9hG4bKup3"))
+        self.receive(request(uri=f"sip:refresh@{CALLEE[0]}:{CALLEE[1]}", branch="z9hG4bKup4"))
+        self.assertEqual(self.proxy.routes.module.SEEN[2:], [(-1, -1, -1, -1), (-1, -1, -1)])
         warnings = [e for e in events if "reg_db_url" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1)

@@ -1,4 +1,4 @@
-"""The ``uac`` namespace's registration functions (Kamailio README 4.10-4.13; reference
+"""The ``uac`` namespace's registration functions (Kamailio README 4.10-4.16; reference
 section 4.10), on the registrant of the service (``[uac] reg_db_url``).
 
 Kamailio writes results into pseudo-variables named by ``dst``; here ``dst`` is
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from txuac.errors import SIPParseError
@@ -59,8 +60,8 @@ class RequestTargets:
 
 
 class RegistrationFunctions:
-    """uac_reg_lookup, uac_reg_lookup_uri, uac_reg_status, uac_reg_request_to; mixed into
-    the ``uac`` namespace, which provides ``credentials`` (the request's credentials)."""
+    """uac_reg_lookup, uac_reg_lookup_uri, uac_reg_status, uac_reg_request_to,
+    uac_reg_enable, uac_reg_disable, uac_reg_refresh; mixed into the ``uac`` namespace, which provides ``credentials`` (the request's credentials)."""
 
     credentials: RequestCredentials
 
@@ -127,6 +128,56 @@ class RegistrationFunctions:
             return -1
         self.credentials.username, self.credentials.password, self.credentials.realm = found["username"], found["password"], found["realm"]
         return 1
+
+    @allowed_like("uac_reg_enable")
+    def uac_reg_enable(self, attr: str, val: str) -> int:
+        """Enable the first account whose ``attr`` (l_uuid, l_username, r_username,
+        auth_username) is ``val``, as ``uac.reg_enable`` does. 1, or -1 (none, another attr)."""
+        return self._set_enabled("uac_reg_enable", attr, val, True)
+
+    @allowed_like("uac_reg_disable")
+    def uac_reg_disable(self, attr: str, val: str) -> int:
+        """Disable the first account whose ``attr`` is ``val`` (as uac_reg_enable). 1, or -1."""
+        return self._set_enabled("uac_reg_disable", attr, val, False)
+
+    def _set_enabled(self, name: str, attr: str, val: str, enabled: bool) -> int:
+        registrant = self._active()
+        if registrant is None:
+            return -1
+        operation = registrant.enable if enabled else registrant.disable
+        result = operation(str(attr), str(val))
+        if result < 0:  # the registrant's -2 (no such account) and -3 (attr) are Kamailio's -1
+            log.info("{name}: {why}", name=name,
+                     why=f"no account with {attr} {val!r}" if result == -2 else f"{attr!r} is not an account field")
+            return -1
+        return 1
+
+    @allowed_like("uac_reg_refresh")
+    def uac_reg_refresh(self, luuid: str) -> int:
+        """Read the row ``luuid`` from the store again (the account is added, changed or left
+        as it is, as ``uac.reg_refresh``). The store answers asynchronously: 1 once the read
+        is under way, or its result (1, -1 no such row or invalid) when it answered at once;
+        a later -1 is logged. -1 without a registrant or an l_uuid."""
+        registrant = self._active()
+        if registrant is None or not luuid:
+            return -1
+        answered: list[int] = []
+        d = defer.maybeDeferred(registrant.refresh, str(luuid)).addErrback(_refresh_error, luuid)
+        d.addCallback(answered.append)
+        if answered:
+            return 1 if answered[0] > 0 else -1
+        d.addCallback(lambda _: _note_late_refresh(answered[0], luuid))
+        return 1
+
+
+def _refresh_error(failure: Any, luuid: str) -> int:
+    log.failure("uac_reg_refresh of {luuid} failed", failure, luuid=luuid)
+    return -1
+
+
+def _note_late_refresh(result: int, luuid: str) -> None:
+    if result < 0:
+        log.info("uac_reg_refresh: no valid row {luuid} in the store", luuid=luuid)
 
 
 __all__ = ["RegistrationFunctions", "RequestTargets"]

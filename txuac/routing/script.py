@@ -334,6 +334,9 @@ UAC_FUNCTION_ROUTES: Mapping[str, tuple[tuple[RouteKind, ...], tuple[str, ...]]]
     "uac_reg_lookup_uri": (ANY_ROUTE, ()),
     "uac_reg_status": (ANY_ROUTE, ()),
     "uac_reg_request_to": ((RouteKind.REQUEST, RouteKind.FAILURE, RouteKind.BRANCH), ()),
+    "uac_reg_enable": (ANY_ROUTE, ()),
+    "uac_reg_disable": (ANY_ROUTE, ()),
+    "uac_reg_refresh": (ANY_ROUTE, ()),
 })
 
 
