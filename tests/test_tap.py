@@ -137,6 +137,8 @@ class TwistdTests(ProcessMixin, SynchronousTestCase):
         self.assertEqual(status, 0, output)
         self.assertIn("--config=", output)
         self.assertIn("Path to the TOML configuration file.", output)
+        self.assertIn("Where to start: copy the commented sample configuration (conf/uac.toml", output)
+        self.assertIn("http://127.0.0.1:5064/status", output)
 
     def test_plugin_listed(self):
         status, output = self.run_to_end(twistd_argv("--help"))

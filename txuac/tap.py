@@ -28,6 +28,11 @@ from txuac.errors import ConfigError, TxuacError
 
 class Options(usage.Options):
     optParameters = [["config", "c", None, "Path to the TOML configuration file."]]
+    longdesc = ("Where to start: copy the commented sample configuration (conf/uac.toml in the source; "
+                "every key with its default, README.rst explains them), point [uac] reg_db_url at your "
+                "uacreg table, then run: twistd -n uac --config uac.toml. Once it runs: "
+                "txuac-ctl watch (bring-up progress), txuac-ctl accounts --state failed, and the status "
+                "page at http://127.0.0.1:5064/status ([rpc] listen).")
 
     def opt_version(self) -> None:
         """Print the txuac version and exit."""
