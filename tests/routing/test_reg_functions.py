@@ -24,6 +24,8 @@ def route(msg, uac, tm, rr, dialog, sl):
     user = msg.uri.user
     if user == "lookup":
         SEEN.append(uac.uac_reg_lookup("acc1", "$ru"))
+    elif user == "lookup-du":
+        SEEN.append((uac.uac_reg_lookup("acc1", "$du"), tm.du, tm.isdsturiset()))
     elif user == "lookup-unknown":
         SEEN.append(uac.uac_reg_lookup("nobody", "$ru"))
     elif user == "lookup-callable":
@@ -131,6 +133,12 @@ class RegistrationFunctionTests(ProxyTestCase):
         [forwarded] = self.sent(CALLEE)
         self.assertEqual(str(forwarded.uri), f"sip:100@{CALLEE[0]}:{CALLEE[1]}")
         self.assertEqual(self.seen(), [1])
+
+    def test_lookup_into_du_is_the_tm_namespace_du(self):
+        self.receive(request(uri="sip:lookup-du@pbx.example.org"))
+        [forwarded] = self.sent(CALLEE)
+        self.assertEqual(str(forwarded.uri), "sip:lookup-du@pbx.example.org")
+        self.assertEqual(self.seen(), [(1, f"sip:100@{CALLEE[0]}:{CALLEE[1]}", 1)])
 
     def test_lookup_unknown(self):
         self.receive(request(uri=f"sip:lookup-unknown@{CALLEE[0]}:{CALLEE[1]}"))

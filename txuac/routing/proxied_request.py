@@ -113,7 +113,7 @@ class ProxiedRequest:
         found = proxy.dialogs.match(incoming.request)  # None for an initial request
         self.in_dialog = found is not None  # a request of a dialog the table tracks
         self.dialog = DialogFunctions(self.msg, proxy.dialogs, proxy.now, found)
-        self.targets = RequestTargets(self.msg)  # $du of uac_reg_request_to and uac_reg_lookup
+        self.targets = RequestTargets(self.msg)  # $du: tm.setdsturi, uac_reg_request_to, uac_reg_lookup
         # No reference cycle through self (namespaces hold weak proxies, incoming a weakref):
         # a finished request is freed by reference counting, not left to the collector's
         # rare full collections (bench/proxy.py: ~45 KiB per call otherwise, never freed).
@@ -167,7 +167,7 @@ class ProxiedRequest:
         forward.request.headers.remove_first("Via")
         self._shift_cseq(forward.request)
         branch.request = forward.request
-        # Kamailio's $du (uac_reg_request_to): the next hop, Request-URI and Route kept.
+        # Kamailio's $du (tm.setdsturi, uac_reg_request_to): the next hop, Request-URI and Route kept.
         next_hop = self.targets.destination or forward.next_hop
         next_hop = next_hop if isinstance(next_hop, SipURI) else None
         if next_hop is None:
@@ -405,10 +405,11 @@ class ProxiedRequest:
             log.info("ACK not forwarded: {error}", error=str(e))
             return -1
         self._shift_cseq(forward.request)
-        if not isinstance(forward.next_hop, SipURI):
+        next_hop = self.targets.destination or forward.next_hop
+        if not isinstance(next_hop, SipURI):
             return -1
         stack = self.proxy.stack
-        d = stack.resolver.resolve_uri(forward.next_hop)
+        d = stack.resolver.resolve_uri(next_hop)
         d.addCallback(lambda targets: stack.send_stateless(forward.request, targets[0]))
         d.addErrback(lambda f: log.info("ACK not forwarded: {error}", error=f.getErrorMessage()))
         return 1

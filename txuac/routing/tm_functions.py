@@ -3,7 +3,10 @@
 Bound to one proxied request: ``t_relay()`` and ``t_relay_to_uri(uri)`` forward it
 statefully, ``t_on_failure``, ``t_on_branch`` and ``t_on_reply`` arm the script's named
 routes for its transaction, ``t_is_canceled`` and ``t_check_status`` read its state.
-Kamailio's codes: 1 success, -1 failure.
+``setdsturi``, ``resetdsturi``, ``isdsturiset`` and ``du`` are Kamailio's ``$du`` (KEMI's
+core ``KSR.setdsturi``...; txuac has no core namespace): the next hop of the branches
+relayed from now on, the Request-URI and Route untouched. Kamailio's codes: 1 success,
+-1 failure.
 """
 
 from __future__ import annotations
@@ -31,8 +34,36 @@ class TM:
         self._proxied = weakref.proxy(proxied)
 
     def t_relay(self) -> int:
-        """Forward statefully to the Route next hop or the Request-URI (KSR.tm.t_relay)."""
+        """Forward statefully to ``$du``, else the Route next hop or the Request-URI
+        (KSR.tm.t_relay)."""
         return self._proxied.relay(None)
+
+    def setdsturi(self, uri: str) -> int:
+        """``$du = uri``: 1, or -1 (logged) when ``uri`` is not a URI (KSR.setdsturi)."""
+        return 1 if self._proxied.targets.store("$du", str(uri)) else -1
+
+    def resetdsturi(self) -> int:
+        """``$du = $null``: the Route or the Request-URI decides again (KSR.resetdsturi)."""
+        self._proxied.targets.destination = None
+        return 1
+
+    def isdsturiset(self) -> int:
+        """1 when ``$du`` is set (here or by a uac_reg function), -1 otherwise (KSR.isdsturiset)."""
+        return 1 if self._proxied.targets.destination is not None else -1
+
+    @property
+    def du(self) -> str | None:
+        """``$du`` as text, None when unset; assigning a string is ``setdsturi``, None
+        ``resetdsturi`` (an invalid URI raises SIPParseError)."""
+        destination = self._proxied.targets.destination
+        return str(destination) if destination is not None else None
+
+    @du.setter
+    def du(self, uri: str | None) -> None:
+        if uri is None:
+            self.resetdsturi()
+        else:
+            self._proxied.targets.destination = parse_uri(str(uri), "$du")
 
     def t_relay_to_uri(self, uri: str) -> int:
         """Forward with ``uri`` as the Request-URI (our equivalent of $ru + t_relay)."""
