@@ -509,6 +509,28 @@ class FlowSettingsTests(SynchronousTestCase):
             self.assertIn(f"[uac] {key}", str(raised.exception))
 
 
+class ProbeSettingsTests(SynchronousTestCase):
+    """[uac] reg_probe, reg_probe_interval, reg_probe_max_interval (ours), down to the registrant."""
+
+    def test_defaults_and_shipped_values(self):
+        for uac in (settings_from_dict({}).uac, load_settings(SHIPPED).uac):
+            self.assertEqual((uac.reg_probe, uac.reg_probe_interval, uac.reg_probe_max_interval), (True, 2, 30))
+
+    def test_values_reach_the_registrant(self):
+        from txuac.service import registrant_settings
+        registrant = registrant_settings(settings_from_dict(
+            {"uac": {"reg_probe": False, "reg_probe_interval": 1, "reg_probe_max_interval": 10}}))
+        self.assertEqual((registrant.reg_probe, registrant.reg_probe_interval, registrant.reg_probe_max_interval),
+                         (False, 1.0, 10.0))
+
+    def test_bad_values_name_the_key(self):
+        for key, value in (("reg_probe", 1), ("reg_probe_interval", 0), ("reg_probe_max_interval", -1),
+                           ("reg_probe_interval", "2")):
+            with self.assertRaises(ConfigError) as raised:
+                settings_from_dict({"uac": {key: value}}, "uac.toml")
+            self.assertIn(f"[uac] {key}", str(raised.exception))
+
+
 class RetrySettingsTests(SynchronousTestCase):
     """[uac] retries per failure kind: txuac's defaults, Kamailio's 0, down to the registrant."""
 

@@ -117,6 +117,12 @@ class UACSettings:
     reg_options_ping_interval: int = 0
     reg_ping_up_count: int = 2
     reg_ping_down_count: int = 3
+    # Ours: a registrar whose REGISTERs time out or meet a transport error gets one
+    # OPTIONS every reg_probe_interval seconds (doubling to reg_probe_max_interval) until
+    # it answers, which re-registers all its accounts; nothing is sent while all is well.
+    reg_probe: bool = True
+    reg_probe_interval: int = 2
+    reg_probe_max_interval: int = 30
     reg_unregister_on_stop: bool = False
     # Kamailio: the local socket (proto:ip:port, one of [core] listen) REGISTERs and
     # uac_req_send requests go out from when no other is given.
@@ -443,7 +449,7 @@ def _uac(path: str, table: Any) -> UACSettings:
         if value < 0:
             raise ConfigError(f"{section.where(name)}: must not be negative, got {value}")
     for name in ("reg_send_rate", "reg_max_in_flight", "reg_dest_max_in_flight", "reg_dest_rate",
-                 "reg_ping_up_count", "reg_ping_down_count"):
+                 "reg_ping_up_count", "reg_ping_down_count", "reg_probe_interval", "reg_probe_max_interval"):
         if numbers[name] <= 0:
             raise ConfigError(f"{section.where(name)}: must be positive")
     if numbers["reg_retry_jitter"] > 100:
@@ -458,6 +464,7 @@ def _uac(path: str, table: Any) -> UACSettings:
         reg_ext_table=section.get("reg_ext_table", str, defaults.reg_ext_table),
         reg_contact_addr=section.get("reg_contact_addr", str, None) or None,
         reg_unregister_on_stop=section.get("reg_unregister_on_stop", bool, False),
+        reg_probe=section.get("reg_probe", bool, True),
         default_socket=section.get("default_socket", str, None) or None,
         **numbers,
     )
@@ -484,7 +491,7 @@ _UAC_INTEGERS = ("reg_timer_interval", "reg_retry_interval", "reg_retry_max_inte
                  "reg_use_domain", "reg_hash_size", "reg_gc_interval", "reload_delta", "reg_send_rate",
                  "reg_max_in_flight", "reg_dest_max_in_flight", "reg_dest_rate", "reg_keepalive_interval",
                  "reg_options_ping_interval", "reg_ping_up_count", "reg_ping_down_count",
-                 "reg_db_connect_retry")
+                 "reg_probe_interval", "reg_probe_max_interval", "reg_db_connect_retry")
 
 
 def parse_endpoint(text: str, where: str) -> tuple[str, list[str], dict[str, str]]:

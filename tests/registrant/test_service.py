@@ -136,6 +136,9 @@ class ServiceTestCase(SynchronousTestCase):
         if rows is None:
             rows = [make_row("acc1")]
         settings.setdefault("reg_contact_addr", CONTACT_ADDR)
+        # The probe's OPTIONS would mix with the REGISTERs these tests count: its own tests
+        # (tests/registrant/test_probe.py) turn it on.
+        settings.setdefault("reg_probe", False)
         self.clock = Clock()
         self.stack = FakeStack(self.clock)
         self.store = store if store is not None else FakeStore(rows)

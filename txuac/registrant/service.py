@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from txuac.auth import Authenticator, FixedCredentials, challenge_origin
@@ -34,6 +35,7 @@ from txuac.registrant.account import AccountMachine, Arm, Effect, Emit, Persist,
 from txuac.registrant.budget import DestinationBudget
 from txuac.registrant.failures import FailureSummary
 from txuac.registrant.health import FlowTracker, OptionsPinger
+from txuac.registrant.probe import RegistrarProber
 from txuac.registrant.record import (
     Flag,
     InvalidRecord,
@@ -113,6 +115,12 @@ class RegistrantSettings:
     reg_options_ping_interval: int = 0
     reg_ping_up_count: int = 2
     reg_ping_down_count: int = 3
+    # Ours: a registrar whose REGISTERs fail by timeout or transport error (or stay
+    # unanswered) gets one OPTIONS every reg_probe_interval seconds, doubling up to
+    # reg_probe_max_interval, until it answers; then all its accounts re-register.
+    reg_probe: bool = True
+    reg_probe_interval: float = 2.0
+    reg_probe_max_interval: float = 30.0
     user_agent: str | None = None
     # Log the routine transitions (to registering, to online) at debug level; txuac's
     # service sets it from [log] level. Observers see every transition either way.
@@ -193,6 +201,12 @@ class RegistrantService(service.Service):
                                         settings.reg_ping_up_count, settings.reg_ping_down_count,
                                         from_host=settings.reg_contact_addr or "127.0.0.1",
                                         user_agent=settings.user_agent)
+        # Re-registration as soon as a failing registrar answers again.
+        self.prober: RegistrarProber | None = None
+        if settings.reg_probe:
+            self.prober = RegistrarProber(self, stack, settings.reg_probe_interval, settings.reg_probe_max_interval,
+                                          from_host=settings.reg_contact_addr or "127.0.0.1",
+                                          user_agent=settings.user_agent)
 
     # --- lifecycle ---------------------------------------------------------------
     @defer.inlineCallbacks
@@ -212,6 +226,8 @@ class RegistrantService(service.Service):
         self.flows.stop()
         if self.pinger is not None:
             self.pinger.stop()
+        if self.prober is not None:
+            self.prober.stop()
         if self._loop.running:
             self._loop.stop()
         yield self._wait_in_flight()
@@ -381,6 +397,8 @@ class RegistrantService(service.Service):
         now = self.now()
         elapsed = self.TICK if self._last_tick is None else now - self._last_tick
         self._last_tick = now
+        if self.prober is not None:
+            self.prober.tick(now)
         rate = self.settings.reg_send_rate
         self._budget = min(self._budget + elapsed * rate, max(rate * self.TICK * 2, 1.0))
         if self._parked and not self._release_parked(now):
@@ -466,6 +484,8 @@ class RegistrantService(service.Service):
                                on_retry=lambda _, cseq: machine.challenged(record, call_id, cseq))
         destination = self._destination(record)
         self.destinations.started(destination, now)
+        if self.prober is not None:
+            self.prober.sent(destination, record, now)
         d.addBoth(self._destination_done, destination)
         self._in_flight[record.l_uuid] = d
         d.addCallbacks(self._replied, self._failed, callbackArgs=(record, send.expires, send.too_brief, d),
@@ -474,6 +494,10 @@ class RegistrantService(service.Service):
 
     def _destination_done(self, result, destination: str):
         self.destinations.ended(destination)
+        if self.prober is not None:
+            unanswered = isinstance(result, Failure) and result.check(TransactionTimeout, TransportError,
+                                                                      ResolutionError) is not None
+            self.prober.ended(destination, self.now(), not unanswered)
         return result
 
     def _destination(self, record: RegistrationRecord) -> str:
@@ -563,6 +587,8 @@ class RegistrantService(service.Service):
         if record is None:
             return
         status = getattr(getattr(failure.value, "response", None), "status", None)
+        if self.prober is not None and (error is TransactionTimeout or error is TransportError):
+            self.prober.failed(self._destination(record), self.now(), reason)
         self._carry_out(self.machine.failed(record, reason, status, self.now(), classify(status, error)))
 
     # --- events and counters -------------------------------------------------------
@@ -727,6 +753,10 @@ class RegistrantService(service.Service):
             count += 1
             log.debug("registration {l_uuid}: re-registering ({reason})", l_uuid=l_uuid, reason=reason)
         return count
+
+    def accounts_of(self, destination: str) -> list[str]:
+        """The accounts whose REGISTERs go to ``destination`` (as the per-destination budget names it)."""
+        return [l_uuid for l_uuid, record in self.records.items() if self._destination(record) == destination]
 
     def registrar_target(self, record: RegistrationRecord) -> tuple[SipURI | Address, Address | None]:
         """Where the account's REGISTERs go (auth_proxy, else the registrar's domain) and the
