@@ -138,6 +138,18 @@ class ResponseTests(SynchronousTestCase):
         self.assertEqual(best.headers.get_all("Proxy-Authenticate"), ['Digest realm="b.example", nonce="nb"'])
         self.assertEqual(parse_message(bytes(best)).validate().status, 401)
 
+    def test_identical_challenges_are_merged_and_content_length_stays_last(self):
+        # Two branches to one trunk challenged alike: one Proxy-Authenticate upstream, not two.
+        a, b, c = self.branch(), self.branch(), self.branch()
+        self.receive(a, 407, ("Proxy-Authenticate", 'Digest realm="trunk", nonce="n1", qop="auth"'))
+        self.receive(b, 407, ("Proxy-Authenticate", 'Digest  realm="trunk",\tnonce="n1", qop="auth"'))
+        self.receive(c, 407, ("Proxy-Authenticate", 'Digest realm="trunk", nonce="n2", qop="auth"'))
+        best = self.context.finish()
+        self.assertEqual(best.headers.get_all("Proxy-Authenticate"),
+                         ['Digest realm="trunk", nonce="n1", qop="auth"', 'Digest realm="trunk", nonce="n2", qop="auth"'])
+        self.assertEqual(best.headers.keys()[-1], "content-length")
+        self.assertEqual(bytes(best).split(b"\r\n")[-3].split(b":")[0], b"Content-Length")
+
     def test_no_aggregation_for_other_responses(self):
         a, b = self.branch(), self.branch()
         self.receive(a, 302)

@@ -33,7 +33,7 @@ from typing import Callable
 from txuac.errors import SIPParseError, TxuacError
 from txuac.routing.proxy_rules import make_branch_cancel
 from txuac.sip.fields import Via
-from txuac.sip.grammar import split_list
+from txuac.sip.grammar import split_list, split_lws
 from txuac.sip.message import Request, Response, make_response
 from txuac.sip.tokens import token_hex
 from txuac.sip.via import Address, bare_host, ip_address_of
@@ -278,13 +278,27 @@ def _response_priority(response: Response) -> int:
 
 
 def _aggregate_challenges(chosen: Response, others: list[Response]) -> Response:
-    """16.7 item 7: every other 401/407's WWW-/Proxy-Authenticate values, unmodified."""
+    """16.7 item 7: every other 401/407's WWW-/Proxy-Authenticate values, unmodified,
+    once each (a trunk that challenged two branches alike is not asked twice), before
+    Content-Length, which stays last."""
     result = chosen.copy()
-    for other in others:
-        for name in ("WWW-Authenticate", "Proxy-Authenticate"):
+    content_length = result.headers.remove_first("Content-Length")
+    for name in ("WWW-Authenticate", "Proxy-Authenticate"):
+        present = {_challenge_key(value) for value in result.headers.get_all(name)}
+        for other in others:
             for value in other.headers.get_all(name):
-                result.headers.add(name, value)
+                key = _challenge_key(value)
+                if key not in present:
+                    present.add(key)
+                    result.headers.add(name, value)
+    if content_length is not None:
+        result.headers.add("Content-Length", content_length)
     return result
+
+
+def _challenge_key(value: str) -> str:
+    """A challenge compared for identity: its text with each run of SP/HTAB as one SP."""
+    return " ".join(split_lws(value))
 
 
 def response_for_upstream(response: Response, is_our_via: Callable[[Via], bool] | None = None) -> Response | None:
