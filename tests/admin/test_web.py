@@ -494,6 +494,8 @@ class TokenTests(HTTPClientMixin, TestCase):
         self.token = TOKEN
         self.assertEqual((yield self.error("uac.reg_dump")), (500, "Not enabled"))
         self.assertEqual((yield self.error("uac.reg_info", "l_uuid", "1")), (500, "Not enabled"))
+        response = yield self.rpc("uac.reg_enable", "l_uuid", "1")
+        self.assertIn("set [uac] reg_db_url", response["error"]["data"])
         self.assertEqual((yield self.result("stats.get_statistics", "uac:")), [])
 
 

@@ -25,7 +25,9 @@ log = Logger()
 MASK = "********"
 FILTER_PARAMS = (Param("attr"), Param("val"))
 INVALID_PARAMETERS = RPCError(400, "Invalid Parameters")
-NOT_ENABLED = RPCError(500, "Not enabled")
+# Kamailio's code and message; ``data`` says what to do about it.
+NOT_ENABLED = RPCError(500, "Not enabled", data="registration is off: set [uac] reg_db_url to the uacreg table "
+                                                "(sqlite:///path, postgres://..., mysql://...)")
 RECORD_NOT_FOUND = RPCError(404, "Record not found")
 
 # uac.reg_add's positional parameters (Kamailio's order); the integers are typed.
