@@ -446,3 +446,24 @@ class CtlCompletionTests(TestCase):
         self.assertEqual((yield self.complete("--url", url, "--token", TOKEN, "uac.reg_d")),
                          ["uac.reg_disable", "uac.reg_dump"])
         self.assertEqual((yield self.complete("--url", url, "--token", TOKEN, "core.v")), ["core.version"])
+
+
+class CtlSampleConfigTests(TestCase):
+    @defer.inlineCallbacks
+    def test_sample_config_is_the_shipped_one_and_loads(self):
+        status, out, err = yield run_ctl("sample-config")
+        self.assertEqual((status, err), (0, ""))
+        with open(os.path.join(ROOT, "conf", "uac.toml"), encoding="utf-8") as f:
+            self.assertEqual(out, f.read())
+        path = os.path.abspath(self.mktemp()) + ".toml"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(out)
+        self.assertEqual(load_settings(path).rpc.listen, "tcp:5064:interface=127.0.0.1")
+
+    def test_installed_copy_first(self):
+        prefix = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(prefix, "share", "txuac"))
+        with open(os.path.join(prefix, "share", "txuac", "uac.toml"), "w") as f:
+            f.write("# installed\n")
+        self.patch(sys, "prefix", prefix)
+        self.assertEqual(ctl.sample_config_path(), os.path.join(prefix, "share", "txuac", "uac.toml"))

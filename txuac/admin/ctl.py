@@ -5,6 +5,7 @@
     txuac-ctl --json uac.reg_active 0
     txuac-ctl accounts --state failed --registrar reg.example.com --fields l_uuid,last_error
     txuac-ctl watch --until-online
+    txuac-ctl sample-config > uac.toml
 
 Tables for people, ``--json`` for scripts. Exit status: 0 done, 1 the method answered
 an error, 2 a usage, configuration or connection problem, 141 the reader of the output
@@ -462,7 +463,7 @@ _txuac_ctl() {
 }
 complete -F _txuac_ctl txuac-ctl
 """
-COMMANDS = ("accounts", "watch", "completion", "migrate")
+COMMANDS = ("accounts", "watch", "completion", "migrate", "sample-config")
 OPTIONS = ("--config", "--url", "--token", "--json", "--timeout", "--help", "--state", "--registrar", "--search",
            "--fields", "--yaml", "--interval", "--count", "--until-online")
 
@@ -473,6 +474,18 @@ def completion_script(shell: str) -> str:
         raise CtlError(f"completion for {shell!r} is not available (bash is)")
     return BASH_COMPLETION % {"states": " ".join(STATES), "options": " ".join(OPTIONS),
                               "commands": " ".join(COMMANDS)}
+
+
+# --- txuac-ctl sample-config ----------------------------------------------------------
+def sample_config_path() -> str | None:
+    """The commented sample configuration: as pip installs it (``share/txuac/uac.toml``
+    under the environment's prefix), else in the source tree this module runs from."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(sys.prefix, "share", "txuac", "uac.toml"),
+                 os.path.join(here, os.pardir, os.pardir, "conf", "uac.toml")):
+        if os.path.isfile(path):
+            return os.path.normpath(path)
+    return None
 
 
 # --- the command --------------------------------------------------------------------
@@ -510,6 +523,15 @@ def run(argv: list[str] | None = None) -> int:
     if argv[:1] == ["migrate"]:  # txuac-ctl migrate kamailio.cfg > uac.toml
         from txuac.admin.migrate import main as migrate
         return migrate(argv[1:])
+    if argv[:1] == ["sample-config"]:  # txuac-ctl sample-config > uac.toml
+        path = sample_config_path()
+        if path is None:
+            print("txuac-ctl: the sample configuration is not installed (share/txuac/uac.toml)", file=sys.stderr)
+            return EXIT_USAGE
+        with open(path, encoding="utf-8") as f:
+            sys.stdout.write(f.read())
+        sys.stdout.flush()
+        return EXIT_OK
     if argv[:1] == ["completion"]:  # source <(txuac-ctl completion bash)
         try:
             print(completion_script(argv[1] if len(argv) > 1 else "bash"), end="")
