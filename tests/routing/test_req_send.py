@@ -84,12 +84,21 @@ class FieldTests(SynchronousTestCase):
                          ("text/plain", "a b", b"hello"))
         self.assertEqual((sent.next_hop.host, sent.next_hop.port, sent.timeout), ("192.0.2.50", 5080, 1.5))
 
+    def test_kamailio_6_1_keys(self):
+        """ftag and ttag are the From and To tags; all (Kamailio's buffer reset) is taken."""
+        sent = UacRequest.from_fields({"method": "NOTIFY", "ruri": TARGET, "ftag": "f-1", "ttag": "t.2",
+                                       "all": None})
+        built = sent.build()
+        self.assertEqual((built.from_.tag, built.to.tag, str(built.to.uri)), ("f-1", "t.2", TARGET))
+        self.assertEqual(built.headers.keys()[-1], "content-length")
+        self.assertEqual(UacRequest.from_fields({"method": "OPTIONS", "ruri": TARGET, "all": 1}).build().to.tag, None)
+
     def test_limits_are_kamailio_buffer_sizes(self):
         """A value of the buffer's size or more is refused ("Value size too big"), one byte
         less is taken."""
         fits = {"method": "X" * 31, "ruri": "sip:" + "a" * (1023 - 16) + "@example.com", "hdrs": "X-A: " + "a" * 2042,
                 "body": "b" * 32767, "auser": "u" * 127, "apasswd": "p" * 63, "callid": "c" * 127,
-                "evparam": "e" * 127}
+                "evparam": "e" * 127, "ftag": "f" * 127, "ttag": "t" * 127}
         for name, value in fits.items():
             self.assertEqual(len(value.encode()), FIELD_LIMITS[name] - 1, name)
             values = {"method": "OPTIONS", "ruri": TARGET, name: value}
@@ -104,7 +113,9 @@ class FieldTests(SynchronousTestCase):
 
     def test_bad_fields(self):
         cases = {
-            "unknown": {"ftag": "x"},
+            "unknown": {"fromtag": "x"},
+            "ftag: not a tag": {"ftag": "a b"},
+            "ttag: not a tag": {"ttag": "a;b"},
             "method: required": {"method": ""},
             "ruri: required": {"ruri": None},
             "flags: expected an integer": {"flags": "1"},

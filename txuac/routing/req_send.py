@@ -33,9 +33,13 @@ function can serve as a route) or else ``@event_route("uac:reply")``, with ``msg
 event. As in Kamailio (a REQUEST_ROUTE) ``uac.uac_req_send`` works there; ``tm``, ``rr``,
 ``dialog`` and ``sl`` have no request to act on and raise RouteContextError.
 
+Kamailio 6.1's ``ftag`` and ``ttag`` are the From and To tags (a token each, a fresh From
+tag without ``ftag``); ``all`` is taken and means nothing here (Kamailio's
+``$uac_req(all) = $null`` clears its one buffer; each call here starts from the defaults).
+
 Differences from Kamailio: INVITE, ACK and CANCEL are refused (txuac sends no ACK for a
 2xx nor a CANCEL for these requests), so ``fr_inv_timeout`` is checked but unused;
-``ftag``/``ttag`` (unused by Kamailio) are unknown fields; the retry is sent from the
+``ftag``/``ttag`` are sent (Kamailio 6.1 stores them and tm makes its own From tag); the retry is sent from the
 same socket as the first request (Kamailio re-applies ``sock`` but not
 ``default_socket``); a challenge from another address than the one the request went to
 is not answered (``txuac.auth.challenge_origin``); hdrs may not set Via, From, To,
@@ -87,8 +91,10 @@ EVENT_NAME = "uac:reply"
 # Kamailio's $uac_req buffers (K:uac_send.c): a value must be shorter, in bytes.
 FIELD_LIMITS: Mapping[str, int] = {
     "method": 32, "ruri": 1024, "furi": 1024, "turi": 1024, "ouri": 1024, "hdrs": 2048, "body": 32768,
-    "auser": 128, "apasswd": 64, "sock": 1024, "callid": 128, "evparam": 128,
+    "auser": 128, "apasswd": 64, "sock": 1024, "callid": 128, "evparam": 128, "ftag": 128, "ttag": 128,
 }
+# Taken and ignored: Kamailio's buffer reset ($uac_req(all) = $null).
+IGNORED_FIELDS = frozenset({"all"})
 INTEGER_FIELDS = ("flags", "cseqno", "fr_timeout", "fr_inv_timeout", "evroute")
 DEFAULT_CSEQ = 10  # tm's DEFAULT_CSEQ
 FLAG_HA1 = 1  # flags bit 0: apasswd is an HA1
@@ -129,6 +135,8 @@ class UacRequest:
     apasswd: str = ""
     sock: str = ""
     callid: str = ""
+    ftag: str = ""
+    ttag: str = ""
     cseqno: int = 0
     fr_timeout: int = 0
     fr_inv_timeout: int = 0
@@ -145,10 +153,10 @@ class UacRequest:
     def from_fields(cls, values: Mapping[str, Any]) -> "UacRequest":
         """From keyword arguments; an unknown key, or a missing method or ruri, is a
         UacRequestError (Kamailio's uac_req_send returns -1 for the latter)."""
-        unknown = sorted(set(values) - set(FIELD_NAMES))
+        unknown = sorted(set(values) - set(FIELD_NAMES) - IGNORED_FIELDS)
         if unknown:
             raise UacRequestError(f"unknown $uac_req field(s): {', '.join(unknown)}")
-        given = {name: value for name, value in values.items() if value is not None}
+        given = {name: value for name, value in values.items() if value is not None and name not in IGNORED_FIELDS}
         for required in ("method", "ruri"):
             if not given.get(required):
                 raise UacRequestError(f"{required}: required")
@@ -190,6 +198,10 @@ class UacRequest:
         if self.callid and any(c in self.callid for c in " \t\r\n"):
             raise UacRequestError("callid: must not contain white space")
         set_(self, "callid", self.callid or token_hex(16))
+        for name in ("ftag", "ttag"):
+            tag = getattr(self, name)
+            if tag and not is_token(tag):
+                raise UacRequestError(f"{name}: not a tag (RFC 3261 token): {tag[:40]!r}")
         set_(self, "cseqno", self.cseqno if self.cseqno > 0 else DEFAULT_CSEQ)
         set_(self, "credentials", self._credentials())
 
@@ -216,10 +228,14 @@ class UacRequest:
         return self.fr_timeout / 1000.0 if self.fr_timeout else None
 
     def build(self) -> Request:
-        """The first request (RFC 3261 8.1.1): From with a fresh tag, the hdrs, the body."""
+        """The first request (RFC 3261 8.1.1): From with ``ftag`` or a fresh tag, To with
+        ``ttag`` when given, the hdrs, the body."""
         body = self.body.encode("utf-8") if isinstance(self.body, str) else self.body
-        return make_request(self.method, self.uri, self.furi, self.turi, call_id=self.callid, cseq=self.cseqno,
-                            extra_headers=self.headers, body=body)
+        request = make_request(self.method, self.uri, self.furi, self.turi, from_tag=self.ftag or None,
+                               call_id=self.callid, cseq=self.cseqno, extra_headers=self.headers, body=body)
+        if self.ttag:
+            request.headers.set("To", f"{request.headers.get('To')};tag={self.ttag}")
+        return request
 
     def __repr__(self) -> str:
         shown = []
