@@ -196,6 +196,22 @@ class StatusTrackerTests(TestCase):
         self.assertEqual(account["registrar"], "sip:reg.example.com")
         self.assertIsNone(self.tracker.account("nobody", 100.0))
 
+    def test_without_registration(self):
+        uac = FakeUAC([])
+        uac.registrant = None
+        tracker = StatusTracker(uac)
+        tracker.sample(0.0)
+        summary = tracker.summary(1.0)
+        self.assertEqual((summary["registrant"], summary["accounts"], summary["registrars"]), (False, 0, []))
+        self.assertIsNone(tracker.account("u", 1.0))
+        from txuac.admin.status_page import StatusPage
+
+        page = StatusPage(tracker, task.Clock())
+        reply = page.answer([], {})
+        self.assertEqual(reply.status, 200)
+        self.assertIn(b"Registration is not enabled: set [uac] reg_db_url.", reply.body)
+        self.assertIn(b"0 accounts match; page 1 of 1", reply.body)
+
     def test_proxy_section(self):
         class Proxy:
             dialogs = [1, 2]
