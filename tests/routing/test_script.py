@@ -184,6 +184,18 @@ class LoadErrorTests(ScriptFiles, SynchronousTestCase):
         self.assertLoadError(HEADER + "@branch_route(\"B\")\ndef a(msg, uac, tm, rr, dialog, sl):\n    yield 1\n", 2,
                              "synchronously")
 
+    def test_unnamed_branch_failure_route_is_refused(self):
+        # Nothing would run it: tm.t_on_branch_failure("NAME") arms event_route[tm:branch-failure:NAME].
+        for name in ("tm:branch-failure", "tm:branch-failure:"):
+            self.assertLoadError(HEADER + "@request_route\ndef r(msg, uac, tm, rr, dialog, sl): pass\n"
+                                 f"@event_route({name!r})\ndef b(msg, uac, tm, rr, dialog, sl): pass\n", 4,
+                                 f"event_route[{name}] needs a name", "tm:branch-failure:NAME",
+                                 "tm.t_on_branch_failure")
+        table = load_script(self.write(HEADER + "@request_route\ndef r(msg, uac, tm, rr, dialog, sl): pass\n"
+                                       "@event_route('tm:branch-failure:AUTH')\n"
+                                       "def b(msg, uac, tm, rr, dialog, sl): pass\n"))
+        self.assertEqual(list(table.events), ["tm:branch-failure:AUTH"])
+
     def test_unreadable_file(self):
         path = os.path.join(os.path.abspath(self.mktemp()), "missing.py")
         with self.assertRaises(ConfigError) as caught:
@@ -278,6 +290,10 @@ class AllowedInTests(SynchronousTestCase):
             self.assertEqual(uac_auth(), 1)
         with running_route(RouteKind.EVENT, "tm:branch-failure"):
             self.assertEqual(uac_auth(), 1)
+        with running_route(RouteKind.EVENT, "tm:branch-failure:AUTH"):
+            self.assertEqual(uac_auth(), 1)
+        with running_route(RouteKind.EVENT, "tm:branch-failurex"):
+            self.assertRaises(RouteContextError, uac_auth)
         with running_route(RouteKind.EVENT, "uac:reply"):
             with self.assertRaises(RouteContextError) as caught:
                 uac_auth()

@@ -26,6 +26,7 @@ from txuac.routing.replace import RestoreMode
 from txuac.routing.response_context import (
     Branch,
     BranchRefused,
+    BranchState,
     ContextUpdate,
     ResponseContext,
     response_for_upstream,
@@ -103,6 +104,8 @@ class ProxiedRequest:
         self.rr = RR(self)
         self.failure_route: Route | None = None  # armed by tm.t_on_failure
         self.in_failure_route = False
+        self.branch_failure_route: Route | None = None  # armed by tm.t_on_branch_failure
+        self.failed_branch: int | None = None  # the branch its event_route[tm:branch-failure:NAME] runs for
         self.branch_route: Route | None = None  # armed by tm.t_on_branch
         self.reply_route: Route | None = None  # armed by tm.t_on_reply
         self.current_reply: Response | None = None  # the reply onreply_route runs for
@@ -141,7 +144,7 @@ class ProxiedRequest:
 
     # --- forwarding -----------------------------------------------------------------------
     def relay(self, target: URI | str | None) -> int:
-        if target is None and self.in_failure_route:
+        if target is None and (self.in_failure_route or self.failed_branch is not None):
             target = self.last_target  # the failure route's request has the relayed R-URI
         self.last_target = target
         if self.is_ack:
@@ -293,7 +296,12 @@ class ProxiedRequest:
         next branch (uac_auth module doc), CSeq raised for it and, in a dialog, for the
         rest of the dialog in that direction. -1 and a log line when it cannot be."""
         context = self.context
-        number = context.picked_branch() if context is not None else None
+        if context is None:
+            number = None
+        elif self.failed_branch is not None:
+            number = self.failed_branch  # event_route[tm:branch-failure:NAME]: that branch's reply
+        else:
+            number = context.picked_branch()
         if context is None or number is None or context.is_local(number):
             log.info("uac_auth: no reply from downstream to answer for {call_id}", call_id=self.msg.call_id)
             return -1
@@ -346,18 +354,47 @@ class ProxiedRequest:
     def _final(self, response: Response, number: int, branch: Branch) -> None:
         branch.note_sent(response)
         self.run_onreply_route(response)
-        self.apply(self.context.receive(number, response))
+        done = branch.state is BranchState.COMPLETED
+        self._branch_final(number, self.context.receive(number, response), done)
 
     def _failed(self, failure, number: int) -> None:
+        branch = self.context.branches[number]
+        done = branch.state is BranchState.COMPLETED
         if failure.check(TransactionTimeout):
-            branch = self.context.branches[number]
             if self.msg.method == "INVITE" and branch.sent_via is not None:
                 self._cancel_branch(branch)  # it rang: 16.6 item 11 cancels it
-            self.apply(self.context.timed_out(number))
+            self._branch_final(number, self.context.timed_out(number), done)
         else:
             log.info("branch {number} of {method} failed: {error}", number=number, method=self.msg.method,
                      error=failure.getErrorMessage())
-            self.apply(self.context.transport_failed(number))
+            self._branch_final(number, self.context.transport_failed(number), done)
+
+    def _branch_final(self, number: int, update: ContextUpdate, done_before: bool) -> None:
+        """A branch's final is in: a failure (>= 300, received or a local 408/503) runs the
+        armed ``event_route[tm:branch-failure:NAME]`` before the transaction decides
+        (Kamailio's tm); a branch it relays keeps the transaction going."""
+        final = self.context.branches[number].final
+        route = self.branch_failure_route
+        if (route is not None and not done_before and final is not None and final.status >= 300
+                and self.context.final_sent is None):
+            self._run_branch_failure_route(route, number)
+            if self.context.pending or self.replied or answered(self.incoming):
+                update.completed = False
+        self.apply(update)
+
+    def _run_branch_failure_route(self, route: Route, number: int) -> None:
+        """The route runs on the request with the failed branch's Request-URI: ``uac_auth``
+        answers that branch's challenge, ``tm.t_relay()`` adds a branch to it."""
+        branch = self.context.branches[number]
+        if branch.request is not None:
+            self.last_target = branch.request.uri
+        self.failed_branch = number
+        try:
+            result = call_route(route, self.msg, self.uac, self.tm, self.rr, self.dialog, self.sl)
+        finally:
+            self.failed_branch = None
+        if isinstance(result, ScriptFailure):
+            self.proxy.note_script_failure(result, self.msg)
 
     def apply(self, update: ContextUpdate) -> None:
         """Do what the response context said: responses upstream, CANCELs, the final."""
@@ -382,6 +419,8 @@ class ProxiedRequest:
             result = call_route(route, self.msg, self.uac, self.tm, self.rr, self.dialog, self.sl)
         finally:
             self.in_failure_route = False
+        self.branch_failure_route: Route | None = None  # armed by tm.t_on_branch_failure
+        self.failed_branch: int | None = None  # the branch its event_route[tm:branch-failure:NAME] runs for
         if isinstance(result, ScriptFailure):
             self.proxy.note_script_failure(result, self.msg)
 

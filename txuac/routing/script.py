@@ -57,6 +57,8 @@ from txuac.errors import ConfigError, RouteContextError
 
 # The arguments every route is called with, in this order.
 ROUTE_PARAMETERS = ("msg", "uac", "tm", "rr", "dialog", "sl")
+# event_route[tm:branch-failure:NAME], armed by tm.t_on_branch_failure("NAME").
+BRANCH_FAILURE_EVENT = "tm:branch-failure"
 
 
 class RouteKind(enum.Enum):
@@ -118,6 +120,11 @@ class _Registry:
     def add(self, kind: RouteKind, name: str | None, function: Callable[..., Any]) -> None:
         route = Route(kind, name, function, self.path, _definition_line(function))
         _check_route_function(route)
+        if kind is RouteKind.EVENT and name in (BRANCH_FAILURE_EVENT, BRANCH_FAILURE_EVENT + ":"):
+            # Kamailio needs the name too (t_on_branch_failure arms one); unnamed, it would never run.
+            raise _script_error(route, f"{route.label} needs a name: @event_route(\"{BRANCH_FAILURE_EVENT}:NAME\"), "
+                                       f"run for the branches of a transaction that called "
+                                       f"tm.t_on_branch_failure(\"NAME\")")
         named = {RouteKind.FAILURE: self.failure, RouteKind.BRANCH: self.branch, RouteKind.EVENT: self.events,
                  RouteKind.ONREPLY: self.replies}
         if kind in named and (name is not None or kind is not RouteKind.ONREPLY):
@@ -294,10 +301,14 @@ def running_route(kind: RouteKind, name: str | None = None) -> Iterator[RouteCon
 
 def allowed_in(*kinds: RouteKind, events: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Decorates a script-callable function: RouteContextError unless it is called from a
-    route of one of ``kinds``, or from an event route named in ``events`` (Kamailio's
-    BRANCH_FAILURE_ROUTE is ``event_route[tm:branch-failure]``)."""
+    route of one of ``kinds``, or from an event route named in ``events`` or named
+    ``EVENT:anything`` (Kamailio's BRANCH_FAILURE_ROUTE is
+    ``event_route[tm:branch-failure:NAME]``)."""
     allowed = frozenset(kinds)
     places = [kind.value for kind in kinds] + [f"event_route[{name}]" for name in events]
+
+    def event_allowed(name: str | None) -> bool:
+        return name is not None and any(name == event or name.startswith(event + ":") for event in events)
 
     def decorator(function: F) -> F:
         @functools.wraps(function)
@@ -306,7 +317,7 @@ def allowed_in(*kinds: RouteKind, events: tuple[str, ...] = ()) -> Callable[[F],
             if context is None:
                 raise RouteContextError(f"{function.__name__}() can be called from a route only "
                                         f"({', '.join(places)})")
-            if context.kind not in allowed and not (context.kind is RouteKind.EVENT and context.name in events):
+            if context.kind not in allowed and not (context.kind is RouteKind.EVENT and event_allowed(context.name)):
                 running = context.kind.value + (f"[{context.name}]" if context.name is not None else "")
                 raise RouteContextError(f"{function.__name__}() can be used from {', '.join(places)}, "
                                         f"not from {running}")
@@ -318,7 +329,7 @@ def allowed_in(*kinds: RouteKind, events: tuple[str, ...] = ()) -> Callable[[F],
 
 
 _REQUEST_BRANCH = ((RouteKind.REQUEST, RouteKind.BRANCH), ())
-_FAILURE = ((RouteKind.FAILURE,), ("tm:branch-failure",))
+_FAILURE = ((RouteKind.FAILURE,), (BRANCH_FAILURE_EVENT,))
 # Kamailio README section 4 "This function can be used from ...": the arguments of
 # allowed_in for each uac function (LOCAL_ROUTE, for uac_req_send, has no txuac equivalent).
 UAC_FUNCTION_ROUTES: Mapping[str, tuple[tuple[RouteKind, ...], tuple[str, ...]]] = MappingProxyType({

@@ -1,8 +1,9 @@
 """The routing script's ``tm`` namespace (Kamailio's tm module, KEMI names).
 
 Bound to one proxied request: ``t_relay()`` and ``t_relay_to_uri(uri)`` forward it
-statefully, ``t_on_failure``, ``t_on_branch`` and ``t_on_reply`` arm the script's named
-routes for its transaction, ``t_is_canceled`` and ``t_check_status`` read its state.
+statefully, ``t_on_failure``, ``t_on_branch``, ``t_on_reply`` and ``t_on_branch_failure``
+arm the script's named routes for its transaction, ``t_is_canceled`` and
+``t_check_status`` read its state.
 ``setdsturi``, ``resetdsturi``, ``isdsturiset`` and ``du`` are Kamailio's ``$du`` (KEMI's
 core ``KSR.setdsturi``...; txuac has no core namespace): the next hop of the branches
 relayed from now on, the Request-URI and Route untouched. Kamailio's codes: 1 success,
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from txuac.errors import SIPParseError
-from txuac.routing.script import Route
+from txuac.routing.script import BRANCH_FAILURE_EVENT, Route
 from txuac.sip.uri import parse_uri
 
 if TYPE_CHECKING:
@@ -90,12 +91,24 @@ class TM:
     def _named(self, kind: str, name: str) -> Route | None:
         """The script's ``{kind}_route[name]``; None (logged) when it has none."""
         routes = self._proxied.proxy.routes
-        table = {"failure": routes.failure, "branch": routes.branch, "reply": routes.replies}[kind]
-        route = table.get(name)
+        if kind == "branch_failure":
+            route = routes.events.get(f"{BRANCH_FAILURE_EVENT}:{name}")
+            label = f"event_route[{BRANCH_FAILURE_EVENT}:{name}]"
+        else:
+            table = {"failure": routes.failure, "branch": routes.branch, "reply": routes.replies}[kind]
+            route = table.get(name)
+            label = f"{'onreply' if kind == 'reply' else kind}_route[{name}]"
         if route is None:
-            label = "onreply" if kind == "reply" else kind
-            log.error("t_on_{kind}: no {label}_route[{name}] in the script", kind=kind, label=label, name=name)
+            log.error("t_on_{kind}: no {label} in the script", kind=kind, label=label)
         return route
+
+    def t_on_branch_failure(self, name: str) -> int:
+        """Run ``event_route[tm:branch-failure:name]`` for each branch of this transaction
+        that fails from now on (KSR.tm.t_on_branch_failure)."""
+        route = self._named("branch_failure", name)
+        if route is not None:
+            self._proxied.branch_failure_route = route
+        return 1 if route is not None else -1
 
     def t_on_reply(self, name: str) -> int:
         """Run ``onreply_route[name]`` for the replies of this transaction (KSR.tm.t_on_reply)."""
@@ -110,13 +123,19 @@ class TM:
         return 1 if context is not None and context.cancelled else -1
 
     def t_check_status(self, regex: str) -> int:
-        """1 when the status of the reply being handled (onreply_route) or of the one that
-        failed the transaction (failure route) matches ``regex`` (Kamailio: an unanchored
+        """1 when the status of the reply being handled (onreply_route), of the failed
+        branch (tm:branch-failure) or of the one that failed the transaction (failure
+        route) matches ``regex`` (Kamailio: an unanchored
         POSIX match), -1 otherwise."""
         proxied = self._proxied
         context = proxied.context
         if proxied.current_reply is not None:
             status = proxied.current_reply.status
+        elif proxied.failed_branch is not None and context is not None:
+            final = context.branches[proxied.failed_branch].final
+            if final is None:
+                return -1
+            status = final.status
         elif proxied.in_failure_route and context is not None:
             status = context.best_response().status
         else:
