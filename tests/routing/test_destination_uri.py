@@ -8,7 +8,7 @@ from tests.routing.test_proxy import CALLEE, PEER, ProxyTestCase, request
 ELSEWHERE = ("203.0.113.7", 5080)
 
 DU_SCRIPT = f'''
-from txuac.routing.script import failure_route, request_route
+from txuac.routing.script import branch_route, failure_route, request_route
 
 SEEN = []
 
@@ -29,6 +29,25 @@ def route(msg, uac, tm, rr, dialog, sl):
     elif user == "failover":
         tm.du = "sip:{CALLEE[0]}:{CALLEE[1]}"
         tm.t_on_failure("NEXT")
+    elif user == "in-branch":
+        tm.t_on_branch("ELSEWHERE")
+        tm.t_on_failure("AGAIN")
+    tm.t_relay()
+
+
+@branch_route("ELSEWHERE")
+def elsewhere(msg, uac, tm, rr, dialog, sl):
+    tm.du = "sip:{ELSEWHERE[0]}:{ELSEWHERE[1]}"
+    tm.t_on_branch("PLAIN")
+
+
+@branch_route("PLAIN")
+def plain(msg, uac, tm, rr, dialog, sl):
+    SEEN.append(("plain", tm.du))
+
+
+@failure_route("AGAIN")
+def again(msg, uac, tm, rr, dialog, sl):
     tm.t_relay()
 
 
@@ -74,6 +93,14 @@ class DestinationURITests(ProxyTestCase):
         out = self.sent()
         [second] = [m for m, addr in out if addr == ELSEWHERE and m.method == "INVITE"]
         self.assertEqual(str(second.uri), "sip:failover@pbx.example.org")
+
+    def test_du_set_in_a_branch_route_is_that_branch_s_only(self):
+        self.receive(request(uri=f"sip:in-branch@{CALLEE[0]}:{CALLEE[1]}"))
+        [first] = [m for m, addr in self.sent() if addr == ELSEWHERE]
+        self.answer(first, 503)
+        [second] = [m for m, addr in self.sent() if addr == CALLEE and m.method == "INVITE"]
+        self.assertEqual(str(second.uri), f"sip:in-branch@{CALLEE[0]}:{CALLEE[1]}")
+        self.assertEqual(self.seen(), [("plain", None)])
 
     def test_the_ack_of_a_2xx_goes_to_du_too(self):
         self.receive(request("ACK", uri="sip:assign@pbx.example.org", to_tag="bobtag"))

@@ -160,9 +160,9 @@ class ProxiedRequest:
             return -1
         branch = self.context.branches[number]
         if self.branch_route is not None:
-            forward = self._prepare_in_branch_route(target)
+            forward, destination = self._prepare_in_branch_route(target)
         else:
-            forward = self._prepare(target)
+            forward, destination = self._prepare(target), self.targets.destination
         if forward is None:
             self.apply(self.context.transport_failed(number))
             return -1
@@ -171,7 +171,7 @@ class ProxiedRequest:
         self._shift_cseq(forward.request)
         branch.request = forward.request
         # Kamailio's $du (tm.setdsturi, uac_reg_request_to): the next hop, Request-URI and Route kept.
-        next_hop = self.targets.destination or forward.next_hop
+        next_hop = destination or forward.next_hop
         next_hop = next_hop if isinstance(next_hop, SipURI) else None
         if next_hop is None:
             self.apply(self.context.transport_failed(number))
@@ -226,23 +226,25 @@ class ProxiedRequest:
         raised = self.cseq_raise or (found is not None and found[0].cseq_offset[found[1]])
         return restoring or bool(raised)
 
-    def _prepare_in_branch_route(self, target: URI | str | None) -> Forward | None:
+    def _prepare_in_branch_route(self, target: URI | str | None) -> tuple[Forward | None, URI | None]:
         """The branch route armed by ``tm.t_on_branch`` runs on ``msg`` with the branch's
-        Request-URI; what it changes goes on this branch only (Kamailio's branch_route)."""
-        saved = self.msg.copy()
+        Request-URI; what it changes, ``$du`` included, goes on this branch only (Kamailio's
+        branch_route): the branch's forward and destination URI."""
+        saved, saved_destination = self.msg.copy(), self.targets.destination
         try:
             if target is not None:
                 self.msg.uri = parse_uri(target, "target URI") if isinstance(target, str) else target.copy()
             result = call_route(self.branch_route, self.msg, self.uac, self.tm, self.rr, self.dialog, self.sl)
             if isinstance(result, ScriptFailure):
                 self.proxy.note_script_failure(result, self.msg)
-                return None
-            return self._prepare(None)
+                return None, None
+            return self._prepare(None), self.targets.destination
         except SIPParseError as e:
             log.info("{method} not forwarded: {error}", method=self.msg.method, error=str(e))
-            return None
+            return None, None
         finally:
             self.msg.uri, self.msg.headers, self.msg.body = saved.uri, saved.headers, saved.body
+            self.targets.destination = saved_destination
 
     def run_onreply_route(self, response: Response) -> None:
         """``onreply_route``, then the ``onreply_route[NAME]`` armed by ``tm.t_on_reply``,
