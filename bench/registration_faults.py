@@ -7,21 +7,25 @@ a Kamailio registrar (digest auth) through a fault-injecting UDP relay
 unless an option says otherwise:
 
 1. 10% of datagrams lost both ways and 20 ms of delay each way: seconds until 1,000 accounts
-   are online, none failed (target 10 s). ``--runs R`` repeats it with seeds S..S+R-1: the
-   loss pattern, hence the slowest account, depends on the seed.
-2. A 75 s black hole (the relay drops everything) while every account's refresh falls in it
+   are online, none failed (target ``--loss-target``, 5 s). ``--runs R`` repeats it with seeds
+   S..S+R-1: the loss pattern, hence the slowest account, depends on the seed.
+2. A 60 s black hole (the relay drops everything) while every account's refresh falls in it
    (expires 60 s): seconds from the outage's end until every account is online again, none
-   disabled, under the default retry settings (target: reg_retry_interval plus its jitter).
-3. The registrar stopped for 20 s, then a new one on the same port with its bindings lost,
-   OPTIONS pings every ``--ping-interval`` seconds: seconds from the restart until every
-   account is in Kamailio's usrloc again (target 10 s).
+   disabled. With the defaults the failing registrar is probed (target 5 s); ``--no-probe``
+   leaves it to the retries (target: reg_retry_interval plus its jitter).
+3. The registrar stopped for 20 s while refreshes are due (expires 120 s), then a new one on
+   the same port with its bindings lost: seconds from the restart until every account is in
+   Kamailio's usrloc again, with the defaults (the probe; target 15 s), or with
+   ``--ping-interval N`` per-account OPTIONS pings every N seconds and expiries of 600 s
+   (target 10 s).
 
 Each figure is printed with its target and met/MISSED, then a summary. Exit status 2 when
 a figure is missed.
 
 Usage (from the repository root; ``./dev bench registration_faults`` runs the compiled build):
     python bench/registration_faults.py [--scenario N ...] [--accounts 1000] [--seed 8] [--runs 1]
-        [--outage 75] [--retry-interval S] [--down 20] [--ping-interval 2] [--timer-t1 MS] [--timer-t2 MS] [--log FILE]
+        [--loss-target 5] [--outage 60] [--retry-interval S] [--no-probe] [--down 20] [--ping-interval 0]
+        [--timer-t1 MS] [--timer-t2 MS] [--log FILE]
 """
 
 from __future__ import annotations
@@ -65,17 +69,23 @@ class ScenarioHarness(Harness):
 def scenario_runs(args):
     """(number, function(harness) -> Deferred[Figure]) for each run asked for."""
     core = {name: value for name, value in (("timer_t1", args.timer_t1), ("timer_t2", args.timer_t2)) if value}
+    uac = {"reg_probe": False} if args.no_probe else {}
     for number in args.scenario:
         if number == 1:
             for seed in range(args.seed, args.seed + args.runs):
-                yield number, lambda h, seed=seed: lossy_registration(h, accounts=args.accounts, core=core, seed=seed)
+                yield number, lambda h, seed=seed: lossy_registration(h, accounts=args.accounts, core=core, seed=seed,
+                                                                      target=args.loss_target)
         elif number == 2:
-            uac = {"reg_retry_interval": args.retry_interval} if args.retry_interval is not None else None
+            retry = {"reg_retry_interval": args.retry_interval} if args.retry_interval is not None else {}
             yield number, lambda h: blackhole_recovery(h, accounts=args.accounts, outage=args.outage, expires=60,
-                                                       core=core, uac=uac)
+                                                       core=core, uac={**uac, **retry})
+        elif args.ping_interval:
+            yield number, lambda h: registrar_restart(h, accounts=args.accounts, down=args.down, target=10.0,
+                                                      ping_interval=args.ping_interval, expires=600, core=core,
+                                                      uac=uac)
         else:
-            yield number, lambda h: registrar_restart(h, accounts=args.accounts, down=args.down,
-                                                      ping_interval=args.ping_interval, core=core)
+            yield number, lambda h: registrar_restart(h, accounts=args.accounts, down=args.down, expires=120,
+                                                      core=core, uac=uac)
 
 
 @defer.inlineCallbacks
@@ -120,12 +130,15 @@ if __name__ == "__main__":
     parser.add_argument("--accounts", type=int, default=1000, help="accounts (1,000)")
     parser.add_argument("--seed", type=int, default=SEED, help=f"the relay's loss seed (scenario 1; {SEED})")
     parser.add_argument("--runs", type=int, default=1, help="scenario 1 runs, with seeds SEED, SEED+1, ... (1)")
-    parser.add_argument("--outage", type=float, default=75.0, help="black hole seconds (scenario 2; 75)")
+    parser.add_argument("--loss-target", type=float, default=5.0, help="seconds (scenario 1; 5)")
+    parser.add_argument("--outage", type=float, default=60.0, help="black hole seconds (scenario 2; 60)")
     parser.add_argument("--retry-interval", type=int, default=None,
                         help="reg_retry_interval (scenario 2; default: txuac's; 0 shows Kamailio's default)")
     parser.add_argument("--down", type=float, default=20.0, help="seconds the registrar is down (scenario 3; 20)")
-    parser.add_argument("--ping-interval", type=int, default=2,
-                        help="reg_options_ping_interval, seconds (scenario 3; 2)")
+    parser.add_argument("--no-probe", action="store_true", help="reg_probe = false (scenarios 2 and 3)")
+    parser.add_argument("--ping-interval", type=int, default=0,
+                        help="reg_options_ping_interval with options_ping on every account, seconds "
+                             "(scenario 3; 0: none, the probe alone)")
     parser.add_argument("--timer-t1", type=int, default=None, help="[core] timer_t1 in ms (default: txuac's)")
     parser.add_argument("--timer-t2", type=int, default=None, help="[core] timer_t2 in ms (default: txuac's)")
     parser.add_argument("--log", metavar="FILE", help="write every Twisted log event to FILE")

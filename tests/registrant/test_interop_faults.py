@@ -276,6 +276,10 @@ def registrar_restart(harness, accounts: int = 200, down: float = 20.0, target: 
     if before is None:
         return Figure(label, None, target, {"all in usrloc before the restart": False},
                       str(setup.registrant.counters()))
+    if not ping_interval:
+        # Down while refreshes are due: stopped as the first one goes out.
+        first_due = min(record.due_at for record in setup.registrant.records.values())
+        yield sleep(max(0.0, first_due - reactor.seconds()))
     yield threads.deferToThread(setup.registrar.halt)
     yield sleep(down)
     yield threads.deferToThread(setup.registrar.restart)
