@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.registrant.test_record import make_row
 from tests.registrant.test_service import ServiceTestCase
 from txuac.errors import TransportError
-from txuac.registrant.probe import SILENT_AFTER, ProbePlan
+from txuac.registrant.probe import SILENT_AFTER, ProbePlan, Recovery
 from txuac.registrant.record import State
 
 DEST = "proxy.provider.example"
@@ -50,9 +50,20 @@ class ProbePlanTests(SynchronousTestCase):
         plan = ProbePlan(2.0, 30.0)
         plan.suspect(DEST, 0.0)
         plan.due(0.0)
-        self.assertTrue(plan.answered(DEST, 1.0))
-        self.assertFalse(plan.answered(DEST, 1.5))
+        self.assertIs(plan.answered(DEST, 1.0), Recovery.FAILED)  # answered at once: not down
+        self.assertIsNone(plan.answered(DEST, 1.5))
         self.assertEqual(plan.due(100.0), [])
+
+    def test_seen_down_then_answering_means_reregister_all(self):
+        plan = ProbePlan(2.0, 30.0)
+        plan.suspect(DEST, 0.0)
+        plan.due(0.0)
+        plan.unanswered(DEST, 32.0)
+        self.assertEqual(plan.due(36.0), [DEST])
+        self.assertIs(plan.answered(DEST, 36.1), Recovery.ALL)  # a probe went unanswered
+        plan.suspect(DEST, 100.0)
+        plan.due(100.0)
+        self.assertIs(plan.answered(DEST, 100.0 + SILENT_AFTER), Recovery.ALL)  # answered late
 
     def test_failing_again_soon_after_a_recovery_waits_a_longer_interval(self):
         plan = ProbePlan(2.0, 30.0)
@@ -143,23 +154,37 @@ class ProbeServiceTests(ServiceTestCase):
         self.advance(0.1)
         self.assertEqual(len(self.options()), 1)
 
-    def test_an_answer_reregisters_every_account_of_the_destination_at_once(self):
+    def reregistered(self, answer_probe) -> dict[str, int]:
+        """REGISTERs sent per account within 0.2 s of ``answer_probe()``."""
+        before = {l_uuid: len(self.registers(l_uuid)) for l_uuid in ("acc1", "acc2", "acc3", "far")}
+        answer_probe()
+        self.advance(0.2)
+        return {l_uuid: len(self.registers(l_uuid)) - count for l_uuid, count in before.items()}
+
+    def test_an_answer_at_once_reregisters_the_failed_accounts_at_once(self):
         self.start_probing()
         self.fail_refresh("acc1")
         self.advance(0.1)
-        before = {l_uuid: len(self.registers(l_uuid)) for l_uuid in ("acc1", "acc2", "acc3", "far")}
         self.assertGreater(self.service.records["acc1"].due_at, self.clock.seconds() + 10)  # its retry
-        self.stack.answer(self.options()[0], 404)  # any status means alive
-        self.advance(0.2)
-        after = {l_uuid: len(self.registers(l_uuid)) for l_uuid in before}
-        # The failed account and the online ones behind the same proxy; not the other proxy's.
-        self.assertEqual({k: after[k] - before[k] for k in before}, {"acc1": 1, "acc2": 1, "acc3": 1, "far": 0})
+        # Any status means alive; answered at once, the registrar was not down: only the failed one.
+        sent = self.reregistered(lambda: self.stack.answer(self.options()[0], 404))
+        self.assertEqual(sent, {"acc1": 1, "acc2": 0, "acc3": 0, "far": 0})
         self.assertEqual(self.service.prober.recoveries, 1)
-        for sent in self.stack.pending():
-            if sent.request.method == "REGISTER":
-                self.stack.ok(sent)
+        for register in self.stack.pending():
+            self.stack.ok(register)
         self.assertEqual(self.service.counters()["regactive"], 4)
         self.assertEqual(len(self.options()), 1)  # probing stopped
+
+    def test_a_destination_seen_down_then_answering_reregisters_every_account(self):
+        self.start_probing(reg_probe_interval=2.0)
+        self.fail_refresh("acc1")
+        self.advance(0.1)
+        self.stack.timeout(self.options()[0])
+        self.advance(4.1)
+        self.assertEqual(len(self.options()), 2)
+        sent = self.reregistered(lambda: self.stack.answer(self.options()[1], 200))
+        # The failed account and the online ones behind the same proxy; not the other proxy's.
+        self.assertEqual(sent, {"acc1": 1, "acc2": 1, "acc3": 1, "far": 0})
 
     def test_unanswered_probe_is_repeated_with_backoff(self):
         self.start_probing(reg_probe_interval=2.0, reg_probe_max_interval=8.0)
@@ -181,12 +206,18 @@ class ProbeServiceTests(ServiceTestCase):
         self.assertEqual(self.options(), [])
         self.advance(0.3)
         self.assertEqual(len(self.options()), 1)
-        self.stack.answer(self.options()[0], 200)
-        self.advance(0.2)
+        self.advance(SILENT_AFTER)  # the OPTIONS unanswered as long: down
+        sent = self.reregistered(lambda: self.stack.answer(self.options()[0], 200))
         # acc1 is still in its transaction; the online accounts refresh at once.
-        self.assertEqual(len(self.registers("acc2")), 2)
-        self.assertEqual(len(self.registers("acc3")), 2)
-        self.assertEqual(len(self.registers("acc1")), 2)
+        self.assertEqual(sent, {"acc1": 0, "acc2": 1, "acc3": 1, "far": 0})
+
+    def test_silence_answered_at_once_reregisters_nothing(self):
+        # A few lost datagrams, not an outage: nothing failed, nothing re-registered.
+        self.start_probing()
+        self.service.send_register("l_uuid", "acc1")
+        self.advance(SILENT_AFTER + 0.1)
+        sent = self.reregistered(lambda: self.stack.answer(self.options()[0], 200))
+        self.assertEqual(sent, {"acc1": 0, "acc2": 0, "acc3": 0, "far": 0})
 
     def test_off_switch(self):
         self.start_probing(reg_probe=False)

@@ -7,9 +7,12 @@ timeout or transport error, or when its REGISTERs have been in flight for
 REGISTER through a short outage without a timeout, yet the registrar may have restarted
 without its bindings). A suspect destination gets one OPTIONS at a time (RFC 3261 11),
 from the accounts' socket, at ``interval`` seconds doubling to ``max_interval`` while
-unanswered; the first answer of any status re-registers every account of the
-destination, online ones included, paced by the send limits. A destination that never
-answers OPTIONS is left to its accounts' REGISTER retries.
+unanswered. The first answer of any status re-registers, paced by the send limits, the
+accounts of the destination whose REGISTERs failed, and every one of them, online ones
+included, when the probing saw it down first (a probe unanswered, or answered only after
+``SILENT_AFTER`` seconds): a registrar that was down may have restarted without its
+bindings, while one that answers at once only lost a few datagrams. A destination that
+never answers OPTIONS is left to its accounts' REGISTER retries.
 
 ``ProbePlan`` decides (sans-IO, explicit ``now``); ``RegistrarProber`` sends the OPTIONS
 and asks the registrant to re-register.
@@ -17,6 +20,7 @@ and asks the registrant to re-register.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from twisted.internet import defer
@@ -35,6 +39,13 @@ log = Logger()
 SILENT_AFTER = 4.0
 
 
+class Recovery(enum.Enum):
+    """Which accounts of a destination that answers a probe re-register."""
+
+    FAILED = "the accounts whose REGISTERs failed: it answered at once"
+    ALL = "every account: it was seen down, and may have lost its bindings"
+
+
 @dataclass
 class _Probe:
     """A suspect destination being probed."""
@@ -42,6 +53,8 @@ class _Probe:
     interval: float
     next_at: float
     in_flight: bool = False
+    sent_at: float = 0.0
+    unanswered: int = 0
 
 
 @dataclass
@@ -116,20 +129,23 @@ class ProbePlan:
         for destination, probe in self.probes.items():
             if not probe.in_flight and probe.next_at <= now:
                 probe.in_flight = True
+                probe.sent_at = now
                 due.append(destination)
         return due
 
-    def answered(self, destination: str, now: float) -> bool:
-        """An answer (any status) to the probe: True when the destination's accounts are
-        to be re-registered now (it was being probed)."""
+    def answered(self, destination: str, now: float) -> Recovery | None:
+        """An answer (any status) to the probe: which of the destination's accounts to
+        re-register now, None when it was not being probed."""
         probe = self.probes.pop(destination, None)
         if probe is None:
-            return False
+            return None
         self._recovered[destination] = (now, probe.interval)
         traffic = self._traffic.get(destination)
         if traffic is not None:
             traffic.heard_at = now
-        return True
+        if probe.unanswered or now - probe.sent_at >= self.silent_after:
+            return Recovery.ALL
+        return Recovery.FAILED
 
     def unanswered(self, destination: str, now: float) -> None:
         """The probe timed out or could not be sent: the next one after a longer interval."""
@@ -137,6 +153,7 @@ class ProbePlan:
         if probe is None:
             return
         probe.in_flight = False
+        probe.unanswered += 1
         probe.interval = min(probe.interval * 2, self.max_interval)
         probe.next_at = now + probe.interval
 
@@ -200,13 +217,15 @@ class RegistrarProber:
         d.addCallbacks(self._answered, self._unanswered, callbackArgs=(destination,), errbackArgs=(destination,))
 
     def _answered(self, response, destination: str) -> None:
-        if self._stopped or not self.plan.answered(destination, self.registrant.now()):
+        recovery = None if self._stopped else self.plan.answered(destination, self.registrant.now())
+        if recovery is None:
             return
-        accounts = self.registrant.accounts_of(destination)
+        accounts = self.registrant.accounts_of(destination, failed_only=recovery is Recovery.FAILED)
         count = self.registrant.reregister(accounts, f"registrar {destination} answers again")
         self.recoveries += 1
-        log.info("registrar {destination} answers again ({status}): re-registering {count} account(s)",
-                 destination=destination, status=response.status, count=count)
+        log.info("registrar {destination} answers again ({status}): re-registering {count} {which}",
+                 destination=destination, status=response.status, count=count,
+                 which="failed account(s)" if recovery is Recovery.FAILED else "account(s), online ones included")
 
     def _unanswered(self, failure, destination: str) -> None:
         if failure.check(TransactionTimeout, TransportError, ResolutionError) is None:
@@ -215,4 +234,4 @@ class RegistrarProber:
             self.plan.unanswered(destination, self.registrant.now())
 
 
-__all__ = ["ProbePlan", "RegistrarProber", "SILENT_AFTER"]
+__all__ = ["ProbePlan", "Recovery", "RegistrarProber", "SILENT_AFTER"]

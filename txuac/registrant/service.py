@@ -754,9 +754,12 @@ class RegistrantService(service.Service):
             log.debug("registration {l_uuid}: re-registering ({reason})", l_uuid=l_uuid, reason=reason)
         return count
 
-    def accounts_of(self, destination: str) -> list[str]:
-        """The accounts whose REGISTERs go to ``destination`` (as the per-destination budget names it)."""
-        return [l_uuid for l_uuid, record in self.records.items() if self._destination(record) == destination]
+    def accounts_of(self, destination: str, failed_only: bool = False) -> list[str]:
+        """The accounts whose REGISTERs go to ``destination`` (as the per-destination budget
+        names it); with ``failed_only``, those whose last REGISTER cycle failed."""
+        now = self.now()
+        return [l_uuid for l_uuid, record in self.records.items() if self._destination(record) == destination
+                and (not failed_only or record.state(now) is State.FAILED)]
 
     def registrar_target(self, record: RegistrationRecord) -> tuple[SipURI | Address, Address | None]:
         """Where the account's REGISTERs go (auth_proxy, else the registrar's domain) and the
