@@ -340,6 +340,18 @@ class FaultFigureTests(TestCase):
         self.check(figure)
 
     @defer.inlineCallbacks
+    def test_no_probe_while_all_is_well(self):
+        # 200 accounts refreshing every second or so for 15 s, nothing injected: not one
+        # OPTIONS, and no datagram but the REGISTERs and their answers.
+        setup = FaultyRegistration(self, 200, expires=2)
+        yield setup.start(core={"timer_t1": 25})
+        self.assertIsNotNone((yield wait_until(setup.all_online, 30.0)))
+        yield sleep(15.0)
+        self.assertEqual((setup.registrant.prober.probes, setup.registrant.prober.recoveries), (0, 0))
+        self.assertEqual(setup.failed, {})
+        self.assertEqual(setup.relay.counters()["to_target"]["dropped"], 0)
+
+    @defer.inlineCallbacks
     def test_restarted_registrar_keeps_its_port_and_loses_its_bindings(self):
         """KamailioRegistrar.halt/restart, which figure 3 relies on."""
         setup = FaultyRegistration(self, 5)

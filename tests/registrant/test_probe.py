@@ -136,7 +136,7 @@ class ProbeServiceTests(ServiceTestCase):
                 self.stack.ok(sent)
         self.assertGreater(len(self.registers("acc1")), 1)
         self.assertEqual(self.options(), [])
-        self.assertIsNotNone(self.service.prober)
+        self.assertEqual(self.service.prober.probes, 0)
 
     def test_register_timeout_probes_its_destination_once(self):
         self.start_probing()
@@ -145,6 +145,7 @@ class ProbeServiceTests(ServiceTestCase):
         self.advance(0.1)
         options = self.options()
         self.assertEqual(len(options), 1)
+        self.assertEqual(self.service.prober.probes, 1)
         self.assertEqual(str(options[0].target), "sip:proxy.provider.example:5070")
         self.assertEqual(str(options[0].request.uri), "sip:proxy.provider.example:5070")
 

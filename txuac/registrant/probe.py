@@ -173,6 +173,7 @@ class RegistrarProber:
         self.from_host = from_host
         self.user_agent = user_agent
         self.targets: dict[str, tuple[SipURI | Address, Address | None]] = {}
+        self.probes = 0  # OPTIONS sent
         self.recoveries = 0  # destinations re-registered on a probe's answer
         self._stopped = False
 
@@ -210,6 +211,7 @@ class RegistrarProber:
     def _probe(self, destination: str) -> None:
         target, source = self.targets[destination]
         request = options_request(target, self.from_host, self.user_agent)
+        self.probes += 1
         try:
             d = self.stack.send_request(request, target, source=source)
         except TxuacError as e:
