@@ -246,7 +246,8 @@ def receive_buffer(service: UACService) -> int:
     return size
 
 
-SCHEMA_DIR = os.path.join(REPO, "conf", "schema")
+# (realpath: ./dev bench runs this file through a symlinked directory that has no conf/)
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir, "conf", "schema")
 STORES = ("sqlite", "postgres", "mysql")
 
 
