@@ -92,6 +92,21 @@ class ProbePlanTests(SynchronousTestCase):
         plan.ended(DEST, 20.0, answered=False)
         self.assertEqual(plan._traffic, {})
 
+    def test_a_register_answered_while_probing_ends_it_as_a_probe_answer(self):
+        plan = ProbePlan(2.0, 30.0)
+        plan.sent(DEST, 0.0)
+        self.assertIsNone(plan.ended(DEST, 0.1, answered=True))  # not probed: nothing to do
+        plan.suspect(DEST, 1.0)
+        plan.due(1.0)
+        plan.sent(DEST, 1.5)
+        self.assertIsNone(plan.ended(DEST, 2.0, answered=False))
+        plan.sent(DEST, 2.0)
+        self.assertIs(plan.ended(DEST, 2.5, answered=True), Recovery.FAILED)
+        self.assertEqual(plan.probes, {})
+        plan.suspect(DEST, 100.0)
+        plan.sent(DEST, 100.0)
+        self.assertIs(plan.ended(DEST, 100.0 + SILENT_AFTER, answered=True), Recovery.ALL)
+
     def test_unanswered_cycles_do_not_reset_the_silence(self):
         plan = ProbePlan(2.0, 30.0)
         plan.sent(DEST, 0.0)
@@ -219,6 +234,29 @@ class ProbeServiceTests(ServiceTestCase):
         self.advance(SILENT_AFTER + 0.1)
         sent = self.reregistered(lambda: self.stack.answer(self.options()[0], 200))
         self.assertEqual(sent, {"acc1": 0, "acc2": 0, "acc3": 0, "far": 0})
+
+    def test_an_answered_register_ends_the_probing_too(self):
+        self.start_probing()
+        self.fail_refresh("acc1")
+        self.advance(0.1)
+        self.service.send_register("l_uuid", "acc2")
+        sent = self.reregistered(lambda: self.stack.ok(self.registers("acc2")[-1]))
+        self.assertEqual(sent, {"acc1": 1, "acc2": 0, "acc3": 0, "far": 0})
+        self.assertEqual(self.service.prober.plan.probes, {})
+        self.stack.answer(self.options()[0], 200)  # late: nothing more
+        self.advance(0.2)
+        self.assertEqual(len(self.registers("acc1")), 3)
+
+    def test_probing_stops_when_no_account_is_left_there(self):
+        self.start_probing(reg_probe_interval=2.0)
+        self.fail_refresh("acc1")
+        self.advance(0.1)
+        for l_uuid in ("acc1", "acc2", "acc3"):
+            self.service.remove(l_uuid)
+        self.stack.timeout(self.options()[0])
+        self.advance(60)
+        self.assertEqual(len(self.options()), 1)
+        self.assertEqual(self.service.prober.plan.probes, {})
 
     def test_off_switch(self):
         self.start_probing(reg_probe=False)

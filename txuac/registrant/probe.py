@@ -7,10 +7,11 @@ timeout or transport error, or when its REGISTERs have been in flight for
 REGISTER through a short outage without a timeout, yet the registrar may have restarted
 without its bindings). A suspect destination gets one OPTIONS at a time (RFC 3261 11),
 from the accounts' socket, at ``interval`` seconds doubling to ``max_interval`` while
-unanswered. The first answer of any status re-registers, paced by the send limits, the
+unanswered. The first answer of any status, to an OPTIONS or to one of its REGISTERs
+(retransmissions may get through first), re-registers, paced by the send limits, the
 accounts of the destination whose REGISTERs failed, and every one of them, online ones
-included, when the probing saw it down first (a probe unanswered, or answered only after
-``SILENT_AFTER`` seconds): a registrar that was down may have restarted without its
+included, when the probing saw it down first (a probe unanswered, or no answer for
+``SILENT_AFTER`` seconds of probing): a registrar that was down may have restarted without its
 bindings, while one that answers at once only lost a few datagrams. A destination that
 never answers OPTIONS is left to its accounts' REGISTER retries.
 
@@ -52,8 +53,8 @@ class _Probe:
 
     interval: float
     next_at: float
+    started_at: float
     in_flight: bool = False
-    sent_at: float = 0.0
     unanswered: int = 0
 
 
@@ -92,16 +93,17 @@ class ProbePlan:
             traffic.heard_at = now  # the silence counts from the first cycle in flight
         traffic.in_flight += 1
 
-    def ended(self, destination: str, now: float, answered: bool) -> None:
-        """A REGISTER cycle to ``destination`` ended, ``answered`` by a final response or not."""
+    def ended(self, destination: str, now: float, answered: bool) -> Recovery | None:
+        """A REGISTER cycle to ``destination`` ended, ``answered`` by a final response or not;
+        an answer while it is probed ends the probing as an answer to the probe would."""
         traffic = self._traffic.get(destination)
-        if traffic is None:
-            return
-        traffic.in_flight -= 1
-        if answered:
-            traffic.heard_at = now
-        if traffic.in_flight <= 0:
-            del self._traffic[destination]
+        if traffic is not None:
+            traffic.in_flight -= 1
+            if answered:
+                traffic.heard_at = now
+            if traffic.in_flight <= 0:
+                del self._traffic[destination]
+        return self.answered(destination, now) if answered else None
 
     def suspect(self, destination: str, now: float) -> bool:
         """Probe ``destination`` (a REGISTER failed by timeout or transport error, or it is
@@ -111,9 +113,9 @@ class ProbePlan:
         recovered = self._recovered.get(destination)
         if recovered is not None and now - recovered[0] < self.max_interval:
             interval = min(recovered[1] * 2, self.max_interval)
-            self.probes[destination] = _Probe(interval, now + interval)
+            self.probes[destination] = _Probe(interval, now + interval, now)
         else:
-            self.probes[destination] = _Probe(self.interval, now)
+            self.probes[destination] = _Probe(self.interval, now, now)
         return True
 
     def silent(self, now: float) -> list[str]:
@@ -129,7 +131,6 @@ class ProbePlan:
         for destination, probe in self.probes.items():
             if not probe.in_flight and probe.next_at <= now:
                 probe.in_flight = True
-                probe.sent_at = now
                 due.append(destination)
         return due
 
@@ -143,9 +144,13 @@ class ProbePlan:
         traffic = self._traffic.get(destination)
         if traffic is not None:
             traffic.heard_at = now
-        if probe.unanswered or now - probe.sent_at >= self.silent_after:
+        if probe.unanswered or now - probe.started_at >= self.silent_after:
             return Recovery.ALL
         return Recovery.FAILED
+
+    def drop(self, destination: str) -> None:
+        """Stop probing ``destination``."""
+        self.probes.pop(destination, None)
 
     def unanswered(self, destination: str, now: float) -> None:
         """The probe timed out or could not be sent: the next one after a longer interval."""
@@ -189,7 +194,9 @@ class RegistrarProber:
         self.plan.sent(destination, now)
 
     def ended(self, destination: str, now: float, answered: bool) -> None:
-        self.plan.ended(destination, now, answered)
+        recovery = None if self._stopped else self.plan.ended(destination, now, answered)
+        if recovery is not None:
+            self._recover(destination, recovery, "its REGISTERs are answered")
 
     def failed(self, destination: str, now: float, reason: str) -> None:
         """A REGISTER to ``destination`` failed by timeout or transport error."""
@@ -209,6 +216,9 @@ class RegistrarProber:
                 self._probe(destination)
 
     def _probe(self, destination: str) -> None:
+        if not self.registrant.accounts_of(destination):
+            self.plan.drop(destination)  # no account registers there any more
+            return
         target, source = self.targets[destination]
         request = options_request(target, self.from_host, self.user_agent)
         self.probes += 1
@@ -220,13 +230,15 @@ class RegistrarProber:
 
     def _answered(self, response, destination: str) -> None:
         recovery = None if self._stopped else self.plan.answered(destination, self.registrant.now())
-        if recovery is None:
-            return
+        if recovery is not None:
+            self._recover(destination, recovery, f"OPTIONS answered {response.status}")
+
+    def _recover(self, destination: str, recovery: Recovery, why: str) -> None:
         accounts = self.registrant.accounts_of(destination, failed_only=recovery is Recovery.FAILED)
         count = self.registrant.reregister(accounts, f"registrar {destination} answers again")
         self.recoveries += 1
-        log.info("registrar {destination} answers again ({status}): re-registering {count} {which}",
-                 destination=destination, status=response.status, count=count,
+        log.info("registrar {destination} answers again ({why}): re-registering {count} {which}",
+                 destination=destination, why=why, count=count,
                  which="failed account(s)" if recovery is Recovery.FAILED else "account(s), online ones included")
 
     def _unanswered(self, failure, destination: str) -> None:
