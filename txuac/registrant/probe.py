@@ -70,9 +70,9 @@ class ProbePlan:
     """When to probe which destination, and when its answer means "re-register".
 
     A destination recovered less than ``max_interval`` seconds ago that fails again is
-    probed from the interval it had reached, the first probe after it, not at once: a
-    registrar that answers OPTIONS while its REGISTERs fail costs one re-registration of
-    its accounts per ``max_interval`` at most.
+    probed from twice the interval it had reached, the first probe after it, not at once:
+    a registrar that answers OPTIONS while its REGISTERs fail has its accounts
+    re-registered less and less often, down to once per ``max_interval``.
     """
 
     def __init__(self, interval: float, max_interval: float, silent_after: float = SILENT_AFTER):
