@@ -19,6 +19,9 @@ While a destination is down its accounts keep their schedule and retry policy: t
 REGISTERs are the best probe there is, and holding them on the word of OPTIONS alone
 would starve a registrar that drops OPTIONS but takes REGISTERs. The up transition cuts
 whatever backoff they reached short.
+
+Without per-account pings, a registrar whose REGISTERs fail is probed only while they
+fail (txuac.registrant.probe).
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ unanswered. The first answer of any status, to an OPTIONS or to one of its REGIS
 (retransmissions may get through first), re-registers, paced by the send limits, the
 accounts of the destination whose REGISTERs failed, and every one of them, online ones
 included, when the probing saw it down first (a probe unanswered, or no answer for
-``SILENT_AFTER`` seconds of probing): a registrar that was down may have restarted without its
-bindings, while one that answers at once only lost a few datagrams. A destination that
-never answers OPTIONS is left to its accounts' REGISTER retries.
+``SILENT_AFTER`` seconds of probing): a registrar that was down may have restarted
+without its bindings, while one that answers at once only lost a few datagrams. A
+destination that never answers OPTIONS is left to its accounts' REGISTER retries.
 
 ``ProbePlan`` decides (sans-IO, explicit ``now``); ``RegistrarProber`` sends the OPTIONS
 and asks the registrant to re-register.
