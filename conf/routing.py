@@ -1,5 +1,5 @@
 """Example txuac routing script: a proxy between a local PBX and a SIP trunk. Enable it
-with ``[routing] script = "routing.py"`` in uac.toml (README.rst, "Routing").
+with ``[routing] script = "routing.py"`` in uac.toml (docs/routing.rst).
 
 - Calls from the PBX to the trunk hide the caller (From replaced, restored for the rest
   of the dialog and in every reply) and answer the trunk's digest challenges, with the

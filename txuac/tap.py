@@ -29,7 +29,7 @@ from txuac.errors import ConfigError, TxuacError
 class Options(usage.Options):
     optParameters = [["config", "c", None, "Path to the TOML configuration file."]]
     longdesc = ("Where to start: copy the commented sample configuration (conf/uac.toml in the source; "
-                "every key with its default, README.rst explains them), point [uac] reg_db_url at your "
+                "every key with its default, docs/configuration.rst explains them), point [uac] reg_db_url at your "
                 "uacreg table, then run: twistd -n uac --config uac.toml. Once it runs: "
                 "txuac-ctl watch (bring-up progress), txuac-ctl accounts --state failed, and the status "
                 "page at http://127.0.0.1:5064/status ([rpc] listen).")

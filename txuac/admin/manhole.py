@@ -38,7 +38,7 @@ from txuac.errors import ConfigError
 
 log = Logger()
 
-# The names every session starts with (README.rst, "Manhole"), and where they come from.
+# The names every session starts with (docs/operating.rst, "Manhole"), and where they come from.
 NAMESPACE_NAMES = ("uac", "registrant", "store", "stack", "authenticator", "settings", "reactor", "rpc")
 
 

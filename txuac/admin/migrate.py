@@ -335,7 +335,7 @@ def render(migration: Migration, source: str) -> str:
             out.append(f"{key} = {_toml(value)}")
         out.append("")
     if migration.settings.get("routing"):
-        out += ["# [routing] takes effect with a routing script: set script = \"route.py\" (README, Routing).", ""]
+        out += ["# [routing] takes effect with a routing script: set script = \"route.py\" (docs/routing.rst).", ""]
     if migration.skipped:
         out.append("# Not carried over:")
         out += [f"#   {line}" for line in migration.skipped]

@@ -2,7 +2,7 @@
 
 Layout and reply rules follow Kamailio's uac_reg (K:uac_reg.c uac_reg_send,
 uac_reg_tm_callback); where we differ on purpose it is said here and in
-README.rst ("Differences from Kamailio").
+docs/differences.rst.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Sans-IO: plain values in, seconds out; the caller passes its random generator.
 
-Kinds (README.rst, "Differences from Kamailio"):
+Kinds (docs/differences.rst):
 
 - temporary: 408, 480, 5xx, no answer (timeout), transport and resolution errors,
   a 2xx we cannot use (no or unparsable Contact), and a challenge that did not come
