@@ -22,7 +22,7 @@ from txuac.admin.status_model import AccountQuery, StatusTracker, select_account
 from txuac.admin.status_page import bring_up_text
 from txuac.admin.uac_rpc import MASK
 from txuac.registrant.record import Flag, State, record_from_row
-from txuac.registrant.service import RegistrationEvent
+from txuac.registrant.service import RegistrantSettings, RegistrationEvent
 
 TOKEN = "a-token-of-32-characters-or-so!!"
 PASSWORD_PREFIX = "very-secret-"
@@ -34,6 +34,7 @@ class FakeRegistrant:
         self.observers = []
         self.active = True
         self.pinger = None
+        self.settings = RegistrantSettings(reg_contact_addr="192.0.2.10:5060")
 
     def add_observer(self, observer):
         self.observers.append(observer)
@@ -194,6 +195,7 @@ class StatusTrackerTests(TestCase):
         account = self.tracker.account("uuid00001", 100.0)
         self.assertEqual(account["record"]["auth_password"], MASK)
         self.assertEqual(account["registrar"], "sip:reg.example.com")
+        self.assertEqual(account["record"]["contact_addr"], "192.0.2.10:5060")  # empty in the row: reg_contact_addr
         self.assertIsNone(self.tracker.account("nobody", 100.0))
 
     def test_without_registration(self):

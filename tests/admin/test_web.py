@@ -182,7 +182,10 @@ class UACMethodsTests(HTTPClientMixin, TestCase):
         self.assertEqual((plain["l_username"], plain["l_domain"], plain["r_username"], plain["r_domain"]),
                          ("local-1000", "pbx.example.com", "remote-1000", "sip.provider.example"))
         self.assertEqual((plain["auth_password"], plain["auth_ha1"]), (MASK, "none"))
-        self.assertEqual((plain["contact_addr"], plain["socket"], plain["contact_user"]), ("none", "", "none"))
+        # An empty contact_addr shows reg_contact_addr, as Kamailio's reg_dump does.
+        self.assertEqual((plain["contact_addr"], plain["socket"], plain["contact_user"]),
+                         (self.registrant.settings.reg_contact_addr, "", "none"))
+        self.assertTrue(plain["contact_addr"].startswith("127.0.0.1:"))
         self.assertEqual((plain["expires"], plain["flags"], plain["state"], plain["last_error"]),
                          (3600, 1, "disabled", None))
         now = int(reactor.seconds())
@@ -274,7 +277,7 @@ class UACMethodsTests(HTTPClientMixin, TestCase):
         self.assertEqual((yield self.result("uac.reg_add", *self.add_params("added-1"))), {})
         record = yield self.result("uac.reg_info", "l_uuid", "added-1")
         self.assertEqual((record["realm"], record["auth_ha1"], record["socket"], record["contact_addr"]),
-                         ("", "none", "", "none"))
+                         ("", "none", "", self.registrant.settings.reg_contact_addr))
         self.assertEqual((record["expires"], record["flags"], record["auth_password"]), (600, 1, MASK))
         # The 16th parameter, contact_user; integers may come as strings.
         yield self.result("uac.reg_add", *self.add_params("added-2", expires="300", contact_user="line9"))

@@ -295,7 +295,9 @@ class StatusTracker:
         record = registrant.records.get(l_uuid) if registrant is not None else None
         if record is None:
             return None
-        return {"record": record_struct(record, now, show_secrets=False), "registrar": registrar_of(record),
+        return {"record": record_struct(record, now, show_secrets=False,
+                                        reg_contact_addr=registrant.settings.reg_contact_addr),
+                "registrar": registrar_of(record),
                 "events": self.events_of(l_uuid)}
 
 

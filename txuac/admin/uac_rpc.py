@@ -45,8 +45,10 @@ UAC_METHODS = ("uac.reg_dump", "uac.reg_info", "uac.reg_enable", "uac.reg_disabl
                "uac.reg_remove")
 
 
-def record_struct(record: RegistrationRecord, now: float, show_secrets: bool = False) -> dict:
-    """One record as uac.reg_dump and uac.reg_info show it."""
+def record_struct(record: RegistrationRecord, now: float, show_secrets: bool = False,
+                  reg_contact_addr: str | None = None) -> dict:
+    """One record as uac.reg_dump and uac.reg_info show it. An empty contact_addr shows
+    ``reg_contact_addr``, the address its REGISTERs carry, as Kamailio shows it."""
     if record.registered(now):
         timer_expires = record.expires_at
     elif record.has(Flag.ONGOING) and record.sent_at is not None:
@@ -71,7 +73,7 @@ def record_struct(record: RegistrationRecord, now: float, show_secrets: bool = F
         "timer_expires": timer_expires,
         "reg_init": int(record.loaded_at),
         "reg_delay": record.reg_delay,
-        "contact_addr": record.contact_addr or "none",
+        "contact_addr": record.contact_addr or reg_contact_addr or "none",
         "socket": record.socket,
         "contact_user": record.contact_user or "none",
         "state": record.state(now).value,
@@ -202,7 +204,9 @@ class UACMethods:
 
     def reg_dump(self) -> list[dict]:
         now = self.registrant.now()
-        return [record_struct(record, now, self.show_secrets) for record in self.registrant.records.values()]
+        contact_addr = self.registrant.settings.reg_contact_addr
+        return [record_struct(record, now, self.show_secrets, contact_addr)
+                for record in self.registrant.records.values()]
 
     def _find(self, attr: str, val: str) -> RegistrationRecord:
         if not attr or not val:
@@ -216,7 +220,8 @@ class UACMethods:
         return record
 
     def reg_info(self, attr: str, val: str) -> dict:
-        return record_struct(self._find(attr, val), self.registrant.now(), self.show_secrets)
+        return record_struct(self._find(attr, val), self.registrant.now(), self.show_secrets,
+                             self.registrant.settings.reg_contact_addr)
 
     def reg_enable(self, attr: str, val: str) -> None:
         record = self._find(attr, val)
