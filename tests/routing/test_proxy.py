@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -248,6 +249,36 @@ class CancelTests(ProxyTestCase):
         self.answer(again, 200)  # matched by (branch, CANCEL): no more retransmissions
         self.reactor.advance(4 * T1)
         self.assertEqual([m for m in self.sent(CALLEE) if m.method == "CANCEL"], [])
+
+    def test_cancel_goes_where_the_invite_went_last(self):
+        # The next hop resolves to two targets; the first answers 503, the stack fails
+        # over (RFC 3263 4.3) and the CANCEL follows it, with the second INVITE's branch.
+        second = ("198.51.100.10", 5070)
+        self.stack.resolver = ResolvedTargets([Address("udp", *CALLEE), Address("udp", *second)])
+        first = self.forwarded_invite()
+        self.answer(first, 503)
+        [retried] = [m for m in self.sent(second) if m.method == "INVITE"]
+        self.assertNotEqual(retried.top_via.branch, first.top_via.branch)
+        self.receive(bytes(make_response(retried, 180, to_tag="bobtag")), second)
+        self.sent()
+        self.receive(request("CANCEL", cseq="1 CANCEL"))
+        out = self.sent()
+        self.assertEqual([m for m, a in out if a == CALLEE], [])
+        [cancel] = [m for m, a in out if a == second]
+        self.assertEqual((cancel.method, cancel.headers.get_all("Via")), ("CANCEL", retried.headers.get_all("Via")[:1]))
+
+
+class ResolvedTargets:
+    """A resolver whose every next hop resolves to ``targets``, in that order."""
+
+    def __init__(self, targets):
+        self.targets = list(targets)
+
+    def resolve_uri(self, uri):
+        return defer.succeed(list(self.targets))
+
+    def server_name(self, request):
+        return None
 
 
 UAC_SCRIPT = '''

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.proxy_messages import ALICE_INVITE, message, rfc4475
+from txuac.net.stack import ClientRequest
 from txuac.routing.proxy_rules import prepare_forward
 from txuac.routing.response_context import (
     Branch,
@@ -272,41 +273,71 @@ Content-Length: 0
 
 
 class BranchTests(SynchronousTestCase):
-    """A branch's CANCEL (RFC 3261 9.1) from the request as forwarded and the Via the stack
-    sent it with, read back from the first response."""
+    """A branch's CANCEL (RFC 3261 9.1) from the request as the stack sent it (our Via on
+    top) and where, told by the stack's handle (ClientRequest), failover included."""
 
     def setUp(self):
         self.invite = message(ALICE_INVITE)
-        self.forwarded = prepare_forward(self.invite, "sip:bob@192.0.2.4", make_via("udp", "10.0.0.1", 5060)).request
-        self.sent_via = self.forwarded.headers.get_all("Via")[0]
-        self.forwarded.headers.remove_first("Via")  # the stack puts its own on top
+        self.forwarded = prepare_forward(self.invite, "sip:bob@192.0.2.4", None).request  # the stack adds our Via
+        self.sent_via = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsent1"
+        self.carrier = self.sent_by_stack(self.sent_via, Address("udp", "192.0.2.4", 5060))
+
+    def sent_by_stack(self, via: str, target: Address) -> ClientRequest:
+        handle = ClientRequest()
+        self.send_again(handle, via, target)
+        return handle
+
+    def send_again(self, handle: ClientRequest, via: str, target: Address) -> None:
+        """What the stack does with the handle when a client transaction starts."""
+        handle.sent = self.forwarded.copy()
+        handle.sent.headers.prepend("Via", via)
+        handle.sent_to = target
+
+    def test_forwarded_request_has_no_via_of_ours(self):
+        self.assertEqual(self.forwarded.headers.get_all("Via"), self.invite.headers.get_all("Via"))
 
     def test_no_cancel_before_anything_was_heard(self):
         self.assertIsNone(Branch().cancel_request())
         self.assertIsNone(Branch(request=self.forwarded).cancel_request())
+        self.assertIsNone(Branch(request=self.forwarded, carrier=self.carrier).cancel_request())
+
+    def test_no_cancel_before_a_transaction_started(self):
+        branch = Branch(request=self.forwarded, carrier=ClientRequest(), heard=True)  # still resolving
+        self.assertIsNone(branch.sent_to)
+        self.assertIsNone(branch.cancel_request())
+
+    def test_a_response_makes_the_branch_heard(self):
+        context = ResponseContext(self.invite, to_tag="proxytag")
+        number = context.add_branch()
+        self.assertFalse(context.branches[number].heard)
+        ringing = make_response(self.carrier.sent, 180, to_tag="uas")
+        context.receive(number, ringing)
+        self.assertTrue(context.branches[number].heard)
 
     def test_cancel_carries_the_via_the_branch_was_sent_with(self):
-        branch = Branch(request=self.forwarded)
-        response = make_response(self.invite, 180, to_tag="uas")
-        response.headers.prepend("Via", self.sent_via)
-        response.sent_to = Address("udp", "192.0.2.4", 5060)
-        branch.note_sent(response)
-        later = make_response(self.invite, 183, to_tag="uas")
-        later.headers.prepend("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKother")
-        branch.note_sent(later)  # the first response counts
+        branch = Branch(request=self.forwarded, carrier=self.carrier, heard=True)
         self.assertEqual(branch.sent_to, Address("udp", "192.0.2.4", 5060))
         cancel = branch.cancel_request()
         self.assertEqual(cancel.method, "CANCEL")
-        self.assertEqual(cancel.headers.get_all("Via"), [self.sent_via])
+        self.assertEqual(cancel.headers.get_all("Via"), [self.sent_via])  # the INVITE's single Via, ours
+        self.assertEqual(str(cancel.uri), "sip:bob@192.0.2.4")
         self.assertEqual(str(cancel.cseq), "1 CANCEL")
+        for name in ("Call-ID", "From", "To"):
+            self.assertEqual(cancel.headers.get(name), self.forwarded.headers.get(name))
         self.assertEqual(parse_message(bytes(cancel)).validate(), cancel)
+
+    def test_cancel_follows_the_stack_to_the_next_target(self):
+        branch = Branch(request=self.forwarded, carrier=self.carrier, heard=True)
+        self.send_again(self.carrier, "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsent2",
+                        Address("udp", "192.0.2.5", 5060))
+        self.assertEqual(branch.sent_to, Address("udp", "192.0.2.5", 5060))
+        self.assertEqual(branch.cancel_request().top_via.branch, "z9hG4bKsent2")
 
     def test_the_final_as_received_is_kept_for_uac_auth(self):
         context = ResponseContext(self.invite, to_tag="proxytag")
         number = context.add_branch()
-        challenge = make_response(self.forwarded, 407, to_tag="uas", extra_headers=[
+        challenge = make_response(self.carrier.sent, 407, to_tag="uas", extra_headers=[
             ("Proxy-Authenticate", 'Digest realm="b", nonce="n"')])
-        challenge.headers.prepend("Via", self.sent_via)
         context.receive(number, challenge)
         branch = context.branches[number]
         self.assertIs(branch.received, challenge)

@@ -166,8 +166,6 @@ class ProxiedRequest:
         if forward is None:
             self.apply(self.context.transport_failed(number))
             return -1
-        # The stack puts its own Via on top (with the client transaction's branch).
-        forward.request.headers.remove_first("Via")
         self._shift_cseq(forward.request)
         branch.request = forward.request
         # Kamailio's $du (tm.setdsturi, uac_reg_request_to): the next hop, Request-URI and Route kept.
@@ -189,25 +187,28 @@ class ProxiedRequest:
             elif response.status >= 200:  # a 2xx after the first: upstream too (RFC 6026 7.2)
                 proxied.apply(proxied.context.receive(number, response))
             else:
-                proxied.context.branches[number].note_sent(response)
                 proxied.run_onreply_route(response)
                 proxied.apply(proxied.context.receive(number, response))
 
         # Timer C (16.6 item 11) as Kamailio's fr_inv_timer: a final by then, or a 408.
+        # The stack puts our Via on (16.6 item 8, the client transaction's branch); its
+        # handle tells the branch's CANCEL what was sent and where, failover included.
         timeout = self.proxy.settings.fr_inv_timeout if self.msg.method == "INVITE" else None
-        d = self.proxy.stack.send_request(forward.request, next_hop, on_provisional=provisional, timeout=timeout)
+        branch.carrier = self.proxy.stack.start_request(forward.request, next_hop, on_provisional=provisional,
+                                                        timeout=timeout)
+        d = branch.carrier.deferred
         d.addCallback(self._final, number, branch)
         d.addErrback(self._failed, number)
         d.addErrback(lambda f: log.failure("response handling failed", f))
         return 1
 
     def _prepare(self, target: URI | str | None) -> Forward | None:
-        """``msg`` made ready for a branch to ``target`` (16.6), or None (logged)."""
+        """``msg`` made ready for a branch to ``target`` (16.6; our Via is the stack's), or
+        None (logged)."""
         transport = self.incoming.source.transport
-        local = self.proxy.local_address(transport)
         record_route = self.our_record_route(transport) if self._records_route() else None
         try:
-            return prepare_forward(self.msg, target, make_via(local.transport, local.host, local.port), record_route)
+            return prepare_forward(self.msg, target, None, record_route)
         except SIPParseError as e:
             log.info("{method} not forwarded: {error}", method=self.msg.method, error=str(e))
             return None
@@ -354,7 +355,6 @@ class ProxiedRequest:
             self.proxy.dialogs.on_response(response, self.proxy.now())
 
     def _final(self, response: Response, number: int, branch: Branch) -> None:
-        branch.note_sent(response)
         self.run_onreply_route(response)
         done = branch.state is BranchState.COMPLETED
         self._branch_final(number, self.context.receive(number, response), done)
@@ -363,7 +363,7 @@ class ProxiedRequest:
         branch = self.context.branches[number]
         done = branch.state is BranchState.COMPLETED
         if failure.check(TransactionTimeout):
-            if self.msg.method == "INVITE" and branch.sent_via is not None:
+            if self.msg.method == "INVITE" and branch.heard:
                 self._cancel_branch(branch)  # it rang: 16.6 item 11 cancels it
             self._branch_final(number, self.context.timed_out(number), done)
         else:

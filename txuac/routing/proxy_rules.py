@@ -38,14 +38,16 @@ Forwarding (RFC 3261 16.6), ``prepare_forward`` returns a ``Forward``: a copy of
 the request with the new Request-URI, Max-Forwards decremented (70 when absent),
 our Record-Route value (``lr`` and ``ftag=<From tag>`` added, sips when the
 request is sips) before the others, a strict next hop handled (16.6 item 6),
-our Via on top (a compliant branch made when the caller gives none) and
-Content-Length present; ``Forward.next_hop`` is the URI to resolve (16.6 item 7).
+our Via on top when the caller gives one (a compliant branch made when it has
+none; a stateful branch leaves it to its client transaction) and Content-Length
+present; ``Forward.next_hop`` is the URI to resolve (16.6 item 7).
 Route values are rewritten as one line; untouched values keep their text.
 
 CANCEL and ACK (RFC 3261 16.10, 16.11, RFC 6026): ``make_branch_cancel`` builds a
-branch's CANCEL; ``prepare_ack_forward`` forwards the ACK of a 2xx statelessly with a
-branch derived from the ACK (retransmissions get the same one). The ACK for a non-2xx
-never gets here: its INVITE server transaction absorbs it (17.2.1).
+branch's CANCEL from its INVITE as sent; ``prepare_ack_forward`` forwards the ACK of
+a 2xx statelessly with a branch derived from the ACK (retransmissions get the same
+one). The ACK for a non-2xx never gets here: its INVITE server transaction absorbs it
+(17.2.1).
 
 Every error raised for a hostile message is a ``txuac.errors.SIPParseError`` whose
 ``status`` is the answer (400 almost always, 483 for a Max-Forwards of 0).
@@ -220,14 +222,16 @@ class Forward:
     strict_next_hop: bool = False  # 16.6 item 6: the next hop is a strict router
 
 
-def prepare_forward(request: Request, target_uri: URI | str | None, our_via: Via,
+def prepare_forward(request: Request, target_uri: URI | str | None, our_via: Via | None,
                     record_route: str | None = None) -> Forward:
     """RFC 3261 16.6 items 1 to 9 for one branch.
 
     ``target_uri`` becomes the Request-URI (None keeps it: a loose-routed request);
     ``our_via`` goes on top, a copy with a fresh branch when it has no RFC 3261
-    branch; ``record_route`` is the URI of ours to record (``lr`` and the From tag as
-    ``ftag`` added when missing), or None. Raises SIPParseError (483 for a
+    branch; None leaves item 8 to the client transaction that sends the request (the
+    stack puts its Via, with the transaction's branch, on top); ``record_route`` is the
+    URI of ours to record (``lr`` and the From tag as ``ftag`` added when missing), or
+    None. Raises SIPParseError (483 for a
     Max-Forwards of 0) for what cannot be forwarded.
     """
     forwarded = request.copy()  # 16.6 item 1
@@ -263,10 +267,11 @@ def prepare_forward(request: Request, target_uri: URI | str | None, our_via: Via
     else:
         next_hop = _parse_route_item(routes[0]).uri
     # 16.6 item 8: our Via on top with a unique branch.
-    via = our_via.copy()
-    if not has_magic_cookie(via.branch):
-        via.params.set("branch", new_branch())
-    forwarded.headers.prepend("Via", str(via))
+    if our_via is not None:
+        via = our_via.copy()
+        if not has_magic_cookie(via.branch):
+            via.params.set("branch", new_branch())
+        forwarded.headers.prepend("Via", str(via))
     # 16.6 item 9: Content-Length (a stream needs it; the value follows the body).
     if "Content-Length" not in forwarded.headers:
         forwarded.headers.add("Content-Length", str(len(forwarded.body)))
@@ -315,8 +320,9 @@ def _insert_record_route(request: Request, value: str) -> None:
 
 
 def make_branch_cancel(forwarded_invite: Request) -> Request:
-    """The CANCEL of one branch (RFC 3261 9.1): the forwarded INVITE's Request-URI,
-    Call-ID, To, From, CSeq number, top Via (our branch) and Route values."""
+    """The CANCEL of one branch (RFC 3261 9.1): the INVITE's Request-URI, Call-ID, To,
+    From, CSeq number and Route values, and its top Via alone (ours, with the branch of
+    the client transaction that sent it), from the INVITE as sent."""
     headers = Headers()
     top_via = forwarded_invite.top_via
     if top_via is None:

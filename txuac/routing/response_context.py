@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 from txuac.errors import SIPParseError, TxuacError
 from txuac.routing.proxy_rules import make_branch_cancel
@@ -53,15 +53,28 @@ class BranchState(enum.Enum):
     COMPLETED = "completed"  # a final response (or a timeout / transport failure)
 
 
+class SentRequest(Protocol):
+    """What the stack tells of the request it carries for a branch
+    (``txuac.net.stack.ClientRequest``): the request as the current client transaction
+    sent it, our Via (so the branch) on top, and where; None before a transaction starts,
+    replaced when the stack fails over to the next target."""
+
+    @property
+    def sent(self) -> Request | None: ...
+
+    @property
+    def sent_to(self) -> Address | None: ...
+
+
 @dataclass(eq=False, slots=True)
 class Branch:
     """One forwarded copy of the request: what was sent and where (for its CANCEL), what
     came back, and where it stands. The one record of a branch; the client transaction
-    that carries it is the stack's."""
+    that carries it is the stack's, known through ``carrier``."""
 
-    request: Request | None = None  # as forwarded, without our Via; None until prepared
-    sent_via: str | None = None  # our Via as the stack sent it, read from the first response
-    sent_to: Address | None = None  # where the stack sent it, likewise
+    request: Request | None = None  # as forwarded, before the stack puts our Via on; None until prepared
+    carrier: SentRequest | None = None  # the stack's handle of the request as sent; None until sent
+    heard: bool = False  # a response came on this branch: it may be cancelled (9.1)
     state: BranchState = BranchState.CALLING
     final: Response | None = None  # upstream form (our Via removed) or synthesized
     received: Response | None = None  # the final as received (uac_auth answers its challenge)
@@ -69,21 +82,19 @@ class Branch:
     cancelled: bool = False
     local: bool = False  # final synthesized here (timeout, transport failure), not received
 
-    def note_sent(self, response: Response) -> None:
-        """Our Via and the destination, from the first response heard on this branch: the
-        stack put its own Via (with the client transaction's branch) on the request."""
-        if self.sent_via is None:
-            self.sent_via = response.headers.get("Via")
-            self.sent_to = response.sent_to
+    @property
+    def sent_to(self) -> Address | None:
+        """Where the request of this branch went last (the stack's failover included)."""
+        return self.carrier.sent_to if self.carrier is not None else None
 
     def cancel_request(self) -> Request | None:
-        """The CANCEL of this branch (RFC 3261 9.1: the INVITE's top Via, so its branch),
-        None while nothing was heard from it (the context cancels it at its first
-        response)."""
-        if self.request is None or self.sent_via is None or self.sent_to is None:
+        """The CANCEL of this branch, built from the request as the stack sent it (RFC 3261
+        9.1: its Request-URI, Call-ID, To, From, CSeq number and its single Via, so its
+        branch), None while nothing was heard from it (the context cancels it at its first
+        response) or nothing was sent."""
+        sent = self.carrier.sent if self.carrier is not None else None
+        if not self.heard or sent is None:
             return None
-        sent = self.request.copy()
-        sent.headers.prepend("Via", split_list(self.sent_via, "Via")[0])
         return make_branch_cancel(sent)
 
 
@@ -134,6 +145,7 @@ class ResponseContext:
     def receive(self, branch: int, response: Response) -> ContextUpdate:
         """A response from downstream on ``branch``, as received (our Via on top)."""
         state = self.branches[branch]
+        state.heard = True
         upstream = response_for_upstream(response)
         if upstream is None:
             return ContextUpdate()  # 16.7 item 3: nothing to send it to; ignored
