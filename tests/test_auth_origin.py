@@ -70,7 +70,7 @@ class OneShotStack:
         self.responses = list(responses)
         self.requests = []
 
-    def send_request(self, request, target=None, on_provisional=None, source=None):
+    def send_request(self, request, target=None, on_provisional=None, source=None, t2=None):
         self.requests.append(request)
         return defer.succeed(self.responses.pop(0)(request))
 

@@ -194,10 +194,11 @@ class Authenticator:
              on_provisional: Callable[[Response], None] | None = None,
              on_challenge: Callable[[Response], None] | None = None, source=None,
              check_origin: Callable[[Response], str | None] | None = None,
-             on_retry: Callable[[Request, int], None] | None = None) -> defer.Deferred:
+             on_retry: Callable[[Request, int], None] | None = None, t2: float | None = None) -> defer.Deferred:
         """Deferred[Response]: the final response once challenges are answered.
 
-        ``target`` and ``source`` are passed to the stack's send_request.
+        ``target``, ``source`` and ``t2`` are passed to the stack's send_request, for the
+        request and each authenticated retry.
         ``on_challenge`` sees every 401/407 before it is answered (uac_req_send
         fires its event route for it). ``check_origin`` (e.g. challenge_origin) sees
         each challenge first: a reason it returns fails the request with
@@ -208,7 +209,7 @@ class Authenticator:
         challenges came in a row.
         """
         rounds = _ChallengeRounds(self, request, target, on_provisional, on_challenge, source, check_origin,
-                                  on_retry)
+                                  on_retry, t2)
         rounds.send(request)
         return rounds.result
 
@@ -254,10 +255,10 @@ class _ChallengeRounds:
     REGISTER, and a generator-based loop cost more than the digest itself)."""
 
     __slots__ = ("authenticator", "request", "target", "on_provisional", "on_challenge", "source", "check_origin",
-                 "on_retry", "rounds", "answering", "answered", "stale_retries", "result")
+                 "on_retry", "t2", "rounds", "answering", "answered", "stale_retries", "result")
 
     def __init__(self, authenticator: Authenticator, request: Request, target, on_provisional, on_challenge,
-                 source, check_origin=None, on_retry=None):
+                 source, check_origin=None, on_retry=None, t2: float | None = None):
         self.authenticator = authenticator
         self.request = request
         self.target = target
@@ -266,6 +267,7 @@ class _ChallengeRounds:
         self.source = source
         self.check_origin = check_origin
         self.on_retry = on_retry
+        self.t2 = t2
         self.rounds = 0
         # (proxy?, realm) -> the challenge and credentials answering it. Every retry carries
         # an answer for each, recomputed so that nc moves on (RFC 7616 3.4: no replay).
@@ -277,7 +279,7 @@ class _ChallengeRounds:
         self.result = defer.Deferred()
 
     def send(self, current: Request) -> None:
-        d = self.authenticator.stack.send_request(current, self.target, self.on_provisional, self.source)
+        d = self.authenticator.stack.send_request(current, self.target, self.on_provisional, self.source, t2=self.t2)
         d.addCallback(self._responded, current).addErrback(self.result.errback)
 
     def _responded(self, response: Response, current: Request) -> None:

@@ -123,6 +123,10 @@ class UACSettings:
     reg_probe: bool = True
     reg_probe_interval: int = 2
     reg_probe_max_interval: int = 30
+    # Ours: a REGISTER's T2 (ms), the cap on its retransmission interval over UDP (RFC
+    # 3261 17.1.2.2; [core] timer_t2 for other requests): a registrar answers at once, so
+    # a lost REGISTER or answer is sent again every 500 ms rather than after up to 4 s.
+    reg_timer_t2: int = 500
     reg_unregister_on_stop: bool = False
     # Kamailio: the local socket (proto:ip:port, one of [core] listen) REGISTERs and
     # uac_req_send requests go out from when no other is given.
@@ -449,7 +453,8 @@ def _uac(path: str, table: Any) -> UACSettings:
         if value < 0:
             raise ConfigError(f"{section.where(name)}: must not be negative, got {value}")
     for name in ("reg_send_rate", "reg_max_in_flight", "reg_dest_max_in_flight", "reg_dest_rate",
-                 "reg_ping_up_count", "reg_ping_down_count", "reg_probe_interval", "reg_probe_max_interval"):
+                 "reg_ping_up_count", "reg_ping_down_count", "reg_probe_interval", "reg_probe_max_interval",
+                 "reg_timer_t2"):
         if numbers[name] <= 0:
             raise ConfigError(f"{section.where(name)}: must be positive")
     if numbers["reg_retry_jitter"] > 100:
@@ -491,7 +496,7 @@ _UAC_INTEGERS = ("reg_timer_interval", "reg_retry_interval", "reg_retry_max_inte
                  "reg_use_domain", "reg_hash_size", "reg_gc_interval", "reload_delta", "reg_send_rate",
                  "reg_max_in_flight", "reg_dest_max_in_flight", "reg_dest_rate", "reg_keepalive_interval",
                  "reg_options_ping_interval", "reg_ping_up_count", "reg_ping_down_count",
-                 "reg_probe_interval", "reg_probe_max_interval", "reg_db_connect_retry")
+                 "reg_probe_interval", "reg_probe_max_interval", "reg_timer_t2", "reg_db_connect_retry")
 
 
 def parse_endpoint(text: str, where: str) -> tuple[str, list[str], dict[str, str]]:

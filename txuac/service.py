@@ -190,6 +190,7 @@ def registrant_settings(settings: Settings) -> RegistrantSettings:
         reg_probe=uac.reg_probe,
         reg_probe_interval=float(uac.reg_probe_interval),
         reg_probe_max_interval=float(uac.reg_probe_max_interval),
+        reg_timer_t2=uac.reg_timer_t2 / 1000,
         reg_unregister_on_stop=uac.reg_unregister_on_stop,
         user_agent=settings.core.user_agent,
         log_routine=settings.log.level == "debug",

@@ -274,6 +274,36 @@ class ClientTransactionTests(StackTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.finish()
 
+    def test_request_t2_caps_its_retransmissions_only(self):
+        """``t2``: this request's retransmissions every T1 once capped at it (17.1.2.2),
+        Timer F still at 64*T1; another request at the same time keeps the stack's T2."""
+        own = self.stack.send_request(outgoing(call_id="own"), Address("udp", *PEER), t2=T1)
+        other = self.stack.send_request(outgoing(call_id="other"), Address("udp", *PEER))
+        self.assertEqual(len(self.sent()), 2)
+        times: dict[str, list[float]] = {"own": [], "other": []}
+        for _ in range(32):
+            self.reactor.advance(0.25)
+            for request, _ in self.sent():
+                times[request.call_id].append(self.reactor.seconds())
+        self.assertEqual(times["own"], [0.5 * i for i in range(1, 17)])
+        self.assertEqual(times["other"], [0.5, 1.5, 3.5, 7.5])
+        self.reactor.advance(64 * T1)
+        self.failureResultOf(own, TransactionTimeout)
+        self.failureResultOf(other, TransactionTimeout)
+        self.finish()
+
+    def test_request_t2_not_retransmitted_once_answered(self):
+        """A lowered T2 costs nothing when the answer comes: one datagram, as before."""
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER), t2=T1)
+        [(request, _)] = self.sent()
+        self.reactor.advance(0.1)
+        self.answer(request, 200)
+        self.reactor.advance(64 * T1)
+        self.assertEqual(self.sent(), [])
+        self.assertEqual(self.successResultOf(d).status, 200)
+        self.assertEqual(self.stack.retransmissions, 0)
+        self.finish()
+
     def test_caller_timeout_cancelled_by_the_final_response(self):
         d = self.stack.send_request(outgoing(), Address("udp", *PEER), timeout=2.0)
         [(request, _)] = self.sent()

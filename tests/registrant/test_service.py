@@ -37,11 +37,12 @@ def md5(text: str) -> str:
 class Sent:
     """One REGISTER handed to the fake stack."""
 
-    def __init__(self, request, target, deferred, at):
+    def __init__(self, request, target, deferred, at, t2=None):
         self.request = request
         self.target = target
         self.deferred = deferred
         self.at = at
+        self.t2 = t2  # the retransmission cap asked of the stack
 
     @property
     def expires(self) -> int:
@@ -71,11 +72,11 @@ class FakeStack:
     def set_keepalive_interval(self, peer, seconds):
         pass
 
-    def send_request(self, request, target=None, on_provisional=None, source=None):
+    def send_request(self, request, target=None, on_provisional=None, source=None, t2=None):
         d = defer.Deferred()
         # What goes on the wire: the request must survive serialization.
         parse_message(bytes(request))
-        self.sent.append(Sent(request, target, d, self.clock.seconds()))
+        self.sent.append(Sent(request, target, d, self.clock.seconds(), t2))
         return d
 
     def pending(self) -> list[Sent]:
@@ -556,6 +557,20 @@ class AuthenticationTests(ServiceTestCase):
         self.assertEqual(self.service.status("acc1"), 1)
         self.assertFalse(record.has(Flag.AUTHSENT))
         self.assertFalse(record.has(Flag.ONGOING))
+
+    def test_register_and_authenticated_retry_retransmit_every_500ms_by_default(self):
+        self.start([make_row("acc1", auth_username="user-a", auth_password="pw-a", r_domain=REALM)])
+        first = self.stack.sent[0]
+        self.stack.challenge(first)
+        retry = self.stack.sent[1]
+        self.assertEqual((first.t2, retry.t2), (0.5, 0.5))
+
+    def test_reg_timer_t2_is_the_registers_retransmission_cap(self):
+        self.start([make_row("acc1", auth_username="user-a", auth_password="pw-a", r_domain=REALM)],
+                   reg_timer_t2=4.0)
+        first = self.stack.sent[0]
+        self.stack.challenge(first)
+        self.assertEqual([s.t2 for s in self.stack.sent], [4.0, 4.0])
 
     def test_407_answered_with_proxy_authorization(self):
         self.start([make_row("acc1")])

@@ -242,6 +242,8 @@ def install_tables(cls: type, cases: dict, make) -> type:
 E_TRYING = [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]  # T1 doubling, capped at T2=4
 A_CALLING = [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]  # T1 doubling, no cap
 E_FAST = [0.1, 0.3, 0.7] + [1.1 + 0.4 * i for i in range(14)]  # T1=0.1 doubling, capped at T2=0.4, to 6.3
+E_T2_IS_T1 = [0.5 * i for i in range(1, 64)]  # T2 = T1 = 0.5: every 500 ms, to 31.5
+E_T2_1S = [0.5] + [1.5 + i for i in range(31)]  # T2 = 1: 0.5, 1.5, 2.5 ... 31.5
 
 CLIENT_CASES: dict[str, tuple[Request, bool, TimerSettings, list[tuple]]] = {
     # 17.1.2.2: Timer E doubles up to T2 while Trying; Timer F gives up at 64*T1.
@@ -250,6 +252,30 @@ CLIENT_CASES: dict[str, tuple[Request, bool, TimerSettings, list[tuple]]] = {
         *ticks(TRYING, "retx OPTIONS", E_TRYING, 32.0),
         (32.0, "timer", TERMINATED, "timeout F, ended", None),
         (33.0, "recv 200", TERMINATED, "", None),  # late response: nothing
+    ]),
+    # A request's own T2 (TimerSettings.with_t2, a REGISTER's reg_timer_t2): Timer E is
+    # capped by it, Timer F still 64*T1.
+    "non-INVITE UDP: T2 lowered to T1, E every T1 then Timer F": (OPTIONS, UDP, DEFAULT.with_t2(0.5), [
+        (0.0, "start", TRYING, "tx OPTIONS", 0.5),
+        *ticks(TRYING, "retx OPTIONS", E_T2_IS_T1, 32.0),
+        (32.0, "timer", TERMINATED, "timeout F, ended", None),
+    ]),
+    "non-INVITE UDP: T2 lowered to 1 s": (OPTIONS, UDP, DEFAULT.with_t2(1.0), [
+        (0.0, "start", TRYING, "tx OPTIONS", 0.5),
+        *ticks(TRYING, "retx OPTIONS", E_T2_1S, 32.0),
+        (32.0, "timer", TERMINATED, "timeout F, ended", None),
+    ]),
+    "non-INVITE UDP: lowered T2, provisional, Proceeding retransmits every T2": (OPTIONS, UDP, DEFAULT.with_t2(1.0), [
+        (0.0, "start", TRYING, "tx OPTIONS", 0.5),
+        (0.2, "recv 100", PROCEEDING, "deliver 100", 0.5),
+        (0.5, "timer", PROCEEDING, "retx OPTIONS", 1.5),
+        (1.5, "timer", PROCEEDING, "retx OPTIONS", 2.5),
+        (2.0, "recv 200", COMPLETED, "deliver 200", 7.0),
+        (7.0, "timer", TERMINATED, "ended", None),
+    ]),
+    "non-INVITE TCP: lowered T2, nothing retransmitted": (OPTIONS, TCP, DEFAULT.with_t2(0.5), [
+        (0.0, "start", TRYING, "tx OPTIONS", 32.0),
+        (32.0, "timer", TERMINATED, "timeout F, ended", None),
     ]),
     # 1xx: Proceeding, passed up (every one of them); Timer E then restarts with T2.
     "non-INVITE UDP: provisional, final, Timer K": (OPTIONS, UDP, DEFAULT, [
@@ -438,6 +464,22 @@ class ClientTransactionTests(TransactionTableMixin, SynchronousTestCase):
         ack = make_ack(OPTIONS, make_response(OPTIONS, 404, to_tag="t"))
         self.assertEqual(ack.headers.get_all("Route"), [])
         self.assertEqual((ack.cseq.number, ack.top_via.branch), (1, "z9hG4bKopt1"))
+
+    def test_with_t2_replaces_t2_only_never_below_t1(self) -> None:
+        self.assertEqual(SLOW.with_t2(2.0), TimerSettings(t1=1.0, t2=2.0, t4=5.0))
+        self.assertEqual(SLOW.with_t2(8.0), TimerSettings(t1=1.0, t2=8.0, t4=5.0))
+        self.assertEqual(SLOW.with_t2(0.25), TimerSettings(t1=1.0, t2=1.0, t4=5.0))
+        self.assertEqual(SLOW.with_t2(0.25).timeout, SLOW.timeout)
+
+    def test_lowered_t2_leaves_invite_timer_a_alone(self) -> None:
+        """Timer A doubles without a T2 cap (17.1.1.2): a lowered T2 changes nothing there."""
+        errors = self.check_rows(ClientTransaction(INVITE, UDP, DEFAULT.with_t2(0.5)), [
+            (0.0, "start", CALLING, "tx INVITE", 0.5),
+            *ticks(CALLING, "retx INVITE", A_CALLING, 32.0),
+            (32.0, "timer", TERMINATED, "timeout B, ended", None),
+        ], "INVITE")
+        if errors:
+            self.fail("\n".join(errors))
 
     def test_key(self) -> None:
         self.assertEqual(ClientTransaction(INVITE, UDP).key, ("z9hG4bK776asdhds", "INVITE"))

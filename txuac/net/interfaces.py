@@ -19,12 +19,13 @@ class ISIPStack(Interface):
     pending_client_transactions = Attribute("Client transactions without a final response yet (int).")
 
     def send_request(request, target=None, on_provisional=None, source=None, timeout=None,  # noqa: N805
-                     keep_via=False):
+                     keep_via=False, t2=None):
         """Send ``request`` in a client transaction: a Deferred that fires with the final
-        Response or fails with TransactionTimeout, TransportError or ResolutionError."""
+        Response or fails with TransactionTimeout, TransportError or ResolutionError.
+        ``t2``: the request's own cap on its retransmission interval (seconds)."""
 
     def start_request(request, target=None, on_provisional=None, source=None, timeout=None,  # noqa: N805
-                      keep_via=False):
+                      keep_via=False, t2=None):
         """``send_request`` returning a ClientRequest: its ``deferred``, and the request as
         sent (``sent``, our Via and so the branch on top) and where (``sent_to``)."""
 

@@ -258,18 +258,18 @@ class SIPStack:
     def start_request(self, request: Request, target: Address | SipURI | None = None,
                       on_provisional: Callable[[Response], None] | None = None,
                       source: Address | None = None, timeout: float | None = None,
-                      keep_via: bool = False) -> "ClientRequest":
+                      keep_via: bool = False, t2: float | None = None) -> "ClientRequest":
         """``send_request`` that returns a ClientRequest: its ``deferred`` is what
         send_request returns, and it tells the branch and target of the transaction
         carrying the request (a proxy's CANCEL of the branch needs both, RFC 3261 9.1)."""
         handle = ClientRequest()
-        handle.deferred = self._send(request, target, on_provisional, source, timeout, keep_via, handle)
+        handle.deferred = self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2)
         return handle
 
     def send_request(self, request: Request, target: Address | SipURI | None = None,
                      on_provisional: Callable[[Response], None] | None = None,
                      source: Address | None = None, timeout: float | None = None,
-                     keep_via: bool = False) -> defer.Deferred:
+                     keep_via: bool = False, t2: float | None = None) -> defer.Deferred:
         """Send ``request`` in a new client transaction.
 
         The Deferred fires with the final response, or fails with
@@ -288,17 +288,19 @@ class SIPStack:
         ``keep_via``: the request's top Via is ours already and its branch keys the
         transaction (a proxy's CANCEL of a branch, RFC 3261 9.1: the branch of the
         INVITE it cancels); ``target`` must then be an Address.
+        ``t2`` (seconds): this request's RFC 3261 T2, the cap on its retransmission
+        interval over UDP (17.1.2.2), instead of the stack's (``TimerSettings.with_t2``).
         """
-        return self._send(request, target, on_provisional, source, timeout, keep_via, None)
+        return self._send(request, target, on_provisional, source, timeout, keep_via, None, t2)
 
     def _send(self, request: Request, target: Address | SipURI | None, on_provisional,
               source: Address | None, timeout: float | None, keep_via: bool,
-              handle: "ClientRequest | None") -> defer.Deferred:
+              handle: "ClientRequest | None", t2: float | None = None) -> defer.Deferred:
         if self._stopping:
             return defer.fail(TransportError("the SIP stack is stopping"))
         if isinstance(target, Address):
             return self._send_once(request.copy(), target, on_provisional, source, timeout, keep_via,
-                                   handle=handle)
+                                   handle=handle, t2=t2)
         if keep_via:
             raise ValueError("keep_via needs the Address the request goes to")
         server_name = None
@@ -309,12 +311,13 @@ class SIPStack:
             targets = self.resolver.resolve_uri(target)
         else:
             targets = self.resolver.resolve_request(request)
-        return targets.addCallback(self._try_targets, request, on_provisional, source, timeout, server_name, handle)
+        return targets.addCallback(self._try_targets, request, on_provisional, source, timeout, server_name, handle,
+                                   t2)
 
     @defer.inlineCallbacks
     def _try_targets(self, targets: list[Address], request: Request, on_provisional, source: Address | None,
                      timeout: float | None = None, server_name: str | None = None,
-                     handle: "ClientRequest | None" = None):
+                     handle: "ClientRequest | None" = None, t2: float | None = None):
         last_error: Exception | None = None
         for index, target in enumerate(targets):
             if index and self._stopping:
@@ -322,7 +325,7 @@ class SIPStack:
             attempt = request.copy()
             try:
                 response = yield self._send_once(attempt, target, on_provisional, source, timeout,
-                                                 server_name=server_name, handle=handle)
+                                                 server_name=server_name, handle=handle, t2=t2)
             except (TransactionTimeout, TransportError) as e:
                 last_error = e
                 log.info("{method} to {target} failed: {error}", method=request.method, target=target, error=str(e))
@@ -336,13 +339,13 @@ class SIPStack:
     def _send_once(self, request: Request, target: Address, on_provisional,
                    source: Address | None = None, timeout: float | None = None,
                    keep_via: bool = False, server_name: str | None = None,
-                   handle: "ClientRequest | None" = None) -> defer.Deferred:
+                   handle: "ClientRequest | None" = None, t2: float | None = None) -> defer.Deferred:
         """One client transaction to ``target`` (``request`` is ours to add the Via to);
         ``server_name``: what a TLS certificate must name, by default the request's next hop."""
         if target.transport == "udp":
             try:
                 return self._start_client(UDPChannel(self._udp_listener_for(target, source), target), request,
-                                          target, on_provisional, timeout, keep_via, handle)
+                                          target, on_provisional, timeout, keep_via, handle, t2)
             except TransportError:
                 return defer.fail()
         try:
@@ -353,7 +356,7 @@ class SIPStack:
         except ResolutionError:
             return defer.fail()
         d = self.pool.connect(target, server_name=server_name)
-        return d.addCallback(self._start_client, request, target, on_provisional, timeout, keep_via, handle)
+        return d.addCallback(self._start_client, request, target, on_provisional, timeout, keep_via, handle, t2)
 
     def send_stateless(self, request: Request, target: Address, source: Address | None = None) -> defer.Deferred:
         """Send ``request`` as it is to ``target``, without a transaction (RFC 3261 16.11:
@@ -395,7 +398,7 @@ class SIPStack:
 
     def _start_client(self, channel: Channel, request: Request, target: Address, on_provisional,
                       timeout: float | None = None, keep_via: bool = False,
-                      handle: "ClientRequest | None" = None) -> defer.Deferred:
+                      handle: "ClientRequest | None" = None, t2: float | None = None) -> defer.Deferred:
         if self._stopped:
             raise TransportError("the SIP stack stopped")  # a connection completed after stop()
         if keep_via:
@@ -409,7 +412,8 @@ class SIPStack:
         _ensure_content_length(request)
         if handle is not None:
             handle.sent, handle.sent_to = request, target
-        transaction = ClientTransaction(request, reliable=target.reliable, timers=self.timers)
+        timers = self.timers if t2 is None else self.timers.with_t2(t2)
+        transaction = ClientTransaction(request, reliable=target.reliable, timers=timers)
         d = defer.Deferred()
         call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method), target)  # 17.1.3
         self._client[call.key] = call

@@ -122,6 +122,8 @@ class RegistrantSettings:
     reg_probe_interval: float = 2.0
     reg_probe_max_interval: float = 30.0
     user_agent: str | None = None
+    # Ours: a REGISTER's RFC 3261 T2 in seconds, the cap on its retransmission interval.
+    reg_timer_t2: float = 0.5
     # Log the routine transitions (to registering, to online) at debug level; txuac's
     # service sets it from [log] level. Observers see every transition either way.
     log_routine: bool = True
@@ -481,7 +483,8 @@ class RegistrantService(service.Service):
         machine, call_id = self.machine, send.call_id
         d = authenticator.send(send.request, self._next_hop(record), source=self._source(record),
                                check_origin=_registrar_challenge,
-                               on_retry=lambda _, cseq: machine.challenged(record, call_id, cseq))
+                               on_retry=lambda _, cseq: machine.challenged(record, call_id, cseq),
+                               t2=self.settings.reg_timer_t2)
         destination = self._destination(record)
         self.destinations.started(destination, now)
         if self.prober is not None:

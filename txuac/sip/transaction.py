@@ -35,6 +35,12 @@ class TimerSettings:
         """64*T1: Timers B, F, H, J, L and M."""
         return 64 * self.t1
 
+    def with_t2(self, t2: float) -> TimerSettings:
+        """These timers with another T2, the cap on a non-INVITE request's retransmission
+        interval (RFC 3261 17.1.2.2), never below T1: a request whose server answers at once
+        (a REGISTER) may retransmit sooner than the default 4 s; Timer F stays 64*T1."""
+        return TimerSettings(self.t1, max(self.t1, t2), self.t4)
+
 
 DEFAULT_TIMERS = TimerSettings()
 
