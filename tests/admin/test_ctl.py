@@ -14,7 +14,7 @@ from twisted.internet import defer, protocol, reactor, threads, utils
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.admin.test_web import TOKEN, dead_rows, start_service, wait_until
-from tests.registrant.test_record import make_row
+from tests.support.accounts import make_row
 from tests.support.peers import free_port
 from txuac.admin import ctl
 from txuac.config import load_settings

@@ -16,7 +16,7 @@ from twisted.internet import defer, error, protocol, reactor, task
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.registrant.test_record import make_row
+from tests.support.accounts import make_row
 from tests.support.peers import require_program
 from tests.support.services import start_uac
 from tests.support.stores import sqlite_uacreg

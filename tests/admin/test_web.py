@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web import client
 from twisted.web.http_headers import Headers
 
-from tests.registrant.test_record import make_row
+from tests.support.accounts import make_row
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.services import start_uac

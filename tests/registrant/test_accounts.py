@@ -14,7 +14,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.registrant.test_record import make_row
+from tests.support.accounts import make_row
 from tests.registrant.test_service import CONTACT_ADDR, TICK, FakeStore, ServiceTestCase
 from txuac.errors import StoreError
 from txuac.registrant.protocol import build_register

@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.registrant import test_service
-from tests.registrant.test_record import make_row
+from tests.support.accounts import make_row
 from tests.registrant.test_service import FakeStack, ServiceTestCase
 from txuac.errors import TransactionTimeout, TransportError
 from txuac.registrant.health import RECOVERY_SPACING, FlowTracker, Reachability, State, options_request

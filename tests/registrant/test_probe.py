@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.registrant.test_record import make_row
+from tests.support.accounts import make_row
 from tests.registrant.test_service import ServiceTestCase
 from txuac.errors import TransportError
 from txuac.registrant.probe import SILENT_AFTER, ProbePlan, Recovery

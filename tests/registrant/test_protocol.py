@@ -11,7 +11,7 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.registrant.test_record import make_record
+from tests.support.accounts import make_record
 from txuac.registrant.protocol import (
     Learned,
     Outcome,

@@ -9,40 +9,11 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support.accounts import HA1, make_record, make_row
 from tests.support.bad_rows import BAD_VALUES
-from txuac.registrant.record import MANDATORY, Flag, InvalidRecord, RegistrationRecord, State, record_from_row
+from txuac.registrant.record import MANDATORY, Flag, InvalidRecord, State, record_from_row
 from txuac.registrant.row_rules import COLUMN_SIZES
 from txuac.registrant.store import sqlite
-
-HA1 = "0123456789abcdef0123456789abcdef"
-
-
-def make_row(l_uuid: str = "acc1", **overrides) -> dict:
-    """A valid uacreg row as a store returns it (every column, Kamailio's names)."""
-    row = {
-        "l_uuid": l_uuid,
-        "l_username": f"local-{l_uuid}",
-        "l_domain": "pbx.example.com",
-        "r_username": f"remote-{l_uuid}",
-        "r_domain": "sip.provider.example",
-        "realm": "",
-        "auth_username": f"auth-{l_uuid}",
-        "auth_password": "secret-pw",
-        "auth_ha1": "",
-        "auth_proxy": "sip:proxy.provider.example:5070",
-        "expires": 3600,
-        "flags": 0,
-        "reg_delay": 0,
-        "contact_addr": "",
-        "socket": "",
-        "contact_user": "",
-    }
-    row.update(overrides)
-    return row
-
-
-def make_record(l_uuid: str = "acc1", now: float = 0.0, **overrides) -> RegistrationRecord:
-    return record_from_row(make_row(l_uuid, **overrides), now)
 
 
 class MandatoryColumnsTests(SynchronousTestCase):

@@ -13,7 +13,7 @@ import random
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.registrant.test_record import make_row
+from tests.support.accounts import make_row
 from tests.registrant.test_service import TICK, ServiceTestCase
 from txuac.errors import (
     AuthenticationError,

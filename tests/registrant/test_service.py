@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.registrant.test_record import HA1, make_row
+from tests.support.accounts import HA1, make_row
 from txuac.errors import SIPParseError, TransactionTimeout
 from txuac.registrant.failures import FailureSummary
 from txuac.registrant.record import Flag, State

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.logger import capturedLogs
 
-from tests.registrant.test_record import make_row
+from tests.support.accounts import make_row
 from tests.registrant.test_service import REALM, ServiceTestCase
 from txuac.admin.uac_rpc import record_struct
 from txuac.registrant.record import Flag, State

@@ -7,7 +7,7 @@ import socket
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.registrant.test_record import make_row
+from tests.support.accounts import make_row
 from tests.support.peers import free_port
 from tests.support.services import start_uac
 from tests.support.stores import sqlite_uacreg

@@ -14,7 +14,7 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tests.net.test_interop_sipp import HOST, sipp_messages, until
-from tests.registrant.test_record import make_row
+from tests.support.accounts import make_row
 from tests.routing.test_interop_proxy import ProxyInteropCase
 from tests.support.kamailio import TRUNK_CONFIG, KamailioRegistrar
 from tests.support.peers import free_port

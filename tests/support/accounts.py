@@ -1,8 +1,11 @@
-"""uacreg rows in bulk for tests and benchmarks: account N is ``acctNNNNN`` (l_uuid
-``uuidNNNNN``), registering at ``auth_proxy`` with the password a KamailioRegistrar
-of ``password_prefix`` accepts."""
+"""uacreg rows for tests and benchmarks: one valid row or record (``make_row``,
+``make_record``) and rows in bulk (``uacreg_rows``: account N is ``acctNNNNN``, l_uuid
+``uuidNNNNN``, registering at ``auth_proxy`` with the password a KamailioRegistrar of
+``password_prefix`` accepts)."""
 
 from __future__ import annotations
+
+from txuac.registrant.record import RegistrationRecord, record_from_row
 
 
 def uacreg_rows(count: int, auth_proxy: str, realm: str = "test.example", password_prefix: str = "pw-",
@@ -20,3 +23,34 @@ def uacreg_rows(count: int, auth_proxy: str, realm: str = "test.example", passwo
         row.update(overrides)
         rows.append(row)
     return rows
+
+
+HA1 = "0123456789abcdef0123456789abcdef"
+
+
+def make_row(l_uuid: str = "acc1", **overrides) -> dict:
+    """A valid uacreg row as a store returns it (every column, Kamailio's names)."""
+    row = {
+        "l_uuid": l_uuid,
+        "l_username": f"local-{l_uuid}",
+        "l_domain": "pbx.example.com",
+        "r_username": f"remote-{l_uuid}",
+        "r_domain": "sip.provider.example",
+        "realm": "",
+        "auth_username": f"auth-{l_uuid}",
+        "auth_password": "secret-pw",
+        "auth_ha1": "",
+        "auth_proxy": "sip:proxy.provider.example:5070",
+        "expires": 3600,
+        "flags": 0,
+        "reg_delay": 0,
+        "contact_addr": "",
+        "socket": "",
+        "contact_user": "",
+    }
+    row.update(overrides)
+    return row
+
+
+def make_record(l_uuid: str = "acc1", now: float = 0.0, **overrides) -> RegistrationRecord:
+    return record_from_row(make_row(l_uuid, **overrides), now)
