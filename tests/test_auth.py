@@ -3,7 +3,7 @@
 Two UACService instances on loopback UDP: the client sends through an
 Authenticator, the server (``ChallengingServer``) challenges and checks every
 answer with the independent RFC 7616 implementation of
-tests/sip/test_digest.py (``ref_verify``), as a registrar or proxy would,
+tests/support/digest_reference.py (``ref_verify``), as a registrar or proxy would,
 including nonce-count replay detection. The server counts what it receives,
 so "exactly one retry" is measured on the wire, not assumed.
 """
@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.sip.test_digest import DigestMismatch, ref_hash, ref_parse, ref_verify
+from tests.support.digest_reference import DigestMismatch, ref_hash, ref_parse, ref_verify
 from tests.support.services import start_uac
 from txuac.auth import (
     MAX_STALE_RETRIES,

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from twisted.trial.unittest import SynchronousTestCase
 
 from txuac.sip import WILDCARD, Parameters, SIPParseError, SipURI, fields, grammar, parse_message
-from tests.sip.test_headers import accepted_by, wire
+from tests.support.sip_messages import accepted_by, wire
 
 
 class ViaTests(SynchronousTestCase):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from txuac.sip import KeepAlive, ParserLimits, SIPParseError, StreamFramer, parse_message
-from tests.sip.test_headers import wire
+from tests.support.sip_messages import wire
 
 PING = KeepAlive.PING
 PONG = KeepAlive.PONG

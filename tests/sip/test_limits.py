@@ -7,7 +7,7 @@ import tracemalloc
 from twisted.trial.unittest import SynchronousTestCase
 
 from txuac.sip import ParserLimits, SIPParseError, StreamFramer, parse_message
-from tests.sip.test_headers import wire
+from tests.support.sip_messages import wire
 
 MB = 1_000_000
 START = b"OPTIONS sip:bob@example.com SIP/2.0\r\n"

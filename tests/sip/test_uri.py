@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from txuac.sip import AbsoluteURI, Parameters, SIPParseError, SipURI, parse_uri, unescape
-from tests.sip.test_headers import accepted_by
+from tests.support.sip_messages import accepted_by
 
 # Valid URIs that must come back from str() character for character.
 ROUND_TRIP = (
