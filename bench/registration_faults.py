@@ -25,7 +25,7 @@ a figure is missed.
 Usage (from the repository root; ``./dev bench registration_faults`` runs the compiled build):
     python bench/registration_faults.py [--scenario N ...] [--accounts 1000] [--seed 8] [--runs 1]
         [--loss-target 5] [--outage 60] [--retry-interval S] [--no-probe] [--down 20] [--ping-interval 0]
-        [--timer-t1 MS] [--timer-t2 MS] [--log FILE]
+        [--timer-t1 MS] [--timer-t2 MS] [--reg-timer-t2 MS] [--log FILE]
 """
 
 from __future__ import annotations
@@ -70,11 +70,12 @@ def scenario_runs(args):
     """(number, function(harness) -> Deferred[Figure]) for each run asked for."""
     core = {name: value for name, value in (("timer_t1", args.timer_t1), ("timer_t2", args.timer_t2)) if value}
     uac = {"reg_probe": False} if args.no_probe else {}
+    reg_t2 = {"reg_timer_t2": args.reg_timer_t2} if args.reg_timer_t2 else {}
     for number in args.scenario:
         if number == 1:
             for seed in range(args.seed, args.seed + args.runs):
-                yield number, lambda h, seed=seed: lossy_registration(h, accounts=args.accounts, core=core, seed=seed,
-                                                                      target=args.loss_target)
+                yield number, lambda h, seed=seed: lossy_registration(h, accounts=args.accounts, core=core, uac=reg_t2,
+                                                                      seed=seed, target=args.loss_target)
         elif number == 2:
             retry = {"reg_retry_interval": args.retry_interval} if args.retry_interval is not None else {}
             yield number, lambda h: blackhole_recovery(h, accounts=args.accounts, outage=args.outage, expires=60,
@@ -94,7 +95,8 @@ def run(reactor, args):
           f"{'COMPILED (mypyc)' if txuac.sip.COMPILED else 'pure Python'}, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; timer_t1 "
           f"{f'{args.timer_t1} ms' if args.timer_t1 else 'default'}, timer_t2 "
-          f"{f'{args.timer_t2} ms' if args.timer_t2 else 'default'}")
+          f"{f'{args.timer_t2} ms' if args.timer_t2 else 'default'}, reg_timer_t2 "
+          f"{f'{args.reg_timer_t2} ms' if args.reg_timer_t2 else 'default'}")
     figures = []
     for number, scenario in scenario_runs(args):
         harness = ScenarioHarness()
@@ -141,6 +143,8 @@ if __name__ == "__main__":
                              "(scenario 3; 0: none, the probe alone)")
     parser.add_argument("--timer-t1", type=int, default=None, help="[core] timer_t1 in ms (default: txuac's)")
     parser.add_argument("--timer-t2", type=int, default=None, help="[core] timer_t2 in ms (default: txuac's)")
+    parser.add_argument("--reg-timer-t2", type=int, default=None,
+                        help="[uac] reg_timer_t2 in ms (scenario 1; default: txuac's; 4000 shows [core] timer_t2's)")
     parser.add_argument("--log", metavar="FILE", help="write every Twisted log event to FILE")
     arguments = parser.parse_args()
     if arguments.accounts <= 0 or arguments.runs <= 0:
