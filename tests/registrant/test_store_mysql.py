@@ -22,9 +22,9 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from tests.registrant.test_store import StoreContract, account, eventually, loaded
 from tests.support.mariadb import MariaDBServer
 from tests.support.peers import free_port, missing_peer
+from tests.support.store_contract import StoreContract, account, eventually, loaded
 from tests.support.stores import insert_rows
 from txuac.errors import ConfigError, StoreError, StoreUnreachable
 from txuac.registrant.store import COLUMNS, EXT_COLUMNS, AccountState, IRegistrationStore
