@@ -13,9 +13,9 @@ import tempfile
 from twisted.internet import defer, protocol, reactor, threads, utils
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tests.admin.test_web import TOKEN, dead_rows, start_service, wait_until
 from tests.support.accounts import make_row
 from tests.support.peers import free_port
+from tests.support.services import TOKEN, dead_rows, start_service, wait_until
 from txuac.admin import ctl
 from txuac.config import load_settings
 from txuac.errors import ConfigError

@@ -9,25 +9,22 @@ import json
 import socket
 import sqlite3
 
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, threads
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web import client
 from twisted.web.http_headers import Headers
 
-from tests.support.accounts import make_row
+from tests.support.accounts import HA1, make_row
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
-from tests.support.services import start_uac
+from tests.support.services import TOKEN, dead_rows, start_service, wait_until
 from tests.support.stores import sqlite_uacreg
 from txuac.admin.uac_rpc import MASK
 from txuac.config import settings_from_dict
 from txuac.errors import ConfigError
 from txuac.service import UACService
 
-RPC_LISTEN = "tcp:0:interface=127.0.0.1"
-TOKEN = "a-token-of-32-characters-or-so!!"
-HA1 = "0123456789abcdef0123456789abcdef"
 RECORD_FIELDS = ["l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",
                  "auth_password", "auth_ha1", "auth_proxy", "expires", "flags", "diff_expires", "timer_expires",
                  "reg_init", "reg_delay", "contact_addr", "socket", "contact_user", "state", "last_error",
@@ -37,34 +34,6 @@ RECORD_FIELDS = ["l_uuid", "l_username", "l_domain", "r_username", "r_domain", "
 def make_store(testcase, rows: list[dict]):
     """Deferred[str]: a SQLite uacreg file holding ``rows``."""
     return sqlite_uacreg(testcase, rows)
-
-
-def dead_rows() -> list[dict]:
-    """Accounts whose proxy is a loopback port where nothing answers."""
-    proxy = f"sip:127.0.0.1:{free_port()}"
-    return [
-        make_row("1000", auth_proxy=proxy, flags=1),  # numeric l_uuid, disabled: sends nothing
-        make_row("with-ha1", auth_proxy=proxy, auth_password="", auth_ha1=HA1.upper(), flags=1,
-                 contact_addr="192.0.2.1:5080", socket="", contact_user="line7"),
-        make_row("failing", auth_proxy=proxy),  # registers, gets no answer
-    ]
-
-
-@defer.inlineCallbacks
-def start_service(testcase, rows: list[dict] | None, rpc: dict | None = None, uac: dict | None = None):
-    """A started UACService with JSON-RPC on a free loopback port and ``rows`` loaded."""
-    sip_port = free_port()
-    document = {"core": {"listen": [f"udp:127.0.0.1:{sip_port}"], "timer_t1": 20},
-                "rpc": dict({"listen": RPC_LISTEN}, **(rpc or {}))}
-    if rows is not None:
-        path = yield make_store(testcase, rows)
-        document["uac"] = dict({"reg_db_url": f"sqlite:///{path}", "reg_contact_addr": f"127.0.0.1:{sip_port}",
-                                "reg_retry_interval": 60}, **(uac or {}))
-        testcase.store_path = path
-    service = start_uac(testcase, document)
-    if rows is not None:
-        yield wait_until(lambda: len(service.registrant.records) == len(rows))
-    return service
 
 
 def log_events(testcase) -> list[dict]:
@@ -94,15 +63,6 @@ def raw_http(port: int, head: bytes, body_chunks=(), host: str = "127.0.0.1") ->
             if not data:
                 return answer
             answer += data
-
-
-@defer.inlineCallbacks
-def wait_until(condition, timeout: float = 10.0):
-    deadline = reactor.seconds() + timeout
-    while not condition():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"not true within {timeout} s")
-        yield task.deferLater(reactor, 0.02, lambda: None)
 
 
 class HTTPClientMixin:
