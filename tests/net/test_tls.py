@@ -380,6 +380,13 @@ class KamailioTLSRegistrarTests(TestCase):
         return [formatEvent(e) for e in self.log_events
                 if e["log_level"] == LogLevel.warn and "TLS connection to" in formatEvent(e)]
 
+    def assertWarnedPerPeer(self, expected: str) -> None:
+        """The warning names the peer and the verdict, once per peer per 10 s window (a busy
+        machine may see the accounts' retries in a second window), never once per account."""
+        warnings = self.tls_warnings()
+        self.assertEqual(set(warnings), {expected})
+        self.assertLessEqual(len(warnings), 2, warnings)
+
     @defer.inlineCallbacks
     def test_trusted_registrar(self):
         yield self.start("server.pem", "server-key.pem")
@@ -392,7 +399,7 @@ class KamailioTLSRegistrarTests(TestCase):
         expected = (f"TLS connection to tls:127.0.0.1:{registrar.tls_port} failed: certificate verify failed: "
                     f"unable to get local issuer certificate (verifying {SIP_NAME})")
         self.assertEqual(errors, [expected] * self.ACCOUNTS)
-        self.assertEqual(self.tls_warnings(), [expected])  # one per peer, not one per account
+        self.assertWarnedPerPeer(expected)
         self.assertIn("unknown ca", registrar.log())
 
     @defer.inlineCallbacks
@@ -402,4 +409,4 @@ class KamailioTLSRegistrarTests(TestCase):
         expected = (f"TLS connection to tls:127.0.0.1:{registrar.tls_port} failed: the certificate does not "
                     f"name {SIP_NAME} (DNSMismatch)")
         self.assertEqual(errors, [expected] * self.ACCOUNTS)
-        self.assertEqual(self.tls_warnings(), [expected])
+        self.assertWarnedPerPeer(expected)
