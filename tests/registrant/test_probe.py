@@ -164,6 +164,21 @@ class ProbeServiceTests(ServiceTestCase):
         self.assertEqual(str(options[0].target), "sip:proxy.provider.example:5070")
         self.assertEqual(str(options[0].request.uri), "sip:proxy.provider.example:5070")
 
+    def test_registrar_by_address_is_asked_for_the_registers_domain(self):
+        """Reached by address, the OPTIONS carries the REGISTERs' Request-URI (sip:r_domain),
+        so that a TLS registrar is verified against the name its REGISTERs verify."""
+        rows = [make_row("acc1", auth_proxy="sip:192.0.2.7:5070")]
+        self.start(rows, reg_probe=True)
+        self.advance(0.2)
+        for sent in self.stack.pending():
+            self.stack.ok(sent)
+        self.fail_refresh("acc1")
+        self.advance(0.1)
+        options = self.options()
+        self.assertEqual(len(options), 1)
+        self.assertEqual(str(options[0].target), "udp:192.0.2.7:5070")
+        self.assertEqual(str(options[0].request.uri), f"sip:{rows[0]['r_domain']}")
+
     def test_transport_error_probes_too(self):
         self.start_probing()
         self.fail_refresh("acc1", transport=True)

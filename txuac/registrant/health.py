@@ -185,9 +185,14 @@ class _Destination:
     counted: bool = False  # a round already counted the ping in flight as unanswered
 
 
-def options_request(target: SipURI | Address, from_host: str, user_agent: str | None = None) -> Request:
-    """OPTIONS to the registrar itself (RFC 3261 11: a capabilities query works as a ping)."""
-    if isinstance(target, Address):
+def options_request(target: SipURI | Address, from_host: str, user_agent: str | None = None,
+                    request_uri: str | None = None) -> Request:
+    """OPTIONS to the registrar itself (RFC 3261 11: a capabilities query works as a ping).
+    ``request_uri``: the REGISTERs' own (sip:r_domain), so that a TLS registrar reached by
+    address is verified against the name its REGISTERs verify (RFC 5922 4.1)."""
+    if request_uri is not None:
+        uri = request_uri
+    elif isinstance(target, Address):
         host = f"[{target.host}]" if ":" in target.host else target.host
         uri = f"sip:{host}:{target.port}" + (f";transport={target.transport}" if target.transport != "udp" else "")
     else:

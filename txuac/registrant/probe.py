@@ -178,6 +178,7 @@ class RegistrarProber:
         self.from_host = from_host
         self.user_agent = user_agent
         self.targets: dict[str, tuple[SipURI | Address, Address | None]] = {}
+        self.request_uris: dict[str, str] = {}  # the REGISTERs' Request-URI, sip:r_domain
         self.probes = 0  # OPTIONS sent
         self.recoveries = 0  # destinations re-registered on a probe's answer
         self._stopped = False
@@ -191,6 +192,8 @@ class RegistrarProber:
                 self.targets[destination] = self.registrant.registrar_target(record)
             except TxuacError:
                 return
+            if isinstance(self.targets[destination][0], Address):  # reached by address: verify r_domain
+                self.request_uris[destination] = f"sip:{record.r_domain}"
         self.plan.sent(destination, now)
 
     def ended(self, destination: str, now: float, answered: bool) -> None:
@@ -220,7 +223,7 @@ class RegistrarProber:
             self.plan.drop(destination)  # no account registers there any more
             return
         target, source = self.targets[destination]
-        request = options_request(target, self.from_host, self.user_agent)
+        request = options_request(target, self.from_host, self.user_agent, self.request_uris.get(destination))
         self.probes += 1
         try:
             d = self.stack.send_request(request, target, source=source)
