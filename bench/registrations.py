@@ -72,12 +72,12 @@ from twisted.logger import LogLevel, formatEvent, globalLogBeginner, textFileLog
 from twisted.trial.unittest import SkipTest  # noqa: E402
 
 import txuac.sip  # noqa: E402
-from tests.registrant.test_interop_kamailio import account_rows  # noqa: E402
-from tests.support.stores import insert_rows  # noqa: E402
+from tests.support.accounts import account_rows  # noqa: E402
 from tests.support.kamailio import KamailioRegistrar  # noqa: E402
 from tests.support.mariadb import MariaDBServer  # noqa: E402
-from tests.support.postgres import PostgresCluster  # noqa: E402
 from tests.support.peers import free_port  # noqa: E402
+from tests.support.postgres import PostgresCluster  # noqa: E402
+from tests.support.stores import insert_rows  # noqa: E402
 from measure import group_cpu, rss_kib, udp_errors  # noqa: E402
 from txuac.config import settings_from_dict  # noqa: E402
 from txuac.registrant.record import State  # noqa: E402

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import socket
 import threading
 import time
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.support.peers import PeerProcess, free_port, require_program
+from tests.support.sipp import HOST, T1, T2, established_to, sipp_messages, sleep, tcp_listening, udp_bound, until
 from txuac.config import settings_from_dict
 from txuac.errors import TransactionTimeout, TransportError
 from txuac.service import UACService
@@ -28,73 +28,12 @@ from txuac.sip.address import Address
 
 log = Logger()
 SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sipp")
-T1, T2 = 0.050, 0.200
-HOST = "127.0.0.1"
 # Timer E on the wire must match the schedule within this (observed: about 1 ms).
 TIMER_TOLERANCE = 0.020
 
 
 def scenario(name: str) -> str:
     return os.path.join(SCENARIOS, name)
-
-
-def sleep(seconds: float) -> defer.Deferred:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
-def until(predicate, timeout: float, interval: float = 0.01):
-    """Poll ``predicate`` without blocking the reactor; True once it holds, False at ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        yield sleep(interval)
-    return True
-
-
-def _proc_net_ports(kind: str, state: str | None) -> list[int]:
-    """Local ports in /proc/net/{kind}{,6} (Linux), optionally only in one TCP state (hex)."""
-    ports = []
-    for name in (kind, kind + "6"):
-        try:
-            with open(f"/proc/net/{name}") as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if state is None or fields[3] == state:
-                        ports.append(int(fields[1].rsplit(":", 1)[1], 16))
-        except FileNotFoundError:
-            pass
-    return ports
-
-
-def udp_bound(port: int) -> bool:
-    return port in _proc_net_ports("udp", None)
-
-
-def tcp_listening(port: int) -> bool:
-    return port in _proc_net_ports("tcp", "0A")
-
-
-def established_to(port: int) -> int:
-    """How many ESTABLISHED TCP sockets have ``port`` as their local port (the peer's side)."""
-    return _proc_net_ports("tcp", "01").count(port)
-
-
-_TRACE_RE = re.compile(rb"\n(UDP|TCP) message (sent|received) [^\n]*?(\d+)[^\n]*\n\n")
-
-
-def sipp_messages(path: str) -> list[tuple[str, str, object]]:
-    """(transport, 'sent'|'received', parsed message) from a SIPp -message_file."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out = []
-    for match in _TRACE_RE.finditer(data):
-        length = int(match.group(3))
-        raw = data[match.end():match.end() + length]
-        out.append((match.group(1).decode(), match.group(2).decode(), parse_message(raw)))
-    return out
 
 
 def options(port: int, call_id: str, transport: str = "udp", method: str = "OPTIONS", host: str = HOST):

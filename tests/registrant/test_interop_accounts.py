@@ -16,11 +16,11 @@ import sqlite3
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from tests.registrant.test_interop_kamailio import REALM, account_rows
-from tests.support.stores import insert_rows
+from tests.support.accounts import REALM, account_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.services import wait_online
+from tests.support.stores import insert_rows
 from txuac.config import settings_from_dict
 from txuac.registrant.store.url import open_store
 from txuac.service import UACService

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
-from tests.registrant.test_interop_kamailio import account_rows
-from tests.support.stores import insert_rows
+from tests.support.accounts import account_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.relay import UDPRelay
 from tests.support.services import start_uac
+from tests.support.stores import insert_rows
 from txuac.registrant.record import State
 from txuac.registrant.store.url import open_store
 

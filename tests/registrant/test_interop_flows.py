@@ -17,11 +17,11 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from tests.registrant.test_interop_faults import registrar_restart
-from tests.registrant.test_interop_kamailio import account_rows
-from tests.support.stores import insert_rows
+from tests.support.accounts import account_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.services import start_uac
+from tests.support.stores import insert_rows
 from txuac.registrant.store.url import open_store
 from txuac.sip.via import Address
 

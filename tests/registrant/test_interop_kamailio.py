@@ -13,33 +13,16 @@ import psycopg2
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
+from tests.support.accounts import REALM, account_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.postgres import PostgresCluster
 from tests.support.services import start_uac, wait_online
-from tests.support.stores import insert_rows, sqlite_uacreg
+from tests.support.stores import SCHEMAS, insert_rows, sqlite_uacreg
 from txuac.service import UACService
 
-SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "conf", "schema")
 
 ACCOUNTS = 500
-REALM = "test.example"
-
-
-def account_rows(registrar: KamailioRegistrar, count: int) -> list[dict]:
-    """uacreg rows whose credentials the registrar accepts; auth_proxy is the registrar."""
-    host, port = registrar.address
-    rows = []
-    for number in range(count):
-        user = f"acct{number:05d}"
-        rows.append({
-            "l_uuid": f"uuid{number:05d}", "l_username": user, "l_domain": "local.example",
-            "r_username": user, "r_domain": REALM, "realm": REALM, "auth_username": user,
-            "auth_password": registrar.password_for(user), "auth_ha1": "",
-            "auth_proxy": f"sip:{host}:{port}", "expires": 600, "flags": 0, "reg_delay": 0,
-            "contact_addr": "", "socket": "", "contact_user": "",
-        })
-    return rows
 
 
 class RegistrationInteropMixin:

@@ -23,12 +23,13 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.net.test_interop_sipp import until
-from tests.registrant.test_interop_kamailio import SCHEMAS, account_rows
-from tests.support.stores import insert_rows
-from tests.registrant.test_interop_sipp import HOST, EventLog, SIPpRegistrar, sleep
+from tests.support.accounts import account_rows
 from tests.support.peers import free_port
 from tests.support.postgres import PostgresCluster
+from tests.support.registration_events import EventLog
+from tests.support.sipp import HOST, sleep, until
+from tests.support.sipp_registrar import SIPpRegistrar
+from tests.support.stores import SCHEMAS, insert_rows
 from txuac.config import settings_from_dict
 from txuac.errors import StoreError
 from txuac.registrant.record import State

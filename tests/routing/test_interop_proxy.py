@@ -16,8 +16,8 @@ import os
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.net.test_interop_sipp import HOST, T1, T2, sipp_messages, tcp_listening, udp_bound, until
 from tests.support.peers import PeerProcess, free_port, require_program
+from tests.support.sipp import HOST, T1, T2, sipp_messages, tcp_listening, udp_bound, until
 from txuac.config import settings_from_dict
 from txuac.routing.restore_codec import encode_restore
 from txuac.service import UACService

@@ -19,9 +19,9 @@ import os
 from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.net.test_interop_sipp import HOST, T1, T2, until
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
+from tests.support.sipp import HOST, T1, T2, until
 from txuac.config import settings_from_dict
 from txuac.service import UACService
 from txuac.sip import parse_message

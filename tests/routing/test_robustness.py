@@ -22,7 +22,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogPublisher
 
-from tests.net.test_interop_sipp import HOST, sleep, until
+from tests.support.sipp import HOST, sleep, until
 from tests.routing.test_interop_proxy import ProxyInteropCase
 from txuac.errors import SIPParseError
 from txuac.routing.proxied_request import ProxiedRequest

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from tests.support.kamailio import KamailioRegistrar
 from txuac.registrant.record import RegistrationRecord, record_from_row
 
 
@@ -54,3 +55,22 @@ def make_row(l_uuid: str = "acc1", **overrides) -> dict:
 
 def make_record(l_uuid: str = "acc1", now: float = 0.0, **overrides) -> RegistrationRecord:
     return record_from_row(make_row(l_uuid, **overrides), now)
+
+
+REALM = "test.example"
+
+
+def account_rows(registrar: KamailioRegistrar, count: int) -> list[dict]:
+    """uacreg rows whose credentials the registrar accepts; auth_proxy is the registrar."""
+    host, port = registrar.address
+    rows = []
+    for number in range(count):
+        user = f"acct{number:05d}"
+        rows.append({
+            "l_uuid": f"uuid{number:05d}", "l_username": user, "l_domain": "local.example",
+            "r_username": user, "r_domain": REALM, "realm": REALM, "auth_username": user,
+            "auth_password": registrar.password_for(user), "auth_ha1": "",
+            "auth_proxy": f"sip:{host}:{port}", "expires": 600, "flags": 0, "reg_delay": 0,
+            "contact_addr": "", "socket": "", "contact_user": "",
+        })
+    return rows

@@ -34,3 +34,6 @@ def sqlite_uacreg(testcase, rows: list[dict], path: str | None = None):
         insert_rows(connection, rows, "?")
         connection.close()
     return path
+
+
+SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "conf", "schema")
