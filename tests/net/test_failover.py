@@ -15,31 +15,15 @@ import time
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from tests.net.test_resolver import Zone, a, naptr, serve_zone, srv
+from tests.support.dns_zone import Zone, a, naptr, serve_zone, srv
 from tests.support.peers import PeerProcess, free_port, require_program, wait_for
-from tests.support.services import start_uac
+from tests.support.services import LOOPBACK_T1_MS, start_core_service
+from tests.support.sip_messages import options_request
 from txuac.errors import TransportError
 from txuac.service import UACService
-from txuac.sip import Request, make_request
 
 SCENARIOS = os.path.join(os.path.dirname(__file__), "sipp")
-T1_MS = 50
-
-
-def options_request(uri: str, content_length: bool = True) -> Request:
-    """An OPTIONS to ``uri``; with Content-Length (RFC 3261 18.3 needs it on TCP and TLS)."""
-    request = make_request("OPTIONS", uri, "sip:txuac@test.example")
-    if not content_length:
-        request.headers.remove("Content-Length")
-    return request
-
-
-def start_service(testcase: TestCase, core: dict, tls: dict | None = None) -> UACService:
-    """A started UACService with ``core`` settings (timer_t1 defaults to T1_MS), stopped at cleanup."""
-    document = {"core": {"timer_t1": T1_MS, **core}}
-    if tls is not None:
-        document["tls"] = tls
-    return start_uac(testcase, document)
+T1_MS = LOOPBACK_T1_MS
 
 
 def _port_taken(port: int, kind: int) -> bool:
@@ -112,7 +96,7 @@ class FailoverTests(TestCase):
         self.dns_port = serve_zone(self, self.zone)
 
     def uac(self) -> UACService:
-        return start_service(self, {"listen": ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"],
+        return start_core_service(self, {"listen": ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"],
                                     "dns_servers": [f"127.0.0.1:{self.dns_port}"]})
 
     @defer.inlineCallbacks

@@ -22,11 +22,11 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.net.test_failover import options_request, start_service
-from tests.net.test_resolver import Zone, a, serve_zone, srv
+from tests.support.dns_zone import Zone, a, serve_zone, srv
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
-from tests.support.services import start_uac, wait_online
+from tests.support.services import start_core_service, start_uac, wait_online
+from tests.support.sip_messages import options_request
 from tests.support.stores import sqlite_uacreg
 from txuac.config import TLSSettings
 from txuac.errors import ConfigError, TransportError
@@ -130,7 +130,7 @@ class TLSInteropTests(TestCase):
         self.received = []
 
     def server(self, certificate: str = "server.pem", key: str = "server-key.pem") -> int:
-        service = start_service(self, {"listen": ["tls:127.0.0.1:0"]},
+        service = start_core_service(self, {"listen": ["tls:127.0.0.1:0"]},
                                 {"certificate": self.pki.path(certificate), "private_key": self.pki.path(key)})
 
         def answer(incoming):
@@ -141,7 +141,7 @@ class TLSInteropTests(TestCase):
         return service.sip.bound_address("tls").port
 
     def client(self, **tls):
-        return start_service(self, {"listen": ["udp:127.0.0.1:0"], "dns_servers": [f"127.0.0.1:{self.dns_port}"]},
+        return start_core_service(self, {"listen": ["udp:127.0.0.1:0"], "dns_servers": [f"127.0.0.1:{self.dns_port}"]},
                              {"ca_file": self.pki.path("ca.pem"), **tls})
 
     @defer.inlineCallbacks

@@ -41,6 +41,7 @@ def wait_for_store(service: UACService, timeout: float = 10.0):
     return service.registrant_ready().addTimeout(timeout, reactor)
 
 
+LOOPBACK_T1_MS = 50
 RPC_LISTEN = "tcp:0:interface=127.0.0.1"
 
 
@@ -82,3 +83,12 @@ def wait_until(condition, timeout: float = 10.0):
         if reactor.seconds() > deadline:
             raise AssertionError(f"not true within {timeout} s")
         yield task.deferLater(reactor, 0.02, lambda: None)
+
+
+def start_core_service(testcase, core: dict, tls: dict | None = None) -> UACService:
+    """A started UACService with ``core`` settings (timer_t1 defaults to the loopback tests'
+    50 ms), stopped at cleanup."""
+    document = {"core": {"timer_t1": LOOPBACK_T1_MS, **core}}
+    if tls is not None:
+        document["tls"] = tls
+    return start_uac(testcase, document)

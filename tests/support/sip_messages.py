@@ -1,9 +1,10 @@
-"""SIP message texts for parser tests: ``wire`` builds one around the headers a request
-needs, ``accepted_by`` lists the texts a parser wrongly accepts."""
+"""SIP messages for tests: ``wire`` builds a text around the headers a request needs,
+``accepted_by`` lists the texts a parser wrongly accepts, ``options_request`` is an
+OPTIONS ready to send."""
 
 from __future__ import annotations
 
-from txuac.sip import SIPParseError
+from txuac.sip import Request, SIPParseError, make_request
 
 
 REQUIRED = (
@@ -36,3 +37,11 @@ def accepted_by(parse, texts) -> list:
             continue
         accepted.append(text)
     return accepted
+
+
+def options_request(uri: str, content_length: bool = True) -> Request:
+    """An OPTIONS to ``uri``; with Content-Length (RFC 3261 18.3 needs it on TCP and TLS)."""
+    request = make_request("OPTIONS", uri, "sip:txuac@test.example")
+    if not content_length:
+        request.headers.remove("Content-Length")
+    return request
