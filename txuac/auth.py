@@ -216,10 +216,7 @@ class Authenticator:
     def _answer(self, request: Request, response: Response, answering: dict, answered: set,
                 stale_retries: dict) -> None:
         """Record which challenge and credentials answer each realm of ``response``."""
-        try:
-            challenges = parse_challenges(response)
-        except AuthenticationError as e:
-            raise _with_response(e, response) from None
+        challenges = parse_challenges(response)
         chosen, reasons = choose_per_realm(challenges, self.credentials.credentials_for, self.algorithms)
         for challenge, credentials in chosen:
             realm = challenge.realm
@@ -227,13 +224,13 @@ class Authenticator:
             if challenge.stale and stale_retries.get(key, 0) < MAX_STALE_RETRIES:
                 stale_retries[key] = stale_retries.get(key, 0) + 1  # RFC 7616 3.3: not a failure
             elif key in answered:
-                raise _with_response(AuthenticationError(
-                    f"{request.method}: realm {realm!r} refused our credentials for {credentials.username!r}"),
+                raise AuthenticationError(
+                    f"{request.method}: realm {realm!r} refused our credentials for {credentials.username!r}",
                     response)
             answered.add(key)
             answering[key] = (challenge, credentials)
         if not chosen:
-            raise _with_response(AuthenticationError(f"{request.method}: " + "; ".join(reasons)), response)
+            raise AuthenticationError(f"{request.method}: " + "; ".join(reasons), response)
 
 
 def choose_per_realm(challenges: list[Challenge], credentials_for: Callable[[Challenge], Credentials | None],
@@ -291,7 +288,7 @@ class _ChallengeRounds:
             if refused is not None:
                 log.warn("{method} to {uri}: {status} {refused}", method=current.method, uri=str(current.uri),
                          status=response.status, refused=refused, source=response.source)
-                raise _with_response(ChallengeOriginError(refused), response)
+                raise ChallengeOriginError(refused, response)
         self.rounds += 1
         if self.on_challenge is not None:
             self.on_challenge(response)
@@ -299,8 +296,7 @@ class _ChallengeRounds:
         authenticator._answer(current, response, self.answering, self.answered, self.stale_retries)
         request = self.request
         if self.rounds >= MAX_ROUNDS:
-            raise _with_response(AuthenticationError(f"{request.method}: still challenged after {MAX_ROUNDS} rounds"),
-                                 response)
+            raise AuthenticationError(f"{request.method}: still challenged after {MAX_ROUNDS} rounds", response)
         uri = str(request.uri)
         answers = [(challenge, authorization(challenge, credentials, request.method, uri, request.body,
                                              prefer_auth_int=authenticator.prefer_auth_int,
@@ -317,8 +313,3 @@ class _ChallengeRounds:
         if self.on_retry is not None:
             self.on_retry(retry, cseq)
         self.send(retry)
-
-
-def _with_response(error: AuthenticationError, response: Response) -> AuthenticationError:
-    error.response = response
-    return error

@@ -53,12 +53,27 @@ class AuthenticationError(TxuacError):
     Messages never contain a password, an HA1 or an Authorization value.
     """
 
-    response: object = None  # a txuac.sip.Response
+    def __init__(self, reason: str, response: object = None):
+        super().__init__(reason)
+        self.response = response  # a txuac.sip.Response
 
 
 class ChallengeOriginError(AuthenticationError):
     """A 401/407 came from another address than the one the request was sent to: not
     answered (a digest sent to whoever asks can be cracked offline)."""
+
+
+class InvalidRecord(TxuacError):
+    """A uacreg row that cannot become an account; ``field`` names the column at fault."""
+
+    def __init__(self, reason: str, field: str | None = None):
+        super().__init__(reason)
+        self.field = field
+
+
+class UnknownFilterAttribute(TxuacError):
+    """An account was looked up by an attribute other than l_uuid, l_username, r_username
+    or auth_username (an RPC's or a script's filter)."""
 
 
 class StoreError(TxuacError):

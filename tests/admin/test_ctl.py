@@ -18,7 +18,7 @@ from tests.support.peers import free_port
 from tests.support.services import TOKEN, dead_rows, start_service, wait_until
 from txuac.admin import ctl
 from txuac.config import load_settings
-from txuac.errors import ConfigError
+from txuac.errors import ConfigError, TxuacError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -332,6 +332,7 @@ class CtlPiecesTests(SynchronousTestCase):
         with self.assertRaises(ctl.CtlError) as raised:
             ctl.url_from_config(self.config("[rpc]\nenabled = false\n"))
         self.assertIn("no RPC server", str(raised.exception))
+        self.assertIsInstance(raised.exception, TxuacError)
         self.assertEqual(ctl.url_from_config(self.config('[rpc]\nlisten = "unix:/tmp/x.sock:mode=600"\n')),
                          ("unix:/tmp/x.sock", None))
         with self.assertRaises(ctl.CtlError):

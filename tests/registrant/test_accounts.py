@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.accounts import make_row
 from tests.registrant.test_service import CONTACT_ADDR, TICK, FakeStore, ServiceTestCase
-from txuac.errors import StoreError
+from txuac.errors import InvalidRecord, StoreError
 from txuac.registrant.protocol import build_register
 from txuac.registrant.record import Flag, State, parse_extra_headers, record_from_row
 from txuac.registrant.account import CSEQ_AHEAD
@@ -74,12 +74,12 @@ class ExtraHeadersTests(SynchronousTestCase):
             ("i: other-call-id", "written by txuac"),
         ]:
             with self.subTest(text=text):
-                e = self.assertRaises(ValueError, parse_extra_headers, text)
+                e = self.assertRaises(InvalidRecord, parse_extra_headers, text)
                 self.assertIn(reason, str(e))
         for name in ("From", "To", "Call-ID", "CSeq", "Contact", "Expires", "Content-Length", "Authorization",
                      "proxy-authorization", "m", "l", "f", "t"):
             with self.subTest(name=name):
-                self.assertRaises(ValueError, parse_extra_headers, f"{name}: x")
+                self.assertRaises(InvalidRecord, parse_extra_headers, f"{name}: x")
 
 
 class RecordColumnsTests(SynchronousTestCase):

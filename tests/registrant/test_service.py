@@ -19,7 +19,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.accounts import HA1, make_row
-from txuac.errors import SIPParseError, TransactionTimeout
+from txuac.errors import SIPParseError, TransactionTimeout, UnknownFilterAttribute
 from txuac.registrant.failures import FailureSummary
 from txuac.registrant.record import Flag, State
 from txuac.registrant.service import RegistrantService, RegistrantSettings
@@ -1126,7 +1126,7 @@ class StatusCounterTests(ServiceTestCase):
         self.start([make_row("acc1", r_username="alice")])
         self.assertIs(self.service.find("r_username", "alice"), self.record())
         self.assertIsNone(self.service.find("l_uuid", "nobody"))
-        self.assertRaises(ValueError, self.service.find, "socket", "x")
+        self.assertRaises(UnknownFilterAttribute, self.service.find, "socket", "x")
 
 
 class RoutineLogTests(ServiceTestCase):

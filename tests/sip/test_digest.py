@@ -485,6 +485,11 @@ class ParseTests(SynchronousTestCase):
         e = self.assertRaises(AuthenticationError, parse_challenges, Response(407))
         self.assertIn("Proxy-Authenticate", str(e))
 
+    def test_the_error_carries_the_response(self):
+        response = challenge_response('Basic realm="x"')
+        e = self.assertRaises(AuthenticationError, parse_challenges, response)
+        self.assertIs(e.response, response)
+
     def test_malformed_challenges_name_the_reason(self):
         cases = [
             ('Digest realm="a"', "nonce"),

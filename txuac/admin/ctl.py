@@ -32,7 +32,7 @@ import urllib.parse
 from typing import IO, Any
 
 from txuac.config import parse_endpoint, read_token_file
-from txuac.errors import ConfigError
+from txuac.errors import ConfigError, TxuacError
 
 DEFAULT_URL = "http://127.0.0.1:5064/RPC"
 TOKEN_VARIABLE = "TXUAC_TOKEN"
@@ -43,7 +43,7 @@ EXIT_OK, EXIT_RPC_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped that way
 
 
-class CtlError(Exception):
+class CtlError(TxuacError):
     """A problem to report in one line, with exit status 2."""
 
 

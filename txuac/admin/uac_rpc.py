@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from txuac import __version__
 from txuac.admin.rpc import Dispatcher, Param, RPCError
-from txuac.errors import StoreError
+from txuac.errors import StoreError, UnknownFilterAttribute
 from txuac.registrant.record import Flag, InvalidRecord, RegistrationRecord, record_from_row
 
 log = Logger()
@@ -213,7 +213,7 @@ class UACMethods:
             raise RPCError(400, "Invalid Parameter Values")
         try:
             record = self.registrant.find(attr, val)
-        except ValueError:
+        except UnknownFilterAttribute:
             raise RPCError(400, "Unsupported filter attribute") from None
         if record is None:
             raise RECORD_NOT_FOUND

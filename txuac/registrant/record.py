@@ -206,7 +206,7 @@ MAX_CSEQ = 2**31 - 1  # RFC 3261 8.1.1.5: CSeq below 2**31
 
 
 def parse_extra_headers(text: str) -> tuple[tuple[str, str], ...]:
-    """``extra_headers``: one ``Name: value`` per line (LF or CRLF); ValueError names the
+    """``extra_headers``: one ``Name: value`` per line (LF or CRLF); InvalidRecord names the
     first bad line. Names are SIP tokens (RFC 3261 25.1) not in FORBIDDEN_EXTRA_HEADERS;
     values are one line of printable text (no CR, LF or other control character but tab)."""
     headers = []
@@ -218,13 +218,13 @@ def parse_extra_headers(text: str) -> tuple[tuple[str, str], ...]:
         name, colon, value = line.partition(":")
         name, value = name.strip(), value.strip()
         if not colon or not is_token(name):
-            raise ValueError(f"line {number}: {name[:40]!r} is not a header name")
+            raise InvalidRecord(f"line {number}: {name[:40]!r} is not a header name", "extra_headers")
         if name.lower() in FORBIDDEN_EXTRA_HEADERS:
-            raise ValueError(f"line {number}: {name} is written by txuac, not by extra_headers")
+            raise InvalidRecord(f"line {number}: {name} is written by txuac, not by extra_headers", "extra_headers")
         if not value:
-            raise ValueError(f"line {number}: {name} has no value")
+            raise InvalidRecord(f"line {number}: {name} has no value", "extra_headers")
         if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value):
-            raise ValueError(f"line {number}: the value of {name} holds a control character")
+            raise InvalidRecord(f"line {number}: the value of {name} holds a control character", "extra_headers")
         headers.append((name, value))
     return tuple(headers)
 
@@ -240,7 +240,7 @@ def _apply_ext(record: RegistrationRecord, row: dict, problems: list[str]) -> No
     if extra:
         try:
             record.extra_headers = parse_extra_headers(extra)
-        except ValueError as e:
+        except InvalidRecord as e:
             problems.append(f"extra_headers skipped: {e}")
     from_username = _text(row.get("from_username"))
     if from_username:

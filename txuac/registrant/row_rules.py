@@ -15,7 +15,7 @@ Sans-IO: plain functions of plain values.
 from __future__ import annotations
 
 from txuac.config import parse_listen
-from txuac.errors import ConfigError, SIPParseError, TxuacError
+from txuac.errors import ConfigError, InvalidRecord, SIPParseError
 from txuac.sip.grammar import has_control
 from txuac.sip.uri import SipURI, parse_uri
 
@@ -33,14 +33,6 @@ INTEGER_COLUMNS = ("expires", "flags", "reg_delay")
 _BREAKS = frozenset("\r\n\0")
 # A host that only makes the user part parseable on its own.
 _PLACEHOLDER_HOST = "example.invalid"
-
-
-class InvalidRecord(TxuacError):
-    """A uacreg row that cannot become an account; ``field`` names the column at fault."""
-
-    def __init__(self, reason: str, field: str | None = None):
-        super().__init__(reason)
-        self.field = field
 
 
 def invalid(field: str, reason: str) -> InvalidRecord:

@@ -29,6 +29,7 @@ from txuac.errors import (
     StoreError,
     TransactionTimeout,
     TransportError,
+    UnknownFilterAttribute,
 )
 from txuac.registrant import protocol
 from txuac.registrant.account import AccountMachine, Arm, Effect, Emit, Persist, Send
@@ -669,9 +670,9 @@ class RegistrantService(service.Service):
 
     def find(self, attribute: str, value: str) -> RegistrationRecord | None:
         """The first account whose ``attribute`` (l_uuid, l_username, r_username,
-        auth_username) equals ``value``; ValueError for another attribute."""
+        auth_username) equals ``value``; UnknownFilterAttribute for another attribute."""
         if attribute not in ("l_uuid", "l_username", "r_username", "auth_username"):
-            raise ValueError(f"unsupported filter attribute {attribute!r}")
+            raise UnknownFilterAttribute(f"unsupported filter attribute {attribute!r}")
         if attribute == "l_uuid":
             return self.records.get(value)
         return next((r for r in self.records.values() if getattr(r, attribute) == value), None)
@@ -703,7 +704,7 @@ class RegistrantService(service.Service):
     def _set_disabled(self, attribute: str, value: str, disabled: bool) -> int:
         try:
             record = self.find(attribute, value)
-        except ValueError:
+        except UnknownFilterAttribute:
             return -3
         if record is None:
             return -2

@@ -122,7 +122,7 @@ def parse_challenges(response: Response) -> list[Challenge]:
                 problems.append(str(e))
     if not found:
         reason = "; ".join(problems) if problems else f"no Digest challenge in {name}"
-        raise AuthenticationError(f"{response.status} {response.reason}: {reason}")
+        raise AuthenticationError(f"{response.status} {response.reason}: {reason}", response)
     return found
 
 
