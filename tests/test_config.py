@@ -606,6 +606,12 @@ class AccountSettingsTests(SynchronousTestCase):
                 settings_from_dict({"uac": table}, "uac.toml")
             self.assertIn("[uac] reg_ext_table", str(raised.exception))
 
+    def test_a_table_name_the_store_refuses_is_refused_with_the_file_and_key(self):
+        for key in ("reg_db_table", "reg_ext_table"):
+            with self.subTest(key=key), self.assertRaises(ConfigError) as raised:
+                settings_from_dict({"uac": {key: "1abc"}}, "uac.toml")
+            self.assertIn(f"uac.toml: [uac] {key} '1abc'", str(raised.exception))
+
 
 class ManholeSectionTests(ConfigFileMixin, SynchronousTestCase):
     """[manhole]: off unless listen is set; then both key files are required, relative to the file."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from txuac.errors import ConfigError
 from txuac.auth import CredentialList
-from txuac.registrant.store.url import parse_store_url
+from txuac.registrant.store.url import check_table_name, parse_store_url
 from txuac.sip.address import DEFAULT_PORTS
 from txuac.sip.address import DEFAULT_PORTS
 from txuac.sip.digest import ALL_ALGORITHMS
@@ -482,10 +482,8 @@ def _uac(path: str, table: Any) -> UACSettings:
             parse_store_url(settings.reg_db_url)
         except ConfigError as e:
             raise ConfigError(f"{section.where('reg_db_url')}: {e}") from None
-    if not settings.reg_db_table.replace("_", "").isalnum():
-        raise ConfigError(f"{section.where('reg_db_table')}: not a table name")
-    if not settings.reg_ext_table.replace("_", "").isalnum():
-        raise ConfigError(f"{section.where('reg_ext_table')}: not a table name")
+    check_table_name(settings.reg_db_table, section.where("reg_db_table"))
+    check_table_name(settings.reg_ext_table, section.where("reg_ext_table"))
     if settings.reg_ext_table == settings.reg_db_table:
         raise ConfigError(f"{section.where('reg_ext_table')}: must not be reg_db_table ({settings.reg_db_table!r})")
     return settings
