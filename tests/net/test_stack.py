@@ -275,8 +275,9 @@ class ClientTransactionTests(StackTestCase):
         self.finish()
 
     def test_request_t2_caps_its_retransmissions_only(self):
-        """``t2``: this request's retransmissions every T1 once capped at it (17.1.2.2),
-        Timer F still at 64*T1; another request at the same time keeps the stack's T2."""
+        """``t2``: this request's first eight retransmissions every T1 once capped at it
+        (17.1.2.2), then doubling to the stack's T2 again; Timer F still at 64*T1; another
+        request at the same time keeps the stack's T2."""
         own = self.stack.send_request(outgoing(call_id="own"), Address("udp", *PEER), t2=T1)
         other = self.stack.send_request(outgoing(call_id="other"), Address("udp", *PEER))
         self.assertEqual(len(self.sent()), 2)
@@ -285,7 +286,7 @@ class ClientTransactionTests(StackTestCase):
             self.reactor.advance(0.25)
             for request, _ in self.sent():
                 times[request.call_id].append(self.reactor.seconds())
-        self.assertEqual(times["own"], [0.5 * i for i in range(1, 17)])
+        self.assertEqual(times["own"], [0.5 * i for i in range(1, 10)] + [5.5, 7.5])
         self.assertEqual(times["other"], [0.5, 1.5, 3.5, 7.5])
         self.reactor.advance(64 * T1)
         self.failureResultOf(own, TransactionTimeout)

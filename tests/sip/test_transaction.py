@@ -244,6 +244,8 @@ A_CALLING = [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]  # T1 doubling, no cap
 E_FAST = [0.1, 0.3, 0.7] + [1.1 + 0.4 * i for i in range(14)]  # T1=0.1 doubling, capped at T2=0.4, to 6.3
 E_T2_IS_T1 = [0.5 * i for i in range(1, 64)]  # T2 = T1 = 0.5: every 500 ms, to 31.5
 E_T2_1S = [0.5] + [1.5 + i for i in range(31)]  # T2 = 1: 0.5, 1.5, 2.5 ... 31.5
+# T2 lowered to T1 for the first 8 retransmissions (with_t2's default), then doubling to 4 s.
+E_T2_FAST_THEN_USUAL = [0.5 * i for i in range(1, 10)] + [5.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
 
 CLIENT_CASES: dict[str, tuple[Request, bool, TimerSettings, list[tuple]]] = {
     # 17.1.2.2: Timer E doubles up to T2 while Trying; Timer F gives up at 64*T1.
@@ -255,14 +257,21 @@ CLIENT_CASES: dict[str, tuple[Request, bool, TimerSettings, list[tuple]]] = {
     ]),
     # A request's own T2 (TimerSettings.with_t2, a REGISTER's reg_timer_t2): Timer E is
     # capped by it, Timer F still 64*T1.
-    "non-INVITE UDP: T2 lowered to T1, E every T1 then Timer F": (OPTIONS, UDP, DEFAULT.with_t2(0.5), [
+    "non-INVITE UDP: T2 lowered to T1 for good, E every T1 then Timer F": (OPTIONS, UDP, DEFAULT.with_t2(0.5, 0), [
         (0.0, "start", TRYING, "tx OPTIONS", 0.5),
         *ticks(TRYING, "retx OPTIONS", E_T2_IS_T1, 32.0),
         (32.0, "timer", TERMINATED, "timeout F, ended", None),
     ]),
-    "non-INVITE UDP: T2 lowered to 1 s": (OPTIONS, UDP, DEFAULT.with_t2(1.0), [
+    "non-INVITE UDP: T2 lowered to 1 s for good": (OPTIONS, UDP, DEFAULT.with_t2(1.0, 0), [
         (0.0, "start", TRYING, "tx OPTIONS", 0.5),
         *ticks(TRYING, "retx OPTIONS", E_T2_1S, 32.0),
+        (32.0, "timer", TERMINATED, "timeout F, ended", None),
+    ]),
+    # with_t2's default: 8 retransmissions at the lowered T2, then doubling up to the usual T2:
+    # 18 sends until Timer F instead of 64 when nobody answers.
+    "non-INVITE UDP: T2 lowered for 8 retransmissions, then the usual T2": (OPTIONS, UDP, DEFAULT.with_t2(0.5), [
+        (0.0, "start", TRYING, "tx OPTIONS", 0.5),
+        *ticks(TRYING, "retx OPTIONS", E_T2_FAST_THEN_USUAL, 32.0),
         (32.0, "timer", TERMINATED, "timeout F, ended", None),
     ]),
     "non-INVITE UDP: lowered T2, provisional, Proceeding retransmits every T2": (OPTIONS, UDP, DEFAULT.with_t2(1.0), [
@@ -466,9 +475,10 @@ class ClientTransactionTests(TransactionTableMixin, SynchronousTestCase):
         self.assertEqual((ack.cseq.number, ack.top_via.branch), (1, "z9hG4bKopt1"))
 
     def test_with_t2_replaces_t2_only_never_below_t1(self) -> None:
-        self.assertEqual(SLOW.with_t2(2.0), TimerSettings(t1=1.0, t2=2.0, t4=5.0))
-        self.assertEqual(SLOW.with_t2(8.0), TimerSettings(t1=1.0, t2=8.0, t4=5.0))
-        self.assertEqual(SLOW.with_t2(0.25), TimerSettings(t1=1.0, t2=1.0, t4=5.0))
+        self.assertEqual(SLOW.with_t2(2.0, 0), TimerSettings(t1=1.0, t2=2.0, t4=5.0))
+        self.assertEqual(SLOW.with_t2(8.0, 0), TimerSettings(t1=1.0, t2=8.0, t4=5.0))
+        self.assertEqual(SLOW.with_t2(0.25, 0), TimerSettings(t1=1.0, t2=1.0, t4=5.0))
+        self.assertEqual(SLOW.with_t2(0.25), TimerSettings(t1=1.0, t2=1.0, t4=5.0, fast_resends=8, t2_after=4.0))
         self.assertEqual(SLOW.with_t2(0.25).timeout, SLOW.timeout)
 
     def test_lowered_t2_leaves_invite_timer_a_alone(self) -> None:

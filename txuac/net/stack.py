@@ -289,7 +289,8 @@ class SIPStack:
         transaction (a proxy's CANCEL of a branch, RFC 3261 9.1: the branch of the
         INVITE it cancels); ``target`` must then be an Address.
         ``t2`` (seconds): this request's RFC 3261 T2, the cap on its retransmission
-        interval over UDP (17.1.2.2), instead of the stack's (``TimerSettings.with_t2``).
+        interval over UDP (17.1.2.2), for its first retransmissions, then the stack's again
+        (``TimerSettings.with_t2``).
         """
         return self._send(request, target, on_provisional, source, timeout, keep_via, None, t2)
 
