@@ -56,9 +56,9 @@ sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 import txuac  # noqa: E402
 import txuac.sip  # noqa: E402
 from measure import process_cpu, rss_kib, udp_errors  # noqa: E402
-from tests.support.sipp import udp_bound  # noqa: E402
-from tests.routing.test_interop_proxy import ANONYMISING_SCRIPT, SCENARIOS, last_stats  # noqa: E402
 from tests.support.peers import PeerProcess, free_port, require_program, wait_for  # noqa: E402
+from tests.support.sipp import udp_bound  # noqa: E402
+from tests.support.sipp_proxy import ANONYMISING_SCRIPT, SCENARIOS, last_stats  # noqa: E402
 
 HOST = "127.0.0.1"
 TARGET_PER_CORE = 800.0

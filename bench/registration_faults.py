@@ -43,7 +43,7 @@ from twisted.trial.unittest import SkipTest  # noqa: E402
 
 import txuac.sip  # noqa: E402
 from registrations import Harness, LogCounter, verdict  # noqa: E402
-from tests.registrant.test_interop_faults import (  # noqa: E402
+from tests.support.registration_faults import (  # noqa: E402
     SEED,
     blackhole_recovery,
     lossy_registration,

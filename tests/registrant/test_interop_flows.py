@@ -16,13 +16,13 @@ import sqlite3
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
-from tests.registrant.test_interop_faults import registrar_restart
 from tests.support.accounts import account_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
+from tests.support.registration_faults import registrar_restart
 from tests.support.services import start_uac
 from tests.support.stores import insert_rows
-from txuac.registrant.store.url import open_store
+from txuac.registrant.store import open_store
 from txuac.sip.via import Address
 
 ACCOUNTS = 50

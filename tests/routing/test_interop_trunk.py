@@ -14,10 +14,10 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tests.support.accounts import make_row
-from tests.support.sipp import HOST, sipp_messages, until
-from tests.routing.test_interop_proxy import ProxyInteropCase
 from tests.support.kamailio import TRUNK_CONFIG, KamailioRegistrar
 from tests.support.peers import free_port
+from tests.support.sipp import HOST, sipp_messages, until
+from tests.support.sipp_proxy import ProxyInteropCase
 from tests.support.stores import sqlite_uacreg
 
 TRUNK_SCRIPT = '''

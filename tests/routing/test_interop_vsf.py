@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tests.support.sipp import HOST, sipp_messages, sleep, udp_bound, until
-from tests.routing.test_interop_proxy import ANONYMISING_SCRIPT, ANONYMOUS, ProxyInteropCase, last_stats
 from tests.support.kamailio import PROXY_CONFIG, KamailioRegistrar
+from tests.support.sipp import HOST, sipp_messages, sleep, udp_bound, until
+from tests.support.sipp_proxy import ANONYMISING_SCRIPT, ANONYMOUS, ProxyInteropCase, last_stats
 from txuac.routing.restore_codec import encode_restore
 
 PASSWORD = "kamailio-secret"

@@ -23,7 +23,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogPublisher
 
 from tests.support.sipp import HOST, sleep, until
-from tests.routing.test_interop_proxy import ProxyInteropCase
+from tests.support.sipp_proxy import ProxyInteropCase
 from txuac.errors import SIPParseError
 from txuac.routing.proxied_request import ProxiedRequest
 from txuac.sip.message import Request, Response, make_response
