@@ -13,7 +13,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from tests.net.test_stack import StackTestCase, outgoing
+from tests.support.stack_harness import StackTestCase, outgoing
 from txuac.errors import TransportError
 from txuac.net.transports import PONG_TIMEOUT
 from txuac.sip import make_response, parse_message

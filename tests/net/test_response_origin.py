@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from tests.net.test_stack import PEER, StackTestCase, outgoing
+from tests.support.stack_harness import PEER, StackTestCase, outgoing
 from txuac.sip import make_response, parse_message
 from txuac.sip.address import Address
 

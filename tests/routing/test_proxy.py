@@ -10,7 +10,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.net.test_stack import LOCAL, PEER, T1, T2, T4, FakeUDP
+from tests.support.stack_harness import LOCAL, PEER, T1, T2, T4, FakeUDP
 from txuac.config import RoutingSettings
 from txuac.net.resolver import TargetResolver
 from txuac.net.stack import SIPStack

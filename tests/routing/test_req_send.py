@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.net.test_stack import LOCAL, T1
+from tests.support.stack_harness import LOCAL, T1
 from tests.routing.test_proxy import CALLEE, OURS, ProxyTestCase, request
 from txuac.config import RoutingSettings, settings_from_dict
 from txuac.errors import ConfigError, RouteContextError, UacRequestError
