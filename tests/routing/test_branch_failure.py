@@ -4,8 +4,9 @@ branch's challenge there, a branch relayed from it keeping the transaction going
 
 from __future__ import annotations
 
-from tests.routing.test_proxy import CALLEE, PEER, ProxyTestCase, request
-from tests.routing.test_uac_auth import REALM, auth_params, challenge, digest_response
+from tests.support.proxy_harness import CALLEE, ProxyTestCase, request
+from tests.support.stack_harness import PEER
+from tests.support.trunk_auth import REALM, auth_params, challenge, digest_response
 from txuac.auth import CredentialList
 from txuac.routing.proxy import ServiceParts
 

@@ -3,7 +3,8 @@ the branch goes to the destination URI, the Request-URI stays (fake stack and cl
 
 from __future__ import annotations
 
-from tests.routing.test_proxy import CALLEE, PEER, ProxyTestCase, request
+from tests.support.proxy_harness import CALLEE, ProxyTestCase, request
+from tests.support.stack_harness import PEER
 
 ELSEWHERE = ("203.0.113.7", 5080)
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.logger import capturedLogs
 
-from tests.routing.test_proxy import CALLEE, PEER, ProxyTestCase, request
-from tests.routing.test_uac_auth import REALM, auth_params, challenge, digest_response
+from tests.support.proxy_harness import CALLEE, ProxyTestCase, request
+from tests.support.stack_harness import PEER
+from tests.support.trunk_auth import REALM, auth_params, challenge, digest_response
 from txuac.errors import SIPParseError
 from txuac.routing.proxy import ServiceParts
 from txuac.sip import parse_uri

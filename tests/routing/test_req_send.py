@@ -12,8 +12,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support.proxy_harness import CALLEE, OURS, ProxyTestCase, request
 from tests.support.stack_harness import LOCAL, T1
-from tests.routing.test_proxy import CALLEE, OURS, ProxyTestCase, request
 from txuac.config import RoutingSettings, settings_from_dict
 from txuac.errors import ConfigError, RouteContextError, UacRequestError
 from txuac.routing.proxy import ProxyService

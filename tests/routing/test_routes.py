@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from twisted.logger import capturedLogs, formatEvent
 
-from tests.routing.test_proxy import CALLEE, OURS, PEER, ProxyTestCase, request
+from tests.support.proxy_harness import CALLEE, OURS, ProxyTestCase, request
+from tests.support.stack_harness import PEER
 
 ROUTES_SCRIPT = '''
 from txuac.routing.script import branch_route, failure_route, onreply_route, request_route

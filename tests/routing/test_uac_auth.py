@@ -4,14 +4,13 @@ given back the caller's CSeq; the cases where it returns -1."""
 
 from __future__ import annotations
 
-import hashlib
-
 from twisted.logger import capturedLogs
 
-from tests.routing.test_proxy import CALLEE, OURS, PEER, ProxyTestCase, request
+from tests.support.proxy_harness import CALLEE, OURS, ProxyTestCase, request
+from tests.support.stack_harness import PEER
+from tests.support.trunk_auth import OWN_HA1, REALM, auth_params, challenge, digest_response
 from txuac.auth import CredentialList
 from txuac.routing.proxy import ServiceParts
-from txuac.sip.fields import parse_auth_list
 from txuac.sip.message import make_response
 
 TRUNK_SCRIPT = '''
@@ -49,27 +48,6 @@ def trunk_auth(msg, uac, tm, rr, dialog, sl):
     if tm.t_check_status("401|407") > 0 and uac.uac_auth(mode) > 0:
         tm.t_relay()
 '''
-
-REALM = "trunk.example"
-OWN_HA1 = hashlib.md5(f"own-user:{REALM}:own-secret".encode()).hexdigest()
-
-
-def auth_params(header: str) -> dict[str, str | None]:
-    parsed = parse_auth_list(header, "Proxy-Authorization")[0]
-    return {name.lower(): parsed.get(name) for name, _ in parsed.params}
-
-
-def digest_response(header: str, method: str, password: str, user: str) -> str:
-    """RFC 2617 3.2.2 with qop=auth, computed here independently of txuac.sip.digest."""
-    params = auth_params(header)
-    ha1 = hashlib.md5(f"{user}:{params['realm']}:{password}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"{method}:{params['uri']}".encode()).hexdigest()
-    text = f"{ha1}:{params['nonce']}:{params['nc']}:{params['cnonce']}:{params['qop']}:{ha2}"
-    return hashlib.md5(text.encode()).hexdigest()
-
-
-def challenge(realm=REALM, nonce="n0nce"):
-    return ("Proxy-Authenticate", f'Digest realm="{realm}", nonce="{nonce}", qop="auth", algorithm=MD5')
 
 
 class UacAuthTests(ProxyTestCase):
