@@ -81,7 +81,8 @@ from tests.support.stores import insert_rows  # noqa: E402
 from measure import group_cpu, rss_kib, udp_errors  # noqa: E402
 from txuac.config import settings_from_dict  # noqa: E402
 from txuac.registrant.record import State  # noqa: E402
-from txuac.registrant.store.url import open_store, parse_store_url  # noqa: E402
+from txuac.registrant.store import open_store  # noqa: E402
+from txuac.registrant.store.url import parse_store_url  # noqa: E402
 from txuac.service import UACService, tune_garbage_collector  # noqa: E402
 
 HOST = "127.0.0.1"

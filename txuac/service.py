@@ -22,7 +22,7 @@ from txuac.net.tls import client_options_factory, server_options
 from txuac.net.transports import StreamServerFactory, UDPListener
 from txuac.registrant.bringup import BringUpReport
 from txuac.registrant.service import RegistrantService, RegistrantSettings
-from txuac.registrant.store.url import open_store
+from txuac.registrant.store import open_store
 from txuac.routing.req_send import RequestSender, UacRequest
 from txuac.sip.parser import ParserLimits
 from txuac.sip.transaction import TimerSettings

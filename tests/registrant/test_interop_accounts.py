@@ -22,7 +22,7 @@ from tests.support.peers import free_port
 from tests.support.services import wait_online
 from tests.support.stores import insert_rows
 from txuac.config import settings_from_dict
-from txuac.registrant.store.url import open_store
+from txuac.registrant.store import open_store
 from txuac.service import UACService
 
 ACCOUNTS = 20

@@ -35,7 +35,7 @@ from tests.support.stores import insert_rows
 from txuac.config import UACSettings, settings_from_dict
 from txuac.registrant.record import State
 from txuac.registrant.service import RegistrationEvent
-from txuac.registrant.store.url import open_store
+from txuac.registrant.store import open_store
 from txuac.service import UACService
 
 log = Logger()

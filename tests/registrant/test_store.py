@@ -28,12 +28,12 @@ from tests.support.services import start_uac, wait_for_store
 from tests.support.store_contract import StoreContract, account, eventually, loaded, wait
 from tests.support.stores import sqlite_uacreg
 from txuac.errors import ConfigError, StoreError, StoreUnreachable
-from txuac.registrant.store import COLUMNS, EXT_COLUMNS, EXT_DEFAULTS, AccountState, IRegistrationStore
+from txuac.registrant.store import COLUMNS, EXT_COLUMNS, EXT_DEFAULTS, AccountState, IRegistrationStore, open_store
 from txuac.registrant.store import ext as ext_sql
 from txuac.registrant.store import sqlite as sqlite_store
 from txuac.registrant.store.postgres import PostgresStore, psycopg2
 from txuac.registrant.store.sqlite import SQLiteStore
-from txuac.registrant.store.url import StoreURL, mask_url, open_store, parse_store_url
+from txuac.registrant.store.url import StoreURL, mask_url, parse_store_url
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SQLITE_SCHEMA = os.path.join(ROOT, "conf", "schema", "sqlite.sql")

@@ -27,9 +27,9 @@ from tests.support.peers import free_port, missing_peer
 from tests.support.store_contract import StoreContract, account, eventually, loaded
 from tests.support.stores import insert_rows
 from txuac.errors import ConfigError, StoreError, StoreUnreachable
-from txuac.registrant.store import COLUMNS, EXT_COLUMNS, AccountState, IRegistrationStore
+from txuac.registrant.store import COLUMNS, EXT_COLUMNS, AccountState, IRegistrationStore, open_store
 from txuac.registrant.store.mysql import MySQLStore
-from txuac.registrant.store.url import DEFAULT_MYSQL_SOCKET, open_store, parse_store_url
+from txuac.registrant.store.url import DEFAULT_MYSQL_SOCKET, parse_store_url
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MYSQL_SCHEMA = os.path.join(ROOT, "conf", "schema", "mysql.sql")

@@ -7,7 +7,7 @@ import sqlite3
 
 from twisted.internet import defer, reactor
 
-from txuac.registrant.store.url import open_store
+from txuac.registrant.store import open_store
 
 
 def insert_rows(connection, rows: list[dict], placeholder: str) -> None:

@@ -18,6 +18,9 @@ from typing import NamedTuple
 
 from zope.interface import Attribute, Interface
 
+from txuac.errors import ConfigError
+from txuac.registrant.store.url import StoreURL, check_table_name, parse_store_url
+
 # Kamailio's uacreg columns in its own order (K:uac_reg.c uac_reg_load_db); contact_user
 # exists from table version 6 on.
 COLUMNS = (
@@ -75,3 +78,32 @@ class IRegistrationStore(Interface):
 
     def close():  # noqa: N805
         """Deferred[None]: release connections."""
+
+
+def open_store(url: str | StoreURL, reactor=None, table: str = "uacreg", base_dir: str | None = None,
+               ext_table: str = "uacreg_txuac", connect_retry: float = 0.0):
+    """The IRegistrationStore for ``url`` (not opened yet: call its open()).
+
+    A relative SQLite path is taken from ``base_dir`` (default: the working directory, as
+    Kamailio does). ``ext_table`` is our own table beside ``table`` (``reg_ext_table``).
+    ``connect_retry``: seconds between attempts while a database server is not up yet
+    (``reg_db_connect_retry``; 0: open() fails at once).
+    ConfigError for a URL or table name we cannot serve.
+    """
+    parsed = url if isinstance(url, StoreURL) else parse_store_url(url)
+    check_table_name(table)
+    check_table_name(ext_table, "reg_ext_table")
+    if ext_table == table:
+        raise ConfigError(f"reg_ext_table {ext_table!r} must not be the uacreg table (reg_db_table)")
+    if parsed.kind == "sqlite":
+        from txuac.registrant.store.sqlite import SQLiteStore
+
+        return SQLiteStore(parsed.resolved_path(base_dir), reactor=reactor, table=table, url=parsed.masked,
+                           ext_table=ext_table)
+    if parsed.kind == "mysql":
+        from txuac.registrant.store.mysql import MySQLStore
+
+        return MySQLStore(parsed, reactor=reactor, table=table, ext_table=ext_table, connect_retry=connect_retry)
+    from txuac.registrant.store.postgres import PostgresStore
+
+    return PostgresStore(parsed, reactor=reactor, table=table, ext_table=ext_table, connect_retry=connect_retry)

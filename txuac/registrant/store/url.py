@@ -3,7 +3,7 @@
 - ``sqlite:////var/lib/txuac/uacreg.sqlite``: an absolute path (four slashes, as Kamailio's
   db_sqlite takes it: the database part of the URL is ``/var/lib/...``);
 - ``sqlite:///var/uacreg.sqlite``: a path relative to the working directory (or to
-  ``base_dir`` given to open_store);
+  ``base_dir`` given to txuac.registrant.store.open_store);
 - ``postgres://user:password@host:port/database`` (``postgresql://`` too); user, password and
   port are optional (port 5432); an IPv6 host goes in brackets (``[::1]``).
 - ``mysql://user:password@host:port/database`` (``mariadb://`` too), port 3306; host
@@ -182,31 +182,3 @@ def check_table_name(table: str, key: str = "reg_db_table") -> str:
         raise ConfigError(f"{key} {table!r} is not a plain SQL identifier (letters, digits, _)")
     return table
 
-
-def open_store(url: str | StoreURL, reactor=None, table: str = "uacreg", base_dir: str | None = None,
-               ext_table: str = "uacreg_txuac", connect_retry: float = 0.0):
-    """The IRegistrationStore for ``url`` (not opened yet: call its open()).
-
-    A relative SQLite path is taken from ``base_dir`` (default: the working directory, as
-    Kamailio does). ``ext_table`` is our own table beside ``table`` (``reg_ext_table``).
-    ``connect_retry``: seconds between attempts while a database server is not up yet
-    (``reg_db_connect_retry``; 0: open() fails at once).
-    ConfigError for a URL or table name we cannot serve.
-    """
-    parsed = url if isinstance(url, StoreURL) else parse_store_url(url)
-    check_table_name(table)
-    check_table_name(ext_table, "reg_ext_table")
-    if ext_table == table:
-        raise ConfigError(f"reg_ext_table {ext_table!r} must not be the uacreg table (reg_db_table)")
-    if parsed.kind == "sqlite":
-        from txuac.registrant.store.sqlite import SQLiteStore
-
-        return SQLiteStore(parsed.resolved_path(base_dir), reactor=reactor, table=table, url=parsed.masked,
-                           ext_table=ext_table)
-    if parsed.kind == "mysql":
-        from txuac.registrant.store.mysql import MySQLStore
-
-        return MySQLStore(parsed, reactor=reactor, table=table, ext_table=ext_table, connect_retry=connect_retry)
-    from txuac.registrant.store.postgres import PostgresStore
-
-    return PostgresStore(parsed, reactor=reactor, table=table, ext_table=ext_table, connect_retry=connect_retry)
