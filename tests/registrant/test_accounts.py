@@ -1,8 +1,9 @@
 """Accounts (issue 8): our own table beside uacreg, a stable Call-ID per account, per-account
 User-Agent, extra headers and From user, and live reload that keeps unchanged accounts.
 
-The state machine runs on a task.Clock with test_service's fake stack, and a store in
-memory that also keeps our table (StatefulStore). The stores themselves are tested in
+The state machine runs on a task.Clock with the fake stack of
+tests/support/registrant_harness.py, and a store in memory that also keeps our table
+(StatefulStore). The stores themselves are tested in
 test_store.py, against a real Kamailio registrar in test_interop_accounts.py.
 """
 
@@ -15,7 +16,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.accounts import make_row
-from tests.registrant.test_service import CONTACT_ADDR, TICK, FakeStore, ServiceTestCase
+from tests.support.registrant_harness import CONTACT_ADDR, TICK, FakeStore, ServiceTestCase
 from txuac.errors import InvalidRecord, StoreError
 from txuac.registrant.protocol import build_register
 from txuac.registrant.record import Flag, State, parse_extra_headers, record_from_row

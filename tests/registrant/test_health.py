@@ -1,7 +1,7 @@
 """txuac.registrant.health: re-registration when a connection drops, OPTIONS pings with hysteresis.
 
 The registrant runs as in tests/registrant/test_service.py (task.Clock, fake stack and
-store, its ServiceTestCase); the fake stack here also says where each response came
+store: tests/support/registrant_harness.py's ServiceTestCase); the fake stack here also says where each response came
 from and takes connection-lost observers, as SIPStack does.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.registrant import test_service
 from tests.support.accounts import make_row
-from tests.registrant.test_service import FakeStack, ServiceTestCase
+from tests.support.registrant_harness import TICK, FakeStack, ServiceTestCase
 from txuac.errors import TransactionTimeout, TransportError
 from txuac.registrant.health import RECOVERY_SPACING, FlowTracker, Reachability, State, options_request
 from txuac.registrant.record import Flag
+from txuac.registrant.record import State as RecordState
 from txuac.sip import make_response, parse_message
 from txuac.sip.via import Address
 
@@ -61,9 +61,7 @@ class FlowStack(FakeStack):
 
 
 class HealthTestCase(ServiceTestCase):
-    def start(self, rows=None, seed: int = 0, **settings):
-        self.patch(test_service, "FakeStack", FlowStack)
-        return super().start(rows, seed, **settings)
+    stack_class = FlowStack
 
     def registers(self, pending=True):
         sent = self.stack.pending() if pending else self.stack.sent
@@ -172,7 +170,7 @@ class ConnectionLostTests(HealthTestCase):
         self.advance(120)
         [refresh] = self.registers()
         refresh.deferred.errback(TransportError("REGISTER: connection lost"))
-        self.assertEqual(self.record().state(self.now()), test_service.State.FAILED)
+        self.assertEqual(self.record().state(self.now()), RecordState.FAILED)
         self.stack.lose(PROXY)
         self.advance(TICK)
         self.assertEqual(len(self.registers()), 1)
@@ -348,5 +346,3 @@ class OptionsPingTests(HealthTestCase):
         self.advance(3 * INTERVAL)
         self.assertEqual(len(self.pings(pending=False)), 2)
 
-
-TICK = test_service.TICK

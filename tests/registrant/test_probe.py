@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.accounts import make_row
-from tests.registrant.test_service import ServiceTestCase
+from tests.support.registrant_harness import ServiceTestCase
 from txuac.errors import TransportError
 from txuac.registrant.probe import SILENT_AFTER, ProbePlan, Recovery
 from txuac.registrant.record import State

@@ -14,7 +14,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.accounts import make_row
-from tests.registrant.test_service import TICK, ServiceTestCase
+from tests.support.registrant_harness import TICK, ServiceTestCase
 from txuac.errors import (
     AuthenticationError,
     ChallengeOriginError,
@@ -129,7 +129,7 @@ class PolicyTests(SynchronousTestCase):
 
 
 class ServiceRetryTests(ServiceTestCase):
-    """The registrant on a Clock with the fake stack (tests/registrant/test_service.py)."""
+    """The registrant on a Clock with the fake stack (tests/support/registrant_harness.py)."""
 
     def sent_for(self, l_uuid: str = "acc1") -> list:
         return [s for s in self.stack.sent if s.contact_user == l_uuid]

@@ -2,7 +2,7 @@
 accounts get an instance ID, a rewritten Contact is refreshed from its own expiry, and a
 challenge from anywhere but the REGISTER's destination is not answered.
 
-Uses the task.Clock and fake stack of test_service (ServiceTestCase).
+Uses the task.Clock and fake stack of tests/support/registrant_harness.py (ServiceTestCase).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.logger import capturedLogs
 
 from tests.support.accounts import make_row
-from tests.registrant.test_service import REALM, ServiceTestCase
+from tests.support.registrant_harness import REALM, ServiceTestCase
 from txuac.admin.uac_rpc import record_struct
 from txuac.registrant.record import Flag, State
 from txuac.sip import make_response, parse_message
