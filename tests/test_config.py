@@ -22,7 +22,7 @@ from txuac.config import (
     parse_listen,
     settings_from_dict,
 )
-from txuac.errors import ConfigError, TxuacError
+from txuac.errors import ConfigError, TxuacError, UacRequestError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "conf", "uac.toml")
@@ -228,6 +228,12 @@ class SocketSpecTests(ConfigFileMixin, SynchronousTestCase):
                 message = self.assertConfigError(f'[core]\nlisten = ["udp:127.0.0.1:5060", "{text}"]\n',
                                                  "[core] listen[1]")
                 self.assertIn(repr(text), message)
+
+    def test_a_bad_socket_met_at_run_time_raises_the_callers_error(self):
+        for text in BAD_SOCKETS:
+            with case(self, text=text):
+                raised = self.assertRaises(UacRequestError, parse_listen, text, "sock", UacRequestError)
+                self.assertTrue(str(raised).startswith("sock: "), str(raised))
 
     def test_bad_socket_messages(self):
         self.assertConfigError('[core]\nlisten = ["sctp:127.0.0.1:5060"]\n', "[core] listen[0]", "udp:, tcp: or tls:")

@@ -12,10 +12,9 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from txuac.errors import ConfigError
+from txuac.errors import ConfigError, TxuacError
 from txuac.auth import CredentialList
 from txuac.registrant.store.url import check_table_name, parse_store_url
-from txuac.sip.address import DEFAULT_PORTS
 from txuac.sip.address import DEFAULT_PORTS
 from txuac.sip.digest import ALL_ALGORITHMS
 
@@ -236,31 +235,35 @@ class Settings:
     base_dir: str | None = None  # relative file names (TLS files, SQLite databases) start here
 
 
-def parse_listen(text: str, where: str) -> ListenSpec:
-    """``udp:127.0.0.1:5060``, ``tcp:[::1]:5060``, ``tls:0.0.0.0:5061``, ``udp:127.0.0.1``."""
+def parse_listen(text: str, where: str, error: type[TxuacError] = ConfigError) -> ListenSpec:
+    """``udp:127.0.0.1:5060``, ``tcp:[::1]:5060``, ``tls:0.0.0.0:5061``, ``udp:127.0.0.1``.
+
+    A bad one raises ``error`` naming ``where``: ConfigError for the files, the caller's own
+    class for a socket met at run time (a script's $uac_req sock).
+    """
     if not isinstance(text, str):
-        raise ConfigError(f"{where}: expected a string like 'udp:127.0.0.1:5060', got {text!r}")
+        raise error(f"{where}: expected a string like 'udp:127.0.0.1:5060', got {text!r}")
     transport, sep, rest = text.partition(":")
     transport = transport.lower()
     if not sep or transport not in TRANSPORTS:
-        raise ConfigError(f"{where}: {text!r} must start with udp:, tcp: or tls:")
+        raise error(f"{where}: {text!r} must start with udp:, tcp: or tls:")
     if rest.startswith("["):
         close = rest.find("]")
         if close < 0:
-            raise ConfigError(f"{where}: unterminated IPv6 address in {text!r}")
+            raise error(f"{where}: unterminated IPv6 address in {text!r}")
         host, port_text = rest[1:close], rest[close + 1 :]
         if port_text and not port_text.startswith(":"):
-            raise ConfigError(f"{where}: junk after the address in {text!r}")
+            raise error(f"{where}: junk after the address in {text!r}")
         has_port, port_text = bool(port_text), port_text[1:]
     elif rest.count(":") > 1:
-        raise ConfigError(f"{where}: IPv6 addresses go in brackets: {text!r} (like tcp:[::1]:5060)")
+        raise error(f"{where}: IPv6 addresses go in brackets: {text!r} (like tcp:[::1]:5060)")
     else:
         host, has_port, port_text = rest.partition(":")
-    address = _ip_address(host, rest.startswith("["), text, where)
+    address = _ip_address(host, rest.startswith("["), text, where, error)
     port = DEFAULT_PORTS[transport]
     if has_port:
         if not _is_number(port_text) or not 0 <= int(port_text) < 65536:
-            raise ConfigError(f"{where}: invalid port {port_text!r} in {text!r}")
+            raise error(f"{where}: invalid port {port_text!r} in {text!r}")
         port = int(port_text)  # 0: the system picks a free port
     return ListenSpec(transport, str(address), port)
 
@@ -377,14 +380,15 @@ def _dns_server(text: Any, where: str) -> tuple[str, int]:
     return str(_ip_address(host, text.startswith("["), text, where)), port
 
 
-def _ip_address(host: str, bracketed: bool, text: str, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _ip_address(host: str, bracketed: bool, text: str, where: str,
+                error: type[TxuacError] = ConfigError) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """``host`` as an IP address; brackets only around IPv6 ones."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ConfigError(f"{where}: {host!r} in {text!r} is not an IPv4 or IPv6 address") from None
+        raise error(f"{where}: {host!r} in {text!r} is not an IPv4 or IPv6 address") from None
     if bracketed and isinstance(address, ipaddress.IPv4Address):
-        raise ConfigError(f"{where}: brackets are for IPv6 addresses in {text!r}")
+        raise error(f"{where}: brackets are for IPv6 addresses in {text!r}")
     return address
 
 

@@ -293,10 +293,7 @@ def _header_lines(hdrs: str) -> tuple[tuple[str, str], ...]:
 
 def socket_address(text: str, where: str) -> Address:
     """A ``proto:ip:port`` socket (Kamailio's sock, default_socket) as a source Address."""
-    try:
-        spec = parse_listen(text, where)
-    except ConfigError as e:
-        raise UacRequestError(str(e)) from None
+    spec = parse_listen(text, where, UacRequestError)
     return Address(spec.transport, spec.host, spec.port)
 
 
