@@ -3,7 +3,7 @@
 A fake stack hands the Authenticator responses stamped as SIPStack stamps them
 (``source``, ``sent_to``); the real stack's stamping is tested in
 tests/net/test_response_origin.py, the registrant's use in
-tests/registrant/test_interop_bindings.py.
+tests/registrant/test_challenge_origin.py.
 """
 
 from __future__ import annotations

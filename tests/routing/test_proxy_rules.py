@@ -22,7 +22,7 @@ from txuac.sip import Headers, Request, Via, parse_message, parse_uri
 from txuac.sip.transaction import has_magic_cookie
 from txuac.sip.via import make_via
 
-from tests.sip import corpus
+from tests.support import corpus
 from tests.support.proxy_messages import ALICE_INVITE, message, rfc4475
 
 _HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.sip import corpus
+from tests.support import corpus
 from txuac.sip import (
     WILDCARD,
     AbsoluteURI,
@@ -500,7 +500,7 @@ class InvalidMessageTests(SynchronousTestCase):
         """
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         script = (
-            "from tests.sip import corpus\n"
+            "from tests.support import corpus\n"
             "from txuac.sip import parse_message, SIPParseError\n"
             "for name in ('badinv01', 'baddn'):\n"
             "    try:\n"

@@ -33,7 +33,7 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.sip import corpus
+from tests.support import corpus
 from txuac.sip import Request, Response, make_response, parse_message
 from txuac.sip.transaction import (
     ClientTransaction,

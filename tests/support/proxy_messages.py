@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.sip import corpus
+from tests.support import corpus
 from txuac.sip import Request, Response, parse_message
 
 
