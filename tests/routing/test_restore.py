@@ -139,7 +139,7 @@ class KamailioEncodingTests(SynchronousTestCase):
 
     def test_too_long(self):
         long_uri = "sip:" + "a" * MAX_URI_SIZE + "@x"
-        self.assertRaises(ValueError, encode_restore, long_uri, "sip:b")
+        self.assertRaises(AddressReplaceError, encode_restore, long_uri, "sip:b")
         self.assertIsNone(decode_restore("A" * (4 * 342 + 4), ANON))  # 1029 bytes > 1024
 
     def test_value_mangled_by_endpoint(self):

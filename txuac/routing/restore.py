@@ -36,7 +36,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from txuac.errors import AddressReplaceError, SIPParseError
+from txuac.errors import SIPParseError
 from txuac.routing.replace import (
     FROM,
     TO,
@@ -130,10 +130,7 @@ def rr_store_param(replacement: Replacement, codec: RestoreCodec = RestoreCodec(
     if not replacement.uri_replaced:
         return None
     assert replacement.new_uri is not None
-    try:
-        value = codec.encode(replacement.original_uri, replacement.new_uri)
-    except ValueError as error:
-        raise AddressReplaceError(f"{replacement.header}: {error}") from None
+    value = codec.encode(replacement.original_uri, replacement.new_uri)
     return names.for_header(replacement.header), value
 
 

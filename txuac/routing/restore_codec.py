@@ -42,7 +42,7 @@ import hmac
 from base64 import b64decode, b64encode, urlsafe_b64encode
 from dataclasses import dataclass
 
-from txuac.errors import ConfigError
+from txuac.errors import AddressReplaceError, ConfigError
 
 # K:src/core/parser/msg_parser.h MAX_URI_SIZE: the longest XOR buffer Kamailio encodes.
 MAX_URI_SIZE = 1024
@@ -105,13 +105,13 @@ def _unbase64_dash(value: str) -> bytearray | None:
 def encode_restore(old_uri: str, new_uri: str, password: str = "") -> str:
     """The ``vsf``/``vst`` value Kamailio writes for a URI replaced by another.
 
-    Raises ValueError when the longer URI exceeds MAX_URI_SIZE bytes (Kamailio refuses
-    the replacement then).
+    Raises AddressReplaceError when the longer URI exceeds MAX_URI_SIZE bytes (Kamailio
+    refuses the replacement then).
     """
     old, new = _wire_bytes(old_uri), _wire_bytes(new_uri)
     longer, shorter = (old, new) if len(old) > len(new) else (new, old)
     if len(longer) > MAX_URI_SIZE:
-        raise ValueError(f"URI longer than {MAX_URI_SIZE} bytes")
+        raise AddressReplaceError(f"URI longer than {MAX_URI_SIZE} bytes")
     buf = bytearray(longer)
     buf[:len(shorter)] = _xor(longer[:len(shorter)], shorter)
     _xor_password(buf, _wire_bytes(password))
