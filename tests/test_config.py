@@ -605,6 +605,24 @@ class AccountSettingsTests(SynchronousTestCase):
         self.assertTrue(registrant_settings(settings_from_dict({})).reg_keep_callid)
         self.assertEqual(UACService(settings).registrant.store.ext_table, "accounts_ext")
 
+    def test_the_registrant_takes_every_setting_of_the_same_name(self):
+        import dataclasses
+
+        from txuac.config import UACSettings
+        from txuac.registrant.service import RegistrantSettings
+        from txuac.service import registrant_settings
+        ours = {f.name for f in dataclasses.fields(RegistrantSettings)}
+        ours -= {f.name for f in dataclasses.fields(UACSettings)}
+        self.assertEqual(ours, {"user_agent", "log_routine"})
+        settings = settings_from_dict({"uac": {"reg_contact_addr": "127.0.0.1", "reg_use_domain": 1, "reg_probe": False,
+                                               "reg_ping_up_count": 5, "reg_dest_rate": 7, "reg_timer_t2": 800},
+                                       "log": {"level": "debug"}})
+        registrant = registrant_settings(settings)
+        self.assertEqual((registrant.reg_use_domain, registrant.reg_probe, registrant.reg_ping_up_count,
+                          registrant.reg_dest_rate, registrant.reg_timer_t2, registrant.log_routine),
+                         (True, False, 5, 7.0, 0.8, True))
+        self.assertIs(type(registrant.reg_dest_rate), float)
+
     def test_bad_values_name_the_key(self):
         for table in ({"reg_ext_table": "uac reg"}, {"reg_ext_table": "x;drop"}, {"reg_ext_table": 5},
                       {"reg_ext_table": "uacreg"}):

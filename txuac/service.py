@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from contextlib import contextmanager
 from typing import Callable
@@ -166,37 +167,22 @@ def tune_garbage_collector() -> None:
 
 
 def registrant_settings(settings: Settings) -> RegistrantSettings:
+    """The registrant's settings: each one [uac] has under the same name comes from there (as
+    the registrant's type: a bool for Kamailio's 0/1, seconds for reg_timer_t2's ms); the
+    User-Agent from [core], log_routine from [log]."""
     uac = settings.uac
-    return RegistrantSettings(
-        reg_contact_addr=uac.reg_contact_addr or "",
-        reg_timer_interval=uac.reg_timer_interval,
-        reg_retry_interval=uac.reg_retry_interval,
-        reg_retry_max_interval=uac.reg_retry_max_interval,
-        reg_forbidden_retry_interval=uac.reg_forbidden_retry_interval,
-        reg_fatal_retry_interval=uac.reg_fatal_retry_interval,
-        reg_retry_jitter=uac.reg_retry_jitter,
-        reg_random_delay=uac.reg_random_delay,
-        reg_keep_callid=bool(uac.reg_keep_callid),
-        reg_active=bool(uac.reg_active),
-        reg_use_domain=bool(uac.reg_use_domain),
-        reload_delta=uac.reload_delta,
-        reg_send_rate=float(uac.reg_send_rate),
-        reg_max_in_flight=uac.reg_max_in_flight,
-        reg_dest_max_in_flight=uac.reg_dest_max_in_flight,
-        reg_dest_rate=float(uac.reg_dest_rate),
-        reg_options_ping_interval=uac.reg_options_ping_interval,
-        reg_ping_up_count=uac.reg_ping_up_count,
-        reg_ping_down_count=uac.reg_ping_down_count,
-        reg_probe=uac.reg_probe,
-        reg_probe_interval=float(uac.reg_probe_interval),
-        reg_probe_max_interval=float(uac.reg_probe_max_interval),
-        reg_timer_t2=uac.reg_timer_t2 / 1000,
-        reg_unregister_on_stop=uac.reg_unregister_on_stop,
-        user_agent=settings.core.user_agent,
-        log_routine=settings.log.level == "debug",
-        auth_algorithms=uac.auth_algorithms,
-        default_socket=uac.default_socket,
-    )
+    values = {}
+    for field in dataclasses.fields(RegistrantSettings):
+        if hasattr(uac, field.name):
+            value = getattr(uac, field.name)
+            values[field.name] = _AS_TYPE[field.type](value) if field.type in _AS_TYPE else value
+    values.update(reg_contact_addr=uac.reg_contact_addr or "", reg_timer_t2=uac.reg_timer_t2 / 1000,
+                  user_agent=settings.core.user_agent, log_routine=settings.log.level == "debug")
+    return RegistrantSettings(**values)
+
+
+# RegistrantSettings' annotations (strings: postponed evaluation) that [uac] writes otherwise.
+_AS_TYPE: dict[object, Callable] = {"bool": bool, "float": float}
 
 
 class UACService(service.MultiService):
