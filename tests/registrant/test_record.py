@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.accounts import HA1, make_record, make_row
 from tests.support.bad_rows import BAD_VALUES
-from txuac.registrant.record import MANDATORY, Flag, InvalidRecord, State, record_from_row
+from txuac.registrant.record import MANDATORY, Flag, InvalidRecord, State, record_from_row, source_address
 from txuac.registrant.row_rules import COLUMN_SIZES
 from txuac.registrant.store import sqlite
 
@@ -40,6 +40,10 @@ class MandatoryColumnsTests(SynchronousTestCase):
     def test_optional_columns_may_be_empty(self):
         record = record_from_row(make_row(realm="", contact_addr="", socket="", contact_user=""), 0.0)
         self.assertEqual((record.realm, record.contact_addr, record.socket, record.contact_user), ("", "", "", ""))
+
+    def test_a_bad_socket_is_an_invalid_record(self):
+        e = self.assertRaises(InvalidRecord, source_address, "udp:pbx.example.com:5060")
+        self.assertIn("socket: ", str(e))
 
     def test_bytes_values_are_decoded(self):
         record = record_from_row(make_row(l_uuid=b"acc-bytes", r_domain=b"sip.example.org"), 0.0)

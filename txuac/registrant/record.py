@@ -192,7 +192,7 @@ def source_address(socket: str) -> Address | None:
     from; None when empty. The row rules have checked a row's (InvalidRecord else)."""
     if not socket:
         return None
-    spec = parse_listen(socket, "socket")
+    spec = parse_listen(socket, "socket", InvalidRecord)
     return Address(spec.transport, spec.host, spec.port)
 
 

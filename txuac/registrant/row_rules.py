@@ -15,7 +15,7 @@ Sans-IO: plain functions of plain values.
 from __future__ import annotations
 
 from txuac.config import parse_listen
-from txuac.errors import ConfigError, InvalidRecord, SIPParseError
+from txuac.errors import InvalidRecord, SIPParseError
 from txuac.sip.grammar import has_control
 from txuac.sip.uri import SipURI, parse_uri
 
@@ -121,8 +121,8 @@ def _contact_addr(value: str) -> str | None:
 
 def _socket(value: str) -> str | None:
     try:
-        parse_listen(value, "socket")
-    except ConfigError as e:
+        parse_listen(value, "socket", InvalidRecord)
+    except InvalidRecord as e:
         return str(e).removeprefix("socket: ")
     return None
 
