@@ -96,6 +96,11 @@ class RouteContextError(TxuacError):
     route, uac_restore_from outside the request route, ..."""
 
 
+class ScriptArgumentError(TxuacError):
+    """A routing-script function got an argument Kamailio's fixup would refuse when loading
+    the script (a ``dst`` other than "$ru", "$du" or a callable): the request gets a 500."""
+
+
 class UacRequestError(TxuacError):
     """A uac_req_send field ($uac_req key) is missing, of the wrong type, too long for
     Kamailio's buffer, or not valid SIP: nothing is sent (Kamailio's script return -1).

@@ -10,8 +10,9 @@ from twisted.logger import capturedLogs
 from tests.support.proxy_harness import CALLEE, ProxyTestCase, request
 from tests.support.stack_harness import PEER
 from tests.support.trunk_auth import REALM, auth_params, challenge, digest_response
-from txuac.errors import SIPParseError
+from txuac.errors import ScriptArgumentError, SIPParseError
 from txuac.routing.proxy import ServiceParts
+from txuac.routing.reg_functions import RequestTargets
 from txuac.sip import parse_uri
 
 REG_SCRIPT = '''
@@ -36,7 +37,7 @@ def route(msg, uac, tm, rr, dialog, sl):
     elif user == "status":
         SEEN.append((uac.uac_reg_status("acc1"), uac.uac_reg_status("nobody")))
     elif user == "bad-dst":
-        uac.uac_reg_lookup("acc1", "$avp(x)")  # ValueError: 500
+        uac.uac_reg_lookup("acc1", "$avp(x)")  # ScriptArgumentError: 500
     elif user == "request-to":
         SEEN.append(uac.uac_reg_request_to("100", 1))
         tm.t_on_failure("AUTH")
@@ -157,6 +158,9 @@ class RegistrationFunctionTests(ProxyTestCase):
     def test_unknown_dst_is_a_script_error(self):
         self.receive(request(uri=f"sip:bad-dst@{CALLEE[0]}:{CALLEE[1]}"))
         self.assertEqual([m.status for m in self.sent(PEER)], [500])
+
+    def test_unknown_dst_raises_a_script_argument_error(self):
+        self.assertRaises(ScriptArgumentError, RequestTargets(None).store, "$avp(x)", "sip:x@y")
 
     def test_bad_mode(self):
         self.receive(request(uri=f"sip:request-to-mode@{CALLEE[0]}:{CALLEE[1]}"))

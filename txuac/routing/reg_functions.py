@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from txuac.errors import SIPParseError
+from txuac.errors import ScriptArgumentError, SIPParseError
 from txuac.routing.script import allowed_like
 from txuac.routing.uac_auth import RequestCredentials
 from txuac.sip.uri import SipURI, parse_uri
@@ -43,7 +43,7 @@ class RequestTargets:
             dst(value)
             return True
         if dst not in ("$ru", "$du"):
-            raise ValueError(f"dst must be \"$ru\", \"$du\" or a callable, not {dst!r}")
+            raise ScriptArgumentError(f"dst must be \"$ru\", \"$du\" or a callable, not {dst!r}")
         if self.msg is None:
             log.info("{dst}: no request here", dst=dst)
             return False
