@@ -1,4 +1,4 @@
-"""Calls per second through txuac's proxy with the caller's From anonymised (issue 7).
+"""Calls per second through txuac's proxy with the caller's From anonymised.
 
 txuac runs as its own process (``python -m twisted uac --config <tmp toml>``, the build
 this interpreter imports: ``./dev bench proxy`` runs the compiled one) listening on UDP

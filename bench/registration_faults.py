@@ -1,4 +1,4 @@
-"""Registration under faults: the issue's three figures at full size, against a real Kamailio.
+"""Registration under faults: three figures (loss, a black hole, a registrar restart) at full size, against a real Kamailio.
 
 txuac (UACService, SQLite store, this process, default reactor) registers its accounts with
 a Kamailio registrar (digest auth) through a fault-injecting UDP relay

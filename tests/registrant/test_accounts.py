@@ -1,4 +1,4 @@
-"""Accounts (issue 8): our own table beside uacreg, a stable Call-ID per account, per-account
+"""Accounts: our own table beside uacreg, a stable Call-ID per account, per-account
 User-Agent, extra headers and From user, and live reload that keeps unchanged accounts.
 
 The state machine runs on a task.Clock with the fake stack of

@@ -1,4 +1,4 @@
-"""The issue's three figures under faults the test injects, against a real Kamailio registrar.
+"""The three registration figures under faults the test injects, against a real Kamailio registrar.
 
 txuac's REGISTERs go through a UDPRelay (tests/support/relay.py) to a KamailioRegistrar with
 digest auth: every account's auth_proxy is the relay (``sip:127.0.0.1:<relay port>``) and

@@ -3,9 +3,9 @@
 - Over TCP: Kamailio answers txuac's CRLF keep-alives with a pong (RFC 5626 4.4.1), and
   when it restarts (its connection to txuac closed, its in-memory usrloc lost) every
   account is back in its usrloc within seconds, although the accounts' expiry is an hour.
-- Over UDP, the issue's figure: a registrar down 20 s that comes back with its bindings
+- Over UDP, the figure: a registrar down 20 s that comes back with its bindings
   lost has every account again within 10 s, with OPTIONS pings on (the scenario of
-  tests/registrant/test_interop_faults.py, run here with the issue's 20 s).
+  tests/registrant/test_interop_faults.py, run here with a 20 s outage).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class OptionsPingFigureTests(TestCase):
 
     @defer.inlineCallbacks
     def test_registrar_down_20_s_and_back_without_bindings(self):
-        """The issue's figure: every account back within 10 s of the restart, pings every 2 s."""
+        """The figure: every account back within 10 s of the restart, pings every 2 s."""
         figure = yield registrar_restart(self, accounts=200, down=20.0, target=10.0, ping_interval=2,
                                          core={"timer_t1": 100})
         print(f"\n{figure}")

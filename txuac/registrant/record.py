@@ -72,7 +72,7 @@ class RegistrationRecord:
     socket: str
     contact_user: str
     source: Address | None = None  # ``socket`` parsed when loaded: the local socket REGISTERs leave from
-    # --- ours, from the account's row in our own table beside uacreg (issue 8) ---
+    # --- ours, from the account's row in our own table beside uacreg ---
     user_agent: str = ""  # "": the service's user_agent
     extra_headers: tuple[tuple[str, str], ...] = ()  # added to every REGISTER
     from_username: str = ""  # "": r_username (From user different from the auth user)
