@@ -613,11 +613,12 @@ class AccountSettingsTests(SynchronousTestCase):
         from txuac.service import registrant_settings
         ours = {f.name for f in dataclasses.fields(RegistrantSettings)}
         ours -= {f.name for f in dataclasses.fields(UACSettings)}
-        self.assertEqual(ours, {"user_agent", "log_routine"})
+        self.assertEqual(ours, {"user_agent", "log_routine", "failure_summary_interval"})
         settings = settings_from_dict({"uac": {"reg_contact_addr": "127.0.0.1", "reg_use_domain": 1, "reg_probe": False,
                                                "reg_ping_up_count": 5, "reg_dest_rate": 7, "reg_timer_t2": 800},
-                                       "log": {"level": "debug"}})
+                                       "log": {"level": "debug", "failure_summary_interval": 2.5}})
         registrant = registrant_settings(settings)
+        self.assertEqual(registrant.failure_summary_interval, 2.5)
         self.assertEqual((registrant.reg_use_domain, registrant.reg_probe, registrant.reg_ping_up_count,
                           registrant.reg_dest_rate, registrant.reg_timer_t2, registrant.log_routine),
                          (True, False, 5, 7.0, 0.8, True))
@@ -726,6 +727,8 @@ class LogSectionTests(ConfigFileMixin, SynchronousTestCase):
             self.assertConfigError(f"[log]\nlevel = {level}\n", "[log] level", "'debug'", "'critical'")
         self.assertConfigError("[log]\nlevel = 10\n", "[log] level", "a string")
         self.assertConfigError('[log]\nformat = "xml"\n', "[log] format")
+        self.assertConfigError("[log]\nfailure_summary_interval = 0\n", "[log] failure_summary_interval", "positive")
+        self.assertConfigError('[log]\nfailure_summary_interval = "10"\n', "[log] failure_summary_interval")
         self.assertConfigError('[log]\nfile = "txuac.log"\n', "[log]", "file")
 
 

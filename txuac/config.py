@@ -182,6 +182,8 @@ class LogSettings:
 
     format: str = "text"  # or "json": one JSON object per line, for log shippers
     level: str = "info"  # the lowest written: "debug", "info", "warn", "error" or "critical"
+    # Seconds a registrar's temporary failures are gathered for before their one info line.
+    failure_summary_interval: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -672,13 +674,16 @@ def _log(path: str, table: Any) -> LogSettings:
     section = _Section(path, "log", table)
     log_format = section.get("format", str, "text")
     level = section.get("level", str, "info")
+    summary_interval = section.get("failure_summary_interval", (int, float), 10.0)
     section.finish()
+    if summary_interval <= 0:
+        raise ConfigError(f"{section.where('failure_summary_interval')}: must be positive, got {summary_interval}")
     if log_format not in ("text", "json"):
         raise ConfigError(f"{section.where('format')}: must be 'text' or 'json', got {log_format!r}")
     if level not in LOG_LEVELS:
         raise ConfigError(f"{section.where('level')}: must be one of {', '.join(map(repr, LOG_LEVELS))}, "
                           f"got {level!r}")
-    return LogSettings(format=log_format, level=level)
+    return LogSettings(format=log_format, level=level, failure_summary_interval=float(summary_interval))
 
 
 # RFC 3261 25.1 token characters: a Record-Route parameter name.

@@ -169,7 +169,7 @@ def tune_garbage_collector() -> None:
 def registrant_settings(settings: Settings) -> RegistrantSettings:
     """The registrant's settings: each one [uac] has under the same name comes from there (as
     the registrant's type: a bool for Kamailio's 0/1, seconds for reg_timer_t2's ms); the
-    User-Agent from [core], log_routine from [log]."""
+    User-Agent from [core], log_routine and failure_summary_interval from [log]."""
     uac = settings.uac
     values = {}
     for field in dataclasses.fields(RegistrantSettings):
@@ -177,7 +177,8 @@ def registrant_settings(settings: Settings) -> RegistrantSettings:
             value = getattr(uac, field.name)
             values[field.name] = _AS_TYPE[field.type](value) if field.type in _AS_TYPE else value
     values.update(reg_contact_addr=uac.reg_contact_addr or "", reg_timer_t2=uac.reg_timer_t2 / 1000,
-                  user_agent=settings.core.user_agent, log_routine=settings.log.level == "debug")
+                  user_agent=settings.core.user_agent, log_routine=settings.log.level == "debug",
+                  failure_summary_interval=settings.log.failure_summary_interval)
     return RegistrantSettings(**values)
 
 

@@ -240,7 +240,7 @@ class RunnerOptionsTests(SynchronousTestCase):
 
 ROUTINE = re.compile(r"registration silent: \w+ -> registering \(")  # at debug level
 FAILED = "1 account(s) failed at 127.0.0.1:"  # the registrar's summary of the round, at info level
-FAILED_TIMEOUT = START_TIMEOUT + 10  # the summary closes 10 s after the round's first failure
+FAILED_TIMEOUT = START_TIMEOUT + 10  # the summary closes 1 s after the round's first failure
 
 
 class LogProcessTests(ProcessMixin, SynchronousTestCase):
@@ -273,6 +273,7 @@ class LogProcessTests(ProcessMixin, SynchronousTestCase):
             "[rpc]\n"
             "enabled = false\n"
             "[log]\n"
+            "failure_summary_interval = 1\n"  # the round's summary 1 s after its first failure
             f"{log_section}"
         )
 

@@ -128,6 +128,8 @@ class RegistrantSettings:
     # Log the routine transitions (to registering, to online) at debug level; txuac's
     # service sets it from [log] level. Observers see every transition either way.
     log_routine: bool = True
+    # Seconds a registrar's temporary failures are gathered for before their one info line.
+    failure_summary_interval: float = 10.0
     auth_algorithms: tuple[str, ...] = ALL_ALGORITHMS
     default_socket: str | None = None  # proto:ip:port when the row's socket is empty
 
@@ -193,7 +195,8 @@ class RegistrantService(service.Service):
         self._parked: dict[str, deque[tuple[float, str]]] = {}
         self._next_hops: dict[str, SipURI | Address | None] = {}
         self._nonces = NonceCounter(limit=4096)  # one nc sequence per nonce across all accounts
-        self.failures = FailureSummary(reactor)  # temporary failures: one info line per registrar per round
+        # Temporary failures: one info line per registrar per round.
+        self.failures = FailureSummary(reactor, window=settings.failure_summary_interval)
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = reactor
         # Re-registration at once when a TCP/TLS connection drops, or a pinged registrar is back.
