@@ -44,7 +44,7 @@ from txuac.registrant.store import (
     IRegistrationStore,
 )
 from txuac.registrant.store import ext
-from txuac.registrant.store.queries import AccountQueries, OpenRetry, columns_for, unsupported_version
+from txuac.registrant.store.queries import AccountQueries, OpenRetry, ServerStoreOpening, columns_for, unsupported_version
 from txuac.registrant.store.url import StoreURL, check_table_name, parse_store_url
 
 log = Logger()
@@ -171,7 +171,7 @@ class _Pool(adbapi.ConnectionPool):
 
 
 @implementer(IRegistrationStore)
-class MySQLStore(AccountQueries):
+class MySQLStore(ServerStoreOpening, AccountQueries):
     """The uacreg table of the MySQL/MariaDB database ``url`` (a StoreURL or its text)."""
 
     placeholder = "%s"  # PyMySQL's
@@ -201,22 +201,8 @@ class MySQLStore(AccountQueries):
 
     # -- IRegistrationStore --------------------------------------------------------------------
 
-    def open(self):
-        if self._pool is not None or self._opening is not None:
-            return defer.fail(StoreError(f"{self.url} is open already"))
-        opening = self._opening = OpenRetry(self._open_once, self._reactor, self.connect_retry, self.url)
-
-        def done(outcome):
-            if self._opening is opening:
-                self._opening = None
-            return outcome
-
-        return opening.start().addBoth(done)
-
     def close(self):
-        opening, self._opening = self._opening, None
-        if opening is not None:
-            opening.stop()
+        self._stop_opening()
         self._close_pool()
         return defer.succeed(None)
 

@@ -50,7 +50,7 @@ from txuac.registrant.store import (
     IRegistrationStore,
 )
 from txuac.registrant.store import ext
-from txuac.registrant.store.queries import AccountQueries, OpenRetry, columns_for, unsupported_version
+from txuac.registrant.store.queries import AccountQueries, OpenRetry, ServerStoreOpening, columns_for, unsupported_version
 from txuac.registrant.store.url import StoreURL, check_table_name, parse_store_url
 
 log = Logger()
@@ -195,7 +195,7 @@ class _Pool(txpostgres.ConnectionPool):
 
 
 @implementer(IRegistrationStore)
-class PostgresStore(AccountQueries):
+class PostgresStore(ServerStoreOpening, AccountQueries):
     """The uacreg table of the PostgreSQL database ``url`` (a StoreURL or its text)."""
 
     placeholder = "%s"  # psycopg2's
@@ -230,18 +230,6 @@ class PostgresStore(AccountQueries):
         return f"<PostgresStore {self.url} table={self.table}>"
 
     # -- IRegistrationStore --------------------------------------------------------------------
-
-    def open(self):
-        if self._pool is not None or self._opening is not None:
-            return defer.fail(StoreError(f"{self.url} is open already"))
-        opening = self._opening = OpenRetry(self._open_once, self._reactor, self.connect_retry, self.url)
-
-        def done(outcome):
-            if self._opening is opening:
-                self._opening = None
-            return outcome
-
-        return opening.start().addBoth(done)
 
     def _open_once(self) -> defer.Deferred:
         """One attempt: connect and check the tables. StoreUnreachable when the server is
@@ -295,9 +283,7 @@ class PostgresStore(AccountQueries):
 
     @defer.inlineCallbacks
     def close(self):
-        opening, self._opening = self._opening, None
-        if opening is not None:
-            opening.stop()
+        self._stop_opening()
         pool, self._pool = self._pool, None
         if pool is None:
             return

@@ -124,6 +124,36 @@ def unsupported_version(table: str, version, url: str) -> StoreError:
     return StoreError(f"{table} table version {version} is not supported ({supported}) in {url}")
 
 
+class ServerStoreOpening:
+    """open() of a store on a database server, through OpenRetry around the store's own
+    ``_open_once``; close() calls ``_stop_opening`` to end a wait for the server."""
+
+    _pool: object | None
+    _opening: OpenRetry | None
+    url: str
+    connect_retry: float
+
+    def open(self):
+        if self._pool is not None or self._opening is not None:
+            return defer.fail(StoreError(f"{self.url} is open already"))
+        opening = self._opening = OpenRetry(self._open_once, self._reactor, self.connect_retry, self.url)
+
+        def done(outcome):
+            if self._opening is opening:
+                self._opening = None
+            return outcome
+
+        return opening.start().addBoth(done)
+
+    def _stop_opening(self) -> None:
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.stop()
+
+    def _open_once(self) -> defer.Deferred:
+        raise NotImplementedError
+
+
 class AccountQueries:
     """load_all, load_one and save_states of IRegistrationStore, on ``self._pool``.
 
