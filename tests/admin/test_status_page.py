@@ -15,7 +15,7 @@ from twisted.web.http_headers import Headers
 
 from tests.support.accounts import uacreg_rows
 from tests.support.peers import free_port
-from tests.support.services import start_uac
+from tests.support.services import start_uac, wait_until
 from tests.support.stores import sqlite_uacreg
 from txuac.admin import status_model
 from txuac.admin.status_model import AccountQuery, StatusTracker, select_accounts
@@ -227,15 +227,6 @@ class StatusTrackerTests(TestCase):
         self.assertEqual(proxy["calls_per_second"], 2.0)
         self.assertEqual((proxy["active_dialogs"], proxy["script_failures"]), (2, 3))
         self.assertEqual(proxy["invite_responses"], {"1xx": 0, "2xx": 14, "3xx": 0, "4xx": 1, "5xx": 0, "6xx": 0})
-
-
-@defer.inlineCallbacks
-def wait_until(condition, timeout: float = 10.0):
-    deadline = reactor.seconds() + timeout
-    while not condition():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"not true within {timeout} s")
-        yield task.deferLater(reactor, 0.02, lambda: None)
 
 
 class StatusServerMixin:
