@@ -398,6 +398,59 @@ class StatusPageWithTokenTests(StatusServerMixin, TestCase):
         self.assertTrue(self.service.registrant.records["uuid00001"].has(Flag.DISABLED))
 
 
+class RemoteStatusReadTests(TestCase):
+    """With [rpc] token, from another machine: the status page takes HTTP Basic with the
+    token as the password (a browser prompts for it); POST /RPC does not."""
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+        from twisted.web.resource import Resource
+
+        from txuac.admin.web import AdminSite
+        from txuac.config import RPCSettings
+
+        self.site = AdminSite(Resource(), RPCSettings(token=TOKEN, allowed_hosts=("admin.example.net",)), Clock())
+
+    def refusal(self, method: bytes, path: bytes, authorization: bytes | None = None):
+        from twisted.internet.address import IPv4Address
+        from twisted.web.test.requesthelper import DummyRequest
+
+        request = DummyRequest(path.lstrip(b"/").split(b"/"))
+        request.method, request.path = method, path
+        request.client = IPv4Address("TCP", "192.0.2.7", 4000)
+        request.requestHeaders.setRawHeaders(b"host", [b"admin.example.net"])
+        if authorization is not None:
+            request.requestHeaders.setRawHeaders(b"authorization", [authorization])
+        return self.site._refusal(request)
+
+    def basic(self, password: str, user: str = "operator") -> bytes:
+        import base64
+
+        return b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+
+    def test_status_asks_for_basic_credentials(self):
+        refusal = self.refusal(b"GET", b"/status")
+        self.assertEqual(refusal.status, 401)
+        self.assertEqual(refusal.headers[b"WWW-Authenticate"], b'Basic realm="txuac status", charset="UTF-8"')
+
+    def test_status_read_with_the_token_as_basic_password(self):
+        self.assertIsNone(self.refusal(b"GET", b"/status", self.basic(TOKEN)))
+        self.assertIsNone(self.refusal(b"GET", b"/status/api/summary", self.basic(TOKEN, user="")))
+        self.assertIsNone(self.refusal(b"GET", b"/status", b"Bearer " + TOKEN.encode()))
+
+    def test_wrong_or_malformed_basic_is_refused(self):
+        self.assertEqual(self.refusal(b"GET", b"/status", self.basic("wrong")).status, 401)
+        self.assertEqual(self.refusal(b"GET", b"/status", b"Basic %%%not-base64").status, 401)
+        self.assertEqual(self.refusal(b"GET", b"/status", b"Basic " + TOKEN.encode()).status, 401)
+
+    def test_rpc_and_metrics_take_no_basic(self):
+        refusal = self.refusal(b"POST", b"/RPC", self.basic(TOKEN))
+        self.assertEqual(refusal.status, 401)
+        self.assertEqual(refusal.headers[b"WWW-Authenticate"], b'Bearer realm="txuac"')
+        self.assertEqual(self.refusal(b"GET", b"/metrics", self.basic(TOKEN)).status, 401)
+        self.assertIsNone(self.refusal(b"POST", b"/RPC", b"Bearer " + TOKEN.encode()))
+
+
 class LocalStatusReadTests(TestCase):
     """Which requests pass without the token: GET/HEAD of /status... from loopback or a UNIX socket."""
 

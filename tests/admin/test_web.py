@@ -781,7 +781,7 @@ class AuditTests(HTTPClientMixin, TestCase):
         for _ in range(5):
             status, _, _ = yield self.http(method=b"GET", path=b"/metrics", token="wrong-" + TOKEN)
             self.assertEqual(status, 401)
-        lines = [formatEvent(e) for e in self.events if "no valid bearer token" in formatEvent(e)]
+        lines = [formatEvent(e) for e in self.events if "no valid token" in formatEvent(e)]
         self.assertEqual(len(lines), 1)
         self.assertIn("from 127.0.0.1:", lines[0])
         self.assertNotIn(TOKEN, lines[0])

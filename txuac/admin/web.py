@@ -6,15 +6,18 @@ request, on any path, must name an allowed host in ``Host`` (the listener's own 
 or one of ``[rpc] allowed_hosts``) and, when it carries ``Origin``, come from one: a
 browser led here by another site or by DNS rebinding is answered 403 and nothing runs.
 With ``[rpc] token`` set, every request also needs ``Authorization: Bearer <token>``
-(compared in constant time), except the status page's read-only GETs from a loopback
-address or a UNIX socket: a browser on this machine opens them without one, and the
-page sends the token, asked once, only with its ``POST /RPC``. A body larger than
+(compared in constant time), except the status page's read-only GETs: from a loopback
+address or a UNIX socket they need none, from elsewhere they also take HTTP Basic with
+the token as the password (the browser's own prompt). The page sends the token, asked
+once, only with its ``POST /RPC``. A body larger than
 ``[rpc] max_request_size`` is answered 413 as soon as that is known (from Content-Length,
 or while counting a chunked body); the rest of it is read and dropped, not kept.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 from urllib.parse import urlsplit
@@ -234,9 +237,12 @@ class AdminSite(server.Site):
                                 "forbidden: cross-site request (the Origin is not one of [rpc] allowed_hosts)")
         if self._token is not None and not self._authorized(request) and not local_status_read(request):
             self.refusals.emit(f"requests without a valid token from {_peer_host(request)}",
-                               "refused {method} {path} from {peer}: no valid bearer token",
+                               "refused {method} {path} from {peer}: no valid token",
                                method=request.method.decode("latin-1"), path=_path(request),
                                peer=peer_text(request.getClientAddress()))
+            if status_read(request):
+                return _Refusal(401, "the [rpc] token is required (as the password; any user name)",
+                                {b"WWW-Authenticate": b'Basic realm="txuac status", charset="UTF-8"'})
             return _Refusal(401, "a valid 'Authorization: Bearer <token>' header is required",
                             {b"WWW-Authenticate": b'Bearer realm="txuac"'})
         return None
@@ -256,16 +262,30 @@ class AdminSite(server.Site):
     def _authorized(self, request) -> bool:
         header = request.getHeader(b"authorization") or b""
         scheme, _, credentials = header.partition(b" ")
-        if scheme.lower() != b"bearer":
-            return False
-        return hmac.compare_digest(credentials.strip(), self._token)
+        if scheme.lower() == b"bearer":
+            return hmac.compare_digest(credentials.strip(), self._token)
+        # A browser following a link cannot send a bearer header, so the status page's GETs
+        # also take HTTP Basic with the token as the password (any user name). POST /RPC
+        # does not: browsers attach cached Basic credentials to requests on their own.
+        if scheme.lower() == b"basic" and status_read(request):
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            return hmac.compare_digest(decoded.partition(b":")[2], self._token)
+        return False
+
+
+def status_read(request) -> bool:
+    """A GET or HEAD of the status page (read-only: its changes go through POST /RPC)."""
+    return request.method in (b"GET", b"HEAD") and (request.path == b"/status"
+                                                     or request.path.startswith(b"/status/"))
 
 
 def local_status_read(request) -> bool:
-    """A GET or HEAD of the status page from this machine (a loopback address or a UNIX
-    socket): read-only, so it needs no token; its changes go through POST /RPC, which does."""
-    if request.method not in (b"GET", b"HEAD") or not (request.path == b"/status"
-                                                        or request.path.startswith(b"/status/")):
+    """A status page read from this machine (a loopback address or a UNIX socket): it needs
+    no token."""
+    if not status_read(request):
         return False
     peer = request.getClientAddress()
     if isinstance(peer, (address.IPv4Address, address.IPv6Address)):
