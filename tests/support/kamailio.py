@@ -38,6 +38,8 @@ The kamcmd helpers block (a subprocess, a few milliseconds); from a running reac
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import shlex
@@ -45,6 +47,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 
 from twisted.internet import threads
 
@@ -109,6 +112,7 @@ class KamailioRegistrar:
     tls: (certificate, private_key) PEM files: listen on TLS too, on ``tls_port`` (a free one).
     children: UDP (and TCP) worker processes. shm_mb/pkg_mb: Kamailio's -m/-M.
     udp_maxbuffer: Kamailio's ``maxbuffer`` (UDP receive buffer probe ceiling, bytes).
+    rpc_fifo: load jsonrpcs on a FIFO too, for ``jsonrpc()`` and ``binding_map()`` (replies of any size).
     defines: extra -A defines (NAME -> value, or None for a flag). start: start now.
     config: the cfg file (CONFIG; TRUNK_CONFIG for a challenging trunk, which needs a UAS define;
     PROXY_CONFIG for an anonymising uac proxy, which needs RESTORE_PASSWD).
@@ -132,6 +136,7 @@ class KamailioRegistrar:
         shm_mb: int = 64,
         pkg_mb: int = 8,
         udp_maxbuffer: int | None = None,
+        rpc_fifo: bool = False,
         defines: dict[str, str | int | None] | None = None,
         host: str = "127.0.0.1",
         start: bool = True,
@@ -163,17 +168,20 @@ class KamailioRegistrar:
         self.pkg_mb = pkg_mb
         self.udp_maxbuffer = udp_maxbuffer
         self.extra_defines = dict(defines or {})
+        self.rpc_fifo = rpc_fifo
         self.host = host
         self.config = config
         self.port: int | None = None
         self.process: PeerProcess | None = None
         self.halts = 0
+        self._replies = itertools.count()
         self.rundir = os.path.abspath(testcase.mktemp())
         os.makedirs(self.rundir)
         self.log_path = os.path.join(self.rundir, "kamailio.log")
         # A unix socket path must fit in 108 bytes; trial temp dirs can be longer.
         self._ctl_dir = tempfile.mkdtemp(prefix="txuac-kam-")
         self.ctl_path = os.path.join(self._ctl_dir, "ctl")
+        self.fifo_path = os.path.join(self._ctl_dir, "rpc.fifo")
         testcase.addCleanup(self.stop)
         if start:
             self.start()
@@ -221,6 +229,9 @@ class KamailioRegistrar:
             defines["TLS_KEY"] = f'"{self.tls[1]}"'
         if self.udp_maxbuffer:
             defines["MAXBUFFER"] = int(self.udp_maxbuffer)
+        if self.rpc_fifo:
+            defines["RPC_FIFO"] = f'"{self.fifo_path}"'
+            defines["RPC_REPLY_DIR"] = f'"{self._ctl_dir}/"'
         defines.update(self.extra_defines)
         return defines
 
@@ -292,7 +303,7 @@ class KamailioRegistrar:
             return False
         if self.tls and (address, self.tls_port) not in _local_ports("tcp", "0A"):
             return False
-        return os.path.exists(self.ctl_path)
+        return os.path.exists(self.ctl_path) and (not self.rpc_fifo or os.path.exists(self.fifo_path))
 
     def running(self) -> bool:
         return self.process is not None and self.process.running()
@@ -398,6 +409,47 @@ class KamailioRegistrar:
     def user_count(self) -> int:
         """How many AoRs have bindings (usrloc:location_users)."""
         return self.statistic("location_users")
+
+    def jsonrpc(self, method: str, *params, timeout: float = 30.0):
+        """The ``result`` of ``method`` through the jsonrpcs FIFO (``rpc_fifo=True``); any size,
+        unlike kamcmd. KamailioError on an RPC error or no answer within ``timeout``."""
+        if not self.rpc_fifo:
+            raise ValueError("start the registrar with rpc_fifo=True")
+        name = f"reply-{os.getpid()}-{threading.get_ident()}-{next(self._replies)}"
+        reply_path = os.path.join(self._ctl_dir, name)
+        os.mkfifo(reply_path, 0o600)
+        chunks: list[bytes] = []
+
+        def read_reply():
+            with open(reply_path, "rb") as reply:  # blocks until Kamailio opens it to answer
+                chunks.append(reply.read())
+
+        reader = threading.Thread(target=read_reply, daemon=True)
+        reader.start()
+        try:
+            request = {"jsonrpc": "2.0", "method": method, "params": list(params), "reply_name": name, "id": 1}
+            with open(self.fifo_path, "w") as fifo:
+                fifo.write(json.dumps(request) + "\n")
+            reader.join(timeout)
+            if reader.is_alive():
+                with open(reply_path, "wb"):  # unblocks the reader
+                    pass
+                raise KamailioError(self.explain(f"no answer to {method} within {timeout} s"))
+        finally:
+            os.unlink(reply_path)
+        answer = json.loads(b"".join(chunks).decode("utf-8", "replace"))
+        if "error" in answer:
+            raise KamailioError(self.explain(f"{method} failed: {answer['error']}"))
+        return answer.get("result")
+
+    def binding_map(self) -> dict[str, list[str]]:
+        """Every AoR (user part) with its contact addresses, from one ``ul.dump`` (``rpc_fifo=True``)."""
+        found: dict[str, list[str]] = {}
+        for domain in self.jsonrpc("ul.dump")["Domains"]:
+            for entry in domain["Domain"]["AoRs"]:
+                info = entry["Info"]
+                found[info["AoR"]] = [contact["Contact"]["Address"] for contact in info["Contacts"]]
+        return found
 
     # --- asynchronous variants (Deferreds, for tests with a running reactor) ----------------
 

@@ -60,6 +60,14 @@ def bindable(transport: str, port: int) -> bool:
         return True
 
 
+def child_environment() -> dict:
+    """This process's environment with the checkout first on PYTHONPATH and no TWISTED_REACTOR."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("TWISTED_REACTOR", None)
+    return env
+
+
 class ProcessMixin:
     """Start the command in a temporary directory, collect its output, stop it by PID."""
 
@@ -68,10 +76,7 @@ class ProcessMixin:
         os.makedirs(self.workdir)
 
     def env(self) -> dict:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
-        env.pop("TWISTED_REACTOR", None)
-        return env
+        return child_environment()
 
     def config(self, text: str, name: str = "uac.toml") -> str:
         path = os.path.join(self.workdir, name)
