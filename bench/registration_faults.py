@@ -18,6 +18,10 @@ unless an option says otherwise:
    Kamailio's usrloc again, with the defaults (the probe; target 15 s), or with
    ``--ping-interval N`` per-account OPTIONS pings every N seconds and expiries of 600 s
    (target 10 s).
+4. No fault for ``--duration`` seconds (3,600) once every account is online (expires 60 s):
+   the datagrams each way by kind (method or status), which must hold no OPTIONS; run it with
+   and without ``--no-probe`` to see that the probe adds nothing while all is well. Only when
+   asked for (``--scenario 4``).
 
 Each figure is printed with its target and met/MISSED, then a summary. Exit status 2 when
 a figure is missed.
@@ -25,7 +29,7 @@ a figure is missed.
 Usage (from the repository root; ``./dev bench registration_faults`` runs the compiled build):
     python bench/registration_faults.py [--scenario N ...] [--accounts 1000] [--seed 8] [--runs 1]
         [--loss-target 5] [--outage 60] [--retry-interval S] [--no-probe] [--down 20] [--ping-interval 0]
-        [--timer-t1 MS] [--timer-t2 MS] [--reg-timer-t2 MS] [--log FILE]
+        [--duration 3600] [--timer-t1 MS] [--timer-t2 MS] [--reg-timer-t2 MS] [--log FILE]
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from registrations import Harness, LogCounter, verdict  # noqa: E402
 from tests.support.registration_faults import (  # noqa: E402
     SEED,
     blackhole_recovery,
+    healthy_traffic,
     lossy_registration,
     registrar_restart,
 )
@@ -80,6 +85,9 @@ def scenario_runs(args):
             retry = {"reg_retry_interval": args.retry_interval} if args.retry_interval is not None else {}
             yield number, lambda h: blackhole_recovery(h, accounts=args.accounts, outage=args.outage, expires=60,
                                                        core=core, uac={**uac, **retry})
+        elif number == 4:
+            yield number, lambda h: healthy_traffic(h, accounts=args.accounts, duration=args.duration, expires=60,
+                                                    core=core, uac=uac)
         elif args.ping_interval:
             yield number, lambda h: registrar_restart(h, accounts=args.accounts, down=args.down, target=10.0,
                                                       ping_interval=args.ping_interval, expires=600, core=core,
@@ -127,8 +135,8 @@ def main(reactor, args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", type=int, choices=(1, 2, 3), action="append",
-                        help="run this scenario (repeatable; default: all three)")
+    parser.add_argument("--scenario", type=int, choices=(1, 2, 3, 4), action="append",
+                        help="run this scenario (repeatable; default: 1, 2 and 3)")
     parser.add_argument("--accounts", type=int, default=1000, help="accounts (1,000)")
     parser.add_argument("--seed", type=int, default=SEED, help=f"the relay's loss seed (scenario 1; {SEED})")
     parser.add_argument("--runs", type=int, default=1, help="scenario 1 runs, with seeds SEED, SEED+1, ... (1)")
@@ -137,7 +145,9 @@ if __name__ == "__main__":
     parser.add_argument("--retry-interval", type=int, default=None,
                         help="reg_retry_interval (scenario 2; default: txuac's; 0 shows Kamailio's default)")
     parser.add_argument("--down", type=float, default=20.0, help="seconds the registrar is down (scenario 3; 20)")
-    parser.add_argument("--no-probe", action="store_true", help="reg_probe = false (scenarios 2 and 3)")
+    parser.add_argument("--no-probe", action="store_true", help="reg_probe = false (scenarios 2, 3 and 4)")
+    parser.add_argument("--duration", type=float, default=3600.0,
+                        help="seconds without faults once all are online (scenario 4; 3600)")
     parser.add_argument("--ping-interval", type=int, default=0,
                         help="reg_options_ping_interval with options_ping on every account, seconds "
                              "(scenario 3; 0: none, the probe alone)")
@@ -147,8 +157,8 @@ if __name__ == "__main__":
                         help="[uac] reg_timer_t2 in ms (scenario 1; default: txuac's; 4000 shows [core] timer_t2's)")
     parser.add_argument("--log", metavar="FILE", help="write every Twisted log event to FILE")
     arguments = parser.parse_args()
-    if arguments.accounts <= 0 or arguments.runs <= 0:
-        parser.error("--accounts and --runs must be positive")
+    if arguments.accounts <= 0 or arguments.runs <= 0 or arguments.duration <= 0:
+        parser.error("--accounts, --runs and --duration must be positive")
     arguments.scenario = sorted(set(arguments.scenario or (1, 2, 3)))
     arguments.log_counter = LogCounter(arguments.log)
     globalLogBeginner.beginLoggingTo([arguments.log_counter], redirectStandardIO=False)

@@ -1,12 +1,14 @@
 """The registrant's fault scenarios, shared by tests/registrant/test_interop_faults.py
 (scaled down) and bench/registration_faults.py (full size): loss and delay, a black hole,
-a registrar restart. txuac's REGISTERs go through a UDPRelay to a KamailioRegistrar; each
-scenario returns a ``Figure`` with its value, target and conditions."""
+a registrar restart, and a run without faults. txuac's REGISTERs go through a UDPRelay to a
+KamailioRegistrar; each fault scenario returns a ``Figure`` with its value, target and
+conditions, the run without faults the ``Traffic`` it caused."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass, field
 
 from twisted.internet import defer, reactor, task, threads
@@ -277,3 +279,61 @@ def registrar_restart(harness, accounts: int = 200, down: float = 20.0, target: 
                                            "none disabled": not setup.disabled},
                   f"{lost} bindings right after the restart; {len(setup.failed)} accounts failed meanwhile; "
                   f"counters {setup.registrant.counters()}; relay: {setup.relay_summary()}")
+
+
+@dataclass
+class Traffic:
+    """What the relay carried each way in a run without faults: datagrams by kind (request
+    method or response status), and the conditions that must hold (e.g. "no OPTIONS")."""
+
+    label: str
+    to_target: dict[str, int]
+    to_client: dict[str, int]
+    conditions: dict[str, bool] = field(default_factory=dict)
+    details: str = ""
+
+    @property
+    def met(self) -> bool:
+        return all(self.conditions.values())
+
+    def __str__(self) -> str:
+        def side(kinds: dict[str, int]) -> str:
+            return f"{sum(kinds.values())} ({', '.join(f'{kind} {count}' for kind, count in sorted(kinds.items()))})"
+
+        conditions = "".join(f"; {name}: {'yes' if ok else 'NO'}" for name, ok in self.conditions.items())
+        details = f" ({self.details})" if self.details else ""
+        return f"{self.label}: to the registrar {side(self.to_target)}, back {side(self.to_client)}" \
+               f"{conditions}: {'met' if self.met else 'MISSED'}{details}"
+
+
+@defer.inlineCallbacks
+def healthy_traffic(harness, accounts: int = 1000, duration: float = 3600.0, expires: int = 60,
+                    core: dict | None = None, uac: dict | None = None):
+    """Figure 4: the datagrams each way through a relay without faults during ``duration``
+    seconds, counted from the moment every account is online (refreshes every ``expires``
+    seconds or so). Nothing fails, so nothing may be probed: no OPTIONS either way."""
+    setup = FaultyRegistration(harness, accounts, expires=expires)
+    yield setup.start(core=core, uac=uac)
+    probing = setup.registrant.prober is not None
+    label = (f"4. datagrams through a healthy relay in {duration:g} s with {accounts:,} accounts online "
+             f"(expires {expires} s, probe {'on' if probing else 'off'})")
+    before = yield wait_until(setup.all_online, 60.0)
+    if before is None:
+        return Traffic(label, {}, {}, {"all online at the start": False}, str(setup.registrant.counters()))
+    relay = setup.relay
+    at_start = (Counter(relay.to_target.kinds), Counter(relay.to_client.kinds))
+    stack = setup.service.stack
+    transactions_at_start, retransmissions_at_start = stack.client_outcomes.copy(), stack.retransmissions
+    yield sleep(duration)
+    to_target = relay.to_target.kinds - at_start[0]
+    to_client = relay.to_client.kinds - at_start[1]
+    transactions = Counter(stack.client_outcomes)
+    transactions.subtract(transactions_at_start)
+    probes = setup.registrant.prober.probes if probing else 0
+    return Traffic(label, dict(to_target), dict(to_client), {
+        "all online at the end": setup.all_online(),
+        "none failed": not setup.failed and not setup.disabled,
+        "no OPTIONS": "OPTIONS" not in to_target and probes == 0,
+    }, f"client transactions {dict((key, n) for key, n in sorted(transactions.items()) if n)}; "
+       f"{stack.retransmissions - retransmissions_at_start} retransmissions by txuac; "
+       f"{probes} probes; relay: {setup.relay_summary()}")

@@ -11,6 +11,7 @@ Usage from a trial test (or a bench, with any object that has ``addCleanup``)::
     relay.to_client.loss = 0.5                     # or one direction
     relay.blackhole = True                         # a silent registrar
     relay.counters()                               # forwarded/dropped per direction
+    relay.to_target.kinds                          # datagrams received by kind: "REGISTER", "200"...
 
 A client sends to the relay's port; the relay forwards each datagram to ``target`` from a
 socket of its own for that client address (one per client, so replies map back), and
@@ -40,6 +41,7 @@ from __future__ import annotations
 import heapq
 import random
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
@@ -65,10 +67,22 @@ class Direction:
     queue: list = field(default_factory=list)  # (departs_at, sequence, datagram, port, address)
     timer: object = None
     sequence: int = 0
+    kinds: Counter = field(default_factory=Counter)  # received, by datagram_kind()
 
     def counters(self) -> dict[str, int]:
         return {"received": self.received, "forwarded": self.forwarded, "dropped": self.dropped,
                 "send_errors": self.send_errors, "queued": len(self.queue)}
+
+
+def datagram_kind(datagram: bytes) -> str:
+    """A SIP datagram's method ("REGISTER") or, for a response, its status code ("401");
+    "keepalive" for a datagram of whitespace only (RFC 5626 3.5.1 CRLF keep-alives)."""
+    words = datagram.split(None, 2)
+    if not words:
+        return "keepalive"
+    if words[0] == b"SIP/2.0" and len(words) > 1:
+        return words[1].decode("ascii", "replace")
+    return words[0].decode("ascii", "replace")
 
 
 def _large_buffers(port) -> None:
@@ -214,6 +228,7 @@ class UDPRelay:
 
     def _arrived(self, side: Direction, datagram: bytes, port, address) -> None:
         side.received += 1
+        side.kinds[datagram_kind(datagram)] += 1
         if self.blackhole or (side.loss > 0.0 and side.rng.random() < side.loss):
             side.dropped += 1
             return

@@ -100,6 +100,24 @@ class RelayTests(TestCase):
         self.assertEqual((counters["to_target"]["forwarded"], counters["to_client"]["forwarded"]), (2, 2))
 
     @defer.inlineCallbacks
+    def test_counts_datagrams_by_kind_even_when_dropped(self):
+        """Requests by method, responses by status, CRLF keep-alives; lost ones too."""
+        client = self.client()
+        client.sendto(b"REGISTER sip:example.org SIP/2.0\r\n\r\n", self.relay.address)
+        client.sendto(b"\r\n\r\n", self.relay.address)
+        ((_, upstream, _), _) = yield collect(self.target, 2, 5.0)
+        self.target.sendto(b"SIP/2.0 401 Unauthorized\r\n\r\n", upstream)
+        yield collect(client, 1, 5.0)
+        self.relay.blackhole = True
+        client.sendto(b"OPTIONS sip:example.org SIP/2.0\r\n\r\n", self.relay.address)
+        for _ in range(500):  # the reactor reads it: up to 5 s on a busy machine
+            if self.relay.to_target.received == 3:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(dict(self.relay.to_target.kinds), {"REGISTER": 1, "keepalive": 1, "OPTIONS": 1})
+        self.assertEqual(dict(self.relay.to_client.kinds), {"401": 1})
+
+    @defer.inlineCallbacks
     def test_ignores_datagrams_from_others_than_the_target(self):
         client, stranger = self.client(), self.client()
         client.sendto(b"hello", self.relay.address)
