@@ -412,24 +412,29 @@ class CtlCompletionTests(TestCase):
     the method names of the server named on the line."""
 
     timeout = 60
+    shell = "bash"
+
+    def call(self, script: str, words: tuple[str, ...]) -> str:
+        """The shell command that completes ``words`` with the sourced ``script`` and prints the choices."""
+        words_text = " ".join(f"'{word}'" for word in words)
+        return (f"source {script}; COMP_WORDS=(txuac-ctl {words_text}); COMP_CWORD={len(words)}; _txuac_ctl; "
+                'printf "%s\\n" "${COMPREPLY[@]}"')
 
     @defer.inlineCallbacks
     def complete(self, *words: str, **variables: str) -> list[str]:
-        bash = shutil.which("bash")
-        if bash is None:
-            raise SkipTest("bash is not installed")
-        status, script, _ = yield run_ctl("completion", "bash")
+        shell = shutil.which(self.shell)
+        if shell is None:
+            raise SkipTest(f"{self.shell} is not installed")
+        status, script, _ = yield run_ctl("completion", self.shell)
         self.assertEqual(status, 0)
         path = os.path.abspath(self.mktemp())
         with open(path, "w") as f:
             f.write(script)
-        words_text = " ".join(f"'{word}'" for word in words)
         env = ctl_environment(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
                               **variables)
-        out, err, code = yield utils.getProcessOutputAndValue(bash, ["-c", (
-            f"source {path}; COMP_WORDS=(txuac-ctl {words_text}); COMP_CWORD={len(words)}; _txuac_ctl; "
-            'printf "%s\\n" "${COMPREPLY[@]}"')], env=env, path=ROOT)
-        self.assertEqual(code, 0, err)
+        out, err, code = yield utils.getProcessOutputAndValue(shell, ["-f", "-c", self.call(path, words)],
+                                                              env=env, path=ROOT)
+        self.assertEqual((code, err), (0, b""))
         return out.decode().split()
 
     @defer.inlineCallbacks
@@ -438,7 +443,8 @@ class CtlCompletionTests(TestCase):
         self.assertEqual((yield self.complete("accounts", "--state", "f")), ["failed"])
         self.assertEqual((yield self.complete("--until")), ["--until-online"])
         status, _, err = yield run_ctl("completion", "tcsh")
-        self.assertEqual((status, err.strip()), (2, "txuac-ctl: completion for 'tcsh' is not available (bash is)"))
+        self.assertEqual((status, err.strip()),
+                         (2, "txuac-ctl: completion for 'tcsh' is not available (bash and zsh are)"))
 
     @defer.inlineCallbacks
     def test_method_names_from_the_server(self):
@@ -447,6 +453,25 @@ class CtlCompletionTests(TestCase):
         self.assertEqual((yield self.complete("--url", url, "--token", TOKEN, "uac.reg_d")),
                          ["uac.reg_disable", "uac.reg_dump"])
         self.assertEqual((yield self.complete("--url", url, "--token", TOKEN, "core.v")), ["core.version"])
+
+
+class ZshCompletionTests(CtlCompletionTests):
+    """``txuac-ctl completion zsh`` in a real zsh (``zsh -f``: no user files). compadd and
+    _files exist only inside a completion widget, so stand-ins print what would be offered,
+    filtered by the word being completed as compadd does."""
+
+    shell = "zsh"
+
+    def call(self, script: str, words: tuple[str, ...]) -> str:
+        words_text = " ".join(f"'{word}'" for word in words)
+        return ("compadd() { local w; shift; for w in \"$@\"; do [[ $w == ${PREFIX}* ]] && print -r -- $w; done; "
+                "return 0; }; _files() { print -r -- '(files)'; }; "
+                f"source {script}; words=(txuac-ctl {words_text}); CURRENT={len(words) + 1}; "
+                f"PREFIX='{words[-1]}'; _txuac_ctl; true")
+
+    @defer.inlineCallbacks
+    def test_files_after_config(self):
+        self.assertEqual((yield self.complete("--config", "")), ["(files)"])
 
 
 class CtlSampleConfigTests(TestCase):

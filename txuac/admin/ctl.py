@@ -436,7 +436,7 @@ def watch(url: str, token: str | None, timeout: float, options: argparse.Namespa
     return EXIT_OK
 
 
-# --- txuac-ctl completion bash --------------------------------------------------------
+# --- txuac-ctl completion bash|zsh -----------------------------------------------------
 # Commands and options are completed from here, method names by asking the server
 # (system.listMethods, with the options already typed), states from the list above.
 BASH_COMPLETION = """\
@@ -463,16 +463,42 @@ _txuac_ctl() {
 }
 complete -F _txuac_ctl txuac-ctl
 """
+# zsh's own completion system: words/CURRENT/PREFIX in, compadd out. Loaded after compinit
+# (``source <(txuac-ctl completion zsh)`` in ~/.zshrc); compdef is skipped without it.
+ZSH_COMPLETION = """\
+_txuac_ctl() {
+    case ${words[CURRENT-1]} in
+        --state) compadd -- %(states)s; return ;;
+        --config|-c) _files; return ;;
+        --url|--token|--timeout|--registrar|--search|--fields|--interval|--count) return ;;
+    esac
+    if [[ $PREFIX == -* ]]; then
+        compadd -- %(options)s
+        return
+    fi
+    local i
+    local -a given methods
+    for ((i = 2; i < CURRENT - 1; i++)); do
+        case ${words[i]} in
+            --config|-c|--url|--token) given+=(${words[i]} ${words[i+1]}) ;;
+        esac
+    done
+    methods=(${=$(txuac-ctl $given --timeout 2 --json system.listMethods 2>/dev/null | tr -d '[]",')})
+    compadd -- %(commands)s $methods
+}
+(( $+functions[compdef] )) && compdef _txuac_ctl txuac-ctl
+"""
+COMPLETION_SCRIPTS = {"bash": BASH_COMPLETION, "zsh": ZSH_COMPLETION}
 COMMANDS = ("accounts", "watch", "completion", "migrate", "sample-config")
 OPTIONS = ("--config", "--url", "--token", "--json", "--timeout", "--help", "--state", "--registrar", "--search",
            "--fields", "--yaml", "--interval", "--count", "--until-online")
 
 
 def completion_script(shell: str) -> str:
-    """The shell completion script (bash only): ``source <(txuac-ctl completion bash)``."""
-    if shell != "bash":
-        raise CtlError(f"completion for {shell!r} is not available (bash is)")
-    return BASH_COMPLETION % {"states": " ".join(STATES), "options": " ".join(OPTIONS),
+    """The shell completion script: ``source <(txuac-ctl completion bash)`` (or zsh)."""
+    if shell not in COMPLETION_SCRIPTS:
+        raise CtlError(f"completion for {shell!r} is not available (bash and zsh are)")
+    return COMPLETION_SCRIPTS[shell] % {"states": " ".join(STATES), "options": " ".join(OPTIONS),
                               "commands": " ".join(COMMANDS)}
 
 
