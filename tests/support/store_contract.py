@@ -18,6 +18,7 @@ FAST_LOAD_ROWS = 500
 
 
 FAST_LOAD_SECONDS = 1.0
+LOAD_MANY_ROWS = 520  # more than one SELECT's worth of l_uuids (queries.LOAD_BATCH)
 
 
 def account(n: int, **overrides) -> dict:
@@ -128,6 +129,17 @@ class StoreContract:
         self.assertEqual((yield store.load_one("uuid-2")), loaded(account(2)))
         self.assertIsNone((yield store.load_one("uuid-404")))
         self.assertIsNone((yield store.load_one("' OR '1'='1")))
+
+    @defer.inlineCallbacks
+    def test_load_many(self):
+        """Rows asked for in several SELECTs (more than one batch of parameters), the missing left out."""
+        self.make_tables(6, [account(n) for n in range(LOAD_MANY_ROWS)])
+        store = yield self.opened()
+        present = {f"uuid-{n}" for n in range(1, LOAD_MANY_ROWS)}
+        rows = yield store.load_many(present | {"uuid-9999", "' OR '1'='1"})
+        self.assertEqual(sorted(row["l_uuid"] for row in rows), sorted(present))
+        self.assertIn(loaded(account(7)), list(rows))
+        self.assertEqual(list((yield store.load_many([]))), [])
 
     @defer.inlineCallbacks
     def test_empty_table(self):

@@ -71,6 +71,10 @@ class IRegistrationStore(Interface):
     def load_one(l_uuid):  # noqa: N805
         """Deferred[dict | None]: the row with this l_uuid (as load_all), None when there is none."""
 
+    def load_many(l_uuids):  # noqa: N805
+        """Deferred[list[dict]]: the rows with these l_uuids (as load_all); one missing from the
+        table is missing from the list."""
+
     def save_states(states):  # noqa: N805
         """Deferred[None]: write each AccountState's call_id, cseq and instance_id into our
         table in one transaction (a row is inserted for an account that has none; its other
@@ -78,6 +82,21 @@ class IRegistrationStore(Interface):
 
     def close():  # noqa: N805
         """Deferred[None]: release connections."""
+
+
+class IChangeFeed(Interface):
+    """Live changes to a store's uacreg table (INSERT, UPDATE, DELETE by anyone), made by
+    the store's ``change_feed()`` (PostgreSQL: LISTEN/NOTIFY; MySQL/MariaDB: a change log
+    polled every second; SQLite has none)."""
+
+    def start(on_changed):  # noqa: N805
+        """Follow the table from now on: Deferred[None]. ``on_changed(l_uuids)`` gets each
+        batch of changed l_uuids (a frozenset), or None when changes may have been missed (a
+        reconnect): read everything again. One batch at a time: when it returns a Deferred,
+        the next waits for it; when that fails, its l_uuids come again in a later batch."""
+
+    def stop():  # noqa: N805
+        """Deferred[None]: stop following, release the feed's connection."""
 
 
 def open_store(url: str | StoreURL, reactor=None, table: str = "uacreg", base_dir: str | None = None,

@@ -18,6 +18,10 @@ from txuac.registrant.store import COLUMNS, EXT_COLUMNS, EXT_DEFAULTS, SUPPORTED
 from txuac.registrant.store import ext
 
 
+# l_uuids per SELECT of load_many (one parameter each).
+LOAD_BATCH = 500
+
+
 def columns_for(version: int) -> tuple[str, ...]:
     """The columns a table of ``version`` has, in COLUMNS order."""
     return COLUMNS if version >= 6 else tuple(c for c in COLUMNS if c != "contact_user")
@@ -178,6 +182,20 @@ class AccountQueries:
                                 + f" WHERE u.l_uuid = {self.placeholder}", (l_uuid,))
         d.addCallback(lambda rows: read_rows(rows, self._columns, self.ext_table)[0] if rows else None)
         return d.addErrback(self._store_error, f"loading {l_uuid!r} from {self.url} failed")
+
+    def load_many(self, l_uuids):
+        if self._pool is None:
+            return self._not_open()
+        wanted = sorted(l_uuids)
+        chunks = [wanted[start:start + LOAD_BATCH] for start in range(0, len(wanted), LOAD_BATCH)]
+        d = defer.gatherResults([self._pool.runQuery(
+            ext.select_statement(self.table, self.ext_table, self._columns)
+            + f" WHERE u.l_uuid IN ({', '.join([self.placeholder] * len(chunk))})", tuple(chunk))
+            for chunk in chunks], consumeErrors=True)
+        d.addCallback(lambda results: read_rows([row for rows in results for row in rows], self._columns,
+                                                self.ext_table))
+        d.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
+        return d.addErrback(self._store_error, f"loading {len(wanted)} accounts from {self.url} failed")
 
     def save_states(self, states):
         if self._pool is None:
