@@ -306,6 +306,20 @@ class OptionsPingTests(HealthTestCase):
         up = [e for e in self.destination_events if e.previous is State.DOWN]
         self.assertEqual({e.state for e in up}, {State.UP})
 
+    def test_registrar_by_address_is_asked_for_the_registers_domain(self):
+        """A TLS registrar reached by address gets the REGISTERs' Request-URI (sip:r_domain):
+        its certificate is verified against that name as for the REGISTERs, not an address."""
+        rows = [make_row("tls1", auth_proxy="sip:192.0.2.7:5061;transport=tls", r_domain="sip.tls.example"),
+                make_row("tls2", auth_proxy="sip:192.0.2.7:5061;transport=tls", r_domain="sip.tls.example")]
+        self.start(rows, reg_options_ping_interval=INTERVAL)
+        for record in self.service.records.values():
+            record.options_ping = True
+        self.online(source=None)
+        self.next_round()
+        (ping,) = self.pings()
+        self.assertEqual(str(ping.target), "tls:192.0.2.7:5061")
+        self.assertEqual(str(ping.request.uri), "sip:sip.tls.example")
+
     def test_unanswered_ping_counts_each_interval(self):
         """A silent registrar goes down after down_count intervals, not after Timer F each."""
         self.start_pinging()

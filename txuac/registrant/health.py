@@ -8,7 +8,8 @@
 - ``Reachability`` (sans-IO): up/down hysteresis of one destination, fed ping results.
 - ``OptionsPinger``: every ``reg_options_ping_interval`` seconds, one OPTIONS per
   registrar destination (the next hop the REGISTERs go to and the local socket they
-  leave from) that has at least one account with ``options_ping`` set. Any response,
+  leave from) that has at least one account with ``options_ping`` set, asking for the
+  REGISTERs' Request-URI where the registrar is reached by address. Any response,
   even 4xx/5xx, means the destination is alive; a timeout, a transport error or no
   answer before the next ping is a failure. ``reg_ping_down_count`` failures in a row
   mark it down, ``reg_ping_up_count`` successes up again; on down -> up every account
@@ -181,8 +182,17 @@ class _Destination:
     source: Address | None
     reachability: Reachability
     accounts: list[str] = field(default_factory=list)
+    request_uri: str | None = None  # see registrar_request_uri
     pinging: bool = False  # an OPTIONS is in flight
     counted: bool = False  # a round already counted the ping in flight as unanswered
+
+
+def registrar_request_uri(target: SipURI | Address, record) -> str | None:
+    """The Request-URI of an OPTIONS to the registrar ``record`` registers with at ``target``:
+    the REGISTERs' own (sip:r_domain) when it is reached by address, so that a TLS registrar
+    is verified against the name its REGISTERs verify (RFC 5922 4.1) and routes the OPTIONS
+    as it routes them; None (the target URI itself) when it is reached by a URI."""
+    return f"sip:{record.r_domain}" if isinstance(target, Address) else None
 
 
 def options_request(target: SipURI | Address, from_host: str, user_agent: str | None = None,
@@ -273,6 +283,7 @@ class OptionsPinger:
     def _group(self) -> None:
         """Destinations of the accounts that may register, kept when one has options_ping."""
         groups: dict[str, tuple[SipURI | Address, Address | None, list[str], bool]] = {}
+        request_uris: dict[str, str | None] = {}  # of each group's first account
         for record in list(self.registrant.records.values()):
             if record.expires <= 0 or record.flags & Flag.DISABLED:  # not registering
                 continue
@@ -284,6 +295,7 @@ class OptionsPinger:
             group = groups.get(key)
             if group is None:
                 group = groups[key] = (target, source, [], False)
+                request_uris[key] = registrar_request_uri(target, record)
             group[2].append(record.l_uuid)
             if record.options_ping and not group[3]:
                 groups[key] = (target, source, group[2], True)
@@ -295,11 +307,12 @@ class OptionsPinger:
             if entry is None:
                 entry = _Destination(key, target, source, Reachability(self.up_count, self.down_count))
             entry.accounts = accounts
+            entry.request_uri = request_uris[key]
             kept[key] = entry
         self.destinations = kept
 
     def _ping(self, entry: _Destination) -> None:
-        request = options_request(entry.target, self.from_host, self.user_agent)
+        request = options_request(entry.target, self.from_host, self.user_agent, entry.request_uri)
         entry.pinging = True
         entry.counted = False
         try:
@@ -354,4 +367,5 @@ def _key(target: SipURI | Address, source: Address | None) -> str:
     return str(target) if source is None else f"{target} from {source}"
 
 
-__all__ = ["DestinationEvent", "FlowTracker", "OptionsPinger", "Reachability", "State", "options_request"]
+__all__ = ["DestinationEvent", "FlowTracker", "OptionsPinger", "Reachability", "State", "options_request",
+           "registrar_request_uri"]

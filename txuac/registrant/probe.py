@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from txuac.errors import ResolutionError, TransactionTimeout, TransportError, TxuacError
 from txuac.net.interfaces import ISIPStack
-from txuac.registrant.health import options_request
+from txuac.registrant.health import options_request, registrar_request_uri
 from txuac.sip.address import Address
 from txuac.sip.uri import SipURI
 
@@ -178,7 +178,7 @@ class RegistrarProber:
         self.from_host = from_host
         self.user_agent = user_agent
         self.targets: dict[str, tuple[SipURI | Address, Address | None]] = {}
-        self.request_uris: dict[str, str] = {}  # the REGISTERs' Request-URI, sip:r_domain
+        self.request_uris: dict[str, str | None] = {}  # registrar_request_uri
         self.probes = 0  # OPTIONS sent
         self.recoveries = 0  # destinations re-registered on a probe's answer
         self._stopped = False
@@ -192,8 +192,7 @@ class RegistrarProber:
                 self.targets[destination] = self.registrant.registrar_target(record)
             except TxuacError:
                 return
-            if isinstance(self.targets[destination][0], Address):  # reached by address: verify r_domain
-                self.request_uris[destination] = f"sip:{record.r_domain}"
+            self.request_uris[destination] = registrar_request_uri(self.targets[destination][0], record)
         self.plan.sent(destination, now)
 
     def ended(self, destination: str, now: float, answered: bool) -> None:
