@@ -27,9 +27,12 @@ from txuac.errors import ConfigError, TxuacError
 
 
 class Options(usage.Options):
-    optParameters = [["config", "c", None, "Path to the TOML configuration file."]]
-    longdesc = ("Where to start: copy the commented sample configuration (conf/uac.toml in the source; "
-                "every key with its default, docs/configuration.rst explains them), point [uac] reg_db_url at your "
+    optParameters = [["config", "c", None, "Path to the TOML configuration file."],
+                     ["worker-index", None, 0, "Internal: which of [core] workers this process is "
+                      "(worker 0 starts the others with it).", int]]
+    longdesc = ("Where to start: write the commented sample configuration with txuac-ctl sample-config > uac.toml "
+                "(conf/uac.toml in the source; every key with its default, docs/configuration.rst explains them), "
+                "point [uac] reg_db_url at your "
                 "uacreg table, then run: twistd -n uac --config uac.toml. Once it runs: "
                 "txuac-ctl watch (bring-up progress), txuac-ctl accounts --state failed, and the status "
                 "page at http://127.0.0.1:5064/status ([rpc] listen).")
@@ -47,6 +50,8 @@ class Options(usage.Options):
         except ConfigError as e:
             # The command line is right, the file is not: no usage text, just the error.
             raise SystemExit(f"txuac: {e}") from None
+        if not 0 <= self["worker-index"] < self["settings"].core.workers:
+            raise usage.UsageError(f"--worker-index must be below [core] workers ({self['settings'].core.workers})")
 
 
 def _install_excepthook() -> None:
@@ -94,6 +99,6 @@ def makeService(options: Options) -> service.IService:
     tune_garbage_collector()
     _install_excepthook()
     settings = options["settings"]
-    uac = UACService(settings, on_startup_error=_stop_on_startup_error)
+    uac = UACService(settings, on_startup_error=_stop_on_startup_error, worker_index=options["worker-index"])
     # options.parent: twistd's or twist's own options, which decide where logs go.
     return with_configured_logs(uac, settings.log, getattr(options, "parent", None))
