@@ -15,7 +15,8 @@ Usage from a trial test (or a bench, with any object that has ``mktemp`` and ``a
 
 The database is a private PostgreSQL (tests/support/postgres.py) or MariaDB
 (tests/support/mariadb.py) with Kamailio's uacreg table (conf/schema) holding the accounts;
-the nodes reach it through a ``TCPRelay`` so a test can cut it without stopping the server.
+the nodes reach it through a ``TCPRelay`` (tests/support/tcp_relay.py) so a test can cut it
+without stopping the server.
 The registrar is a real Kamailio (tests/support/kamailio.py) with its jsonrpcs FIFO on, so the
 whole usrloc table is read with one ``ul.dump`` (``Fleet.bindings()``). Each node is
 ``twistd -n uac --config`` in a directory of its own, with its own SIP port (its
@@ -29,11 +30,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 
@@ -43,6 +42,7 @@ from tests.support.mariadb import MariaDBServer, sql_text
 from tests.support.peers import PeerProcess, free_port, wait_for
 from tests.support.postgres import PostgresCluster
 from tests.support.stores import SCHEMAS
+from tests.support.tcp_relay import TCPRelay
 from tests.support.twistd import START_TIMEOUT, child_environment, twistd_argv
 from txuac import __version__
 
@@ -53,120 +53,6 @@ CONTACT_HOST_PORT = re.compile(r"@([^;>?]+)")
 COLUMNS = ("l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",
            "auth_password", "auth_ha1", "auth_proxy", "expires", "flags", "reg_delay", "contact_addr", "socket",
            "contact_user")
-
-
-class TCPRelay:
-    """A TCP relay on 127.0.0.1 in front of ``target`` (a database), served by a thread.
-
-    ``cut()`` black-holes it: nothing is read from either side and new connections wait in
-    the listen backlog, as if the network dropped every packet; ``restore()`` lets what was
-    held flow again (TCP's retransmissions would deliver it). ``drop_connections()`` closes
-    every relayed connection, as a peer that gave up would.
-    """
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        self.blackholed = False
-        self._peers: dict[socket.socket, socket.socket] = {}
-        self._pending: dict[socket.socket, bytes] = {}
-        self._lock = threading.Lock()
-        self._running = True
-        self._drop = False
-        self._thread = threading.Thread(target=self._serve, name=f"tcp-relay-{self.port}", daemon=True)
-        self._thread.start()
-
-    def cut(self) -> None:
-        self.blackholed = True
-
-    def restore(self) -> None:
-        self.blackholed = False
-
-    def drop_connections(self) -> None:
-        with self._lock:
-            self._drop = True
-
-    def connections(self) -> int:
-        return len(self._peers) // 2
-
-    def stop(self) -> None:
-        self._running = False
-        self._thread.join(5)
-        self._close_all()
-        self.listener.close()
-
-    def _close_all(self) -> None:
-        for sock in list(self._peers):
-            sock.close()
-        self._peers.clear()
-        self._pending.clear()
-
-    def _accept(self) -> None:
-        client, _ = self.listener.accept()
-        try:
-            upstream = socket.create_connection(self.target, timeout=5)
-        except OSError:
-            client.close()  # the server is down: the client sees its connection closed
-            return
-        for sock in (client, upstream):
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._peers[client] = upstream
-        self._peers[upstream] = client
-
-    def _close_pair(self, sock: socket.socket) -> None:
-        other = self._peers.pop(sock, None)
-        self._pending.pop(sock, None)
-        sock.close()
-        if other is not None:
-            self._peers.pop(other, None)
-            self._pending.pop(other, None)
-            other.close()
-
-    def _serve(self) -> None:
-        while self._running:
-            with self._lock:
-                if self._drop:
-                    self._close_all()
-                    self._drop = False
-            if self.blackholed:
-                time.sleep(0.02)
-                continue
-            readable = [self.listener, *self._peers]
-            writable = [sock for sock, data in self._pending.items() if data]
-            try:
-                ready, can_write, _ = select.select(readable, writable, [], 0.05)
-            except (OSError, ValueError):
-                continue
-            for sock in can_write:
-                if sock in self._pending:
-                    try:
-                        sent = sock.send(self._pending[sock])
-                    except OSError:
-                        self._close_pair(sock)
-                        continue
-                    self._pending[sock] = self._pending[sock][sent:]
-            for sock in ready:
-                if sock is self.listener:
-                    self._accept()
-                    continue
-                if sock not in self._peers:
-                    continue
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    self._close_pair(sock)
-                    continue
-                other = self._peers[sock]
-                self._pending[other] = self._pending.get(other, b"") + data
 
 
 class ClusterDatabase:
@@ -246,8 +132,9 @@ class ClusterNode:
     """One ``twistd -n uac`` of the fleet, in its own directory with its own ports."""
 
     def __init__(self, testcase, node_id: str, database_url: str, registrar_host: str, *,
-                 cluster: dict | None = None, uac: dict | None = None):
+                 cluster: dict | None = None, uac: dict | None = None, environment: dict | None = None):
         self.node_id = node_id
+        self.environment = child_environment() if environment is None else environment
         self.workdir = os.path.abspath(testcase.mktemp())
         os.makedirs(self.workdir)
         self.sip_port = free_port()
@@ -280,7 +167,7 @@ class ClusterNode:
         self.starts += 1
         log_path = os.path.join(self.workdir, f"twistd-{self.starts}.log")
         argv = twistd_argv("-n", "--pidfile=", "uac", "--config", self.config_path)
-        self.process = PeerProcess(argv, cwd=self.workdir, env=child_environment(), log_path=log_path)
+        self.process = PeerProcess(argv, cwd=self.workdir, env=self.environment, log_path=log_path)
         if wait:
             self.wait_started()
 
@@ -381,13 +268,14 @@ class Fleet:
 
     def __init__(self, testcase, kind: str = "postgres", accounts: int = 3000, *, expires: int = EXPIRES,
                  cluster: dict | None = None, uac: dict | None = None, registrar_children: int = 4,
-                 clustered: bool = True):
+                 clustered: bool = True, node_environment: dict | None = None):
         self.testcase = testcase
         self.database = ClusterDatabase(testcase, kind)
         self.registrar = KamailioRegistrar(testcase, rpc_fifo=True, children=registrar_children,
                                            shm_mb=max(64, accounts // 400), pkg_mb=max(16, accounts // 2000))
         self.cluster_settings = dict(cluster or {}) if clustered else None
         self.uac_settings = dict(uac or {})
+        self.node_environment = node_environment
         self.expires = expires
         self.rows = self.make_rows(accounts)
         self.database.insert(self.rows)
@@ -407,7 +295,8 @@ class Fleet:
 
     def add_node(self, start: bool = True) -> ClusterNode:
         node = ClusterNode(self.testcase, NODE_IDS[len(self.nodes)], self.database.url, self.registrar.host,
-                           cluster=self.cluster_settings, uac=self.uac_settings)
+                           cluster=self.cluster_settings, uac=self.uac_settings,
+                           environment=self.node_environment)
         self.nodes.append(node)
         if start:
             node.start()
@@ -477,8 +366,9 @@ class Fleet:
         seen: list[str] = []
 
         def settled() -> bool:
-            owners = self.owners() if check_owner else None
-            seen[:] = self.problems(self.bindings(), users, owners, down)
+            bindings = self.bindings()
+            owners = self.owners() if check_owner else None  # after: a binding cannot predate its lease
+            seen[:] = self.problems(bindings, users, owners, down)
             return not seen
 
         if not wait_for(settled, timeout, 0.25):

@@ -315,8 +315,9 @@ class RegisterTests(KamailioTestCase):
 
     @defer.inlineCallbacks
     def test_many_accounts(self):
-        """Passwords come from the username, so 300 accounts need no table (SIPp reads a CSV)."""
-        registrar = KamailioRegistrar(self)
+        """Passwords come from the username, so 300 accounts need no table (SIPp reads a CSV);
+        with rpc_fifo, binding_map() reads them all through jsonrpcs."""
+        registrar = KamailioRegistrar(self, rpc_fifo=True)
         users = [f"user{i:04d}" for i in range(300)]
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
@@ -334,6 +335,10 @@ class RegisterTests(KamailioTestCase):
         self.assertEqual(rc, 0, report)
         self.assertEqual((yield registrar.contact_count_async()), len(users), report)
         self.assertEqual(sorted(registrar.aors()), users)
+        bindings = registrar.binding_map()
+        self.assertEqual(sorted(bindings), users)
+        self.assertEqual({len(contacts) for contacts in bindings.values()}, {1})
+        self.assertEqual(bindings["user0007"], registrar.contacts("user0007"))
 
 
 class ChallengeTests(KamailioTestCase):
