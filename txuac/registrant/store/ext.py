@@ -13,12 +13,14 @@ import importlib.resources
 from txuac.registrant.store import DEFAULT_EXT_TABLE, EXT_COLUMNS, AccountState
 
 _SCHEMA_FILES = {"sqlite": "schema/sqlite-txuac.sql", "postgres": "schema/postgres-txuac.sql",
-                 "mysql": "schema/mysql-txuac.sql"}
+                 "mysql": "schema/mysql-txuac.sql", "postgres-feed": "schema/postgres-feed.sql",
+                 "mysql-feed": "schema/mysql-feed.sql"}
 _HEADER_END = "BEGIN;"
 
 
 def schema_text(kind: str) -> str:
-    """The shipped DDL file for ``kind`` ("sqlite" or "postgres"), as it is."""
+    """The shipped DDL file for ``kind`` ("sqlite", "postgres", "mysql", or a feed's
+    "postgres-feed", "mysql-feed"), as it is."""
     return importlib.resources.files("txuac.registrant.store").joinpath(_SCHEMA_FILES[kind]).read_text("utf-8")
 
 

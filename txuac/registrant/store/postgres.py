@@ -281,6 +281,13 @@ class PostgresStore(ServerStoreOpening, AccountQueries):
         d.addCallbacks(opened, failed)
         return result
 
+    def change_feed(self):
+        """The IChangeFeed of this table: LISTEN on a connection of its own (postgres_feed)."""
+        from txuac.registrant.store.postgres_feed import PostgresChangeFeed
+
+        return PostgresChangeFeed(self._url, self.table, self._reactor, reconnect_initial_delay=self._initial_delay,
+                                  reconnect_max_delay=self._max_delay)
+
     @defer.inlineCallbacks
     def close(self):
         self._stop_opening()
