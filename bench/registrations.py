@@ -73,12 +73,13 @@ from twisted.trial.unittest import SkipTest  # noqa: E402
 
 import txuac.sip  # noqa: E402
 from tests.support.accounts import account_rows  # noqa: E402
-from tests.support.kamailio import KamailioRegistrar  # noqa: E402
+from tests.support.kamailio import UAC_CONFIG, KamailioRegistrar  # noqa: E402
+from tests.support.kamtools import kamailio_56_copy  # noqa: E402
 from tests.support.mariadb import MariaDBServer  # noqa: E402
 from tests.support.peers import free_port  # noqa: E402
 from tests.support.postgres import PostgresCluster  # noqa: E402
 from tests.support.stores import insert_rows  # noqa: E402
-from measure import group_cpu, rss_kib, udp_errors  # noqa: E402
+from measure import group_cpu, group_pss_kib, pss_kib, rss_kib, udp_errors  # noqa: E402
 from txuac.config import settings_from_dict  # noqa: E402
 from txuac.registrant.record import State  # noqa: E402
 from txuac.registrant.store import open_store  # noqa: E402
@@ -87,6 +88,7 @@ from txuac.service import UACService, tune_garbage_collector  # noqa: E402
 
 HOST = "127.0.0.1"
 POLL = 0.05
+KAMAILIO_POLL = 0.1
 CPU_TARGET_US = 250.0
 MEMORY_TARGET_KIB = 2.0
 MAX_STDERR_EVENTS = 20
@@ -286,6 +288,124 @@ def fill_store(registrar: KamailioRegistrar, kind: str, n: int, reactor, harness
     return url
 
 
+class KamailioUACReference:
+    """Kamailio's own uac module (tests/support/kamailio-uac.cfg) registering the same
+    accounts from a copy of the same SQLite table through the same registrar: the reference
+    ``--compare-kamailio`` measures before txuac.
+
+    All online is when the registrar holds N bindings (its usrloc counter, polled with
+    kamcmd every KAMAILIO_POLL seconds from a thread: the poll costs the registrar, not
+    the uac). The CPU is that of the uac's whole process group from its launch (start-up
+    and loading the table included, as txuac's figure includes loading); the memory is its
+    processes' PSS summed when all are online, less what the same cfg takes with no accounts.
+    """
+
+    def __init__(self, args, harness: Harness, registrar: KamailioRegistrar, db_url: str):
+        self.args = args
+        self.harness = harness
+        self.registrar = registrar
+        self.db_path = parse_store_url(db_url).path
+        self.online_after: float | None = None
+        self.cpu = 0.0
+        self.registrar_cpu = 0.0
+        self.pss_kib = 0
+        self.empty_pss_kib = 0
+        self.drops: int | None = None
+        self.host_errors: dict[str, int] = {}
+
+    def start(self, db_path: str) -> KamailioRegistrar:
+        """Kamailio's uac on a free port, registering the rows of the SQLite file ``db_path``."""
+        directory = tempfile.mkdtemp(prefix="txuac-kam-uac-")
+        self.harness.addCleanup(shutil.rmtree, directory, True)
+        port = free_port()
+        uac = KamailioRegistrar(self.harness, config=UAC_CONFIG, children=self.args.children,
+                                shm_mb=self.args.shm_mb, pkg_mb=self.args.pkg_mb, udp_maxbuffer=4 * 1024 * 1024,
+                                start=False, defines={
+                                    "DB_URL": f'"sqlite:///{kamailio_56_copy(db_path, directory)}"',
+                                    "CONTACT_ADDR": f'"{HOST}:{port}"',
+                                    "RPC_FIFO": f'"{directory}/rpc.fifo"',
+                                })
+        uac.start(port=port)
+        return uac
+
+    def empty_pss(self) -> int:
+        """KiB of PSS the cfg takes with an empty uacreg table (a short-lived Kamailio)."""
+        empty = os.path.join(tempfile.mkdtemp(prefix="txuac-kam-empty-"), "uacreg.sqlite")
+        self.harness.addCleanup(shutil.rmtree, os.path.dirname(empty), True)
+        shutil.copyfile(self.db_path, empty)
+        connection = sqlite3.connect(empty)
+        connection.execute("DELETE FROM uacreg")
+        connection.commit()
+        connection.close()
+        uac = self.start(empty)
+        time.sleep(1.0)
+        pss = group_pss_kib(uac.pid)
+        uac.stop()
+        return pss
+
+    @defer.inlineCallbacks
+    def run(self, reactor, n: int):
+        """Deferred[bool]: whether Kamailio's uac put all N online within --timeout."""
+        self.empty_pss_kib = self.empty_pss()
+        errors_before = udp_errors()
+        registrar_before = group_cpu(self.registrar.pid)
+        bindings_before = yield self.registrar.contact_count_async()
+        started = time.monotonic()
+        uac = self.start(self.db_path)
+        bindings = bindings_before
+        while time.monotonic() - started < self.args.timeout:
+            bindings = yield self.registrar.contact_count_async()
+            if bindings - bindings_before >= n:
+                self.online_after = time.monotonic() - started
+                break
+            yield task.deferLater(reactor, KAMAILIO_POLL, lambda: None)
+        self.cpu = group_cpu(uac.pid)
+        self.registrar_cpu = group_cpu(self.registrar.pid) - registrar_before
+        self.pss_kib = group_pss_kib(uac.pid)
+        self.drops = socket_drops(uac.port)
+        errors = udp_errors()
+        self.host_errors = {name: errors[name] - errors_before[name] for name in errors}
+        uac.stop()
+        online = bindings - bindings_before
+        print(f"Kamailio uac (reference): {online:,} of {n:,} online "
+              + (f"after {self.online_after:.2f} s" if self.online_after is not None
+                 else f"NOT within {self.args.timeout:g} s")
+              + f"; CPU {self.cpu:.2f} s = {self.cpu_per_registration(n):.0f} us per registration "
+              f"(registrar {self.registrar_cpu:.2f} s); PSS {self.pss_kib / 1024:.1f} MiB "
+              f"({self.empty_pss_kib / 1024:.1f} with no accounts: "
+              f"{self.memory_per_account(n) * 1024:,.0f} bytes per account); dropped by its socket {self.drops}, "
+              f"host UDP receive errors {self.host_errors}")
+        return self.online_after is not None
+
+    def cpu_per_registration(self, n: int) -> float:
+        return self.cpu / n * 1e6
+
+    def memory_per_account(self, n: int) -> float:
+        """KiB of PSS per account."""
+        return (self.pss_kib - self.empty_pss_kib) / n
+
+
+def print_comparison(n: int, reference: KamailioUACReference, ours: dict[str, float | None]) -> None:
+    """The reference and txuac side by side, with txuac / Kamailio."""
+    theirs = {
+        "CPU per registration (us)": reference.cpu_per_registration(n),
+        "all online after (s)": reference.online_after,
+        "memory per account (bytes)": reference.memory_per_account(n) * 1024,
+        "datagrams dropped (its socket)": reference.drops,
+    }
+
+    def shown(value: float | None, digits: int) -> str:
+        return "NOT" if value is None else f"{value:,.{digits}f}"
+
+    print(f"compared, {n:,} accounts, same registrar, same table (load average {os.getloadavg()[0]:.2f}):")
+    print(f"  {'':32} {'Kamailio uac':>13} {'txuac':>10} {'txuac/Kamailio':>15}")
+    for name, reference_value in theirs.items():
+        value = ours[name]
+        digits = 2 if name.endswith("(s)") else 0
+        ratio = f"{value / reference_value:.2f}x" if value is not None and reference_value else "-"
+        print(f"  {name:32} {shown(reference_value, digits):>13} {shown(value, digits):>10} {ratio:>15}")
+
+
 class Poll:
     """Every POLL seconds, until ``counters()["regactive"] == n`` or the deadline.
 
@@ -360,6 +480,10 @@ def run(reactor, args, harness: Harness, store_kind: str = "sqlite"):
     print(f"Kamailio registrar on udp:{registrar.host}:{registrar.port} (pid {registrar.pid}, "
           f"{args.children} workers, -m {args.shm_mb} -M {args.pkg_mb}); {n:,} accounts in "
           f"{parse_store_url(db_url).masked}")
+    reference = None
+    if args.compare_kamailio:
+        reference = KamailioUACReference(args, harness, registrar, db_url)
+        yield reference.run(reactor, n)
 
     port = free_port()
     service = UACService(make_settings(port, db_url, args.rate), reactor)
@@ -512,6 +636,11 @@ def run(reactor, args, harness: Harness, store_kind: str = "sqlite"):
         ("online time", finished and elapsed <= target_s), ("CPU", per_reg_us <= CPU_TARGET_US),
         ("memory", mem_steady <= MEMORY_TARGET_KIB), ("UDP errors", total_drops == 0))))
 
+    if reference is not None:
+        print_comparison(n, reference, {
+            "CPU per registration (us)": per_reg_us, "all online after (s)": elapsed if finished else None,
+            "memory per account (bytes)": mem_steady * 1024, "datagrams dropped (its socket)": txuac_drops})
+
     yield service.stopService()
     if not finished:
         harness.keep = True
@@ -577,8 +706,13 @@ if __name__ == "__main__":
     parser.add_argument("--gc-freeze", action="store_true",
                         help="experiment: gc.freeze() once the accounts are loaded")
     parser.add_argument("--log", metavar="FILE", help="write every Twisted log event to FILE")
+    parser.add_argument("--compare-kamailio", action="store_true",
+                        help="first run Kamailio's own uac module on the same accounts (SQLite) and registrar "
+                             "as the reference; print both and the ratios")
     arguments = parser.parse_args()
     arguments.store = arguments.store or ["sqlite"]
+    if arguments.compare_kamailio and arguments.store != ["sqlite"]:
+        parser.error("--compare-kamailio runs on the SQLite store only (Kamailio reads a copy of its file)")
     if arguments.accounts <= 0:
         parser.error("N must be positive")
     arguments.log_counter = LogCounter(arguments.log)
