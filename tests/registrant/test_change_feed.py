@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txuac.errors import StoreError
 from txuac.registrant.store.feed import COALESCE_WINDOW, RETRY_DELAY, ChangeBatcher
+from txuac.registrant.store.mysql_feed import ChangeLogCursor
 
 
 class ChangeBatcherTests(SynchronousTestCase):
@@ -108,3 +109,38 @@ class ChangeBatcherTests(SynchronousTestCase):
         self.assertEqual(self.batches, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+
+
+class ChangeLogCursorTests(SynchronousTestCase):
+    """MySQL's change log: seqs are taken at the trigger, not at commit."""
+
+    def test_rows_past_the_start_once_each(self):
+        cursor = ChangeLogCursor(10, settle=5)
+        self.assertEqual(cursor.take([(11, "a"), (12, "b")], now=0), {"a", "b"})
+        self.assertEqual(cursor.take([(11, "a"), (12, "b"), (13, "a")], now=1), {"a"})
+        self.assertEqual(cursor.take([(11, "a"), (12, "b"), (13, "a")], now=2), set())
+
+    def test_a_seq_committed_late_is_still_read(self):
+        """Seq 11's transaction commits after 12 was read: 11 is read at the next poll."""
+        cursor = ChangeLogCursor(10, settle=5)
+        self.assertEqual(cursor.take([(12, "b")], now=0), {"b"})
+        self.assertEqual(cursor.watermark, 10)
+        self.assertEqual(cursor.take([(11, "a"), (12, "b")], now=4), {"a"})
+
+    def test_the_watermark_follows_settled_seqs(self):
+        """A gap still open ``settle`` s after a later seq was read is given up (a rollback,
+        auto_increment_increment): the reads start past it."""
+        cursor = ChangeLogCursor(10, settle=5)
+        cursor.take([(12, "b")], now=0)
+        cursor.take([(12, "b"), (14, "c")], now=3)
+        self.assertEqual(cursor.watermark, 10)
+        cursor.take([(12, "b"), (14, "c")], now=5)
+        self.assertEqual(cursor.watermark, 12)
+        self.assertEqual(cursor.take([(14, "c")], now=8), set())
+        self.assertEqual(cursor.watermark, 14)
+
+    def test_restart(self):
+        cursor = ChangeLogCursor(100, settle=5)
+        cursor.take([(101, "a")], now=0)
+        cursor.restart(3)
+        self.assertEqual(cursor.take([(4, "a")], now=1), {"a"})

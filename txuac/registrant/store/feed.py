@@ -17,7 +17,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from txuac.errors import StoreError
 from txuac.registrant.store import ext
+from txuac.registrant.store.url import StoreURL
 
 log = Logger()
 
@@ -120,3 +122,31 @@ class ChangeBatcher:
             self._pending.update(batch)
         self._has_pending = True
         self._arm(self._retry_delay)
+
+
+class TableFeed:
+    """What a store's change feed keeps: the table it follows, where, and its batcher."""
+
+    def __init__(self, url: StoreURL, table: str, reactor, window: float):
+        self._url = url
+        self.url = url.masked
+        self.table = table
+        self._reactor = reactor
+        self._window = window
+        self._batcher: ChangeBatcher | None = None
+        self.trigger_problem: str | None = None  # why the trigger(s) could not be made
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} table={self.table}>"
+
+    @property
+    def batches(self) -> int:
+        """Batches of changes handed on so far."""
+        return 0 if self._batcher is None else self._batcher.batches
+
+    def _begin(self, on_changed: OnChanged) -> ChangeBatcher:
+        """The batcher of start(); StoreError when started already (start() failing undoes it)."""
+        if self._batcher is not None:
+            raise StoreError(f"the change feed of {self.url} is started already")
+        self._batcher = ChangeBatcher(on_changed, self._reactor, self._window)
+        return self._batcher

@@ -201,6 +201,12 @@ class MySQLStore(ServerStoreOpening, AccountQueries):
 
     # -- IRegistrationStore --------------------------------------------------------------------
 
+    def change_feed(self):
+        """The IChangeFeed of this table: a change log read every second (mysql_feed)."""
+        from txuac.registrant.store.mysql_feed import MySQLChangeFeed
+
+        return MySQLChangeFeed(self._url, self.table, self._reactor)
+
     def close(self):
         self._stop_opening()
         self._close_pool()

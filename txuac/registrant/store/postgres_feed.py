@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from txuac.errors import StoreError
 from txuac.registrant.store import IChangeFeed
-from txuac.registrant.store.feed import COALESCE_WINDOW, ChangeBatcher, OnChanged, trigger_script
+from txuac.registrant.store.feed import COALESCE_WINDOW, OnChanged, TableFeed, trigger_script
 from txuac.registrant.store.postgres import CONNECTION_OPTIONS, _close_quietly, _Connection, _Detector, _one_line
 from txuac.registrant.store.url import StoreURL
 
@@ -48,53 +48,33 @@ class _ListeningConnection(_Connection):
 
 
 @implementer(IChangeFeed)
-class PostgresChangeFeed:
+class PostgresChangeFeed(TableFeed):
     """The changes to ``table`` of the PostgreSQL database ``url`` (a StoreURL)."""
 
     def __init__(self, url: StoreURL, table: str, reactor, window: float = COALESCE_WINDOW,
                  reconnect_initial_delay: float = 1.0, reconnect_max_delay: float = 10.0):
-        self._url = url
-        self.url = url.masked
-        self.table = table
-        self._reactor = reactor
-        self._window = window
+        super().__init__(url, table, reactor, window)
         self._initial_delay = reconnect_initial_delay
         self._max_delay = reconnect_max_delay
-        self._batcher: ChangeBatcher | None = None
         self._connection: _ListeningConnection | None = None
-        self.trigger_problem: str | None = None
 
-    def __repr__(self) -> str:
-        return f"<PostgresChangeFeed {self.url} table={self.table}>"
-
-    @property
-    def batches(self) -> int:
-        """Batches of changes handed on so far."""
-        return 0 if self._batcher is None else self._batcher.batches
-
-    def start(self, on_changed: OnChanged) -> defer.Deferred:
-        if self._connection is not None:
-            return defer.fail(StoreError(f"the change feed of {self.url} is started already"))
-        self._batcher = ChangeBatcher(on_changed, self._reactor, self._window)
+    @defer.inlineCallbacks
+    def start(self, on_changed: OnChanged):
+        batcher = self._begin(on_changed)
         detector = _Detector(self.url, self._reactor, self._initial_delay, self._max_delay)
         detector.addRecoveryHandler(self._recovered)
-        connection = self._connection = _ListeningConnection(self._reactor, detector, self._batcher.changed)
-        d = connection.connect(**dict(CONNECTION_OPTIONS, **self._url.connection_arguments()))
-        d.addCallback(lambda _: self._install_trigger(connection))
-        d.addCallback(lambda _: connection.runOperation(f"LISTEN {CHANNEL}"))
-
-        def listening(_):
-            detector.armed = True
-            log.info("Following changes to {table} in {url} (LISTEN {channel})", table=self.table, url=self.url,
-                     channel=CHANNEL)
-
-        def failed(failure):
-            self._connection = None
+        connection = self._connection = _ListeningConnection(self._reactor, detector, batcher.changed)
+        try:
+            yield connection.connect(**dict(CONNECTION_OPTIONS, **self._url.connection_arguments()))
+            yield self._install_trigger(connection)
+            yield connection.runOperation(f"LISTEN {CHANNEL}")
+        except Exception as e:
+            self._connection = self._batcher = None
             _close_quietly(connection)
-            raise StoreError(f"cannot follow changes to {self.table} in {self.url}: "
-                             f"{_one_line(failure.getErrorMessage())}") from failure.value
-
-        return d.addCallbacks(listening, failed)
+            raise StoreError(f"cannot follow changes to {self.table} in {self.url}: {_one_line(e)}") from e
+        detector.armed = True
+        log.info("Following changes to {table} in {url} (LISTEN {channel})", table=self.table, url=self.url,
+                 channel=CHANNEL)
 
     @defer.inlineCallbacks
     def stop(self):
