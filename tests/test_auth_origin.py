@@ -1,9 +1,8 @@
 """txuac.auth: a challenge is answered only when it came from where the request went.
 
-A fake stack hands the Authenticator responses stamped as SIPStack stamps them
-(``source``, ``sent_to``); the real stack's stamping is tested in
-tests/net/test_response_origin.py, the registrant's use in
-tests/registrant/test_challenge_origin.py.
+A fake stack hands the Authenticator responses with their ResponseOrigin, as SIPStack's
+ClientRequest tells it; the real stack's is tested in tests/net/test_response_origin.py,
+the registrant's use in tests/registrant/test_challenge_origin.py.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txuac.auth import Authenticator, FixedCredentials, challenge_origin
 from txuac.errors import AuthenticationError, ChallengeOriginError
+from txuac.net.interfaces import ResponseOrigin
+from txuac.net.stack import ClientRequest
 from txuac.sip import make_request, make_response, parse_message
 from txuac.sip.digest import Credentials
 from txuac.sip.via import Address
@@ -24,10 +25,10 @@ REALM = "registrar.example.org"
 
 
 def stamped(request, status, source, sent_to, *headers):
-    """``status`` to ``request`` as the stack delivers it: parsed from the wire, with its origin."""
+    """``status`` to ``request`` as the stack delivers it: parsed from the wire, and where it
+    came from (None: the stack does not say)."""
     response = parse_message(bytes(make_response(request, status, to_tag="t1", extra_headers=list(headers))))
-    response.source, response.sent_to = source, sent_to
-    return response
+    return response, ResponseOrigin(source, sent_to) if source is not None else None
 
 
 class ChallengeOriginTests(SynchronousTestCase):
@@ -35,7 +36,7 @@ class ChallengeOriginTests(SynchronousTestCase):
         self.request = make_request("REGISTER", "sip:registrar.example.org", "sip:alice@registrar.example.org")
 
     def check(self, source, sent_to, target="our registrar"):
-        return challenge_origin(stamped(self.request, 401, source, sent_to), target)
+        return challenge_origin(stamped(self.request, 401, source, sent_to)[1], target)
 
     def test_from_the_target(self):
         self.assertIsNone(self.check(REGISTRAR, REGISTRAR))
@@ -60,7 +61,7 @@ class ChallengeOriginTests(SynchronousTestCase):
     def test_unstamped_response_is_not_refused(self):
         """A stack that does not say where responses come from (these fakes): nothing to check."""
         self.assertIsNone(self.check(None, None))
-        self.assertIsNone(self.check(ATTACKER, None))
+        self.assertIsNone(challenge_origin(None))
 
 
 class OneShotStack:
@@ -70,9 +71,13 @@ class OneShotStack:
         self.responses = list(responses)
         self.requests = []
 
-    def send_request(self, request, target=None, on_provisional=None, source=None, t2=None):
+    def start_request(self, request, target=None, on_provisional=None, source=None, t2=None):
         self.requests.append(request)
-        return defer.succeed(self.responses.pop(0)(request))
+        response, origin = self.responses.pop(0)(request)
+        handle = ClientRequest()
+        handle.origin = origin
+        handle.deferred = defer.succeed(response)
+        return handle
 
 
 class AuthenticatorOriginTests(SynchronousTestCase):
@@ -109,6 +114,14 @@ class AuthenticatorOriginTests(SynchronousTestCase):
         warnings = [e for e in events if "not answered" in e.get("refused", "")]
         self.assertEqual(len(warnings), 1)
         self.assertNotIn("secret-Okapi-1", repr(events))
+
+    def test_start_tells_where_the_final_came_from(self):
+        stack = OneShotStack(lambda r: stamped(r, 401, REGISTRAR, REGISTRAR, self.challenge),
+                             lambda r: stamped(r, 200, ATTACKER, REGISTRAR))
+        authenticator = Authenticator(stack, FixedCredentials(Credentials("alice", password="secret-Okapi-1")))
+        rounds = authenticator.start(self.request, REGISTRAR, check_origin=challenge_origin)
+        self.assertEqual(self.successResultOf(rounds.deferred).status, 200)
+        self.assertEqual(rounds.origin, ResponseOrigin(ATTACKER, REGISTRAR))
 
     def test_without_check_any_challenge_is_answered(self):
         """Without check_origin (uac_req_send, ...) the Authenticator behaves as before."""

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from txuac.errors import AuthenticationError, ChallengeOriginError, ConfigError, SIPParseError
+from txuac.net.interfaces import ResponseOrigin
 from txuac.sip.digest import (
     ALL_ALGORITHMS,
     Challenge,
@@ -91,20 +92,19 @@ def _redacted(entry: str) -> str:
     return f"{user}:***" if sep1 else "***"
 
 
-def challenge_origin(response: Response, target: str = "the request's target") -> str | None:
+def challenge_origin(origin: ResponseOrigin | None, target: str = "the request's target") -> str | None:
     """Why a challenge must not be answered because of where it came from, or None.
 
     A response is matched to its transaction by branch alone (RFC 3261 17.1.3), so anyone
     who learns the branch can send a 401 and collect a digest to crack offline. The
-    stack sets ``source`` and ``sent_to`` on the responses it delivers: over UDP the
-    challenge must come from the IP and port the request went to; on TCP/TLS from the
-    connection to it (its peer is that address). A response without them (a stack
-    that does not say) is not refused. ``target`` names the destination in the reason.
+    stack says where each final response came from (its ClientRequest's ``origin``): over
+    UDP the challenge must come from the IP and port the request went to; on TCP/TLS from
+    the connection to it (its peer is that address). Without an origin (a stack that does
+    not say) nothing is refused. ``target`` names the destination in the reason.
     """
-    source, sent_to = response.source, response.sent_to
-    if source is None or sent_to is None or _same_address(source, sent_to):
+    if origin is None or _same_address(origin.source, origin.sent_to):
         return None
-    return f"challenge from {_show(source)}, not from {target}: not answered"
+    return f"challenge from {_show(origin.source)}, not from {target}: not answered"
 
 
 def _same_address(a: Address, b: Address) -> bool:
@@ -193,25 +193,34 @@ class Authenticator:
     def send(self, request: Request, target=None,
              on_provisional: Callable[[Response], None] | None = None,
              on_challenge: Callable[[Response], None] | None = None, source=None,
-             check_origin: Callable[[Response], str | None] | None = None,
+             check_origin: Callable[[ResponseOrigin | None], str | None] | None = None,
              on_retry: Callable[[Request, int], None] | None = None, t2: float | None = None) -> defer.Deferred:
         """Deferred[Response]: the final response once challenges are answered.
 
-        ``target``, ``source`` and ``t2`` are passed to the stack's send_request, for the
+        ``target``, ``source`` and ``t2`` are passed to the stack's start_request, for the
         request and each authenticated retry.
         ``on_challenge`` sees every 401/407 before it is answered (uac_req_send
         fires its event route for it). ``check_origin`` (e.g. challenge_origin) sees
-        each challenge first: a reason it returns fails the request with
-        ChallengeOriginError, no digest computed. ``on_retry`` sees each authenticated
-        retry just before it is sent, with its CSeq number: the one this request now
-        uses. Fails with AuthenticationError (its ``response`` is the last challenge)
-        when a challenge cannot be answered, our answer was refused, or MAX_ROUNDS
-        challenges came in a row.
+        where each challenge came from first (its ResponseOrigin): a reason it returns
+        fails the request with ChallengeOriginError, no digest computed. ``on_retry`` sees
+        each authenticated retry just before it is sent, with its CSeq number: the one
+        this request now uses. Fails with AuthenticationError (its ``response`` is the last
+        challenge) when a challenge cannot be answered, our answer was refused, or
+        MAX_ROUNDS challenges came in a row.
         """
-        rounds = _ChallengeRounds(self, request, target, on_provisional, on_challenge, source, check_origin,
-                                  on_retry, t2)
+        return self.start(request, target, on_provisional, on_challenge, source, check_origin, on_retry, t2).deferred
+
+    def start(self, request: Request, target=None,
+              on_provisional: Callable[[Response], None] | None = None,
+              on_challenge: Callable[[Response], None] | None = None, source=None,
+              check_origin: Callable[[ResponseOrigin | None], str | None] | None = None,
+              on_retry: Callable[[Request, int], None] | None = None, t2: float | None = None) -> "ChallengeRounds":
+        """``send`` returning the ChallengeRounds: its ``deferred`` is what send returns, its
+        ``origin`` where the final response came from."""
+        rounds = ChallengeRounds(self, request, target, on_provisional, on_challenge, source, check_origin,
+                                 on_retry, t2)
         rounds.send(request)
-        return rounds.result
+        return rounds
 
     def _answer(self, request: Request, response: Response, answering: dict, answered: set,
                 stale_retries: dict) -> None:
@@ -247,12 +256,14 @@ def choose_per_realm(challenges: list[Challenge], credentials_for: Callable[[Cha
     return chosen, reasons
 
 
-class _ChallengeRounds:
-    """One request through its challenge rounds (plain callbacks: this runs for every
-    REGISTER, and a generator-based loop cost more than the digest itself)."""
+class ChallengeRounds:
+    """One request through its challenge rounds: ``deferred`` fires with the final response,
+    ``origin`` is where the last response came from and where its request went (None until
+    one came, or when the stack does not say). Plain callbacks: this runs for every
+    REGISTER, and a generator-based loop cost more than the digest itself."""
 
     __slots__ = ("authenticator", "request", "target", "on_provisional", "on_challenge", "source", "check_origin",
-                 "on_retry", "t2", "rounds", "answering", "answered", "stale_retries", "result")
+                 "on_retry", "t2", "rounds", "answering", "answered", "stale_retries", "deferred", "origin")
 
     def __init__(self, authenticator: Authenticator, request: Request, target, on_provisional, on_challenge,
                  source, check_origin=None, on_retry=None, t2: float | None = None):
@@ -273,21 +284,25 @@ class _ChallengeRounds:
         self.stale_retries: dict[tuple[bool, str], int] = {}
         # Fired once, with the final response or the error (each round's Deferred feeds
         # it: cheaper than returning one Deferred from another's callback).
-        self.result = defer.Deferred()
+        self.deferred = defer.Deferred()
+        self.origin: ResponseOrigin | None = None
 
     def send(self, current: Request) -> None:
-        d = self.authenticator.stack.send_request(current, self.target, self.on_provisional, self.source, t2=self.t2)
-        d.addCallback(self._responded, current).addErrback(self.result.errback)
+        sending = self.authenticator.stack.start_request(current, self.target, self.on_provisional, self.source,
+                                                         t2=self.t2)
+        sending.deferred.addCallback(self._responded, current, sending).addErrback(self.deferred.errback)
 
-    def _responded(self, response: Response, current: Request) -> None:
+    def _responded(self, response: Response, current: Request, sending) -> None:
+        self.origin = sending.origin
         if response.status not in (401, 407):
-            self.result.callback(response)
+            self.deferred.callback(response)
             return
         if self.check_origin is not None:
-            refused = self.check_origin(response)
+            refused = self.check_origin(self.origin)
             if refused is not None:
                 log.warn("{method} to {uri}: {status} {refused}", method=current.method, uri=str(current.uri),
-                         status=response.status, refused=refused, source=response.source)
+                         status=response.status, refused=refused,
+                         source=self.origin.source if self.origin is not None else None)
                 raise ChallengeOriginError(refused, response)
         self.rounds += 1
         if self.on_challenge is not None:

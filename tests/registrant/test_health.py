@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support.accounts import make_row
 from tests.support.registrant_harness import TICK, FakeStack, ServiceTestCase
 from txuac.errors import TransactionTimeout, TransportError
+from txuac.net.interfaces import ResponseOrigin
 from txuac.registrant.health import RECOVERY_SPACING, FlowTracker, Reachability, State, options_request
 from txuac.registrant.record import Flag
 from txuac.registrant.record import State as RecordState
@@ -32,7 +33,8 @@ class RecordingPool:
 
 
 class FlowStack(FakeStack):
-    """FakeStack whose responses carry ``source`` (as SIPStack's do), with lost-connection observers."""
+    """FakeStack that says where each response came from (``source``: the handle's origin, as
+    SIPStack's ClientRequest does), with lost-connection observers."""
 
     def __init__(self, clock):
         super().__init__(clock)
@@ -56,7 +58,8 @@ class FlowStack(FakeStack):
     def answer(self, sent, status, *headers, reason=None):
         response = parse_message(bytes(make_response(sent.request, status, reason, to_tag="reg-tag",
                                                      extra_headers=list(headers))))
-        response.source = self.source
+        if self.source is not None:
+            sent.handle.origin = ResponseOrigin(self.source, self.source)
         sent.deferred.callback(response)
 
 

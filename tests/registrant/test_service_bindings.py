@@ -12,6 +12,7 @@ from twisted.logger import capturedLogs
 from tests.support.accounts import make_row
 from tests.support.registrant_harness import REALM, ServiceTestCase
 from txuac.admin.uac_rpc import record_struct
+from txuac.net.interfaces import ResponseOrigin
 from txuac.registrant.record import Flag, State
 from txuac.sip import make_response, parse_message
 from txuac.sip.via import Address
@@ -101,7 +102,7 @@ class ChallengeOriginTests(ServiceTestCase):
         response = make_response(sent.request, 401, to_tag="reg-tag", extra_headers=[
             ("WWW-Authenticate", f'Digest realm="{REALM}", nonce="n1", qop="auth", algorithm=MD5')])
         response = parse_message(bytes(response))
-        response.source, response.sent_to = source, REGISTRAR
+        sent.handle.origin = ResponseOrigin(source, REGISTRAR)
         sent.deferred.callback(response)
 
     def test_challenge_from_elsewhere_fails_the_attempt(self):

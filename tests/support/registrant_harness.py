@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.accounts import make_row
 from txuac.errors import TransactionTimeout
+from txuac.net.stack import ClientRequest
 from txuac.registrant.service import RegistrantService, RegistrantSettings
 from txuac.sip import make_response, parse_message
 
@@ -27,14 +28,19 @@ REALM = "sip.provider.example"
 
 
 class Sent:
-    """One REGISTER handed to the fake stack."""
+    """One REGISTER handed to the fake stack, with the ClientRequest it returned (``handle``:
+    a test sets its ``origin`` before answering, as SIPStack does)."""
 
-    def __init__(self, request, target, deferred, at, t2=None):
+    def __init__(self, request, target, handle, at, t2=None):
         self.request = request
         self.target = target
-        self.deferred = deferred
+        self.handle = handle
         self.at = at
         self.t2 = t2  # the retransmission cap asked of the stack
+
+    @property
+    def deferred(self):
+        return self.handle.deferred
 
     @property
     def expires(self) -> int:
@@ -64,12 +70,15 @@ class FakeStack:
     def set_keepalive_interval(self, peer, seconds):
         pass
 
-    def send_request(self, request, target=None, on_provisional=None, source=None, t2=None):
-        d = defer.Deferred()
+    def start_request(self, request, target=None, on_provisional=None, source=None, t2=None):
+        handle = ClientRequest()
         # What goes on the wire: the request must survive serialization.
         parse_message(bytes(request))
-        self.sent.append(Sent(request, target, d, self.clock.seconds(), t2))
-        return d
+        self.sent.append(Sent(request, target, handle, self.clock.seconds(), t2))
+        return handle
+
+    def send_request(self, request, target=None, on_provisional=None, source=None, t2=None):
+        return self.start_request(request, target, on_provisional, source, t2).deferred
 
     def pending(self) -> list[Sent]:
         return [s for s in self.sent if not s.deferred.called]

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from zope.interface import Attribute, Interface
+
+from txuac.sip.address import Address
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseOrigin:
+    """Where a final response came from (``source``) and where the request it answers went
+    (``sent_to``): network facts the stack knows and a core Response does not carry.
+
+    RFC 3261 17.1.3 matches a response to its transaction by branch alone, wherever it came
+    from: a consumer answering a challenge compares the two (``txuac.auth.challenge_origin``).
+    """
+
+    source: Address
+    sent_to: Address
 
 
 class ISIPStack(Interface):
@@ -26,8 +43,9 @@ class ISIPStack(Interface):
 
     def start_request(request, target=None, on_provisional=None, source=None, timeout=None,  # noqa: N805
                       keep_via=False, t2=None):
-        """``send_request`` returning a ClientRequest: its ``deferred``, and the request as
-        sent (``sent``, our Via and so the branch on top) and where (``sent_to``)."""
+        """``send_request`` returning a ClientRequest: its ``deferred``, the request as
+        sent (``sent``, our Via and so the branch on top), where (``sent_to``), and the
+        ResponseOrigin of the final response ``deferred`` fired with (``origin``)."""
 
     def send_stateless(request, target, source=None):  # noqa: N805
         """Send ``request`` as it is, without a transaction: a Deferred that fires with None."""

@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from txuac import __version__
 from txuac.errors import ResolutionError, SIPParseError, TransactionTimeout, TransportError
-from txuac.net.interfaces import ISIPStack
+from txuac.net.interfaces import ISIPStack, ResponseOrigin
 from txuac.net.resolver import TargetResolver
 from txuac.net.timers import DeadlineTimer, ExpiringKeys
 from txuac.ratelimitedlog import RateLimitedLog
@@ -147,14 +147,17 @@ class ClientRequest:
     """A request ``SIPStack.start_request`` sends: ``deferred`` fires with the final response
     (as ``send_request``'s does); ``sent`` is the request as the current client transaction
     sent it (our Via on top) and ``sent_to`` where, both None until a transaction starts
-    (after resolution or connecting) and replaced when the next target is tried."""
+    (after resolution or connecting) and replaced when the next target is tried;
+    ``origin`` says where the final response of the current transaction came from, None
+    until one came."""
 
-    __slots__ = ("deferred", "sent", "sent_to")
+    __slots__ = ("deferred", "sent", "sent_to", "origin")
 
     def __init__(self) -> None:
         self.deferred: defer.Deferred = defer.Deferred()
         self.sent: Request | None = None
         self.sent_to: Address | None = None
+        self.origin: ResponseOrigin | None = None
 
     @property
     def branch(self) -> str | None:
@@ -165,18 +168,20 @@ class ClientRequest:
 
 class _ClientCall:
     """What the stack keeps for one client transaction (``key``: its entry in ``SIPStack._client``;
-    ``target``: where its request is sent)."""
+    ``target``: where its request is sent; ``handle``: the ClientRequest told of it, if any)."""
 
-    __slots__ = ("transaction", "channel", "deferred", "on_provisional", "key", "target")
+    __slots__ = ("transaction", "channel", "deferred", "on_provisional", "key", "target", "handle")
 
     def __init__(self, transaction: ClientTransaction, channel: Channel, deferred: defer.Deferred,
-                 on_provisional: Callable[[Response], None] | None, key: tuple[str, str], target: Address):
+                 on_provisional: Callable[[Response], None] | None, key: tuple[str, str], target: Address,
+                 handle: "ClientRequest | None"):
         self.transaction = transaction
         self.channel = channel
         self.deferred = deferred
         self.on_provisional = on_provisional
         self.key = key
         self.target = target
+        self.handle = handle
 
 
 
@@ -412,11 +417,12 @@ class SIPStack:
             request.headers.prepend("Via", str(via))
         _ensure_content_length(request)
         if handle is not None:
-            handle.sent, handle.sent_to = request, target
+            handle.sent, handle.sent_to, handle.origin = request, target, None
         timers = self.timers if t2 is None else self.timers.with_t2(t2)
         transaction = ClientTransaction(request, reliable=target.reliable, timers=timers)
         d = defer.Deferred()
-        call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method), target)  # 17.1.3
+        call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method), target,  # 17.1.3
+                           handle)
         self._client[call.key] = call
         if timeout is not None:
             expiry = self.reactor.callLater(timeout, self._final_response_timeout, call, timeout)
@@ -430,7 +436,9 @@ class SIPStack:
             return
         self._apply_client(call, call.transaction.abandon(self.reactor.seconds(), timeout))
 
-    def _apply_client(self, call: _ClientCall, effects) -> None:
+    def _apply_client(self, call: _ClientCall, effects, source: Address | None = None) -> None:
+        """Carry out a client transaction's effects; ``source``: where the response that
+        made them came from."""
         transaction = call.transaction
         for effect in effects:
             if isinstance(effect, Transmit):
@@ -446,6 +454,8 @@ class SIPStack:
                     _notify(call, response)
                 elif not call.deferred.called:
                     self.client_outcomes[(_method_label(transaction.method), _status_class(response.status))] += 1
+                    if call.handle is not None and source is not None:
+                        call.handle.origin = ResponseOrigin(source, call.target)
                     call.deferred.callback(response)
                 else:
                     _notify(call, response)  # RFC 6026 7.2: a 2xx after the first, for the TU
@@ -586,11 +596,9 @@ class SIPStack:
                 return  # a retransmitted final response: absorbed (17.1.2.2)
             log.debug("response {status} from {source} matches no transaction", status=response.status, source=source)
             return
-        # RFC 3261 17.1.3 matches a response by branch alone, wherever it came from: tell the
-        # consumer where, so that a challenge from elsewhere is not answered (txuac.auth).
-        response.source = source
-        response.sent_to = call.target
-        self._apply_client(call, call.transaction.receive(response, self.reactor.seconds()))
+        # RFC 3261 17.1.3 matches a response by branch alone, wherever it came from: the
+        # ClientRequest tells the consumer where (ResponseOrigin).
+        self._apply_client(call, call.transaction.receive(response, self.reactor.seconds()), source)
 
     def _request_received(self, request: Request, source: Address, channel: Channel) -> None:
         try:

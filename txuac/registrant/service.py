@@ -21,7 +21,7 @@ from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
-from txuac.auth import Authenticator, FixedCredentials, challenge_origin
+from txuac.auth import Authenticator, ChallengeRounds, FixedCredentials, challenge_origin
 from txuac.errors import (
     AuthenticationError,
     ResolutionError,
@@ -31,6 +31,7 @@ from txuac.errors import (
     TransportError,
     UnknownFilterAttribute,
 )
+from txuac.net.interfaces import ResponseOrigin
 from txuac.registrant import protocol
 from txuac.registrant.account import AccountMachine, Arm, Effect, Emit, Persist, Send
 from txuac.registrant.budget import DestinationBudget
@@ -57,9 +58,9 @@ _UNSET = object()
 STOP_FLUSH_TIMEOUT = 5.0  # seconds a clean stop waits for the last account states to be written
 
 
-def _registrar_challenge(response) -> str | None:
+def _registrar_challenge(origin: ResponseOrigin | None) -> str | None:
     """Answer a challenge only from the registrar or auth_proxy address the REGISTER went to."""
-    return challenge_origin(response, "our registrar")
+    return challenge_origin(origin, "our registrar")
 
 
 def _definition(record: RegistrationRecord) -> tuple:
@@ -485,17 +486,18 @@ class RegistrantService(service.Service):
         authenticator = Authenticator(self.stack, FixedCredentials(credentials), self.settings.auth_algorithms,
                                       nonces=self._nonces, log_retries=False)
         machine, call_id = self.machine, send.call_id
-        d = authenticator.send(send.request, self._next_hop(record), source=self._source(record),
-                               check_origin=_registrar_challenge,
-                               on_retry=lambda _, cseq: machine.challenged(record, call_id, cseq),
-                               t2=self.settings.reg_timer_t2)
+        rounds = authenticator.start(send.request, self._next_hop(record), source=self._source(record),
+                                     check_origin=_registrar_challenge,
+                                     on_retry=lambda _, cseq: machine.challenged(record, call_id, cseq),
+                                     t2=self.settings.reg_timer_t2)
+        d = rounds.deferred
         destination = self._destination(record)
         self.destinations.started(destination, now)
         if self.prober is not None:
             self.prober.sent(destination, record, now)
         d.addBoth(self._destination_done, destination)
         self._in_flight[record.l_uuid] = d
-        d.addCallbacks(self._replied, self._failed, callbackArgs=(record, send.expires, send.too_brief, d),
+        d.addCallbacks(self._replied, self._failed, callbackArgs=(record, send.expires, send.too_brief, d, rounds),
                        errbackArgs=(record, d))
         return d
 
@@ -568,14 +570,15 @@ class RegistrantService(service.Service):
         return self.records.get(record.l_uuid)
 
     def _replied(self, response, record: RegistrationRecord, expires: int, too_brief: int,
-                 d: defer.Deferred) -> None:
+                 d: defer.Deferred, rounds: ChallengeRounds) -> None:
         self._done(record.l_uuid, d)
         record = self._current(record)
         if record is None:
             return
         outcome = protocol.interpret(record, response, expires)
         self._learn(record, outcome)
-        self.flows.learned(record.l_uuid, getattr(response, "source", None), record.flow_timer)
+        origin = rounds.origin
+        self.flows.learned(record.l_uuid, origin.source if origin is not None else None, record.flow_timer)
         self._carry_out(self.machine.replied(record, response, outcome, expires, too_brief, self.now()))
 
     def _failed(self, failure, record: RegistrationRecord, d: defer.Deferred) -> None:

@@ -312,7 +312,7 @@ class ProxiedRequest:
         challenge = branch.received
         if challenge is None or branch.request is None or challenge.status not in (401, 407):
             return -1
-        refused = challenge_origin(challenge, "the branch's destination")
+        refused = challenge_origin(branch.origin, "the branch's destination")
         if refused is not None:
             log.warn("uac_auth for {call_id}: {status} {refused}", call_id=self.msg.call_id,
                      status=challenge.status, refused=refused)

@@ -68,6 +68,8 @@ from txuac.errors import (
     TransportError,
     UacRequestError,
 )
+from txuac.net.interfaces import ResponseOrigin
+from txuac.net.stack import ClientRequest
 from txuac.routing.script import ROUTE_PARAMETERS, Route, RouteKind, RouteTable, ScriptFailure, call_route
 from txuac.sip.digest import (
     ALL_ALGORITHMS,
@@ -368,15 +370,15 @@ class _Exchange:
         return self.result
 
     def _send(self, sip: Request, retried: bool) -> None:
-        d = self.sender.stack.send_request(sip, self.request.next_hop, None, self.source, self.request.timeout)
-        d.addCallbacks(self._replied, self._failed, callbackArgs=(sip, retried))
-        d.addErrback(self._bug)
+        sending = self.sender.stack.start_request(sip, self.request.next_hop, None, self.source, self.request.timeout)
+        sending.deferred.addCallbacks(self._replied, self._failed, callbackArgs=(sip, retried, sending))
+        sending.deferred.addErrback(self._bug)
 
-    def _replied(self, response: Response, sent: Request, retried: bool) -> None:
+    def _replied(self, response: Response, sent: Request, retried: bool, sending: ClientRequest) -> None:
         event = UacReplyEvent(self.request, response.status, EVTYPE_REPLY, response)
         retry = None
         if response.status in (401, 407) and not retried and self.request.answers_challenges:
-            retry = self._authorized(sent, response)
+            retry = self._authorized(sent, response, sending.origin)
         self.sender.deliver(event)  # K:uac_send.c: the event route runs before the retry
         if retry is not None:
             self._send(retry, retried=True)
@@ -398,11 +400,12 @@ class _Exchange:
         if not self.result.called:
             self.result.callback(UacReplyEvent(self.request, LOCAL_SEND_FAILED, EVTYPE_LOCAL))
 
-    def _authorized(self, sent: Request, response: Response) -> Request | None:
-        """The retry answering ``response`` (RFC 3261 22.2), or None when it cannot be."""
+    def _authorized(self, sent: Request, response: Response, origin: ResponseOrigin | None) -> Request | None:
+        """The retry answering ``response`` (RFC 3261 22.2), or None when it cannot be
+        (``origin``: where it came from)."""
         request = self.request
         assert request.credentials is not None  # answers_challenges
-        refused = challenge_origin(response)
+        refused = challenge_origin(origin)
         if refused is not None:
             log.warn("uac_req_send {method} {ruri}: {status} {refused}", method=request.method,
                      ruri=request.ruri, status=response.status, refused=refused)

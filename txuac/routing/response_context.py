@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from txuac.errors import SIPParseError, TxuacError
+from txuac.net.interfaces import ResponseOrigin
 from txuac.routing.proxy_rules import make_branch_cancel
 from txuac.sip.fields import Via
 from txuac.sip.grammar import split_list, split_lws
@@ -57,13 +58,17 @@ class SentRequest(Protocol):
     """What the stack tells of the request it carries for a branch
     (``txuac.net.stack.ClientRequest``): the request as the current client transaction
     sent it, our Via (so the branch) on top, and where; None before a transaction starts,
-    replaced when the stack fails over to the next target."""
+    replaced when the stack fails over to the next target; and where its final response
+    came from (None until one came)."""
 
     @property
     def sent(self) -> Request | None: ...
 
     @property
     def sent_to(self) -> Address | None: ...
+
+    @property
+    def origin(self) -> ResponseOrigin | None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -86,6 +91,11 @@ class Branch:
     def sent_to(self) -> Address | None:
         """Where the request of this branch went last (the stack's failover included)."""
         return self.carrier.sent_to if self.carrier is not None else None
+
+    @property
+    def origin(self) -> ResponseOrigin | None:
+        """Where the final received on this branch came from, and where its request went."""
+        return self.carrier.origin if self.carrier is not None else None
 
     def cancel_request(self) -> Request | None:
         """The CANCEL of this branch, built from the request as the stack sent it (RFC 3261

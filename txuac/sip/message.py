@@ -6,7 +6,6 @@ from datetime import datetime
 
 from txuac.errors import SIPParseError
 from txuac.sip import fields
-from txuac.sip.address import Address
 from txuac.sip.fields import AuthParams, CSeq, NameAddress, RetryAfter, Via
 from txuac.sip.grammar import parse_digits, split_list, strip_lws
 from txuac.sip.headers import Headers
@@ -278,27 +277,19 @@ class Request(Message):
 class Response(Message):
     """A SIP response: ``SIP/2.0 status reason``."""
 
-    __slots__ = ("status", "reason", "source", "sent_to")
+    __slots__ = ("status", "reason")
 
     def __init__(self, status: int, reason: str | None = None, headers: Headers | None = None, body: bytes = b""):
         self.headers = headers if headers is not None else Headers()
         self.body = body
         self.status = status
         self.reason = REASON_PHRASES.get(status, "Unknown") if reason is None else reason
-        # Set by the stack on a response to one of our requests: where it came from, and
-        # where the request it answers was sent (a challenge is answered only when they
-        # agree: txuac.auth). None on a response we made or parsed ourselves.
-        self.source: Address | None = None
-        self.sent_to: Address | None = None
 
     def start_line(self) -> str:
         return f"{SIP_VERSION} {self.status} {self.reason}"
 
     def copy(self) -> "Response":
-        response = Response(self.status, self.reason, self.headers.copy(), self.body)
-        response.source = self.source
-        response.sent_to = self.sent_to
-        return response
+        return Response(self.status, self.reason, self.headers.copy(), self.body)
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
