@@ -638,6 +638,39 @@ class AccountSettingsTests(SynchronousTestCase):
             self.assertIn(f"uac.toml: [uac] {key} '1abc'", str(raised.exception))
 
 
+class ChangeFeedSettingsTests(SynchronousTestCase):
+    """[uac] reg_db_watch (ours): live changes to uacreg followed, off for a single node."""
+
+    POSTGRES = "postgres://txuac@127.0.0.1:1/txuac"
+
+    def settings(self, **uac):
+        return settings_from_dict({"uac": {"reg_contact_addr": "127.0.0.1", **uac}, "rpc": {"enabled": False}},
+                                  "uac.toml")
+
+    def test_off_unless_set(self):
+        self.assertFalse(settings_from_dict({}).uac.reg_db_watch)
+        self.assertFalse(load_settings(SHIPPED).uac.reg_db_watch)
+        self.assertFalse(self.settings(reg_db_url=self.POSTGRES).uac.reg_db_watch)
+        self.assertTrue(self.settings(reg_db_url=self.POSTGRES, reg_db_watch=True).uac.reg_db_watch)
+
+    def test_the_registrant_follows_the_store_feed_only_when_set(self):
+        from txuac.registrant.store.postgres_feed import PostgresChangeFeed
+        from txuac.service import UACService
+        watched = UACService(self.settings(reg_db_url=self.POSTGRES, reg_db_watch=True)).registrant
+        self.assertIsInstance(watched.changes, PostgresChangeFeed)
+        self.assertEqual(watched.changes.table, "uacreg")
+        self.assertIsNone(UACService(self.settings(reg_db_url=self.POSTGRES)).registrant.changes)
+
+    def test_refused_with_sqlite_or_not_a_bool(self):
+        for value, message in ((True, "needs a PostgreSQL or MySQL reg_db_url"), (1, "expected")):
+            with self.subTest(value=value), self.assertRaises(ConfigError) as raised:
+                self.settings(reg_db_url="sqlite:////tmp/never-opened.sqlite", reg_db_watch=value)
+            self.assertIn("uac.toml: [uac] reg_db_watch", str(raised.exception))
+            self.assertIn(message, str(raised.exception))
+        self.assertFalse(self.settings(reg_db_url="sqlite:////tmp/never-opened.sqlite",
+                                       reg_db_watch=False).uac.reg_db_watch)
+
+
 class ManholeSectionTests(ConfigFileMixin, SynchronousTestCase):
     """[manhole]: off unless listen is set; then both key files are required, relative to the file."""
 

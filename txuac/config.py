@@ -80,6 +80,9 @@ class UACSettings:
     # Ours: seconds between attempts to reach a database server that is not up yet at
     # start (PostgreSQL); 0: txuac stops at once, as for any other store that cannot be used.
     reg_db_connect_retry: int = 5
+    # Ours: follow INSERT/UPDATE/DELETE on reg_db_table live (PostgreSQL LISTEN/NOTIFY, a
+    # change log on MySQL/MariaDB); not set in the file: on with [cluster], off alone.
+    reg_db_watch: bool = False
     reg_contact_addr: str | None = None
     reg_timer_interval: int = 90
     # Kamailio's name, our default (Kamailio's 0 disables an account on its first failure):
@@ -435,7 +438,8 @@ def _readable_file(section: _Section, key: str, base_dir: str | None) -> str | N
     return name
 
 
-def _uac(path: str, table: Any) -> UACSettings:
+def _uac(path: str, table: Any, watch_default: bool = False) -> UACSettings:
+    """[uac]; ``watch_default``: reg_db_watch when the file does not set it ([cluster] is)."""
     section = _Section(path, "uac", table)
     credential = section.get("credential", list, [])
     if not all(isinstance(entry, str) for entry in credential):
@@ -476,6 +480,7 @@ def _uac(path: str, table: Any) -> UACSettings:
         reg_contact_addr=section.get("reg_contact_addr", str, None) or None,
         reg_unregister_on_stop=section.get("reg_unregister_on_stop", bool, False),
         reg_probe=section.get("reg_probe", bool, True),
+        reg_db_watch=section.get("reg_db_watch", bool, watch_default),
         default_socket=section.get("default_socket", str, None) or None,
         **numbers,
     )
@@ -485,9 +490,12 @@ def _uac(path: str, table: Any) -> UACSettings:
             # As in Kamailio: the Contact host of every REGISTER must be known.
             raise ConfigError(f"{section.where('reg_contact_addr')}: required when reg_db_url is set")
         try:
-            parse_store_url(settings.reg_db_url)
+            store_url = parse_store_url(settings.reg_db_url)
         except ConfigError as e:
             raise ConfigError(f"{section.where('reg_db_url')}: {e}") from None
+        if store_url.kind == "sqlite" and settings.reg_db_watch and "reg_db_watch" in table:
+            raise ConfigError(f"{section.where('reg_db_watch')}: needs a PostgreSQL or MySQL reg_db_url: other "
+                              f"processes' changes to an SQLite file cannot be followed")
     check_table_name(settings.reg_db_table, section.where("reg_db_table"))
     check_table_name(settings.reg_ext_table, section.where("reg_ext_table"))
     if settings.reg_ext_table == settings.reg_db_table:
@@ -784,7 +792,7 @@ def settings_from_dict(document: dict, path: str = "<dict>", base_dir: str | Non
     parsed = {
         "core": _core(path, document.get("core", {})),
         "tls": _tls(path, document.get("tls", {}), base_dir),
-        "uac": _uac(path, document.get("uac", {})),
+        "uac": _uac(path, document.get("uac", {}), watch_default="cluster" in document),
         "rpc": _rpc(path, document.get("rpc", {}), base_dir),
         "manhole": _manhole(path, document.get("manhole", {}), base_dir),
         "log": _log(path, document.get("log", {})),

@@ -217,7 +217,9 @@ class UACService(service.MultiService):
         if uac.reg_db_url is not None:
             store = open_store(uac.reg_db_url, reactor, uac.reg_db_table, base_dir=settings.base_dir,
                                ext_table=uac.reg_ext_table, connect_retry=uac.reg_db_connect_retry)
-            self.registrant = RegistrantService(registrant_settings(settings), self.sip.stack, store, reactor)
+            changes = store.change_feed() if uac.reg_db_watch else None  # live INSERT/UPDATE/DELETE
+            self.registrant = RegistrantService(registrant_settings(settings), self.sip.stack, store, reactor,
+                                                changes=changes)
             self.registrant.setServiceParent(self)  # started after the SIP stack, stopped before it
             self.bringup = BringUpReport(self.registrant, self.registrant.reactor)  # "1000 of 1000 online in 1.2 s"
             self.bringup.setServiceParent(self)

@@ -112,6 +112,7 @@ class FakeStore:
         self.opened = False
         self.closed = False
         self.loads = 0
+        self.many_loads: list[frozenset[str]] = []  # what load_many was asked for
 
     def open(self):
         self.opened = True
@@ -125,6 +126,10 @@ class FakeStore:
         row = self.rows.get(l_uuid)
         return defer.succeed(dict(row) if row is not None else None)
 
+    def load_many(self, l_uuids):
+        self.many_loads.append(frozenset(l_uuids))
+        return defer.succeed([dict(self.rows[l_uuid]) for l_uuid in sorted(l_uuids) if l_uuid in self.rows])
+
     def close(self):
         self.closed = True
         return defer.succeed(None)
@@ -135,8 +140,9 @@ class ServiceTestCase(SynchronousTestCase):
 
     stack_class = FakeStack
 
-    def start(self, rows=None, seed: int = 0, store=None, **settings) -> RegistrantService:
-        """``store`` (default: a FakeStore of ``rows``) is loaded by the new service."""
+    def start(self, rows=None, seed: int = 0, store=None, changes=None, **settings) -> RegistrantService:
+        """``store`` (default: a FakeStore of ``rows``) is loaded by the new service;
+        ``changes``: the IChangeFeed it follows (default: none)."""
         if rows is None:
             rows = [make_row("acc1")]
         settings.setdefault("reg_contact_addr", CONTACT_ADDR)
@@ -147,7 +153,8 @@ class ServiceTestCase(SynchronousTestCase):
         self.stack = self.stack_class(self.clock)
         self.store = store if store is not None else FakeStore(rows)
         self.settings = RegistrantSettings(**settings)
-        self.service = RegistrantService(self.settings, self.stack, self.store, self.clock, random.Random(seed))
+        self.service = RegistrantService(self.settings, self.stack, self.store, self.clock, random.Random(seed),
+                                         changes=changes)
         self.events = []
         self.service.add_observer(self.events.append)
         self.successResultOf(self.service.startService())

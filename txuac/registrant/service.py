@@ -47,6 +47,7 @@ from txuac.registrant.record import (
     source_address,
 )
 from txuac.registrant.retry import RetryPolicy, classify
+from txuac.registrant.store import IChangeFeed
 from txuac.registrant.store.writer import AccountStateWriter
 from txuac.sip.digest import ALL_ALGORITHMS, Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
@@ -164,12 +165,14 @@ class RegistrantService(service.Service):
 
     TICK = 0.05  # seconds between scheduler ticks
 
-    def __init__(self, settings: RegistrantSettings, stack, store, reactor=None, rng: random.Random | None = None):
+    def __init__(self, settings: RegistrantSettings, stack, store, reactor=None, rng: random.Random | None = None,
+                 changes: IChangeFeed | None = None):
         if reactor is None:
             from twisted.internet import reactor
         self.settings = settings
         self.stack = stack
         self.store = store
+        self.changes = changes  # live changes to the store's table, when followed (reg_db_watch)
         self.reactor = reactor
         self.rng = rng or random.Random()
         self.retry = RetryPolicy(settings.reg_retry_interval, settings.reg_retry_max_interval,
@@ -220,6 +223,8 @@ class RegistrantService(service.Service):
     def startService(self):
         super().startService()
         yield self.store.open()
+        if self.changes is not None:  # before the first load: no change falls between the two
+            yield self.changes.start(self.follow_changes)
         yield self.reload(force=True)
         self._last_reload = None  # as in Kamailio, the first uac.reg_reload is always allowed
         self._loop.start(self.TICK, now=True)
@@ -245,6 +250,8 @@ class RegistrantService(service.Service):
             yield self._wait_in_flight()
         yield self.states.flush(STOP_FLUSH_TIMEOUT)
         self.states.stop()
+        if self.changes is not None:
+            yield self.changes.stop()
         yield self.store.close()
 
     def now(self) -> float:
@@ -313,11 +320,36 @@ class RegistrantService(service.Service):
             return -1
         if row is None:
             return -1
-        record = self._add_row(row, self.now())
+        return self._take_row(row, self.now())
+
+    def _take_row(self, row: dict, now: float) -> int:
+        """One row read again (refresh, a live change): 1, or -1 when it is invalid (the
+        account is then left as it is)."""
+        record = self._add_row(row, now)
         if record is None:
             return -1
-        self._reconcile(record, self.now())
+        self._reconcile(record, now)
         return 1
+
+    @defer.inlineCallbacks
+    def follow_changes(self, l_uuids: frozenset[str] | None):
+        """A batch of the store's change feed: these accounts read again, each as refresh()
+        takes it; one no longer in the table is unregistered and forgotten as by a reload.
+        None (changes may have been missed): a forced reload. A StoreError fails the batch
+        (the feed hands it on again)."""
+        if l_uuids is None:
+            yield self.reload(force=True)
+            return
+        rows = yield self.store.load_many(l_uuids)
+        now = self.now()
+        found = set()
+        for row in rows:
+            found.add(row["l_uuid"])
+            self._take_row(row, now)
+        gone = [l_uuid for l_uuid in l_uuids if l_uuid not in found and l_uuid in self.records]
+        for l_uuid in gone:
+            self._retire(l_uuid, now)
+        log.info("live changes: {count} accounts read again, {gone} removed", count=len(found), gone=len(gone))
 
     def _reconcile(self, new: RegistrationRecord, now: float) -> str:
         """Take the account ``new`` read from the store: "added", "changed" or "unchanged"."""
