@@ -16,8 +16,9 @@ from txuac.registrant.store import IChangeFeed
 class FakeChangeFeed:
     """Hands the registrant the batches a test gives it."""
 
-    def __init__(self, store):
+    def __init__(self, store, stack=None):
         self.store = store
+        self.stack = stack
         self.on_changed = None
         self.started_before_load = None
         self.stopped = False
@@ -29,16 +30,18 @@ class FakeChangeFeed:
 
     def stop(self):
         self.stopped = True
+        self.sent_before_stop = len(self.stack.sent)
         return defer.succeed(None)
 
 
 class FollowingChangesTests(ServiceTestCase):
     """The registrant applying a feed's batches (follow_changes) as a reload would."""
 
-    def start_online(self, l_uuids=("acc1", "acc2")):
+    def start_online(self, l_uuids=("acc1", "acc2"), **settings):
         self.store = FakeStore([make_row(l_uuid) for l_uuid in l_uuids])
         self.feed = FakeChangeFeed(self.store)
-        self.start(store=self.store, changes=self.feed)
+        self.start(store=self.store, changes=self.feed, **settings)
+        self.feed.stack = self.stack
         for sent in list(self.stack.pending()):
             self.stack.ok(sent, 600)
         self.advance(100, step=1)
@@ -55,6 +58,17 @@ class FollowingChangesTests(ServiceTestCase):
         self.assertTrue(self.feed.started_before_load)
         self.successResultOf(self.service.stopService())
         self.assertTrue(self.feed.stopped)
+
+    def test_the_feed_stops_before_the_unregistering_stop(self):
+        """No batch is applied while the accounts are unregistered at stop."""
+        self.start_online(reg_unregister_on_stop=True)
+        count = len(self.stack.sent)
+        stopping = self.service.stopService()
+        self.assertEqual(self.feed.sent_before_stop, count)
+        for sent in self.stack.pending():
+            self.stack.ok(sent, 0)
+        self.successResultOf(stopping)
+        self.assertEqual(len(self.stack.sent), count + 2)
 
     def test_an_inserted_row_is_registered_at_once(self):
         self.start_online()

@@ -242,6 +242,8 @@ class RegistrantService(service.Service):
             self.prober.stop()
         if self._loop.running:
             self._loop.stop()
+        if self.changes is not None:  # no batch is applied while stopping
+            yield self.changes.stop()
         yield self._wait_in_flight()
         self.failures.flush()
         if self.settings.reg_unregister_on_stop:
@@ -250,8 +252,6 @@ class RegistrantService(service.Service):
             yield self._wait_in_flight()
         yield self.states.flush(STOP_FLUSH_TIMEOUT)
         self.states.stop()
-        if self.changes is not None:
-            yield self.changes.stop()
         yield self.store.close()
 
     def now(self) -> float:
