@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import capturedLogs
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tests.support.stack_harness import LOCAL, PEER, T1, T2, T4, StackTestCase, outgoing, request_bytes
 from txuac.errors import ResolutionError, TransactionTimeout, TransportError
@@ -194,6 +196,36 @@ class ClientTransactionTests(StackTestCase):
         self.assertEqual(self.sent(), [])
         self.assertEqual(self.successResultOf(d).status, 200)
         self.assertEqual(self.stack.retransmissions, 0)
+        self.finish()
+
+    def test_answer_waiting_on_the_socket_is_read_before_retransmitting(self):
+        """A busy process reaches its due timers before its sockets: the answer that is
+        already waiting is read first, so the request is not sent again."""
+        waiting: list[bytes] = []
+
+        @implementer(IReadDescriptor)
+        class SocketWithData:
+            def doRead(port):  # noqa: N805 - the fake socket, not the test case
+                while waiting:
+                    self.receive(waiting.pop(0))
+
+            def write(port, data, address):  # noqa: N805
+                self.udp.write(data, address)
+
+            def fileno(port):  # noqa: N805
+                return -1
+
+            def logPrefix(port):  # noqa: N805
+                return "SocketWithData"
+
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER), t2=T1)
+        [(request, _)] = self.sent()
+        self.listener.transport = SocketWithData()
+        waiting.append(bytes(make_response(request, 200, to_tag="uas")))
+        self.reactor.advance(T1)
+        self.assertEqual(self.sent(), [], "not sent again")
+        self.assertEqual(self.successResultOf(d).status, 200)
+        self.listener.transport = self.udp
         self.finish()
 
     def test_caller_timeout_cancelled_by_the_final_response(self):

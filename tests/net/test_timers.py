@@ -51,6 +51,35 @@ class DeadlineTimerTests(SynchronousTestCase):
         self.assertEqual(self.fired, [("b", 1.0)])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_before_fire_runs_first_when_a_deadline_is_due(self) -> None:
+        """What it does (reading answers that wait) may disarm a due deadline: it does not fire."""
+        calls: list[float] = []
+
+        def read_first() -> None:
+            calls.append(self.clock.seconds())
+            self.timer.disarm("answered")
+
+        self.timer = DeadlineTimer(self.clock, before_fire=read_first)
+        self.timer.arm("answered", 1.0, self.fire, "answered")
+        self.timer.arm("silent", 1.0, self.fire, "silent")
+        self.timer.arm("later", 3.0, self.fire, "later")
+        self.clock.advance(1.0)
+        self.assertEqual(calls, [1.0])
+        self.assertEqual(self.fired, [("silent", 1.0)])
+        self.clock.advance(2.0)
+        self.assertEqual(calls, [1.0, 3.0])
+        self.assertEqual(self.fired, [("silent", 1.0), ("later", 3.0)])
+
+    def test_before_fire_failing_does_not_stop_the_timers(self) -> None:
+        def broken() -> None:
+            raise RuntimeError("bug")
+
+        self.timer = DeadlineTimer(self.clock, before_fire=broken)
+        self.timer.arm("a", 1.0, self.fire, "a")
+        self.clock.advance(1.0)
+        self.assertEqual(self.fired, [("a", 1.0)])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_stop(self) -> None:
         self.timer.arm("a", 1.0, self.fire, "a")
         self.timer.stop()

@@ -33,7 +33,7 @@ from collections import Counter
 from typing import Callable
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
 from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
@@ -215,7 +215,7 @@ class SIPStack:
         self._client: dict[tuple[str, str], _ClientCall] = {}
         self._server: dict[tuple, tuple[ServerTransaction, Channel, IncomingRequest]] = {}
         # Transaction timers: one reactor timer for all of them (see _schedule).
-        self._timers = DeadlineTimer(reactor)
+        self._timers = DeadlineTimer(reactor, before_fire=self._read_udp)
         # Completed non-INVITE client transactions waiting out Timer K: only their keys
         # (see _absorb).
         self._absorbed: ExpiringKeys[tuple[str, str]] = ExpiringKeys(reactor)
@@ -239,6 +239,15 @@ class SIPStack:
     # --- configuration ----------------------------------------------------------------
     def add_udp_listener(self, listener: UDPListener) -> None:
         self.udp_listeners.append(listener)
+
+    def _read_udp(self) -> None:
+        """Read the datagrams waiting on the UDP sockets (before transaction timers fire):
+        a request whose answer is already here is not sent again, and its server does not
+        have to answer it again, which matters most when the process is busy."""
+        for listener in self.udp_listeners:
+            port = listener.transport
+            if IReadDescriptor.providedBy(port):
+                port.doRead()
 
     def add_stream_listener(self, address: Address) -> None:
         self.stream_listeners[address.transport] = address
