@@ -6,7 +6,7 @@ a Kamailio registrar (digest auth) through a fault-injecting UDP relay
 (tests/registrant/test_interop_faults.py); here they run at full size with txuac's defaults
 unless an option says otherwise:
 
-1. 10% of datagrams lost both ways and 20 ms of delay each way: seconds until 1,000 accounts
+1. 10% of datagrams lost both ways and 20+-10 ms of delay each way: seconds until 1,000 accounts
    are online, none failed (target ``--loss-target``, 5 s). ``--runs R`` repeats it with seeds
    S..S+R-1: the loss pattern, hence the slowest account, depends on the seed.
 2. A 60 s black hole (the relay drops everything) while every account's refresh falls in it

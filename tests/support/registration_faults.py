@@ -164,12 +164,14 @@ class FaultyRegistration:
 
 @defer.inlineCallbacks
 def lossy_registration(harness, accounts: int = 1000, loss: float = 0.1, delay: float = 0.02,
-                       target: float = 5.0, core: dict | None = None, uac: dict | None = None, seed: int = SEED):
+                       jitter: float = 0.01, target: float = 5.0, core: dict | None = None, uac: dict | None = None,
+                       seed: int = SEED):
     """Figure 1: seconds from txuac's start until ``accounts`` are online through a relay
-    losing ``loss`` of the datagrams both ways and delaying each by ``delay``; none may fail.
+    losing ``loss`` of the datagrams both ways and delaying each by ``delay`` +- ``jitter``;
+    none may fail.
     The details count the datagrams txuac sent the registrar (REGISTERs, first and retransmitted)."""
     setup = FaultyRegistration(harness, accounts, seed=seed)
-    setup.relay.set_faults(loss=loss, delay=delay)
+    setup.relay.set_faults(loss=loss, delay=delay, jitter=jitter)
     yield setup.start(core=core, uac=uac)
     seconds = yield wait_until(setup.all_online, max(3 * target, 30.0))
     in_usrloc = yield setup.all_in_usrloc()
@@ -177,7 +179,8 @@ def lossy_registration(harness, accounts: int = 1000, loss: float = 0.1, delay: 
     sent = sum(setup.relay.to_target.counters()[name] for name in ("forwarded", "dropped"))
     registers = sum(count for (method, _), count in stack.client_outcomes.items() if method == "REGISTER")
     return Figure(
-        f"1. {accounts:,} accounts online through {loss:.0%} loss both ways and {delay * 1000:g} ms delay "
+        f"1. {accounts:,} accounts online through {loss:.0%} loss both ways and {delay * 1000:g}"
+        f"+-{jitter * 1000:g} ms delay "
         f"(seed {seed})",
         seconds, target, {"none failed": not setup.failed and not setup.disabled, "all in usrloc": in_usrloc},
         f"{setup.spread()}; {len(setup.failed)} failed, {len(setup.disabled)} disabled; "
