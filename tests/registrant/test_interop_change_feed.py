@@ -104,6 +104,22 @@ class ChangeFeedInteropMixin:
         self.assertEqual((yield self.registrar.contacts_async(self.aor(0))), [f"sip:uuid00000@127.0.0.1:{self.sip_port}"])
 
     @defer.inlineCallbacks
+    def test_a_renamed_l_uuid_moves_the_binding(self):
+        """UPDATE of the key: the trigger names the old l_uuid and the new one; the old
+        account's binding goes, the new one's comes, on the same AOR."""
+        yield self.start(rows=1)
+        self.sql("UPDATE uacreg SET l_uuid = 'renamed' WHERE l_uuid = 'uuid00000'")
+        yield wait_until(lambda: self.service.registrant.status("renamed") == 1, timeout=LIVE_DEADLINE)
+        wanted = [f"sip:renamed@127.0.0.1:{self.sip_port}"]
+        deadline = time.monotonic() + LIVE_DEADLINE
+        contacts = yield self.registrar.contacts_async(self.aor(0))
+        while contacts != wanted and time.monotonic() < deadline:
+            yield task.deferLater(reactor, 0.05, lambda: None)
+            contacts = yield self.registrar.contacts_async(self.aor(0))
+        self.assertEqual(contacts, wanted, self.registrar.explain())
+        self.assertNotIn("uuid00000", self.service.registrant.records)
+
+    @defer.inlineCallbacks
     def test_a_restart_is_caught_up(self):
         """The row goes in once the database is back, before txuac has noticed: the catch-up
         read after reconnecting registers it, and changes are followed again after."""
