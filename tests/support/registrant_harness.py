@@ -140,9 +140,11 @@ class ServiceTestCase(SynchronousTestCase):
 
     stack_class = FakeStack
 
-    def start(self, rows=None, seed: int = 0, store=None, changes=None, **settings) -> RegistrantService:
+    def start(self, rows=None, seed: int = 0, store=None, ownership=None, changes=None,
+              **settings) -> RegistrantService:
         """``store`` (default: a FakeStore of ``rows``) is loaded by the new service;
-        ``changes``: the IChangeFeed it follows (default: none)."""
+        ``ownership``: its IAccountOwnership (default: every account); ``changes``: the
+        IChangeFeed it follows (default: none)."""
         if rows is None:
             rows = [make_row("acc1")]
         settings.setdefault("reg_contact_addr", CONTACT_ADDR)
@@ -154,7 +156,7 @@ class ServiceTestCase(SynchronousTestCase):
         self.store = store if store is not None else FakeStore(rows)
         self.settings = RegistrantSettings(**settings)
         self.service = RegistrantService(self.settings, self.stack, self.store, self.clock, random.Random(seed),
-                                         changes=changes)
+                                         ownership=ownership, changes=changes)
         self.events = []
         self.service.add_observer(self.events.append)
         self.successResultOf(self.service.startService())

@@ -15,6 +15,7 @@ from typing import NamedTuple, Union
 
 from txuac.errors import TxuacError
 from txuac.registrant import protocol
+from txuac.registrant.ownership import AllAccounts, IAccountOwnership
 from txuac.registrant.protocol import OutcomeKind
 from txuac.registrant.record import MAX_CSEQ, Flag, RegistrationRecord, State
 from txuac.registrant.retry import FailureKind, RetryPolicy, classify
@@ -137,26 +138,35 @@ class AccountMachine:
     """The rules every account follows; the accounts' state lives in their records.
 
     Sans-IO: no reactor, no clock (each event carries ``now``), no sockets; ``rng`` draws
-    the refresh jitter and retry delays.
+    the refresh jitter and retry delays. ``ownership`` says which accounts this process may
+    register at ``now``: an account it does not own is parked (nothing sent, nothing armed)
+    whatever asks for its REGISTER, so a node whose lease ran out never sends (the fence).
     """
 
     def __init__(self, retry: RetryPolicy, rng: random.Random, contact_addr: str, timer_interval: int,
-                 keep_callid: bool = True, user_agent: str | None = None):
+                 keep_callid: bool = True, user_agent: str | None = None,
+                 ownership: IAccountOwnership | None = None):
         self.retry = retry
         self.rng = rng
         self.contact_addr = contact_addr
         self.timer_interval = timer_interval
         self.keep_callid = keep_callid
         self.user_agent = user_agent
+        self.owns = (ownership if ownership is not None else AllAccounts()).owns
 
     # --- the REGISTER cycle -----------------------------------------------------------
     def due(self, record: RegistrationRecord, now: float) -> list[Effect]:
         """The scheduler takes the account (due, within every budget): its REGISTER now."""
+        if not self.owns(record.l_uuid, now):
+            return []  # parked: another node's, or ours no longer
         apply(record, Step.INIT)
         return self.send(record, record.expires, now)
 
     def send(self, record: RegistrationRecord, expires: int, now: float, too_brief: int = 0) -> list[Effect]:
-        """A REGISTER for the account now, asking for ``expires`` (due, or asked for)."""
+        """A REGISTER for the account now, asking for ``expires`` (due, or asked for);
+        nothing when the account is not ours at ``now`` (parked)."""
+        if not self.owns(record.l_uuid, now):
+            return []
         effects: list[Effect] = []
         previous = record.state(now)
         if record.outbound and not record.instance_id:
@@ -236,6 +246,7 @@ class AccountMachine:
             record.expires_at = sent_at + outcome.granted
             record.last_failure = None
             record.failures = 0
+            record.stale_contact = ""  # removed by this REGISTER (RFC 3261 10.2.2)
             self._arm(effects, record, protocol.refresh_at(sent_at, outcome.granted, self.timer_interval, self.rng))
             self._emit(effects, record, previous, f"registered for {outcome.granted} s"
                        + (f" ({outcome.reason})" if outcome.reason else ""), status, now)

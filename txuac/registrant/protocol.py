@@ -68,11 +68,16 @@ def build_register(record: RegistrationRecord, default_contact_addr: str, expire
 
     Kamailio starts a new Call-ID at CSeq 10; the registrant passes the account's kept
     Call-ID with its next CSeq. The account's own User-Agent wins over ``user_agent`` (the
-    service's); its extra headers follow. With ``from_username`` set, From names that user
+    service's); its extra headers follow. A ``stale_contact`` (a cluster takeover) follows
+    ours with expires=0. With ``from_username`` set, From names that user
     in r_domain while To stays the address of record: a third-party registration
     (RFC 3261 10.2: From is who is responsible for the registration, To the AOR).
     """
-    headers = [("Contact", contact_header(record, default_contact_addr)), ("Expires", str(expires))]
+    headers = [("Contact", contact_header(record, default_contact_addr))]
+    if record.stale_contact:
+        # RFC 3261 10.2.2: the binding another node left is removed in the same REGISTER.
+        headers.append(("Contact", f"<{record.stale_contact}>;expires=0"))
+    headers.append(("Expires", str(expires)))
     supported = supported_header(record)
     if supported:
         headers.append(("Supported", supported))

@@ -37,6 +37,7 @@ from txuac.registrant.account import AccountMachine, Arm, Effect, Emit, Persist,
 from txuac.registrant.budget import DestinationBudget
 from txuac.registrant.failures import FailureSummary
 from txuac.registrant.health import FlowTracker, OptionsPinger
+from txuac.registrant.ownership import AllAccounts, IAccountOwnership, OwnershipChange, partition_of
 from txuac.registrant.probe import RegistrarProber
 from txuac.registrant.record import (
     Flag,
@@ -166,7 +167,7 @@ class RegistrantService(service.Service):
     TICK = 0.05  # seconds between scheduler ticks
 
     def __init__(self, settings: RegistrantSettings, stack, store, reactor=None, rng: random.Random | None = None,
-                 changes: IChangeFeed | None = None):
+                 ownership: IAccountOwnership | None = None, changes: IChangeFeed | None = None):
         if reactor is None:
             from twisted.internet import reactor
         self.settings = settings
@@ -178,8 +179,11 @@ class RegistrantService(service.Service):
         self.retry = RetryPolicy(settings.reg_retry_interval, settings.reg_retry_max_interval,
                                  settings.reg_forbidden_retry_interval, settings.reg_fatal_retry_interval,
                                  settings.reg_retry_jitter)
+        # Which accounts are this process's to register (a cluster's leases; all of them alone).
+        self.ownership: IAccountOwnership = ownership if ownership is not None else AllAccounts()
         self.machine = AccountMachine(self.retry, self.rng, settings.reg_contact_addr, settings.reg_timer_interval,
-                                      settings.reg_keep_callid, settings.user_agent)
+                                      settings.reg_keep_callid, settings.user_agent, self.ownership)
+        self._gaining: set[int] = set()  # partitions gained whose accounts are being read
         self._default_source = source_address(settings.default_socket or "")
         self.records: dict[str, RegistrationRecord] = {}
         self.active = settings.reg_active
@@ -223,6 +227,7 @@ class RegistrantService(service.Service):
     def startService(self):
         super().startService()
         yield self.store.open()
+        self.ownership.add_listener(self._ownership_changed)
         if self.changes is not None:  # before the first load: no change falls between the two
             yield self.changes.start(self.follow_changes)
         yield self.reload(force=True)
@@ -294,12 +299,20 @@ class RegistrantService(service.Service):
         self._last_reload = now
         rows = yield self.store.load_all()
         fresh: dict[str, RegistrationRecord] = {}
+        others: set[str] = set()  # accounts of the table another node registers
+        owns = self.ownership.owns
         for row in rows:
+            if not owns(str(row.get("l_uuid") or ""), now):
+                others.add(str(row.get("l_uuid")))
+                continue
             record = self._add_row(row, now)
             if record is not None:
                 fresh[record.l_uuid] = record
         counts = {"added": 0, "changed": 0, "unchanged": 0, "removed": 0}
         for l_uuid in [l_uuid for l_uuid in self.records if l_uuid not in fresh]:
+            if l_uuid in others:
+                self._park(l_uuid)
+                continue
             self._retire(l_uuid, now)
             counts["removed"] += 1
         for record in fresh.values():
@@ -325,6 +338,10 @@ class RegistrantService(service.Service):
     def _take_row(self, row: dict, now: float) -> int:
         """One row read again (refresh, a live change): 1, or -1 when it is invalid (the
         account is then left as it is)."""
+        l_uuid = str(row.get("l_uuid") or "")
+        if not self.ownership.owns(l_uuid, now):
+            self._park(l_uuid)
+            return 1  # another node's account: its owner registers it
         record = self._add_row(row, now)
         if record is None:
             return -1
@@ -423,6 +440,71 @@ class RegistrantService(service.Service):
         if self._handover.get(l_uuid) is old:
             self._replace(old, self.records.get(l_uuid), self.now())
         return result
+
+    # --- cluster ownership -----------------------------------------------------
+    def _ownership_changed(self, change: OwnershipChange) -> None:
+        """Park the accounts of lost partitions (no un-REGISTER: the taker refreshes or
+        removes their bindings); read those of gained ones again and register them at once."""
+        if not self.running:
+            return
+        if change.lost:
+            partitions = self.ownership.partitions
+            lost = change.lost
+            for l_uuid in [l_uuid for l_uuid in self.records if partition_of(l_uuid, partitions) in lost]:
+                self._park(l_uuid)
+            self._gaining -= lost
+        if change.gained:
+            self._gaining |= change.gained
+            self._load_gained(change.gained, change.bound_contacts)
+
+    def _park(self, l_uuid: str) -> None:
+        """Stop registering an account that is not ours any more: its timers go with its
+        record; a reply to a REGISTER still in flight finds no account and is ignored."""
+        self.records.pop(l_uuid, None)
+        self._handover.pop(l_uuid, None)
+        self.flows.forget(l_uuid)
+
+    def _load_gained(self, partitions: frozenset[int], bound_contacts) -> defer.Deferred:
+        d = self.store.load_all()
+        d.addCallback(self._gained, partitions, bound_contacts)
+        d.addErrback(self._gained_failed, partitions, bound_contacts)
+        return d
+
+    def _gained(self, rows: list[dict], partitions: frozenset[int], bound_contacts) -> None:
+        """Register the accounts of ``partitions`` that are still ours, at once (paced by
+        the send limits), going on from the Call-ID and CSeq the store holds."""
+        now = self.now()
+        wanted = partitions & self._gaining
+        self._gaining -= wanted
+        count, owns, contact_addr = 0, self.ownership.owns, self.settings.reg_contact_addr
+        count_of = self.ownership.partitions
+        for row in rows:
+            l_uuid = str(row.get("l_uuid") or "")
+            if partition_of(l_uuid, count_of) not in wanted or l_uuid in self.records or not owns(l_uuid, now):
+                continue
+            record = self._add_row(row, now)
+            if record is None:
+                continue
+            previous = bound_contacts.get(l_uuid, "")
+            if previous and previous != protocol.contact_uri(record, contact_addr):
+                record.stale_contact = previous
+            self.records[l_uuid] = record
+            self._schedule(record, now)
+            count += 1
+        log.info("registering {count} accounts of {partitions} partitions taken", partitions=len(wanted),
+                 count=count)
+
+    def _gained_failed(self, failure: Failure, partitions: frozenset[int], bound_contacts) -> None:
+        """The store did not answer: try again shortly for the partitions still ours."""
+        failure.trap(StoreError)
+        log.warn("reading the accounts of {count} partitions taken failed ({error}); retrying in 1 s",
+                 count=len(partitions), error=str(failure.value))
+        self.reactor.callLater(1.0, self._retry_gained, partitions, bound_contacts)
+
+    def _retry_gained(self, partitions: frozenset[int], bound_contacts) -> None:
+        pending = partitions & self._gaining
+        if pending and self.running:
+            self._load_gained(frozenset(pending), bound_contacts)
 
     # --- scheduling ------------------------------------------------------------
     def _schedule(self, record: RegistrationRecord, at: float) -> None:
@@ -768,6 +850,10 @@ class RegistrantService(service.Service):
             return -1
         if record.l_uuid in self.records:
             return 409
+        if not self.ownership.owns(record.l_uuid, self.now()):
+            log.info("uac.reg_add of {l_uuid}: another node owns the account; not registered here",
+                     l_uuid=record.l_uuid)
+            return 1
         self._reconcile(record, self.now())
         return 1
 
