@@ -18,7 +18,7 @@ from tests.support.accounts import REALM, account_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.mariadb import MariaDBServer
 from tests.support.peers import free_port
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import SUPERUSER, PostgresCluster
 from tests.support.services import start_uac, wait_online, wait_until
 from tests.support.stores import SCHEMAS
 from txuac.registrant.record import State
@@ -141,9 +141,6 @@ class PostgresChangeFeedTests(ChangeFeedInteropMixin, TestCase):
         self.db = PostgresCluster(self)
         self.db.psql(file=os.path.join(SCHEMAS, "postgres.sql"))
 
-    def sql(self, text: str) -> None:
-        self.db.psql(text)
-
     def restart_database(self):
         """Down and up again without the reactor running in between: the notification of
         the row inserted next reaches no one (nobody LISTENs yet)."""
@@ -162,6 +159,30 @@ class PostgresChangeFeedTests(ChangeFeedInteropMixin, TestCase):
                  "'x', '', 'sip:127.0.0.1:9', 600, 1, 0, '', '', '' FROM generate_series(1, 2000) AS n")
         yield wait_until(lambda: len(self.service.registrant.records) == 2001, timeout=30)
         self.assertEqual(feed.batches - before, 1)
+
+    @defer.inlineCallbacks
+    def test_without_owning_the_table_a_warning_names_the_schema_file(self):
+        """uacreg owned by another role: no trigger (a warning says what to run), and once
+        the operator runs conf/schema/postgres-feed.sql as the owner, changes are followed
+        without a restart (the feed was listening all along)."""
+        self.make_database = self.make_database_owned_by_the_superuser
+        yield self.start(rows=1)
+        warnings = [m for m in self.messages() if "Cannot create the trigger" in m]
+        self.assertEqual(len(warnings), 1, self.messages())
+        self.assertIn("conf/schema/postgres-feed.sql", warnings[0])
+        self.db.psql(file=os.path.join(SCHEMAS, "postgres-feed.sql"), user=SUPERUSER)
+        self.insert(self.rows[1])
+        elapsed, contacts = yield self.timed_contacts(1, 1)
+        self.assertLess(elapsed, LIVE_DEADLINE)
+
+    def make_database_owned_by_the_superuser(self):
+        self.db = PostgresCluster(self)
+        self.db.psql(file=os.path.join(SCHEMAS, "postgres.sql"), user=SUPERUSER)
+        self.db.psql(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{self.db.user}"; '
+                     f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{self.db.user}"', user=SUPERUSER)
+
+    def sql(self, text: str) -> None:
+        self.db.psql(text, user=SUPERUSER)
 
 
 class MariaDBChangeFeedTests(ChangeFeedInteropMixin, TestCase):
@@ -195,6 +216,10 @@ class MariaDBChangeFeedTests(ChangeFeedInteropMixin, TestCase):
         self.assertLess(elapsed, LIVE_DEADLINE)
         self.sql("DELETE FROM uacreg WHERE l_uuid = 'uuid00000'")
         yield self.timed_contacts(0, 0)
+        # The shipped file makes what the user of reg_db_url could not.
+        self.db.mysql(file=os.path.join(SCHEMAS, "mysql-feed.sql"))
+        self.assertEqual(self.db.mysql("SELECT COUNT(*) FROM information_schema.triggers "
+                                       "WHERE event_object_table = 'uacreg'"), "3")
 
     def make_database_without_trigger_privilege(self):
         MariaDBChangeFeedTests.make_database(self)
