@@ -22,6 +22,13 @@ A SIPp UAC (tests/routing/sipp/uac_call.xml: INVITE, 100/180/200, ACK, 200 ms pa
   transactions of a call linger 64*T1 = 32 s after it (Timers J, L, M), with all they hold;
 * the host's UDP receive errors (/proc/net/snmp) over the window.
 
+``--compare-kamailio`` first makes the same calls through Kamailio's own uac module as the
+reference (tests/support/kamailio-proxy.cfg without its log line per request: record_route,
+``uac_replace_from`` in restore_mode auto, ``t_relay``; ``--kamailio-children`` workers,
+``-m 1024``) to the same SIPp UAS, then through txuac, and prints both (CPU of all Kamailio's
+processes, PSS) and the ratios. Kamailio's workers reorder 180/200 under load, which SIPp counts
+as failed calls: the CPU is compared per successful call.
+
 Target: at least 800 calls per second on one core with no failed call. The default run
 (32,000 calls at 800/s, 40 s) lasts long enough for the garbage collector's generation-1
 collections (every 50 young collections under ``twist uac``'s thresholds) and for the
@@ -34,13 +41,14 @@ included, figures inflated) and prints the top functions by tottime and cumulati
 
 Usage (from the repository root; ``./dev bench proxy [args]`` runs the compiled build):
     python bench/proxy.py [--calls 32000] [--rate 800] [--profile [--top 30]] [--gc-log]
-        [--gc-threshold A,B,C] [--log-level info] [--keep]
+        [--gc-threshold A,B,C] [--log-level info] [--keep] [--compare-kamailio [--kamailio-children 4]]
 Exit status 2 when a call failed or not every call was made.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -49,13 +57,17 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import Callable
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 
+from twisted.trial.unittest import SkipTest  # noqa: E402
+
 import txuac  # noqa: E402
 import txuac.sip  # noqa: E402
-from measure import process_cpu, rss_kib, udp_errors  # noqa: E402
+from measure import group_cpu, group_pss_kib, process_cpu, rss_kib, udp_errors  # noqa: E402
+from tests.support.kamailio import PROXY_CONFIG, KamailioRegistrar  # noqa: E402
 from tests.support.peers import PeerProcess, free_port, require_program, wait_for  # noqa: E402
 from tests.support.sipp import udp_bound  # noqa: E402
 from tests.support.sipp_proxy import ANONYMISING_SCRIPT, SCENARIOS, last_stats  # noqa: E402
@@ -112,6 +124,42 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+@dataclasses.dataclass
+class CallFigures:
+    """What one proxy did with the SIPp UAC's calls."""
+
+    label: str
+    created: int
+    successful: int
+    failed: int
+    retransmissions: int
+    status: int | None
+    wall: float
+    cpu: float  # seconds, the proxy's processes
+    memory_before: int  # KiB
+    memory_after: int
+    memory_samples: list[tuple[float, int]]
+    errors: dict[str, int]  # the host's UDP receive errors over the calls
+
+    @property
+    def cpu_per_call(self) -> float:
+        """Microseconds of the proxy's CPU per successful call."""
+        return self.cpu / max(self.successful, 1) * 1e6
+
+    def report(self, name: str, memory: str) -> None:
+        print(f"{name}: calls: {self.created:,} attempted, {self.successful:,} successful, {self.failed:,} failed "
+              f"(SIPp UAC exit status {self.status}); SIPp UAC retransmissions {self.retransmissions:,}")
+        print(f"{name}: wall time {self.wall:.2f} s, {self.successful / self.wall:,.0f} calls/s")
+        print(f"{name}: CPU {self.cpu:.2f} s = {self.cpu / self.wall * 100:.0f}% of one core; "
+              f"{self.cpu_per_call:,.0f} us per successful call (INVITE, ACK, BYE and 3 responses relayed, a 100 sent)")
+        print(f"{name}: memory ({memory}): {self.memory_before / 1024:.0f} MiB before the calls, "
+              f"{self.memory_after / 1024:.0f} MiB after "
+              f"({(self.memory_after - self.memory_before) / max(self.successful, 1):.1f} KiB per call); "
+              f"during the calls: " + ", ".join(f"{seconds:.0f} s {kib / 1024:.0f}" for seconds, kib in self.memory_samples))
+        print(f"{name}: UDP receive errors (host): RcvbufErrors +{self.errors['RcvbufErrors']}, "
+              f"InErrors +{self.errors['InErrors']}")
+
+
 class Bench:
     """The three processes (txuac, SIPp UAS, SIPp UAC) and their files in a temp dir."""
 
@@ -120,6 +168,7 @@ class Bench:
         self.sipp = require_program("sipp")
         self.workdir = tempfile.mkdtemp(prefix="txuac-bench-proxy-")
         self.peers: list[PeerProcess] = []
+        self.cleanups: list = []
         self.port = free_port()
 
     def path(self, name: str) -> str:
@@ -154,9 +203,66 @@ class Bench:
         self.peers.append(peer)
         return peer
 
-    def sipp_argv(self, scenario: str, port: int, *args: str) -> list[str]:
+    def sipp_argv(self, scenario: str, port: int, *args: str, stats: str | None = None) -> list[str]:
         return [self.sipp, "-sf", os.path.join(SCENARIOS, scenario), "-i", HOST, "-p", str(port), "-t", "u1",
-                "-trace_stat", "-stf", self.path(f"{scenario}.stats"), "-fd", "1", "-nostdin", *args]
+                "-trace_stat", "-stf", self.path(stats or f"{scenario}.stats"), "-fd", "1", "-nostdin", *args]
+
+    def calls_through(self, label: str, port: int, uas_port: int, cpu: Callable[[], float],
+                      memory: Callable[[], int]) -> CallFigures:
+        """A SIPp UAC making --calls calls at --rate through the proxy on ``port`` to the UAS on
+        ``uas_port``; ``cpu()`` (seconds) and ``memory()`` (KiB) are the proxy's, read before,
+        every RSS_INTERVAL during and after the calls."""
+        args = self.args
+        uac_argv = self.sipp_argv("uac_call.xml", free_port(), f"{HOST}:{port}", "-key", "uas",
+                                  f"{HOST}:{uas_port}", "-m", str(args.calls), "-r", str(args.rate), "-rp", "1000",
+                                  "-l", str(args.limit), "-timeout", str(args.timeout), "-timeout_error",
+                                  stats=f"uac_call.{label}.stats")
+        errors_before = udp_errors()
+        cpu_before = cpu()
+        memory_before = memory()
+        started = time.monotonic()
+        uac = self.spawn(uac_argv, f"uac.{label}.out")
+        memory_samples = []  # (seconds, KiB) every RSS_INTERVAL while the calls go on
+        while uac.running() and time.monotonic() - started < args.timeout + 30:
+            time.sleep(0.1)
+            if time.monotonic() - started >= (len(memory_samples) + 1) * RSS_INTERVAL:
+                memory_samples.append((time.monotonic() - started, memory()))
+        status = uac.wait(5)
+        wall = time.monotonic() - started
+        used = cpu() - cpu_before
+        memory_after = memory()
+        errors = {name: count - errors_before[name] for name, count in udp_errors().items()}
+        stats = last_stats(self.path(f"uac_call.{label}.stats"))
+        return CallFigures(
+            label=label, created=int(stats.get("TotalCallCreated", 0)),
+            successful=int(stats.get("SuccessfulCall(C)", 0)), failed=int(stats.get("FailedCall(C)", 0)),
+            retransmissions=int(stats.get("Retransmissions(C)", 0)), status=status, wall=wall, cpu=used,
+            memory_before=memory_before, memory_after=memory_after, memory_samples=memory_samples, errors=errors)
+
+    def start_uas(self) -> int:
+        """The SIPp UAS both proxies relay to; its port."""
+        uas_port = free_port()
+        uas = self.spawn(self.sipp_argv("uas_call.xml", uas_port), "uas.out")
+        if not wait_for(lambda: udp_bound(uas_port) or not uas.running(), START_TIMEOUT) or not uas.running():
+            raise SystemExit(f"SIPp UAS did not start:\n{uas.output()[-3000:]}")
+        return uas_port
+
+    def kamailio_reference(self, uas_port: int) -> CallFigures:
+        """The same calls through Kamailio's own uac module (tests/support/kamailio-proxy.cfg:
+        record_route, uac_replace_from in restore_mode auto, t_relay; no log line per request)."""
+        try:
+            kamailio = KamailioRegistrar(self, config=PROXY_CONFIG, children=self.args.kamailio_children,
+                                         shm_mb=1024, pkg_mb=32, udp_maxbuffer=4 * 1024 * 1024,
+                                         defines={"RESTORE_PASSWD": '"bench-secret"', "QUIET": None})
+        except SkipTest as e:
+            raise SystemExit(f"cannot run Kamailio: {e}")
+        print(f"Kamailio proxy (reference) on udp:{HOST}:{kamailio.port}: {self.args.kamailio_children} workers, "
+              f"-m 1024 -M 32")
+        figures = self.calls_through("kamailio", kamailio.port, uas_port, lambda: group_cpu(kamailio.pid),
+                                     lambda: group_pss_kib(kamailio.pid))
+        kamailio.stop()
+        figures.report("Kamailio", "PSS of all its processes")
+        return figures
 
     def run(self) -> bool:
         args = self.args
@@ -164,47 +270,15 @@ class Bench:
               f"{'COMPILED (mypyc)' if txuac.sip.COMPILED else 'pure Python'} from "
               f"{os.path.dirname(txuac.__file__)}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.2f}{'; txuac under cProfile' if args.profile else ''}")
+        uas_port = self.start_uas()
+        reference = self.kamailio_reference(uas_port) if args.compare_kamailio else None
         txuac_process = self.start_txuac()
-        uas_port = free_port()
-        uas = self.spawn(self.sipp_argv("uas_call.xml", uas_port), "uas.out")
-        if not wait_for(lambda: udp_bound(uas_port) or not uas.running(), START_TIMEOUT) or not uas.running():
-            raise SystemExit(f"SIPp UAS did not start:\n{uas.output()[-3000:]}")
-        uac_argv = self.sipp_argv("uac_call.xml", free_port(), f"{HOST}:{self.port}", "-key", "uas",
-                                  f"{HOST}:{uas_port}", "-m", str(args.calls), "-r", str(args.rate), "-rp", "1000",
-                                  "-l", str(args.limit), "-timeout", str(args.timeout), "-timeout_error")
-        errors_before = udp_errors()
-        cpu_before = process_cpu(txuac_process.pid)
-        rss_before = rss_kib(txuac_process.pid)
-        started = time.monotonic()
-        uac = self.spawn(uac_argv, "uac.out")
-        rss_samples = []  # (seconds, KiB) every RSS_INTERVAL while the calls go on
-        while uac.running() and time.monotonic() - started < args.timeout + 30:
-            time.sleep(0.1)
-            if time.monotonic() - started >= (len(rss_samples) + 1) * RSS_INTERVAL:
-                rss_samples.append((time.monotonic() - started, rss_kib(txuac_process.pid)))
-        status = uac.wait(5)
-        wall = time.monotonic() - started
-        cpu = process_cpu(txuac_process.pid) - cpu_before
-        rss_after = rss_kib(txuac_process.pid)
-        errors = {name: count - errors_before[name] for name, count in udp_errors().items()}
-
-        stats = last_stats(self.path("uac_call.xml.stats"))
-        created = int(stats.get("TotalCallCreated", 0))
-        successful = int(stats.get("SuccessfulCall(C)", 0))
-        failed = int(stats.get("FailedCall(C)", 0))
-        retransmissions = int(stats.get("Retransmissions(C)", 0))
-        per_core = successful / cpu if cpu else float("inf")
-        print(f"calls: {created:,} attempted, {successful:,} successful, {failed:,} failed "
-              f"(SIPp UAC exit status {status}); SIPp UAC retransmissions {retransmissions:,}")
-        print(f"wall time: {wall:.2f} s, {successful / wall:,.0f} calls/s (offered {args.rate}/s)")
-        print(f"txuac CPU: {cpu:.2f} s = {cpu / wall * 100:.0f}% of one core; "
-              f"{cpu / max(successful, 1) * 1e6:,.0f} us per call (INVITE, ACK, BYE and 3 responses relayed, a 100 sent)")
+        figures = self.calls_through("txuac", self.port, uas_port, lambda: process_cpu(txuac_process.pid),
+                                     lambda: rss_kib(txuac_process.pid))
+        figures.report("txuac", "VmRSS; transactions linger 64*T1 = 32 s")
+        per_core = figures.successful / figures.cpu if figures.cpu else float("inf")
         print(f"one core: {per_core:,.0f} calls/s (target >= {TARGET_PER_CORE:g} with 0 failed: "
-              f"{verdict(per_core >= TARGET_PER_CORE and failed == 0)})")
-        print(f"txuac memory (VmRSS): {rss_before / 1024:.0f} MiB before the calls, {rss_after / 1024:.0f} MiB after "
-              f"({(rss_after - rss_before) / max(successful, 1):.1f} KiB per call: transactions linger 64*T1 = 32 s); "
-              f"during the calls: " + ", ".join(f"{seconds:.0f} s {kib / 1024:.0f}" for seconds, kib in rss_samples))
-        print(f"UDP receive errors (host): RcvbufErrors +{errors['RcvbufErrors']}, InErrors +{errors['InErrors']}")
+              f"{verdict(per_core >= TARGET_PER_CORE and figures.failed == 0)})")
 
         txuac_process.stop()
         log = txuac_process.output()
@@ -222,7 +296,24 @@ class Bench:
                           f"{sum(pauses) / 1000:.2f} s in all")
         if args.profile:
             self.print_profile()
-        return failed == 0 and successful == args.calls
+        if reference is not None:
+            print(f"compared, {args.calls:,} calls at {args.rate}/s, same SIPp UAS "
+                  f"(load average {os.getloadavg()[0]:.2f}):")
+            print(f"  {'':28} {'Kamailio':>10} {'txuac':>10} {'txuac/Kamailio':>15}")
+            for name, theirs, ours in (
+                    ("CPU per successful call (us)", reference.cpu_per_call, figures.cpu_per_call),
+                    ("successful calls", reference.successful, figures.successful),
+                    ("failed calls", reference.failed, figures.failed)):
+                ratio = f"{ours / theirs:.2f}x" if theirs else "-"
+                print(f"  {name:28} {theirs:>10,.0f} {ours:>10,.0f} {ratio:>15}")
+        return figures.failed == 0 and figures.successful == args.calls
+
+    # What KamailioRegistrar needs of a trial TestCase.
+    def mktemp(self) -> str:
+        return self.path(f"kamailio-{len(self.peers)}")
+
+    def addCleanup(self, function, *args, **kwargs) -> None:
+        self.cleanups.append((function, args, kwargs))
 
     def print_profile(self) -> None:
         path = self.path("txuac.pstats")
@@ -238,6 +329,9 @@ class Bench:
     def cleanup(self, keep: bool) -> None:
         for peer in reversed(self.peers):
             peer.stop()
+        while self.cleanups:
+            function, args, kwargs = self.cleanups.pop()
+            function(*args, **kwargs)
         if keep:
             print(f"kept {self.workdir}", file=sys.stderr)
         else:
@@ -272,7 +366,7 @@ def serve(config: str, pstats_path: str | None, gc_log: bool, gc_threshold: str)
         gc.callbacks.append(log_collection)
     if gc_threshold:
         reactor.callWhenRunning(gc.set_threshold, *(int(x) for x in gc_threshold.split(",")))
-    profiler = cProfile.Profile() if pstats_path else None
+    profiler = cProfile.Profile(time.process_time) if pstats_path else None  # CPU time: others share the cores
     if profiler is not None:
         def dump() -> None:
             profiler.disable()
@@ -302,6 +396,11 @@ def main() -> int:
                         help="experiment: gc.set_threshold(A, B, C) in txuac instead of what twist uac sets")
     parser.add_argument("--top", type=int, default=30, help="with --profile: functions listed (30)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, stats, profile)")
+    parser.add_argument("--compare-kamailio", action="store_true",
+                        help="first make the same calls through Kamailio's own uac module (record_route, "
+                             "uac_replace_from, t_relay; -m 1024) to the same UAS; print both and the ratios")
+    parser.add_argument("--kamailio-children", type=int, default=4,
+                        help="with --compare-kamailio: Kamailio's UDP workers (4)")
     args = parser.parse_args()
     if args.calls <= 0 or args.rate <= 0:
         parser.error("--calls and --rate must be positive")
