@@ -45,6 +45,8 @@ WRONG_TYPES = [
     ("core", "timer_t4", "5000.0", "an integer"),
     ("core", "timer_t4", "[5000]", "an integer"),
     ("core", "tcp_idle_timeout", '"600"', "an integer"),
+    ("core", "workers", "[2]", "an integer or a string"),
+    ("core", "workers", "2.0", "an integer or a string"),
     ("core", "tcp_idle_timeout", "{ seconds = 600 }", "an integer"),
     ("tls", "certificate", "1", "a string"),
     ("tls", "private_key", "true", "a string"),

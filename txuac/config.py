@@ -19,6 +19,7 @@ from txuac.sip.address import DEFAULT_PORTS
 from txuac.sip.digest import ALL_ALGORITHMS
 
 TRANSPORTS = ("udp", "tcp", "tls")
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class CoreSettings:
     timer_t2: int = 4000
     timer_t4: int = 5000
     tcp_idle_timeout: int = 600
+    # Ours: processes sharing the listen sockets (SO_REUSEPORT, docs/workers.rst); "auto" in
+    # the file is one per core.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -358,6 +362,7 @@ def _core(path: str, table: Any) -> CoreSettings:
         timer_t2=section.positive_int("timer_t2", defaults.timer_t2),
         timer_t4=section.positive_int("timer_t4", defaults.timer_t4),
         tcp_idle_timeout=section.positive_int("tcp_idle_timeout", defaults.tcp_idle_timeout),
+        workers=_workers(section, defaults.workers),
     )
     section.finish()
     if not settings.user_agent.strip():
@@ -366,7 +371,20 @@ def _core(path: str, table: Any) -> CoreSettings:
         raise ConfigError(f"{section.where('user_agent')}: must be one line without control characters")
     if settings.timer_t2 < settings.timer_t1:
         raise ConfigError(f"{section.where('timer_t2')}: must not be smaller than timer_t1")
+    if settings.workers > 1 and any(spec.port == 0 for spec in settings.listen):
+        # Every worker binds the same port: one the system picks differs in each.
+        raise ConfigError(f"{section.where('listen')}: port 0 cannot be shared by {settings.workers} workers")
     return settings
+
+
+def _workers(section: _Section, default: int) -> int:
+    """A positive number of processes, or "auto": one per core."""
+    value = section.get("workers", (int, str), default)
+    if value == "auto":
+        return os.cpu_count() or 1
+    if isinstance(value, str) or not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(f"{section.where('workers')}: expected 1 to {MAX_WORKERS} or \"auto\", got {value!r}")
+    return value
 
 
 def _dns_server(text: Any, where: str) -> tuple[str, int]:

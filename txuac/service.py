@@ -18,16 +18,19 @@ from txuac.auth import Authenticator, CredentialList
 from txuac.config import ListenSpec, Settings
 from txuac.errors import ConfigError, StoreError, TxuacError
 from txuac.net.resolver import TargetResolver
+from txuac.net.shared_sockets import listen_stream_shared, listen_udp_shared
 from txuac.net.stack import SIPStack
 from txuac.net.tls import client_options_factory, server_options
 from txuac.net.transports import StreamServerFactory, UDPListener
 from txuac.registrant.bringup import BringUpReport
 from txuac.registrant.service import RegistrantService, RegistrantSettings
 from txuac.registrant.store import open_store
+from txuac.registrant.worker_share import WorkerShare
 from txuac.routing.req_send import RequestSender, UacRequest
 from txuac.sip.parser import ParserLimits
 from txuac.sip.transaction import TimerSettings
 from txuac.sip.via import Address
+from txuac.workers import ParentWatch, WorkerSupervisor
 
 log = Logger()
 
@@ -38,6 +41,10 @@ class SIPService(service.Service):
     Errors in the configuration that only show when it is used (TLS files that are not
     a usable PEM pair, a socket that cannot be bound) are ConfigErrors naming the file
     and the key, raised by the constructor and by privilegedStartService.
+
+    With ``[core] workers`` above 1 every listen socket is shared with the other workers
+    (SO_REUSEPORT) and each UDP one gets a socket of this worker's own beside it, on a
+    port the system picks, which the requests it sends go out from (docs/workers.rst).
     """
 
     def __init__(self, settings: Settings, reactor=None):
@@ -60,7 +67,8 @@ class SIPService(service.Service):
             user_agent=core.user_agent,
             keepalive_interval=settings.uac.reg_keepalive_interval,  # RFC 5626 4.4.1 on connections we open
         )
-        self.ports: list = []
+        self.ports: list = []  # one per [core] listen entry, in its order
+        self.worker_ports: list = []  # this worker's own UDP sockets (with workers > 1)
         self._bound = False
         self._stopped = False
 
@@ -77,7 +85,7 @@ class SIPService(service.Service):
                 self.ports.append(self._listen(spec))
         except BaseException:
             self._bound = False
-            ports, self.ports = self.ports, []
+            ports, self.ports, self.worker_ports = self.ports + self.worker_ports, [], []
             for port in ports:
                 port.stopListening()
             raise
@@ -89,17 +97,25 @@ class SIPService(service.Service):
 
     def _listen(self, spec: ListenSpec):
         reactor = self.reactor
+        shared = self.settings.core.workers > 1
         try:
             if spec.transport == "udp":
                 listener = UDPListener(spec.host, spec.port, self.stack)
-                port = reactor.listenUDP(spec.port, listener, interface=spec.host)
+                if shared:
+                    port = listen_udp_shared(reactor, spec.host, spec.port, listener)
+                    listener.requests_from = self._worker_socket(spec.host)
+                else:
+                    port = reactor.listenUDP(spec.port, listener, interface=spec.host)
                 self.stack.add_udp_listener(listener)
             else:
                 factory = StreamServerFactory(spec.transport, self.stack, self.stack.pool)
-                if spec.transport == "tcp":
+                tls_options = self._tls_server_options if spec.transport == "tls" else None
+                if shared:
+                    port = listen_stream_shared(reactor, spec.host, spec.port, factory, tls_options)
+                elif spec.transport == "tcp":
                     port = reactor.listenTCP(spec.port, factory, interface=spec.host)
                 else:
-                    port = reactor.listenSSL(spec.port, factory, self._tls_server_options, interface=spec.host)
+                    port = reactor.listenSSL(spec.port, factory, tls_options, interface=spec.host)
         except error.CannotListenError as e:
             reason = getattr(e.socketError, "strerror", None) or e.socketError
             raise ConfigError(f"{self.settings.path}: [core] listen: cannot bind {spec}: {reason}") from None
@@ -109,6 +125,18 @@ class SIPService(service.Service):
         log.info("listening on {transport}:{host}:{port}", transport=spec.transport,
                  host=f"[{spec.host}]" if spec.is_ipv6 else spec.host, port=bound)
         return port
+
+    def _worker_socket(self, host: str) -> UDPListener:
+        """This worker's own UDP socket on ``host`` (one per host), receiving the responses
+        to the requests it sends from there: their Via names its port (RFC 3261 18.1.1)."""
+        for port in self.worker_ports:
+            if port.protocol.host == host:
+                return port.protocol
+        listener = UDPListener(host, 0, self.stack)
+        self.worker_ports.append(self.reactor.listenUDP(0, listener, interface=host))
+        log.info("sending requests from udp:{host}:{port}", host=f"[{host}]" if ":" in host else host,
+                 port=listener.port)
+        return listener
 
     def bound_address(self, transport: str) -> Address:
         """The first bound socket of ``transport`` (port 0 in the config gets a real port here)."""
@@ -127,6 +155,8 @@ class SIPService(service.Service):
         ports, self.ports = self.ports, []
         stream_ports = [p for spec, p in zip(self.settings.core.listen, ports) if spec.transport != "udp"]
         udp_ports = [p for spec, p in zip(self.settings.core.listen, ports) if spec.transport == "udp"]
+        udp_ports += self.worker_ports
+        self.worker_ports = []
         pending = self.stack.pending_client_transactions
         if pending:
             log.info("stopping: waiting for {count} client transaction(s)", count=pending)
@@ -196,12 +226,18 @@ class UACService(service.MultiService):
     URL (``twistd uac`` then stops with exit status 1); without it, it is logged as an
     error and the registrant stays stopped. ``registrant_ready()`` says when the accounts
     are loaded.
+
+    ``worker_index``: which of ``[core] workers`` processes this is (docs/workers.rst).
+    Worker 0 starts the others and serves the admin interfaces; every worker registers
+    its share of the accounts.
     """
 
     def __init__(self, settings: Settings, reactor=None,
-                 on_startup_error: Callable[[TxuacError], None] | None = None):
+                 on_startup_error: Callable[[TxuacError], None] | None = None, worker_index: int = 0):
         super().__init__()
         self.settings = settings
+        self.worker_index = worker_index
+        workers = settings.core.workers
         self._on_startup_error = on_startup_error
         self._registrant_outcome: Failure | None | bool = False  # False: not known yet
         self._ready_waiters: list[defer.Deferred] = []
@@ -217,9 +253,10 @@ class UACService(service.MultiService):
         if uac.reg_db_url is not None:
             store = open_store(uac.reg_db_url, reactor, uac.reg_db_table, base_dir=settings.base_dir,
                                ext_table=uac.reg_ext_table, connect_retry=uac.reg_db_connect_retry)
+            share = WorkerShare(worker_index, workers) if workers > 1 else None
             changes = store.change_feed() if uac.reg_db_watch else None  # live INSERT/UPDATE/DELETE
             self.registrant = RegistrantService(registrant_settings(settings), self.sip.stack, store, reactor,
-                                                changes=changes)
+                                                ownership=share, changes=changes)
             self.registrant.setServiceParent(self)  # started after the SIP stack, stopped before it
             self.bringup = BringUpReport(self.registrant, self.registrant.reactor)  # "1000 of 1000 online in 1.2 s"
             self.bringup.setServiceParent(self)
@@ -229,15 +266,23 @@ class UACService(service.MultiService):
             self.proxy = ProxyRunner(self.sip, settings, ServiceParts.of(self))  # loads the script: a ConfigError stops here
             self.proxy.setServiceParent(self)  # started after the SIP stack, stopped before it
         self.rpc: AdminWebService | None = None
+        self.control: list[service.Service] = []
+        self.manhole = None
+        self.workers: WorkerSupervisor | None = None
+        if worker_index > 0:
+            ParentWatch(reactor).setServiceParent(self)
+            return  # the admin interfaces are worker 0's
         if settings.rpc.enabled:
             self.rpc = AdminWebService(self, reactor)  # JSON-RPC and /metrics, stopped before the above
             self.rpc.setServiceParent(self)
         self.control = self._control_transports(settings, reactor)
-        self.manhole = None
         if settings.manhole.listen is not None:
             from txuac.admin.manhole import ManholeService  # conch is imported only when the manhole is on
             self.manhole = ManholeService(settings, self, reactor)
             self.manhole.setServiceParent(self)
+        if workers > 1:
+            self.workers = WorkerSupervisor(settings.path, workers, reactor)  # stopped first, started last
+            self.workers.setServiceParent(self)
 
     def _control_transports(self, settings: Settings, reactor) -> list[service.Service]:
         """Kamailio's binrpc and jsonrpcs transports, on the HTTP server's method table."""

@@ -400,6 +400,12 @@ class SIPStack:
         return self.pool.connect(target, server_name=server_name).addCallback(lambda channel: channel.send(data))
 
     def _udp_listener_for(self, target: Address, source: Address | None = None) -> UDPListener:
+        """The socket a request goes out from: ``source``'s, or the first of the target's
+        family; a worker's own socket instead of a shared one (``requests_from``)."""
+        listener = self._udp_listener_named(target, source)
+        return listener.requests_from or listener
+
+    def _udp_listener_named(self, target: Address, source: Address | None) -> UDPListener:
         if source is not None and source.transport == "udp":
             for listener in self.udp_listeners:
                 if (listener.host, listener.port) == (source.host, source.port):

@@ -83,6 +83,10 @@ class UDPListener(protocol.DatagramProtocol):
         self.sink = sink
         self._socket: socket.socket | None = None  # the real socket, once started
         self._local: Address | None = None
+        # Where the requests that would go out from this socket go out from instead: a
+        # worker's own socket beside a shared one (docs/workers.rst), so that their
+        # responses come back to this process.
+        self.requests_from: UDPListener | None = None
 
     def stopProtocol(self) -> None:
         self._socket = None

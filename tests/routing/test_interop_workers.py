@@ -1,0 +1,90 @@
+"""``[core] workers = 2`` under a real SIPp load: txuac as a real process tree (worker 0 by
+``twist uac``, worker 1 its child) proxying calls and cancelled calls between SIPp peers.
+
+The callers send each call from a socket of its own (SIPp ``-t un``), so the calls spread
+over both workers by the kernel's SO_REUSEPORT hash; every message of a transaction must
+reach the worker that has it (CANCEL and retransmissions by the same hash, responses by
+the worker's own Via port) for every call to succeed. docs/workers.rst.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from tests.support.peers import PeerProcess, free_port, require_program
+from tests.support.sipp import HOST, T1, T2, udp_bound, until
+from tests.support.sipp_proxy import ANONYMISING_SCRIPT, SCENARIOS, last_stats
+from tests.support.workers import all_started, cpu_seconds, start_workers, worker_pids
+
+CALLS = 300
+CANCELS = 150
+START_TIMEOUT = 60.0
+
+
+class WorkersUnderSIPpLoadTests(TestCase):
+    timeout = 240
+
+    def setUp(self):
+        self.sipp = require_program("sipp")
+        self.workdir = os.path.abspath(self.mktemp())
+        os.makedirs(self.workdir)
+
+    def sipp_peer(self, scenario: str, name: str, port: int, *args: str) -> PeerProcess:
+        argv = [self.sipp, "-sf", os.path.join(SCENARIOS, scenario), "-i", HOST, "-p", str(port), *args,
+                "-trace_stat", "-stf", os.path.join(self.workdir, f"{name}.stats"), "-nostdin",
+                "-max_socket", "1000", "-l", "400"]
+        peer = PeerProcess(argv, cwd=self.workdir, log_path=os.path.join(self.workdir, f"{name}.out"))
+        self.addCleanup(peer.stop)
+        return peer
+
+    @defer.inlineCallbacks
+    def test_calls_and_cancels_over_two_workers(self):
+        script = os.path.join(self.workdir, "routing.py")
+        with open(script, "w") as f:
+            f.write(ANONYMISING_SCRIPT)
+        port = free_port()
+        txuac = start_workers(self.workdir, (
+            "[core]\n"
+            f'listen = ["udp:{HOST}:{port}"]\n'
+            "workers = 2\n"
+            f"timer_t1 = {int(T1 * 1000)}\n"
+            f"timer_t2 = {int(T2 * 1000)}\n"
+            "[rpc]\nenabled = false\n"
+            f'[routing]\nscript = "{script}"\n'), workers=2)
+        self.addCleanup(txuac.stop)
+        started = yield until(lambda: all_started(txuac, 2) or not txuac.running(), START_TIMEOUT)
+        self.assertTrue(started and txuac.running(), txuac.output()[-3000:])
+        pids = worker_pids(txuac.pid)
+        self.assertEqual(len(pids), 2, pids)
+        cpu_before = [cpu_seconds(pid) for pid in pids]
+
+        uas_port, cancelled_port = free_port(), free_port()
+        uas = self.sipp_peer("uas_call.xml", "uas", uas_port, "-t", "u1", "-m", str(CALLS))
+        cancelled = self.sipp_peer("uas_cancel.xml", "uas_cancel", cancelled_port, "-t", "u1", "-m", str(CANCELS))
+        up = yield until(lambda: udp_bound(uas_port) and udp_bound(cancelled_port), 20)
+        self.assertTrue(up, uas.output()[-2000:] + cancelled.output()[-2000:])
+        callers = [
+            ("uac", self.sipp_peer("uac_call.xml", "uac", free_port(), f"{HOST}:{port}", "-t", "un",
+                                   "-key", "uas", f"{HOST}:{uas_port}", "-m", str(CALLS), "-r", "50",
+                                   "-timeout", "120", "-timeout_error")),
+            ("uac_cancel", self.sipp_peer("uac_cancel.xml", "uac_cancel", free_port(), f"{HOST}:{port}", "-t", "un",
+                                          "-key", "uas", f"{HOST}:{cancelled_port}", "-m", str(CANCELS), "-r", "25",
+                                          "-timeout", "120", "-timeout_error")),
+        ]
+        for name, caller in callers:
+            ended = yield until(lambda: not caller.running(), 150, 0.1)
+            self.assertTrue(ended, f"{name} still running: {caller.output()[-2000:]}")
+        for name, caller in callers:
+            stats = last_stats(os.path.join(self.workdir, f"{name}.stats"))
+            expected = str(CALLS if name == "uac" else CANCELS)
+            self.assertEqual((stats["SuccessfulCall(C)"], stats["FailedCall(C)"]), (expected, "0"),
+                             f"{name}: {caller.output()[-3000:]}\n{txuac.output()[-3000:]}")
+            self.assertEqual(caller.wait(0), 0, caller.output()[-3000:])
+        # Both workers carried calls: each spent CPU on them.
+        spent = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before)]
+        self.assertTrue(all(seconds >= 0.05 for seconds in spent), spent)
+        self.assertEqual(worker_pids(txuac.pid), pids)  # no worker ended and started again
+        self.assertNotIn("Traceback", txuac.output())
