@@ -12,6 +12,7 @@ from setuptools import setup
 
 COMPILED_MODULES = [
     "txuac/sip/address.py",
+    "txuac/sip/listen.py",
     "txuac/sip/methods.py",
     "txuac/sip/grammar.py",
     "txuac/sip/uri.py",

@@ -1,5 +1,6 @@
-"""The test tree's layout: shared helpers live in tests/support/, so no test module (nor a
-benchmark) imports from a test module."""
+"""The layout of the code and its tests: shared helpers live in tests/support/, so no test
+module (nor a benchmark) imports from a test module; only the wiring and the admin port read
+the configuration."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support.imports import ROOT, runtime_imports
+from tests.support.imports import ROOT, package_imports, runtime_imports, within
+
+# What may import txuac.config when it runs: the twistd plugin's module, the service wiring
+# and the admin port. The layers below get their settings as values.
+CONFIG_READERS = ("txuac.config", "txuac.tap", "txuac.service", "txuac.admin")
 
 
 def is_test_module(name: str) -> bool:
@@ -40,3 +45,24 @@ class TestModuleImportTests(SynchronousTestCase):
                             "def later():\n    from tests.routing import test_proxy\n")
         self.assertEqual(sorted(name for name in runtime_imports(offender) if is_test_module(name)),
                          ["tests.registrant.test_store", "tests.routing.test_proxy", "tests.sip.test_headers"])
+
+
+def config_importers(modules: dict[str, set[str]]) -> list[str]:
+    """The modules of ``modules`` outside CONFIG_READERS that import txuac.config when they run."""
+    return sorted(name for name, targets in modules.items()
+                  if not within(name, CONFIG_READERS) and any(within(t, ("txuac.config",)) for t in targets))
+
+
+class ConfigImportTests(SynchronousTestCase):
+    def test_only_the_wiring_and_the_admin_port_import_the_configuration(self):
+        self.assertEqual(config_importers(package_imports("txuac")), [])
+
+    def test_an_import_of_the_configuration_is_found(self):
+        modules = package_imports("txuac")
+        self.assertIn("txuac.config", modules["txuac.tap"])
+        self.assertEqual(config_importers({"txuac.registrant.record": {"txuac.config"},
+                                           "txuac.admin.migrate": {"txuac.config"},
+                                           "txuac.service": {"txuac.config"},
+                                           "txuac.sip.listen": {"txuac.errors"}}),
+                         ["txuac.registrant.record"])
+

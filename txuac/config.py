@@ -12,31 +12,15 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from txuac.errors import ConfigError, TxuacError
+from txuac.errors import ConfigError, InvalidListenSpec
 from txuac.auth import CredentialList
 from txuac.registrant.store.url import check_table_name, parse_store_url
-from txuac.sip.address import DEFAULT_PORTS
 from txuac.sip.digest import ALL_ALGORITHMS
+from txuac.sip.listen import ListenSpec, ip_address_in
+from txuac.sip.listen import is_number as _is_number
+from txuac.sip.listen import parse_listen as parse_listen_spec
 
-TRANSPORTS = ("udp", "tcp", "tls")
 MAX_WORKERS = 256
-
-
-@dataclass(frozen=True)
-class ListenSpec:
-    """One SIP socket, written as Kamailio does: ``proto:host:port``."""
-
-    transport: str
-    host: str
-    port: int
-
-    @property
-    def is_ipv6(self) -> bool:
-        return ":" in self.host
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if self.is_ipv6 else self.host
-        return f"{self.transport}:{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -244,42 +228,13 @@ class Settings:
     base_dir: str | None = None  # relative file names (TLS files, SQLite databases) start here
 
 
-def parse_listen(text: str, where: str, error: type[TxuacError] = ConfigError) -> ListenSpec:
-    """``udp:127.0.0.1:5060``, ``tcp:[::1]:5060``, ``tls:0.0.0.0:5061``, ``udp:127.0.0.1``.
-
-    A bad one raises ``error`` naming ``where``: ConfigError for the files, the caller's own
-    class for a socket met at run time (a script's $uac_req sock).
-    """
-    if not isinstance(text, str):
-        raise error(f"{where}: expected a string like 'udp:127.0.0.1:5060', got {text!r}")
-    transport, sep, rest = text.partition(":")
-    transport = transport.lower()
-    if not sep or transport not in TRANSPORTS:
-        raise error(f"{where}: {text!r} must start with udp:, tcp: or tls:")
-    if rest.startswith("["):
-        close = rest.find("]")
-        if close < 0:
-            raise error(f"{where}: unterminated IPv6 address in {text!r}")
-        host, port_text = rest[1:close], rest[close + 1 :]
-        if port_text and not port_text.startswith(":"):
-            raise error(f"{where}: junk after the address in {text!r}")
-        has_port, port_text = bool(port_text), port_text[1:]
-    elif rest.count(":") > 1:
-        raise error(f"{where}: IPv6 addresses go in brackets: {text!r} (like tcp:[::1]:5060)")
-    else:
-        host, has_port, port_text = rest.partition(":")
-    address = _ip_address(host, rest.startswith("["), text, where, error)
-    port = DEFAULT_PORTS[transport]
-    if has_port:
-        if not _is_number(port_text) or not 0 <= int(port_text) < 65536:
-            raise error(f"{where}: invalid port {port_text!r} in {text!r}")
-        port = int(port_text)  # 0: the system picks a free port
-    return ListenSpec(transport, str(address), port)
-
-
-def _is_number(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses."""
-    return text.isascii() and text.isdigit()
+def parse_listen(text: str, where: str) -> ListenSpec:
+    """A ``proto:host:port`` socket of the files (txuac.sip.listen.parse_listen); a bad one
+    is a ConfigError naming ``where`` (the file and the key)."""
+    try:
+        return parse_listen_spec(text)
+    except InvalidListenSpec as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 class _Section:
@@ -403,16 +358,12 @@ def _dns_server(text: Any, where: str) -> tuple[str, int]:
     return str(_ip_address(host, text.startswith("["), text, where)), port
 
 
-def _ip_address(host: str, bracketed: bool, text: str, where: str,
-                error: type[TxuacError] = ConfigError) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _ip_address(host: str, bracketed: bool, text: str, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """``host`` as an IP address; brackets only around IPv6 ones."""
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise error(f"{where}: {host!r} in {text!r} is not an IPv4 or IPv6 address") from None
-    if bracketed and isinstance(address, ipaddress.IPv4Address):
-        raise error(f"{where}: brackets are for IPv6 addresses in {text!r}")
-    return address
+        return ip_address_in(host, bracketed, text)
+    except InvalidListenSpec as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _port(text: str, where: str) -> int:

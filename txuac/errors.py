@@ -34,6 +34,11 @@ class ConfigError(TxuacError):
     """The configuration is invalid; the message names the key and the file."""
 
 
+class InvalidListenSpec(TxuacError):
+    """A socket written ``proto:host:port`` (a listen address, a row's socket, a $uac_req
+    sock) that is not one; whoever read it names where it came from."""
+
+
 class TransportError(TxuacError):
     """A message could not be sent or a connection failed."""
 

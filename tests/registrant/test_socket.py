@@ -9,11 +9,14 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support.accounts import make_row
 from tests.support.peers import free_port
+from tests.support.registrant_harness import ServiceTestCase
 from tests.support.services import start_uac
 from tests.support.stores import sqlite_uacreg
 from txuac.config import settings_from_dict
 from txuac.errors import ConfigError
+from txuac.registrant import record as record_module
 from txuac.service import UACService
+from txuac.sip.address import Address
 
 
 class DefaultSocketConfigTests(SynchronousTestCase):
@@ -25,6 +28,26 @@ class DefaultSocketConfigTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as raised:
             settings_from_dict({"core": core, "uac": {"default_socket": "udp:127.0.0.1:5099"}}, "uac.toml")
         self.assertIn("[uac] default_socket", str(raised.exception))
+
+
+class SocketParsedOnceTests(ServiceTestCase):
+    def test_a_rows_socket_is_parsed_when_loaded_not_per_register(self):
+        parsed: list[str] = []
+        parse = record_module.parse_listen
+
+        def counting(text):
+            parsed.append(text)
+            return parse(text)
+
+        self.patch(record_module, "parse_listen", counting)
+        self.start([make_row("acc1", socket="udp:127.0.0.1:5072")])
+        self.assertEqual(self.record().source, Address("udp", "127.0.0.1", 5072))
+        for _ in range(3):
+            [sent] = self.stack.pending()
+            self.stack.ok(sent, expires=60)
+            self.advance(60)
+        self.assertGreaterEqual(len(self.stack.sent), 4)
+        self.assertEqual(parsed, ["udp:127.0.0.1:5072"])
 
 
 class SourceSocketTests(TestCase):

@@ -10,10 +10,10 @@ import random
 import sys
 from dataclasses import dataclass, field
 
-from txuac.config import parse_listen
-from txuac.errors import SIPParseError
+from txuac.errors import InvalidListenSpec, SIPParseError
 from txuac.registrant.row_rules import InvalidRecord, check_integer, check_text, invalid
 from txuac.sip.grammar import is_token
+from txuac.sip.listen import parse_listen
 from txuac.sip.uri import parse_uri
 from txuac.sip.address import Address
 
@@ -195,8 +195,10 @@ def source_address(socket: str) -> Address | None:
     from; None when empty. The row rules have checked a row's (InvalidRecord else)."""
     if not socket:
         return None
-    spec = parse_listen(socket, "socket", InvalidRecord)
-    return Address(spec.transport, spec.host, spec.port)
+    try:
+        return parse_listen(socket).address
+    except InvalidListenSpec as e:
+        raise InvalidRecord(f"socket: {e}") from None
 
 
 # Headers an extra_headers line must not set: txuac writes them itself (RFC 3261 7.3.3

@@ -14,9 +14,9 @@ Sans-IO: plain functions of plain values.
 
 from __future__ import annotations
 
-from txuac.config import parse_listen
-from txuac.errors import InvalidRecord, SIPParseError
+from txuac.errors import InvalidListenSpec, InvalidRecord, SIPParseError
 from txuac.sip.grammar import has_control
+from txuac.sip.listen import parse_listen
 from txuac.sip.uri import SipURI, parse_uri
 
 # VARCHAR sizes of Kamailio's uacreg (utils/kamctl/*/uac-create.sql, the same for every
@@ -121,9 +121,9 @@ def _contact_addr(value: str) -> str | None:
 
 def _socket(value: str) -> str | None:
     try:
-        parse_listen(value, "socket", InvalidRecord)
-    except InvalidRecord as e:
-        return str(e).removeprefix("socket: ")
+        parse_listen(value)
+    except InvalidListenSpec as e:
+        return str(e)
     return None
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
 
 from txuac.auth import CredentialList, ICredentialSource
-from txuac.config import RoutingSettings, Settings
 from txuac.net.stack import IncomingRequest, SIPStack
 from txuac.routing.dialogs import DialogTable
 from txuac.routing.proxied_request import ProxiedRequest, answered
@@ -30,6 +29,9 @@ from txuac.sip.message import Request, Response
 from txuac.sip.methods import METHODS
 from txuac.sip.uri import SipURI
 from txuac.sip.via import Address, bare_host, via_host
+
+if TYPE_CHECKING:
+    from txuac.config import RoutingSettings, Settings
 
 log = Logger()
 

@@ -57,10 +57,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from txuac.auth import FixedCredentials, authorized_retry, challenge_origin
-from txuac.config import parse_listen
 from txuac.errors import (
     AuthenticationError,
     ConfigError,
+    InvalidListenSpec,
     ResolutionError,
     RouteContextError,
     SIPParseError,
@@ -81,6 +81,7 @@ from txuac.sip.digest import (
 )
 from txuac.sip.grammar import is_token
 from txuac.sip.headers import header_key
+from txuac.sip.listen import parse_listen
 from txuac.sip.message import Request, Response, make_request
 from txuac.sip.tokens import token_hex
 from txuac.sip.uri import URI, SipURI, parse_uri
@@ -295,8 +296,10 @@ def _header_lines(hdrs: str) -> tuple[tuple[str, str], ...]:
 
 def socket_address(text: str, where: str) -> Address:
     """A ``proto:ip:port`` socket (Kamailio's sock, default_socket) as a source Address."""
-    spec = parse_listen(text, where, UacRequestError)
-    return Address(spec.transport, spec.host, spec.port)
+    try:
+        return parse_listen(text).address
+    except InvalidListenSpec as e:
+        raise UacRequestError(f"{where}: {e}") from None
 
 
 @dataclass(frozen=True, repr=False)

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
-from txuac.config import RoutingSettings
 from txuac.errors import AddressReplaceError, SIPParseError
 from txuac.routing.dialogs import Dialog
 from txuac.routing.replace import FROM, TO, Replacement, RestoreMode, replace_header
@@ -57,6 +56,7 @@ from txuac.routing.script import allowed_like
 from txuac.routing.uac_auth import RequestCredentials
 
 if TYPE_CHECKING:
+    from txuac.config import RoutingSettings
     from txuac.sip.message import Request
 
 log = Logger()
