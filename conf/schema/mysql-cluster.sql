@@ -1,0 +1,1 @@
+../../txuac/registrant/store/schema/mysql-cluster.sql

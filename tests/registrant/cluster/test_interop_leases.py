@@ -1,0 +1,130 @@
+"""ClusterService on a REAL PostgreSQL and a REAL MariaDB: two nodes split the partitions,
+a node that stops renewing is taken over after its lease, a clean stop hands over at once,
+a lease table of another size is refused."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from tests.support.mariadb import MariaDBServer
+from tests.support.postgres import PostgresCluster
+from tests.support.services import wait_until
+from tests.support.stores import SCHEMAS
+from txuac.errors import StoreError
+from txuac.registrant.cluster.service import ClusterService, ClusterSettings
+from txuac.registrant.store.url import parse_store_url
+
+PARTITIONS = 16
+PERIOD = 2.0  # seconds: short, so that a takeover fits in a test
+WAIT = 30.0  # seconds any condition may take on a busy machine
+
+
+class ClusterLeaseMixin:
+    timeout = 120
+    schema = ""
+
+    def start_database(self) -> str:
+        raise NotImplementedError
+
+    def setUp(self):
+        self.url = parse_store_url(self.start_database())
+        self.nodes: list[ClusterService] = []
+
+    @defer.inlineCallbacks
+    def node(self, node_id: str, partitions: int = PARTITIONS):
+        settings = ClusterSettings(node_id=node_id, partitions=partitions, lease_period=PERIOD, renew_interval=0.2,
+                                   state_write_interval=0.5)
+        node = ClusterService(settings, self.url, f"127.0.0.{len(self.nodes) + 1}:5060")
+        node.changes = []
+        node.add_listener(node.changes.append)
+        yield node.startService()
+        self.nodes.append(node)
+        self.addCleanup(self.stop, node)
+        return node
+
+    @staticmethod
+    def stop(node):
+        if node.running:
+            return node.stopService()
+        for loop in (node._loop, node._fence_loop, node._write_loop):  # a crashed one
+            if loop.running:
+                loop.stop()
+        for pool in (node._lease_pool, node._view_pool):
+            if pool.running:
+                pool.close()
+        return None
+
+    @staticmethod
+    def crash(node):
+        """As kill -9 would leave it: no more renewals, nothing released."""
+        for loop in (node._loop, node._write_loop):
+            loop.stop()
+        node.running = False
+
+    def test_two_nodes_split_the_partitions(self):
+        return self._split()
+
+    @defer.inlineCallbacks
+    def _split(self):
+        a = yield self.node("node-a")
+        yield wait_until(lambda: len(a.leases.held()) == PARTITIONS, WAIT)
+        b = yield self.node("node-b")
+        yield wait_until(lambda: a.leases.held() | b.leases.held() == set(range(PARTITIONS))
+                         and not a.leases.held() & b.leases.held() and b.leases.held(), WAIT)
+        self.assertLessEqual(len(b.leases.held()), PARTITIONS - 2)
+        lost_by_a = set().union(*(c.lost for c in a.changes))
+        self.assertEqual(lost_by_a, b.leases.held())  # handed over, not taken
+        self.assertEqual(b.metrics.takeovers, 0)
+        return a, b
+
+    @defer.inlineCallbacks
+    def test_a_node_that_stops_renewing_is_taken_over_after_its_lease(self):
+        a, b = yield self._split()
+        theirs = b.leases.held()
+        self.crash(b)
+        started = a.now()
+        yield wait_until(lambda: len(a.leases.held()) == PARTITIONS, WAIT)
+        took = a.now() - started
+        self.assertGreater(took, PERIOD * 0.5)  # not before b's lease ran out
+        self.assertEqual(a.metrics.takeovers, len(theirs))
+        # b, frozen, noticed its deadline on its own: it registers nothing any more.
+        yield wait_until(lambda: not b.leases.held(), WAIT)
+        self.assertEqual(b.metrics.fenced, 1)
+        self.assertFalse(any(b.owns(f"acc{i}", b.now()) for i in range(100)))
+
+    @defer.inlineCallbacks
+    def test_a_clean_stop_hands_over_at_once(self):
+        a, b = yield self._split()
+        started = a.now()
+        yield b.stopService()
+        yield wait_until(lambda: len(a.leases.held()) == PARTITIONS, WAIT)
+        self.assertLess(a.now() - started, PERIOD + 5)  # released: no waiting for the lease (slack for load)
+        self.assertEqual(a.metrics.takeovers, 0)
+
+    @defer.inlineCallbacks
+    def test_a_node_with_another_partition_number_is_refused(self):
+        yield self.node("node-a")
+        settings = ClusterSettings(node_id="node-b", partitions=PARTITIONS * 2, lease_period=PERIOD)
+        node = ClusterService(settings, self.url, "127.0.0.2:5060")
+        error = yield self.assertFailure(node.startService(), StoreError)
+        self.assertIn(f"partitions is {PARTITIONS * 2}", str(error))
+        self.assertIn(f"table has {PARTITIONS} partitions", str(error))
+        for pool in (node._lease_pool, node._view_pool):
+            pool.close()
+
+
+class PostgresClusterLeaseTests(ClusterLeaseMixin, TestCase):
+    def start_database(self) -> str:
+        self.pg = PostgresCluster(self)
+        self.pg.psql(file=os.path.join(SCHEMAS, "postgres.sql"))
+        return self.pg.url
+
+
+class MariaDBClusterLeaseTests(ClusterLeaseMixin, TestCase):
+    def start_database(self) -> str:
+        self.db = MariaDBServer(self)
+        self.db.mysql(file=os.path.join(SCHEMAS, "mysql.sql"))
+        return self.db.url

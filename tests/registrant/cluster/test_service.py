@@ -1,0 +1,168 @@
+"""ClusterService on a task.Clock with pools whose transactions the test answers: the fence
+at the local deadline when renewals fail, recovery, the previous owners' contacts, the
+fleet view written in batches, a clean stop."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from txuac.registrant.cluster import database
+from txuac.registrant.cluster.database import TickResult
+from txuac.registrant.cluster.leases import LeasePlan
+from txuac.registrant.cluster.postgres import SQL
+from txuac.registrant.cluster.service import FENCE_CHECK, ClusterService, ClusterSettings
+from txuac.registrant.store.url import parse_store_url
+
+SETTINGS = ClusterSettings(node_id="node-a", partitions=4, lease_period=6.0, renew_interval=1.0,
+                           state_write_interval=1.0)
+# partition_of(l_uuid, 4): acc1 1, acc2 3, acc4 2.
+
+
+class FakePool:
+    """Every transaction waits for the test to answer it."""
+
+    running = True
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def runInteraction(self, function, *args):  # noqa: N802 - adbapi's name
+        d = defer.Deferred()
+        self.calls.append((function, args, d))
+        return d
+
+    def pending(self, function):
+        return [(args, d) for f, args, d in self.calls if f is function and not d.called]
+
+    def close(self):
+        self.running = False
+
+
+def acquired(partitions, taken_from=None):
+    planned = LeasePlan(frozenset(), frozenset(partitions), frozenset(), frozenset(), taken_from or {})
+    return TickResult(planned, 1000.0, {"node-a": 1000.0}, {p: "node-a" for p in partitions})
+
+
+def renewed(partitions):
+    planned = LeasePlan(frozenset(partitions), frozenset(), frozenset(), frozenset(), {})
+    return TickResult(planned, 1001.0, {"node-a": 1001.0}, {p: "node-a" for p in partitions})
+
+
+class ClusterServiceTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(100)
+        self.leases, self.view = FakePool(), FakePool()
+        self.node = ClusterService(SETTINGS, parse_store_url("postgres://u:p@127.0.0.1/db"), "192.0.2.1:5060",
+                                   reactor=self.clock, pools=(self.leases, self.view, SQL))
+        self.changes = []
+        self.node.add_listener(self.changes.append)
+        self.logged = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+        self.started = self.node.startService()
+        self.answer(self.leases, database.prepare, None)
+
+    def answer(self, pool, function, result):
+        pending = pool.pending(function)
+        self.assertEqual(len(pending), 1, function)
+        pending[0][1].callback(result)
+
+    def fail_tick(self):
+        pending = self.leases.pending(database.tick)
+        self.assertEqual(len(pending), 1)
+        pending[0][1].errback(ConnectionError("server closed the connection unexpectedly"))
+
+    def lines(self, text):
+        return [e for e in self.logged if text in e.get("log_format", "")]
+
+    def test_fenced_at_the_local_deadline_when_renewals_fail_then_taken_again(self):
+        self.answer(self.leases, database.tick, acquired({1, 2}))
+        self.answer(self.view, database.bound_contacts, {})
+        self.successResultOf(self.started)
+        self.assertEqual([(c.gained, c.lost) for c in self.changes], [({1, 2}, set())])
+        deadline = 100 + SETTINGS.lease_period - SETTINGS.fence_margin  # from the first tick's start
+        while self.clock.seconds() < deadline - FENCE_CHECK:
+            self.clock.advance(FENCE_CHECK)
+            if self.leases.pending(database.tick):
+                self.fail_tick()
+        self.assertTrue(self.node.owns("acc1", self.clock.seconds()))
+        self.assertFalse(self.node.owns("acc1", deadline))  # the send's own now decides
+        self.assertEqual(len(self.changes), 1)
+        self.clock.advance(FENCE_CHECK * 2)
+        self.assertEqual([(c.gained, c.lost) for c in self.changes[1:]], [(set(), {1, 2})])
+        self.assertEqual(self.node.metrics.fenced, 1)
+        self.assertEqual(len(self.lines("lease renewal failed")), 1)  # once for the outage
+        self.assertEqual(len(self.lines("fenced")), 1)
+        self.clock.advance(1.0)
+        self.answer(self.leases, database.tick, acquired({1, 2}))
+        self.answer(self.view, database.bound_contacts, {})
+        self.assertEqual((self.changes[-1].gained, self.node.metrics.fenced), ({1, 2}, 1))
+        self.assertTrue(self.node.owns("acc4", self.clock.seconds()))
+
+    def test_renewal_moves_the_deadline(self):
+        self.answer(self.leases, database.tick, acquired({1}))
+        self.answer(self.view, database.bound_contacts, {})
+        for _ in range(20):
+            self.clock.advance(SETTINGS.renew_interval)
+            self.answer(self.leases, database.tick, renewed({1}))
+        self.assertTrue(self.node.owns("acc1", self.clock.seconds()))
+        self.assertEqual(self.node.metrics.fenced, 0)
+        self.assertEqual(sum(self.node.metrics.renew_counts), 21)
+
+    def test_gained_partitions_come_with_the_previous_owners_contacts(self):
+        self.answer(self.leases, database.tick, acquired({1, 3}, taken_from={1: "node-b"}))
+        self.assertEqual(self.changes, [])  # told once the contacts are read
+        self.answer(self.view, database.bound_contacts, {"acc1": "sip:acc1@192.0.2.2:5060",
+                                                         "acc4": "sip:acc4@192.0.2.2:5060"})
+        self.assertEqual(dict(self.changes[0].bound_contacts), {"acc1": "sip:acc1@192.0.2.2:5060"})
+        self.assertEqual(self.node.metrics.takeovers, 1)
+        self.assertEqual(len(self.lines("took {count} partitions")), 1)
+
+    def test_clean_stop_gives_up_then_releases(self):
+        self.answer(self.leases, database.tick, acquired({1}))
+        self.answer(self.view, database.bound_contacts, {})
+        stopped = self.node.stopService()
+        self.assertEqual(self.changes[-1].lost, {1})
+        self.assertFalse(self.node.owns("acc1", self.clock.seconds()))
+        self.answer(self.leases, database.release_all, None)
+        self.successResultOf(stopped)
+        self.assertFalse(self.leases.running)
+
+
+class FleetViewTests(SynchronousTestCase):
+    def test_changed_accounts_written_in_one_batch(self):
+        from tests.support.accounts import make_record
+
+        class Registrant:
+            settings = type("S", (), {"reg_contact_addr": "192.0.2.1:5060"})()
+
+            def __init__(self):
+                self.records = {name: make_record(name) for name in ("acc1", "acc4")}
+                self.observers = []
+
+            def add_observer(self, observer):
+                self.observers.append(observer)
+
+        clock, view = Clock(), FakePool()
+        node = ClusterService(SETTINGS, parse_store_url("postgres://u:p@127.0.0.1/db"), "192.0.2.1:5060",
+                              reactor=clock, pools=(FakePool(), view, SQL))
+        node._view_pool, node.sql = view, SQL
+        registrant = Registrant()
+        node.watch(registrant)
+        registrant.records["acc1"].last_failure = "no answer (timeout)"
+        for name in ("acc1", "acc4", "acc1", "gone"):
+            registrant.observers[0](type("E", (), {"l_uuid": name})())
+        node.write_view()
+        [(args, d)] = view.pending(database.write_accounts)
+        views = sorted(args[1])
+        self.assertEqual([(v.l_uuid, v.owner_node, v.bound_contact, v.last_error) for v in views],
+                         [("acc1", "node-a", "sip:acc1@192.0.2.1:5060", "no answer (timeout)"),
+                          ("acc4", "node-a", "sip:acc4@192.0.2.1:5060", "")])
+        d.errback(ConnectionError("down"))
+        node.write_view()  # the failed batch goes again
+        [(args, d)] = view.pending(database.write_accounts)
+        self.assertEqual(len(args[1]), 2)

@@ -1,0 +1,319 @@
+"""The cluster's Twisted shell: one lease transaction per tick on a connection of its own,
+the fence checked on the reactor's clock, the fleet view written in batches.
+
+ClusterService is the registrant's IAccountOwnership: it owns the partitions NodeLeases
+says it holds, until the local deadline. A database that goes away makes renewals fail: one
+warning, the fence takes every partition away at the deadline (one warning, counted), and
+the ticks go on until the database answers again, when the partitions are acquired anew.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from twisted.application import service
+from twisted.enterprise import adbapi
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from txuac.errors import StoreError
+from txuac.registrant import protocol
+from txuac.registrant.cluster import database
+from txuac.registrant.cluster.database import AccountView, ClusterSQL, TickResult
+from txuac.registrant.cluster.leases import NodeLeases, live_nodes
+from txuac.registrant.ownership import IAccountOwnership, OwnershipChange, OwnershipListener, partition_of
+from txuac.registrant.store.url import StoreURL
+
+log = Logger()
+
+# Upper bounds (seconds) of the lease renewal latency histogram.
+RENEW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FENCE_CHECK = 0.1  # seconds between checks of the local deadline
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """[cluster]: see docs/cluster.rst."""
+
+    node_id: str
+    partitions: int = 256
+    lease_period: float = 6.0
+    renew_interval: float = 1.0
+    state_write_interval: float = 1.0
+
+    @property
+    def fence_margin(self) -> float:
+        """How long before the database's expiry this node stops: a tenth of the period."""
+        return self.lease_period / 10
+
+
+class ClusterMetrics:
+    """Counts that exist nowhere else: takeovers, fences, renewal latencies."""
+
+    def __init__(self):
+        self.takeovers = 0
+        self.fenced = 0
+        self.renew_counts = [0] * (len(RENEW_BUCKETS) + 1)
+        self.renew_sum = 0.0
+
+    def renewed(self, seconds: float) -> None:
+        index = next((i for i, bound in enumerate(RENEW_BUCKETS) if seconds <= bound), len(RENEW_BUCKETS))
+        self.renew_counts[index] += 1
+        self.renew_sum += seconds
+
+
+def backend(url: StoreURL):
+    """The backend module (postgres or mysql) of ``url``; StoreError for another kind."""
+    if url.kind == "postgres":
+        from txuac.registrant.cluster import postgres as module
+    elif url.kind == "mysql":
+        from txuac.registrant.cluster import mysql as module
+    else:
+        raise StoreError(f"[cluster] needs a PostgreSQL or MySQL reg_db_url, not {url.masked}")
+    return module
+
+
+def open_pool(url: StoreURL, reactor) -> tuple[adbapi.ConnectionPool, ClusterSQL]:
+    """A pool of one connection (its own thread) on ``url``, and its backend's SQL."""
+    module = backend(url)
+    pool = adbapi.ConnectionPool(module.DRIVER, cp_min=1, cp_max=1, cp_noisy=False, cp_reconnect=True,
+                                 cp_reactor=reactor, **module.connection_arguments(url))
+    return pool, module.SQL
+
+
+@implementer(IAccountOwnership)
+class ClusterService(service.Service):
+    """This node's leases in the shared database, and its accounts in the fleet view."""
+
+    def __init__(self, settings: ClusterSettings, url: StoreURL, contact_addr: str, table: str = "uacreg",
+                 reactor=None, pools=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.settings = settings
+        self.url = url
+        self.contact_addr = contact_addr
+        self.table = table
+        self.reactor = reactor
+        self.partitions = settings.partitions
+        self.leases = NodeLeases(settings.node_id, settings.partitions, settings.lease_period, settings.fence_margin)
+        self.metrics = ClusterMetrics()
+        self.listeners: list[OwnershipListener] = []
+        self.registrant = None
+        self.nodes: dict[str, float] = {}  # heartbeats (DB clock) seen at the last tick
+        self.db_now: float | None = None
+        self.holders: dict[int, str | None] = {}
+        self._pools = pools  # (lease pool, view pool, sql) for tests; made at start otherwise
+        self._lease_pool = self._view_pool = None
+        self.sql: ClusterSQL | None = None
+        self._ticking: defer.Deferred | None = None
+        self._writing: defer.Deferred | None = None
+        self._failing = False
+        self._dirty: set[str] = set()
+        self._loop = task.LoopingCall(self.tick)
+        self._loop.clock = reactor
+        self._fence_loop = task.LoopingCall(self.check_fence)
+        self._fence_loop.clock = reactor
+        self._write_loop = task.LoopingCall(self.write_view)
+        self._write_loop.clock = reactor
+
+    # --- IAccountOwnership ------------------------------------------------------------
+    def owns(self, l_uuid: str, now: float) -> bool:
+        return self.leases.owns(partition_of(l_uuid, self.partitions), now)
+
+    def add_listener(self, listener: OwnershipListener) -> None:
+        self.listeners.append(listener)
+
+    def watch(self, registrant) -> None:
+        """Write ``registrant``'s accounts into the fleet view as they change."""
+        self.registrant = registrant
+        registrant.add_observer(lambda event: self._dirty.add(event.l_uuid))
+
+    # --- lifecycle ----------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def startService(self):
+        super().startService()
+        if self._pools is not None:
+            self._lease_pool, self._view_pool, self.sql = self._pools
+        else:
+            self._lease_pool, self.sql = open_pool(self.url, self.reactor)
+            self._view_pool, _ = open_pool(self.url, self.reactor)
+        s = self.settings
+        try:
+            yield self._lease_pool.runInteraction(database.prepare, self.sql, s.node_id, self.contact_addr,
+                                                  s.partitions)
+        except StoreError:
+            raise
+        except Exception as e:  # the driver's errors
+            raise StoreError(f"cluster tables in {self.url.masked}: {' '.join(str(e).split())}") from None
+        log.info("cluster node {node_id}: {partitions} partitions in {url}, lease {period} s",
+                 node_id=s.node_id, partitions=s.partitions, url=self.url.masked, period=s.lease_period)
+        # The first tick before the registrant loads: it starts with its share where it can.
+        yield self.tick()
+        self._loop.start(s.renew_interval, now=False)
+        self._fence_loop.start(FENCE_CHECK, now=False)
+        self._write_loop.start(s.state_write_interval, now=False)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stopped after the registrant: give every partition up and release the leases, so
+        the other nodes take over at once (they refresh or replace our bindings)."""
+        super().stopService()
+        for loop in (self._loop, self._fence_loop, self._write_loop):
+            if loop.running:
+                loop.stop()
+        if self._ticking is not None:
+            yield self._ticking
+        self._deliver(self.leases.give_up(self.now()))
+        yield self.write_view()
+        try:
+            yield self._lease_pool.runInteraction(database.release_all, self.sql, self.settings.node_id)
+            log.info("cluster node {node_id}: leases released", node_id=self.settings.node_id)
+        except Exception as e:  # noqa: BLE001 - the leases then expire by themselves
+            log.warn("cluster node {node_id}: releasing the leases failed ({error}); they expire in {period} s",
+                     node_id=self.settings.node_id, error=str(e), period=self.settings.lease_period)
+        for pool in (self._lease_pool, self._view_pool):
+            if pool is not None and getattr(pool, "running", False):
+                pool.close()
+
+    def now(self) -> float:
+        return self.reactor.seconds()
+
+    # --- leases ----------------------------------------------------------------------------
+    def tick(self) -> defer.Deferred:
+        """One lease transaction (not while the last one is still out)."""
+        if self._ticking is not None:
+            return self._ticking
+        started = self.now()
+        clock_started = time.monotonic()
+        s = self.settings
+        d = self._lease_pool.runInteraction(database.tick, self.sql, s.node_id, self.contact_addr, s.lease_period,
+                                            self.leases.held(), self.leases.releasing())
+        d.addCallbacks(self._ticked, self._tick_failed, callbackArgs=(started, clock_started))
+        d.addBoth(self._tick_done)
+        self._ticking = d
+        return d
+
+    def _tick_done(self, result):
+        self._ticking = None
+        return None
+
+    def _ticked(self, result: TickResult, started: float, clock_started: float) -> defer.Deferred | None:
+        now = self.now()
+        self.metrics.renewed(time.monotonic() - clock_started)
+        if self._failing:
+            self._failing = False
+            log.info("cluster node {node_id}: the database answers again", node_id=self.settings.node_id)
+        self.nodes, self.db_now, self.holders = result.nodes, result.db_now, result.leases
+        change = self.leases.committed(result.planned, started, now)
+        self.metrics.takeovers += len(result.planned.taken_from.keys() & change.gained)
+        if change.gained:
+            return self._with_contacts(change, result.planned.taken_from)
+        self._deliver(change)
+        return None
+
+    def _tick_failed(self, failure: Failure) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warn("cluster node {node_id}: lease renewal failed ({error}); the partitions stop being "
+                     "registered here {margin} s before their leases expire unless a renewal works",
+                     node_id=self.settings.node_id, error=str(failure.value), margin=self.settings.fence_margin)
+
+    def check_fence(self) -> None:
+        change = self.leases.check(self.now())
+        if change is None:
+            return
+        if change.lost:
+            self.metrics.fenced += 1
+            log.warn("cluster node {node_id}: fenced: no lease renewal in time; {count} partitions no longer "
+                     "registered here", node_id=self.settings.node_id, count=len(change.lost))
+        self._deliver(change)
+
+    @defer.inlineCallbacks
+    def _with_contacts(self, change: OwnershipChange, taken_from):
+        """Tell the registrant the partitions gained, with the Contacts the previous owners
+        registered for their accounts (removed in the takeover REGISTER)."""
+        contacts: dict[str, str] = {}
+        if taken_from or self._view_pool is not None:
+            try:
+                every = yield self._view_pool.runInteraction(database.bound_contacts, self.settings.node_id)
+                gained = change.gained
+                contacts = {u: c for u, c in every.items() if partition_of(u, self.partitions) in gained}
+            except Exception as e:  # noqa: BLE001 - registered anyway; the old binding expires
+                log.warn("cluster node {node_id}: reading the previous owners' contacts failed ({error})",
+                         node_id=self.settings.node_id, error=str(e))
+        self._deliver(OwnershipChange(change.gained, change.lost, change.now, contacts))
+        origins: dict[str, int] = {}
+        for partition in change.gained:
+            origin = taken_from.get(partition)
+            if origin is not None:
+                origins[origin] = origins.get(origin, 0) + 1
+        if origins:
+            log.info("cluster node {node_id}: took {count} partitions ({origins}, expired)",
+                     node_id=self.settings.node_id, count=len(change.gained),
+                     origins=", ".join(f"{n} from {node}" for node, n in sorted(origins.items())))
+
+    def _deliver(self, change: OwnershipChange) -> None:
+        if not (change.gained or change.lost):
+            return
+        log.info("cluster node {node_id}: {gained} partitions gained, {lost} lost; {held} held",
+                 node_id=self.settings.node_id, gained=len(change.gained), lost=len(change.lost),
+                 held=len(self.leases.held()))
+        for listener in tuple(self.listeners):
+            try:
+                listener(change)
+            except Exception:  # noqa: BLE001 - one listener must not keep the others uninformed
+                log.failure("cluster ownership listener failed")
+
+    # --- fleet view --------------------------------------------------------------------------
+    def write_view(self) -> defer.Deferred:
+        """The accounts that changed since the last write, in one transaction (one at a time;
+        a failed batch is written with the next)."""
+        if self._writing is not None or not self._dirty or self.registrant is None or self._view_pool is None:
+            return defer.succeed(None)
+        dirty, self._dirty = self._dirty, set()
+        views = []
+        node_id, contact_addr = self.settings.node_id, self.registrant.settings.reg_contact_addr
+        for l_uuid in dirty:
+            record = self.registrant.records.get(l_uuid)
+            if record is None:
+                continue
+            views.append(AccountView(l_uuid, node_id, protocol.contact_uri(record, contact_addr), record.flags,
+                                     record.last_failure or "", record.due_at))
+        d = self._view_pool.runInteraction(database.write_accounts, self.sql, views)
+
+        def failed(failure):
+            self._dirty |= dirty
+            log.debug("fleet view write failed: {error}", error=str(failure.value))
+
+        def done(_):
+            self._writing = None
+
+        d.addErrback(failed)
+        d.addBoth(done)
+        self._writing = d
+        return d
+
+    def fleet(self) -> defer.Deferred:
+        """Deferred[list[dict]]: every account of uacreg with its owner (uac.reg_dump cluster)."""
+        return self._view_pool.runInteraction(database.fleet, self.sql, self.table)
+
+    @defer.inlineCallbacks
+    def status(self):
+        """cluster.status: this node, its partitions, the live nodes and their lease counts."""
+        db_now, nodes, held = yield self._view_pool.runInteraction(database.status_rows, self.sql)
+        s = self.settings
+        live = live_nodes(nodes, db_now, s.lease_period, s.node_id)
+        now = self.now()
+        return {
+            "node_id": s.node_id,
+            "partitions": s.partitions,
+            "partitions_held": len(self.leases.held()),
+            "lease_deadline_in": max(0.0, self.leases.deadline - now) if self.leases.held() else 0.0,
+            "nodes": [{"node_id": node, "partitions": held.get(node, 0),
+                       "heartbeat_age": round(db_now - nodes[node], 3) if node in nodes else None,
+                       "live": node in live}
+                      for node in sorted(set(nodes) | {s.node_id})],
+        }
