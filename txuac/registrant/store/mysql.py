@@ -114,7 +114,8 @@ def reason(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _statements(script: str) -> list[str]:
+def split_statements(script: str) -> list[str]:
+    """The statements of a DDL script, one per ';' at a line's end (PyMySQL runs one at a time)."""
     return [statement.strip() for statement in script.split(";\n") if statement.strip()]
 
 
@@ -132,7 +133,7 @@ class _Connection(adbapi.Connection):
             pass  # the driver has closed it: the next interaction's ping reconnects
 
 
-class _Pool(adbapi.ConnectionPool):
+class QuietPool(adbapi.ConnectionPool):
     """adbapi's pool, quiet about connections the server closed, with one line per outage."""
 
     connectionFactory = _Connection  # noqa: N815 - adbapi's name
@@ -192,7 +193,7 @@ class MySQLStore(ServerStoreOpening, AccountQueries):
         self._reactor = reactor
         self.connect_retry = connect_retry
         self._opening: OpenRetry | None = None
-        self._pool: _Pool | None = None
+        self._pool: QuietPool | None = None
         self._columns: tuple[str, ...] = ()
         self.errors = 0  # operations failed with StoreError, for metrics
 
@@ -217,7 +218,7 @@ class MySQLStore(ServerStoreOpening, AccountQueries):
     def _open_once(self) -> defer.Deferred:
         """One attempt: connect and check the tables. StoreUnreachable when the server is
         not there (yet), StoreError when it refuses us or the tables are wrong."""
-        self._pool = _Pool(self.url, self._reactor, **connection_arguments(self._url))
+        self._pool = QuietPool(self.url, self._reactor, **connection_arguments(self._url))
         d = self._pool.runInteraction(self._check)
 
         def opened(checked):
@@ -292,7 +293,7 @@ class MySQLStore(ServerStoreOpening, AccountQueries):
         try:
             if created:
                 try:
-                    for statement in _statements(ext.create_statements("mysql", table)):
+                    for statement in split_statements(ext.create_statements("mysql", table)):
                         txn.execute(statement)
                 except pymysql.err.MySQLError as e:
                     if is_connection_error(e):

@@ -34,7 +34,7 @@ from zope.interface import implementer
 from txuac.errors import StoreError
 from txuac.registrant.store import IChangeFeed
 from txuac.registrant.store.feed import COALESCE_WINDOW, OnChanged, TableFeed, trigger_script
-from txuac.registrant.store.mysql import _Pool, _statements, connection_arguments, is_connection_error, reason
+from txuac.registrant.store.mysql import QuietPool, connection_arguments, is_connection_error, reason, split_statements
 from txuac.registrant.store.url import StoreURL
 
 log = Logger()
@@ -88,7 +88,7 @@ class MySQLChangeFeed(TableFeed):
         self._settle = settle
         self._prune_age = prune_age
         self._prune_interval = prune_interval
-        self._pool: _Pool | None = None
+        self._pool: QuietPool | None = None
         self._cursor: ChangeLogCursor | None = None
         self._checksum = None  # the fallback's last CHECKSUM TABLE value
         self._loop = task.LoopingCall(self._poll)
@@ -102,7 +102,7 @@ class MySQLChangeFeed(TableFeed):
             self._begin(on_changed)
         except StoreError:
             return defer.fail()
-        pool = self._pool = _Pool(self.url, self._reactor, **connection_arguments(self._url))
+        pool = self._pool = QuietPool(self.url, self._reactor, **connection_arguments(self._url))
 
         def started(first):
             self._cursor, self._checksum = (ChangeLogCursor(first, self._settle), None) \
@@ -144,7 +144,7 @@ class MySQLChangeFeed(TableFeed):
                     (CHANGE_TABLE,))
         if not txn.fetchall() or have < len(TRIGGERS):
             try:
-                for statement in _statements(trigger_script("mysql", self.table)):
+                for statement in split_statements(trigger_script("mysql", self.table)):
                     txn.execute(statement)
             except pymysql.err.MySQLError as e:
                 if is_connection_error(e):

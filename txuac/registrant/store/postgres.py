@@ -15,13 +15,16 @@ Three txpostgres rough edges are handled here (txpostgres 1.7.0):
 - ConnectionPool builds its connections without a detector: ``_Pool.connectionFactory``
   gives each one its own.
 - A server that closes an idle connection makes ``Connection.doRead`` raise, which the
-  reactor logs as an unhandled error before calling connectionLost; ``_Connection.doRead``
-  returns the error instead (the reactor's documented way to report a lost descriptor).
-  A plain EOF arrives as ConnectionDone, which the default death checker does not count as
-  death; ours does (except while we close on purpose).
+  reactor logs as an unhandled error before calling connectionLost;
+  ``QuietConnection.doRead`` returns the error instead (the reactor's documented way to
+  report a lost descriptor). A plain EOF arrives as ConnectionDone, which the default
+  death checker does not count as death; ours does (except while we close on purpose).
 - The detector keeps no handle on its retry loop (a pending reactor.callLater), so it could
-  neither be stopped by close() nor leave a test reactor clean; ``_Detector`` keeps it and
-  cancels it.
+  neither be stopped by close() nor leave a test reactor clean; ``ReconnectingDetector``
+  keeps it and cancels it.
+
+The change feed's LISTEN connection (postgres_feed) is a QuietConnection with a
+ReconnectingDetector of its own too.
 
 The URL's password goes to libpq only; logs and errors show the masked URL.
 
@@ -78,7 +81,7 @@ _NOT_READY_YET = ("the database system is starting up", "the database system is 
                   "too many clients", "remaining connection slots")
 
 
-def _one_line(value) -> str:
+def one_line(value) -> str:
     return " ".join(str(value).split())
 
 
@@ -92,7 +95,7 @@ def _not_up_yet(failure: Failure) -> bool:
     return "FATAL:" not in text or any(phrase in text for phrase in _NOT_READY_YET)
 
 
-class _Detector(reconnection.DeadConnectionDetector):
+class ReconnectingDetector(reconnection.DeadConnectionDetector):
     """txpostgres' detector with a retry loop that can be stopped, and log lines."""
 
     def __init__(self, url: str, reactor, initial_delay: float, max_delay: float):
@@ -121,7 +124,7 @@ class _Detector(reconnection.DeadConnectionDetector):
         if self.stopped:
             return
         log.warn("Lost the connection to {url} ({reason}); reconnecting in the background",
-                 url=self.url, reason=_one_line(f.getErrorMessage()) or f.type.__name__)
+                 url=self.url, reason=one_line(f.getErrorMessage()) or f.type.__name__)
         self._attempts = 0
         call = retrying.RetryingCall(self.reconnect)
         call.reactor = self.reactor
@@ -136,7 +139,7 @@ class _Detector(reconnection.DeadConnectionDetector):
         self._retrying = None
         if self.stopped:
             # Connected just as the store was closed: do not keep it.
-            _close_quietly(self.reconnectable)
+            close_quietly(self.reconnectable)
             return None
         log.info("Reconnected to {url} (attempt {attempts})", url=self.url, attempts=self._attempts)
         return self.connectionRecovered()
@@ -164,7 +167,9 @@ class _Detector(reconnection.DeadConnectionDetector):
         return done
 
 
-class _Connection(txpostgres.Connection):
+class QuietConnection(txpostgres.Connection):
+    """A connection whose server left while it was idle is lost without a logged error."""
+
     def doRead(self):
         try:
             return super().doRead()
@@ -172,7 +177,7 @@ class _Connection(txpostgres.Connection):
             return e  # the reactor removes us and calls connectionLost(Failure(e)), without logging
 
 
-def _close_quietly(connection) -> None:
+def close_quietly(connection) -> None:
     if getattr(connection, "_connection", None) is None:
         return  # never connected (psycopg2.connect raised)
     try:
@@ -185,11 +190,11 @@ class _Pool(txpostgres.ConnectionPool):
     def __init__(self, make_detector, reactor, size: int, **connkw):
         self.reactor = reactor
         self._make_detector = make_detector
-        self.every_connection: list[_Connection] = []
+        self.every_connection: list[QuietConnection] = []
         super().__init__(None, min=size, **connkw)
 
     def connectionFactory(self, reactor, cooperator):  # noqa: N802 - txpostgres' name
-        connection = _Connection(reactor, cooperator, detector=self._make_detector())
+        connection = QuietConnection(reactor, cooperator, detector=self._make_detector())
         self.every_connection.append(connection)
         return connection
 
@@ -316,22 +321,22 @@ class PostgresStore(ServerStoreOpening, AccountQueries):
             try:
                 yield pool.runOperation(ext.create_statements("postgres", table))
             except psycopg2.Error as e:
-                return False, f"cannot create it: {_one_line(e)}"
+                return False, f"cannot create it: {one_line(e)}"
         rows = yield pool.runQuery("SELECT table_version FROM version WHERE table_name = %s", (table,))
         if rows and rows[0][0] != EXT_TABLE_VERSION:
             return False, f"its version is {rows[0][0]}, txuac reads {EXT_TABLE_VERSION}"
         try:
             yield pool.runQuery(f"SELECT l_uuid, {', '.join(ext.EXT_COLUMNS)} FROM {table} LIMIT 0")
         except psycopg2.Error as e:
-            return False, f"it does not have txuac's columns: {_one_line(e)}"
+            return False, f"it does not have txuac's columns: {one_line(e)}"
         rows = yield pool.runQuery("SELECT has_table_privilege(%s, 'INSERT') AND has_table_privilege(%s, 'UPDATE')",
                                    (table, table))
         if not rows[0][0]:
             return False, "the user of reg_db_url may not INSERT and UPDATE it"
         return created, None
 
-    def _new_detector(self) -> _Detector:
-        return _Detector(self.url, self._reactor, self._initial_delay, self._max_delay)
+    def _new_detector(self) -> ReconnectingDetector:
+        return ReconnectingDetector(self.url, self._reactor, self._initial_delay, self._max_delay)
 
     @defer.inlineCallbacks
     def _check(self, pool: _Pool):
@@ -353,7 +358,7 @@ class PostgresStore(ServerStoreOpening, AccountQueries):
             yield pool.runQuery(f"SELECT {', '.join(columns_for(version))} FROM {self.table} LIMIT 0")
         except psycopg2.ProgrammingError as e:
             raise StoreError(f"the {self.table} table in {self.url} does not have the columns of "
-                             f"version {version}: {_one_line(e)}") from e
+                             f"version {version}: {one_line(e)}") from e
         ext_created, ext_problem = yield self._check_ext(pool)
         return version, ext_created, ext_problem
 
@@ -374,7 +379,7 @@ class PostgresStore(ServerStoreOpening, AccountQueries):
     def _close_pool(self, pool: _Pool):
         yield defer.gatherResults([c.detector.stop() for c in pool.every_connection])
         for connection in pool.every_connection:
-            _close_quietly(connection)
+            close_quietly(connection)
 
     @staticmethod
     def _reason(failure: Failure) -> str:
@@ -382,7 +387,7 @@ class PostgresStore(ServerStoreOpening, AccountQueries):
             return "the connection is down, reconnecting"
         if failure.check(error.ConnectionDone, error.ConnectionLost):
             return "the connection was closed"
-        text = _one_line(failure.getErrorMessage())
+        text = one_line(failure.getErrorMessage())
         return text or failure.type.__name__
 
     def _store_error(self, failure: Failure, context: str):

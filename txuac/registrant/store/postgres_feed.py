@@ -23,7 +23,13 @@ from zope.interface import implementer
 from txuac.errors import StoreError
 from txuac.registrant.store import IChangeFeed
 from txuac.registrant.store.feed import COALESCE_WINDOW, OnChanged, TableFeed, trigger_script
-from txuac.registrant.store.postgres import CONNECTION_OPTIONS, _close_quietly, _Connection, _Detector, _one_line
+from txuac.registrant.store.postgres import (
+    CONNECTION_OPTIONS,
+    QuietConnection,
+    ReconnectingDetector,
+    close_quietly,
+    one_line,
+)
 from txuac.registrant.store.url import StoreURL
 
 log = Logger()
@@ -32,7 +38,7 @@ CHANNEL = "txuac_uacreg"
 TRIGGER = "txuac_uacreg_changed"
 
 
-class _ListeningConnection(_Connection):
+class _ListeningConnection(QuietConnection):
     """A connection that hands every notification of CHANNEL's payload to ``on_payloads``."""
 
     def __init__(self, reactor, detector, on_payloads):
@@ -61,7 +67,7 @@ class PostgresChangeFeed(TableFeed):
     @defer.inlineCallbacks
     def start(self, on_changed: OnChanged):
         batcher = self._begin(on_changed)
-        detector = _Detector(self.url, self._reactor, self._initial_delay, self._max_delay)
+        detector = ReconnectingDetector(self.url, self._reactor, self._initial_delay, self._max_delay)
         detector.addRecoveryHandler(self._recovered)
         connection = self._connection = _ListeningConnection(self._reactor, detector, batcher.changed)
         try:
@@ -70,8 +76,8 @@ class PostgresChangeFeed(TableFeed):
             yield connection.runOperation(f"LISTEN {CHANNEL}")
         except Exception as e:
             self._connection = self._batcher = None
-            _close_quietly(connection)
-            raise StoreError(f"cannot follow changes to {self.table} in {self.url}: {_one_line(e)}") from e
+            close_quietly(connection)
+            raise StoreError(f"cannot follow changes to {self.table} in {self.url}: {one_line(e)}") from e
         detector.armed = True
         log.info("Following changes to {table} in {url} (LISTEN {channel})", table=self.table, url=self.url,
                  channel=CHANNEL)
@@ -83,7 +89,7 @@ class PostgresChangeFeed(TableFeed):
             yield self._batcher.stop()
         if connection is not None:
             yield connection.detector.stop()
-            _close_quietly(connection)
+            close_quietly(connection)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -97,7 +103,7 @@ class PostgresChangeFeed(TableFeed):
         except psycopg2.Error as e:
             if (yield self._has_trigger(connection)):
                 return  # another node made it meanwhile
-            self.trigger_problem = _one_line(e)
+            self.trigger_problem = one_line(e)
             log.warn("Cannot create the trigger {trigger} on {table} in {url} ({problem}): changes made there "
                      "by SQL reach txuac only at uac.reg_reload. Run conf/schema/postgres-feed.sql as the "
                      "owner of {table}", trigger=TRIGGER, table=self.table, url=self.url,
@@ -123,7 +129,7 @@ class PostgresChangeFeed(TableFeed):
             yield connection.runOperation(f"LISTEN {CHANNEL}")
         except psycopg2.Error as e:  # lost again at once: the detector reconnects once more
             log.warn("LISTEN {channel} on {url} failed after reconnecting: {error}", channel=CHANNEL, url=self.url,
-                     error=_one_line(e))
+                     error=one_line(e))
             return
         log.info("Following changes to {table} in {url} again; reading every account", table=self.table,
                  url=self.url)
