@@ -607,6 +607,14 @@ class ChangeFeedSettingsTests(SynchronousTestCase):
         self.assertFalse(self.settings(reg_db_url=self.POSTGRES).uac.reg_db_watch)
         self.assertTrue(self.settings(reg_db_url=self.POSTGRES, reg_db_watch=True).uac.reg_db_watch)
 
+    def test_on_by_default_in_a_cluster(self):
+        def watch(**uac):
+            document = {"uac": {"reg_contact_addr": "127.0.0.1", "reg_db_url": self.POSTGRES, **uac},
+                        "cluster": {"node_id": "node-a"}}
+            return settings_from_dict(document, "uac.toml").uac.reg_db_watch
+        self.assertTrue(watch())
+        self.assertFalse(watch(reg_db_watch=False))
+
     def test_the_registrant_follows_the_store_feed_only_when_set(self):
         from txuac.registrant.store.postgres_feed import PostgresChangeFeed
         from txuac.service import UACService
@@ -623,6 +631,55 @@ class ChangeFeedSettingsTests(SynchronousTestCase):
             self.assertIn(message, str(raised.exception))
         self.assertFalse(self.settings(reg_db_url="sqlite:////tmp/never-opened.sqlite",
                                        reg_db_watch=False).uac.reg_db_watch)
+
+
+class ClusterSectionTests(SynchronousTestCase):
+    """[cluster]: several nodes on one uacreg table (docs/cluster.rst)."""
+
+    POSTGRES = "postgres://txuac@127.0.0.1:1/txuac"
+
+    def settings(self, cluster, core=None, **uac):
+        uac = {"reg_contact_addr": "127.0.0.1", "reg_db_url": self.POSTGRES, **uac}
+        return settings_from_dict({"uac": uac, "core": core or {}, "cluster": cluster, "rpc": {"enabled": False}},
+                                  "uac.toml")
+
+    def test_defaults_and_what_follows(self):
+        from txuac.registrant.cluster.leases import ClusterSettings
+        from txuac.service import UACService, registrant_settings
+        self.assertIsNone(settings_from_dict({}).cluster)
+        settings = self.settings({"node_id": "node-a"}, reg_keep_callid=0)
+        self.assertEqual(settings.cluster, ClusterSettings(node_id="node-a", partitions=256, lease_period=6.0,
+                                                           renew_interval=1.0, state_write_interval=1.0))
+        self.assertTrue(settings.uac.reg_db_watch)
+        self.assertTrue(registrant_settings(settings).reg_keep_callid)  # the next owner goes on with it
+        uac = UACService(settings)
+        self.assertIs(uac.registrant.ownership, uac.cluster)
+        services = list(uac)
+        self.assertLess(services.index(uac.cluster), services.index(uac.registrant))
+
+    def test_errors_name_the_key(self):
+        for cluster, key, message in (
+                ({}, "node_id", "required"),
+                ({"node_id": "node a"}, "node_id", "1 to 64"),
+                ({"node_id": "n" * 65}, "node_id", "1 to 64"),
+                ({"node_id": "a", "partitions": 0}, "partitions", ""),
+                ({"node_id": "a", "lease_period": 0}, "lease_period", "positive"),
+                ({"node_id": "a", "renew_interval": 2.0}, "renew_interval", "below lease_period / 3"),
+                ({"node_id": "a", "state_write_interval": 0}, "state_write_interval", "positive"),
+                ({"node_id": "a", "leases": 1}, "unknown key(s): leases", "")):
+            with self.subTest(cluster=cluster), self.assertRaises(ConfigError) as raised:
+                self.settings(cluster)
+            self.assertIn(f"uac.toml: [cluster] {key}", str(raised.exception))
+            self.assertIn(message, str(raised.exception))
+
+    def test_needs_a_shared_database_and_one_process(self):
+        with self.assertRaises(ConfigError) as raised:
+            self.settings({"node_id": "a"}, reg_db_url="sqlite:////tmp/never-opened.sqlite")
+        self.assertIn("uac.toml: [uac] reg_db_url: [cluster] needs a postgres:// or mysql:// URL",
+                      str(raised.exception))
+        with self.assertRaises(ConfigError) as raised:
+            self.settings({"node_id": "a"}, core={"workers": 2})
+        self.assertIn("[core] workers", str(raised.exception))
 
 
 class ManholeSectionTests(ConfigFileMixin, SynchronousTestCase):

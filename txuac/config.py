@@ -14,6 +14,7 @@ from typing import Any
 
 from txuac.errors import ConfigError, InvalidListenSpec
 from txuac.auth import CredentialList
+from txuac.registrant.cluster.leases import ClusterSettings
 from txuac.registrant.store.url import check_table_name, parse_store_url
 from txuac.sip.digest import ALL_ALGORITHMS
 from txuac.sip.listen import ListenSpec, ip_address_in
@@ -225,6 +226,7 @@ class Settings:
     manhole: ManholeSettings = field(default_factory=ManholeSettings)
     log: LogSettings = field(default_factory=LogSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    cluster: ClusterSettings | None = None  # [cluster]: several nodes on one table (docs/cluster.rst)
     base_dir: str | None = None  # relative file names (TLS files, SQLite databases) start here
 
 
@@ -727,7 +729,37 @@ def _restore_avp(section: _Section, key: str) -> bool:
     return True
 
 
-_SECTIONS = ("core", "tls", "uac", "rpc", "manhole", "log", "routing")
+_SECTIONS = ("core", "tls", "uac", "rpc", "manhole", "log", "routing", "cluster")
+_NODE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _cluster(path: str, table: Any, uac: UACSettings) -> ClusterSettings:
+    """[cluster]: a node of several sharing reg_db_url's table (PostgreSQL or MySQL only)."""
+    section = _Section(path, "cluster", table)
+    node_id = section.get("node_id", str, None)
+    partitions = section.positive_int("partitions", 256)
+    lease_period = float(section.get("lease_period", (int, float), 6.0))
+    renew_interval = float(section.get("renew_interval", (int, float), 1.0))
+    state_write_interval = float(section.get("state_write_interval", (int, float), 1.0))
+    section.finish()
+    if node_id is None:
+        raise ConfigError(f"{section.where('node_id')}: required when [cluster] is set (unique per node)")
+    if not 1 <= len(node_id) <= 64 or not set(node_id) <= _NODE_ID_CHARS:
+        raise ConfigError(f"{section.where('node_id')}: 1 to 64 of A-Z a-z 0-9 . _ -, got {node_id!r}")
+    if partitions > 65536:
+        raise ConfigError(f"{section.where('partitions')}: at most 65536, got {partitions}")
+    if lease_period <= 0:
+        raise ConfigError(f"{section.where('lease_period')}: must be positive, got {lease_period}")
+    if not 0 < renew_interval < lease_period / 3:
+        raise ConfigError(f"{section.where('renew_interval')}: must be positive and below lease_period / 3 "
+                          f"({lease_period / 3:g}), got {renew_interval}")
+    if state_write_interval <= 0:
+        raise ConfigError(f"{section.where('state_write_interval')}: must be positive, got {state_write_interval}")
+    if uac.reg_db_url is None or parse_store_url(uac.reg_db_url).kind not in ("postgres", "mysql"):
+        raise ConfigError(f"{path}: [uac] reg_db_url: [cluster] needs a postgres:// or mysql:// URL (the nodes "
+                          f"share its database; an SQLite file is one machine's)")
+    return ClusterSettings(node_id=node_id, partitions=partitions, lease_period=lease_period,
+                           renew_interval=renew_interval, state_write_interval=state_write_interval)
 
 
 def load_settings(path: str) -> Settings:
@@ -767,6 +799,11 @@ def settings_from_dict(document: dict, path: str = "<dict>", base_dir: str | Non
         "log": _log(path, document.get("log", {})),
         "routing": _routing(path, document.get("routing", {}), base_dir),
     }
+    if "cluster" in document:
+        parsed["cluster"] = _cluster(path, document["cluster"], parsed["uac"])
+        if parsed["core"].workers > 1:
+            raise ConfigError(f"{path}: [cluster] and [core] workers above 1 together are not supported yet: "
+                              f"run one process per node")
     settings = Settings(path=path, base_dir=base_dir, **parsed)
     if settings.uac.default_socket is not None:
         where = f"{path}: [uac] default_socket"

@@ -25,6 +25,7 @@ from txuac.net.transports import StreamServerFactory, UDPListener
 from txuac.registrant.bringup import BringUpReport
 from txuac.registrant.service import RegistrantService, RegistrantSettings
 from txuac.registrant.store import open_store
+from txuac.registrant.store.url import parse_store_url
 from txuac.registrant.worker_share import WorkerShare
 from txuac.routing.req_send import RequestSender, UacRequest
 from txuac.sip.parser import ParserLimits
@@ -209,6 +210,8 @@ def registrant_settings(settings: Settings) -> RegistrantSettings:
     values.update(reg_contact_addr=uac.reg_contact_addr or "", reg_timer_t2=uac.reg_timer_t2 / 1000,
                   user_agent=settings.core.user_agent, log_routine=settings.log.level == "debug",
                   failure_summary_interval=settings.log.failure_summary_interval)
+    if settings.cluster is not None:  # the next owner goes on with the account's Call-ID
+        values["reg_keep_callid"] = True
     return RegistrantSettings(**values)
 
 
@@ -248,6 +251,7 @@ class UACService(service.MultiService):
                                            settings.uac.auth_prefer_auth_int)
         self._requests: RequestSender | None = None  # req_send without a running proxy, made on first use
         self.registrant: RegistrantService | None = None
+        self.cluster = None  # a ClusterService with [cluster]
         self.bringup: BringUpReport | None = None
         uac = settings.uac
         if uac.reg_db_url is not None:
@@ -255,8 +259,16 @@ class UACService(service.MultiService):
                                ext_table=uac.reg_ext_table, connect_retry=uac.reg_db_connect_retry)
             share = WorkerShare(worker_index, workers) if workers > 1 else None
             changes = store.change_feed() if uac.reg_db_watch else None  # live INSERT/UPDATE/DELETE
+            if settings.cluster is not None:
+                from txuac.registrant.cluster.service import ClusterService
+                self.cluster = ClusterService(settings.cluster, parse_store_url(uac.reg_db_url),
+                                              uac.reg_contact_addr or "", uac.reg_db_table, reactor)
+                self.cluster.setServiceParent(self)  # started before the registrant; its stop waits for it
+                share = self.cluster
             self.registrant = RegistrantService(registrant_settings(settings), self.sip.stack, store, reactor,
                                                 ownership=share, changes=changes)
+            if self.cluster is not None:
+                self.cluster.watch(self.registrant)
             self.registrant.setServiceParent(self)  # started after the SIP stack, stopped before it
             self.bringup = BringUpReport(self.registrant, self.registrant.reactor)  # "1000 of 1000 online in 1.2 s"
             self.bringup.setServiceParent(self)

@@ -184,6 +184,8 @@ class RegistrantService(service.Service):
         self.machine = AccountMachine(self.retry, self.rng, settings.reg_contact_addr, settings.reg_timer_interval,
                                       settings.reg_keep_callid, settings.user_agent, self.ownership)
         self._gaining: set[int] = set()  # partitions gained whose accounts are being read
+        self._stopping = False
+        self._stopped: list[defer.Deferred] = []  # when_stopped()'s, fired at the end of a stop
         self._default_source = source_address(settings.default_socket or "")
         self.records: dict[str, RegistrationRecord] = {}
         self.active = settings.reg_active
@@ -237,9 +239,20 @@ class RegistrantService(service.Service):
         if self.pinger is not None:
             self.pinger.start()
 
-    @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
+        self._stopping = True
+        return self._stop().addBoth(self._stop_done)
+
+    def _stop_done(self, result):
+        self._stopping = False
+        stopped, self._stopped = self._stopped, []
+        for waiting in stopped:
+            waiting.callback(None)
+        return result
+
+    @defer.inlineCallbacks
+    def _stop(self):
         self.flows.stop()
         if self.pinger is not None:
             self.pinger.stop()
@@ -258,6 +271,15 @@ class RegistrantService(service.Service):
         yield self.states.flush(STOP_FLUSH_TIMEOUT)
         self.states.stop()
         yield self.store.close()
+
+    def when_stopped(self) -> defer.Deferred:
+        """Fires once a stop under way is over (at once when not stopping): the cluster
+        releases its leases only after the un-REGISTERs and the last state writes."""
+        if not self._stopping:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._stopped.append(d)
+        return d
 
     def now(self) -> float:
         return self.reactor.seconds()

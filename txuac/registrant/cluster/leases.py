@@ -63,6 +63,22 @@ class LeasePlan:
     taken_from: Mapping[int, str]  # acquired partitions whose expired lease another node held
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """[cluster] (docs/cluster.rst)."""
+
+    node_id: str
+    partitions: int = 256  # the fleet's: every node the same (the lease table's row count)
+    lease_period: float = 6.0  # seconds a lease lasts after a renewal, on the database's clock
+    renew_interval: float = 1.0  # seconds between ticks (heartbeat, renew, acquire); < lease_period / 3
+    state_write_interval: float = 1.0  # seconds between writes of the fleet view
+
+    @property
+    def fence_margin(self) -> float:
+        """How long before the database's expiry this node stops: a tenth of the period."""
+        return self.lease_period / 10
+
+
 class PartitionState(enum.Enum):
     FREE = "not ours"
     HELD = "ours: registered here"

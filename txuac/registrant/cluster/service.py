@@ -10,7 +10,6 @@ the ticks go on until the database answers again, when the partitions are acquir
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from twisted.application import service
 from twisted.enterprise import adbapi
@@ -23,7 +22,7 @@ from txuac.errors import StoreError
 from txuac.registrant import protocol
 from txuac.registrant.cluster import database
 from txuac.registrant.cluster.database import AccountView, ClusterSQL, TickResult
-from txuac.registrant.cluster.leases import NodeLeases, live_nodes
+from txuac.registrant.cluster.leases import ClusterSettings, NodeLeases, live_nodes
 from txuac.registrant.ownership import IAccountOwnership, OwnershipChange, OwnershipListener, partition_of
 from txuac.registrant.store.url import StoreURL
 
@@ -32,22 +31,6 @@ log = Logger()
 # Upper bounds (seconds) of the lease renewal latency histogram.
 RENEW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FENCE_CHECK = 0.1  # seconds between checks of the local deadline
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """[cluster]: see docs/cluster.rst."""
-
-    node_id: str
-    partitions: int = 256
-    lease_period: float = 6.0
-    renew_interval: float = 1.0
-    state_write_interval: float = 1.0
-
-    @property
-    def fence_margin(self) -> float:
-        """How long before the database's expiry this node stops: a tenth of the period."""
-        return self.lease_period / 10
 
 
 class ClusterMetrics:
@@ -161,6 +144,8 @@ class ClusterService(service.Service):
         """Stopped after the registrant: give every partition up and release the leases, so
         the other nodes take over at once (they refresh or replace our bindings)."""
         super().stopService()
+        if self.registrant is not None:  # its un-REGISTERs and last writes first, under renewed leases
+            yield self.registrant.when_stopped()
         for loop in (self._loop, self._fence_loop, self._write_loop):
             if loop.running:
                 loop.stop()
