@@ -1,6 +1,6 @@
 """The layout of the code and its tests: shared helpers live in tests/support/, so no test
-module (nor a benchmark) imports from a test module; only the wiring and the admin port read
-the configuration."""
+module (nor a benchmark) imports from a test module; the tests mirror the SIP core and the
+stack module by module; only the wiring and the admin port read the configuration."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from tests.support.imports import ROOT, package_imports, runtime_imports, within
 # What may import txuac.config when it runs: the twistd plugin's module, the service wiring
 # and the admin port. The layers below get their settings as values.
 CONFIG_READERS = ("txuac.config", "txuac.tap", "txuac.service", "txuac.admin")
+# Packages whose every module has its own test module, tests/<package>/test_<module>.py.
+MIRRORED = ("txuac/sip", "txuac/net")
 
 
 def is_test_module(name: str) -> bool:
@@ -53,6 +55,13 @@ def config_importers(modules: dict[str, set[str]]) -> list[str]:
                   if not within(name, CONFIG_READERS) and any(within(t, ("txuac.config",)) for t in targets))
 
 
+def untested_modules(package: str, root: Path = ROOT) -> list[str]:
+    """The modules of ``package`` (``txuac/sip``) without a ``tests/sip/test_<module>.py``."""
+    tests = root / "tests" / package.split("/", 1)[1]
+    return sorted(path.relative_to(root).as_posix() for path in (root / package).glob("*.py")
+                  if path.name != "__init__.py" and not (tests / f"test_{path.name}").exists())
+
+
 class ConfigImportTests(SynchronousTestCase):
     def test_only_the_wiring_and_the_admin_port_import_the_configuration(self):
         self.assertEqual(config_importers(package_imports("txuac")), [])
@@ -66,3 +75,15 @@ class ConfigImportTests(SynchronousTestCase):
                                            "txuac.sip.listen": {"txuac.errors"}}),
                          ["txuac.registrant.record"])
 
+
+class MirrorTests(SynchronousTestCase):
+    def test_every_module_of_the_core_and_the_stack_has_its_test_module(self):
+        for package in MIRRORED:
+            self.assertEqual(untested_modules(package), [], package)
+
+    def test_a_module_without_tests_is_found(self):
+        root = Path(self.mktemp())
+        for name in ("txuac/sip/__init__.py", "txuac/sip/parser.py", "txuac/sip/via.py", "tests/sip/test_parser.py"):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text("")
+        self.assertEqual(untested_modules("txuac/sip", root), ["txuac/sip/via.py"])

@@ -20,7 +20,6 @@ from zope.interface import implementer
 from tests.support.stack_harness import LOCAL, PEER, T1, T2, T4, StackTestCase, outgoing, request_bytes
 from txuac.errors import ResolutionError, TransactionTimeout, TransportError
 from txuac.net.resolver import TargetResolver
-from txuac.net.transports import StreamConnection
 from txuac.sip import make_response, parse_message
 from txuac.sip.uri import parse_uri
 from txuac.sip.address import Address
@@ -686,35 +685,6 @@ class ServerSideTests(StackTestCase):
         self.receive(request_bytes(via="SIP/2.0/UDP 10.0.0.1;maddr=proxy.example.com;branch=z9hG4bKm2",
                                    extra="Max-Forwards: 1\r\n"))  # malformed: two Max-Forwards
         self.assertEqual(self.sent(), [])
-
-    def test_stream_connection_survives_a_failing_message(self):
-        """An exception out of the stack for one framed message keeps the connection open."""
-        handled = []
-
-        class Sink:
-            def message_received(self, data, source, channel):
-                handled.append(data)
-                if len(handled) == 1:
-                    raise RuntimeError("stack bug")
-
-            def connection_lost(self, connection):
-                pass
-
-        connection = StreamConnection("tcp", Sink(), self.stack.pool, outgoing=False)
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.7", 40000))
-        connection.makeConnection(transport)
-        one = request_bytes(via="SIP/2.0/TCP 10.0.0.1;branch=z9hG4bKs1")
-        connection.dataReceived(one + one)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.assertEqual(len(handled), 2)
-        self.assertFalse(transport.disconnecting)
-        self.finish()
-
-    def test_stream_connection_idle_timeout_uses_the_stack_reactor(self):
-        connection, transport = self.stream()
-        self.assertEqual(len(self.stack.pool), 1)
-        self.reactor.advance(self.stack.pool.idle_timeout)
-        self.assertTrue(transport.disconnecting)
 
 
 class ProxyHookTests(StackTestCase):

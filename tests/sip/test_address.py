@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txuac.sip import address, via
 from txuac.sip.address import DEFAULT_PORTS, Address, bare_host, default_port, is_ip_address, via_host
 
 
@@ -31,8 +30,3 @@ class AddressTests(SynchronousTestCase):
         self.assertEqual(str(Address("tls", "::1", 5061)), "tls:[::1]:5061")
         self.assertFalse(Address("udp", "127.0.0.1", 5060).reliable)
         self.assertTrue(Address("tcp", "127.0.0.1", 5060).reliable)
-
-    def test_one_home(self) -> None:
-        """via.py uses the address module's names rather than its own copies."""
-        self.assertIs(via.Address, address.Address)
-        self.assertIs(via.bare_host, address.bare_host)

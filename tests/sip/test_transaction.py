@@ -47,7 +47,6 @@ from txuac.sip.transaction import (
     TransportFailed,
     client_key_for_request,
     client_key_for_response,
-    has_magic_cookie,
     make_ack,
     server_key,
 )
@@ -773,20 +772,6 @@ class MatchingTests(SynchronousTestCase):
         self.assertNotEqual(server_key(first), server_key(edited(INV_2543, to, to + b";tag=b")))
 
     test_rfc2543_to_tag.todo = "server_key ignores the To tag for RFC 2543 requests (documented trade-off)"
-
-    def test_has_magic_cookie(self) -> None:
-        self.assertTable([
-            (repr(branch), has_magic_cookie(branch), expected)
-            for branch, expected in [
-                (None, False),
-                ("", False),
-                ("z9hG4bK", False),  # RFC 4475 badbranch: the cookie alone
-                ("z9hG4bK776asdhds", True),
-                ("z9hG4bK-1", True),
-                ("776asdhds", False),
-                ("xz9hG4bK776", False),
-            ]
-        ])
 
 
 class AbandonTests(SynchronousTestCase):
