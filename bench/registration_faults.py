@@ -23,13 +23,16 @@ unless an option says otherwise:
    and without ``--no-probe`` to see that the probe adds nothing while all is well. Only when
    asked for (``--scenario 4``).
 
+The relay runs in a process of its own (tests/support/relay_process.py): in txuac's, its
+delays would grow with txuac's load (``--relay-in-process`` shows that).
+
 Each figure is printed with its target and met/MISSED, then a summary. Exit status 2 when
 a figure is missed.
 
 Usage (from the repository root; ``./dev bench registration_faults`` runs the compiled build):
     python bench/registration_faults.py [--scenario N ...] [--accounts 1000] [--seed 8] [--runs 1]
         [--loss-target 5] [--outage 60] [--retry-interval S] [--no-probe] [--down 20] [--ping-interval 0]
-        [--duration 3600] [--timer-t1 MS] [--timer-t2 MS] [--reg-timer-t2 MS] [--log FILE]
+        [--duration 3600] [--relay-in-process] [--timer-t1 MS] [--timer-t2 MS] [--reg-timer-t2 MS] [--log FILE]
 """
 
 from __future__ import annotations
@@ -76,25 +79,27 @@ def scenario_runs(args):
     core = {name: value for name, value in (("timer_t1", args.timer_t1), ("timer_t2", args.timer_t2)) if value}
     uac = {"reg_probe": False} if args.no_probe else {}
     reg_t2 = {"reg_timer_t2": args.reg_timer_t2} if args.reg_timer_t2 else {}
+    apart = not args.relay_in_process
     for number in args.scenario:
         if number == 1:
             for seed in range(args.seed, args.seed + args.runs):
                 yield number, lambda h, seed=seed: lossy_registration(h, accounts=args.accounts, core=core, uac=reg_t2,
-                                                                      seed=seed, target=args.loss_target)
+                                                                      seed=seed, target=args.loss_target,
+                                                                      relay_process=apart)
         elif number == 2:
             retry = {"reg_retry_interval": args.retry_interval} if args.retry_interval is not None else {}
             yield number, lambda h: blackhole_recovery(h, accounts=args.accounts, outage=args.outage, expires=60,
-                                                       core=core, uac={**uac, **retry})
+                                                       core=core, uac={**uac, **retry}, relay_process=apart)
         elif number == 4:
             yield number, lambda h: healthy_traffic(h, accounts=args.accounts, duration=args.duration, expires=60,
-                                                    core=core, uac=uac)
+                                                    core=core, uac=uac, relay_process=apart)
         elif args.ping_interval:
             yield number, lambda h: registrar_restart(h, accounts=args.accounts, down=args.down, target=10.0,
                                                       ping_interval=args.ping_interval, expires=600, core=core,
-                                                      uac=uac)
+                                                      uac=uac, relay_process=apart)
         else:
             yield number, lambda h: registrar_restart(h, accounts=args.accounts, down=args.down, expires=120,
-                                                      core=core, uac=uac)
+                                                      core=core, uac=uac, relay_process=apart)
 
 
 @defer.inlineCallbacks
@@ -104,7 +109,8 @@ def run(reactor, args):
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; timer_t1 "
           f"{f'{args.timer_t1} ms' if args.timer_t1 else 'default'}, timer_t2 "
           f"{f'{args.timer_t2} ms' if args.timer_t2 else 'default'}, reg_timer_t2 "
-          f"{f'{args.reg_timer_t2} ms' if args.reg_timer_t2 else 'default'}")
+          f"{f'{args.reg_timer_t2} ms' if args.reg_timer_t2 else 'default'}; relay in "
+          f"{'this process' if args.relay_in_process else 'a process of its own'}")
     figures = []
     for number, scenario in scenario_runs(args):
         harness = ScenarioHarness()
@@ -151,6 +157,8 @@ if __name__ == "__main__":
     parser.add_argument("--ping-interval", type=int, default=0,
                         help="reg_options_ping_interval with options_ping on every account, seconds "
                              "(scenario 3; 0: none, the probe alone)")
+    parser.add_argument("--relay-in-process", action="store_true",
+                        help="run the relay in the bench's process, on txuac's reactor (default: a process of its own)")
     parser.add_argument("--timer-t1", type=int, default=None, help="[core] timer_t1 in ms (default: txuac's)")
     parser.add_argument("--timer-t2", type=int, default=None, help="[core] timer_t2 in ms (default: txuac's)")
     parser.add_argument("--reg-timer-t2", type=int, default=None,

@@ -17,6 +17,7 @@ from tests.support.accounts import account_rows
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.peers import free_port
 from tests.support.relay import UDPRelay
+from tests.support.relay_process import RelayProcess
 from tests.support.services import start_uac
 from tests.support.stores import insert_rows
 from txuac.registrant.record import State
@@ -83,17 +84,23 @@ class FaultyRegistration:
     mktemp() and addCleanup() (the bench's Harness).
 
     Every account that fails (FAILED) or is disabled (DISABLED) is noted, with the time.
+    ``relay_process``: the relay runs in a process of its own (RelayProcess), so that its
+    delays do not grow with txuac's own load (benches); else in this one (UDPRelay).
     """
 
-    def __init__(self, harness, accounts: int, expires: int = 600, children: int = 4, seed: int = SEED):
+    def __init__(self, harness, accounts: int, expires: int = 600, children: int = 4, seed: int = SEED,
+                 relay_process: bool = False):
         self.harness = harness
         self.accounts = accounts
         self.registrar = KamailioRegistrar(harness, children=children, udp_maxbuffer=4 * 1024 * 1024)
-        self.relay = UDPRelay(self.registrar.address, seed=seed)
-        self.relay.start(harness)
+        if relay_process:
+            self.relay = RelayProcess(self.registrar.address, seed=seed)
+        else:
+            self.relay = UDPRelay(self.registrar.address, seed=seed)
+            self.relay.start(harness)
         self.rows = account_rows(self.registrar, accounts)
         for row in self.rows:
-            row.update(auth_proxy=self.relay.uri, expires=expires)
+            row.update(expires=expires)
         self.service = None
         self.started_at: float | None = None
         self.failed: dict[str, float] = {}  # l_uuid -> when it last failed
@@ -101,9 +108,17 @@ class FaultyRegistration:
         self.first_online: dict[str, float] = {}  # l_uuid -> when it first came online
 
     @defer.inlineCallbacks
-    def start(self, core: dict | None = None, uac: dict | None = None, options_ping: bool = False):
+    def start(self, core: dict | None = None, uac: dict | None = None, options_ping: bool = False,
+              faults: dict | None = None):
         """Fill an SQLite uacreg table and start txuac on it (``core``/``uac``: extra settings).
-        ``options_ping``: set it for every account in txuac's own table (uacreg_txuac)."""
+        ``options_ping``: set it for every account in txuac's own table (uacreg_txuac).
+        ``faults``: the relay's (set_faults arguments) from before txuac's first REGISTER."""
+        if isinstance(self.relay, RelayProcess):
+            yield self.relay.start(self.harness)
+        if faults:
+            self.relay.set_faults(**faults)
+        for row in self.rows:
+            row.update(auth_proxy=self.relay.uri)
         path = os.path.abspath(self.harness.mktemp()) + ".sqlite"
         store = open_store(f"sqlite:///{path}", reactor)  # creates the file with the tables
         yield store.open()
@@ -156,27 +171,28 @@ class FaultyRegistration:
                f"99% after {times[(len(times) * 99) // 100 - 1 if len(times) >= 100 else -1]:.2f} s, " \
                f"all {len(times)} after {times[-1]:.2f} s"
 
-    def relay_summary(self) -> str:
-        counters = self.relay.counters()
-        return ", ".join(f"{name} {c['forwarded']} forwarded {c['dropped']} dropped"
-                         for name, c in counters.items())
+    def relay_summary(self) -> defer.Deferred:
+        """A Deferred of the relay's counters in words."""
+        return self.relay.snapshot().addCallback(lambda snapshot: ", ".join(
+            f"{name} {c['forwarded']} forwarded {c['dropped']} dropped" for name, c in snapshot.items()))
 
 
 @defer.inlineCallbacks
 def lossy_registration(harness, accounts: int = 1000, loss: float = 0.1, delay: float = 0.02,
                        jitter: float = 0.01, target: float = 5.0, core: dict | None = None, uac: dict | None = None,
-                       seed: int = SEED):
+                       seed: int = SEED, relay_process: bool = False):
     """Figure 1: seconds from txuac's start until ``accounts`` are online through a relay
     losing ``loss`` of the datagrams both ways and delaying each by ``delay`` +- ``jitter``;
     none may fail.
     The details count the datagrams txuac sent the registrar (REGISTERs, first and retransmitted)."""
-    setup = FaultyRegistration(harness, accounts, seed=seed)
-    setup.relay.set_faults(loss=loss, delay=delay, jitter=jitter)
-    yield setup.start(core=core, uac=uac)
+    setup = FaultyRegistration(harness, accounts, seed=seed, relay_process=relay_process)
+    yield setup.start(core=core, uac=uac, faults={"loss": loss, "delay": delay, "jitter": jitter})
     seconds = yield wait_until(setup.all_online, max(3 * target, 30.0))
     in_usrloc = yield setup.all_in_usrloc()
     stack = setup.service.stack
-    sent = sum(setup.relay.to_target.counters()[name] for name in ("forwarded", "dropped"))
+    snapshot = yield setup.relay.snapshot()
+    sent = sum(snapshot["to_target"][name] for name in ("forwarded", "dropped"))
+    summary = yield setup.relay_summary()
     registers = sum(count for (method, _), count in stack.client_outcomes.items() if method == "REGISTER")
     return Figure(
         f"1. {accounts:,} accounts online through {loss:.0%} loss both ways and {delay * 1000:g}"
@@ -185,20 +201,20 @@ def lossy_registration(harness, accounts: int = 1000, loss: float = 0.1, delay: 
         seconds, target, {"none failed": not setup.failed and not setup.disabled, "all in usrloc": in_usrloc},
         f"{setup.spread()}; {len(setup.failed)} failed, {len(setup.disabled)} disabled; "
         f"{stack.retransmissions} retransmissions by txuac, {sent / accounts:.2f} datagrams sent per account "
-        f"({registers} REGISTER transactions); relay: {setup.relay_summary()}")
+        f"({registers} REGISTER transactions); relay: {summary}")
 
 
 @defer.inlineCallbacks
 def blackhole_recovery(harness, accounts: int = 200, outage: float = 75.0, expires: int = 60,
                        core: dict | None = None, uac: dict | None = None, slack: float = 5.0,
-                       target: float = 5.0):
+                       target: float = 5.0, relay_process: bool = False):
     """Figure 2: seconds from the end of an ``outage`` (the relay drops everything) until every
     account is online again, under the default settings (``uac`` may set others).
     ``expires`` shorter than the outage makes every account's refresh fall in it.
     Target: ``target`` with the probe on (the default); with it off, reg_retry_interval plus
     its jitter, every refresh having failed in the outage.
     """
-    setup = FaultyRegistration(harness, accounts, expires=expires)
+    setup = FaultyRegistration(harness, accounts, expires=expires, relay_process=relay_process)
     yield setup.start(core=core, uac=uac)
     settings = setup.registrant.settings
     interval = settings.reg_retry_interval
@@ -236,15 +252,17 @@ def blackhole_recovery(harness, accounts: int = 200, outage: float = 75.0, expir
         conditions["every refresh failed in the outage"] = failed_in_outage == accounts
     conditions["all in usrloc"] = in_usrloc
     probes = f"{setup.registrant.prober.recoveries} probe recoveries; " if probing else ""
+    summary = yield setup.relay_summary()
     return Figure(label, seconds, target, conditions,
                   f"{refreshed_in_outage} refreshed and {failed_in_outage} failed during the outage, "
                   f"{online_at_end} online at its end, {len(setup.disabled)} disabled; {probes}"
-                  f"counters {counters}; relay: {setup.relay_summary()}")
+                  f"counters {counters}; relay: {summary}")
 
 
 @defer.inlineCallbacks
 def registrar_restart(harness, accounts: int = 200, down: float = 20.0, target: float = 15.0,
-                      ping_interval: int = 0, expires: int = 120, core: dict | None = None, uac: dict | None = None):
+                      ping_interval: int = 0, expires: int = 120, core: dict | None = None, uac: dict | None = None,
+                      relay_process: bool = False):
     """Figure 3: seconds from the restart of a registrar that was down ``down`` seconds (a new
     Kamailio on the same port, its usrloc empty) until every account is in its usrloc again.
     With ``ping_interval`` 0, the default settings: refreshes fall due while it is down
@@ -252,7 +270,7 @@ def registrar_restart(harness, accounts: int = 200, down: float = 20.0, target: 
     account. Otherwise per-account OPTIONS pings every ``ping_interval`` seconds with ``expires``
     long enough (600 s) that only the pings can tell txuac that its bindings are gone.
     """
-    setup = FaultyRegistration(harness, accounts, expires=expires)
+    setup = FaultyRegistration(harness, accounts, expires=expires, relay_process=relay_process)
     if ping_interval:
         yield setup.start(core=core, uac={"reg_options_ping_interval": ping_interval, **(uac or {})},
                           options_ping=True)
@@ -278,10 +296,11 @@ def registrar_restart(harness, accounts: int = 200, down: float = 20.0, target: 
     lost = yield setup.registrar.contact_count_async()
     seconds = yield wait_until(setup.all_in_usrloc, target + 10.0, interval=USRLOC_POLL)
     # With refreshes due, the REGISTERs in flight may reach the new registrar before the count.
+    summary = yield setup.relay_summary()
     return Figure(label, seconds, target, {"bindings lost by the restart": lost == 0 if ping_interval else lost < accounts,
                                            "none disabled": not setup.disabled},
                   f"{lost} bindings right after the restart; {len(setup.failed)} accounts failed meanwhile; "
-                  f"counters {setup.registrant.counters()}; relay: {setup.relay_summary()}")
+                  f"counters {setup.registrant.counters()}; relay: {summary}")
 
 
 @dataclass
@@ -311,11 +330,11 @@ class Traffic:
 
 @defer.inlineCallbacks
 def healthy_traffic(harness, accounts: int = 1000, duration: float = 3600.0, expires: int = 60,
-                    core: dict | None = None, uac: dict | None = None):
+                    core: dict | None = None, uac: dict | None = None, relay_process: bool = False):
     """Figure 4: the datagrams each way through a relay without faults during ``duration``
     seconds, counted from the moment every account is online (refreshes every ``expires``
     seconds or so). Nothing fails, so nothing may be probed: no OPTIONS either way."""
-    setup = FaultyRegistration(harness, accounts, expires=expires)
+    setup = FaultyRegistration(harness, accounts, expires=expires, relay_process=relay_process)
     yield setup.start(core=core, uac=uac)
     probing = setup.registrant.prober is not None
     label = (f"4. datagrams through a healthy relay in {duration:g} s with {accounts:,} accounts online "
@@ -323,13 +342,14 @@ def healthy_traffic(harness, accounts: int = 1000, duration: float = 3600.0, exp
     before = yield wait_until(setup.all_online, 60.0)
     if before is None:
         return Traffic(label, {}, {}, {"all online at the start": False}, str(setup.registrant.counters()))
-    relay = setup.relay
-    at_start = (Counter(relay.to_target.kinds), Counter(relay.to_client.kinds))
+    at_start = yield setup.relay.snapshot()
     stack = setup.service.stack
     transactions_at_start, retransmissions_at_start = stack.client_outcomes.copy(), stack.retransmissions
     yield sleep(duration)
-    to_target = relay.to_target.kinds - at_start[0]
-    to_client = relay.to_client.kinds - at_start[1]
+    at_end = yield setup.relay.snapshot()
+    to_target, to_client = (Counter(at_end[side]["kinds"]) - Counter(at_start[side]["kinds"])
+                            for side in ("to_target", "to_client"))
+    summary = yield setup.relay_summary()
     transactions = Counter(stack.client_outcomes)
     transactions.subtract(transactions_at_start)
     probes = setup.registrant.prober.probes if probing else 0
@@ -339,4 +359,4 @@ def healthy_traffic(harness, accounts: int = 1000, duration: float = 3600.0, exp
         "no OPTIONS": "OPTIONS" not in to_target and probes == 0,
     }, f"client transactions {dict((key, n) for key, n in sorted(transactions.items()) if n)}; "
        f"{stack.retransmissions - retransmissions_at_start} retransmissions by txuac; "
-       f"{probes} probes; relay: {setup.relay_summary()}")
+       f"{probes} probes; relay since txuac's start: {summary}")

@@ -12,6 +12,7 @@ Usage from a trial test (or a bench, with any object that has ``addCleanup``)::
     relay.blackhole = True                         # a silent registrar
     relay.counters()                               # forwarded/dropped per direction
     relay.to_target.kinds                          # datagrams received by kind: "REGISTER", "200"...
+    yield relay.snapshot()                         # both, as RelayProcess gives them from a process of its own
 
 A client sends to the relay's port; the relay forwards each datagram to ``target`` from a
 socket of its own for that client address (one per client, so replies map back), and
@@ -122,7 +123,23 @@ class _TargetSide(DatagramProtocol):
         relay._arrived(relay.to_client, datagram, relay._port, self.client)
 
 
-class UDPRelay:
+class RelayEndpoint:
+    """Where a relay listens (``host``, ``port``), as an address and as a SIP URI."""
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def uri(self) -> str:
+        """The relay as a SIP URI, for an account's auth_proxy: sip:127.0.0.1:PORT."""
+        return f"sip:{self.host}:{self.port}"
+
+
+class UDPRelay(RelayEndpoint):
     """A UDP relay on ``host`` (a free port unless ``port``) to ``target`` (host, port), with faults."""
 
     def __init__(self, target: tuple[str, int], *, host: str = "127.0.0.1", port: int = 0, seed: int = 0,
@@ -168,15 +185,6 @@ class UDPRelay:
         return self._port.getHost().port
 
     @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    @property
-    def uri(self) -> str:
-        """The relay as a SIP URI, for an account's auth_proxy: sip:127.0.0.1:PORT."""
-        return f"sip:{self.host}:{self.port}"
-
-    @property
     def clients(self) -> list[tuple[str, int]]:
         """The client addresses seen so far (each has a socket of its own toward the target)."""
         return list(self._upstreams)
@@ -214,6 +222,14 @@ class UDPRelay:
     def counters(self) -> dict[str, dict[str, int]]:
         """received, forwarded, dropped, send_errors and queued per direction."""
         return {"to_target": self.to_target.counters(), "to_client": self.to_client.counters()}
+
+    def snapshot_now(self) -> dict[str, dict]:
+        """counters() of each direction with its ``kinds`` (a dict), as JSON carries it."""
+        return {side.name: {**side.counters(), "kinds": dict(side.kinds)} for side in (self.to_target, self.to_client)}
+
+    def snapshot(self) -> defer.Deferred:
+        """snapshot_now() as a Deferred, as RelayProcess (tests/support/relay_process.py) gives it."""
+        return defer.succeed(self.snapshot_now())
 
     # --- forwarding -------------------------------------------------------------------
     def _upstream_for(self, client) -> _TargetSide:

@@ -14,6 +14,7 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from tests.support.relay import UDPRelay
+from tests.support.relay_process import RelayProcess
 
 HOST = "127.0.0.1"
 
@@ -248,3 +249,41 @@ class RelayTests(TestCase):
         self.relay.blackhole = True
         self.relay.clear_faults()
         self.assertEqual((self.relay.blackhole, self.relay.to_client.loss, self.relay.to_client.delay), (False, 0, 0))
+
+
+class RelayProcessTests(TestCase):
+    """The same relay in a process of its own, driven by commands (a bench's relay)."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_forwards_with_faults_and_reports_its_counters(self):
+        target = udp_socket()
+        self.addCleanup(target.close)
+        relay = RelayProcess(target.getsockname(), seed=7)
+        yield relay.start(self)
+        client = udp_socket()
+        self.addCleanup(client.close)
+        client.sendto(b"REGISTER sip:example.org SIP/2.0\r\n\r\n", relay.address)
+        ((_, upstream, _),) = yield collect(target, 1, 10.0)
+        target.sendto(b"SIP/2.0 401 Unauthorized\r\n\r\n", upstream)
+        ((reply, source, _),) = yield collect(client, 1, 10.0)
+        self.assertEqual((reply, source), (b"SIP/2.0 401 Unauthorized\r\n\r\n", relay.address))
+        relay.set_faults(loss=1.0, direction="to_client")
+        relay.blackhole = True
+        yield relay.snapshot()  # commands are carried out in order: both are in force
+        client.sendto(b"OPTIONS sip:example.org SIP/2.0\r\n\r\n", relay.address)
+        self.assertEqual((yield collect(target, 1, 1.0)), [], "black-holed")
+        relay.blackhole = False
+        yield relay.snapshot()
+        client.sendto(b"REGISTER sip:example.org SIP/2.0\r\n\r\n", relay.address)
+        yield collect(target, 1, 10.0)
+        target.sendto(b"SIP/2.0 200 OK\r\n\r\n", upstream)
+        self.assertEqual((yield collect(client, 1, 1.0)), [], "lost toward the client")
+        snapshot = yield relay.snapshot()
+        self.assertEqual(snapshot["to_target"]["kinds"], {"REGISTER": 2, "OPTIONS": 1})
+        self.assertEqual((snapshot["to_target"]["forwarded"], snapshot["to_target"]["dropped"]), (2, 1))
+        self.assertEqual(snapshot["to_client"]["kinds"], {"401": 1, "200": 1})
+        self.assertEqual((snapshot["to_client"]["forwarded"], snapshot["to_client"]["dropped"]), (1, 1))
+        yield relay.stop()
+        self.assertTrue(relay._child.ended.called)
