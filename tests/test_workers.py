@@ -47,7 +47,7 @@ class WorkersSettingTests(TestCase):
 
 def script(code: str):
     """A worker command line running ``code`` instead of txuac."""
-    return lambda path, index: [sys.executable, "-c", code, str(index)]
+    return lambda path, index, directory: [sys.executable, "-c", code, str(index)]
 
 
 class SupervisorTests(TestCase):
@@ -61,9 +61,10 @@ class SupervisorTests(TestCase):
                 if e.get("log_namespace") == "txuac.workers" and (level is None or e["log_level"] is level)]
 
     def test_worker_command_line(self):
-        argv = worker_argv("conf/uac.toml", 3)
+        argv = worker_argv("conf/uac.toml", 3, "/run/w")
         self.assertEqual(argv[:3], [sys.executable, "-m", "twisted"])
-        self.assertEqual(argv[-4:], ["--config", os.path.abspath("conf/uac.toml"), "--worker-index", "3"])
+        self.assertEqual(argv[-6:], ["--config", os.path.abspath("conf/uac.toml"), "--worker-index", "3",
+                                     "--worker-dir", "/run/w"])
 
     @defer.inlineCallbacks
     def test_runs_workers_and_stops_them(self):
@@ -79,9 +80,11 @@ class SupervisorTests(TestCase):
         self.assertEqual(sorted(self.texts(LogLevel.warn)),
                          ["worker 1 [txuac.service] hello from 1", "worker 2 [txuac.service] hello from 2"])
         self.assertEqual({e["worker"] for e in self.events if "hello" in formatEvent(e)}, {1, 2})
+        self.assertTrue(os.path.isdir(supervisor.directory))
         yield supervisor.stopService()
         self.assertEqual(supervisor.processes, {})
         self.assertEqual(supervisor.restarts, 0)
+        self.assertFalse(os.path.exists(supervisor.directory))  # the workers' sockets go with them
 
     @defer.inlineCallbacks
     def test_restarts_a_worker_that_ended(self):

@@ -236,7 +236,8 @@ class UACService(service.MultiService):
     """
 
     def __init__(self, settings: Settings, reactor=None,
-                 on_startup_error: Callable[[TxuacError], None] | None = None, worker_index: int = 0):
+                 on_startup_error: Callable[[TxuacError], None] | None = None, worker_index: int = 0,
+                 worker_dir: str | None = None):
         super().__init__()
         self.settings = settings
         self.worker_index = worker_index
@@ -281,20 +282,38 @@ class UACService(service.MultiService):
         self.control: list[service.Service] = []
         self.manhole = None
         self.workers: WorkerSupervisor | None = None
+        self._peers = None  # worker 0's way to the other workers' account methods
         if worker_index > 0:
             ParentWatch(reactor).setServiceParent(self)
+            if worker_dir is not None and self.registrant is not None:
+                from txuac.admin.uac_rpc import build_dispatcher
+                from txuac.admin.worker_rpc import WorkerRPCService, worker_socket_path
+                path = worker_socket_path(worker_dir, worker_index)
+                WorkerRPCService(build_dispatcher(self, reactor), path, reactor).setServiceParent(self)
             return  # the admin interfaces are worker 0's
+        if workers > 1:
+            self.workers = WorkerSupervisor(settings.path, workers, reactor)
+            if self.registrant is not None:
+                from txuac.admin.worker_rpc import WorkerPeers
+                self._peers = WorkerPeers(self.workers.directory, workers, reactor)
         if settings.rpc.enabled:
             self.rpc = AdminWebService(self, reactor)  # JSON-RPC and /metrics, stopped before the above
+            self._every_worker(self.rpc.dispatcher)
             self.rpc.setServiceParent(self)
         self.control = self._control_transports(settings, reactor)
         if settings.manhole.listen is not None:
             from txuac.admin.manhole import ManholeService  # conch is imported only when the manhole is on
             self.manhole = ManholeService(settings, self, reactor)
             self.manhole.setServiceParent(self)
-        if workers > 1:
-            self.workers = WorkerSupervisor(settings.path, workers, reactor)  # stopped first, started last
-            self.workers.setServiceParent(self)
+        if self.workers is not None:
+            self.workers.setServiceParent(self)  # stopped first, started last
+
+    def _every_worker(self, dispatcher):
+        """``dispatcher``'s account methods cover every worker's accounts (docs/workers.rst)."""
+        if self._peers is not None:
+            from txuac.admin.worker_rpc import fan_out
+            fan_out(dispatcher, self._peers, self.registrant.ownership.worker_of)
+        return dispatcher
 
     def _control_transports(self, settings: Settings, reactor) -> list[service.Service]:
         """Kamailio's binrpc and jsonrpcs transports, on the HTTP server's method table."""
@@ -307,7 +326,7 @@ class UACService(service.MultiService):
         from txuac.admin.jsonrpc_socket import JSONRPCSocketService
         from txuac.admin.uac_rpc import build_dispatcher
 
-        dispatcher = self.rpc.dispatcher if self.rpc is not None else build_dispatcher(self, reactor)
+        dispatcher = self.rpc.dispatcher if self.rpc is not None else self._every_worker(build_dispatcher(self, reactor))
         if rpc.binrpc is not None:
             made.append(BinRPCService(dispatcher, rpc, settings.path, reactor))
         if rpc.jsonrpc_fifo is not None:

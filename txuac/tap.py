@@ -29,7 +29,8 @@ from txuac.errors import ConfigError, TxuacError
 class Options(usage.Options):
     optParameters = [["config", "c", None, "Path to the TOML configuration file."],
                      ["worker-index", None, 0, "Internal: which of [core] workers this process is "
-                      "(worker 0 starts the others with it).", int]]
+                      "(worker 0 starts the others with it).", int],
+                     ["worker-dir", None, None, "Internal: where workers answer worker 0's RPC calls."]]
     longdesc = ("Where to start: write the commented sample configuration with txuac-ctl sample-config > uac.toml "
                 "(conf/uac.toml in the source; every key with its default, docs/configuration.rst explains them), "
                 "point [uac] reg_db_url at your "
@@ -99,6 +100,7 @@ def makeService(options: Options) -> service.IService:
     tune_garbage_collector()
     _install_excepthook()
     settings = options["settings"]
-    uac = UACService(settings, on_startup_error=_stop_on_startup_error, worker_index=options["worker-index"])
+    uac = UACService(settings, on_startup_error=_stop_on_startup_error, worker_index=options["worker-index"],
+                     worker_dir=options["worker-dir"])
     # options.parent: twistd's or twist's own options, which decide where logs go.
     return with_configured_logs(uac, settings.log, getattr(options, "parent", None))

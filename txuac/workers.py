@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 from typing import Callable
 
 from twisted.application import service
@@ -36,11 +38,11 @@ STEADY_RUN = 60.0  # a worker that ran this long starts again after FIRST_RESTAR
 STOP_TIMEOUT = 70.0  # a worker waits up to 64*T1 for its transactions when stopping, then exits
 
 
-def worker_argv(config_path: str, index: int) -> list[str]:
+def worker_argv(config_path: str, index: int, directory: str) -> list[str]:
     """The command line of worker ``index``: twist running the uac plugin, logging text lines
-    to stdout for worker 0 to read."""
+    to stdout for worker 0 to read; ``directory`` holds the workers' RPC sockets."""
     return [sys.executable, "-m", "twisted", "--log-format", "text", "uac", "--config",
-            os.path.abspath(config_path), "--worker-index", str(index)]
+            os.path.abspath(config_path), "--worker-index", str(index), "--worker-dir", directory]
 
 
 # twist's text lines: "2026-12-06T08:59:01+0000 [txuac.service#info] txuac started", or
@@ -90,10 +92,12 @@ class WorkerSupervisor(service.Service):
     """Runs workers 1..``count``-1 as child processes of this one (worker 0)."""
 
     def __init__(self, config_path: str, count: int, reactor=None,
-                 argv: Callable[[str, int], list[str]] = worker_argv):
+                 argv: Callable[[str, int, str], list[str]] = worker_argv):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        # The workers' RPC sockets (txuac.admin.worker_rpc): ours alone (mode 0700).
+        self.directory = tempfile.mkdtemp(prefix="txuac-workers-")
         self.config_path = config_path
         self.count = count
         self._argv = argv
@@ -113,7 +117,7 @@ class WorkerSupervisor(service.Service):
         self._restarts.pop(index, None)
         if not self.running:
             return
-        argv = self._argv(self.config_path, index)
+        argv = self._argv(self.config_path, index, self.directory)
         output = WorkerOutput(index, self._ended)
         # fd 0: a pipe the worker reads nothing from, only its end (ParentWatch).
         self.processes[index] = self.reactor.spawnProcess(output, argv[0], argv, env=os.environ,
@@ -149,11 +153,10 @@ class WorkerSupervisor(service.Service):
             self._exits.setdefault(index, []).append(d)
             waits.append(d)
             _signal(process, "TERM")
-        if not waits:
-            return defer.succeed(None)
         done = defer.DeferredList(waits)
         kill = self.reactor.callLater(STOP_TIMEOUT, self._kill_all)
         done.addBoth(lambda _: kill.cancel() if kill.active() else None)
+        done.addBoth(lambda _: shutil.rmtree(self.directory, ignore_errors=True))
         return done
 
     def _kill_all(self) -> None:
