@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from txuac.errors import AuthenticationError, ChallengeOriginError, ConfigError, SIPParseError
-from txuac.net.interfaces import ResponseOrigin
+from txuac.net.interfaces import ISIPStack, ResponseOrigin
 from txuac.sip.digest import (
     ALL_ALGORITHMS,
     Challenge,
@@ -29,7 +29,7 @@ from txuac.sip.digest import (
 )
 from txuac.sip.fields import parse_auth_list
 from txuac.sip.message import Request, Response
-from txuac.sip.via import Address, bare_host
+from txuac.sip.address import Address, bare_host, ip_address_of
 
 log = Logger()
 
@@ -115,13 +115,12 @@ def _same_address(a: Address, b: Address) -> bool:
 
 
 def _ip(host: str) -> str:
-    """An IP address in one spelling (IPv4-mapped IPv6 as IPv4); a name as it is."""
+    """An IP address in one spelling (IPv4-mapped IPv6 as IPv4); a name lower-cased."""
     host = bare_host(host)
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    address = ip_address_of(host)
+    if address is None:
         return host.lower()
-    mapped = getattr(address, "ipv4_mapped", None)
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
     return str(mapped or address)
 
 
@@ -179,8 +178,9 @@ class Authenticator:
     a tenth of a cycle's CPU.
     """
 
-    def __init__(self, stack, credentials: ICredentialSource, algorithms: tuple[str, ...] = ALL_ALGORITHMS,
-                 prefer_auth_int: bool = False, nonces: NonceCounter | None = None, log_retries: bool = True):
+    def __init__(self, stack: ISIPStack, credentials: ICredentialSource,
+                 algorithms: tuple[str, ...] = ALL_ALGORITHMS, prefer_auth_int: bool = False,
+                 nonces: NonceCounter | None = None, log_retries: bool = True):
         self.stack = stack
         self.log_retries = log_retries
         self.credentials = credentials

@@ -2,8 +2,8 @@
 
 Each destination (a registrar or outbound proxy host) has its own limit of REGISTER
 cycles in flight and its own token bucket of cycles started per second, on top of the
-service-wide ``reg_send_rate`` and ``reg_max_in_flight``. Providers block addresses that
-register too much at once (registration-peers.md, pain point 2).
+service-wide ``reg_send_rate`` and ``reg_max_in_flight``: providers block addresses that
+register too much at once.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ from txuac.errors import (
     TransportError,
     UacRequestError,
 )
-from txuac.net.interfaces import ResponseOrigin
+from txuac.net.interfaces import ISIPStack, ResponseOrigin
 from txuac.net.stack import ClientRequest
 from txuac.routing.script import ROUTE_PARAMETERS, Route, RouteKind, RouteTable, ScriptFailure, call_route
 from txuac.sip.digest import (
@@ -333,8 +333,9 @@ class RequestSender:
     ``on_event``: where the events go (None: nowhere, the Deferred only).
     """
 
-    def __init__(self, stack, nonces: NonceCounter | None = None, algorithms: tuple[str, ...] = ALL_ALGORITHMS,
-                 default_socket: str | None = None, on_event: EventHandler | None = None):
+    def __init__(self, stack: ISIPStack, nonces: NonceCounter | None = None,
+                 algorithms: tuple[str, ...] = ALL_ALGORITHMS, default_socket: str | None = None,
+                 on_event: EventHandler | None = None):
         self.stack = stack
         self.nonces = nonces if nonces is not None else NonceCounter()
         self.algorithms = algorithms

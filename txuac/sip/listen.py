@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from txuac.errors import InvalidListenSpec
-from txuac.sip.address import DEFAULT_PORTS, Address
+from txuac.sip.address import DEFAULT_PORTS, Address, ip_address_of
 
 TRANSPORTS = ("udp", "tcp", "tls")
 
@@ -71,10 +71,9 @@ def parse_listen(text: object) -> ListenSpec:
 
 def ip_address_in(host: str, bracketed: bool, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """``host``, read from ``text``, as an IP address; brackets only around IPv6 ones."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise InvalidListenSpec(f"{host!r} in {text!r} is not an IPv4 or IPv6 address") from None
+    address = ip_address_of(host)
+    if address is None:
+        raise InvalidListenSpec(f"{host!r} in {text!r} is not an IPv4 or IPv6 address")
     if bracketed and isinstance(address, ipaddress.IPv4Address):
         raise InvalidListenSpec(f"brackets are for IPv6 addresses in {text!r}")
     return address
