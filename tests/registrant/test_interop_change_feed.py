@@ -22,12 +22,15 @@ from tests.support.postgres import SUPERUSER, PostgresCluster
 from tests.support.services import start_uac, wait_online, wait_until
 from tests.support.stores import SCHEMAS
 from txuac.registrant.record import State
+from txuac.registrant.store.mysql import MySQLStore
+from txuac.registrant.store.postgres import PostgresStore
 
 # Seconds from an SQL commit to the binding at the registrar. The feed's part is a 50 ms
 # batch window (PostgreSQL) or a poll every second (MySQL); the rest is one REGISTER with its
 # challenge, and reading the registrar's usrloc, all slower on a busy test machine.
 LIVE_DEADLINE = 5.0
 RECONNECT_TIMEOUT = 30.0
+NODES = 6  # feeds started at once on one database
 OUTAGE = 2.5  # seconds MariaDB is down: two polls of the change log fail
 
 
@@ -104,6 +107,18 @@ class ChangeFeedInteropMixin:
         self.assertEqual((yield self.registrar.contacts_async(self.aor(0))), [f"sip:uuid00000@127.0.0.1:{self.sip_port}"])
 
     @defer.inlineCallbacks
+    def test_nodes_starting_together_all_follow_the_change_log(self):
+        """Several nodes making the trigger(s) at once on a fresh database: none fails to
+        (one makes them, the others find them)."""
+        self.make_database()
+        feeds = [self.STORE(self.db.url, reactor).change_feed() for _ in range(NODES)]
+        yield defer.gatherResults([feed.start(lambda l_uuids: None) for feed in feeds])
+        for feed in feeds:
+            self.addCleanup(feed.stop)
+        self.assertEqual([feed.trigger_problem for feed in feeds], [None] * NODES, self.messages())
+        self.assertEqual(self.trigger_count(), self.TRIGGERS)
+
+    @defer.inlineCallbacks
     def test_a_renamed_l_uuid_moves_the_binding(self):
         """UPDATE of the key: the trigger names the old l_uuid and the new one; the old
         account's binding goes, the new one's comes, on the same AOR."""
@@ -136,6 +151,11 @@ class ChangeFeedInteropMixin:
 
 class PostgresChangeFeedTests(ChangeFeedInteropMixin, TestCase):
     CAUGHT_UP = "reading every account"
+    STORE = PostgresStore
+    TRIGGERS = 1
+
+    def trigger_count(self) -> int:
+        return int(self.db.psql("SELECT count(*) FROM pg_trigger WHERE tgname = 'txuac_uacreg_changed'"))
 
     def make_database(self):
         self.db = PostgresCluster(self)
@@ -150,7 +170,7 @@ class PostgresChangeFeedTests(ChangeFeedInteropMixin, TestCase):
     @defer.inlineCallbacks
     def test_the_trigger_is_made_once_and_a_bulk_insert_is_one_batch(self):
         yield self.start(rows=1)
-        self.assertEqual(self.db.psql("SELECT count(*) FROM pg_trigger WHERE tgname = 'txuac_uacreg_changed'"), "1")
+        self.assertEqual(self.trigger_count(), 1)
         feed = self.service.registrant.changes
         before = feed.batches
         self.sql("INSERT INTO uacreg (l_uuid, l_username, l_domain, r_username, r_domain, realm, auth_username, "
@@ -187,6 +207,11 @@ class PostgresChangeFeedTests(ChangeFeedInteropMixin, TestCase):
 
 class MariaDBChangeFeedTests(ChangeFeedInteropMixin, TestCase):
     CAUGHT_UP = "reading every account"
+    STORE = MySQLStore
+    TRIGGERS = 3
+
+    def trigger_count(self) -> int:
+        return int(self.db.mysql("SELECT COUNT(*) FROM information_schema.triggers WHERE event_object_table = 'uacreg'"))
 
     def make_database(self):
         self.db = MariaDBServer(self)
@@ -218,10 +243,10 @@ class MariaDBChangeFeedTests(ChangeFeedInteropMixin, TestCase):
         yield self.timed_contacts(0, 0)
         # The shipped file makes what the user of reg_db_url could not.
         self.db.mysql(file=os.path.join(SCHEMAS, "mysql-feed.sql"))
-        self.assertEqual(self.db.mysql("SELECT COUNT(*) FROM information_schema.triggers "
-                                       "WHERE event_object_table = 'uacreg'"), "3")
+        self.assertEqual(self.trigger_count(), 3)
 
     def make_database_without_trigger_privilege(self):
         MariaDBChangeFeedTests.make_database(self)
         self.db.mysql("\n".join(f"REVOKE TRIGGER ON `{self.db.database}`.* FROM '{self.db.user}'@'{host}';"
                                 for host in ("127.0.0.1", "localhost")))
+

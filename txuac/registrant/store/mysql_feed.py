@@ -44,6 +44,10 @@ TRIGGERS = ("txuac_uacreg_insert", "txuac_uacreg_update", "txuac_uacreg_delete")
 POLL_INTERVAL = 1.0
 # Seconds a later seq waits for an earlier one to commit before the earlier is given up.
 SETTLE = 5.0
+# The named lock (GET_LOCK) nodes take while they make the log and its triggers, and the
+# seconds one waits for it (then goes on without).
+INSTALL_LOCK = "txuac_uacreg_feed"
+INSTALL_LOCK_WAIT = 30
 PRUNE_AGE = 600
 PRUNE_INTERVAL = 60.0
 
@@ -136,7 +140,19 @@ class MySQLChangeFeed(TableFeed):
 
     def _install(self, txn):
         """In the pool thread: make the log and its triggers when missing; the first seq to
-        read past (or, without triggers, the table's checksum)."""
+        read past (or, without triggers, the table's checksum). Under a named lock: nodes
+        starting together would drop and make each other's triggers (each DDL statement
+        commits on its own), and one would find a trigger it had just dropped made again."""
+        txn.execute("SELECT GET_LOCK(%s, %s)", (INSTALL_LOCK, INSTALL_LOCK_WAIT))
+        try:
+            return self._install_locked(txn)
+        finally:
+            try:
+                txn.execute("SELECT RELEASE_LOCK(%s)", (INSTALL_LOCK,))
+            except pymysql.err.MySQLError:
+                pass  # the connection is gone, and the lock with it
+
+    def _install_locked(self, txn):
         txn.execute("SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = DATABASE() "
                     "AND event_object_table = %s AND trigger_name IN (%s, %s, %s)", (self.table, *TRIGGERS))
         have = len(txn.fetchall())
