@@ -385,6 +385,27 @@ class CtlAccountsPiecesTests(SynchronousTestCase):
                           '"shown": 1', '"total": 2'])
 
 
+class CtlClusterPiecesTests(SynchronousTestCase):
+    """``accounts --cluster`` and ``uac.reg_dump cluster``: the fleet, with each account's owner."""
+
+    fleet = [
+        {"l_uuid": "a", "r_username": "alice", "r_domain": "d.example", "auth_proxy": "sip:reg.example.com",
+         "state": "online", "owner": "node-a", "last_error": None},
+        {"l_uuid": "b", "r_username": "bob", "r_domain": "d.example", "auth_proxy": "sip:reg.example.com",
+         "state": "failed", "owner": "node-b", "last_error": "403 Forbidden"},
+    ]
+
+    def test_accounts_cluster_shows_the_owner(self):
+        options = ctl.accounts_parser().parse_args(["--cluster", "--state", "failed"])
+        self.assertEqual(ctl.accounts_output(self.fleet, options).splitlines()[:2],
+                         ["L_UUID  R_USERNAME  R_DOMAIN   AUTH_PROXY           STATE   OWNER   LAST_ERROR",
+                          "b       bob         d.example  sip:reg.example.com  failed  node-b  403 Forbidden"])
+
+    def test_reg_dump_cluster_table(self):
+        self.assertEqual(ctl.render("uac.reg_dump", self.fleet).splitlines()[:2],
+                         ["L_UUID  ACCOUNT          STATE   OWNER   LAST ERROR", "a       alice@d.example  online  node-a  -"])
+
+
 class CtlWatchPiecesTests(SynchronousTestCase):
     def test_text_and_bar(self):
         bring_up = {"online": 600, "expected": 1000, "failed": 10, "rate": 411.5, "eta": 0.94}

@@ -441,3 +441,32 @@ class MonitoringFilesTests(TestCase):
         with open(path, "w", encoding="utf-8") as f:
             f.write('expr: txuac_registrations_failing_total > 0 and txuac_accounts{state="failed"} > 0\n')
         self.assertEqual(self.referenced(path) - self.exposed(), {"txuac_registrations_failing_total"})
+
+
+class ClusterMetricsTests(TestCase):
+    """[cluster]: the node's leases, the live nodes, takeovers, fences and renewal latency."""
+
+    def test_cluster_series_only_in_a_cluster(self):
+        from txuac.registrant.cluster.leases import ClusterSettings, LeasePlan
+        from txuac.registrant.cluster.service import ClusterService
+        from txuac.registrant.store.url import parse_store_url
+
+        uac = FakeUAC([])
+        self.assertNotIn("txuac_cluster_partitions_held", Metrics(uac).render().decode())
+        clock = task.Clock()
+        clock.advance(100)
+        uac.cluster = ClusterService(ClusterSettings(node_id="node-a", partitions=8),
+                                     parse_store_url("postgres://u:p@127.0.0.1/db"), "192.0.2.1:5060",
+                                     reactor=clock)
+        uac.cluster.leases.committed(LeasePlan(frozenset(), frozenset({1, 2, 3}), frozenset(), frozenset(), {}),
+                                     100.0, 100.1)
+        uac.cluster.nodes, uac.cluster.db_now = {"node-a": 5000.0, "node-b": 4999.0, "node-c": 4000.0}, 5000.5
+        uac.cluster.metrics.takeovers, uac.cluster.metrics.fenced = 2, 1
+        uac.cluster.metrics.renewed(0.02)
+        scraped = samples(Metrics(uac).render().decode())
+        self.assertEqual(value(scraped, "txuac_cluster_partitions_held"), 3)
+        self.assertEqual(value(scraped, "txuac_cluster_nodes_live"), 2)
+        self.assertEqual(value(scraped, "txuac_cluster_takeovers_total"), 2)
+        self.assertEqual(value(scraped, "txuac_cluster_fenced_total"), 1)
+        self.assertEqual(value(scraped, "txuac_cluster_lease_renew_seconds_bucket", le="0.025"), 1)
+        self.assertEqual(value(scraped, "txuac_cluster_lease_renew_seconds_bucket", le="0.01"), 0)

@@ -313,11 +313,12 @@ class UACMethodsTests(HTTPClientMixin, TestCase):
     def test_system_and_core(self):
         methods = yield self.result("system.listMethods")
         self.assertEqual(methods, sorted(
-            ["core.uptime", "core.version", "stats.get_statistics", "system.listMethods", "system.methodHelp",
-             "uac.reg_active",
+            ["cluster.status", "core.uptime", "core.version", "stats.get_statistics", "system.listMethods",
+             "system.methodHelp", "uac.reg_active",
              "uac.reg_add", "uac.reg_disable", "uac.reg_dump", "uac.reg_enable", "uac.reg_info", "uac.reg_refresh",
              "uac.reg_register", "uac.reg_reload", "uac.reg_remove", "uac.reg_unregister"]))
-        self.assertEqual((yield self.result("system.methodHelp", "uac.reg_dump")), "All registration records")
+        self.assertEqual((yield self.result("system.methodHelp", "uac.reg_dump")),
+                         "All registration records; 'cluster': every account of the fleet, with its owner")
         self.assertEqual((yield self.error("system.methodHelp", "no.such")), (400, "command not found"))
         uptime = yield self.result("core.uptime")
         self.assertEqual(list(uptime), ["now", "up_since", "uptime"])
@@ -460,6 +461,9 @@ class TokenTests(HTTPClientMixin, TestCase):
         response = yield self.rpc("uac.reg_enable", "l_uuid", "1")
         self.assertIn("set [uac] reg_db_url", response["error"]["data"])
         self.assertEqual((yield self.result("stats.get_statistics", "uac:")), [])
+        response = yield self.rpc("cluster.status")  # not a cluster node either
+        self.assertEqual((response["error"]["code"], response["error"]["message"]), (500, "Not enabled"))
+        self.assertIn("set [cluster]", response["error"]["data"])
 
 
 class StartupTests(TestCase):

@@ -215,6 +215,9 @@ def _text(value: Any) -> str:
 
 
 def reg_dump_table(records: list[dict]) -> str:
+    """uac.reg_dump's records; ``uac.reg_dump cluster``'s (with an owner each) show the owner
+    instead of the expiry, which only the owner knows."""
+    fleet = bool(records) and "owner" in records[0]
     rows = []
     for record in records:
         online = record.get("state") == "online"
@@ -222,10 +225,10 @@ def reg_dump_table(records: list[dict]) -> str:
             _text(record.get("l_uuid")),
             f"{record.get('r_username')}@{record.get('r_domain')}",
             _text(record.get("state")),
-            f"{record.get('diff_expires')} s" if online else "-",
+            _text(record.get("owner")) if fleet else f"{record.get('diff_expires')} s" if online else "-",
             _text(record.get("last_error")),
         ])
-    return table(["L_UUID", "ACCOUNT", "STATE", "EXPIRES IN", "LAST ERROR"], rows)
+    return table(["L_UUID", "ACCOUNT", "STATE", "OWNER" if fleet else "EXPIRES IN", "LAST ERROR"], rows)
 
 
 def key_values(result: dict) -> str:
@@ -257,6 +260,7 @@ def render(method: str, result: Any) -> str:
 
 # --- txuac-ctl accounts -------------------------------------------------------------
 ACCOUNT_FIELDS = ["l_uuid", "r_username", "r_domain", "auth_proxy", "state", "diff_expires", "last_error"]
+CLUSTER_FIELDS = ["l_uuid", "r_username", "r_domain", "auth_proxy", "state", "owner", "last_error"]
 STATES = ("online", "registering", "waiting", "failed", "disabled", "unregistered")
 # Global options that take a value: what follows them is not the command.
 VALUE_OPTIONS = frozenset(("--config", "-c", "--url", "--token", "--timeout"))
@@ -267,6 +271,8 @@ def accounts_parser() -> argparse.ArgumentParser:
         prog="txuac-ctl [options] accounts", description="The registration accounts (from uac.reg_dump), "
         "filtered, with a totals line.")
     p.add_argument("--state", choices=STATES, help="only the accounts in this state")
+    p.add_argument("--cluster", action="store_true",
+                   help="every account of the cluster's fleet, with its owner node (uac.reg_dump cluster)")
     p.add_argument("--registrar", help="only the accounts whose auth_proxy contains this text (any case)")
     p.add_argument("--search", help="only the accounts whose l_uuid, user names or domains contain this text")
     p.add_argument("--fields", help=f"comma-separated reg_dump fields to show (default {','.join(ACCOUNT_FIELDS)})")
@@ -348,7 +354,8 @@ def yaml_text(value: Any, indent: str = "") -> str:
 
 def accounts_output(records: list[dict], options: argparse.Namespace, as_json: bool = False) -> str:
     """What ``txuac-ctl accounts`` prints."""
-    fields = [name.strip() for name in options.fields.split(",") if name.strip()] if options.fields else ACCOUNT_FIELDS
+    default = CLUSTER_FIELDS if getattr(options, "cluster", False) else ACCOUNT_FIELDS
+    fields = [name.strip() for name in options.fields.split(",") if name.strip()] if options.fields else default
     if records:
         unknown = [name for name in fields if name not in records[0]]
         if unknown:
@@ -569,7 +576,7 @@ def run(argv: list[str] | None = None) -> int:
     accounts = watching = None
     if command == "accounts":
         accounts = accounts_parser().parse_args(tail)  # usage errors exit with status 2
-        argv = [*head, "uac.reg_dump"]
+        argv = [*head, "uac.reg_dump", *(["cluster"] if accounts.cluster else [])]
     elif command == "watch":
         watching = watch_parser().parse_args(tail)
         argv = [*head, "core.version"]

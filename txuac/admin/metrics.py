@@ -83,6 +83,15 @@ class RegistrationCounts:
         self.latency_sum += latency
 
 
+def _cumulative(buckets: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:
+    """A histogram's (upper bound, cumulative count) pairs from per-bucket counts (+Inf last)."""
+    cumulative, running = [], 0
+    for bound, count in zip((*buckets, float("inf")), counts):
+        running += count
+        cumulative.append((floatToGoString(bound), running))
+    return cumulative
+
+
 class UACCollector:
     """A prometheus_client collector reading a UACService's state at scrape time."""
 
@@ -98,6 +107,7 @@ class UACCollector:
         yield from self._registrations()
         yield from self._transactions()
         yield from self._proxy()
+        yield from self._cluster()
 
     def _registrations(self) -> Iterator[Metric]:
         registrant = self.uac.registrant
@@ -140,16 +150,31 @@ class UACCollector:
         yield CounterMetricFamily(
             "txuac_auth_failures", "REGISTER cycles ended by authentication: a final 401/407, or no "
             "acceptable challenge or credentials.", value=counts.auth_failures)
-        cumulative, running = [], 0
-        for bound, count in zip((*counts.buckets, float("inf")), counts.latency_counts):
-            running += count
-            cumulative.append((floatToGoString(bound), running))
         yield HistogramMetricFamily(
             "txuac_registration_latency_seconds", "Time from the first REGISTER of a cycle to the answer "
-            "or error that ended it.", buckets=cumulative, sum_value=counts.latency_sum)
+            "or error that ended it.", buckets=_cumulative(counts.buckets, counts.latency_counts),
+            sum_value=counts.latency_sum)
         store = getattr(registrant, "store", None)
         yield CounterMetricFamily("txuac_store_errors", "Failed operations of the registration store.",
                                   value=getattr(store, "errors", 0))
+
+    def _cluster(self) -> Iterator[Metric]:
+        """[cluster]: this node's leases, the live nodes, takeovers, fences, renewal latency."""
+        cluster = getattr(self.uac, "cluster", None)
+        if cluster is None:
+            return
+        metrics = cluster.metrics
+        yield GaugeMetricFamily("txuac_cluster_partitions_held", "Partitions whose accounts this node registers.",
+                                value=len(cluster.leases.held()))
+        yield GaugeMetricFamily("txuac_cluster_nodes_live", "Nodes whose heartbeat is younger than a lease period, "
+                                "as the last lease transaction saw them.", value=cluster.live_count())
+        yield CounterMetricFamily("txuac_cluster_takeovers", "Partitions acquired from another node whose lease "
+                                  "had expired.", value=metrics.takeovers)
+        yield CounterMetricFamily("txuac_cluster_fenced", "Times this node stopped registering everything for "
+                                  "want of a lease renewal in time.", value=metrics.fenced)
+        yield HistogramMetricFamily(
+            "txuac_cluster_lease_renew_seconds", "Duration of the lease transactions (heartbeat, renew, acquire).",
+            buckets=_cumulative(metrics.buckets, metrics.renew_counts), sum_value=metrics.renew_sum)
 
     def _registrars(self, registrars: dict[str, dict[State, int]], one_account: dict[str, str]) -> Iterator[Metric]:
         ranked = sorted(registrars, key=lambda name: (-sum(registrars[name].values()), name))

@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from txuac import __version__
-from txuac.admin.rpc import Dispatcher, Param, RPCError
+from txuac.admin.rpc import INVALID_PARAMS, Dispatcher, Param, RPCError
 from txuac.errors import StoreError, UnknownFilterAttribute
 from txuac.registrant.record import Flag, InvalidRecord, RegistrationRecord, record_from_row
 
@@ -29,6 +29,7 @@ INVALID_PARAMETERS = RPCError(400, "Invalid Parameters")
 NOT_ENABLED = RPCError(500, "Not enabled", data="registration is off: set [uac] reg_db_url to the uacreg table "
                                                 "(sqlite:///path, postgres://..., mysql://...)")
 RECORD_NOT_FOUND = RPCError(404, "Record not found")
+CLUSTER_OFF = RPCError(500, "Not enabled", data="this node is not in a cluster: set [cluster] (docs/cluster.rst)")
 
 # uac.reg_add's positional parameters (Kamailio's order); the integers are typed.
 REG_ADD_PARAMS = (
@@ -120,12 +121,15 @@ class UACMethods:
         add("core.version", self.version, doc="The txuac version")
         add("stats.get_statistics", self.get_statistics, params=None,
             doc="Counters: 'all', a group ('uac:') or names ('uac:regtotal')")
+        add("cluster.status", self.cluster_status,
+            doc="This cluster node: its partitions, the live nodes with their partitions, the lease deadline")
         if self.registrant is None:
             # As Kamailio: the methods exist, and say the registrant is not enabled.
             for name in UAC_METHODS:
                 add(name, self.not_enabled, params=None, doc="Registration is not enabled (no reg_db_url)")
             return
-        add("uac.reg_dump", self.reg_dump, doc="All registration records")
+        add("uac.reg_dump", self.reg_dump, (Param("scope"),), required=0,
+            doc="All registration records; 'cluster': every account of the fleet, with its owner")
         add("uac.reg_info", self.reg_info, FILTER_PARAMS, missing=INVALID_PARAMETERS,
             doc="One record: attr (l_uuid, l_username, r_username, auth_username), val")
         add("uac.reg_enable", self.reg_enable, FILTER_PARAMS, missing=INVALID_PARAMETERS, audit=True,
@@ -202,11 +206,24 @@ class UACMethods:
     def not_enabled(self, *_):
         raise NOT_ENABLED
 
-    def reg_dump(self) -> list[dict]:
+    def reg_dump(self, scope: str | None = None):
+        if scope == "cluster":
+            return self._cluster().fleet()
+        if scope is not None:
+            raise RPCError(INVALID_PARAMS, data=f"uac.reg_dump takes no parameter or 'cluster', not {scope!r}")
         now = self.registrant.now()
         contact_addr = self.registrant.settings.reg_contact_addr
         return [record_struct(record, now, self.show_secrets, contact_addr)
                 for record in self.registrant.records.values()]
+
+    def _cluster(self):
+        cluster = getattr(self.uac, "cluster", None)
+        if cluster is None:
+            raise CLUSTER_OFF
+        return cluster
+
+    def cluster_status(self):
+        return self._cluster().status()
 
     def _find(self, attr: str, val: str) -> RegistrationRecord:
         if not attr or not val:

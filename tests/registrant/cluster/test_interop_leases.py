@@ -9,11 +9,16 @@ import os
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
+from tests.support.accounts import make_row
 from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
 from tests.support.services import wait_until
 from tests.support.stores import SCHEMAS
 from txuac.errors import StoreError
+from txuac.registrant.cluster import database
+from txuac.registrant.cluster.database import AccountView
+from txuac.registrant.record import Flag
+from txuac.registrant.store import COLUMNS
 from txuac.registrant.cluster.service import ClusterService, ClusterSettings
 from txuac.registrant.store.url import parse_store_url
 
@@ -114,6 +119,38 @@ class ClusterLeaseMixin:
         self.assertIn(f"table has {PARTITIONS} partitions", str(error))
         for pool in (node._lease_pool, node._view_pool):
             pool.close()
+
+
+    @defer.inlineCallbacks
+    def test_fleet_view_and_status(self):
+        a, b = yield self._split()
+        rows = [make_row(name) for name in ("acc1", "acc2", "acc3")]
+        yield a._view_pool.runInteraction(insert_accounts, rows)
+        yield a._view_pool.runInteraction(database.write_accounts, a.sql, [
+            AccountView("acc1", "node-a", "sip:acc1@127.0.0.1:5060", Flag.ONLINE | Flag.INIT, "", 1e9)])
+        yield b._view_pool.runInteraction(database.write_accounts, b.sql, [
+            AccountView("acc2", "node-b", "sip:acc2@127.0.0.2:5060", 0, "408 Request Timeout", 1e9),
+            AccountView("acc1", "node-a", "sip:acc1@127.0.0.1:5060", Flag.ONLINE, "", 2e9)])  # replaces
+        fleet = yield b.fleet()
+        self.assertEqual([(r["l_uuid"], r["owner"], r["state"], r["flags"], r["last_error"]) for r in fleet],
+                         [("acc1", "node-a", "online", Flag.ONLINE, None),
+                          ("acc2", "node-b", "failed", 0, "408 Request Timeout"),
+                          ("acc3", "", "waiting", 0, None)])
+        self.assertEqual(fleet[0]["r_username"], "remote-acc1")
+        contacts = yield a._view_pool.runInteraction(database.bound_contacts, "node-a")
+        self.assertEqual(contacts, {"acc2": "sip:acc2@127.0.0.2:5060"})
+        status = yield a.status()
+        self.assertEqual((status["node_id"], status["partitions"]), ("node-a", PARTITIONS))
+        self.assertEqual({n["node_id"]: n["partitions"] for n in status["nodes"]},
+                         {"node-a": len(a.leases.held()), "node-b": len(b.leases.held())})
+        self.assertTrue(all(n["live"] and n["heartbeat_age"] < PERIOD for n in status["nodes"]))
+        self.assertGreater(status["lease_deadline_in"], 0)
+
+
+def insert_accounts(cursor, rows):
+    columns = [c for c in COLUMNS if c != "contact_user"]
+    cursor.executemany(f"INSERT INTO uacreg ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
+                       [tuple(row[c] for c in columns) for row in rows])
 
 
 class PostgresClusterLeaseTests(ClusterLeaseMixin, TestCase):

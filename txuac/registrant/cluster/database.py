@@ -13,6 +13,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 from txuac.errors import StoreError
 from txuac.registrant.cluster.leases import LeasePlan, LeaseRow, live_nodes, plan
+from txuac.registrant.record import Flag
 
 NODE_TABLE = "txuac_cluster_node"
 LEASE_TABLE = "txuac_cluster_lease"
@@ -178,6 +179,19 @@ FLEET_COLUMNS = ("l_uuid", "l_username", "l_domain", "r_username", "r_domain", "
                  "auth_proxy", "expires")
 
 
+def _state(flags: int, last_error: str, owner: str) -> str:
+    """reg_dump's state as far as the fleet view tells it (flags and the last error)."""
+    if not owner:
+        return "waiting"
+    if flags & Flag.DISABLED:
+        return "disabled"
+    if flags & Flag.ONGOING:
+        return "registering"
+    if flags & Flag.ONLINE:
+        return "online"
+    return "failed" if last_error else "waiting"
+
+
 def fleet(cursor, sql: ClusterSQL, table: str) -> list[dict]:
     """Every account of uacreg with what its owner last wrote (owner '' when none has)."""
     columns = ", ".join(f"u.{c}" for c in FLEET_COLUMNS)
@@ -188,7 +202,8 @@ def fleet(cursor, sql: ClusterSQL, table: str) -> list[dict]:
     for row in cursor.fetchall():
         entry = dict(zip(FLEET_COLUMNS, row))
         owner, flags, last_error, next_attempt, contact, updated = row[len(FLEET_COLUMNS):]
-        entry.update(owner=owner or "", flags=int(flags or 0), last_error=last_error or "",
+        entry.update(owner=owner or "", state=_state(int(flags or 0), last_error or "", owner or ""),
+                     flags=int(flags or 0), last_error=last_error or None,
                      next_attempt=float(next_attempt or 0), bound_contact=contact or "",
                      updated_at=float(updated) if updated is not None else None)
         result.append(entry)

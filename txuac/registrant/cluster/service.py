@@ -36,6 +36,8 @@ FENCE_CHECK = 0.1  # seconds between checks of the local deadline
 class ClusterMetrics:
     """Counts that exist nowhere else: takeovers, fences, renewal latencies."""
 
+    buckets = RENEW_BUCKETS
+
     def __init__(self):
         self.takeovers = 0
         self.fenced = 0
@@ -113,6 +115,13 @@ class ClusterService(service.Service):
         """Write ``registrant``'s accounts into the fleet view as they change."""
         self.registrant = registrant
         registrant.add_observer(lambda event: self._dirty.add(event.l_uuid))
+
+    def live_count(self) -> int:
+        """Live nodes as the last lease transaction saw them (this one included)."""
+        if self.db_now is None:
+            return 1
+        s = self.settings
+        return len(live_nodes(self.nodes, self.db_now, s.lease_period, s.node_id))
 
     # --- lifecycle ----------------------------------------------------------------------
     @defer.inlineCallbacks
