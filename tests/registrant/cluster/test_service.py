@@ -166,3 +166,29 @@ class FleetViewTests(SynchronousTestCase):
         node.write_view()  # the failed batch goes again
         [(args, d)] = view.pending(database.write_accounts)
         self.assertEqual(len(args[1]), 2)
+
+
+class StartTests(SynchronousTestCase):
+    def test_a_database_not_up_yet_is_waited_for(self):
+        clock, leases = Clock(), FakePool()
+        node = ClusterService(SETTINGS, parse_store_url("postgres://u:p@127.0.0.1/db"), "192.0.2.1:5060",
+                              reactor=clock, pools=(leases, FakePool(), SQL))
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        started = node.startService()
+        for _ in range(3):
+            [(args, d)] = leases.pending(database.prepare)
+            d.errback(ConnectionError("connection refused"))
+            clock.advance(2.0)
+        self.assertEqual(len([e for e in logged if "cannot prepare" in e.get("log_format", "")]), 1)
+        [(args, d)] = leases.pending(database.prepare)
+        d.callback(None)
+        self.assertNoResult(started)
+        [(args, d)] = leases.pending(database.tick)  # ticking once ready
+        d.callback(acquired(set()))
+        self.successResultOf(started)
+        stopped = node.stopService()
+        [(args, d)] = leases.pending(database.release_all)
+        d.callback(None)
+        self.successResultOf(stopped)

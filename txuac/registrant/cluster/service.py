@@ -31,6 +31,7 @@ log = Logger()
 # Upper bounds (seconds) of the lease renewal latency histogram.
 RENEW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FENCE_CHECK = 0.1  # seconds between checks of the local deadline
+PREPARE_RETRY = 2.0  # seconds between attempts to reach a database not up yet at start
 
 
 class ClusterMetrics:
@@ -124,25 +125,40 @@ class ClusterService(service.Service):
         return len(live_nodes(self.nodes, self.db_now, s.lease_period, s.node_id))
 
     # --- lifecycle ----------------------------------------------------------------------
-    @defer.inlineCallbacks
     def startService(self):
+        """Deferred: fires once the tables are ready and the first tick is done (its gains
+        delivered); a database not up yet is waited for, one warning said."""
         super().startService()
         if self._pools is not None:
             self._lease_pool, self._view_pool, self.sql = self._pools
         else:
             self._lease_pool, self.sql = open_pool(self.url, self.reactor)
             self._view_pool, _ = open_pool(self.url, self.reactor)
+        return self._prepare()
+
+    @defer.inlineCallbacks
+    def _prepare(self):
         s = self.settings
-        try:
-            yield self._lease_pool.runInteraction(database.prepare, self.sql, s.node_id, self.contact_addr,
-                                                  s.partitions)
-        except StoreError:
-            raise
-        except Exception as e:  # the driver's errors
-            raise StoreError(f"cluster tables in {self.url.masked}: {' '.join(str(e).split())}") from None
+        warned = False
+        while self.running:
+            try:
+                yield self._lease_pool.runInteraction(database.prepare, self.sql, s.node_id, self.contact_addr,
+                                                      s.partitions)
+                break
+            except StoreError as e:  # the fleet's tables disagree with [cluster]: not retried
+                log.error("cluster node {node_id}: {error}", node_id=s.node_id, error=str(e))
+                raise
+            except Exception as e:  # noqa: BLE001 - the driver's errors: the database is not there (yet)
+                if not warned:
+                    warned = True
+                    log.warn("cluster node {node_id}: cannot prepare the cluster tables in {url} ({error}); "
+                             "trying again every {delay} s", node_id=s.node_id, url=self.url.masked,
+                             error=" ".join(str(e).split()), delay=PREPARE_RETRY)
+                yield task.deferLater(self.reactor, PREPARE_RETRY, lambda: None)
+        if not self.running:
+            return
         log.info("cluster node {node_id}: {partitions} partitions in {url}, lease {period} s",
                  node_id=s.node_id, partitions=s.partitions, url=self.url.masked, period=s.lease_period)
-        # The first tick before the registrant loads: it starts with its share where it can.
         yield self.tick()
         self._loop.start(s.renew_interval, now=False)
         self._fence_loop.start(FENCE_CHECK, now=False)
