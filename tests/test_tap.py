@@ -137,7 +137,8 @@ class TwistdTests(ProcessMixin, SynchronousTestCase):
         self.assertEqual(status, 0, output)
         self.assertIn("--config=", output)
         self.assertIn("Path to the TOML configuration file.", output)
-        self.assertIn("Where to start: copy the commented sample configuration (conf/uac.toml", output)
+        self.assertIn("Where to start: write the commented sample configuration with txuac-ctl sample-config > uac.toml "
+                      "(conf/uac.toml", " ".join(output.replace("sample-\n", "sample-").split()))
         self.assertIn("http://127.0.0.1:5064/status", output)
 
     def test_plugin_listed(self):
