@@ -32,8 +32,8 @@ from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from tests.support.registration_faults import (
-    HOST, USRLOC_POLL, FaultyRegistration, Figure, blackhole_recovery, lossy_registration, registrar_restart, sleep,
-    wait_until,
+    HOST, USRLOC_POLL, FaultyRegistration, Figure, blackhole_recovery, healthy_traffic, lossy_registration,
+    registrar_restart, sleep, wait_until,
 )
 
 
@@ -96,6 +96,17 @@ class FaultFigureTests(TestCase):
         self.assertEqual((setup.registrant.prober.probes, setup.registrant.prober.recoveries), (0, 0))
         self.assertEqual(setup.failed, {})
         self.assertEqual(setup.relay.counters()["to_target"]["dropped"], 0)
+
+    @defer.inlineCallbacks
+    def test_traffic_while_all_is_well_by_kind_through_a_relay_process(self):
+        # The bench's figure 4 scaled down, with its relay in a process of its own: 100
+        # accounts refreshing every second or so for 5 s; REGISTERs and their answers only.
+        traffic = yield healthy_traffic(self, accounts=100, duration=5.0, expires=2, relay_process=True)
+        print(f"\n{traffic}")
+        self.assertTrue(traffic.met, str(traffic))
+        self.assertEqual(set(traffic.to_target), {"REGISTER"})
+        self.assertGreaterEqual(traffic.to_target["REGISTER"], 200, "each account refreshed in the 5 s")
+        self.assertLessEqual(set(traffic.to_client), {"401", "200"})
 
     @defer.inlineCallbacks
     def test_restarted_registrar_keeps_its_port_and_loses_its_bindings(self):
