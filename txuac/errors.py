@@ -90,6 +90,10 @@ class StoreUnreachable(StoreError):
     attempt, unlike a refused login or an unknown database."""
 
 
+class AccountExists(StoreError):
+    """A row could not be added to uacreg: its l_uuid is there already."""
+
+
 class AddressReplaceError(TxuacError):
     """uac_replace_from/to cannot be applied (Kamailio's script return -1): a sequential
     request in auto mode, a URI too long for the vsf/vst encoding, a From/To missing."""
