@@ -89,6 +89,7 @@ from txuac.service import UACService, tune_garbage_collector  # noqa: E402
 HOST = "127.0.0.1"
 POLL = 0.05
 KAMAILIO_POLL = 0.1
+RETRY_INTERVAL = 5  # reg_retry_interval (s) of txuac and of the Kamailio uac reference
 CPU_TARGET_US = 250.0
 MEMORY_TARGET_KIB = 2.0
 MAX_STDERR_EVENTS = 20
@@ -225,7 +226,7 @@ class LogCounter:
 # --- the run ------------------------------------------------------------------------
 
 def make_settings(port: int, db_url: str, rate: int | None):
-    uac = {"reg_db_url": db_url, "reg_contact_addr": f"{HOST}:{port}", "reg_retry_interval": 5}
+    uac = {"reg_db_url": db_url, "reg_contact_addr": f"{HOST}:{port}", "reg_retry_interval": RETRY_INTERVAL}
     if rate is not None:
         uac["reg_send_rate"] = rate
     return settings_from_dict({"core": {"listen": [f"udp:{HOST}:{port}"]}, "uac": uac, "rpc": {"enabled": False}})
@@ -312,20 +313,27 @@ class KamailioUACReference:
         self.empty_pss_kib = 0
         self.drops: int | None = None
         self.host_errors: dict[str, int] = {}
+        self.memory_options = ""
 
     def start(self, db_path: str) -> KamailioRegistrar:
         """Kamailio's uac on a free port, registering the rows of the SQLite file ``db_path``."""
         directory = tempfile.mkdtemp(prefix="txuac-kam-uac-")
         self.harness.addCleanup(shutil.rmtree, directory, True)
         port = free_port()
+        # db_sqlite holds the whole table in private memory while uac loads it (~1 KiB a row),
+        # and all the REGISTER transactions at once in shared memory (~20 KiB an account).
+        pkg_mb = max(self.args.pkg_mb, self.args.accounts * 4 // 1024)
+        shm_mb = max(self.args.shm_mb, self.args.accounts * 20 // 1024)
         uac = KamailioRegistrar(self.harness, config=UAC_CONFIG, children=self.args.children,
-                                shm_mb=self.args.shm_mb, pkg_mb=self.args.pkg_mb, udp_maxbuffer=4 * 1024 * 1024,
+                                shm_mb=shm_mb, pkg_mb=pkg_mb, udp_maxbuffer=4 * 1024 * 1024,
                                 start=False, defines={
                                     "DB_URL": f'"sqlite:///{kamailio_56_copy(db_path, directory)}"',
                                     "CONTACT_ADDR": f'"{HOST}:{port}"',
                                     "RPC_FIFO": f'"{directory}/rpc.fifo"',
+                                    "RETRY_INTERVAL": RETRY_INTERVAL,  # as txuac's: failures retried
                                 })
         uac.start(port=port)
+        self.memory_options = f"-m {shm_mb} -M {pkg_mb}"
         return uac
 
     def empty_pss(self) -> int:
@@ -367,7 +375,7 @@ class KamailioUACReference:
         self.host_errors = {name: errors[name] - errors_before[name] for name in errors}
         uac.stop()
         online = bindings - bindings_before
-        print(f"Kamailio uac (reference): {online:,} of {n:,} online "
+        print(f"Kamailio uac (reference; {self.args.children} workers, {self.memory_options}): {online:,} of {n:,} online "
               + (f"after {self.online_after:.2f} s" if self.online_after is not None
                  else f"NOT within {self.args.timeout:g} s")
               + f"; CPU {self.cpu:.2f} s = {self.cpu_per_registration(n):.0f} us per registration "
@@ -387,8 +395,9 @@ class KamailioUACReference:
 
 def print_comparison(n: int, reference: KamailioUACReference, ours: dict[str, float | None]) -> None:
     """The reference and txuac side by side, with txuac / Kamailio."""
+    finished = reference.online_after is not None  # else its CPU covers only part of the work
     theirs = {
-        "CPU per registration (us)": reference.cpu_per_registration(n),
+        "CPU per registration (us)": reference.cpu_per_registration(n) if finished else None,
         "all online after (s)": reference.online_after,
         "memory per account (bytes)": reference.memory_per_account(n) * 1024,
         "datagrams dropped (its socket)": reference.drops,
@@ -489,7 +498,7 @@ def run(reactor, args, harness: Harness, store_kind: str = "sqlite"):
     service = UACService(make_settings(port, db_url, args.rate), reactor)
     rate = service.registrant.settings.reg_send_rate
     print(f"txuac on udp:{HOST}:{port}, reg_send_rate {rate:g}/s"
-          f"{'' if args.rate is not None else ' (the service default)'}, reg_retry_interval 5 s"
+          f"{'' if args.rate is not None else ' (the service default)'}, reg_retry_interval {RETRY_INTERVAL} s"
           f"{'; under cProfile' if args.profile else ''}{'; with tracemalloc' if args.tracemalloc else ''}"
           f"{f'; EXPERIMENT gc.set_threshold{args.gc_threshold}' if args.gc_threshold else '; gc tuned as twistd uac tunes it'}"
           f"{'; EXPERIMENT gc.freeze() after loading' if args.gc_freeze else ''}")
