@@ -479,6 +479,14 @@ class RegistrantService(service.Service):
             self._gaining |= change.gained
             self._load_gained(change.gained, change.bound_contacts)
 
+    def busy_accounts(self) -> frozenset[str] | None:
+        """Accounts whose REGISTER is still out or whose Call-ID and CSeq are not written yet
+        (None: a state write is under way, every account may be in it). A cluster releases a
+        partition only once none of its accounts is busy, so the next owner reads what we used."""
+        if self.states.writing:
+            return None
+        return frozenset(self._in_flight) | frozenset(self.states.pending)
+
     def _park(self, l_uuid: str) -> None:
         """Stop registering an account that is not ours any more: its timers go with its
         record; a reply to a REGISTER still in flight finds no account and is ignored."""

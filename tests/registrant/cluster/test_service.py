@@ -9,11 +9,13 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support.accounts import make_record
 from txuac.registrant.cluster import database
 from txuac.registrant.cluster.database import TickResult
 from txuac.registrant.cluster.leases import LeasePlan
 from txuac.registrant.cluster.postgres import SQL
 from txuac.registrant.cluster.service import FENCE_CHECK, ClusterService, ClusterSettings
+from txuac.registrant.ownership import partition_of
 from txuac.registrant.store.url import parse_store_url
 
 SETTINGS = ClusterSettings(node_id="node-a", partitions=4, lease_period=6.0, renew_interval=1.0,
@@ -51,7 +53,9 @@ def renewed(partitions):
     return TickResult(planned, 1001.0, {"node-a": 1001.0}, {p: "node-a" for p in partitions})
 
 
-class ClusterServiceTests(SynchronousTestCase):
+class ClusterServiceCase(SynchronousTestCase):
+    """A started ClusterService on a Clock, its prepare answered."""
+
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(100)
@@ -78,6 +82,9 @@ class ClusterServiceTests(SynchronousTestCase):
 
     def lines(self, text):
         return [e for e in self.logged if text in e.get("log_format", "")]
+
+
+class ClusterServiceTests(ClusterServiceCase):
 
     def test_fenced_at_the_local_deadline_when_renewals_fail_then_taken_again(self):
         self.answer(self.leases, database.tick, acquired({1, 2}))
@@ -133,20 +140,61 @@ class ClusterServiceTests(SynchronousTestCase):
         self.assertFalse(self.leases.running)
 
 
+class Registrant:
+    """What the cluster reads of a registrant: its records, observers, busy accounts."""
+
+    settings = type("S", (), {"reg_contact_addr": "192.0.2.1:5060"})()
+
+    def __init__(self, names=("acc1", "acc4")):
+        self.records = {name: make_record(name) for name in names}
+        self.observers = []
+        self.busy: frozenset[str] | None = frozenset()
+
+    def add_observer(self, observer):
+        self.observers.append(observer)
+
+    def busy_accounts(self):
+        return self.busy
+
+    def changed(self, *names):
+        for name in names:
+            self.observers[0](type("E", (), {"l_uuid": name})())
+
+
+class HandOffTests(ClusterServiceCase):
+    """A partition another node should own is released only once its accounts are quiet
+    and their last state, the Contact to remove, is in the fleet view."""
+
+    def test_release_waits_for_the_registers_out_and_the_final_view(self):
+        registrant = Registrant()
+        self.node.watch(registrant)
+        self.node.add_listener(lambda change: [registrant.records.pop(u) for u in list(registrant.records)
+                                               if partition_of(u, 4) in change.lost])
+        self.answer(self.leases, database.tick, acquired({1, 2}))
+        self.answer(self.view, database.bound_contacts, {})
+        registrant.changed("acc1", "acc4")  # acc1: partition 1, acc4: partition 2
+        registrant.busy = frozenset({"acc1"})
+        self.clock.advance(SETTINGS.renew_interval)
+        hand_off = LeasePlan(frozenset({1, 2}), frozenset(), frozenset(), frozenset({1, 2}), {})
+        self.answer(self.leases, database.tick, TickResult(hand_off, 1001.0, {}, {}))
+        self.assertEqual(self.changes[-1].lost, {1, 2})
+        self.assertEqual(self.node.releasable(), set())  # acc1 busy; both views unwritten
+        self.clock.advance(SETTINGS.state_write_interval)
+        [(args, d)] = self.view.pending(database.write_accounts)
+        self.assertEqual(sorted((v.l_uuid, v.bound_contact) for v in args[1]),
+                         [("acc1", "sip:acc1@192.0.2.1:5060"), ("acc4", "sip:acc4@192.0.2.1:5060")])
+        d.callback(None)
+        self.assertEqual(self.node.releasable(), {2})
+        registrant.busy = None  # a state write under way
+        self.assertEqual(self.node.releasable(), set())
+        registrant.busy = frozenset()
+        self.assertEqual(self.node.releasable(), {1, 2})
+        [(args, _)] = self.leases.pending(database.tick)
+        self.assertEqual(args[-1], set())  # the tick already out was asked to release nothing
+
+
 class FleetViewTests(SynchronousTestCase):
     def test_changed_accounts_written_in_one_batch(self):
-        from tests.support.accounts import make_record
-
-        class Registrant:
-            settings = type("S", (), {"reg_contact_addr": "192.0.2.1:5060"})()
-
-            def __init__(self):
-                self.records = {name: make_record(name) for name in ("acc1", "acc4")}
-                self.observers = []
-
-            def add_observer(self, observer):
-                self.observers.append(observer)
-
         clock, view = Clock(), FakePool()
         node = ClusterService(SETTINGS, parse_store_url("postgres://u:p@127.0.0.1/db"), "192.0.2.1:5060",
                               reactor=clock, pools=(FakePool(), view, SQL))
@@ -154,8 +202,7 @@ class FleetViewTests(SynchronousTestCase):
         registrant = Registrant()
         node.watch(registrant)
         registrant.records["acc1"].last_failure = "no answer (timeout)"
-        for name in ("acc1", "acc4", "acc1", "gone"):
-            registrant.observers[0](type("E", (), {"l_uuid": name})())
+        registrant.changed("acc1", "acc4", "acc1", "gone")
         node.write_view()
         [(args, d)] = view.pending(database.write_accounts)
         views = sorted(args[1])

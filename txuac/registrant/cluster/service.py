@@ -98,6 +98,8 @@ class ClusterService(service.Service):
         self._writing: defer.Deferred | None = None
         self._failing = False
         self._dirty: set[str] = set()
+        self._final: dict[str, AccountView] = {}  # views of accounts of lost partitions, to write
+        self._written_now: frozenset[str] = frozenset()  # the accounts of the view write under way
         self._loop = task.LoopingCall(self.tick)
         self._loop.clock = reactor
         self._fence_loop = task.LoopingCall(self.check_fence)
@@ -200,7 +202,7 @@ class ClusterService(service.Service):
         clock_started = time.monotonic()
         s = self.settings
         d = self._lease_pool.runInteraction(database.tick, self.sql, s.node_id, self.contact_addr, s.lease_period,
-                                            self.leases.held(), self.leases.releasing())
+                                            self.leases.held(), self.releasable())
         d.addCallbacks(self._ticked, self._tick_failed, callbackArgs=(started, clock_started))
         d.addBoth(self._tick_done)
         self._ticking = d
@@ -268,6 +270,8 @@ class ClusterService(service.Service):
     def _deliver(self, change: OwnershipChange) -> None:
         if not (change.gained or change.lost):
             return
+        if change.lost:
+            self._keep_final_views(change.lost)
         log.info("cluster node {node_id}: {gained} partitions gained, {lost} lost; {held} held",
                  node_id=self.settings.node_id, gained=len(change.gained), lost=len(change.lost),
                  held=len(self.leases.held()))
@@ -278,28 +282,62 @@ class ClusterService(service.Service):
                 log.failure("cluster ownership listener failed")
 
     # --- fleet view --------------------------------------------------------------------------
+    def _view(self, record) -> AccountView:
+        return AccountView(record.l_uuid, self.settings.node_id,
+                           protocol.contact_uri(record, self.registrant.settings.reg_contact_addr), record.flags,
+                           record.last_failure or "", record.due_at)
+
+    def _keep_final_views(self, lost: frozenset[int]) -> None:
+        """The last state of the changed accounts of ``lost`` partitions, taken before the
+        registrant parks them: written before those partitions are released, so that the
+        next owner reads the Contact to remove."""
+        if self.registrant is None:
+            return
+        records = self.registrant.records
+        for l_uuid in [u for u in self._dirty if partition_of(u, self.partitions) in lost]:
+            record = records.get(l_uuid)
+            if record is not None:
+                self._final[l_uuid] = self._view(record)
+            self._dirty.discard(l_uuid)
+
+    def releasable(self) -> frozenset[int]:
+        """Partitions given up here that may be released now: none of their accounts has a
+        REGISTER out, a Call-ID or a fleet-view row not written yet."""
+        releasing = self.leases.releasing()
+        if not releasing or self.registrant is None:
+            return releasing
+        busy = self.registrant.busy_accounts()
+        if busy is None:
+            return frozenset()
+        waiting = {partition_of(u, self.partitions) for u in (*busy, *self._final, *self._written_now)}
+        return releasing - waiting
+
     def write_view(self) -> defer.Deferred:
         """The accounts that changed since the last write, in one transaction (one at a time;
         a failed batch is written with the next)."""
-        if self._writing is not None or not self._dirty or self.registrant is None or self._view_pool is None:
+        if (self._writing is not None or not (self._dirty or self._final) or self.registrant is None
+                or self._view_pool is None):
             return defer.succeed(None)
         dirty, self._dirty = self._dirty, set()
-        views = []
-        node_id, contact_addr = self.settings.node_id, self.registrant.settings.reg_contact_addr
+        final, self._final = self._final, {}
+        views = list(final.values())
+        records = self.registrant.records
         for l_uuid in dirty:
-            record = self.registrant.records.get(l_uuid)
-            if record is None:
-                continue
-            views.append(AccountView(l_uuid, node_id, protocol.contact_uri(record, contact_addr), record.flags,
-                                     record.last_failure or "", record.due_at))
+            record = records.get(l_uuid)
+            if record is not None and l_uuid not in final:
+                views.append(self._view(record))
+        self._written_now = frozenset(view.l_uuid for view in views)
         d = self._view_pool.runInteraction(database.write_accounts, self.sql, views)
 
         def failed(failure):
             self._dirty |= dirty
+            # Accounts parked meanwhile keep the view taken now: their partitions wait for it.
+            self._final = {**final, **{v.l_uuid: v for v in views if v.l_uuid not in records}, **self._final}
             log.debug("fleet view write failed: {error}", error=str(failure.value))
 
         def done(_):
             self._writing = None
+            self._written_now = frozenset()
 
         d.addErrback(failed)
         d.addBoth(done)

@@ -59,6 +59,11 @@ class AccountStateWriter:
         self._drain().addBoth(finished)
         return done
 
+    @property
+    def writing(self) -> bool:
+        """A batch is being written."""
+        return self._writing is not None
+
     def stop(self) -> None:
         """No more timed writes (pending states stay pending)."""
         self._cancel_timer()
