@@ -10,7 +10,7 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import formatEvent
 from zope.interface.verify import verifyObject
 
-from txuac.errors import StoreError
+from txuac.errors import AccountExists, StoreError
 from txuac.registrant.store import COLUMNS, EXT_COLUMNS, EXT_DEFAULTS, AccountState, IRegistrationStore
 
 
@@ -294,3 +294,71 @@ class StoreContract:
         self.make_tables(6)
         store = self.new_store()
         yield self.assertFailure(store.save_states([AccountState("a", "b", 1, "")]), StoreError)
+
+    # -- rows added and deleted (uac.reg_add / uac.reg_remove in a cluster) -----------------------
+    @defer.inlineCallbacks
+    def test_insert_row(self):
+        """Every column written as given; a value is a bound parameter, never SQL."""
+        self.make_tables(6, [account(1)])
+        store = yield self.opened()
+        odd = account(2, l_uuid="x'); DELETE FROM uacreg; --", auth_password="p'\\%s?", flags=1, expires=60)
+        yield store.insert_row(odd)
+        without_contact_user = {k: v for k, v in account(3).items() if k != "contact_user"}
+        yield store.insert_row(without_contact_user)
+        self.assertEqual((yield store.load_one(odd["l_uuid"])), loaded(odd))
+        self.assertEqual((yield store.load_one("uuid-3")), loaded(account(3, contact_user="")))
+        self.assertEqual(len((yield store.load_all())), 3)
+        self.assertEqual(store.errors, 0)
+
+    @defer.inlineCallbacks
+    def test_insert_row_of_an_l_uuid_there_already(self):
+        """AccountExists, the row there unchanged; not counted as a failing store."""
+        self.make_tables(6, [account(1)])
+        store = yield self.opened()
+        failure = yield self.assertFailure(store.insert_row(account(1, l_username="other")), AccountExists)
+        self.assertIn("'uuid-1'", str(failure))
+        self.assertEqual((yield store.load_all()), [loaded(account(1))])
+        self.assertEqual(store.errors, 0)
+
+    @defer.inlineCallbacks
+    def test_insert_row_meeting_the_unique_index(self):
+        """A row added by someone else between the check and the INSERT: the table's unique
+        index refuses the second, which is AccountExists too."""
+        self.make_tables(6, [account(1)])
+        store = yield self.opened()
+        store._exists = lambda l_uuid: defer.succeed(False)
+        yield self.assertFailure(store.insert_row(account(1, l_username="other")), AccountExists)
+        self.assertEqual((yield store.load_all()), [loaded(account(1))])
+
+    @defer.inlineCallbacks
+    def test_insert_row_version_5(self):
+        """The columns of the table's version: a contact_user it cannot hold is refused."""
+        self.make_tables(5, [account(1)])
+        store = yield self.opened()
+        yield store.insert_row(account(2, contact_user=""))
+        self.assertEqual((yield store.load_one("uuid-2")), loaded(account(2, contact_user="")))
+        failure = yield self.assertFailure(store.insert_row(account(3)), StoreError)
+        self.assertNotIsInstance(failure, AccountExists)
+        self.assertIn("no contact_user column", str(failure))
+        self.assertIsNone((yield store.load_one("uuid-3")))
+
+    @defer.inlineCallbacks
+    def test_delete_row(self):
+        """True when a row went; its state in our own table stays for its return."""
+        self.make_tables(6, [account(1), account(2)])
+        store = yield self.opened()
+        yield store.save_states([AccountState("uuid-1", "cid-1", 110, "")])
+        self.assertIs((yield store.delete_row("' OR '1'='1")), False)
+        self.assertIs((yield store.delete_row("uuid-1")), True)
+        self.assertIs((yield store.delete_row("uuid-1")), False)
+        self.assertEqual((yield store.load_all()), [loaded(account(2))])
+        self.assertEqual(self.rows_of("SELECT call_id FROM uacreg_txuac WHERE l_uuid = 'uuid-1'"), [("cid-1",)])
+        yield store.insert_row(account(1))
+        self.assertEqual((yield store.load_one("uuid-1")), loaded(account(1), call_id="cid-1", cseq=110))
+
+    @defer.inlineCallbacks
+    def test_rows_added_and_deleted_when_not_open(self):
+        self.make_tables(6)
+        store = self.new_store()
+        yield self.assertFailure(store.insert_row(account(1)), StoreError)
+        yield self.assertFailure(store.delete_row("uuid-1"), StoreError)

@@ -75,6 +75,15 @@ class IRegistrationStore(Interface):
         """Deferred[list[dict]]: the rows with these l_uuids (as load_all); one missing from the
         table is missing from the list."""
 
+    def insert_row(row):  # noqa: N805
+        """Deferred[None]: add ``row`` (keys as COLUMNS; a missing one is '') to uacreg, in
+        the columns of its table version (StoreError for a contact_user on version 5);
+        AccountExists when a row with its l_uuid is there. Our own table is not touched."""
+
+    def delete_row(l_uuid):  # noqa: N805
+        """Deferred[bool]: delete the row with this l_uuid from uacreg; False when there is
+        none. Its row in our own table stays (the Call-ID and CSeq, for its return)."""
+
     def save_states(states):  # noqa: N805
         """Deferred[None]: write each AccountState's call_id, cseq and instance_id into our
         table in one transaction (a row is inserted for an account that has none; its other

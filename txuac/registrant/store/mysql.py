@@ -62,6 +62,8 @@ NOT_UP = "the server is not up or not reachable"
 # What a server says when it is there but cannot take us yet: too many connections,
 # shutdown in progress. Worth another attempt at open(), as no answer is.
 NOT_READY_YET = frozenset({1040, 1053})
+# A second row with the same l_uuid (uacreg's unique index).
+ER_DUP_ENTRY = 1062
 
 
 def connection_arguments(url: StoreURL) -> dict:
@@ -315,6 +317,10 @@ class MySQLStore(ServerStoreOpening, AccountQueries):
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+    @staticmethod
+    def _is_duplicate(error: BaseException) -> bool:
+        return isinstance(error, pymysql.err.IntegrityError) and bool(error.args) and error.args[0] == ER_DUP_ENTRY
 
     def _store_error(self, failure: Failure, context: str):
         self.errors += 1

@@ -73,6 +73,8 @@ CONNECTION_OPTIONS = {
 OPEN_TIMEOUT = 10.0
 # AccountStates per INSERT (4 parameters each).
 SAVE_BATCH = 500
+# SQLSTATE of a second row with the same l_uuid (uacreg's unique index).
+UNIQUE_VIOLATION = "23505"
 # What a server says when it is there but cannot take the connection yet (SQLSTATE 57P03
 # cannot_connect_now, 53300 too_many_connections): worth another attempt, as no answer is.
 # Any other FATAL at connection (a refused password, an unknown database or role) is final.
@@ -389,6 +391,10 @@ class PostgresStore(ServerStoreOpening, AccountQueries):
             return "the connection was closed"
         text = one_line(failure.getErrorMessage())
         return text or failure.type.__name__
+
+    @staticmethod
+    def _is_duplicate(error: BaseException) -> bool:
+        return isinstance(error, psycopg2.IntegrityError) and getattr(error, "pgcode", None) == UNIQUE_VIOLATION
 
     def _store_error(self, failure: Failure, context: str):
         self.errors += 1

@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from txuac.errors import StoreError, StoreUnreachable
+from txuac.errors import AccountExists, StoreError, StoreUnreachable
 from txuac.registrant.store import COLUMNS, EXT_COLUMNS, EXT_DEFAULTS, SUPPORTED_TABLE_VERSIONS
 from txuac.registrant.store import ext
 
@@ -158,12 +158,23 @@ class ServerStoreOpening:
         raise NotImplementedError
 
 
+def row_values(row: dict, columns: tuple[str, ...], table: str) -> tuple:
+    """The values of ``row`` for an INSERT of ``columns`` ('' for a missing one); StoreError
+    when ``row`` has a value for a column the table lacks (contact_user on version 5)."""
+    lacking = [name for name in COLUMNS if name not in columns and row.get(name) not in (None, "")]
+    if lacking:
+        raise StoreError(f"the {table} table has no {', '.join(lacking)} column (table version 5)")
+    return tuple("" if row.get(name) is None else row[name] for name in columns)
+
+
 class AccountQueries:
-    """load_all, load_one and save_states of IRegistrationStore, on ``self._pool``.
+    """load_all, load_one, load_many, insert_row, delete_row and save_states of
+    IRegistrationStore, on ``self._pool``.
 
     A store sets ``placeholder``, ``table``, ``ext_table``, ``url``, ``errors``,
-    ``_columns`` and ``_pool``, and provides ``_save(txn, states, ext_table)`` and
-    ``_store_error(failure, context)``.
+    ``_columns`` and ``_pool``, and provides ``_save(txn, states, ext_table)``,
+    ``_store_error(failure, context)`` and ``_is_duplicate(error)`` (the driver's error for
+    a second row with the same l_uuid).
     """
 
     placeholder = "?"
@@ -196,6 +207,49 @@ class AccountQueries:
                                                 self.ext_table))
         d.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
         return d.addErrback(self._store_error, f"loading {len(wanted)} accounts from {self.url} failed")
+
+    def insert_row(self, row):
+        if self._pool is None:
+            return self._not_open()
+        l_uuid = str(row.get("l_uuid") or "")
+        context = f"adding {l_uuid!r} to the {self.table} table of {self.url} failed"
+        insert = (f"INSERT INTO {self.table} ({', '.join(self._columns)}) "
+                  f"VALUES ({', '.join([self.placeholder] * len(self._columns))})")
+
+        def insert_unless_there(found, values):
+            if found:
+                raise AccountExists(f"{l_uuid!r} is in the {self.table} table of {self.url} already")
+            return self._pool.runOperation(insert, values)
+
+        d = defer.maybeDeferred(row_values, row, self._columns, self.table)
+        d.addCallback(lambda values: self._exists(l_uuid).addCallback(insert_unless_there, values))
+        return d.addErrback(self._write_failed, l_uuid, context)
+
+    def delete_row(self, l_uuid):
+        if self._pool is None:
+            return self._not_open()
+
+        def delete_if_there(found):
+            if not found:
+                return False
+            d = self._pool.runOperation(f"DELETE FROM {self.table} WHERE l_uuid = {self.placeholder}", (l_uuid,))
+            return d.addCallback(lambda _: True)
+
+        d = self._exists(l_uuid).addCallback(delete_if_there)
+        return d.addErrback(self._store_error, f"deleting {l_uuid!r} from the {self.table} table of {self.url} failed")
+
+    def _exists(self, l_uuid: str) -> defer.Deferred:
+        d = self._pool.runQuery(f"SELECT 1 FROM {self.table} WHERE l_uuid = {self.placeholder}", (l_uuid,))
+        return d.addCallback(bool)
+
+    def _write_failed(self, failure: Failure, l_uuid: str, context: str):
+        """A duplicate is the caller's AccountExists (a row added meanwhile, caught by the
+        table's unique index), not a failing store."""
+        if failure.check(AccountExists):
+            return failure
+        if self._is_duplicate(failure.value):
+            raise AccountExists(f"{l_uuid!r} is in the {self.table} table of {self.url} already")
+        return self._store_error(failure, context)
 
     def save_states(self, states):
         if self._pool is None:

@@ -210,6 +210,10 @@ class SQLiteStore(AccountQueries):
         if pool is not None:
             pool.close()
 
+    @staticmethod
+    def _is_duplicate(error: BaseException) -> bool:
+        return isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error)
+
     def _store_error(self, failure, context: str):
         self.errors += 1
         if failure.check(StoreError):
