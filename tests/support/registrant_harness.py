@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.accounts import make_row
-from txuac.errors import TransactionTimeout
+from txuac.errors import AccountExists, TransactionTimeout
 from txuac.net.stack import ClientRequest
 from txuac.registrant.service import RegistrantService, RegistrantSettings
 from txuac.sip import make_response, parse_message
@@ -129,6 +129,15 @@ class FakeStore:
     def load_many(self, l_uuids):
         self.many_loads.append(frozenset(l_uuids))
         return defer.succeed([dict(self.rows[l_uuid]) for l_uuid in sorted(l_uuids) if l_uuid in self.rows])
+
+    def insert_row(self, row):
+        if row["l_uuid"] in self.rows:
+            return defer.fail(AccountExists(f"{row['l_uuid']!r} is there already"))
+        self.rows[row["l_uuid"]] = dict(row)
+        return defer.succeed(None)
+
+    def delete_row(self, l_uuid):
+        return defer.succeed(self.rows.pop(l_uuid, None) is not None)
 
     def close(self):
         self.closed = True

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from txuac import __version__
 from txuac.admin.rpc import INVALID_PARAMS, Dispatcher, Param, RPCError
-from txuac.errors import StoreError, UnknownFilterAttribute
+from txuac.errors import AccountExists, StoreError, UnknownFilterAttribute
 from txuac.registrant.record import Flag, InvalidRecord, RegistrationRecord, record_from_row
 
 log = Logger()
@@ -29,6 +29,7 @@ INVALID_PARAMETERS = RPCError(400, "Invalid Parameters")
 NOT_ENABLED = RPCError(500, "Not enabled", data="registration is off: set [uac] reg_db_url to the uacreg table "
                                                 "(sqlite:///path, postgres://..., mysql://...)")
 RECORD_NOT_FOUND = RPCError(404, "Record not found")
+UUID_EXISTS = RPCError(409, "uuid already exists")
 CLUSTER_OFF = RPCError(500, "Not enabled", data="this node is not in a cluster: set [cluster] (docs/cluster.rst)")
 
 # uac.reg_add's positional parameters (Kamailio's order); the integers are typed.
@@ -146,9 +147,9 @@ class UACMethods:
         add("uac.reg_active", self.reg_active, (Param("mode", int),), missing=RPCError(500, "Missing parameter"),
             audit=True, doc="Switch all registrations on (1) or off (0)")
         add("uac.reg_add", self.reg_add, REG_ADD_PARAMS, required=15, missing=INVALID_PARAMETERS, audit=True,
-            doc="Add a record in memory: the 15 or 16 uacreg columns")
+            doc="Add a record in memory (in a cluster: to the table): the 15 or 16 uacreg columns")
         add("uac.reg_remove", self.reg_remove, (Param("l_uuid"),), missing=INVALID_PARAMETERS, audit=True,
-            doc="Remove a record from memory: l_uuid")
+            doc="Remove a record from memory (in a cluster: from the table): l_uuid")
 
     # --- system, core, stats ----------------------------------------------------------
     def list_methods(self) -> list[str]:
@@ -216,11 +217,13 @@ class UACMethods:
         return [record_struct(record, now, self.show_secrets, contact_addr)
                 for record in self.registrant.records.values()]
 
+    def _in_cluster(self) -> bool:
+        return getattr(self.uac, "cluster", None) is not None
+
     def _cluster(self):
-        cluster = getattr(self.uac, "cluster", None)
-        if cluster is None:
+        if not self._in_cluster():
             raise CLUSTER_OFF
-        return cluster
+        return self.uac.cluster
 
     def cluster_status(self):
         return self._cluster().status()
@@ -290,13 +293,16 @@ class UACMethods:
         old = self.registrant.set_active(mode != 0)
         return {"omode": int(old), "nmode": mode}
 
-    def reg_add(self, *values) -> None:
+    def reg_add(self, *values):
+        """Kamailio's: the account added in memory. In a cluster the row is added to the
+        table instead (answered once committed): the change feed brings it to its owner."""
         row = {spec.name: value for spec, value in zip(REG_ADD_PARAMS, values)}
         for name in DOT_MEANS_EMPTY:
             if row.get(name) == ".":
                 row[name] = ""
-        if row["l_uuid"] in self.registrant.records:
-            raise RPCError(409, "uuid already exists")
+        in_cluster = self._in_cluster()
+        if not in_cluster and row["l_uuid"] in self.registrant.records:
+            raise UUID_EXISTS
         try:
             record_from_row(row, self.registrant.now())  # validated as the store loader does
         except InvalidRecord as e:
@@ -304,15 +310,43 @@ class UACMethods:
             if e.field in ("auth_password", "auth_ha1"):
                 raise RPCError(500, "Failed to add record - invalid password or ha1", data=str(e)) from None
             raise RPCError(400, "Invalid Parameter Values", data=str(e)) from None
+        if in_cluster:
+            return self._add_to_table(row)
         result = self.registrant.add(row)
         if result == 409:
-            raise RPCError(409, "uuid already exists")
+            raise UUID_EXISTS
         if result != 1:
             raise RPCError(500, "Failed to add record - check log messages")
         return None
 
-    def reg_remove(self, l_uuid: str) -> None:
+    @defer.inlineCallbacks
+    def _add_to_table(self, row: dict):
+        try:
+            yield self.registrant.add_to_table(row)
+        except AccountExists:
+            raise UUID_EXISTS from None
+        except StoreError as e:
+            log.error("uac.reg_add of {l_uuid} failed: {error}", l_uuid=row["l_uuid"], error=str(e))
+            raise RPCError(500, "Failed to add record - check log messages") from None
+        return None
+
+    def reg_remove(self, l_uuid: str):
+        """Kamailio's: the account forgotten in memory. In a cluster the row is deleted from
+        the table instead: its owner unregisters the account."""
+        if self._in_cluster():
+            return self._remove_from_table(l_uuid)
         if self.registrant.remove(l_uuid) != 1:
+            raise RECORD_NOT_FOUND
+        return None
+
+    @defer.inlineCallbacks
+    def _remove_from_table(self, l_uuid: str):
+        try:
+            deleted = yield self.registrant.remove_from_table(l_uuid)
+        except StoreError as e:
+            log.error("uac.reg_remove of {l_uuid} failed: {error}", l_uuid=l_uuid, error=str(e))
+            raise RPCError(500, "Failed to remove record - check log messages") from None
+        if not deleted:
             raise RECORD_NOT_FOUND
         return None
 

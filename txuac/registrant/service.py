@@ -893,6 +893,29 @@ class RegistrantService(service.Service):
         self.flows.forget(l_uuid)
         return 1 if self.records.pop(l_uuid, None) is not None else -1
 
+    def add_to_table(self, row: dict) -> defer.Deferred:
+        """uac.reg_add in a cluster: ``row`` written to the store (AccountExists when its
+        l_uuid is there). The change feed brings it to the node that owns the account, this
+        one included, as any INSERT; without a feed this node reads it at once."""
+        l_uuid = str(row["l_uuid"])
+        return self.store.insert_row(row).addCallback(self._written, l_uuid)
+
+    def remove_from_table(self, l_uuid: str) -> defer.Deferred:
+        """uac.reg_remove in a cluster: the row deleted from the store (False when there was
+        none); its owner, told by the change feed, unregisters and forgets the account."""
+        d = self.store.delete_row(l_uuid)
+        return d.addCallback(lambda deleted: self._written(deleted, l_uuid) if deleted else False)
+
+    def _written(self, result, l_uuid: str):
+        """After a write to the store: ``result``, once this node has read the account again
+        when no feed will tell it (other nodes then see it at their next reload)."""
+        if self.changes is not None:
+            return result
+        d = self.follow_changes(frozenset({l_uuid}))
+        d.addErrback(lambda failure: log.warn("{l_uuid} was written to the store but not read again: {error}",
+                                              l_uuid=l_uuid, error=failure.getErrorMessage()))
+        return d.addCallback(lambda _: result)
+
     def reregister(self, l_uuids, reason: str, at: float | None = None) -> int:
         """REGISTER these accounts at once (or at ``at``), paced by the scheduler: a lost
         connection or a registrar back from down. Accounts that are disabled, dormant
