@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from twisted.internet import defer
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.support.accounts import make_row
@@ -108,6 +109,16 @@ class ClusterLeaseMixin:
         yield wait_until(lambda: len(a.leases.held()) == PARTITIONS, WAIT)
         self.assertLess(a.now() - started, PERIOD + 5)  # released: no waiting for the lease (slack for load)
         self.assertEqual(a.metrics.takeovers, 0)
+
+    @defer.inlineCallbacks
+    def test_nodes_starting_together_on_an_empty_database(self):
+        """The tables are created once, without a node waiting for a failed attempt."""
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        nodes = yield defer.gatherResults([self.node(f"node-{n}") for n in "abc"])
+        yield wait_until(lambda: set().union(*(n.leases.held() for n in nodes)) == set(range(PARTITIONS)), WAIT)
+        self.assertEqual([e for e in logged if "cannot prepare" in e.get("log_format", "")], [])
 
     @defer.inlineCallbacks
     def test_a_node_with_another_partition_number_is_refused(self):

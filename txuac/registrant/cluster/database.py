@@ -34,6 +34,10 @@ class ClusterSQL:
     later_scale: float  # seconds times this is the parameter of ``later``
     upsert: str  # "pg" (ON CONFLICT) or "mysql" (ON DUPLICATE KEY)
     insert_ignore: str  # the INSERT of rows that may exist already: "{}" the rest of the statement
+    # Taken first by prepare() and given back once it committed: nodes starting together
+    # create and fill the tables one at a time (an empty unlock: the lock ends with the transaction).
+    prepare_lock: str = ""
+    prepare_unlock: str = ""
 
     def schema(self) -> list[str]:
         """The statements of schema/<kind>-cluster.sql (without BEGIN/COMMIT and comments)."""
@@ -72,6 +76,8 @@ class TickResult(NamedTuple):
 def prepare(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, partitions: int) -> None:
     """Create the tables when missing, fill the lease table on first use, check its size
     (the fleet's partition number), and announce this node."""
+    if sql.prepare_lock:
+        cursor.execute(sql.prepare_lock)
     for statement in sql.schema():
         cursor.execute(statement)
     cursor.execute(f"SELECT COUNT(*) FROM {LEASE_TABLE}")
@@ -88,6 +94,9 @@ def prepare(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, partitions
     cursor.execute(sql.upsert_statement(NODE_TABLE, ("node_id", "contact_addr"), "node_id", 1, "heartbeat_at"),
                    [node_id, contact_addr])
     cursor.execute(f"UPDATE {NODE_TABLE} SET started_at = {sql.now} WHERE node_id = %s", [node_id])
+    if sql.prepare_unlock:
+        cursor.execute("COMMIT")
+        cursor.execute(sql.prepare_unlock)
 
 
 def tick(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, lease_period: float,

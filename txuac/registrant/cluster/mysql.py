@@ -13,7 +13,9 @@ from txuac.registrant.store.url import StoreURL
 
 SQL = ClusterSQL(kind="mysql", now="NOW(3)", epoch="UNIX_TIMESTAMP({})",
                  later="NOW(3) + INTERVAL %s MICROSECOND", later_scale=1e6, upsert="mysql",
-                 insert_ignore="INSERT IGNORE INTO {}")
+                 insert_ignore="INSERT IGNORE INTO {}",
+                 prepare_lock="SELECT GET_LOCK('txuac_cluster_prepare', 30)",
+                 prepare_unlock="SELECT RELEASE_LOCK('txuac_cluster_prepare')")
 DRIVER = "pymysql"
 
 

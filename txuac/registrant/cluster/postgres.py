@@ -14,7 +14,9 @@ from txuac.registrant.store.url import StoreURL
 
 SQL = ClusterSQL(kind="postgres", now="LOCALTIMESTAMP", epoch="EXTRACT(EPOCH FROM {})",
                  later="LOCALTIMESTAMP + %s * INTERVAL '1 second'", later_scale=1.0, upsert="pg",
-                 insert_ignore="INSERT INTO {} ON CONFLICT DO NOTHING")
+                 insert_ignore="INSERT INTO {} ON CONFLICT DO NOTHING",
+                 # Concurrent CREATE TABLE IF NOT EXISTS of one name collide in pg_type: one at a time.
+                 prepare_lock="SELECT pg_advisory_xact_lock(747501)")
 DRIVER = "psycopg2"
 CONNECT_TIMEOUT = 5  # seconds
 
