@@ -36,4 +36,5 @@ def sqlite_uacreg(testcase, rows: list[dict], path: str | None = None):
     return path
 
 
-SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "conf", "schema")
+# realpath: ./dev bench reaches tests/ through a symlink from a directory without conf/
+SCHEMAS = os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir, os.pardir, "conf", "schema")
