@@ -53,7 +53,7 @@ class ClusterRPCMixin:
         row is in the table, registered by node-b from its contact (one binding), not held by
         node-a; uac.reg_remove on node-a: node-b unregisters it."""
         fleet = Fleet(self, self.kind, ACCOUNTS)
-        node_a, node_b = fleet.start_nodes(2)
+        node_a, node_b = fleet.start_nodes(2, settle_each=START_LIMIT)  # one after the other
         fleet.wait_settled(START_LIMIT)
         leases = fleet.database.leases()
         row = next((row for row in fleet.make_rows(CANDIDATES, start=ACCOUNTS)
