@@ -111,6 +111,17 @@ class ClusterLeaseMixin:
         self.assertEqual(a.metrics.takeovers, 0)
 
     @defer.inlineCallbacks
+    def test_a_database_outage_fences_then_the_leases_are_taken_again(self):
+        a = yield self.node("node-a")
+        yield wait_until(lambda: len(a.leases.held()) == PARTITIONS, WAIT)
+        self.stop_database()
+        yield wait_until(lambda: not a.leases.held(), WAIT)  # fenced, not crashed
+        self.assertEqual(a.metrics.fenced, 1)
+        self.start_database_again()
+        yield wait_until(lambda: len(a.leases.held()) == PARTITIONS, WAIT)
+        self.assertTrue(a.owns("acc1", a.now()))
+
+    @defer.inlineCallbacks
     def test_nodes_starting_together_on_an_empty_database(self):
         """The tables are created once, without a node waiting for a failed attempt."""
         logged = []
@@ -170,9 +181,21 @@ class PostgresClusterLeaseTests(ClusterLeaseMixin, TestCase):
         self.pg.psql(file=os.path.join(SCHEMAS, "postgres.sql"))
         return self.pg.url
 
+    def stop_database(self):
+        self.pg.stop()
+
+    def start_database_again(self):
+        self.pg.start()
+
 
 class MariaDBClusterLeaseTests(ClusterLeaseMixin, TestCase):
     def start_database(self) -> str:
         self.db = MariaDBServer(self)
         self.db.mysql(file=os.path.join(SCHEMAS, "mysql.sql"))
         return self.db.url
+
+    def stop_database(self):
+        self.db.stop()
+
+    def start_database_again(self):
+        self.db.start()

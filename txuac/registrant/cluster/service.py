@@ -62,11 +62,32 @@ def backend(url: StoreURL):
     return module
 
 
+class _Connection(adbapi.Connection):
+    """One transaction's handle: a connection the server dropped is thrown away quietly
+    (the transaction's own error says what happened) and made anew for the next one."""
+
+    def rollback(self):
+        try:
+            self._connection.rollback()
+        except Exception:  # noqa: BLE001 - any driver's "connection closed"
+            self._pool.disconnect(self._connection)
+
+
+class _Pool(adbapi.ConnectionPool):
+    connectionFactory = _Connection  # noqa: N815 - adbapi's name
+
+    def _close(self, conn):
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - closed by the server already
+            pass
+
+
 def open_pool(url: StoreURL, reactor) -> tuple[adbapi.ConnectionPool, ClusterSQL]:
     """A pool of one connection (its own thread) on ``url``, and its backend's SQL."""
     module = backend(url)
-    pool = adbapi.ConnectionPool(module.DRIVER, cp_min=1, cp_max=1, cp_noisy=False, cp_reconnect=True,
-                                 cp_reactor=reactor, **module.connection_arguments(url))
+    pool = _Pool(module.DRIVER, cp_min=1, cp_max=1, cp_noisy=False, cp_reconnect=True, cp_reactor=reactor,
+                 **module.connection_arguments(url))
     return pool, module.SQL
 
 
