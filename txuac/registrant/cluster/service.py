@@ -269,14 +269,13 @@ class ClusterService(service.Service):
         """Tell the registrant the partitions gained, with the Contacts the previous owners
         registered for their accounts (removed in the takeover REGISTER)."""
         contacts: dict[str, str] = {}
-        if taken_from or self._view_pool is not None:
-            try:
-                every = yield self._view_pool.runInteraction(database.bound_contacts, self.settings.node_id)
-                gained = change.gained
-                contacts = {u: c for u, c in every.items() if partition_of(u, self.partitions) in gained}
-            except Exception as e:  # noqa: BLE001 - registered anyway; the old binding expires
-                log.warn("cluster node {node_id}: reading the previous owners' contacts failed ({error})",
-                         node_id=self.settings.node_id, error=str(e))
+        try:  # released partitions too: their previous owner's bindings stay until refreshed or removed
+            every = yield self._view_pool.runInteraction(database.bound_contacts, self.settings.node_id)
+            gained = change.gained
+            contacts = {u: c for u, c in every.items() if partition_of(u, self.partitions) in gained}
+        except Exception as e:  # noqa: BLE001 - registered anyway; the old binding expires
+            log.warn("cluster node {node_id}: reading the previous owners' contacts failed ({error})",
+                     node_id=self.settings.node_id, error=str(e))
         self._deliver(OwnershipChange(change.gained, change.lost, change.now, contacts))
         origins: dict[str, int] = {}
         for partition in change.gained:
