@@ -77,6 +77,7 @@ TARGET_PER_CORE = 800.0
 START_TIMEOUT = 20.0
 GC_LOG_MS = 20
 RSS_INTERVAL = 10.0  # seconds between two VmRSS samples of txuac during the calls
+PROFILED_STOP_TIMEOUT = 40.0  # seconds: 64*T1 and the time to write the stats
 
 CONFIG = """\
 [core]
@@ -280,7 +281,9 @@ class Bench:
         print(f"one core: {per_core:,.0f} calls/s (target >= {TARGET_PER_CORE:g} with 0 failed: "
               f"{verdict(per_core >= TARGET_PER_CORE and figures.failed == 0)})")
 
-        txuac_process.stop()
+        # Under cProfile the stats are written once the reactor has stopped, which waits up to
+        # 64*T1 for pending client transactions: not killed after the usual 5 s then.
+        txuac_process.stop(timeout=PROFILED_STOP_TIMEOUT if args.profile else 5.0)
         log = txuac_process.output()
         loud = [line for line in log.splitlines() if loud_level(line)]
         print(f"txuac log: {len(log.splitlines())} lines, {len(loud)} warnings or errors ({self.path('txuac.log')})")
