@@ -5,6 +5,9 @@ The callers send each call from a socket of its own (SIPp ``-t un``), so the cal
 over both workers by the kernel's SO_REUSEPORT hash; every message of a transaction must
 reach the worker that has it (CANCEL and retransmissions by the same hash, responses by
 the worker's own Via port) for every call to succeed. docs/workers.rst.
+
+RFC 3261's default timers (T1 500 ms): SIPp's UAS aborts a call on a retransmitted INVITE
+once it has answered, and on a machine this busy an answer can take longer than a short T1.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from tests.support.peers import PeerProcess, free_port, require_program
-from tests.support.sipp import HOST, T1, T2, udp_bound, until
+from tests.support.sipp import HOST, udp_bound, until
 from tests.support.sipp_proxy import ANONYMISING_SCRIPT, SCENARIOS, last_stats
 from tests.support.workers import all_started, cpu_seconds, start_workers, worker_pids
 
-CALLS = 300
-CANCELS = 150
+CALLS = 200
+CANCELS = 100
 START_TIMEOUT = 60.0
 
 
@@ -50,8 +53,6 @@ class WorkersUnderSIPpLoadTests(TestCase):
             "[core]\n"
             f'listen = ["udp:{HOST}:{port}"]\n'
             "workers = 2\n"
-            f"timer_t1 = {int(T1 * 1000)}\n"
-            f"timer_t2 = {int(T2 * 1000)}\n"
             "[rpc]\nenabled = false\n"
             f'[routing]\nscript = "{script}"\n'), workers=2)
         self.addCleanup(txuac.stop)
@@ -68,10 +69,10 @@ class WorkersUnderSIPpLoadTests(TestCase):
         self.assertTrue(up, uas.output()[-2000:] + cancelled.output()[-2000:])
         callers = [
             ("uac", self.sipp_peer("uac_call.xml", "uac", free_port(), f"{HOST}:{port}", "-t", "un",
-                                   "-key", "uas", f"{HOST}:{uas_port}", "-m", str(CALLS), "-r", "50",
+                                   "-key", "uas", f"{HOST}:{uas_port}", "-m", str(CALLS), "-r", "25",
                                    "-timeout", "120", "-timeout_error")),
             ("uac_cancel", self.sipp_peer("uac_cancel.xml", "uac_cancel", free_port(), f"{HOST}:{port}", "-t", "un",
-                                          "-key", "uas", f"{HOST}:{cancelled_port}", "-m", str(CANCELS), "-r", "25",
+                                          "-key", "uas", f"{HOST}:{cancelled_port}", "-m", str(CANCELS), "-r", "10",
                                           "-timeout", "120", "-timeout_error")),
         ]
         for name, caller in callers:
