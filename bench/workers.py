@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -163,8 +164,9 @@ def proxy_run(harness: Harness, args, workers: int) -> dict:
           f"{wall:.1f} s: {figures['cps']:,.0f} calls/s; txuac CPU {cpu:.1f} s "
           f"({cpu / wall * 100:.0f}% of one core), {figures['cpu_per_call']:,.0f} us per call; "
           f"UDP RcvbufErrors +{figures['rcvbuf_errors']}", flush=True)
-    for peer in (*(uac for uac, _ in callers), uas, txuac_process):
+    for peer in (*(uac for uac, _ in callers), uas):
         peer.stop()
+    txuac_process.stop(timeout=40)  # its transactions end within 64*T1; worker 0 then removes its files
     return figures
 
 
@@ -231,6 +233,8 @@ def main() -> int:
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}; "
           f"{os.cpu_count()} cores; txuac from {os.path.dirname(txuac.__file__)}", flush=True)
     harness = Harness(args.keep)
+    # Stopped by a signal (a timeout): still stop what it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     ok = True
     try:
         if args.what in ("proxy", "both"):
