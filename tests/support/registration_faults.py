@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -184,10 +185,15 @@ def lossy_registration(harness, accounts: int = 1000, loss: float = 0.1, delay: 
     """Figure 1: seconds from txuac's start until ``accounts`` are online through a relay
     losing ``loss`` of the datagrams both ways and delaying each by ``delay`` +- ``jitter``;
     none may fail.
-    The details count the datagrams txuac sent the registrar (REGISTERs, first and retransmitted)."""
+    The details count the datagrams txuac sent the registrar (REGISTERs, first and retransmitted),
+    and the CPU time this process (txuac) had meanwhile, with the load average: a process
+    starved of CPU on a busy machine is slow whatever the network does."""
     setup = FaultyRegistration(harness, accounts, seed=seed, relay_process=relay_process)
+    load = os.getloadavg()[0]
     yield setup.start(core=core, uac=uac, faults={"loss": loss, "delay": delay, "jitter": jitter})
+    cpu_at_start = time.process_time()
     seconds = yield wait_until(setup.all_online, max(3 * target, 30.0))
+    cpu = time.process_time() - cpu_at_start
     in_usrloc = yield setup.all_in_usrloc()
     stack = setup.service.stack
     snapshot = yield setup.relay.snapshot()
@@ -201,7 +207,8 @@ def lossy_registration(harness, accounts: int = 1000, loss: float = 0.1, delay: 
         seconds, target, {"none failed": not setup.failed and not setup.disabled, "all in usrloc": in_usrloc},
         f"{setup.spread()}; {len(setup.failed)} failed, {len(setup.disabled)} disabled; "
         f"{stack.retransmissions} retransmissions by txuac, {sent / accounts:.2f} datagrams sent per account "
-        f"({registers} REGISTER transactions); relay: {summary}")
+        f"({registers} REGISTER transactions); this process's CPU until then {cpu:.2f} s, load average "
+        f"{load:.1f} at the start; relay: {summary}")
 
 
 @defer.inlineCallbacks
