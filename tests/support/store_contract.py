@@ -246,6 +246,19 @@ class StoreContract:
         self.assertEqual((yield store.load_one("uuid-3")), loaded(account(3)))
 
     @defer.inlineCallbacks
+    def test_a_lower_cseq_of_the_same_call_id_is_not_written_back(self):
+        """A mark below the stored one for the same Call-ID (a resumed node that lost the
+        account) leaves the stored CSeq; a new Call-ID takes its own."""
+        self.make_tables(6, [account(1), account(2)])
+        store = yield self.opened()
+        yield store.save_states([AccountState("uuid-1", "cid-1", 500, ""), AccountState("uuid-2", "cid-2", 500, "")])
+        yield store.save_states([AccountState("uuid-1", "cid-1", 300, ""), AccountState("uuid-2", "cid-2b", 20, "")])
+        rows = {r["l_uuid"]: (r["call_id"], r["cseq"]) for r in (yield store.load_all())}
+        self.assertEqual(rows, {"uuid-1": ("cid-1", 500), "uuid-2": ("cid-2b", 20)})
+        yield store.save_states([AccountState("uuid-1", "cid-1", 700, "")])
+        self.assertEqual((yield store.load_one("uuid-1"))["cseq"], 700)
+
+    @defer.inlineCallbacks
     def test_a_row_of_ours_without_uacreg_row_is_not_an_account(self):
         self.make_tables(6, [account(1)])
         store = yield self.opened()

@@ -56,12 +56,17 @@ def select_statement(table: str, ext_table: str | None, columns: tuple[str, ...]
 
 def upsert_statement(ext_table: str, placeholder: str, count: int = 1) -> str:
     """INSERT of ``count`` AccountStates (l_uuid, call_id, cseq, instance_id), updating an
-    existing row's call_id and cseq; a stored instance_id wins over ours (made once, kept)."""
+    existing row's call_id and cseq; a stored instance_id wins over ours (made once, kept).
+
+    With the same Call-ID the higher CSeq stays: a node resumed after its accounts moved to
+    another must not write back a mark below the new owner's (RFC 3261 10.2: the CSeq of
+    one Call-ID only grows)."""
     row = f"({', '.join([placeholder] * 4)})"
     return (f"INSERT INTO {ext_table} AS t (l_uuid, call_id, cseq, instance_id) VALUES "
             f"{', '.join([row] * count)} ON CONFLICT (l_uuid) DO UPDATE SET call_id = excluded.call_id, "
-            f"cseq = excluded.cseq, instance_id = CASE WHEN t.instance_id = '' THEN excluded.instance_id "
-            f"ELSE t.instance_id END")
+            f"cseq = CASE WHEN t.call_id = excluded.call_id AND t.cseq > excluded.cseq THEN t.cseq "
+            f"ELSE excluded.cseq END, "
+            f"instance_id = CASE WHEN t.instance_id = '' THEN excluded.instance_id ELSE t.instance_id END")
 
 
 def upsert_parameters(states: list[AccountState]) -> list:

@@ -83,10 +83,13 @@ def connection_arguments(url: StoreURL) -> dict:
 
 
 def upsert_statement(ext_table: str, count: int = 1) -> str:
-    """MySQL's form of ext.upsert_statement: call_id and cseq replaced, a stored instance_id kept."""
+    """MySQL's form of ext.upsert_statement (the higher CSeq of one Call-ID kept, a stored
+    instance_id kept). MySQL assigns left to right, each seeing the ones before: cseq is
+    set while call_id is still the stored one."""
     rows = ", ".join(["(%s, %s, %s, %s)"] * count)
     return (f"INSERT INTO {ext_table} (l_uuid, call_id, cseq, instance_id) VALUES {rows} "
-            f"ON DUPLICATE KEY UPDATE call_id = VALUES(call_id), cseq = VALUES(cseq), "
+            f"ON DUPLICATE KEY UPDATE cseq = IF(call_id = VALUES(call_id) AND cseq > VALUES(cseq), cseq, "
+            f"VALUES(cseq)), call_id = VALUES(call_id), "
             f"instance_id = IF(instance_id = '', VALUES(instance_id), instance_id)")
 
 
