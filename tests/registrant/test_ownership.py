@@ -140,6 +140,26 @@ class GainedPartitionsTests(ServiceTestCase):
         self.assertEqual(refresh.cseq.number, 514)
         self.assertEqual(len(refresh.contacts), 1)  # removed with the first 2xx
 
+    def test_gained_accounts_are_taken_a_chunk_per_reactor_turn(self):
+        """A takeover of many accounts leaves the reactor between chunks (lease renewals
+        and the fence run in between); a partition lost meanwhile is not taken further."""
+        from txuac.registrant import service as service_module
+
+        self.patch(service_module, "GAIN_CHUNK", 1)
+        rows = [make_row("acc1"), make_row("acc3"), make_row("acc2")]
+        ownership = LeasedPartitions()
+        service = self.start(rows, ownership=ownership)
+        ownership.change(gained={1}, now=self.now())  # acc1 and acc3
+        self.assertEqual(sorted(service.records), ["acc1"])
+        self.clock.advance(0)
+        self.assertEqual(sorted(service.records), ["acc1", "acc3"])
+        service.records.pop("acc3")
+        ownership.change(gained={1}, now=self.now())
+        self.assertEqual(sorted(service.records), ["acc1"])  # acc3 waits for the next turn
+        ownership.change(lost={1}, gained={3}, now=self.now())  # acc2
+        self.clock.advance(0)
+        self.assertEqual(sorted(service.records), ["acc2"])
+
     def test_partition_lost_before_its_accounts_are_read(self):
         store = SlowStore(ROWS)
         ownership = LeasedPartitions()

@@ -58,6 +58,7 @@ log = Logger()
 
 _UNSET = object()
 STOP_FLUSH_TIMEOUT = 5.0  # seconds a clean stop waits for the last account states to be written
+GAIN_CHUNK = 1000  # accounts of gained partitions taken per reactor turn (about 30 ms of work)
 
 
 def _registrar_challenge(origin: ResponseOrigin | None) -> str | None:
@@ -503,14 +504,20 @@ class RegistrantService(service.Service):
     def _gained(self, rows: list[dict], partitions: frozenset[int], bound_contacts) -> None:
         """Register the accounts of ``partitions`` that are still ours, at once (paced by
         the send limits), going on from the Call-ID and CSeq the store holds."""
-        now = self.now()
         wanted = partitions & self._gaining
         self._gaining -= wanted
-        count, owns, contact_addr = 0, self.ownership.owns, self.settings.reg_contact_addr
         count_of = self.ownership.partitions
-        for row in rows:
+        mine = [row for row in rows if partition_of(str(row.get("l_uuid") or ""), count_of) in wanted]
+        self._take_gained(mine, 0, len(wanted), bound_contacts, 0)
+
+    def _take_gained(self, rows: list[dict], start: int, partitions: int, bound_contacts, count: int) -> None:
+        """The gained accounts ``rows[start:]``, GAIN_CHUNK per reactor turn: a takeover of
+        tens of thousands never holds the reactor past the lease renewals that keep them ours."""
+        now = self.now()
+        owns, contact_addr = self.ownership.owns, self.settings.reg_contact_addr
+        for row in rows[start:start + GAIN_CHUNK]:
             l_uuid = str(row.get("l_uuid") or "")
-            if partition_of(l_uuid, count_of) not in wanted or l_uuid in self.records or not owns(l_uuid, now):
+            if l_uuid in self.records or not owns(l_uuid, now):
                 continue
             record = self._add_row(row, now)
             if record is None:
@@ -521,7 +528,10 @@ class RegistrantService(service.Service):
             self.records[l_uuid] = record
             self._schedule(record, now)
             count += 1
-        log.info("registering {count} accounts of {partitions} partitions taken", partitions=len(wanted),
+        if start + GAIN_CHUNK < len(rows) and self.running:
+            self.reactor.callLater(0, self._take_gained, rows, start + GAIN_CHUNK, partitions, bound_contacts, count)
+            return
+        log.info("registering {count} accounts of {partitions} partitions taken", partitions=partitions,
                  count=count)
 
     def _gained_failed(self, failure: Failure, partitions: frozenset[int], bound_contacts) -> None:
