@@ -563,7 +563,7 @@ class AccountSettingsTests(SynchronousTestCase):
         import dataclasses
 
         from txuac.config import UACSettings
-        from txuac.registrant.service import RegistrantSettings
+        from txuac.registrant.settings import RegistrantSettings
         from txuac.service import registrant_settings
         ours = {f.name for f in dataclasses.fields(RegistrantSettings)}
         ours -= {f.name for f in dataclasses.fields(UACSettings)}
@@ -577,6 +577,20 @@ class AccountSettingsTests(SynchronousTestCase):
                           registrant.reg_dest_rate, registrant.reg_timer_t2, registrant.log_routine),
                          (True, False, 5, 7.0, 0.8, True))
         self.assertIs(type(registrant.reg_dest_rate), float)
+
+    def test_an_empty_uac_section_gives_the_registrant_its_own_defaults(self):
+        """One home for the defaults: [uac] takes the registrant's, so nothing can drift."""
+        import dataclasses
+
+        from txuac.config import UACSettings
+        from txuac.registrant.settings import RegistrantSettings
+        from txuac.service import registrant_settings
+        shared = ({f.name for f in dataclasses.fields(RegistrantSettings)}
+                  & {f.name for f in dataclasses.fields(UACSettings)}) - {"reg_contact_addr"}
+        self.assertGreater(len(shared), 20)
+        registrant, defaults = registrant_settings(settings_from_dict({})), RegistrantSettings()
+        self.assertEqual({name: getattr(registrant, name) for name in shared},
+                         {name: getattr(defaults, name) for name in shared})
 
     def test_bad_values_name_the_key(self):
         for table in ({"reg_ext_table": "uac reg"}, {"reg_ext_table": "x;drop"}, {"reg_ext_table": 5},

@@ -15,6 +15,7 @@ from typing import Any
 from txuac.errors import ConfigError, InvalidListenSpec
 from txuac.auth import CredentialList
 from txuac.registrant.cluster.leases import ClusterSettings
+from txuac.registrant.settings import RegistrantSettings
 from txuac.registrant.store.url import check_table_name, parse_store_url
 from txuac.sip.digest import ALL_ALGORITHMS
 from txuac.sip.listen import ListenSpec, ip_address_in
@@ -51,6 +52,9 @@ class TLSSettings:
     server_names: tuple[tuple[str, str], ...] = ()
 
 
+_REGISTRANT = RegistrantSettings()  # the registrant's defaults are [uac]'s
+
+
 @dataclass(frozen=True)
 class UACSettings:
     """[uac]: Kamailio's uac module parameters under their own names, and ours."""
@@ -73,52 +77,52 @@ class UACSettings:
     # change log on MySQL/MariaDB); not set in the file: on with [cluster], off alone.
     reg_db_watch: bool = False
     reg_contact_addr: str | None = None
-    reg_timer_interval: int = 90
+    reg_timer_interval: int = _REGISTRANT.reg_timer_interval
     # Kamailio's name, our default (Kamailio's 0 disables an account on its first failure):
     # seconds before the first retry of a temporary failure, doubled per failure in a row.
-    reg_retry_interval: int = 30
+    reg_retry_interval: int = _REGISTRANT.reg_retry_interval
     # Ours: the cap of that backoff, and the retries of 403s and refused credentials, and
     # of other final failures (0: disable on such failures); jitter in percent of a delay.
-    reg_retry_max_interval: int = 600
-    reg_forbidden_retry_interval: int = 1800
-    reg_fatal_retry_interval: int = 3600
-    reg_retry_jitter: int = 20
-    reg_random_delay: int = 0
+    reg_retry_max_interval: int = _REGISTRANT.reg_retry_max_interval
+    reg_forbidden_retry_interval: int = _REGISTRANT.reg_forbidden_retry_interval
+    reg_fatal_retry_interval: int = _REGISTRANT.reg_fatal_retry_interval
+    reg_retry_jitter: int = _REGISTRANT.reg_retry_jitter
+    reg_random_delay: int = _REGISTRANT.reg_random_delay
     # Kamailio's name, our default: one Call-ID per account, kept across restarts (0: a new
     # Call-ID for every REGISTER, as Kamailio by default).
-    reg_keep_callid: int = 1
-    reg_active: int = 1
-    reg_use_domain: int = 0
+    reg_keep_callid: int = int(_REGISTRANT.reg_keep_callid)
+    reg_active: int = int(_REGISTRANT.reg_active)
+    reg_use_domain: int = int(_REGISTRANT.reg_use_domain)
     reg_hash_size: int = 4  # accepted for compatibility: lookups here are dictionaries
     reg_gc_interval: int = 150
-    reload_delta: int = 30
+    reload_delta: int = _REGISTRANT.reload_delta
     # Ours: REGISTERs started per second at most, and unregistering on a clean stop.
-    reg_send_rate: int = 3000
-    reg_max_in_flight: int = 1000
+    reg_send_rate: int = int(_REGISTRANT.reg_send_rate)
+    reg_max_in_flight: int = _REGISTRANT.reg_max_in_flight
     # Ours: the same per destination (registrar or auth_proxy host); lower them for
     # providers that block addresses registering too much at once.
-    reg_dest_max_in_flight: int = 1000
-    reg_dest_rate: int = 3000
+    reg_dest_max_in_flight: int = _REGISTRANT.reg_dest_max_in_flight
+    reg_dest_rate: int = int(_REGISTRANT.reg_dest_rate)
     # Ours: RFC 5626 CRLF keep-alives on the TCP/TLS connections we open (seconds, 0 off;
     # pings go at 80-100% of it: 72-90 s, below the 120 s idle lifetime of Kamailio's and
     # OpenSIPS's TCP connections), and OPTIONS pings to the registrars of accounts with
     # options_ping (seconds, 0 off): down after reg_ping_down_count failures in a row, up
     # again after reg_ping_up_count answers, which re-registers the registrar's accounts.
     reg_keepalive_interval: int = 90
-    reg_options_ping_interval: int = 0
-    reg_ping_up_count: int = 2
-    reg_ping_down_count: int = 3
+    reg_options_ping_interval: int = _REGISTRANT.reg_options_ping_interval
+    reg_ping_up_count: int = _REGISTRANT.reg_ping_up_count
+    reg_ping_down_count: int = _REGISTRANT.reg_ping_down_count
     # Ours: a registrar whose REGISTERs time out or meet a transport error gets one
     # OPTIONS every reg_probe_interval seconds (doubling to reg_probe_max_interval) until
     # it answers, which re-registers all its accounts; nothing is sent while all is well.
-    reg_probe: bool = True
-    reg_probe_interval: int = 2
-    reg_probe_max_interval: int = 30
+    reg_probe: bool = _REGISTRANT.reg_probe
+    reg_probe_interval: int = int(_REGISTRANT.reg_probe_interval)
+    reg_probe_max_interval: int = int(_REGISTRANT.reg_probe_max_interval)
     # Ours: a REGISTER's T2 (ms), the cap on its retransmission interval over UDP (RFC
     # 3261 17.1.2.2; [core] timer_t2 for other requests): a registrar answers at once, so
     # a lost REGISTER or answer is sent again every 500 ms rather than after up to 4 s.
-    reg_timer_t2: int = 500
-    reg_unregister_on_stop: bool = False
+    reg_timer_t2: int = round(_REGISTRANT.reg_timer_t2 * 1000)  # ms here, seconds there
+    reg_unregister_on_stop: bool = _REGISTRANT.reg_unregister_on_stop
     # Kamailio: the local socket (proto:ip:port, one of [core] listen) REGISTERs and
     # uac_req_send requests go out from when no other is given.
     default_socket: str | None = None
@@ -449,8 +453,8 @@ def _uac(path: str, table: Any, watch_default: bool = False) -> UACSettings:
         reg_db_table=section.get("reg_db_table", str, defaults.reg_db_table),
         reg_ext_table=section.get("reg_ext_table", str, defaults.reg_ext_table),
         reg_contact_addr=section.get("reg_contact_addr", str, None) or None,
-        reg_unregister_on_stop=section.get("reg_unregister_on_stop", bool, False),
-        reg_probe=section.get("reg_probe", bool, True),
+        reg_unregister_on_stop=section.get("reg_unregister_on_stop", bool, defaults.reg_unregister_on_stop),
+        reg_probe=section.get("reg_probe", bool, defaults.reg_probe),
         reg_db_watch=section.get("reg_db_watch", bool, watch_default),
         default_socket=section.get("default_socket", str, None) or None,
         **numbers,

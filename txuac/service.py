@@ -23,7 +23,8 @@ from txuac.net.stack import SIPStack
 from txuac.net.tls import client_options_factory, server_options
 from txuac.net.transports import StreamServerFactory, UDPListener
 from txuac.registrant.bringup import BringUpReport
-from txuac.registrant.service import RegistrantService, RegistrantSettings
+from txuac.registrant.service import RegistrantService
+from txuac.registrant.settings import RegistrantSettings
 from txuac.registrant.store import open_store
 from txuac.registrant.store.url import parse_store_url
 from txuac.registrant.worker_share import WorkerShare

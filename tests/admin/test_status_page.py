@@ -22,7 +22,8 @@ from txuac.admin.status_model import AccountQuery, StatusTracker, select_account
 from txuac.admin.status_page import bring_up_text
 from txuac.admin.uac_rpc import MASK
 from txuac.registrant.record import Flag, State, record_from_row
-from txuac.registrant.service import RegistrantSettings, RegistrationEvent
+from txuac.registrant.service import RegistrationEvent
+from txuac.registrant.settings import RegistrantSettings
 
 TOKEN = "a-token-of-32-characters-or-so!!"
 PASSWORD_PREFIX = "very-secret-"

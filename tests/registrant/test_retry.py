@@ -24,7 +24,7 @@ from txuac.errors import (
 )
 from txuac.registrant.record import Flag, State
 from txuac.registrant.retry import MIN_DELAY, FailureKind, RetryPolicy, classify
-from txuac.registrant.service import RegistrantSettings
+from txuac.registrant.settings import RegistrantSettings
 
 TIMER_F = 32.0  # 64 * T1: when a REGISTER nobody answers fails (RFC 3261 17.1.2.2)
 

@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support.accounts import make_row
 from txuac.errors import AccountExists, TransactionTimeout
 from txuac.net.stack import ClientRequest
-from txuac.registrant.service import RegistrantService, RegistrantSettings
+from txuac.registrant.service import RegistrantService
+from txuac.registrant.settings import RegistrantSettings
 from txuac.sip import make_response, parse_message
 
 

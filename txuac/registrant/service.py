@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 from collections import deque
 import random
-from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 from twisted.application import service
@@ -48,9 +47,10 @@ from txuac.registrant.record import (
     source_address,
 )
 from txuac.registrant.retry import RetryPolicy, classify
+from txuac.registrant.settings import RegistrantSettings
 from txuac.registrant.store import IChangeFeed
 from txuac.registrant.store.writer import AccountStateWriter
-from txuac.sip.digest import ALL_ALGORITHMS, Credentials, NonceCounter
+from txuac.sip.digest import Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
 from txuac.sip.address import Address, bare_host, is_ip_address
 
@@ -84,58 +84,6 @@ def _binding_moves(old: RegistrationRecord, new: RegistrationRecord, default_con
     return (protocol.contact_uri(old, default_contact_addr) != protocol.contact_uri(new, default_contact_addr)
             or (old.r_username, old.r_domain, old.auth_proxy, old.socket)
             != (new.r_username, new.r_domain, new.auth_proxy, new.socket))
-
-
-@dataclass(frozen=True)
-class RegistrantSettings:
-    """Kamailio's uac_reg parameters (same names and defaults) and ours."""
-
-    reg_contact_addr: str = "127.0.0.1:5060"
-    reg_timer_interval: int = 90
-    # Kamailio's name, our default: 0 (Kamailio's) disables an account on its first failure.
-    reg_retry_interval: int = 30
-    reg_random_delay: int = 0
-    # Kamailio's name, our default: one Call-ID per account, kept across restarts in our own
-    # table; False (Kamailio's 0) makes a new Call-ID for every REGISTER.
-    reg_keep_callid: bool = True
-    reg_active: bool = True
-    reg_use_domain: bool = False
-    reload_delta: int = 30
-    # Ours: REGISTERs started per second at most (refreshes and first registrations).
-    reg_send_rate: float = 3000.0
-    # Ours: unregister every online account on a clean shutdown.
-    reg_unregister_on_stop: bool = False
-    # Ours: retries per failure kind (txuac.registrant.retry); seconds, jitter in percent.
-    reg_retry_max_interval: int = 600
-    reg_forbidden_retry_interval: int = 1800
-    reg_fatal_retry_interval: int = 3600
-    reg_retry_jitter: int = 20
-    # Ours: REGISTER cycles in flight at most; the queue waits beyond it.
-    reg_max_in_flight: int = 1000
-    # Ours: the same two limits per destination (registrar or auth_proxy host).
-    reg_dest_max_in_flight: int = 1000
-    reg_dest_rate: float = 3000.0
-    # Ours: OPTIONS pings to the registrar destinations of accounts with options_ping
-    # (seconds, 0 off), down after reg_ping_down_count failures, up after reg_ping_up_count.
-    reg_options_ping_interval: int = 0
-    reg_ping_up_count: int = 2
-    reg_ping_down_count: int = 3
-    # Ours: a registrar whose REGISTERs fail by timeout or transport error (or stay
-    # unanswered) gets one OPTIONS every reg_probe_interval seconds, doubling up to
-    # reg_probe_max_interval, until it answers; then all its accounts re-register.
-    reg_probe: bool = True
-    reg_probe_interval: float = 2.0
-    reg_probe_max_interval: float = 30.0
-    user_agent: str | None = None
-    # Ours: a REGISTER's RFC 3261 T2 in seconds, the cap on its retransmission interval.
-    reg_timer_t2: float = 0.5
-    # Log the routine transitions (to registering, to online) at debug level; txuac's
-    # service sets it from [log] level. Observers see every transition either way.
-    log_routine: bool = True
-    # Seconds a registrar's temporary failures are gathered for before their one info line.
-    failure_summary_interval: float = 10.0
-    auth_algorithms: tuple[str, ...] = ALL_ALGORITHMS
-    default_socket: str | None = None  # proto:ip:port when the row's socket is empty
 
 
 class RegistrationEvent(NamedTuple):
