@@ -243,6 +243,68 @@ class OperationTests(SynchronousTestCase):
         self.assertIsNone(new.expires_at)
 
 
+class GainedTests(SynchronousTestCase):
+    """An account taken from another node (a cluster takeover), read again from the store."""
+
+    OTHERS = ("192.0.2.20:5060", CONTACT_ADDR, "192.0.2.30:5060")  # ours among them: as a fleet lists them
+
+    def setUp(self):
+        self.machine = machine()
+
+    def test_the_first_register_goes_on_cseq_ahead_above_the_stored_mark(self):
+        """The previous owner's newer mark may not have been written (batched, never waited
+        for) before it was killed or frozen: it may have used CSeqs up to CSEQ_AHEAD above the
+        stored one, and a CSeq not above them is ignored by the registrar (RFC 3261 10.3 step 7)."""
+        record = account(call_id="kept-call-id", cseq=212)
+        self.machine.gained(record, ())
+        effects = self.machine.due(record, 100.0)
+        send = only(effects, Send)
+        self.assertEqual((send.request.call_id, send.request.cseq.number), ("kept-call-id", 212 + CSEQ_AHEAD + 1))
+        self.assertEqual(only(effects, Persist).state.cseq, 212 + CSEQ_AHEAD + 1 + CSEQ_AHEAD)
+
+    def test_no_call_id_stored_starts_a_new_one_at_10(self):
+        record = account()
+        self.machine.gained(record, self.OTHERS)
+        self.assertEqual(only(self.machine.due(record, 100.0), Send).request.cseq.number, 10)
+
+    def test_a_mark_near_the_cseq_limit_takes_a_new_call_id(self):
+        record = account(call_id="kept-call-id", cseq=2**31 - 1 - CSEQ_AHEAD)
+        self.machine.gained(record, ())
+        send = only(self.machine.due(record, 100.0), Send)
+        self.assertNotEqual(send.request.call_id, "kept-call-id")
+        self.assertEqual(send.request.cseq.number, 10)
+
+    def test_the_contact_as_every_other_node_registered_it_is_removed_never_ours(self):
+        record = account()
+        self.machine.gained(record, self.OTHERS, "sip:uuid00000@192.0.2.40:5060")
+        self.assertEqual(record.stale_contacts, ("sip:uuid00000@192.0.2.20:5060", "sip:uuid00000@192.0.2.30:5060",
+                                                 "sip:uuid00000@192.0.2.40:5060"))
+        contacts = only(self.machine.due(record, 100.0), Send).request.contacts
+        self.assertEqual([(str(c.uri), c.expires) for c in contacts],
+                         [(f"sip:uuid00000@{CONTACT_ADDR}", None), ("sip:uuid00000@192.0.2.20:5060", 0),
+                          ("sip:uuid00000@192.0.2.30:5060", 0), ("sip:uuid00000@192.0.2.40:5060", 0)])
+
+    def test_the_bound_contact_is_not_repeated(self):
+        record = account(contact_user="0211234567")
+        self.machine.gained(record, self.OTHERS, "sip:0211234567@192.0.2.30:5060;line=uuid00000")
+        self.assertEqual(record.stale_contacts, ("sip:0211234567@192.0.2.20:5060;line=uuid00000",
+                                                 "sip:0211234567@192.0.2.30:5060;line=uuid00000"))
+
+    def test_a_row_with_its_own_contact_addr_has_the_same_contact_on_every_node(self):
+        record = account(contact_addr="198.51.100.7:5080")
+        self.machine.gained(record, self.OTHERS, "sip:uuid00000@198.51.100.7:5080")
+        self.assertEqual(record.stale_contacts, ())
+
+    def test_the_first_2xx_clears_them(self):
+        record = account()
+        self.machine.gained(record, self.OTHERS)
+        send = only(self.machine.due(record, 100.0), Send)
+        self.machine.replied(record, answer(send, 200), protocol.Outcome(protocol.OutcomeKind.ONLINE, granted=600),
+                             600, 0, 100.5)
+        self.assertEqual(record.stale_contacts, ())
+        self.assertEqual(len(only(self.machine.due(record, 700.0), Send).request.contacts), 1)
+
+
 class SocketTests(SynchronousTestCase):
 
     def test_the_socket_is_parsed_once_when_loaded(self):

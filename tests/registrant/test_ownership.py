@@ -13,6 +13,7 @@ from zope.interface.verify import verifyObject
 from tests.support.accounts import make_row
 from tests.support.registrant_harness import CONTACT_ADDR, FakeStore, ServiceTestCase
 from txuac.errors import StoreError
+from txuac.registrant.account import CSEQ_AHEAD
 from txuac.registrant.ownership import AllAccounts, IAccountOwnership, OwnershipChange, partition_of
 
 # partition_of(l_uuid, 4): acc5 0, acc1 1, acc3 1, acc4 2, acc2 3.
@@ -36,9 +37,10 @@ class LeasedPartitions:
     def add_listener(self, listener):
         self.listeners.append(listener)
 
-    def change(self, gained=(), lost=(), now=0.0, bound_contacts=None):
+    def change(self, gained=(), lost=(), now=0.0, bound_contacts=None, other_contact_addrs=()):
         self.owned = (self.owned | set(gained)) - set(lost)
-        change = OwnershipChange(frozenset(gained), frozenset(lost), now, bound_contacts or {})
+        change = OwnershipChange(frozenset(gained), frozenset(lost), now, bound_contacts or {},
+                                 tuple(other_contact_addrs))
         for listener in self.listeners:
             listener(change)
 
@@ -129,7 +131,9 @@ class GainedPartitionsTests(ServiceTestCase):
         sent = {s.contact_user: s for s in self.stack.sent}
         self.assertEqual(sorted(sent), ["acc1", "acc3"])
         first = sent["acc1"].request
-        self.assertEqual((first.call_id, first.cseq.number), ("kept-call-id", 513))  # RFC 3261 10.2
+        # RFC 3261 10.2: the same Call-ID goes on, CSEQ_AHEAD above the stored mark: the
+        # previous owner may have used that many CSeqs past it, its newer mark not written.
+        self.assertEqual((first.call_id, first.cseq.number), ("kept-call-id", 512 + CSEQ_AHEAD + 1))
         self.assertEqual([(str(c.uri), c.expires) for c in first.contacts],
                          [(f"sip:acc1@{CONTACT_ADDR}", None), (old, 0)])
         self.assertEqual(len(sent["acc3"].request.contacts), 1)  # its bound contact is ours already
@@ -137,8 +141,21 @@ class GainedPartitionsTests(ServiceTestCase):
         self.assertEqual(service.status("acc1"), 1)
         self.advance(60)
         refresh = [s for s in self.stack.sent if s.contact_user == "acc1"][-1].request
-        self.assertEqual(refresh.cseq.number, 514)
+        self.assertEqual(refresh.cseq.number, 512 + CSEQ_AHEAD + 2)
         self.assertEqual(len(refresh.contacts), 1)  # removed with the first 2xx
+
+    def test_gained_accounts_remove_their_contact_as_every_other_node_registered_it(self):
+        """Whatever the fleet view shows: a REGISTER whose 2xx the previous owner never saw
+        leaves a binding at the registrar too (RFC 3261 10.2.2)."""
+        rows = [make_row("acc1"), make_row("acc3", contact_addr="198.51.100.7:5080")]
+        ownership = LeasedPartitions()
+        self.start(rows, ownership=ownership)
+        ownership.change(gained={1}, now=self.now(), other_contact_addrs=("192.0.2.98:5060", CONTACT_ADDR))
+        self.advance(0.1)
+        sent = {s.contact_user: s.request for s in self.stack.sent}
+        self.assertEqual([(str(c.uri), c.expires) for c in sent["acc1"].contacts],
+                         [(f"sip:acc1@{CONTACT_ADDR}", None), ("sip:acc1@192.0.2.98:5060", 0)])
+        self.assertEqual(len(sent["acc3"].contacts), 1)  # its own contact_addr: the same on every node
 
     def test_gained_accounts_are_taken_a_chunk_per_reactor_turn(self):
         """A takeover of many accounts leaves the reactor between chunks (lease renewals

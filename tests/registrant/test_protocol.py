@@ -98,7 +98,7 @@ class BuildRegisterTests(SynchronousTestCase):
 
     def test_takeover_removes_the_stale_contact_in_the_same_register(self):
         """RFC 3261 10.2.2: the binding another node registered goes with expires=0 after ours."""
-        self.record.stale_contact = "sip:acc1@192.0.2.99:5060"
+        self.record.stale_contacts = ("sip:acc1@192.0.2.99:5060",)
         wire = bytes(self.build(expires=600, call_id="kept-call-id", cseq=112))
         self.assertIn(b"\r\nCall-ID: kept-call-id\r\nCSeq: 112 REGISTER\r\n", wire)
         self.assertIn(b"\r\nContact: <sip:acc1@192.0.2.10:5060>\r\n"
@@ -106,6 +106,16 @@ class BuildRegisterTests(SynchronousTestCase):
         contacts = parse_message(wire).contacts
         self.assertEqual([(str(c.uri), c.expires) for c in contacts],
                          [("sip:acc1@192.0.2.10:5060", None), ("sip:acc1@192.0.2.99:5060", 0)])
+
+    def test_takeover_removes_every_stale_contact_in_order(self):
+        self.record.stale_contacts = ("sip:acc1@192.0.2.98:5060", "sip:acc1@192.0.2.99:5060")
+        wire = bytes(self.build(expires=600, call_id="kept-call-id", cseq=112))
+        self.assertIn(b"\r\nContact: <sip:acc1@192.0.2.10:5060>\r\n"
+                      b"Contact: <sip:acc1@192.0.2.98:5060>;expires=0\r\n"
+                      b"Contact: <sip:acc1@192.0.2.99:5060>;expires=0\r\nExpires: 600\r\n", wire)
+        self.assertEqual([(str(c.uri), c.expires) for c in parse_message(wire).contacts],
+                         [("sip:acc1@192.0.2.10:5060", None), ("sip:acc1@192.0.2.98:5060", 0),
+                          ("sip:acc1@192.0.2.99:5060", 0)])
 
     def test_expires_header(self):
         self.assertEqual(self.build(expires=600).headers.get_all("Expires"), ["600"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import random
-from typing import NamedTuple, Union
+from typing import NamedTuple, Sequence, Union
 
 from txuac.errors import TxuacError
 from txuac.registrant import protocol
@@ -246,7 +246,7 @@ class AccountMachine:
             record.expires_at = sent_at + outcome.granted
             record.last_failure = None
             record.failures = 0
-            record.stale_contact = ""  # removed by this REGISTER (RFC 3261 10.2.2)
+            record.stale_contacts = ()  # removed by this REGISTER (RFC 3261 10.2.2)
             self._arm(effects, record, protocol.refresh_at(sent_at, outcome.granted, self.timer_interval, self.rng))
             self._emit(effects, record, previous, f"registered for {outcome.granted} s"
                        + (f" ({outcome.reason})" if outcome.reason else ""), status, now)
@@ -336,6 +336,26 @@ class AccountMachine:
         if record.due_at <= when:
             return []
         return [self._armed(record, when)]
+
+    def gained(self, record: RegistrationRecord, other_contact_addrs: Sequence[str], bound_contact: str = "") -> None:
+        """``record``, just read from the store, is taken from another node (a cluster
+        takeover): its first REGISTER goes on CSEQ_AHEAD above the stored CSeq mark and
+        removes the account's Contact as each other node (``other_contact_addrs``) would
+        have registered it, and ``bound_contact`` (what the fleet view says the previous
+        owner registered), never our own (RFC 3261 10.2.2).
+
+        The previous owner writes each new mark in batches, never waited for: killed or
+        frozen before the write, it may have used up to CSEQ_AHEAD CSeqs above the stored
+        mark, and a REGISTER on the same Call-ID with a CSeq not above them is ignored by
+        the registrar (RFC 3261 10.3 step 7), its expires=0 Contacts too.
+        """
+        if record.call_id:
+            record.cseq += CSEQ_AHEAD  # past MAX_CSEQ, _next_cseq starts a new Call-ID
+        ours = protocol.contact_uri(record, self.contact_addr)
+        candidates = [protocol.contact_uri(record, address) for address in other_contact_addrs if address]
+        if bound_contact:
+            candidates.append(bound_contact)
+        record.stale_contacts = tuple(dict.fromkeys(c for c in candidates if c != ours))
 
     def hold(self, record: RegistrationRecord) -> None:
         """An older record of the account still finishes a REGISTER: this one waits

@@ -27,13 +27,16 @@ class OwnershipChange:
     (``lost``: already not owned when this is delivered), at ``now``.
 
     ``bound_contacts``: for accounts of the gained partitions, the Contact URI their previous
-    owner registered (from the fleet view), which the new owner removes (RFC 3261 10.2.2).
+    owner registered (from the fleet view); ``other_contact_addrs``: the contact address of
+    every other node known to the fleet. The new owner removes each account's Contact as
+    any of them would have registered it (RFC 3261 10.2.2).
     """
 
     gained: frozenset[int]
     lost: frozenset[int]
     now: float
     bound_contacts: Mapping[str, str] = field(default_factory=dict)
+    other_contact_addrs: tuple[str, ...] = ()
 
 
 OwnershipListener = Callable[[OwnershipChange], None]

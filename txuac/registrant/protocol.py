@@ -68,15 +68,14 @@ def build_register(record: RegistrationRecord, default_contact_addr: str, expire
 
     Kamailio starts a new Call-ID at CSeq 10; the registrant passes the account's kept
     Call-ID with its next CSeq. The account's own User-Agent wins over ``user_agent`` (the
-    service's); its extra headers follow. A ``stale_contact`` (a cluster takeover) follows
-    ours with expires=0. With ``from_username`` set, From names that user
+    service's); its extra headers follow. Each of ``stale_contacts`` (a cluster takeover)
+    follows ours with expires=0. With ``from_username`` set, From names that user
     in r_domain while To stays the address of record: a third-party registration
     (RFC 3261 10.2: From is who is responsible for the registration, To the AOR).
     """
     headers = [("Contact", contact_header(record, default_contact_addr))]
-    if record.stale_contact:
-        # RFC 3261 10.2.2: the binding another node left is removed in the same REGISTER.
-        headers.append(("Contact", f"<{record.stale_contact}>;expires=0"))
+    # RFC 3261 10.2.2: the bindings other nodes may have left are removed in the same REGISTER.
+    headers.extend(("Contact", f"<{stale}>;expires=0") for stale in record.stale_contacts)
     headers.append(("Expires", str(expires)))
     supported = supported_header(record)
     if supported:

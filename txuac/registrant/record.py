@@ -101,9 +101,9 @@ class RegistrationRecord:
     pub_gruu: str | None = None
     temp_gruu: str | None = None
     flow_timer: int | None = None
-    # A Contact URI another node registered for the account (a cluster takeover): removed
-    # with expires=0 in our REGISTERs until one is answered with a 2xx (RFC 3261 10.2.2).
-    stale_contact: str = ""
+    # Contact URIs other nodes may have registered for the account (a cluster takeover):
+    # removed with expires=0 in our REGISTERs until one is answered with a 2xx (RFC 3261 10.2.2).
+    stale_contacts: tuple[str, ...] = ()
 
     @property
     def aor(self) -> str:

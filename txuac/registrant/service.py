@@ -426,7 +426,7 @@ class RegistrantService(service.Service):
             self._gaining -= lost
         if change.gained:
             self._gaining |= change.gained
-            self._load_gained(change.gained, change.bound_contacts)
+            self._load_gained(change.gained, change)
 
     def busy_accounts(self) -> frozenset[str] | None:
         """Accounts whose REGISTER is still out or whose Call-ID and CSeq are not written yet
@@ -443,26 +443,27 @@ class RegistrantService(service.Service):
         self._handover.pop(l_uuid, None)
         self.flows.forget(l_uuid)
 
-    def _load_gained(self, partitions: frozenset[int], bound_contacts) -> defer.Deferred:
+    def _load_gained(self, partitions: frozenset[int], change: OwnershipChange) -> defer.Deferred:
         d = self.store.load_all()
-        d.addCallback(self._gained, partitions, bound_contacts)
-        d.addErrback(self._gained_failed, partitions, bound_contacts)
+        d.addCallback(self._gained, partitions, change)
+        d.addErrback(self._gained_failed, partitions, change)
         return d
 
-    def _gained(self, rows: list[dict], partitions: frozenset[int], bound_contacts) -> None:
+    def _gained(self, rows: list[dict], partitions: frozenset[int], change: OwnershipChange) -> None:
         """Register the accounts of ``partitions`` that are still ours, at once (paced by
         the send limits), going on from the Call-ID and CSeq the store holds."""
         wanted = partitions & self._gaining
         self._gaining -= wanted
         count_of = self.ownership.partitions
         mine = [row for row in rows if partition_of(str(row.get("l_uuid") or ""), count_of) in wanted]
-        self._take_gained(mine, 0, len(wanted), bound_contacts, 0)
+        self._take_gained(mine, 0, len(wanted), change, 0)
 
-    def _take_gained(self, rows: list[dict], start: int, partitions: int, bound_contacts, count: int) -> None:
+    def _take_gained(self, rows: list[dict], start: int, partitions: int, change: OwnershipChange,
+                     count: int) -> None:
         """The gained accounts ``rows[start:]``, GAIN_CHUNK per reactor turn: a takeover of
         tens of thousands never holds the reactor past the lease renewals that keep them ours."""
         now = self.now()
-        owns, contact_addr = self.ownership.owns, self.settings.reg_contact_addr
+        owns, bound_contacts, others = self.ownership.owns, change.bound_contacts, change.other_contact_addrs
         for row in rows[start:start + GAIN_CHUNK]:
             l_uuid = str(row.get("l_uuid") or "")
             if l_uuid in self.records or not owns(l_uuid, now):
@@ -470,29 +471,27 @@ class RegistrantService(service.Service):
             record = self._add_row(row, now)
             if record is None:
                 continue
-            previous = bound_contacts.get(l_uuid, "")
-            if previous and previous != protocol.contact_uri(record, contact_addr):
-                record.stale_contact = previous
+            self.machine.gained(record, others, bound_contacts.get(l_uuid, ""))
             self.records[l_uuid] = record
             self._schedule(record, now)
             count += 1
         if start + GAIN_CHUNK < len(rows) and self.running:
-            self.reactor.callLater(0, self._take_gained, rows, start + GAIN_CHUNK, partitions, bound_contacts, count)
+            self.reactor.callLater(0, self._take_gained, rows, start + GAIN_CHUNK, partitions, change, count)
             return
         log.info("registering {count} accounts of {partitions} partitions taken", partitions=partitions,
                  count=count)
 
-    def _gained_failed(self, failure: Failure, partitions: frozenset[int], bound_contacts) -> None:
+    def _gained_failed(self, failure: Failure, partitions: frozenset[int], change: OwnershipChange) -> None:
         """The store did not answer: try again shortly for the partitions still ours."""
         failure.trap(StoreError)
         log.warn("reading the accounts of {count} partitions taken failed ({error}); retrying in 1 s",
                  count=len(partitions), error=str(failure.value))
-        self.reactor.callLater(1.0, self._retry_gained, partitions, bound_contacts)
+        self.reactor.callLater(1.0, self._retry_gained, partitions, change)
 
-    def _retry_gained(self, partitions: frozenset[int], bound_contacts) -> None:
+    def _retry_gained(self, partitions: frozenset[int], change: OwnershipChange) -> None:
         pending = partitions & self._gaining
         if pending and self.running:
-            self._load_gained(frozenset(pending), bound_contacts)
+            self._load_gained(frozenset(pending), change)
 
     # --- scheduling ------------------------------------------------------------
     def _schedule(self, record: RegistrationRecord, at: float) -> None:

@@ -78,7 +78,7 @@ class TakeoverTests(TestCase):
         yield wait_until(lambda: registrant.counters()["regactive"] == ACCOUNTS, WAIT)
         for l_uuid, record in registrant.records.items():
             self.assertGreater(record.cseq, cseqs[l_uuid])  # the same Call-ID goes on above
-            self.assertEqual(record.stale_contact, "")
+            self.assertEqual(record.stale_contacts, ())
         after = {aor: registrar.contacts(aor) for aor in aors}
         self.assertEqual({aor: len(c) for aor, c in after.items()}, dict.fromkeys(aors, 1), after)
         self.assertTrue(all(f":{new_port}" in c[0] for c in after.values()), after)

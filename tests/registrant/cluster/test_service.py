@@ -88,7 +88,7 @@ class ClusterServiceTests(ClusterServiceCase):
 
     def test_fenced_at_the_local_deadline_when_renewals_fail_then_taken_again(self):
         self.answer(self.leases, database.tick, acquired({1, 2}))
-        self.answer(self.view, database.bound_contacts, {})
+        self.answer(self.view, database.previous_contacts, ({}, ()))
         self.successResultOf(self.started)
         self.assertEqual([(c.gained, c.lost) for c in self.changes], [({1, 2}, set())])
         deadline = 100 + SETTINGS.lease_period - SETTINGS.fence_margin  # from the first tick's start
@@ -106,13 +106,13 @@ class ClusterServiceTests(ClusterServiceCase):
         self.assertEqual(len(self.lines("fenced")), 1)
         self.clock.advance(1.0)
         self.answer(self.leases, database.tick, acquired({1, 2}))
-        self.answer(self.view, database.bound_contacts, {})
+        self.answer(self.view, database.previous_contacts, ({}, ()))
         self.assertEqual((self.changes[-1].gained, self.node.metrics.fenced), ({1, 2}, 1))
         self.assertTrue(self.node.owns("acc4", self.clock.seconds()))
 
     def test_renewal_moves_the_deadline(self):
         self.answer(self.leases, database.tick, acquired({1}))
-        self.answer(self.view, database.bound_contacts, {})
+        self.answer(self.view, database.previous_contacts, ({}, ()))
         for _ in range(20):
             self.clock.advance(SETTINGS.renew_interval)
             self.answer(self.leases, database.tick, renewed({1}))
@@ -123,15 +123,17 @@ class ClusterServiceTests(ClusterServiceCase):
     def test_gained_partitions_come_with_the_previous_owners_contacts(self):
         self.answer(self.leases, database.tick, acquired({1, 3}, taken_from={1: "node-b"}))
         self.assertEqual(self.changes, [])  # told once the contacts are read
-        self.answer(self.view, database.bound_contacts, {"acc1": "sip:acc1@192.0.2.2:5060",
-                                                         "acc4": "sip:acc4@192.0.2.2:5060"})
+        self.answer(self.view, database.previous_contacts, ({"acc1": "sip:acc1@192.0.2.2:5060",
+                                                              "acc4": "sip:acc4@192.0.2.2:5060"},
+                                                             ("192.0.2.2:5060", "192.0.2.3:5060")))
         self.assertEqual(dict(self.changes[0].bound_contacts), {"acc1": "sip:acc1@192.0.2.2:5060"})
+        self.assertEqual(self.changes[0].other_contact_addrs, ("192.0.2.2:5060", "192.0.2.3:5060"))
         self.assertEqual(self.node.metrics.takeovers, 1)
         self.assertEqual(len(self.lines("took {count} partitions")), 1)
 
     def test_clean_stop_gives_up_then_releases(self):
         self.answer(self.leases, database.tick, acquired({1}))
-        self.answer(self.view, database.bound_contacts, {})
+        self.answer(self.view, database.previous_contacts, ({}, ()))
         stopped = self.node.stopService()
         self.assertEqual(self.changes[-1].lost, {1})
         self.assertFalse(self.node.owns("acc1", self.clock.seconds()))
@@ -171,7 +173,7 @@ class HandOffTests(ClusterServiceCase):
         self.node.add_listener(lambda change: [registrant.records.pop(u) for u in list(registrant.records)
                                                if partition_of(u, 4) in change.lost])
         self.answer(self.leases, database.tick, acquired({1, 2}))
-        self.answer(self.view, database.bound_contacts, {})
+        self.answer(self.view, database.previous_contacts, ({}, ()))
         registrant.changed("acc1", "acc4")  # acc1: partition 1, acc4: partition 2
         registrant.busy = frozenset({"acc1"})
         self.clock.advance(SETTINGS.renew_interval)

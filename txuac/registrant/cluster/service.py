@@ -267,16 +267,20 @@ class ClusterService(service.Service):
     @defer.inlineCallbacks
     def _with_contacts(self, change: OwnershipChange, taken_from):
         """Tell the registrant the partitions gained, with the Contacts the previous owners
-        registered for their accounts (removed in the takeover REGISTER)."""
+        registered for their accounts and the other nodes' contact addresses: the takeover
+        REGISTER removes the account's Contact as any of them registered it, whether or not
+        the fleet view shows it (a REGISTER whose 2xx its sender never saw, a view not written)."""
         contacts: dict[str, str] = {}
+        addresses: tuple[str, ...] = ()
         try:  # released partitions too: their previous owner's bindings stay until refreshed or removed
-            every = yield self._view_pool.runInteraction(database.bound_contacts, self.settings.node_id)
+            every, addresses = yield self._view_pool.runInteraction(database.previous_contacts,
+                                                                    self.settings.node_id)
             gained = change.gained
             contacts = {u: c for u, c in every.items() if partition_of(u, self.partitions) in gained}
         except Exception as e:  # noqa: BLE001 - registered anyway; the old binding expires
             log.warn("cluster node {node_id}: reading the previous owners' contacts failed ({error})",
                      node_id=self.settings.node_id, error=str(e))
-        self._deliver(OwnershipChange(change.gained, change.lost, change.now, contacts))
+        self._deliver(OwnershipChange(change.gained, change.lost, change.now, contacts, addresses))
         origins: dict[str, int] = {}
         for partition in change.gained:
             origin = taken_from.get(partition)
