@@ -256,11 +256,18 @@ class GainedTests(SynchronousTestCase):
         for) before it was killed or frozen: it may have used CSeqs up to CSEQ_AHEAD above the
         stored one, and a CSeq not above them is ignored by the registrar (RFC 3261 10.3 step 7)."""
         record = account(call_id="kept-call-id", cseq=212)
-        self.machine.gained(record, ())
+        reservation = self.machine.gained(record, ())
+        # The mark above that first REGISTER, for the service to write before sending it:
+        # the next taker reads it even if this node is killed right after the send.
+        self.assertEqual([(p.state.call_id, p.state.cseq) for p in reservation],
+                         [("kept-call-id", 212 + CSEQ_AHEAD + 1 + CSEQ_AHEAD)])
         effects = self.machine.due(record, 100.0)
         send = only(effects, Send)
         self.assertEqual((send.request.call_id, send.request.cseq.number), ("kept-call-id", 212 + CSEQ_AHEAD + 1))
-        self.assertEqual(only(effects, Persist).state.cseq, 212 + CSEQ_AHEAD + 1 + CSEQ_AHEAD)
+        self.assertEqual(of_kind(effects, Persist), [])  # reserved already
+
+    def test_nothing_to_reserve_without_a_stored_call_id(self):
+        self.assertEqual(self.machine.gained(account(), ()), [])
 
     def test_no_call_id_stored_starts_a_new_one_at_10(self):
         record = account()
@@ -268,8 +275,8 @@ class GainedTests(SynchronousTestCase):
         self.assertEqual(only(self.machine.due(record, 100.0), Send).request.cseq.number, 10)
 
     def test_a_mark_near_the_cseq_limit_takes_a_new_call_id(self):
-        record = account(call_id="kept-call-id", cseq=2**31 - 1 - CSEQ_AHEAD)
-        self.machine.gained(record, ())
+        record = account(call_id="kept-call-id", cseq=2**31 - 1 - 2 * CSEQ_AHEAD)
+        self.assertEqual(self.machine.gained(record, ()), [])
         send = only(self.machine.due(record, 100.0), Send)
         self.assertNotEqual(send.request.call_id, "kept-call-id")
         self.assertEqual(send.request.cseq.number, 10)

@@ -144,6 +144,35 @@ class GainedPartitionsTests(ServiceTestCase):
         self.assertEqual(refresh.cseq.number, 512 + CSEQ_AHEAD + 2)
         self.assertEqual(len(refresh.contacts), 1)  # removed with the first 2xx
 
+    def test_the_first_register_waits_for_its_cseq_mark_to_be_written(self):
+        """Killed right after its takeover REGISTER, a node must leave the next taker a
+        stored mark above that REGISTER's CSeq, or the next taker sends the same CSeq and
+        the registrar ignores it, its expires=0 Contacts too (RFC 3261 10.3 step 7)."""
+        store = HeldWrites([make_row("acc1", call_id="kept-call-id", cseq=512), make_row("acc3")])
+        ownership = LeasedPartitions()
+        self.start(store=store, ownership=ownership)
+        ownership.change(gained={1}, now=self.now())
+        self.advance(0.5)
+        self.assertEqual([s.contact_user for s in self.stack.sent], ["acc3"])  # no Call-ID stored: a new one
+        states, written = store.writes.pop(0)
+        self.assertEqual([(s.l_uuid, s.call_id, s.cseq) for s in states],
+                         [("acc1", "kept-call-id", 512 + 2 * CSEQ_AHEAD + 1)])
+        written.callback(None)
+        self.advance(0.1)
+        first = [s.request for s in self.stack.sent if s.contact_user == "acc1"]
+        self.assertEqual([r.cseq.number for r in first], [512 + CSEQ_AHEAD + 1])
+        store.release()
+
+    def test_gained_accounts_are_registered_when_the_mark_cannot_be_written(self):
+        store = HeldWrites([make_row("acc1", call_id="kept-call-id", cseq=512)])
+        ownership = LeasedPartitions()
+        self.start(store=store, ownership=ownership)
+        ownership.change(gained={1}, now=self.now())
+        store.writes.pop(0)[1].errback(StoreError("database unavailable"))
+        self.advance(0.1)
+        self.assertEqual([s.contact_user for s in self.stack.sent], ["acc1"])
+        store.release()
+
     def test_gained_accounts_remove_their_contact_as_every_other_node_registered_it(self):
         """Whatever the fleet view shows: a REGISTER whose 2xx the previous owner never saw
         leaves a binding at the registrar too (RFC 3261 10.2.2)."""
@@ -223,3 +252,25 @@ class SlowStore(FakeStore):
         rows = [dict(row) for row in self.rows.values()]
         for d in self.held:
             d.callback(rows)
+
+
+class HeldWrites(FakeStore):
+    """A FakeStore whose save_states waits for the test to answer each write."""
+
+    def __init__(self, rows=()):
+        super().__init__(rows)
+        self.writes: list[tuple[list, defer.Deferred]] = []
+        self.held = True
+
+    def save_states(self, states):
+        if not self.held:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self.writes.append((list(states), d))
+        return d
+
+    def release(self):
+        """Every write held answered, the next ones at once."""
+        self.held = False
+        for _, d in self.writes:
+            d.called or d.callback(None)

@@ -206,12 +206,17 @@ class AccountMachine:
             record.cseq += 1
         if (keep and (record.call_id != record.saved_call_id or record.cseq > record.saved_cseq - CSEQ_AHEAD // 2)
                 or record.instance_id != record.saved_instance_id):
-            if keep:
-                record.saved_call_id, record.saved_cseq = record.call_id or "", record.cseq + CSEQ_AHEAD
-            record.saved_instance_id = record.instance_id
-            effects.append(Persist(AccountState(record.l_uuid, record.saved_call_id, record.saved_cseq,
-                                                record.instance_id)))
+            effects.append(self._reserve(record, record.cseq + CSEQ_AHEAD if keep else None))
         return (record.call_id, record.cseq) if keep else (None, 10)
+
+    @staticmethod
+    def _reserve(record: RegistrationRecord, mark: int | None) -> Persist:
+        """What the store must keep: the Call-ID with CSeq ``mark`` (None: the Call-ID's
+        unchanged), and the instance ID."""
+        if mark is not None:
+            record.saved_call_id, record.saved_cseq = record.call_id or "", mark
+        record.saved_instance_id = record.instance_id
+        return Persist(AccountState(record.l_uuid, record.saved_call_id, record.saved_cseq, record.instance_id))
 
     def challenged(self, record: RegistrationRecord, call_id: str | None, cseq: int) -> None:
         """The Authenticator sends the retry with credentials on ``call_id`` (Send.call_id)
@@ -337,7 +342,8 @@ class AccountMachine:
             return []
         return [self._armed(record, when)]
 
-    def gained(self, record: RegistrationRecord, other_contact_addrs: Sequence[str], bound_contact: str = "") -> None:
+    def gained(self, record: RegistrationRecord, other_contact_addrs: Sequence[str],
+               bound_contact: str = "") -> list[Effect]:
         """``record``, just read from the store, is taken from another node (a cluster
         takeover): its first REGISTER goes on CSEQ_AHEAD above the stored CSeq mark and
         removes the account's Contact as each other node (``other_contact_addrs``) would
@@ -347,15 +353,24 @@ class AccountMachine:
         The previous owner writes each new mark in batches, never waited for: killed or
         frozen before the write, it may have used up to CSEQ_AHEAD CSeqs above the stored
         mark, and a REGISTER on the same Call-ID with a CSeq not above them is ignored by
-        the registrar (RFC 3261 10.3 step 7), its expires=0 Contacts too.
+        the registrar (RFC 3261 10.3 step 7), its expires=0 Contacts too. The mark above
+        the first REGISTER is returned (a Persist) for the service to write BEFORE that
+        REGISTER goes out: a node that took the account and is killed or frozen right
+        after sending it cannot leave the next taker on the same stored mark, hence on the
+        same CSeq. Nothing is returned without a stored Call-ID (a new one is made).
         """
-        if record.call_id:
-            record.cseq += CSEQ_AHEAD  # past MAX_CSEQ, _next_cseq starts a new Call-ID
         ours = protocol.contact_uri(record, self.contact_addr)
         candidates = [protocol.contact_uri(record, address) for address in other_contact_addrs if address]
         if bound_contact:
             candidates.append(bound_contact)
         record.stale_contacts = tuple(dict.fromkeys(c for c in candidates if c != ours))
+        if not (self.keep_callid and record.call_id):
+            return []
+        if record.cseq + 1 + 2 * CSEQ_AHEAD > MAX_CSEQ:
+            record.call_id = None  # the first REGISTER takes a new Call-ID (_next_cseq)
+            return []
+        record.cseq += CSEQ_AHEAD
+        return [self._reserve(record, record.cseq + 1 + CSEQ_AHEAD)]
 
     def hold(self, record: RegistrationRecord) -> None:
         """An older record of the account still finishes a REGISTER: this one waits

@@ -48,7 +48,7 @@ from txuac.registrant.record import (
 )
 from txuac.registrant.retry import RetryPolicy, classify
 from txuac.registrant.settings import RegistrantSettings
-from txuac.registrant.store import IChangeFeed
+from txuac.registrant.store import AccountState, IChangeFeed
 from txuac.registrant.store.writer import AccountStateWriter
 from txuac.sip.digest import Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
@@ -59,6 +59,7 @@ log = Logger()
 _UNSET = object()
 STOP_FLUSH_TIMEOUT = 5.0  # seconds a clean stop waits for the last account states to be written
 GAIN_CHUNK = 1000  # accounts of gained partitions taken per reactor turn (about 30 ms of work)
+RESERVE_TIMEOUT = 5.0  # seconds gained accounts wait for their CSeq marks to be written
 
 
 def _registrar_challenge(origin: ResponseOrigin | None) -> str | None:
@@ -464,6 +465,9 @@ class RegistrantService(service.Service):
         tens of thousands never holds the reactor past the lease renewals that keep them ours."""
         now = self.now()
         owns, bound_contacts, others = self.ownership.owns, change.bound_contacts, change.other_contact_addrs
+        reserved: list[RegistrationRecord] = []
+        marks: list[AccountState] = []
+        save = getattr(self.store, "save_states", None)  # an embedder's store may have none
         for row in rows[start:start + GAIN_CHUNK]:
             l_uuid = str(row.get("l_uuid") or "")
             if l_uuid in self.records or not owns(l_uuid, now):
@@ -471,15 +475,38 @@ class RegistrantService(service.Service):
             record = self._add_row(row, now)
             if record is None:
                 continue
-            self.machine.gained(record, others, bound_contacts.get(l_uuid, ""))
+            reservation = self.machine.gained(record, others, bound_contacts.get(l_uuid, ""))
             self.records[l_uuid] = record
-            self._schedule(record, now)
+            if reservation and save is not None:
+                marks.extend(persist.state for persist in reservation)
+                reserved.append(record)
+            else:
+                self._schedule(record, now)
             count += 1
+        if marks:  # their first REGISTERs once the CSeq marks above them are written
+            d = defer.maybeDeferred(save, marks).addTimeout(RESERVE_TIMEOUT, self.reactor)
+            d.addErrback(self._reserve_failed, len(marks))
+            d.addCallback(self._reserved, reserved)
         if start + GAIN_CHUNK < len(rows) and self.running:
             self.reactor.callLater(0, self._take_gained, rows, start + GAIN_CHUNK, partitions, change, count)
             return
         log.info("registering {count} accounts of {partitions} partitions taken", partitions=partitions,
                  count=count)
+
+    @staticmethod
+    def _reserve_failed(failure: Failure, count: int) -> None:
+        log.warn("writing the CSeq marks of {count} accounts taken failed ({error}); registering them anyway",
+                 count=count, error=failure.getErrorMessage())
+
+    def _reserved(self, _, records: list[RegistrationRecord]) -> None:
+        """The CSeq marks of gained accounts are written (or the store failed: they are
+        registered anyway): schedule those still ours."""
+        if not self.running:
+            return
+        now = self.now()
+        for record in records:
+            if self.records.get(record.l_uuid) is record:
+                self._schedule(record, now)
 
     def _gained_failed(self, failure: Failure, partitions: frozenset[int], change: OwnershipChange) -> None:
         """The store did not answer: try again shortly for the partitions still ours."""
