@@ -8,6 +8,8 @@ for a txuac component is the target resolver of the failover tests.
 
 from __future__ import annotations
 
+import types
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IReadDescriptor
@@ -225,6 +227,35 @@ class ClientTransactionTests(StackTestCase):
         self.assertEqual(self.sent(), [], "not sent again")
         self.assertEqual(self.successResultOf(d).status, 200)
         self.listener.transport = self.udp
+        self.finish()
+
+    def test_answer_waiting_on_a_workers_own_socket_is_read_before_retransmitting(self):
+        """With [core] workers the answers come to the worker's own socket (requests_from)."""
+        waiting: list[bytes] = []
+
+        @implementer(IReadDescriptor)
+        class WorkerSocket:
+            def doRead(port):  # noqa: N805 - the fake socket, not the test case
+                while waiting:
+                    self.receive(waiting.pop(0))
+
+            def fileno(port):  # noqa: N805
+                return -1
+
+            def logPrefix(port):  # noqa: N805
+                return "WorkerSocket"
+
+        own = types.SimpleNamespace(transport=WorkerSocket(), requests_from=None)
+        d = self.stack.send_request(outgoing(), Address("udp", *PEER), t2=T1)
+        [(request, _)] = self.sent()
+        self.listener.requests_from = own
+        try:
+            waiting.append(bytes(make_response(request, 200, to_tag="uas")))
+            self.reactor.advance(T1)
+        finally:
+            self.listener.requests_from = None
+        self.assertEqual(self.sent(), [], "not sent again")
+        self.assertEqual(self.successResultOf(d).status, 200)
         self.finish()
 
     def test_caller_timeout_cancelled_by_the_final_response(self):

@@ -243,11 +243,13 @@ class SIPStack:
     def _read_udp(self) -> None:
         """Read the datagrams waiting on the UDP sockets (before transaction timers fire):
         a request whose answer is already here is not sent again, and its server does not
-        have to answer it again, which matters most when the process is busy."""
+        have to answer it again, which matters most when the process is busy. A worker's
+        own socket (``requests_from``) is where its answers come: read too."""
         for listener in self.udp_listeners:
-            port = listener.transport
-            if IReadDescriptor.providedBy(port):
-                port.doRead()
+            for socket in (listener, listener.requests_from):
+                port = socket.transport if socket is not None else None
+                if IReadDescriptor.providedBy(port):
+                    port.doRead()
 
     def add_stream_listener(self, address: Address) -> None:
         self.stream_listeners[address.transport] = address
