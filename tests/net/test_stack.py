@@ -27,6 +27,31 @@ from txuac.sip.uri import parse_uri
 from txuac.sip.address import Address
 
 
+
+@implementer(IReadDescriptor)
+class SocketWithAnswers:
+    """A UDP socket with datagrams waiting: doRead hands them to ``receive``; a datagram
+    written goes to ``write`` (none expected when it is None)."""
+
+    def __init__(self, receive, write=None):
+        self.waiting: list[bytes] = []
+        self._receive, self._write = receive, write
+
+    def doRead(self):  # noqa: N802 - Twisted's name
+        while self.waiting:
+            self._receive(self.waiting.pop(0))
+
+    def write(self, data, address):
+        if self._write is None:
+            raise AssertionError("nothing should be sent from this socket")
+        self._write(data, address)
+
+    def fileno(self):
+        return -1
+
+    def logPrefix(self):  # noqa: N802 - Twisted's name
+        return "SocketWithAnswers"
+
 class ClientTransactionTests(StackTestCase):
     def test_via_added_with_fresh_branch_and_rport(self):
         original = outgoing()
@@ -202,27 +227,11 @@ class ClientTransactionTests(StackTestCase):
     def test_answer_waiting_on_the_socket_is_read_before_retransmitting(self):
         """A busy process reaches its due timers before its sockets: the answer that is
         already waiting is read first, so the request is not sent again."""
-        waiting: list[bytes] = []
-
-        @implementer(IReadDescriptor)
-        class SocketWithData:
-            def doRead(port):  # noqa: N805 - the fake socket, not the test case
-                while waiting:
-                    self.receive(waiting.pop(0))
-
-            def write(port, data, address):  # noqa: N805
-                self.udp.write(data, address)
-
-            def fileno(port):  # noqa: N805
-                return -1
-
-            def logPrefix(port):  # noqa: N805
-                return "SocketWithData"
-
+        socket = SocketWithAnswers(self.receive, self.udp.write)
         d = self.stack.send_request(outgoing(), Address("udp", *PEER), t2=T1)
         [(request, _)] = self.sent()
-        self.listener.transport = SocketWithData()
-        waiting.append(bytes(make_response(request, 200, to_tag="uas")))
+        self.listener.transport = socket
+        socket.waiting.append(bytes(make_response(request, 200, to_tag="uas")))
         self.reactor.advance(T1)
         self.assertEqual(self.sent(), [], "not sent again")
         self.assertEqual(self.successResultOf(d).status, 200)
@@ -231,26 +240,12 @@ class ClientTransactionTests(StackTestCase):
 
     def test_answer_waiting_on_a_workers_own_socket_is_read_before_retransmitting(self):
         """With [core] workers the answers come to the worker's own socket (requests_from)."""
-        waiting: list[bytes] = []
-
-        @implementer(IReadDescriptor)
-        class WorkerSocket:
-            def doRead(port):  # noqa: N805 - the fake socket, not the test case
-                while waiting:
-                    self.receive(waiting.pop(0))
-
-            def fileno(port):  # noqa: N805
-                return -1
-
-            def logPrefix(port):  # noqa: N805
-                return "WorkerSocket"
-
-        own = types.SimpleNamespace(transport=WorkerSocket(), requests_from=None)
+        own = types.SimpleNamespace(transport=SocketWithAnswers(self.receive), requests_from=None)
         d = self.stack.send_request(outgoing(), Address("udp", *PEER), t2=T1)
         [(request, _)] = self.sent()
         self.listener.requests_from = own
         try:
-            waiting.append(bytes(make_response(request, 200, to_tag="uas")))
+            own.transport.waiting.append(bytes(make_response(request, 200, to_tag="uas")))
             self.reactor.advance(T1)
         finally:
             self.listener.requests_from = None
