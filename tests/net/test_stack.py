@@ -27,7 +27,6 @@ from txuac.sip.uri import parse_uri
 from txuac.sip.address import Address
 
 
-
 @implementer(IReadDescriptor)
 class SocketWithAnswers:
     """A UDP socket with datagrams waiting: doRead hands them to ``receive``; a datagram
