@@ -12,9 +12,9 @@ import sys
 
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.support.services import load_printed_config
 import txuac
 from txuac.admin import ctl
-from txuac.config import load_settings
 
 SCHEMAS = ("sqlite.sql", "postgres.sql", "mysql.sql", "sqlite-txuac.sql", "postgres-txuac.sql", "mysql-txuac.sql")
 
@@ -38,10 +38,7 @@ class InstalledCopyTests(TestCase):
                              text=True, check=True, timeout=60).stdout
         with open(path, encoding="utf-8") as f:
             self.assertEqual(out, f.read())
-        copy = os.path.abspath(self.mktemp()) + ".toml"
-        with open(copy, "w", encoding="utf-8") as f:
-            f.write(out)
-        self.assertEqual(load_settings(copy).rpc.listen, "tcp:5064:interface=127.0.0.1")
+        self.assertEqual(load_printed_config(self, out).rpc.listen, "tcp:5064:interface=127.0.0.1")
 
     def test_schemas_are_in_the_package(self):
         schema = importlib.resources.files("txuac.registrant.store").joinpath("schema")

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.support.accounts import make_row
 from tests.support.peers import free_port
-from tests.support.services import TOKEN, dead_rows, start_service, wait_until
+from tests.support.services import TOKEN, dead_rows, load_printed_config, start_service, wait_until
 from txuac.admin import ctl
 from txuac.config import load_settings
 from txuac.errors import ConfigError, TxuacError
@@ -502,10 +502,7 @@ class CtlSampleConfigTests(TestCase):
         self.assertEqual((status, err), (0, ""))
         with open(os.path.join(ROOT, "conf", "uac.toml"), encoding="utf-8") as f:
             self.assertEqual(out, f.read())
-        path = os.path.abspath(self.mktemp()) + ".toml"
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(out)
-        self.assertEqual(load_settings(path).rpc.listen, "tcp:5064:interface=127.0.0.1")
+        self.assertEqual(load_printed_config(self, out).rpc.listen, "tcp:5064:interface=127.0.0.1")
 
     def test_installed_copy_first(self):
         prefix = os.path.abspath(self.mktemp())

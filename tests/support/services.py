@@ -8,7 +8,7 @@ from twisted.internet import defer, reactor, task
 from tests.support.accounts import HA1, make_row
 from tests.support.peers import free_port
 from tests.support.stores import sqlite_uacreg
-from txuac.config import settings_from_dict
+from txuac.config import Settings, load_settings, settings_from_dict
 from txuac.service import UACService
 
 
@@ -92,3 +92,12 @@ def start_core_service(testcase, core: dict, tls: dict | None = None) -> UACServ
     if tls is not None:
         document["tls"] = tls
     return start_uac(testcase, document)
+
+
+def load_printed_config(testcase, text: str) -> Settings:
+    """A configuration printed by a command (``txuac-ctl sample-config``), written to a
+    file of the test's and loaded as txuac loads it."""
+    path = testcase.mktemp() + ".toml"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return load_settings(path)
