@@ -109,10 +109,13 @@ def follow_without_javascript(driver, url: str) -> dict:
     driver.get(url)
     seen = {}
     driver.find_element(By.CSS_SELECTOR, 'a[rel="next"]').click()
+    _wait(driver, lambda d: "page=2" in d.current_url and d.find_elements(By.ID, "accounts-count"))
     seen["page2"] = account_rows(driver)
     seen["page2_url"] = driver.current_url
     Select(driver.find_element(By.ID, "state")).select_by_visible_text("failed")
     driver.find_element(By.CSS_SELECTOR, "#account-filter button[type=submit]").click()
+    # A click that navigates may return before the new page is read: wait for it.
+    _wait(driver, lambda d: "state=failed" in d.current_url and d.find_elements(By.ID, "accounts-count"))
     seen["failed"] = account_rows(driver)
     seen["failed_url"] = driver.current_url
     seen["count"] = driver.find_element(By.ID, "accounts-count").text
