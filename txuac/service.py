@@ -95,7 +95,6 @@ class SIPService(service.Service):
     def startService(self) -> None:
         self.privilegedStartService()  # not called first when embedded with plain startService()
         super().startService()
-        log.info("txuac {version} started", version=__version__)
 
     def _listen(self, spec: ListenSpec):
         reactor = self.reactor
@@ -352,6 +351,7 @@ class UACService(service.MultiService):
             if child is self.registrant:
                 d = started if isinstance(started, defer.Deferred) else defer.succeed(None)
                 d.addCallbacks(self._registrant_started, self._registrant_failed)
+        log.info("txuac {version} started", version=__version__)  # last: every listener is up
 
     def registrant_ready(self) -> defer.Deferred:
         """Fires once the registrant's store is open and its accounts are loaded (at once
