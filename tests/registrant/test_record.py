@@ -251,6 +251,13 @@ class RowRulesTests(SynchronousTestCase):
                 e = self.assertRaises(InvalidRecord, record_from_row, make_row(contact_user=bad), 0.0)
                 self.assertEqual(e.field, "contact_user")
 
+    def test_a_repeating_value_is_judged_the_same_every_time(self):
+        """Domains, proxies and sockets are checked once per value; a bad one stays refused."""
+        for _ in range(3):
+            e = self.assertRaises(InvalidRecord, record_from_row, make_row(r_domain="bad domain.example"), 0.0)
+            self.assertEqual(e.field, "r_domain")
+            self.assertEqual(record_from_row(make_row(r_domain="good.example"), 0.0).r_domain, "good.example")
+
     def test_surrounding_spaces_are_trimmed_but_not_line_breaks(self):
         self.assertEqual(record_from_row(make_row(contact_addr=" 192.0.2.1:5060\t"), 0.0).contact_addr,
                          "192.0.2.1:5060")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from txuac.sip import AbsoluteURI, Parameters, SIPParseError, SipURI, parse_uri, unescape
+from txuac.sip.uri import is_paramchars, is_user
 from tests.support.sip_messages import accepted_by
 
 # Valid URIs that must come back from str() character for character.
@@ -211,6 +212,22 @@ class UserPartTests(SynchronousTestCase):
         uri = parse_uri("sip:user;par=u%40example.net@example.com")
         self.assertEqual((uri.user, uri.host), ("user;par=u%40example.net", "example.com"))
         self.assertEqual(unescape(uri.user), "user;par=u@example.net")
+
+
+class CharacterClassTests(SynchronousTestCase):
+    def test_is_user_is_what_the_parser_takes_as_the_whole_user_part(self):
+        for text in ("alice", "+1-212-555-1212;phone-context=x?y", "a%40b", "!~*'()&=+$,;?/", "_.-"):
+            self.assertTrue(is_user(text), text)
+            self.assertEqual(parse_uri(f"sip:{text}@example.com").user, text)
+        for text in ("", "a b", "a@b", "a:b", "a%4", "a%zz", "<a>", 'a"', "a#b", "a\tb"):
+            self.assertFalse(is_user(text), text)
+
+    def test_is_paramchars(self):
+        for text in ("line1", "a-b_c.d", "[::1]", "x/y:z&w+$", "%41"):
+            self.assertTrue(is_paramchars(text), text)
+            self.assertEqual(parse_uri(f"sip:example.com;line={text}").params.get("line"), text)
+        for text in ("", "a;b", "a=b", "a?b", "a,b", "a b", "a%4"):
+            self.assertFalse(is_paramchars(text), text)
 
 
 class AbsoluteURITests(SynchronousTestCase):

@@ -171,7 +171,6 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
     if not ha1 and not values["auth_password"]:
         raise InvalidRecord("neither auth_password nor auth_ha1 is set", "auth_password")
     values["auth_ha1"] = ha1
-    _check_aor(values["r_username"], values["r_domain"])
     numbers = {name: check_integer(name, _integer(row.get(name), name)) for name in ("expires", "flags", "reg_delay")}
     reg_delay = numbers["reg_delay"]
     if reg_delay == 0 and reg_random_delay > 0:
@@ -282,25 +281,6 @@ def _apply_ext(record: RegistrationRecord, row: dict, problems: list[str]) -> No
             record.cseq = value
     if call_id:
         record.call_id = call_id
-
-
-_VALID_DOMAINS: set[str] = set()  # r_domain values already seen to make a SIP URI
-
-
-def _check_aor(r_username: str, r_domain: str) -> None:
-    """The REGISTER's Request-URI (sip:r_domain) and From/To (sip:r_username@r_domain)
-    must be valid SIP URIs. A domain is checked once: thousands of rows share a few."""
-    if r_domain not in _VALID_DOMAINS:
-        try:
-            parse_uri(f"sip:{r_domain}", "r_domain")
-        except SIPParseError as e:
-            raise invalid("r_domain", f"does not make a SIP URI ({e.reason})") from None
-        if len(_VALID_DOMAINS) < 4096:
-            _VALID_DOMAINS.add(r_domain)
-    try:
-        parse_uri(f"sip:{r_username}@{r_domain}", "r_username")
-    except SIPParseError as e:
-        raise invalid("r_username", f"does not make a SIP URI with r_domain ({e.reason})") from None
 
 
 _TEXT_COLUMNS = ("l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",

@@ -17,7 +17,7 @@ from __future__ import annotations
 from txuac.errors import InvalidListenSpec, InvalidRecord, SIPParseError
 from txuac.sip.grammar import has_control
 from txuac.sip.listen import parse_listen
-from txuac.sip.uri import SipURI, parse_uri
+from txuac.sip.uri import SipURI, is_paramchars, is_user, parse_uri
 
 # VARCHAR sizes of Kamailio's uacreg (utils/kamctl/*/uac-create.sql, the same for every
 # database; schema/sqlite.sql and schema/postgres.sql hold the same table).
@@ -31,8 +31,11 @@ COLUMN_SIZES = {
 MAX_INTEGER = 2**31 - 1
 INTEGER_COLUMNS = ("expires", "flags", "reg_delay")
 _BREAKS = frozenset("\r\n\0")
-# A host that only makes the user part parseable on its own.
-_PLACEHOLDER_HOST = "example.invalid"
+# Domains, realms, proxies and sockets repeat across thousands of rows: each value's
+# syntax is checked once (a bounded table: a table of distinct values only costs time).
+_REPEATING = frozenset(("l_domain", "r_domain", "realm", "auth_proxy", "contact_addr", "socket"))
+_VERDICTS_KEPT = 4096
+_verdicts: dict[tuple[str, str], str | None] = {}
 
 
 def invalid(field: str, reason: str) -> InvalidRecord:
@@ -48,10 +51,20 @@ def check_text(field: str, value: str) -> None:
     if size is not None and len(value) > size:
         raise invalid(field, f"longer than {size} characters")
     syntax = _SYNTAX.get(field)
-    if syntax is not None and value:
+    if syntax is None or not value:
+        return
+    if field in _REPEATING:
+        key = (field, value)
+        try:
+            reason = _verdicts[key]
+        except KeyError:
+            reason = syntax(value)
+            if len(_verdicts) < _VERDICTS_KEPT:
+                _verdicts[key] = reason
+    else:
         reason = syntax(value)
-        if reason is not None:
-            raise invalid(field, reason)
+    if reason is not None:
+        raise invalid(field, reason)
 
 
 def check_integer(field: str, value: int) -> int:
@@ -62,11 +75,7 @@ def check_integer(field: str, value: int) -> int:
 
 def _user(value: str) -> str | None:
     """RFC 3261 25.1 ``user``: what makes ``sip:VALUE@host`` with VALUE as the whole user part."""
-    try:
-        uri = parse_uri(f"sip:{value}@{_PLACEHOLDER_HOST}")
-    except SIPParseError:
-        uri = None
-    if not isinstance(uri, SipURI) or uri.user != value or uri.password is not None:
+    if not is_user(value):
         return "not a SIP user part (RFC 3261 25.1: letters, digits, escapes and -_.!~*'()&=+$,;?/)"
     return None
 
@@ -76,11 +85,7 @@ def _l_uuid(value: str) -> str | None:
     reason = _user(value)
     if reason is not None:
         return reason
-    try:
-        uri = parse_uri(f"sip:{_PLACEHOLDER_HOST};line={value}")
-    except SIPParseError:
-        uri = None
-    if not isinstance(uri, SipURI) or uri.params.get("line") != value:
+    if not is_paramchars(value):
         return "not usable as a Contact line parameter (RFC 3261 25.1 paramchar)"
     return None
 

@@ -30,6 +30,16 @@ _HNVCHARS_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|" + _ESCAPED + r")
 _OPAQUE_RE = re.compile(r"[^\x00-\x20<>\"\x7f]+\Z")
 
 
+def is_user(text: str) -> bool:
+    """True when ``text`` is an RFC 3261 25.1 ``user`` (escapes kept as written)."""
+    return _USER_RE.match(text) is not None
+
+
+def is_paramchars(text: str) -> bool:
+    """True when ``text`` is 1*paramchar (RFC 3261 25.1): a URI parameter's name or value."""
+    return _PARAMCHARS_RE.match(text) is not None
+
+
 def unescape(text: str) -> str:
     """Decode %-escapes (RFC 3261 19.1.2); octets that are not UTF-8 survive as surrogates."""
     if "%" not in text:
