@@ -206,6 +206,50 @@ class GainedPartitionsTests(ServiceTestCase):
         self.clock.advance(0)
         self.assertEqual(sorted(service.records), ["acc2"])
 
+    def test_a_gained_partition_reads_only_its_own_rows(self):
+        """The l_uuids first, then only the rows of the partition gained, a chunk per query:
+        a node taking a share of a large table never reads the whole table."""
+        from txuac.registrant import service as service_module
+
+        self.patch(service_module, "GAIN_CHUNK", 2)
+        rows = [make_row(f"acc{n}") for n in range(1, 41)]
+        mine = sorted(r["l_uuid"] for r in rows if partition_of(r["l_uuid"], 4) == 1)
+        ownership = LeasedPartitions()
+        service = self.start(rows, ownership=ownership)
+        self.assertEqual((self.store.rows_read, self.store.loads), (0, 0))  # nothing owned: no row read
+        ownership.change(gained={1}, now=self.now())
+        for _ in range(len(mine)):
+            self.clock.advance(0)
+        self.assertEqual(sorted(service.records), mine)
+        self.assertEqual((self.store.rows_read, self.store.loads), (len(mine), 0))
+        self.assertEqual(sorted(u for chunk in self.store.many_loads for u in chunk), mine)
+        self.assertLessEqual(max(len(chunk) for chunk in self.store.many_loads), 2)
+
+    def test_reload_reads_only_the_owned_rows(self):
+        rows = [make_row(f"acc{n}") for n in range(1, 41)]
+        mine = sorted(r["l_uuid"] for r in rows if partition_of(r["l_uuid"], 4) in (1, 2))
+        service = self.start(rows, ownership=LeasedPartitions({1, 2}))
+        self.assertEqual(sorted(service.records), mine)
+        self.assertEqual((self.store.rows_read, self.store.loads), (len(mine), 0))
+
+    def test_reload_leaves_the_accounts_of_a_partition_being_gained_to_the_takeover(self):
+        """Read by a reload while its partition's own read is under way, an account would be
+        registered as at start-up: without the Contacts of the other nodes removed."""
+        from txuac.registrant import service as service_module
+
+        self.patch(service_module, "GAIN_CHUNK", 1)
+        ownership = LeasedPartitions()
+        service = self.start([make_row("acc1"), make_row("acc3")], ownership=ownership)
+        ownership.change(gained={1}, now=self.now(), other_contact_addrs=("192.0.2.98:5060",))
+        self.assertEqual(sorted(service.records), ["acc1"])  # acc3 waits for the next turn
+        self.successResultOf(service.reload(force=True))
+        self.assertEqual(sorted(service.records), ["acc1"])
+        self.clock.advance(0)
+        self.advance(0.1)
+        sent = {s.contact_user: s.request for s in self.stack.sent}
+        self.assertEqual([(str(c.uri), c.expires) for c in sent["acc3"].contacts],
+                         [(f"sip:acc3@{CONTACT_ADDR}", None), ("sip:acc3@192.0.2.98:5060", 0)])
+
     def test_partition_lost_before_its_accounts_are_read(self):
         store = SlowStore(ROWS)
         ownership = LeasedPartitions()
@@ -230,7 +274,7 @@ class GainedPartitionsTests(ServiceTestCase):
 
 
 class SlowStore(FakeStore):
-    """A FakeStore whose load_all can be held back (``slow``) or fail (``failures`` times)."""
+    """A FakeStore whose load_keys can be held back (``slow``) or fail (``failures`` times)."""
 
     def __init__(self, rows=()):
         super().__init__(rows)
@@ -238,20 +282,19 @@ class SlowStore(FakeStore):
         self.failures = 0
         self.held: list[defer.Deferred] = []
 
-    def load_all(self):
+    def load_keys(self):
         if self.failures:
             self.failures -= 1
             return defer.fail(StoreError("database unavailable"))
         if not self.slow:
-            return super().load_all()
+            return super().load_keys()
         d = defer.Deferred()
         self.held.append(d)
         return d
 
     def release(self):
-        rows = [dict(row) for row in self.rows.values()]
         for d in self.held:
-            d.callback(rows)
+            d.callback(list(self.rows))
 
 
 class HeldWrites(FakeStore):

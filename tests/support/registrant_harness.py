@@ -114,6 +114,7 @@ class FakeStore:
         self.closed = False
         self.loads = 0
         self.many_loads: list[frozenset[str]] = []  # what load_many was asked for
+        self.rows_read = 0  # rows load_all and load_many returned, in all
 
     def open(self):
         self.opened = True
@@ -121,7 +122,11 @@ class FakeStore:
 
     def load_all(self):
         self.loads += 1
+        self.rows_read += len(self.rows)
         return defer.succeed([dict(row) for row in self.rows.values()])
+
+    def load_keys(self):
+        return defer.succeed(list(self.rows))
 
     def load_one(self, l_uuid):
         row = self.rows.get(l_uuid)
@@ -129,7 +134,9 @@ class FakeStore:
 
     def load_many(self, l_uuids):
         self.many_loads.append(frozenset(l_uuids))
-        return defer.succeed([dict(self.rows[l_uuid]) for l_uuid in sorted(l_uuids) if l_uuid in self.rows])
+        rows = [dict(self.rows[l_uuid]) for l_uuid in sorted(l_uuids) if l_uuid in self.rows]
+        self.rows_read += len(rows)
+        return defer.succeed(rows)
 
     def insert_row(self, row):
         if row["l_uuid"] in self.rows:

@@ -142,6 +142,15 @@ class StoreContract:
         self.assertEqual(list((yield store.load_many([]))), [])
 
     @defer.inlineCallbacks
+    def test_load_keys(self):
+        """Only the l_uuids, of every row (version 5 and 6 alike)."""
+        self.make_tables(5, [account(n) for n in (1, 2, 3)])
+        store = yield self.opened()
+        self.assertEqual(sorted((yield store.load_keys())), ["uuid-1", "uuid-2", "uuid-3"])
+        self.execute("DELETE FROM uacreg")
+        self.assertEqual((yield store.load_keys()), [])
+
+    @defer.inlineCallbacks
     def test_empty_table(self):
         self.make_tables(6)
         store = yield self.opened()
@@ -195,6 +204,7 @@ class StoreContract:
         store = self.new_store()
         yield self.assertFailure(store.load_all(), StoreError)
         yield self.assertFailure(store.load_one("x"), StoreError)
+        yield self.assertFailure(store.load_keys(), StoreError)
         yield store.open()
         yield self.assertFailure(store.open(), StoreError)
         yield store.close()

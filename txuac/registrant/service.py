@@ -133,7 +133,8 @@ class RegistrantService(service.Service):
         self.ownership: IAccountOwnership = ownership if ownership is not None else AllAccounts()
         self.machine = AccountMachine(self.retry, self.rng, settings.reg_contact_addr, settings.reg_timer_interval,
                                       settings.reg_keep_callid, settings.user_agent, self.ownership)
-        self._gaining: set[int] = set()  # partitions gained whose accounts are being read
+        # Partitions gained whose accounts are being read, each with the change that gained it.
+        self._gaining: dict[int, OwnershipChange] = {}
         self._stopping = False
         self._stopped: list[defer.Deferred] = []  # when_stopped()'s, fired at the end of a stop
         self._default_source = source_address(settings.default_socket or "")
@@ -269,19 +270,23 @@ class RegistrantService(service.Service):
         if not force and self._last_reload is not None and now - self._last_reload < self.settings.reload_delta:
             return -1
         self._last_reload = now
-        rows = yield self.store.load_all()
+        rows, others = yield self._owned_rows(now)
         fresh: dict[str, RegistrationRecord] = {}
-        others: set[str] = set()  # accounts of the table another node registers
-        owns = self.ownership.owns
+        gaining: set[str] = set()  # accounts of partitions gained whose own read is under way: theirs
+        owns, partitions = self.ownership.owns, self.ownership.partitions
         for row in rows:
-            if not owns(str(row.get("l_uuid") or ""), now):
-                others.add(str(row.get("l_uuid")))
+            l_uuid = str(row.get("l_uuid") or "")
+            if not owns(l_uuid, now):
+                others.add(l_uuid)
+                continue
+            if self._gaining and partition_of(l_uuid, partitions) in self._gaining:
+                gaining.add(l_uuid)
                 continue
             record = self._add_row(row, now)
             if record is not None:
                 fresh[record.l_uuid] = record
         counts = {"added": 0, "changed": 0, "unchanged": 0, "removed": 0}
-        for l_uuid in [l_uuid for l_uuid in self.records if l_uuid not in fresh]:
+        for l_uuid in [l_uuid for l_uuid in self.records if l_uuid not in fresh and l_uuid not in gaining]:
             if l_uuid in others:
                 self._park(l_uuid)
                 continue
@@ -293,6 +298,21 @@ class RegistrantService(service.Service):
                  "{unchanged} unchanged, {removed} removed", count=len(self.records),
                  url=getattr(self.store, "url", "the store"), **counts)
         return 1
+
+    @defer.inlineCallbacks
+    def _owned_rows(self, now: float):
+        """The rows of the accounts this process registers at ``now``, and the l_uuids of the
+        table's other accounts. Alone every row is ours: one read. Otherwise the l_uuids come
+        first and only our rows are loaded, so that a node of a fleet never holds the table."""
+        if isinstance(self.ownership, AllAccounts):
+            rows = yield self.store.load_all()
+            return rows, set()
+        keys = yield self.store.load_keys()
+        owns = self.ownership.owns
+        mine = [l_uuid for l_uuid in keys if owns(l_uuid, now)]
+        others = set(keys).difference(mine)
+        rows = (yield self.store.load_many(mine)) if mine else []
+        return rows, others
 
     @defer.inlineCallbacks
     def refresh(self, l_uuid: str):
@@ -424,10 +444,12 @@ class RegistrantService(service.Service):
             lost = change.lost
             for l_uuid in [l_uuid for l_uuid in self.records if partition_of(l_uuid, partitions) in lost]:
                 self._park(l_uuid)
-            self._gaining -= lost
+            for partition in lost:
+                self._gaining.pop(partition, None)
         if change.gained:
-            self._gaining |= change.gained
-            self._load_gained(change.gained, change)
+            for partition in change.gained:
+                self._gaining[partition] = change
+            self._load_gained(change)
 
     def busy_accounts(self) -> frozenset[str] | None:
         """Accounts whose REGISTER is still out or whose Call-ID and CSeq are not written yet
@@ -444,31 +466,47 @@ class RegistrantService(service.Service):
         self._handover.pop(l_uuid, None)
         self.flows.forget(l_uuid)
 
-    def _load_gained(self, partitions: frozenset[int], change: OwnershipChange) -> defer.Deferred:
-        d = self.store.load_all()
-        d.addCallback(self._gained, partitions, change)
-        d.addErrback(self._gained_failed, partitions, change)
+    def _still_gaining(self, change: OwnershipChange) -> frozenset[int]:
+        """The partitions ``change`` gained that are still ours and not read yet."""
+        return frozenset(p for p, by in self._gaining.items() if by is change)
+
+    def _load_gained(self, change: OwnershipChange) -> defer.Deferred:
+        """The l_uuids first, then the rows of the gained partitions only, a chunk at a time:
+        a node taking a share of a large table never holds the whole table."""
+        d = self.store.load_keys()
+        d.addCallback(self._gained, change)
+        d.addErrback(self._gained_failed, change)
         return d
 
-    def _gained(self, rows: list[dict], partitions: frozenset[int], change: OwnershipChange) -> None:
-        """Register the accounts of ``partitions`` that are still ours, at once (paced by
-        the send limits), going on from the Call-ID and CSeq the store holds."""
-        wanted = partitions & self._gaining
-        self._gaining -= wanted
+    def _gained(self, keys: list[str], change: OwnershipChange) -> None:
+        """Register the accounts of the partitions ``change`` gained that are still ours, at
+        once (paced by the send limits), going on from the Call-ID and CSeq the store holds."""
+        wanted = self._still_gaining(change)
         count_of = self.ownership.partitions
-        mine = [row for row in rows if partition_of(str(row.get("l_uuid") or ""), count_of) in wanted]
-        self._take_gained(mine, 0, len(wanted), change, 0)
+        mine = sorted(l_uuid for l_uuid in keys if partition_of(l_uuid, count_of) in wanted)
+        self._read_gained(mine, 0, len(wanted), change, 0)
 
-    def _take_gained(self, rows: list[dict], start: int, partitions: int, change: OwnershipChange,
+    def _read_gained(self, l_uuids: list[str], start: int, partitions: int, change: OwnershipChange,
                      count: int) -> None:
-        """The gained accounts ``rows[start:]``, GAIN_CHUNK per reactor turn: a takeover of
-        tens of thousands never holds the reactor past the lease renewals that keep them ours."""
+        """The rows of ``l_uuids[start:start + GAIN_CHUNK]`` whose partitions are still being
+        gained (one lost meanwhile is not read further), then taken."""
+        wanted, count_of = self._still_gaining(change), self.ownership.partitions
+        chunk = [l_uuid for l_uuid in l_uuids[start:start + GAIN_CHUNK]
+                 if l_uuid not in self.records and partition_of(l_uuid, count_of) in wanted]
+        d = self.store.load_many(chunk) if chunk else defer.succeed([])
+        d.addCallback(self._take_gained, l_uuids, start, partitions, change, count)
+        d.addErrback(self._gained_failed, change)
+
+    def _take_gained(self, rows: list[dict], l_uuids: list[str], start: int, partitions: int,
+                     change: OwnershipChange, count: int) -> None:
+        """Gained accounts, GAIN_CHUNK per reactor turn: a takeover of tens of thousands never
+        holds the reactor past the lease renewals that keep them ours."""
         now = self.now()
         owns, bound_contacts, others = self.ownership.owns, change.bound_contacts, change.other_contact_addrs
         reserved: list[RegistrationRecord] = []
         marks: list[AccountState] = []
         save = getattr(self.store, "save_states", None)  # an embedder's store may have none
-        for row in rows[start:start + GAIN_CHUNK]:
+        for row in rows:
             l_uuid = str(row.get("l_uuid") or "")
             if l_uuid in self.records or not owns(l_uuid, now):
                 continue
@@ -487,9 +525,11 @@ class RegistrantService(service.Service):
             d = defer.maybeDeferred(save, marks).addTimeout(RESERVE_TIMEOUT, self.reactor)
             d.addErrback(self._reserve_failed, len(marks))
             d.addCallback(self._reserved, reserved)
-        if start + GAIN_CHUNK < len(rows) and self.running:
-            self.reactor.callLater(0, self._take_gained, rows, start + GAIN_CHUNK, partitions, change, count)
+        if start + GAIN_CHUNK < len(l_uuids) and self.running:
+            self.reactor.callLater(0, self._read_gained, l_uuids, start + GAIN_CHUNK, partitions, change, count)
             return
+        for partition in self._still_gaining(change):
+            del self._gaining[partition]
         log.info("registering {count} accounts of {partitions} partitions taken", partitions=partitions,
                  count=count)
 
@@ -508,17 +548,17 @@ class RegistrantService(service.Service):
             if self.records.get(record.l_uuid) is record:
                 self._schedule(record, now)
 
-    def _gained_failed(self, failure: Failure, partitions: frozenset[int], change: OwnershipChange) -> None:
-        """The store did not answer: try again shortly for the partitions still ours."""
+    def _gained_failed(self, failure: Failure, change: OwnershipChange) -> None:
+        """The store did not answer: try again shortly for the partitions still ours (the
+        accounts taken already are skipped)."""
         failure.trap(StoreError)
         log.warn("reading the accounts of {count} partitions taken failed ({error}); retrying in 1 s",
-                 count=len(partitions), error=str(failure.value))
-        self.reactor.callLater(1.0, self._retry_gained, partitions, change)
+                 count=len(self._still_gaining(change)), error=str(failure.value))
+        self.reactor.callLater(1.0, self._retry_gained, change)
 
-    def _retry_gained(self, partitions: frozenset[int], change: OwnershipChange) -> None:
-        pending = partitions & self._gaining
-        if pending and self.running:
-            self._load_gained(frozenset(pending), change)
+    def _retry_gained(self, change: OwnershipChange) -> None:
+        if self._still_gaining(change) and self.running:
+            self._load_gained(change)
 
     # --- scheduling ------------------------------------------------------------
     def _schedule(self, record: RegistrationRecord, at: float) -> None:

@@ -68,6 +68,10 @@ class IRegistrationStore(Interface):
         """Deferred[list[dict]]: every row, keys as in COLUMNS (contact_user '' on version 5)
         and EXT_COLUMNS (from our table, EXT_DEFAULTS for an account without a row there)."""
 
+    def load_keys():  # noqa: N805
+        """Deferred[list[str]]: the l_uuid of every row, and nothing else: what a process that
+        registers only some accounts reads first, to load the rows of its own (load_many)."""
+
     def load_one(l_uuid):  # noqa: N805
         """Deferred[dict | None]: the row with this l_uuid (as load_all), None when there is none."""
 

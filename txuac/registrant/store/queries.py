@@ -168,7 +168,7 @@ def row_values(row: dict, columns: tuple[str, ...], table: str) -> tuple:
 
 
 class AccountQueries:
-    """load_all, load_one, load_many, insert_row, delete_row and save_states of
+    """load_all, load_keys, load_one, load_many, insert_row, delete_row and save_states of
     IRegistrationStore, on ``self._pool``.
 
     A store sets ``placeholder``, ``table``, ``ext_table``, ``url``, ``errors``,
@@ -185,6 +185,13 @@ class AccountQueries:
         d = self._pool.runQuery(ext.select_statement(self.table, self.ext_table, self._columns))
         d.addCallback(read_rows, self._columns, self.ext_table)
         return d.addErrback(self._store_error, f"loading the {self.table} table from {self.url} failed")
+
+    def load_keys(self):
+        if self._pool is None:
+            return self._not_open()
+        d = self._pool.runQuery(f"SELECT l_uuid FROM {self.table}")
+        d.addCallback(lambda rows: [str(row[0]) for row in rows])
+        return d.addErrback(self._store_error, f"loading the l_uuids of the {self.table} table from {self.url} failed")
 
     def load_one(self, l_uuid):
         if self._pool is None:
