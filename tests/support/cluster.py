@@ -268,14 +268,15 @@ class Fleet:
 
     def __init__(self, testcase, kind: str = "postgres", accounts: int = 3000, *, expires: int = EXPIRES,
                  cluster: dict | None = None, uac: dict | None = None, registrar_children: int = 4,
-                 clustered: bool = True, node_environment: dict | None = None):
+                 clustered: bool = True, node_environment: dict | None = None,
+                 registrar_options: dict | None = None):
         self.testcase = testcase
         self.database = ClusterDatabase(testcase, kind)
         # Transactions of a burst of takeovers linger for Timer K in shared memory: 64 MiB runs
         # out (500 answers) with 3,000 accounts.
         self.registrar = KamailioRegistrar(testcase, rpc_fifo=True, children=registrar_children,
                                            shm_mb=max(256, accounts // 200), pkg_mb=max(16, accounts // 2000),
-                                           udp_maxbuffer=4 * 1024 * 1024)
+                                           udp_maxbuffer=4 * 1024 * 1024, **(registrar_options or {}))
         self.cluster_settings = dict(cluster or {}) if clustered else None
         self.uac_settings = dict(uac or {})
         self.node_environment = node_environment

@@ -51,7 +51,7 @@ import threading
 
 from twisted.internet import threads
 
-from tests.support.peers import PeerProcess, free_port, require_program, wait_for
+from tests.support.peers import PeerProcess, free_port, missing_peer, require_program, wait_for
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-registrar.cfg")
 # A trunk: challenges INVITEs with 407, relays them to -A UAS, checks in-dialog CSeqs.
@@ -60,6 +60,10 @@ TRUNK_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamaili
 PROXY_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-proxy.cfg")
 # Kamailio's uac module registering the accounts of -A DB_URL (a uacreg table).
 UAC_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio-uac.cfg")
+# The database module usrloc needs for a db_url scheme, and Kamailio's DDL of its version and
+# location tables (Debian's kamailio package installs them with kamdbctl's schema files).
+USRLOC_DB_MODULES = {"postgres": "db_postgres.so", "mysql": "db_mysql.so"}
+USRLOC_SCHEMA_FILES = ("/usr/share/kamailio/{kind}/standard-create.sql", "/usr/share/kamailio/{kind}/usrloc-create.sql")
 ALGORITHMS = ("MD5", "SHA-256")
 # www_challenge/proxy_challenge flags for each qop choice.
 QOP_FLAGS = {None: 0, "auth": 1, "auth-int": 2}
@@ -75,6 +79,17 @@ def aor_user(aor: str) -> str:
     """The usrloc key of ``aor``: 'sip:alice@example.com;x=y', 'alice@example.com' and 'alice' -> 'alice'."""
     user = re.sub(r"^sips?:", "", aor.strip().strip("<>"))
     return user.split("@", 1)[0].split(";", 1)[0]
+
+
+def usrloc_schema_files(kind: str) -> list[str]:
+    """The scripts making Kamailio's version and location tables for ``kind`` ("postgres" or
+    "mysql"), in order; the test is skipped (or fails under TXUAC_REQUIRE_PEERS=1) when they
+    are not installed."""
+    paths = [template.format(kind=kind) for template in USRLOC_SCHEMA_FILES]
+    for path in paths:
+        if not os.path.exists(path):
+            missing_peer(f"Kamailio's usrloc schema {path} is not installed")
+    return paths
 
 
 def _local_ports(kind: str, state: str | None) -> set[tuple[str, int]]:
@@ -113,6 +128,10 @@ class KamailioRegistrar:
     children: UDP (and TCP) worker processes. shm_mb/pkg_mb: Kamailio's -m/-M.
     udp_maxbuffer: Kamailio's ``maxbuffer`` (UDP receive buffer probe ceiling, bytes).
     rpc_fifo: load jsonrpcs on a FIFO too, for ``jsonrpc()`` and ``binding_map()`` (replies of any size).
+    usrloc_db_url: keep the bindings in this database's location table too (made beforehand with
+    ``usrloc_schema_files(kind)``), written as ``usrloc_db_mode`` says: 1 write-through (in the
+    worker answering the REGISTER), 2 write-back (every second, from usrloc's timer). The
+    default None keeps them in memory only.
     defines: extra -A defines (NAME -> value, or None for a flag). start: start now.
     config: the cfg file (CONFIG; TRUNK_CONFIG for a challenging trunk, which needs a UAS define;
     PROXY_CONFIG for an anonymising uac proxy, which needs RESTORE_PASSWD).
@@ -137,6 +156,8 @@ class KamailioRegistrar:
         pkg_mb: int = 8,
         udp_maxbuffer: int | None = None,
         rpc_fifo: bool = False,
+        usrloc_db_url: str | None = None,
+        usrloc_db_mode: int = 2,
         defines: dict[str, str | int | None] | None = None,
         host: str = "127.0.0.1",
         start: bool = True,
@@ -169,6 +190,12 @@ class KamailioRegistrar:
         self.udp_maxbuffer = udp_maxbuffer
         self.extra_defines = dict(defines or {})
         self.rpc_fifo = rpc_fifo
+        if usrloc_db_url is not None and usrloc_db_url.split(":", 1)[0] not in USRLOC_DB_MODULES:
+            raise ValueError(f"usrloc_db_url must start with one of {tuple(USRLOC_DB_MODULES)}")
+        if usrloc_db_mode not in (1, 2):
+            raise ValueError(f"usrloc_db_mode must be 1 or 2, not {usrloc_db_mode!r}")
+        self.usrloc_db_url = usrloc_db_url
+        self.usrloc_db_mode = usrloc_db_mode
         self.host = host
         self.config = config
         self.port: int | None = None
@@ -232,6 +259,10 @@ class KamailioRegistrar:
         if self.rpc_fifo:
             defines["RPC_FIFO"] = f'"{self.fifo_path}"'
             defines["RPC_REPLY_DIR"] = f'"{self._ctl_dir}/"'
+        if self.usrloc_db_url:
+            defines["USRLOC_DB_URL"] = f'"{self.usrloc_db_url}"'
+            defines["USRLOC_DB_MODULE"] = f'"{USRLOC_DB_MODULES[self.usrloc_db_url.split(":", 1)[0]]}"'
+            defines["USRLOC_DB_MODE"] = int(self.usrloc_db_mode)
         defines.update(self.extra_defines)
         return defines
 

@@ -18,8 +18,9 @@ import uuid
 from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
-from tests.support.kamailio import KamailioError, KamailioRegistrar, aor_user
-from tests.support.peers import free_port, require_program
+from tests.support.kamailio import KamailioError, KamailioRegistrar, aor_user, usrloc_schema_files
+from tests.support.peers import free_port, require_program, wait_for
+from tests.support.postgres import PostgresCluster
 
 HOST = "127.0.0.1"
 
@@ -302,6 +303,40 @@ class RegisterTests(KamailioTestCase):
         self.assertEqual(registrar.contact_count(), 0)
 
     @defer.inlineCallbacks
+    def check_location_table(self, mode: int):
+        """With ``usrloc_db_url`` a binding and its removal reach the location table (at once
+        written through, within the usrloc timer's second written back)."""
+        database = PostgresCluster(self)
+        for path in usrloc_schema_files("postgres"):
+            database.psql(file=path)
+        registrar = KamailioRegistrar(self, usrloc_db_url=database.url, usrloc_db_mode=mode)
+        port = free_port()
+        password = registrar.password_for("dave")
+        rows: list[str] = []
+
+        def table_holds(expected: list[str]) -> bool:
+            rows[:] = database.psql("SELECT username, contact FROM location").splitlines()
+            return rows == expected
+
+        rc, report = yield self.run_sipp(registrar, self.register_scenario(registrar, "dave", password),
+                                         local_port=port)
+        self.assertEqual(rc, 0, report)
+        expected = [f"dave|sip:dave@{HOST}:{port}"]
+        if mode == 1:
+            self.assertTrue(table_holds(expected), rows)
+        self.assertTrue(wait_for(lambda: table_holds(expected), 10, 0.1), registrar.explain(f"table: {rows}"))
+        rc, report = yield self.run_sipp(
+            registrar, self.register_scenario(registrar, "dave", password, expires=0), local_port=port)
+        self.assertEqual(rc, 0, report)
+        self.assertTrue(wait_for(lambda: table_holds([]), 10, 0.1), registrar.explain(f"table: {rows}"))
+
+    def test_location_table_written_through(self):
+        return self.check_location_table(1)
+
+    def test_location_table_written_back(self):
+        return self.check_location_table(2)
+
+    @defer.inlineCallbacks
     def test_tcp(self):
         """With tcp=True the same port takes REGISTERs over TCP."""
         registrar = KamailioRegistrar(self, tcp=True)
@@ -484,3 +519,6 @@ class HarnessTests(TestCase):
         self.assertRaises(ValueError, KamailioRegistrar, self, algorithm="SHA-512", start=False)
         self.assertRaises(ValueError, KamailioRegistrar, self, qop="bogus", start=False)
         self.assertRaises(ValueError, KamailioRegistrar, self, realm='a"b', start=False)
+        self.assertRaises(ValueError, KamailioRegistrar, self, usrloc_db_url="sqlite:///x", start=False)
+        self.assertRaises(ValueError, KamailioRegistrar, self, usrloc_db_url="postgres://x", usrloc_db_mode=3,
+                          start=False)
