@@ -153,8 +153,9 @@ class ClientRequest:
 
     __slots__ = ("deferred", "sent", "sent_to", "origin")
 
-    def __init__(self) -> None:
-        self.deferred: defer.Deferred = defer.Deferred()
+    def __init__(self, deferred: bool = True) -> None:
+        if deferred:  # start_request sets the one its transaction fires: a Deferred less per request
+            self.deferred: defer.Deferred = defer.Deferred()
         self.sent: Request | None = None
         self.sent_to: Address | None = None
         self.origin: ResponseOrigin | None = None
@@ -278,7 +279,7 @@ class SIPStack:
         """``send_request`` that returns a ClientRequest: its ``deferred`` is what
         send_request returns, and it tells the branch and target of the transaction
         carrying the request (a proxy's CANCEL of the branch needs both, RFC 3261 9.1)."""
-        handle = ClientRequest()
+        handle = ClientRequest(deferred=False)
         handle.deferred = self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2)
         return handle
 
