@@ -1,25 +1,29 @@
 """ClusterService on a REAL PostgreSQL and a REAL MariaDB: two nodes split the partitions,
-a node that stops renewing is taken over after its lease, a clean stop hands over at once,
-a lease table of another size is refused."""
+a node that stops renewing is taken over after its lease, a clean stop hands over at once
+and leaves the node's row for the takers, a lease table of another size is refused."""
 
 from __future__ import annotations
 
 import os
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.support.accounts import make_row
+from tests.support.registrant_harness import FakeStack
 from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
 from tests.support.services import wait_until
 from tests.support.stores import SCHEMAS
-from txuac.errors import StoreError
+from txuac.errors import StoreError, TransactionTimeout
 from txuac.registrant.cluster import database
 from txuac.registrant.cluster.database import AccountView
+from txuac.registrant.ownership import partition_of
 from txuac.registrant.record import Flag
-from txuac.registrant.store import COLUMNS
+from txuac.registrant.service import RegistrantService
+from txuac.registrant.settings import RegistrantSettings
+from txuac.registrant.store import COLUMNS, open_store
 from txuac.registrant.cluster.service import ClusterService, ClusterSettings
 from txuac.registrant.store.url import parse_store_url
 
@@ -111,6 +115,61 @@ class ClusterLeaseMixin:
         self.assertEqual(a.metrics.takeovers, 0)
 
     @defer.inlineCallbacks
+    def test_a_clean_stop_leaves_the_node_row_for_the_takers(self):
+        """Stopped with reg_unregister_on_stop false, a node leaves its bindings at the
+        registrar: its row stays, no longer live, and the taker's first REGISTER of each
+        account removes the Contact it registered from its contact_addr (RFC 3261 10.2.2)."""
+        a, b = yield self._split()
+        rows = [make_row(f"acc{n}") for n in range(40)]
+        yield a._view_pool.runInteraction(insert_accounts, rows)
+        stack = yield self.registrant(a, "127.0.0.1:5060")
+        theirs = sorted(r["l_uuid"] for r in rows if partition_of(r["l_uuid"], PARTITIONS) in b.leases.held())
+        self.assertTrue(theirs)
+        yield b.stopService()
+        nodes = yield a._view_pool.runInteraction(select, f"SELECT node_id, contact_addr FROM {database.NODE_TABLE}")
+        self.assertIn(("node-b", "127.0.0.2:5060"), nodes)
+        status = yield a.status()
+        self.assertEqual({n["node_id"]: n["live"] for n in status["nodes"]}, {"node-a": True, "node-b": False})
+
+        def first_registers():
+            first = {}
+            for sent in stack.sent:
+                first.setdefault(sent.contact_user, sent.request)
+            return first
+
+        yield wait_until(lambda: set(theirs) <= set(first_registers()), WAIT)
+        for l_uuid in theirs:
+            contacts = [(str(c.uri), c.expires) for c in first_registers()[l_uuid].contacts]
+            self.assertIn((f"sip:{l_uuid}@127.0.0.2:5060", 0), contacts)
+
+    @defer.inlineCallbacks
+    def test_rows_of_nodes_gone_for_a_day_are_deleted_when_a_node_starts(self):
+        a = yield self.node("node-a")
+        for node_id, age in (("node-old", database.NODE_RETENTION + 60), ("node-recent", 3600)):
+            yield a._view_pool.runInteraction(
+                select, f"INSERT INTO {database.NODE_TABLE} (node_id, contact_addr, heartbeat_at) "
+                        f"VALUES ('{node_id}', '', {a.sql.later.replace('%s', str(a.sql.seconds(-age)))})")
+        yield self.node("node-b")
+        nodes = yield a._view_pool.runInteraction(select, f"SELECT node_id FROM {database.NODE_TABLE}")
+        self.assertEqual(sorted(n for (n,) in nodes), ["node-a", "node-b", "node-recent"])
+
+    @defer.inlineCallbacks
+    def registrant(self, node: ClusterService, contact_addr: str):
+        """A registrant on ``node``'s partitions that sends to a FakeStack (never answered)."""
+        stack = FakeStack(reactor)
+        settings = RegistrantSettings(reg_contact_addr=contact_addr, reg_probe=False)
+        registrant = RegistrantService(settings, stack, open_store(self.url, reactor), reactor, ownership=node)
+
+        def stop():
+            for sent in stack.pending():
+                sent.deferred.errback(TransactionTimeout("test over"))
+            return registrant.stopService()
+
+        yield registrant.startService()
+        self.addCleanup(stop)
+        return stack
+
+    @defer.inlineCallbacks
     def test_a_database_outage_fences_then_the_leases_are_taken_again(self):
         a = yield self.node("node-a")
         yield wait_until(lambda: len(a.leases.held()) == PARTITIONS, WAIT)
@@ -169,6 +228,11 @@ class ClusterLeaseMixin:
                          {"node-a": len(a.leases.held()), "node-b": len(b.leases.held())})
         self.assertTrue(all(n["live"] and n["heartbeat_age"] < PERIOD for n in status["nodes"]))
         self.assertGreater(status["lease_deadline_in"], 0)
+
+
+def select(cursor, sql):
+    cursor.execute(sql)
+    return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
 
 def insert_accounts(cursor, rows):

@@ -20,6 +20,12 @@ LEASE_TABLE = "txuac_cluster_lease"
 ACCOUNT_TABLE = "txuac_cluster_account"
 ACCOUNT_COLUMNS = ("l_uuid", "owner_node", "bound_contact", "flags", "last_error", "next_attempt")
 WRITE_BATCH = 500  # fleet-view rows per INSERT
+# Seconds a node's row stays after its last heartbeat (a clean stop, kill -9, a node renamed):
+# its contact_addr tells takers which Contact to remove, and a binding it left at a registrar
+# lasts at most the expires the registrar granted (an hour at most by Kamailio's default). A
+# day leaves room for that; rows older than that are deleted when a node starts, so the
+# table does not grow with every name a node ever had.
+NODE_RETENTION = 86400.0
 _HEADER_END = "BEGIN;"
 
 
@@ -45,6 +51,11 @@ class ClusterSQL:
             f"schema/{self.kind}-cluster.sql").read_text("utf-8")
         body = text[text.index(_HEADER_END) + len(_HEADER_END):].replace("COMMIT;", "")
         return [statement.strip() for statement in body.split(";") if statement.strip()]
+
+    def seconds(self, value: float) -> float | int:
+        """The parameter of ``later`` for ``value`` seconds (negative: earlier)."""
+        scaled = value * self.later_scale
+        return scaled if self.later_scale == 1.0 else int(scaled)
 
     def upsert_statement(self, table: str, columns: Sequence[str], key: str, rows: int, stamp: str) -> str:
         """INSERT of ``rows`` rows of ``columns`` (then ``stamp`` = the database's now),
@@ -94,6 +105,7 @@ def prepare(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, partitions
     cursor.execute(sql.upsert_statement(NODE_TABLE, ("node_id", "contact_addr"), "node_id", 1, "heartbeat_at"),
                    [node_id, contact_addr])
     cursor.execute(f"UPDATE {NODE_TABLE} SET started_at = {sql.now} WHERE node_id = %s", [node_id])
+    cursor.execute(f"DELETE FROM {NODE_TABLE} WHERE heartbeat_at < {sql.later}", [sql.seconds(-NODE_RETENTION)])
     if sql.prepare_unlock:
         cursor.execute("COMMIT")
         cursor.execute(sql.prepare_unlock)
@@ -112,9 +124,7 @@ def tick(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, lease_period:
     cursor.execute(f"SELECT partition_id, node_id, {sql.epoch.format('expires_at')}, epoch FROM {LEASE_TABLE}")
     rows = [LeaseRow(int(p), n, float(e) if e is not None else None, int(x)) for p, n, e, x in cursor.fetchall()]
     wanted = plan(node_id, rows, live_nodes(nodes, db_now, lease_period, node_id), db_now, held, releasing)
-    until = lease_period * sql.later_scale
-    if sql.later_scale != 1.0:
-        until = int(until)
+    until = sql.seconds(lease_period)
     renewed: set[int] = set()
     if wanted.renew:
         marks, values = _in(wanted.renew)
@@ -149,10 +159,14 @@ def tick(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, lease_period:
     return TickResult(committed, db_now, nodes, holders)
 
 
-def release_all(cursor, sql: ClusterSQL, node_id: str) -> None:
-    """A clean stop: every lease of this node free at once, and the node gone from the live ones."""
+def release_all(cursor, sql: ClusterSQL, node_id: str, lease_period: float) -> None:
+    """A clean stop: every lease of this node free at once, and the node no longer live (its
+    heartbeat two lease periods back). Its row and contact_addr stay: the takers remove its
+    bindings by that address (RFC 3261 10.2.2), which it leaves with reg_unregister_on_stop
+    false as a killed node does."""
     cursor.execute(f"UPDATE {LEASE_TABLE} SET node_id = NULL, expires_at = NULL WHERE node_id = %s", [node_id])
-    cursor.execute(f"DELETE FROM {NODE_TABLE} WHERE node_id = %s", [node_id])
+    cursor.execute(f"UPDATE {NODE_TABLE} SET heartbeat_at = {sql.later} WHERE node_id = %s",
+                   [sql.seconds(-2 * lease_period), node_id])
 
 
 class AccountView(NamedTuple):

@@ -202,7 +202,8 @@ class ClusterService(service.Service):
         self._deliver(self.leases.give_up(self.now()))
         yield self.write_view()
         try:
-            yield self._lease_pool.runInteraction(database.release_all, self.sql, self.settings.node_id)
+            yield self._lease_pool.runInteraction(database.release_all, self.sql, self.settings.node_id,
+                                                  self.settings.lease_period)
             log.info("cluster node {node_id}: leases released", node_id=self.settings.node_id)
         except Exception as e:  # noqa: BLE001 - the leases then expire by themselves
             log.warn("cluster node {node_id}: releasing the leases failed ({error}); they expire in {period} s",
