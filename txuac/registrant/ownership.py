@@ -24,7 +24,8 @@ def partition_of(l_uuid: str, partitions: int) -> int:
 @dataclass(frozen=True)
 class OwnershipChange:
     """Partitions this process may now register (``gained``) and those it no longer may
-    (``lost``: already not owned when this is delivered), at ``now``.
+    (``lost``: already not owned when this is delivered), at ``now`` (on the ownership's own
+    clock: a cluster's is monotonic).
 
     ``bound_contacts``: for accounts of the gained partitions, the Contact URI their previous
     owner registered (from the fleet view); ``other_contact_addrs``: the contact address of
@@ -49,7 +50,8 @@ class IAccountOwnership(Interface):
 
     def owns(l_uuid, now):  # noqa: N805 - zope interface signature
         """bool: may this process send a REGISTER for ``l_uuid`` at ``now`` (checked right
-        before every send: the fence)."""
+        before every send: the fence). ``now`` is the registrant's wall clock; an
+        implementation whose deadlines run on another clock reads that one instead."""
 
     def add_listener(listener):  # noqa: N805
         """``listener(OwnershipChange)`` is called on every change."""

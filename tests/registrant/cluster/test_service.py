@@ -61,7 +61,8 @@ class ClusterServiceCase(SynchronousTestCase):
         self.clock.advance(100)
         self.leases, self.view = FakePool(), FakePool()
         self.node = ClusterService(SETTINGS, parse_store_url("postgres://u:p@127.0.0.1/db"), "192.0.2.1:5060",
-                                   reactor=self.clock, pools=(self.leases, self.view, SQL))
+                                   reactor=self.clock, pools=(self.leases, self.view, SQL),
+                                   monotonic=self.monotonic_clock())
         self.changes = []
         self.node.add_listener(self.changes.append)
         self.logged = []
@@ -69,6 +70,10 @@ class ClusterServiceCase(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
         self.started = self.node.startService()
         self.answer(self.leases, database.prepare, None)
+
+    def monotonic_clock(self):
+        """The lease deadlines' clock: here the reactor's."""
+        return self.clock.seconds
 
     def answer(self, pool, function, result):
         pending = pool.pending(function)
@@ -97,7 +102,9 @@ class ClusterServiceTests(ClusterServiceCase):
             if self.leases.pending(database.tick):
                 self.fail_tick()
         self.assertTrue(self.node.owns("acc1", self.clock.seconds()))
-        self.assertFalse(self.node.owns("acc1", deadline))  # the send's own now decides
+        self.node.monotonic = lambda: deadline  # the clock read at the send decides, not the fence loop
+        self.assertFalse(self.node.owns("acc1", self.clock.seconds()))
+        self.node.monotonic = self.clock.seconds
         self.assertEqual(len(self.changes), 1)
         self.clock.advance(FENCE_CHECK * 2)
         self.assertEqual([(c.gained, c.lost) for c in self.changes[1:]], [(set(), {1, 2})])
@@ -140,6 +147,35 @@ class ClusterServiceTests(ClusterServiceCase):
         self.answer(self.leases, database.release_all, None)
         self.successResultOf(stopped)
         self.assertFalse(self.leases.running)
+
+
+class WallClockStepTests(ClusterServiceCase):
+    """The lease deadline is on a monotonic clock: a wall clock stepped back (an NTP
+    correction, an operator's date) must not let the node register past it, since the
+    database's expiry of the lease does not move."""
+
+    def monotonic_clock(self):
+        self.mono = Clock()
+        self.mono.advance(100)
+        return self.mono.seconds
+
+    def test_the_fence_fires_on_time_when_the_wall_clock_steps_back(self):
+        self.answer(self.leases, database.tick, acquired({1}))
+        self.answer(self.view, database.previous_contacts, ({}, ()))
+        deadline = 100 + SETTINGS.lease_period - SETTINGS.fence_margin  # from the first tick's start
+        self.clock.advance(-60)
+        while self.mono.seconds() < deadline - FENCE_CHECK:
+            self.mono.advance(FENCE_CHECK)
+            self.clock.advance(FENCE_CHECK)
+            if self.leases.pending(database.tick):
+                self.fail_tick()
+        self.assertTrue(self.node.owns("acc1", self.clock.seconds()))
+        self.mono.advance(FENCE_CHECK * 2)
+        self.clock.advance(FENCE_CHECK * 2)
+        self.assertFalse(self.node.owns("acc1", self.clock.seconds()))  # the wall clock says 60 s to go
+        self.node.check_fence()  # as the fence loop does, on the reactor's (wall) timers
+        self.assertEqual([(c.gained, c.lost) for c in self.changes[1:]], [(set(), {1})])
+        self.assertEqual(self.node.metrics.fenced, 1)
 
 
 class Registrant:
@@ -199,7 +235,7 @@ class FleetViewTests(SynchronousTestCase):
     def test_changed_accounts_written_in_one_batch(self):
         clock, view = Clock(), FakePool()
         node = ClusterService(SETTINGS, parse_store_url("postgres://u:p@127.0.0.1/db"), "192.0.2.1:5060",
-                              reactor=clock, pools=(FakePool(), view, SQL))
+                              reactor=clock, pools=(FakePool(), view, SQL), monotonic=clock.seconds)
         node._view_pool, node.sql = view, SQL
         registrant = Registrant()
         node.watch(registrant)
@@ -221,7 +257,7 @@ class StartTests(SynchronousTestCase):
     def test_a_database_not_up_yet_is_waited_for(self):
         clock, leases = Clock(), FakePool()
         node = ClusterService(SETTINGS, parse_store_url("postgres://u:p@127.0.0.1/db"), "192.0.2.1:5060",
-                              reactor=clock, pools=(leases, FakePool(), SQL))
+                              reactor=clock, pools=(leases, FakePool(), SQL), monotonic=clock.seconds)
         logged = []
         globalLogPublisher.addObserver(logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, logged.append)

@@ -1,5 +1,5 @@
 """The cluster's Twisted shell: one lease transaction per tick on a connection of its own,
-the fence checked on the reactor's clock, the fleet view written in batches.
+the fence on a monotonic clock, the fleet view written in batches.
 
 ClusterService is the registrant's IAccountOwnership: it owns the partitions NodeLeases
 says it holds, until the local deadline. A database that goes away makes renewals fail: one
@@ -10,6 +10,7 @@ the ticks go on until the database answers again, when the partitions are acquir
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from twisted.application import service
 from twisted.enterprise import adbapi
@@ -96,9 +97,13 @@ class ClusterService(service.Service):
     """This node's leases in the shared database, and its accounts in the fleet view."""
 
     def __init__(self, settings: ClusterSettings, url: StoreURL, contact_addr: str, table: str = "uacreg",
-                 reactor=None, pools=None):
+                 reactor=None, pools=None, monotonic: Callable[[], float] = time.monotonic):
         if reactor is None:
             from twisted.internet import reactor
+        # The clock of the lease deadlines: a step of the wall clock (an NTP correction, an
+        # operator's date) must not move them, or a step back would let this node register
+        # past the lease's expiry in the database.
+        self.monotonic = monotonic
         self.settings = settings
         self.url = url
         self.contact_addr = contact_addr
@@ -130,7 +135,9 @@ class ClusterService(service.Service):
 
     # --- IAccountOwnership ------------------------------------------------------------
     def owns(self, l_uuid: str, now: float) -> bool:
-        return self.leases.owns(partition_of(l_uuid, self.partitions), now)
+        """The fence, before each send. ``now`` is the caller's wall clock and is not used:
+        the deadline is compared with the monotonic clock, read here, at the send."""
+        return self.leases.owns(partition_of(l_uuid, self.partitions), self.monotonic())
 
     def add_listener(self, listener: OwnershipListener) -> None:
         self.listeners.append(listener)
@@ -199,7 +206,7 @@ class ClusterService(service.Service):
                 loop.stop()
         if self._ticking is not None:
             yield self._ticking
-        self._deliver(self.leases.give_up(self.now()))
+        self._deliver(self.leases.give_up(self.monotonic()))
         yield self.write_view()
         try:
             yield self._lease_pool.runInteraction(database.release_all, self.sql, self.settings.node_id,
@@ -220,12 +227,11 @@ class ClusterService(service.Service):
         """One lease transaction (not while the last one is still out)."""
         if self._ticking is not None:
             return self._ticking
-        started = self.now()
-        clock_started = time.monotonic()
+        started = self.monotonic()
         s = self.settings
         d = self._lease_pool.runInteraction(database.tick, self.sql, s.node_id, self.contact_addr, s.lease_period,
                                             self.leases.held(), self.releasable())
-        d.addCallbacks(self._ticked, self._tick_failed, callbackArgs=(started, clock_started))
+        d.addCallbacks(self._ticked, self._tick_failed, callbackArgs=(started,))
         d.addBoth(self._tick_done)
         self._ticking = d
         return d
@@ -234,9 +240,9 @@ class ClusterService(service.Service):
         self._ticking = None
         return None
 
-    def _ticked(self, result: TickResult, started: float, clock_started: float) -> defer.Deferred | None:
-        now = self.now()
-        self.metrics.renewed(time.monotonic() - clock_started)
+    def _ticked(self, result: TickResult, started: float) -> defer.Deferred | None:
+        now = self.monotonic()
+        self.metrics.renewed(now - started)
         if self._failing:
             self._failing = False
             log.info("cluster node {node_id}: the database answers again", node_id=self.settings.node_id)
@@ -256,7 +262,7 @@ class ClusterService(service.Service):
                      node_id=self.settings.node_id, error=str(failure.value), margin=self.settings.fence_margin)
 
     def check_fence(self) -> None:
-        change = self.leases.check(self.now())
+        change = self.leases.check(self.monotonic())
         if change is None:
             return
         if change.lost:
@@ -379,7 +385,7 @@ class ClusterService(service.Service):
         db_now, nodes, held = yield self._view_pool.runInteraction(database.status_rows, self.sql)
         s = self.settings
         live = live_nodes(nodes, db_now, s.lease_period, s.node_id)
-        now = self.now()
+        now = self.monotonic()
         return {
             "node_id": s.node_id,
             "partitions": s.partitions,
