@@ -31,11 +31,11 @@ COLUMN_SIZES = {
 MAX_INTEGER = 2**31 - 1
 INTEGER_COLUMNS = ("expires", "flags", "reg_delay")
 _BREAKS = frozenset("\r\n\0")
-# Domains, realms, proxies and sockets repeat across thousands of rows: each value's
-# syntax is checked once (a bounded table: a table of distinct values only costs time).
+# Domains, realms, proxies and sockets repeat across thousands of rows: a value found
+# valid is not checked again (a bounded set: a table of distinct values only costs time).
 _REPEATING = frozenset(("l_domain", "r_domain", "realm", "auth_proxy", "contact_addr", "socket"))
-_VERDICTS_KEPT = 4096
-_verdicts: dict[tuple[str, str], str | None] = {}
+_VALID_KEPT = 4096
+_valid: set[tuple[str, str]] = set()
 
 
 def invalid(field: str, reason: str) -> InvalidRecord:
@@ -45,26 +45,30 @@ def invalid(field: str, reason: str) -> InvalidRecord:
 
 def check_text(field: str, value: str) -> None:
     """Size and line breaks of any text column, then the syntax of the columns that have one."""
+    if not value:
+        return
+    if field in _REPEATING:
+        key = (field, value)
+        if key in _valid:
+            return
+        _check_text(field, value)
+        if len(_valid) < _VALID_KEPT:
+            _valid.add(key)
+        return
+    _check_text(field, value)
+
+
+def _check_text(field: str, value: str) -> None:
     if not _BREAKS.isdisjoint(value):
         raise invalid(field, "holds a CR, LF or NUL character")
     size = COLUMN_SIZES.get(field)
     if size is not None and len(value) > size:
         raise invalid(field, f"longer than {size} characters")
     syntax = _SYNTAX.get(field)
-    if syntax is None or not value:
-        return
-    if field in _REPEATING:
-        key = (field, value)
-        try:
-            reason = _verdicts[key]
-        except KeyError:
-            reason = syntax(value)
-            if len(_verdicts) < _VERDICTS_KEPT:
-                _verdicts[key] = reason
-    else:
+    if syntax is not None:
         reason = syntax(value)
-    if reason is not None:
-        raise invalid(field, reason)
+        if reason is not None:
+            raise invalid(field, reason)
 
 
 def check_integer(field: str, value: int) -> int:
