@@ -168,14 +168,13 @@ def choose_challenge(
 
     Ties keep the server's order. Raises AuthenticationError naming why none fits.
     """
-    allowed_names = {canonical_algorithm(a) for a in allowed}
     best: tuple[int, int, Challenge, Credentials] | None = None
     reasons = []
     for position, challenge in enumerate(challenges):
         if not challenge.supported:
             reasons.append(f"{challenge.algorithm_token}/qop={','.join(challenge.qop)} not supported")
             continue
-        if challenge.algorithm not in allowed_names:
+        if challenge.algorithm not in allowed and challenge.algorithm not in map(canonical_algorithm, allowed):
             reasons.append(f"{challenge.algorithm} not allowed")
             continue
         credentials = credentials_for(challenge)
