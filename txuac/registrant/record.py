@@ -199,10 +199,18 @@ def source_address(socket: str) -> Address | None:
     from; None when empty. The row rules have checked a row's (InvalidRecord else)."""
     if not socket:
         return None
-    try:
-        return parse_listen(socket).address
-    except InvalidListenSpec as e:
-        raise InvalidRecord(f"socket: {e}") from None
+    address = _SOURCES.get(socket)
+    if address is None:
+        try:
+            address = parse_listen(socket).address
+        except InvalidListenSpec as e:
+            raise InvalidRecord(f"socket: {e}") from None
+        if len(_SOURCES) < 4096:  # a few sockets serve every row
+            _SOURCES[socket] = address
+    return address
+
+
+_SOURCES: dict[str, Address] = {}
 
 
 # Headers an extra_headers line must not set: txuac writes them itself (RFC 3261 7.3.3

@@ -764,7 +764,8 @@ class RegistrantService(service.Service):
         record = self._current(record)
         if record is None:
             return
-        status = getattr(getattr(failure.value, "response", None), "status", None)
+        challenge = failure.value.response if error is AuthenticationError else None
+        status = challenge.status if challenge is not None else None
         if self.prober is not None and (error is TransactionTimeout or error is TransportError):
             self.prober.failed(self._destination(record), self.now(), reason)
         self._carry_out(self.machine.failed(record, reason, status, self.now(), classify(status, error)))
