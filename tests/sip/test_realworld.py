@@ -461,7 +461,7 @@ class IPv6Tests(RealWorldCase):
         m = self.parsed(IPV6_OPTIONS)
         self.assertEqual((m.uri.host, m.uri.port), ("[2001:db8::10]", 5060))
         self.assertEqual((m.top_via.host, m.top_via.port), ("[2001:db8::1]", 5060))
-        self.assertEqual(m.contacts[0].uri.host_port, "[2001:db8::1]:5060")
+        self.assertEqual((m.contacts[0].uri.host, m.contacts[0].uri.port), ("[2001:db8::1]", 5060))
         self.assertEqual(m.call_id, "v6-1@2001:db8::1")
 
     def test_received_ipv6_reference(self):

@@ -93,7 +93,7 @@ class SipURITests(SynchronousTestCase):
         self.assertTrue(uri.secure)
         self.assertEqual(uri.transport, "tcp")
         self.assertTrue(uri.loose_route)
-        self.assertEqual(uri.host_port, "example.com:5061")
+        self.assertEqual((uri.host, uri.port), ("example.com", 5061))
 
     def test_host_only(self):
         uri = parse_uri("sip:example.com")

@@ -91,10 +91,6 @@ class SipURI:
         """True when the URI carries ``lr`` (RFC 3261 19.1.1)."""
         return "lr" in self.params
 
-    @property
-    def host_port(self) -> str:
-        return self.host if self.port is None else f"{self.host}:{self.port}"
-
     def copy(self) -> "SipURI":
         clone = SipURI(
             self.host,
