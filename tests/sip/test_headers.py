@@ -6,6 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.sip_messages import wire
 from txuac.sip import Headers, SIPParseError, make_response, parse_message
+from txuac.sip.via import make_via
 
 # RFC 3261 7.3.3 and the IANA registry of compact forms.
 COMPACT = {
@@ -82,6 +83,18 @@ class ChangeTests(SynchronousTestCase):
         self.headers.prepend("v", "0")
         self.assertEqual(self.headers.items()[0], ("Via", "0"))
         self.assertEqual(self.headers.get("Via"), "0")
+
+    def test_insert_before_first_goes_before_the_first_line_of_its_name(self):
+        self.headers.insert_before_first("v", "0")
+        self.assertEqual(self.headers.items()[:3], [("Via", "0"), ("Via", "1"), ("X-A", "a")])
+        self.headers.insert_before_first("X-B", "c")
+        self.assertEqual(self.headers.items()[-2:], [("X-B", "c"), ("X-B", "b")])
+        self.assertEqual(self.headers.get_all("X-B"), ["c", "b"])
+
+    def test_insert_before_first_goes_on_top_when_there_is_none(self):
+        self.headers.insert_before_first("Record-Route", " <sip:p.example.com;lr>")
+        self.assertEqual(self.headers.items()[0], ("Record-Route", "<sip:p.example.com;lr>"))
+        self.assertRaises(SIPParseError, self.headers.insert_before_first, "X-C", "a\r\nX-D: b")
 
     def test_set_replaces_every_line_where_the_first_was(self):
         self.headers.set("VIA", "only")
@@ -232,6 +245,13 @@ class ViewCacheTests(SynchronousTestCase):
         self.message.headers.prepend("Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKnew")
         self.assertEqual(self.message.top_via.branch, "z9hG4bKnew")
         self.assertEqual([v.branch for v in self.message.via], ["z9hG4bKnew", "z9hG4bK776asdhds", "z9hG4bK2"])
+
+    def test_push_via_is_the_top_via_without_parsing(self):
+        via = make_via("udp", "192.0.2.9", 5070)
+        self.message.push_via(via)
+        self.assertIs(self.message.top_via, via)
+        self.assertEqual(self.message.headers.items()[0], ("Via", str(via)))
+        self.assertEqual(parse_message(bytes(self.message)).top_via, via)
 
     def test_remove_first_via(self):
         self.assertEqual(len(self.message.via), 2)

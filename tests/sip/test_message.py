@@ -152,6 +152,32 @@ class ValidateTests(SynchronousTestCase):
             request.validate()
         self.assertEqual(raised.exception.element, "Call-ID")
 
+    def test_validated_until_a_header_changes(self):
+        request = parse_message(wire())
+        self.assertFalse(request.validated)
+        self.assertIs(request.validate(), request)
+        self.assertTrue(request.validated)
+        self.assertIs(request.validate(), request)
+        request.headers.add("Contact", "<sip:alice@192.0.2.1>")
+        self.assertFalse(request.validated)
+        request.validate()
+        self.assertTrue(request.validated)
+
+    def test_a_header_changed_after_validate_is_checked_again(self):
+        request = parse_message(wire()).validate()
+        request.headers.add("Contact", "<sip:alice@192.0.2.1")
+        with self.assertRaises(SIPParseError) as raised:
+            request.validate()
+        self.assertEqual(raised.exception.element, "Contact")
+        self.assertFalse(request.validated)
+
+    def test_the_start_line_is_checked_on_a_validated_message(self):
+        request = parse_message(wire()).validate()
+        request.method = "INFO"
+        with self.assertRaises(SIPParseError) as raised:
+            request.validate()
+        self.assertEqual(raised.exception.element, "CSeq")
+
     def test_cr_or_lf_in_the_start_line_is_not_serialised(self):
         request = Request("OPTIONS", parse_message(wire()).uri)
         request.method = "OPTIONS\r\nX-Injected: 1"

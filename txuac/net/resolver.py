@@ -127,10 +127,20 @@ class TargetResolver:
 
     def resolve_uri(self, uri: SipURI) -> defer.Deferred:
         """A Deferred list of Addresses for ``uri``, best first; ResolutionError when empty."""
-        return self._resolve_uri(uri).addCallback(_unique)
+        try:
+            host, transport = self._host_and_transport(uri)
+        except ResolutionError:
+            return defer.fail()
+        if is_ip_address(host):
+            # RFC 3263 4.1/4.2: an IP address needs no lookup (nor a generator: every
+            # request a proxy relays to an address comes here).
+            transport = transport or ("tls" if uri.secure else "udp")
+            return defer.succeed([Address(transport, host, uri.port or DEFAULT_PORTS[transport])])
+        return self._resolve_uri(uri, host, transport).addCallback(_unique)
 
-    @defer.inlineCallbacks
-    def _resolve_uri(self, uri: SipURI):
+    def _host_and_transport(self, uri: SipURI) -> tuple[str, str | None]:
+        """The host to resolve and the transport ``uri`` asks for (None: any), or a
+        ResolutionError when that transport is not available."""
         host = bare_host(uri.maddr or uri.host)
         secure = uri.secure
         transport = uri.transport
@@ -142,13 +152,15 @@ class TargetResolver:
             raise ResolutionError(f"transport {transport} is not available")
         if secure and "tls" not in self.transports:
             raise ResolutionError("sips: needs TLS, which is not available")
-        numeric = is_ip_address(host)
-        if numeric or uri.port is not None:
-            # RFC 3263 4.1/4.2: no NAPTR or SRV for an IP address or an explicit port.
+        return host, transport
+
+    @defer.inlineCallbacks
+    def _resolve_uri(self, uri: SipURI, host: str, transport: str | None):
+        secure = uri.secure
+        if uri.port is not None:
+            # RFC 3263 4.1/4.2: no NAPTR or SRV for an explicit port.
             transport = transport or ("tls" if secure else "udp")
-            port = uri.port or DEFAULT_PORTS[transport]
-            if numeric:
-                return [Address(transport, host, port)]
+            port = uri.port
             hosts = yield self._addresses(host)
             return [Address(transport, ip, port) for ip in hosts]
         candidates = []

@@ -332,27 +332,35 @@ class SIPStack:
         return targets.addCallback(self._try_targets, request, on_provisional, source, timeout, server_name, handle,
                                    t2)
 
-    @defer.inlineCallbacks
     def _try_targets(self, targets: list[Address], request: Request, on_provisional, source: Address | None,
                      timeout: float | None = None, server_name: str | None = None,
-                     handle: "ClientRequest | None" = None, t2: float | None = None):
-        last_error: Exception | None = None
-        for index, target in enumerate(targets):
-            if index and self._stopping:
-                break  # no failover once stop() was called: the last error stands
-            attempt = request.copy()
-            try:
-                response = yield self._send_once(attempt, target, on_provisional, source, timeout,
-                                                 server_name=server_name, handle=handle, t2=t2)
-            except (TransactionTimeout, TransportError) as e:
-                last_error = e
-                log.info("{method} to {target} failed: {error}", method=request.method, target=target, error=str(e))
-                continue
+                     handle: "ClientRequest | None" = None, t2: float | None = None, index: int = 0,
+                     last_error: Exception | None = None) -> defer.Deferred:
+        """``request`` to ``targets[index]``, and on a timeout, a transport error or a 503 to
+        the next one (plain callbacks rather than a generator: every relayed request comes
+        here)."""
+        if index >= len(targets) or (index and self._stopping):  # no failover once stop() was called
+            return defer.fail(last_error if last_error is not None else TransportError("no target to send to"))
+        target = targets[index]
+        attempt = request.copy()
+
+        def answered(response: Response):
             if response.status == 503 and index + 1 < len(targets):
                 log.info("{method} to {target} got 503, trying the next target", method=request.method, target=target)
-                continue
+                return self._try_targets(targets, request, on_provisional, source, timeout, server_name, handle, t2,
+                                         index + 1, last_error)
             return response
-        raise last_error if last_error is not None else TransportError("no target to send to")
+
+        def failed(failure):
+            failure.trap(TransactionTimeout, TransportError)
+            error = failure.value
+            log.info("{method} to {target} failed: {error}", method=request.method, target=target, error=str(error))
+            return self._try_targets(targets, request, on_provisional, source, timeout, server_name, handle, t2,
+                                     index + 1, error)
+
+        d = self._send_once(attempt, target, on_provisional, source, timeout, server_name=server_name, handle=handle,
+                            t2=t2)
+        return d.addCallbacks(answered, failed)
 
     def _send_once(self, request: Request, target: Address, on_provisional,
                    source: Address | None = None, timeout: float | None = None,
@@ -425,6 +433,7 @@ class SIPStack:
                       handle: "ClientRequest | None" = None, t2: float | None = None) -> defer.Deferred:
         if self._stopped:
             raise TransportError("the SIP stack stopped")  # a connection completed after stop()
+        _ensure_content_length(request)
         if keep_via:
             via = request.top_via
             if via is None:
@@ -432,8 +441,7 @@ class SIPStack:
         else:
             local = self.stream_listeners.get(target.transport, channel.local)
             via = make_via(target.transport, local.host, local.port)
-            request.headers.prepend("Via", str(via))
-        _ensure_content_length(request)
+            request.push_via(via)
         if handle is not None:
             handle.sent, handle.sent_to, handle.origin = request, target, None
         timers = self.timers if t2 is None else self.timers.with_t2(t2)

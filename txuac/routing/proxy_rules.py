@@ -271,7 +271,7 @@ def prepare_forward(request: Request, target_uri: URI | str | None, our_via: Via
         via = our_via.copy()
         if not has_magic_cookie(via.branch):
             via.params.set("branch", new_branch())
-        forwarded.headers.prepend("Via", str(via))
+        forwarded.push_via(via)
     # 16.6 item 9: Content-Length (a stream needs it; the value follows the body).
     if "Content-Length" not in forwarded.headers:
         forwarded.headers.add("Content-Length", str(len(forwarded.body)))
@@ -304,17 +304,7 @@ def _record_route_value(request: Request, record_route: str, routes_after_item_6
 
 
 def _insert_record_route(request: Request, value: str) -> None:
-    items = request.headers.items()
-    headers = Headers()
-    placed = False
-    for name, existing in items:
-        if not placed and name.lower() == "record-route":
-            headers.add("Record-Route", value)
-            placed = True
-        headers.add(name, existing)
-    if not placed:
-        headers.prepend("Record-Route", value)
-    request.headers = headers
+    request.headers.insert_before_first("Record-Route", value)
 
 # --- 16.10 CANCEL, 16.11 and 17.2.1 ACK ------------------------------------------------
 

@@ -27,6 +27,7 @@ Differences from Kamailio, on purpose:
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from txuac.errors import AddressReplaceError, ConfigError, SIPParseError
@@ -68,8 +69,12 @@ class AddressLayout:
         return self.display_end > self.display_start
 
 
+@functools.lru_cache(maxsize=4096)
 def address_layout(value: str, element: str = "From") -> AddressLayout:
-    """Locate display and URI in a From/To value (SIPParseError when malformed)."""
+    """Locate display and URI in a From/To value (SIPParseError when malformed).
+
+    Remembered for the latest values: a call's From and To come back in every request
+    and reply of the call, each read several times (restore, reply fixing)."""
     if value.startswith('"'):
         end = match_quoted(value, 0, element)
         lt = value.find("<", end)

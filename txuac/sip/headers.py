@@ -135,6 +135,20 @@ class Headers:
         self._fields.insert(0, (key, output_name, _check_value(value, name)))
         self._views.clear()
 
+    def insert_before_first(self, name: str, value: str) -> None:
+        """Insert a header line before the first ``name`` line, or before every other line
+        when there is none (a proxy's Record-Route, RFC 3261 16.6 item 4)."""
+        key, output_name = header_names(name)
+        field = (key, output_name, _check_value(value, name))
+        fields = self._fields
+        position = 0
+        for index, existing in enumerate(fields):
+            if existing[0] == key:
+                position = index
+                break
+        fields.insert(position, field)
+        self._views.clear()
+
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` line by one, kept where the first one was."""
         key, output_name = header_names(name)
@@ -222,6 +236,10 @@ class Headers:
     def cache_view(self, cache_key: str, value: object) -> None:
         """Store a view computed elsewhere (the parser's eager CSeq and Content-Length)."""
         self._views[cache_key] = value
+
+    def has_view(self, cache_key: str) -> bool:
+        """Whether the view ``cache_key`` is cached (dropped with the others on any change)."""
+        return cache_key in self._views
 
     def view(self, cache_key: str, build: Callable[[], T]) -> T:
         """Return the cached typed view ``cache_key``, building it on first use."""

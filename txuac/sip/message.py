@@ -69,6 +69,9 @@ TYPED_VIEWS = {
     "authorization": "authorization",
     "proxy-authorization": "proxy_authorization",
 }
+_TOP_VIA = "top_via"  # the views-cache key of Message.top_via
+# The views-cache key that marks headers validate() found sound (any change drops it).
+_VALIDATED = "\0validated"
 TOKEN_LIST_HEADERS = frozenset({"require", "proxy-require", "supported", "unsupported", "allow"})
 
 
@@ -103,7 +106,13 @@ class Message:
                 raise SIPParseError("empty list element", element="Via")
             return fields.parse_via(item)
 
-        return self.headers.view("top_via", build)
+        return self.headers.view(_TOP_VIA, build)
+
+    def push_via(self, via: Via) -> None:
+        """Put ``via`` on top as a Via line of its own; ``top_via`` is then ``via`` itself,
+        not parsed again."""
+        self.headers.prepend("Via", str(via))
+        self.headers.cache_view(_TOP_VIA, via)
 
     @property
     def from_(self) -> NameAddress | None:
@@ -200,9 +209,12 @@ class Message:
 
         Raises SIPParseError for the first problem (RFC 3261 8.2: a UAS
         answers 400); returns the message so calls can be chained. The views
-        stay cached, so reading them afterwards costs nothing.
+        stay cached, so reading them afterwards costs nothing, and so does validating the
+        message again until a header changes (a proxy checks what its stack checked).
         """
         self._validate_start_line()
+        if self.validated:
+            return self
         keys = dict.fromkeys(self.headers.keys())  # wire order: the first bad header is named
         for key in keys:
             attribute = TYPED_VIEWS.get(key)
@@ -220,7 +232,13 @@ class Message:
         for address in (self.from_, self.to, *self.route, *self.record_route, *self.path):
             if address is not None:
                 address.uri  # noqa: B018
+        self.headers.cache_view(_VALIDATED, True)
         return self
+
+    @property
+    def validated(self) -> bool:
+        """Whether validate() passed on the headers as they are (any change clears it)."""
+        return self.headers.has_view(_VALIDATED)
 
     def _validate_start_line(self) -> None:
         pass
