@@ -34,6 +34,9 @@ class Flag:
     INIT = 16
 
 
+_DISABLED, _ONGOING, _ONLINE = Flag.DISABLED, Flag.ONGOING, Flag.ONLINE
+
+
 class State(str, enum.Enum):
     """A readable state derived from the flags and times (reg_dump's ``state`` field)."""
 
@@ -120,7 +123,8 @@ class RegistrationRecord:
 
     def registered(self, now: float) -> bool:
         """Online and not expired: what regactive counts and status 1 means."""
-        return self.has(Flag.ONLINE) and self.expires_at is not None and self.expires_at > now
+        expires_at = self.expires_at
+        return bool(self.flags & _ONLINE) and expires_at is not None and expires_at > now
 
     def status(self, now: float) -> int:
         """Kamailio's uac_reg_status: 1 registered, -2 ongoing, -3 disabled, -99 otherwise."""
@@ -133,11 +137,12 @@ class RegistrationRecord:
         return -99
 
     def state(self, now: float) -> State:
-        if self.has(Flag.DISABLED):
+        flags = self.flags  # read per REGISTER several times: no helper calls
+        if flags & _DISABLED:
             return State.DISABLED
-        if self.has(Flag.ONGOING):
+        if flags & _ONGOING:
             return State.REGISTERING
-        if self.registered(now):
+        if flags & _ONLINE and self.expires_at is not None and self.expires_at > now:
             return State.ONLINE
         if self.expires == 0:
             return State.UNREGISTERED

@@ -620,8 +620,7 @@ class RegistrantService(service.Service):
         return True
 
     def _eligible(self, record: RegistrationRecord) -> bool:
-        return (self.active and record.expires > 0 and not record.has(Flag.DISABLED)
-                and not record.has(Flag.ONGOING))
+        return self.active and record.expires > 0 and not record.flags & (Flag.DISABLED | Flag.ONGOING)
 
     # --- carrying out the accounts' effects ---------------------------------------
     def _carry_out(self, effects: list[Effect]) -> defer.Deferred | None:
