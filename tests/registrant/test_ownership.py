@@ -37,10 +37,10 @@ class LeasedPartitions:
     def add_listener(self, listener):
         self.listeners.append(listener)
 
-    def change(self, gained=(), lost=(), now=0.0, bound_contacts=None, other_contact_addrs=()):
+    def change(self, gained=(), lost=(), now=0.0, bound_contacts=None, other_contact_addrs=(), fresh=()):
         self.owned = (self.owned | set(gained)) - set(lost)
         change = OwnershipChange(frozenset(gained), frozenset(lost), now, bound_contacts or {},
-                                 tuple(other_contact_addrs))
+                                 tuple(other_contact_addrs), frozenset(fresh))
         for listener in self.listeners:
             listener(change)
 
@@ -249,6 +249,21 @@ class GainedPartitionsTests(ServiceTestCase):
         sent = {s.contact_user: s.request for s in self.stack.sent}
         self.assertEqual([(str(c.uri), c.expires) for c in sent["acc3"].contacts],
                          [(f"sip:acc3@{CONTACT_ADDR}", None), ("sip:acc3@192.0.2.98:5060", 0)])
+
+    def test_fresh_partitions_are_registered_as_at_start_up(self):
+        """No other node held them: no CSeq jump, no Contact to remove, reg_delay kept."""
+        rows = [make_row("acc1", call_id="kept-call-id", cseq=512), make_row("acc2", reg_delay=5)]
+        ownership = LeasedPartitions()
+        self.start(rows, ownership=ownership)
+        ownership.change(gained={1, 3}, fresh={3}, now=self.now(), other_contact_addrs=("192.0.2.98:5060",))
+        self.advance(1)
+        sent = {s.contact_user: s.request for s in self.stack.sent}
+        self.assertEqual(sorted(sent), ["acc1"])  # acc2 waits for its reg_delay
+        self.assertEqual(sent["acc1"].cseq.number, 512 + CSEQ_AHEAD + 1)
+        self.assertEqual(len(sent["acc1"].contacts), 2)
+        self.advance(5)
+        acc2 = [s.request for s in self.stack.sent if s.contact_user == "acc2"]
+        self.assertEqual([len(r.contacts) for r in acc2], [1])
 
     def test_partition_lost_before_its_accounts_are_read(self):
         store = SlowStore(ROWS)

@@ -30,7 +30,9 @@ class OwnershipChange:
     ``bound_contacts``: for accounts of the gained partitions, the Contact URI their previous
     owner registered (from the fleet view); ``other_contact_addrs``: the contact address of
     every other node known to the fleet. The new owner removes each account's Contact as
-    any of them would have registered it (RFC 3261 10.2.2).
+    any of them would have registered it (RFC 3261 10.2.2). ``fresh``: gained partitions no
+    other node may have registered (a node's first partitions on a fleet that never held
+    them): their accounts are registered as at start-up, not taken over.
     """
 
     gained: frozenset[int]
@@ -38,6 +40,7 @@ class OwnershipChange:
     now: float
     bound_contacts: Mapping[str, str] = field(default_factory=dict)
     other_contact_addrs: tuple[str, ...] = ()
+    fresh: frozenset[int] = frozenset()
 
 
 OwnershipListener = Callable[[OwnershipChange], None]

@@ -135,6 +135,7 @@ class RegistrantService(service.Service):
                                       settings.reg_keep_callid, settings.user_agent, self.ownership)
         # Partitions gained whose accounts are being read, each with the change that gained it.
         self._gaining: dict[int, OwnershipChange] = {}
+        self._store_open = False  # gains told before the store opened are read once it is
         self._stopping = False
         self._stopped: list[defer.Deferred] = []  # when_stopped()'s, fired at the end of a stop
         self._default_source = source_address(settings.default_socket or "")
@@ -179,8 +180,14 @@ class RegistrantService(service.Service):
     @defer.inlineCallbacks
     def startService(self):
         super().startService()
-        yield self.store.open()
+        self._store_open = False
+        # First: partitions gained while the store opens are taken over, not loaded by the
+        # reload below as at a start (their other nodes' Contacts would stay).
         self.ownership.add_listener(self._ownership_changed)
+        yield self.store.open()
+        self._store_open = True
+        for change in {id(change): change for change in self._gaining.values()}.values():
+            self._load_gained(change)
         if self.changes is not None:  # before the first load: no change falls between the two
             yield self.changes.start(self.follow_changes)
         yield self.reload(force=True)
@@ -449,7 +456,8 @@ class RegistrantService(service.Service):
         if change.gained:
             for partition in change.gained:
                 self._gaining[partition] = change
-            self._load_gained(change)
+            if self._store_open:
+                self._load_gained(change)
 
     def busy_accounts(self) -> frozenset[str] | None:
         """Accounts whose REGISTER is still out or whose Call-ID and CSeq are not written yet
@@ -503,6 +511,7 @@ class RegistrantService(service.Service):
         holds the reactor past the lease renewals that keep them ours."""
         now = self.now()
         owns, bound_contacts, others = self.ownership.owns, change.bound_contacts, change.other_contact_addrs
+        fresh, count_of = change.fresh, self.ownership.partitions
         reserved: list[RegistrationRecord] = []
         marks: list[AccountState] = []
         save = getattr(self.store, "save_states", None)  # an embedder's store may have none
@@ -513,6 +522,10 @@ class RegistrantService(service.Service):
             record = self._add_row(row, now)
             if record is None:
                 continue
+            count += 1
+            if fresh and partition_of(l_uuid, count_of) in fresh:  # nobody else's: as at start-up
+                self._reconcile(record, now)
+                continue
             reservation = self.machine.gained(record, others, bound_contacts.get(l_uuid, ""))
             self.records[l_uuid] = record
             if reservation and save is not None:
@@ -520,7 +533,6 @@ class RegistrantService(service.Service):
                 reserved.append(record)
             else:
                 self._schedule(record, now)
-            count += 1
         if marks:  # their first REGISTERs once the CSeq marks above them are written
             d = defer.maybeDeferred(save, marks).addTimeout(RESERVE_TIMEOUT, self.reactor)
             d.addErrback(self._reserve_failed, len(marks))

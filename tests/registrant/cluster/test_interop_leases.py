@@ -177,7 +177,8 @@ class ClusterLeaseMixin:
         yield wait_until(lambda: not a.leases.held(), WAIT)  # fenced, not crashed
         self.assertEqual(a.metrics.fenced, 1)
         self.start_database_again()
-        yield wait_until(lambda: len(a.leases.held()) == PARTITIONS, WAIT)
+        # Owned once the change is delivered, after the previous owners' contacts are read.
+        yield wait_until(lambda: len(a.leases.held()) == PARTITIONS and not a._announcing, WAIT)
         self.assertTrue(a.owns("acc1", a.now()))
 
     @defer.inlineCallbacks

@@ -9,13 +9,17 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support.accounts import make_record
+from tests.support.accounts import make_record, make_row
+from tests.support.registrant_harness import FakeStack, FakeStore
+from txuac.errors import TransactionTimeout
 from txuac.registrant.cluster import database
 from txuac.registrant.cluster.database import TickResult
 from txuac.registrant.cluster.leases import LeasePlan
 from txuac.registrant.cluster.postgres import SQL
 from txuac.registrant.cluster.service import FENCE_CHECK, ClusterService, ClusterSettings
 from txuac.registrant.ownership import partition_of
+from txuac.registrant.service import RegistrantService
+from txuac.registrant.settings import RegistrantSettings
 from txuac.registrant.store.url import parse_store_url
 
 SETTINGS = ClusterSettings(node_id="node-a", partitions=4, lease_period=6.0, renew_interval=1.0,
@@ -43,9 +47,10 @@ class FakePool:
         self.running = False
 
 
-def acquired(partitions, taken_from=None):
+def acquired(partitions, taken_from=None, held_before=()):
     planned = LeasePlan(frozenset(), frozenset(partitions), frozenset(), frozenset(), taken_from or {})
-    return TickResult(planned, 1000.0, {"node-a": 1000.0}, {p: "node-a" for p in partitions})
+    return TickResult(planned, 1000.0, {"node-a": 1000.0}, {p: "node-a" for p in partitions},
+                      frozenset(held_before))
 
 
 def renewed(partitions):
@@ -138,6 +143,20 @@ class ClusterServiceTests(ClusterServiceCase):
         self.assertEqual(self.node.metrics.takeovers, 1)
         self.assertEqual(len(self.lines("took {count} partitions")), 1)
 
+    def test_first_tick_partitions_nobody_else_held_are_fresh(self):
+        """This run's first partitions are taken over when their lease had a holder or the
+        fleet view shows another node registered their accounts; the others are registered
+        as at start-up. Partitions are not owned until their change is delivered."""
+        self.answer(self.leases, database.tick, acquired({1, 2, 3}, taken_from={1: "node-b"}, held_before={1}))
+        self.assertFalse(self.node.owns("acc1", self.clock.seconds()))  # contacts being read
+        self.answer(self.view, database.previous_contacts, ({"acc4": "sip:acc4@192.0.2.2:5060"}, ()))  # acc4: 2
+        self.assertTrue(self.node.owns("acc1", self.clock.seconds()))
+        self.assertEqual((self.changes[0].gained, self.changes[0].fresh), ({1, 2, 3}, {3}))
+        self.clock.advance(SETTINGS.renew_interval)
+        self.answer(self.leases, database.tick, acquired({0}))
+        self.answer(self.view, database.previous_contacts, ({}, ()))
+        self.assertEqual((self.changes[1].gained, self.changes[1].fresh), ({0}, set()))  # later gains: taken over
+
     def test_clean_stop_gives_up_then_releases(self):
         self.answer(self.leases, database.tick, acquired({1}))
         self.answer(self.view, database.previous_contacts, ({}, ()))
@@ -147,6 +166,36 @@ class ClusterServiceTests(ClusterServiceCase):
         self.answer(self.leases, database.release_all, None)
         self.successResultOf(stopped)
         self.assertFalse(self.leases.running)
+
+
+class OpeningStore(FakeStore):
+    """A FakeStore whose open() waits for the test."""
+
+    def open(self):
+        self.opening: defer.Deferred = defer.Deferred()
+        return self.opening
+
+
+class FirstTickTests(ClusterServiceCase):
+    def test_partitions_taken_while_the_registrant_opens_its_store_are_taken_over(self):
+        """A node restarted right after kill -9, or joining as another's lease expires, takes
+        partitions in its first tick: their accounts are taken over (the other node's Contact
+        removed, RFC 3261 10.2.2), not loaded as at a start by the registrant's first reload."""
+        store = OpeningStore([make_row("acc1", call_id="kept-call-id", cseq=512)])
+        stack = FakeStack(self.clock)
+        registrant = RegistrantService(RegistrantSettings(reg_contact_addr="192.0.2.1:5060", reg_probe=False),
+                                       stack, store, self.clock, ownership=self.node)
+        started = registrant.startService()
+        self.answer(self.leases, database.tick, acquired({1}, taken_from={1: "node-b"}, held_before={1}))
+        self.answer(self.view, database.previous_contacts, ({}, ("192.0.2.2:5060",)))
+        store.opening.callback(None)
+        self.successResultOf(started)
+        self.clock.advance(0.1)
+        [sent] = stack.sent
+        self.assertEqual([(str(c.uri), c.expires) for c in sent.request.contacts],
+                         [("sip:acc1@192.0.2.1:5060", None), ("sip:acc1@192.0.2.2:5060", 0)])
+        sent.deferred.errback(TransactionTimeout("test over"))
+        self.successResultOf(registrant.stopService())
 
 
 class WallClockStepTests(ClusterServiceCase):

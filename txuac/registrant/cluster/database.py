@@ -82,6 +82,9 @@ class TickResult(NamedTuple):
     db_now: float
     nodes: dict[str, float]  # every node's heartbeat, unix seconds on the DB clock
     leases: dict[int, str | None]  # each partition's holder after the tick
+    # Acquired partitions whose expired lease had a holder (another node, or this one in an
+    # earlier run), as opposed to free ones (never held, or released by a clean stop).
+    held_before: frozenset[int] = frozenset()
 
 
 def prepare(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, partitions: int) -> None:
@@ -156,7 +159,8 @@ def tick(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, lease_period:
     taken_from = {p: str(before) for p, before in acquired.items() if before is not None and before != node_id}
     committed = LeasePlan(frozenset(renewed), frozenset(acquired), wanted.release,
                           wanted.hand_off & frozenset(renewed), taken_from)
-    return TickResult(committed, db_now, nodes, holders)
+    held_before = frozenset(p for p, before in acquired.items() if before is not None)
+    return TickResult(committed, db_now, nodes, holders, held_before)
 
 
 def release_all(cursor, sql: ClusterSQL, node_id: str, lease_period: float) -> None:

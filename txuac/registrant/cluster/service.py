@@ -123,6 +123,11 @@ class ClusterService(service.Service):
         self._ticking: defer.Deferred | None = None
         self._writing: defer.Deferred | None = None
         self._failing = False
+        self._ticked_once = False  # a lease transaction of this run has committed
+        # Partitions gained whose change is not delivered yet (the previous owners' contacts
+        # being read): not owned until then, so that no load of the registrant's (a reload,
+        # a live change) registers their accounts without the takeover.
+        self._announcing: frozenset[int] = frozenset()
         self._dirty: set[str] = set()
         self._final: dict[str, AccountView] = {}  # views of accounts of lost partitions, to write
         self._written_now: frozenset[str] = frozenset()  # the accounts of the view write under way
@@ -137,7 +142,8 @@ class ClusterService(service.Service):
     def owns(self, l_uuid: str, now: float) -> bool:
         """The fence, before each send. ``now`` is the caller's wall clock and is not used:
         the deadline is compared with the monotonic clock, read here, at the send."""
-        return self.leases.owns(partition_of(l_uuid, self.partitions), self.monotonic())
+        partition = partition_of(l_uuid, self.partitions)
+        return partition not in self._announcing and self.leases.owns(partition, self.monotonic())
 
     def add_listener(self, listener: OwnershipListener) -> None:
         self.listeners.append(listener)
@@ -248,9 +254,11 @@ class ClusterService(service.Service):
             log.info("cluster node {node_id}: the database answers again", node_id=self.settings.node_id)
         self.nodes, self.db_now, self.holders = result.nodes, result.db_now, result.leases
         change = self.leases.committed(result.planned, started, now)
+        first, self._ticked_once = not self._ticked_once, True
         self.metrics.takeovers += len(result.planned.taken_from.keys() & change.gained)
         if change.gained:
-            return self._with_contacts(change, result.planned.taken_from)
+            self._announcing |= change.gained
+            return self._with_contacts(change, result.planned.taken_from, result.held_before if first else None)
         self._deliver(change)
         return None
 
@@ -272,22 +280,31 @@ class ClusterService(service.Service):
         self._deliver(change)
 
     @defer.inlineCallbacks
-    def _with_contacts(self, change: OwnershipChange, taken_from):
+    def _with_contacts(self, change: OwnershipChange, taken_from, held_before: frozenset[int] | None):
         """Tell the registrant the partitions gained, with the Contacts the previous owners
         registered for their accounts and the other nodes' contact addresses: the takeover
         REGISTER removes the account's Contact as any of them registered it, whether or not
-        the fleet view shows it (a REGISTER whose 2xx its sender never saw, a view not written)."""
+        the fleet view shows it (a REGISTER whose 2xx its sender never saw, a view not written).
+
+        ``held_before`` (this run's first tick only): the gained partitions whose lease had a
+        holder. Those, and those whose accounts the fleet view shows another node registered,
+        are taken over; the others are fresh, registered as at start-up. Later gains are
+        all taken over (a released partition's previous owner left its bindings)."""
         contacts: dict[str, str] = {}
         addresses: tuple[str, ...] = ()
+        fresh: frozenset[int] = frozenset()
+        gained = change.gained
         try:  # released partitions too: their previous owner's bindings stay until refreshed or removed
             every, addresses = yield self._view_pool.runInteraction(database.previous_contacts,
                                                                     self.settings.node_id)
-            gained = change.gained
             contacts = {u: c for u, c in every.items() if partition_of(u, self.partitions) in gained}
+            if held_before is not None:
+                fresh = gained - held_before - {partition_of(u, self.partitions) for u in contacts}
         except Exception as e:  # noqa: BLE001 - registered anyway; the old binding expires
             log.warn("cluster node {node_id}: reading the previous owners' contacts failed ({error})",
                      node_id=self.settings.node_id, error=str(e))
-        self._deliver(OwnershipChange(change.gained, change.lost, change.now, contacts, addresses))
+        self._announcing -= gained
+        self._deliver(OwnershipChange(gained, change.lost, change.now, contacts, addresses, fresh))
         origins: dict[str, int] = {}
         for partition in change.gained:
             origin = taken_from.get(partition)
