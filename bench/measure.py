@@ -47,7 +47,8 @@ def pss_kib(pid: int | str = "self") -> int:
 
 
 def _stat_fields(pid: int | str) -> list[str]:
-    """/proc/<pid>/stat after the command name: [0] is the state, [2] the pgrp, [11] utime, [12] stime."""
+    """/proc/<pid>/stat after the command name: [0] is the state, [1] the parent, [2] the pgrp, [11] utime,
+    [12] stime."""
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()
 
@@ -64,6 +65,23 @@ def group_cpu(pgid: int | None) -> float:
     for pid in group_pids(pgid):
         try:
             total += process_cpu(pid)
+        except OSError:
+            continue
+    return total
+
+
+def family_cpu(pid: int | None) -> float:
+    """utime + stime (s) of process ``pid`` and its live children (a PostgreSQL server: its
+    backends each make a process group of their own)."""
+    if pid is None:
+        return 0.0
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if int(entry) == pid or int(_stat_fields(entry)[1]) == pid:
+                total += process_cpu(int(entry))
         except OSError:
             continue
     return total
