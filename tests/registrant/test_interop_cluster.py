@@ -8,7 +8,8 @@ One fleet per database runs every scenario in turn, each leaving it settled for 
 fleet takes 10 to 20 s to start and settle; the scenarios themselves are mostly waits): the
 three nodes started at once, rows added and deleted by SQL, kill -9 of a node (then started
 again), SIGSTOP past the lease, the database restarted, the database black-holed for 30 s,
-and a rolling restart last. Each failure names its scenario.
+and a rolling restart last. A failure's traceback names its scenario; test.log has the time
+each one took.
 
 What the registrar holds is read with one ``ul.dump`` (tests/support/cluster.py); "its owner"
 is the node holding the lease of the account's partition in txuac_cluster_lease, read after
