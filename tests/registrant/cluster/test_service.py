@@ -47,10 +47,10 @@ class FakePool:
         self.running = False
 
 
-def acquired(partitions, taken_from=None, held_before=()):
+def acquired(partitions, taken_from=None, held_before=(), contact_addrs=()):
     planned = LeasePlan(frozenset(), frozenset(partitions), frozenset(), frozenset(), taken_from or {})
     return TickResult(planned, 1000.0, {"node-a": 1000.0}, {p: "node-a" for p in partitions},
-                      frozenset(held_before))
+                      frozenset(held_before), tuple(contact_addrs))
 
 
 def renewed(partitions):
@@ -142,6 +142,17 @@ class ClusterServiceTests(ClusterServiceCase):
         self.assertEqual(self.changes[0].other_contact_addrs, ("192.0.2.2:5060", "192.0.2.3:5060"))
         self.assertEqual(self.node.metrics.takeovers, 1)
         self.assertEqual(len(self.lines("took {count} partitions")), 1)
+
+    def test_the_other_nodes_addresses_from_the_tick_when_the_fleet_view_cannot_be_read(self):
+        """Right after a database outage the view's connection may be the one found dead: the
+        takeover still removes the Contacts of every other node's address (the tick read them)."""
+        self.answer(self.leases, database.tick, acquired({1}, taken_from={1: "node-b"}, held_before={1},
+                                                         contact_addrs=("192.0.2.2:5060",)))
+        [(args, d)] = self.view.pending(database.previous_contacts)
+        d.errback(ConnectionError("Lost connection to MySQL server during query"))
+        self.assertEqual((self.changes[0].gained, self.changes[0].other_contact_addrs, self.changes[0].fresh),
+                         ({1}, ("192.0.2.2:5060",), set()))
+        self.assertEqual(len(self.lines("reading the previous owners' contacts failed")), 1)
 
     def test_first_tick_partitions_nobody_else_held_are_fresh(self):
         """This run's first partitions are taken over when their lease had a holder or the

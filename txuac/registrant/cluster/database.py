@@ -85,6 +85,9 @@ class TickResult(NamedTuple):
     # Acquired partitions whose expired lease had a holder (another node, or this one in an
     # earlier run), as opposed to free ones (never held, or released by a clean stop).
     held_before: frozenset[int] = frozenset()
+    # Every other node's contact_addr, read in this transaction: what a taker removes even
+    # when the fleet view cannot be read (its connection lost in the outage just over).
+    contact_addrs: tuple[str, ...] = ()
 
 
 def prepare(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, partitions: int) -> None:
@@ -122,8 +125,10 @@ def tick(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, lease_period:
                    [node_id, contact_addr])
     cursor.execute(f"SELECT {sql.epoch.format(sql.now)}")
     db_now = float(cursor.fetchone()[0])
-    cursor.execute(f"SELECT node_id, {sql.epoch.format('heartbeat_at')} FROM {NODE_TABLE}")
-    nodes = {str(row[0]): float(row[1]) for row in cursor.fetchall()}
+    cursor.execute(f"SELECT node_id, {sql.epoch.format('heartbeat_at')}, contact_addr FROM {NODE_TABLE}")
+    node_rows = cursor.fetchall()
+    nodes = {str(row[0]): float(row[1]) for row in node_rows}
+    addresses = tuple(sorted({str(row[2]) for row in node_rows if row[0] != node_id and row[2]}))
     cursor.execute(f"SELECT partition_id, node_id, {sql.epoch.format('expires_at')}, epoch FROM {LEASE_TABLE}")
     rows = [LeaseRow(int(p), n, float(e) if e is not None else None, int(x)) for p, n, e, x in cursor.fetchall()]
     wanted = plan(node_id, rows, live_nodes(nodes, db_now, lease_period, node_id), db_now, held, releasing)
@@ -160,7 +165,7 @@ def tick(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, lease_period:
     committed = LeasePlan(frozenset(renewed), frozenset(acquired), wanted.release,
                           wanted.hand_off & frozenset(renewed), taken_from)
     held_before = frozenset(p for p, before in acquired.items() if before is not None)
-    return TickResult(committed, db_now, nodes, holders, held_before)
+    return TickResult(committed, db_now, nodes, holders, held_before, addresses)
 
 
 def release_all(cursor, sql: ClusterSQL, node_id: str, lease_period: float) -> None:

@@ -258,7 +258,8 @@ class ClusterService(service.Service):
         self.metrics.takeovers += len(result.planned.taken_from.keys() & change.gained)
         if change.gained:
             self._announcing |= change.gained
-            return self._with_contacts(change, result.planned.taken_from, result.held_before if first else None)
+            return self._with_contacts(change, result.planned.taken_from, result.held_before if first else None,
+                                       result.contact_addrs)
         self._deliver(change)
         return None
 
@@ -280,7 +281,8 @@ class ClusterService(service.Service):
         self._deliver(change)
 
     @defer.inlineCallbacks
-    def _with_contacts(self, change: OwnershipChange, taken_from, held_before: frozenset[int] | None):
+    def _with_contacts(self, change: OwnershipChange, taken_from, held_before: frozenset[int] | None,
+                       addresses: tuple[str, ...]):
         """Tell the registrant the partitions gained, with the Contacts the previous owners
         registered for their accounts and the other nodes' contact addresses: the takeover
         REGISTER removes the account's Contact as any of them registered it, whether or not
@@ -289,9 +291,10 @@ class ClusterService(service.Service):
         ``held_before`` (this run's first tick only): the gained partitions whose lease had a
         holder. Those, and those whose accounts the fleet view shows another node registered,
         are taken over; the others are fresh, registered as at start-up. Later gains are
-        all taken over (a released partition's previous owner left its bindings)."""
+        all taken over (a released partition's previous owner left its bindings).
+        ``addresses``: the other nodes' contact addresses as the tick read them, used when
+        the fleet view cannot be read."""
         contacts: dict[str, str] = {}
-        addresses: tuple[str, ...] = ()
         fresh: frozenset[int] = frozenset()
         gained = change.gained
         try:  # released partitions too: their previous owner's bindings stay until refreshed or removed
@@ -300,9 +303,10 @@ class ClusterService(service.Service):
             contacts = {u: c for u, c in every.items() if partition_of(u, self.partitions) in gained}
             if held_before is not None:
                 fresh = gained - held_before - {partition_of(u, self.partitions) for u in contacts}
-        except Exception as e:  # noqa: BLE001 - registered anyway; the old binding expires
-            log.warn("cluster node {node_id}: reading the previous owners' contacts failed ({error})",
-                     node_id=self.settings.node_id, error=str(e))
+        except Exception as e:  # noqa: BLE001 - registered anyway, by the tick's addresses only
+            log.warn("cluster node {node_id}: reading the previous owners' contacts failed ({error}); "
+                     "removing the Contacts of the other nodes' addresses only", node_id=self.settings.node_id,
+                     error=str(e))
         self._announcing -= gained
         self._deliver(OwnershipChange(gained, change.lost, change.now, contacts, addresses, fresh))
         origins: dict[str, int] = {}
