@@ -5,6 +5,7 @@ and leaves the node's row for the takers, a lease table of another size is refus
 from __future__ import annotations
 
 import os
+import time
 
 from twisted.internet import defer, reactor
 from twisted.logger import globalLogPublisher
@@ -24,6 +25,7 @@ from txuac.registrant.record import Flag
 from txuac.registrant.service import RegistrantService
 from txuac.registrant.settings import RegistrantSettings
 from txuac.registrant.store import COLUMNS, open_store
+from txuac.registrant.cluster.leases import live_nodes
 from txuac.registrant.cluster.service import ClusterService, ClusterSettings
 from txuac.registrant.store.url import parse_store_url
 
@@ -143,6 +145,20 @@ class ClusterLeaseMixin:
             self.assertIn((f"sip:{l_uuid}@127.0.0.2:5060", 0), contacts)
 
     @defer.inlineCallbacks
+    def test_a_tick_stuck_through_an_outage_takes_nothing_from_a_node_live_at_its_start(self):
+        """The database's now is the transaction's start in every statement (MySQL/MariaDB's
+        NOW() is the statement's own otherwise): a tick that waited out an outage after its
+        heartbeat must not find every other node dead, whose heartbeats stopped with the
+        outage too, and take their partitions."""
+        a, b = yield self._split()
+        theirs = b.leases.held()
+        self.crash(b)
+        ticked = yield a._lease_pool.runInteraction(stuck_tick, a.sql, "node-a", "127.0.0.1:5060", PERIOD,
+                                                    a.leases.held(), frozenset())
+        self.assertEqual(ticked.planned.acquire & theirs, frozenset())
+        self.assertIn("node-b", live_nodes(ticked.nodes, ticked.db_now, PERIOD, "node-a"))
+
+    @defer.inlineCallbacks
     def test_rows_of_nodes_gone_for_a_day_are_deleted_when_a_node_starts(self):
         a = yield self.node("node-a")
         for node_id, age in (("node-old", database.NODE_RETENTION + 60), ("node-recent", 3600)):
@@ -232,6 +248,26 @@ class ClusterLeaseMixin:
                          {"node-a": len(a.leases.held()), "node-b": len(b.leases.held())})
         self.assertTrue(all(n["live"] and n["heartbeat_age"] < PERIOD for n in status["nodes"]))
         self.assertGreater(status["lease_deadline_in"], 0)
+
+
+class StuckCursor:
+    """A cursor that waits three lease periods after the heartbeat, as a transaction stuck
+    behind an outage does."""
+
+    def __init__(self, cursor):
+        self._cursor = cursor
+
+    def execute(self, statement, *parameters):
+        self._cursor.execute(statement, *parameters)
+        if statement.startswith(f"INSERT INTO {database.NODE_TABLE}"):
+            time.sleep(3 * PERIOD)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
+def stuck_tick(cursor, *arguments):
+    return database.tick(StuckCursor(cursor), *arguments)
 
 
 def select(cursor, sql):

@@ -44,6 +44,11 @@ class ClusterSQL:
     # create and fill the tables one at a time (an empty unlock: the lock ends with the transaction).
     prepare_lock: str = ""
     prepare_unlock: str = ""
+    # Run first in a tick: ``now`` then means the transaction's start in every statement, as
+    # PostgreSQL's does (empty there). A tick stuck through an outage otherwise compares the
+    # heartbeats written before it with a now after it, finds every other node dead and takes
+    # every partition, to hand most of them back at the next tick.
+    freeze_now: tuple[str, ...] = ()
 
     def schema(self) -> list[str]:
         """The statements of schema/<kind>-cluster.sql (without BEGIN/COMMIT and comments)."""
@@ -121,6 +126,8 @@ def tick(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, lease_period:
          held: frozenset[int], releasing: frozenset[int]) -> TickResult:
     """Heartbeat, then renew, acquire and release as leases.plan says, each by a conditional
     UPDATE on rows locked first (acquisition skips rows another node has locked)."""
+    for statement in sql.freeze_now:
+        cursor.execute(statement)
     cursor.execute(sql.upsert_statement(NODE_TABLE, ("node_id", "contact_addr"), "node_id", 1, "heartbeat_at"),
                    [node_id, contact_addr])
     cursor.execute(f"SELECT {sql.epoch.format(sql.now)}")

@@ -15,7 +15,10 @@ SQL = ClusterSQL(kind="mysql", now="NOW(3)", epoch="UNIX_TIMESTAMP({})",
                  later="NOW(3) + INTERVAL %s MICROSECOND", later_scale=1e6, upsert="mysql",
                  insert_ignore="INSERT IGNORE INTO {}",
                  prepare_lock="SELECT GET_LOCK('txuac_cluster_prepare', 30)",
-                 prepare_unlock="SELECT RELEASE_LOCK('txuac_cluster_prepare')")
+                 prepare_unlock="SELECT RELEASE_LOCK('txuac_cluster_prepare')",
+                 # The session's clock (unfrozen first) stays at the tick's start until the
+                 # next tick; prepare runs before the first, release_all a tick at most later.
+                 freeze_now=("SET TIMESTAMP = DEFAULT", "SET TIMESTAMP = UNIX_TIMESTAMP(NOW(6))"))
 DRIVER = "pymysql"
 
 
