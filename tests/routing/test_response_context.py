@@ -255,6 +255,12 @@ Content-Length: 0
         upstream = response_for_upstream(message(self.RESPONSE))
         self.assertEqual([v.host for v in upstream.via], ["pc33.atlanta.com", "first.example.com"])
 
+    def test_top_via_line_of_its_own_removed(self):
+        response = message(self.RESPONSE.replace("z9hG4bKours, SIP", "z9hG4bKours\nVia: SIP"))
+        upstream = response_for_upstream(response)
+        self.assertEqual(upstream.headers.get_all("Via"), ["SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds8",
+                                                           "SIP/2.0/UDP first.example.com;branch=z9hG4bKfirst"])
+
     def test_top_via_not_ours_is_dropped(self):
         response = message(self.RESPONSE)
         self.assertIsNone(response_for_upstream(response, lambda v: v.host == "10.0.0.2"))

@@ -84,6 +84,18 @@ class ChangeTests(SynchronousTestCase):
         self.assertEqual(self.headers.items()[0], ("Via", "0"))
         self.assertEqual(self.headers.get("Via"), "0")
 
+    def test_contains_before_and_after_a_lookup_and_a_change(self):
+        self.assertIn("v", self.headers)  # read from the fields
+        self.assertEqual(self.headers.get("X-A"), "a")  # builds the per-name index
+        self.assertIn("VIA", self.headers)  # read from the index
+        self.assertNotIn("Route", self.headers)
+        self.assertNotIn(7, self.headers)
+        self.headers.remove("Via")
+        self.assertNotIn("Via", self.headers)
+        self.assertEqual(self.headers.get("X-B"), "b")
+        self.assertNotIn("Via", self.headers)
+        self.assertIn("x-b", self.headers)
+
     def test_insert_before_first_goes_before_the_first_line_of_its_name(self):
         self.headers.insert_before_first("v", "0")
         self.assertEqual(self.headers.items()[:3], [("Via", "0"), ("Via", "1"), ("X-A", "a")])

@@ -26,6 +26,7 @@ whose next Via is a broadcast, multicast or unspecified address without maddr (R
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -332,10 +333,11 @@ def response_for_upstream(response: Response, is_our_via: Callable[[Via], bool] 
         if top is None or (is_our_via is not None and not is_our_via(top)):
             return None
         upstream = response.copy()
-        values = split_list(upstream.headers.get("Via") or "", "Via")
-        upstream.headers.remove_first("Via")
-        if len(values) > 1:
-            upstream.headers.prepend("Via", ", ".join(values[1:]))
+        first_line = upstream.headers.remove_first("Via") or ""
+        if "," in first_line:  # more than one via-parm on the line (a comma can only separate them)
+            values = split_list(first_line, "Via")
+            if len(values) > 1:
+                upstream.headers.prepend("Via", ", ".join(values[1:]))
         next_via = upstream.top_via
         if next_via is None or _unroutable(next_via):
             return None
@@ -352,7 +354,14 @@ def _unroutable(via: Via) -> bool:
     (RFC 4475 3.3.10); an explicit maddr is the sender's choice (RFC 3261 18.2.2)."""
     if via.maddr:
         return False
-    address = ip_address_of(bare_host(via.received or via.host))
+    return _unroutable_host(via.received or via.host)
+
+
+@functools.lru_cache(maxsize=1024)
+def _unroutable_host(host: str) -> bool:
+    """A broadcast, multicast or unspecified address (remembered: the same few hosts
+    answer every call)."""
+    address = ip_address_of(bare_host(host))
     if address is None:
         return False  # a host name
     return address.is_multicast or address.is_unspecified or address == _BROADCAST
