@@ -576,7 +576,7 @@ def _check_uri(uri, text: str) -> None:
         for part in (uri.user, uri.password, uri.host):
             if part is not None:
                 unescape(part)
-        uri.transport, uri.maddr, uri.loose_route, uri.host_port, uri.secure  # noqa: B018
+        uri.transport, uri.maddr, uri.loose_route, uri.secure  # noqa: B018
         _same("re-parsed URI", uri, parse_uri(str(uri)))
 
 
