@@ -70,6 +70,16 @@ class DeadlineTimerTests(SynchronousTestCase):
         self.assertEqual(calls, [1.0, 3.0])
         self.assertEqual(self.fired, [("silent", 1.0), ("later", 3.0)])
 
+    def test_before_fire_not_run_when_every_due_deadline_moved_on(self) -> None:
+        calls: list[float] = []
+        self.timer = DeadlineTimer(self.clock, before_fire=lambda: calls.append(self.clock.seconds()))
+        self.timer.arm("answered", 1.0, self.fire, "answered")
+        self.timer.arm("answered", 5.0, self.fire, "answered")  # its answer came: the 1.0 entry is stale
+        self.clock.advance(1.0)
+        self.assertEqual((calls, self.fired), ([], []))
+        self.clock.advance(4.0)
+        self.assertEqual((calls, self.fired), ([5.0], [("answered", 5.0)]))
+
     def test_before_fire_failing_does_not_stop_the_timers(self) -> None:
         def broken() -> None:
             raise RuntimeError("bug")

@@ -83,6 +83,7 @@ class DeadlineTimer:
         self._wakeup = None
         now = self.reactor.seconds()
         heap, armed = self._deadlines, self._armed
+        self._drop_stale()
         if self.before_fire is not None and heap and heap[0][0] <= now:
             try:
                 self.before_fire()
@@ -98,12 +99,19 @@ class DeadlineTimer:
                 entry[1](*entry[2])
             except Exception:  # noqa: BLE001 - one transaction's bug must not stop the others' timers
                 log.failure("transaction timer failed")
-        while heap and armed.get(heap[0][2], (None,))[0] != heap[0][0]:
-            heapq.heappop(heap)  # stale: no need to wake up for it
+        self._drop_stale()
         if heap and not self._stopped and (self._wakeup is None or heap[0][0] < self._wakeup_at):
             self._arm_wakeup(heap[0][0])
         elif not heap:
             self._cancel_wakeup()
+
+    def _drop_stale(self) -> None:
+        """Pop the entries on top of the heap whose owner's deadline moved on or was
+        disarmed: no need to wake up, or to read ahead (``before_fire``), for them. Every
+        request answered before its first retransmission leaves one."""
+        heap, armed = self._deadlines, self._armed
+        while heap and armed.get(heap[0][2], (None,))[0] != heap[0][0]:
+            heapq.heappop(heap)
 
 
 class ExpiringKeys(Generic[K]):
