@@ -159,6 +159,18 @@ class ClusterLeaseMixin:
         self.assertIn("node-b", live_nodes(ticked.nodes, ticked.db_now, PERIOD, "node-a"))
 
     @defer.inlineCallbacks
+    def test_a_fenced_node_takes_its_live_leases_back_at_its_next_tick(self):
+        a = yield self.node("node-a")
+        yield wait_until(lambda: len(a.leases.held()) == PARTITIONS, WAIT)
+        a._loop.stop()
+        if a._ticking is not None:
+            yield a._ticking
+        a._deliver(a.leases.check(a.monotonic() + PERIOD))  # its deadline passed; its leases live on
+        self.assertEqual(a.leases.held(), frozenset())
+        yield a.tick()
+        self.assertEqual(len(a.leases.held()), PARTITIONS)
+
+    @defer.inlineCallbacks
     def test_rows_of_nodes_gone_for_a_day_are_deleted_when_a_node_starts(self):
         a = yield self.node("node-a")
         for node_id, age in (("node-old", database.NODE_RETENTION + 60), ("node-recent", 3600)):

@@ -64,6 +64,14 @@ class PlanTests(SynchronousTestCase):
         planned = plan("node-a", rows, NODES, 100.0, frozenset({mine, other}), frozenset())
         self.assertEqual((planned.renew, planned.hand_off, planned.acquire), ({mine, other}, {other}, set()))
 
+    def test_takes_back_a_live_lease_of_its_own_it_does_not_hold(self):
+        """Fenced (or its renewal committed too late), the node holds nothing here while the
+        database still names it: no other node may take those, so it takes them again now."""
+        mine, other = self.ours[0], self.theirs[0]
+        rows = [LeaseRow(mine, "node-a", 106.0), LeaseRow(other, "node-a", 106.0)]
+        planned = plan("node-a", rows, NODES, 100.0, frozenset(), frozenset())
+        self.assertEqual((planned.acquire, dict(planned.taken_from)), ({mine}, {}))
+
     def test_alone_it_takes_everything(self):
         planned = plan("node-a", free_rows(), frozenset({"node-a"}), 100.0, frozenset(), frozenset())
         self.assertEqual(planned.acquire, set(range(16)))

@@ -154,8 +154,8 @@ def tick(cursor, sql: ClusterSQL, node_id: str, contact_addr: str, lease_period:
     if wanted.acquire:
         marks, values = _in(wanted.acquire)
         cursor.execute(f"SELECT partition_id, node_id FROM {LEASE_TABLE} WHERE partition_id IN ({marks}) "
-                       f"AND (node_id IS NULL OR expires_at IS NULL OR expires_at <= {sql.now}) "
-                       f"FOR UPDATE SKIP LOCKED", values)
+                       f"AND (node_id IS NULL OR node_id = %s OR expires_at IS NULL OR expires_at <= {sql.now}) "
+                       f"FOR UPDATE SKIP LOCKED", [*values, node_id])
         acquired = {int(row[0]): row[1] for row in cursor.fetchall()}
         if acquired:
             marks, values = _in(acquired)

@@ -137,7 +137,10 @@ def plan(node_id: str, leases: Iterable[LeaseRow], nodes: frozenset[str], db_now
                 if not ours:
                     hand_off.add(partition)
             continue  # not ours any more in the database: NOT_RENEWED when committed
-        if partition in releasing or not ours or live_lease:
+        # A live lease of our own not held here (fenced, or its renewal committed too late) is
+        # taken again at once: no other node may hold it, and waiting for it to expire would
+        # leave its accounts unregistered for a lease period after every database outage.
+        if partition in releasing or not ours or (live_lease and row.node_id != node_id):
             continue
         acquire.add(partition)
         if row.node_id is not None and row.node_id != node_id:
