@@ -322,6 +322,11 @@ class AddressFallbackTests(LiveZoneTestCase):
         self.assertEqual((yield self.resolve("sip:plain.test.example;transport=tls"))[0], ("tls", "192.0.2.10", 5061))
 
     @defer.inlineCallbacks
+    def test_port_zero_is_the_default_port(self):
+        self.assertEqual((yield self.resolve("sip:naptr.test.example:0"))[0], ("udp", "192.0.2.20", 5060))
+        self.assertEqual((yield self.resolve("sip:192.0.2.30:0")), [("udp", "192.0.2.30", 5060)])
+
+    @defer.inlineCallbacks
     def test_explicit_port_skips_naptr_and_srv(self):
         targets = yield self.resolve("sip:naptr.test.example:5099")
         self.assertEqual(targets, [("udp", "192.0.2.20", 5099)])

@@ -160,7 +160,7 @@ class TargetResolver:
         if uri.port is not None:
             # RFC 3263 4.1/4.2: no NAPTR or SRV for an explicit port.
             transport = transport or ("tls" if secure else "udp")
-            port = uri.port
+            port = uri.port or DEFAULT_PORTS[transport]
             hosts = yield self._addresses(host)
             return [Address(transport, ip, port) for ip in hosts]
         candidates = []
