@@ -160,13 +160,16 @@ class AccountMachine:
         if not self.owns(record.l_uuid, now):
             return []  # parked: another node's, or ours no longer
         apply(record, Step.INIT)
-        return self.send(record, record.expires, now)
+        return self._send(record, record.expires, now)
 
     def send(self, record: RegistrationRecord, expires: int, now: float, too_brief: int = 0) -> list[Effect]:
         """A REGISTER for the account now, asking for ``expires`` (due, or asked for);
         nothing when the account is not ours at ``now`` (parked)."""
         if not self.owns(record.l_uuid, now):
             return []
+        return self._send(record, expires, now, too_brief)
+
+    def _send(self, record: RegistrationRecord, expires: int, now: float, too_brief: int = 0) -> list[Effect]:
         effects: list[Effect] = []
         previous = record.state(now)
         if record.outbound and not record.instance_id:
