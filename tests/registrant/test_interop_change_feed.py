@@ -26,12 +26,12 @@ from txuac.registrant.store.mysql import MySQLStore
 from txuac.registrant.store.postgres import PostgresStore
 
 # Seconds from an SQL commit to the binding at the registrar. The feed's part is a 50 ms
-# batch window (PostgreSQL) or a poll every second (MySQL); the rest is one REGISTER with its
+# batch window (PostgreSQL) or a poll twice a second (MySQL); the rest is one REGISTER with its
 # challenge, and reading the registrar's usrloc, all slower on a busy test machine.
 LIVE_DEADLINE = 5.0
 RECONNECT_TIMEOUT = 30.0
 NODES = 6  # feeds started at once on one database
-OUTAGE = 2.5  # seconds MariaDB is down: two polls of the change log fail
+OUTAGE = 2.5  # seconds MariaDB is down: several polls of the change log fail
 
 
 def sql_value(value) -> str:
