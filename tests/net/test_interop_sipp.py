@@ -323,7 +323,9 @@ class TxuacToSIPpUDPTests(SIPpTestCase):
         self.assertEqual(len({data for _, data in relay.arrivals}), 1, "retransmissions repeat the request")
         log.info("Timer E: copies at {times} s, max deviation {deviation:.4f} s", times=[round(t, 4) for t in times],
                  deviation=deviation)
-        self.assertTrue(0.65 <= elapsed < 0.65 + 0.1, elapsed)
+        # SIPp's 650 ms pause runs on its own millisecond scheduler, which can end it a few
+        # ms early: the answer is due 650 ms after the first copy, within the tolerance.
+        self.assertTrue(0.65 - TIMER_TOLERANCE <= elapsed < 0.65 + 0.1, elapsed)
         received = [m for _, way, m in sipp_messages(messages) if way == "received"]
         self.assertEqual(len(received), len(expected), "SIPp saw every copy")
 
