@@ -98,7 +98,7 @@ class ClusterServiceTests(ClusterServiceCase):
 
     def test_fenced_at_the_local_deadline_when_renewals_fail_then_taken_again(self):
         self.answer(self.leases, database.tick, acquired({1, 2}))
-        self.answer(self.view, database.previous_contacts, ({}, ()))
+        self.answer(self.view, database.bound_contacts, {})
         self.successResultOf(self.started)
         self.assertEqual([(c.gained, c.lost) for c in self.changes], [({1, 2}, set())])
         deadline = 100 + SETTINGS.lease_period - SETTINGS.fence_margin  # from the first tick's start
@@ -118,13 +118,13 @@ class ClusterServiceTests(ClusterServiceCase):
         self.assertEqual(len(self.lines("fenced")), 1)
         self.clock.advance(1.0)
         self.answer(self.leases, database.tick, acquired({1, 2}))
-        self.answer(self.view, database.previous_contacts, ({}, ()))
+        self.answer(self.view, database.bound_contacts, {})
         self.assertEqual((self.changes[-1].gained, self.node.metrics.fenced), ({1, 2}, 1))
         self.assertTrue(self.node.owns("acc4", self.clock.seconds()))
 
     def test_renewal_moves_the_deadline(self):
         self.answer(self.leases, database.tick, acquired({1}))
-        self.answer(self.view, database.previous_contacts, ({}, ()))
+        self.answer(self.view, database.bound_contacts, {})
         for _ in range(20):
             self.clock.advance(SETTINGS.renew_interval)
             self.answer(self.leases, database.tick, renewed({1}))
@@ -133,11 +133,11 @@ class ClusterServiceTests(ClusterServiceCase):
         self.assertEqual(sum(self.node.metrics.renew_counts), 21)
 
     def test_gained_partitions_come_with_the_previous_owners_contacts(self):
-        self.answer(self.leases, database.tick, acquired({1, 3}, taken_from={1: "node-b"}))
+        self.answer(self.leases, database.tick, acquired({1, 3}, taken_from={1: "node-b"},
+                                                         contact_addrs=("192.0.2.2:5060", "192.0.2.3:5060")))
         self.assertEqual(self.changes, [])  # told once the contacts are read
-        self.answer(self.view, database.previous_contacts, ({"acc1": "sip:acc1@192.0.2.2:5060",
-                                                              "acc4": "sip:acc4@192.0.2.2:5060"},
-                                                             ("192.0.2.2:5060", "192.0.2.3:5060")))
+        self.answer(self.view, database.bound_contacts, {"acc1": "sip:acc1@192.0.2.2:5060",
+                                                         "acc4": "sip:acc4@192.0.2.2:5060"})
         self.assertEqual(dict(self.changes[0].bound_contacts), {"acc1": "sip:acc1@192.0.2.2:5060"})
         self.assertEqual(self.changes[0].other_contact_addrs, ("192.0.2.2:5060", "192.0.2.3:5060"))
         self.assertEqual(self.node.metrics.takeovers, 1)
@@ -148,7 +148,7 @@ class ClusterServiceTests(ClusterServiceCase):
         takeover still removes the Contacts of every other node's address (the tick read them)."""
         self.answer(self.leases, database.tick, acquired({1}, taken_from={1: "node-b"}, held_before={1},
                                                          contact_addrs=("192.0.2.2:5060",)))
-        [(args, d)] = self.view.pending(database.previous_contacts)
+        [(args, d)] = self.view.pending(database.bound_contacts)
         d.errback(ConnectionError("Lost connection to MySQL server during query"))
         self.assertEqual((self.changes[0].gained, self.changes[0].other_contact_addrs, self.changes[0].fresh),
                          ({1}, ("192.0.2.2:5060",), set()))
@@ -160,17 +160,17 @@ class ClusterServiceTests(ClusterServiceCase):
         as at start-up. Partitions are not owned until their change is delivered."""
         self.answer(self.leases, database.tick, acquired({1, 2, 3}, taken_from={1: "node-b"}, held_before={1}))
         self.assertFalse(self.node.owns("acc1", self.clock.seconds()))  # contacts being read
-        self.answer(self.view, database.previous_contacts, ({"acc4": "sip:acc4@192.0.2.2:5060"}, ()))  # acc4: 2
+        self.answer(self.view, database.bound_contacts, {"acc4": "sip:acc4@192.0.2.2:5060"})  # acc4: 2
         self.assertTrue(self.node.owns("acc1", self.clock.seconds()))
         self.assertEqual((self.changes[0].gained, self.changes[0].fresh), ({1, 2, 3}, {3}))
         self.clock.advance(SETTINGS.renew_interval)
         self.answer(self.leases, database.tick, acquired({0}))
-        self.answer(self.view, database.previous_contacts, ({}, ()))
+        self.answer(self.view, database.bound_contacts, {})
         self.assertEqual((self.changes[1].gained, self.changes[1].fresh), ({0}, set()))  # later gains: taken over
 
     def test_clean_stop_gives_up_then_releases(self):
         self.answer(self.leases, database.tick, acquired({1}))
-        self.answer(self.view, database.previous_contacts, ({}, ()))
+        self.answer(self.view, database.bound_contacts, {})
         stopped = self.node.stopService()
         self.assertEqual(self.changes[-1].lost, {1})
         self.assertFalse(self.node.owns("acc1", self.clock.seconds()))
@@ -197,8 +197,9 @@ class FirstTickTests(ClusterServiceCase):
         registrant = RegistrantService(RegistrantSettings(reg_contact_addr="192.0.2.1:5060", reg_probe=False),
                                        stack, store, self.clock, ownership=self.node)
         started = registrant.startService()
-        self.answer(self.leases, database.tick, acquired({1}, taken_from={1: "node-b"}, held_before={1}))
-        self.answer(self.view, database.previous_contacts, ({}, ("192.0.2.2:5060",)))
+        self.answer(self.leases, database.tick, acquired({1}, taken_from={1: "node-b"}, held_before={1},
+                                                         contact_addrs=("192.0.2.2:5060",)))
+        self.answer(self.view, database.bound_contacts, {})
         store.opening.callback(None)
         self.successResultOf(started)
         self.clock.advance(0.1)
@@ -221,7 +222,7 @@ class WallClockStepTests(ClusterServiceCase):
 
     def test_the_fence_fires_on_time_when_the_wall_clock_steps_back(self):
         self.answer(self.leases, database.tick, acquired({1}))
-        self.answer(self.view, database.previous_contacts, ({}, ()))
+        self.answer(self.view, database.bound_contacts, {})
         deadline = 100 + SETTINGS.lease_period - SETTINGS.fence_margin  # from the first tick's start
         self.clock.advance(-60)
         while self.mono.seconds() < deadline - FENCE_CHECK:
@@ -269,7 +270,7 @@ class HandOffTests(ClusterServiceCase):
         self.node.add_listener(lambda change: [registrant.records.pop(u) for u in list(registrant.records)
                                                if partition_of(u, 4) in change.lost])
         self.answer(self.leases, database.tick, acquired({1, 2}))
-        self.answer(self.view, database.previous_contacts, ({}, ()))
+        self.answer(self.view, database.bound_contacts, {})
         registrant.changed("acc1", "acc4")  # acc1: partition 1, acc4: partition 2
         registrant.busy = frozenset({"acc1"})
         self.clock.advance(SETTINGS.renew_interval)

@@ -214,15 +214,6 @@ def bound_contacts(cursor, node_id: str) -> dict[str, str]:
     return {str(l_uuid): str(contact) for l_uuid, contact in cursor.fetchall()}
 
 
-def previous_contacts(cursor, node_id: str) -> tuple[dict[str, str], tuple[str, ...]]:
-    """What a node taking partitions removes: the Contacts other nodes wrote in the fleet
-    view (bound_contacts), and the contact address of every other node the fleet knows."""
-    bound = bound_contacts(cursor, node_id)
-    cursor.execute(f"SELECT DISTINCT contact_addr FROM {NODE_TABLE} WHERE node_id <> %s AND contact_addr <> ''",
-                   [node_id])
-    return bound, tuple(sorted(str(row[0]) for row in cursor.fetchall()))
-
-
 FLEET_COLUMNS = ("l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",
                  "auth_proxy", "expires")
 

@@ -292,14 +292,13 @@ class ClusterService(service.Service):
         holder. Those, and those whose accounts the fleet view shows another node registered,
         are taken over; the others are fresh, registered as at start-up. Later gains are
         all taken over (a released partition's previous owner left its bindings).
-        ``addresses``: the other nodes' contact addresses as the tick read them, used when
-        the fleet view cannot be read."""
+        ``addresses``: the other nodes' contact addresses, read by the lease transaction that
+        gained the partitions (so known even when the fleet view cannot be read)."""
         contacts: dict[str, str] = {}
         fresh: frozenset[int] = frozenset()
         gained = change.gained
         try:  # released partitions too: their previous owner's bindings stay until refreshed or removed
-            every, addresses = yield self._view_pool.runInteraction(database.previous_contacts,
-                                                                    self.settings.node_id)
+            every = yield self._view_pool.runInteraction(database.bound_contacts, self.settings.node_id)
             contacts = {u: c for u, c in every.items() if partition_of(u, self.partitions) in gained}
             if held_before is not None:
                 fresh = gained - held_before - {partition_of(u, self.partitions) for u in contacts}
