@@ -142,7 +142,7 @@ class RegistrationRecord:
             return State.DISABLED
         if flags & _ONGOING:
             return State.REGISTERING
-        if flags & _ONLINE and self.expires_at is not None and self.expires_at > now:
+        if self.registered(now):
             return State.ONLINE
         if self.expires == 0:
             return State.UNREGISTERED
@@ -164,17 +164,12 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
     the account invalid: a bad value is left at its default and its reason appended to
     ``problems`` (for the caller to log once, naming the account).
     """
-    values = {}
-    for name in _TEXT_COLUMNS:
-        value = row.get(name)
-        text = value.strip(" \t") if value.__class__ is str else _text(value)
-        values[name] = sys.intern(text) if name in _SHARED_COLUMNS else text
+    values = {name: _text(row.get(name), name in _SHARED_COLUMNS) for name in _TEXT_COLUMNS}
     for name in MANDATORY:
         if not values[name]:
             raise InvalidRecord(f"{name} is empty", name)
     for name, text in values.items():
-        if text:
-            check_text(name, text)
+        check_text(name, text)
     ha1 = values["auth_ha1"].lower()
     if ha1 and (len(ha1) != 32 or not _HEX.issuperset(ha1)):
         raise InvalidRecord("auth_ha1 is not 32 hex digits", "auth_ha1")
