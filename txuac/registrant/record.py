@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 
 from txuac.errors import InvalidListenSpec, SIPParseError
-from txuac.registrant.row_rules import InvalidRecord, check_integer, check_text, invalid
+from txuac.registrant.row_rules import REPEATING_COLUMNS, InvalidRecord, check_integer, check_text, invalid
 from txuac.sip.grammar import is_token
 from txuac.sip.listen import parse_listen
 from txuac.sip.uri import parse_uri
@@ -164,7 +164,7 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
     the account invalid: a bad value is left at its default and its reason appended to
     ``problems`` (for the caller to log once, naming the account).
     """
-    values = {name: _text(row.get(name), name in _SHARED_COLUMNS) for name in _TEXT_COLUMNS}
+    values = {name: _text(row.get(name), name in REPEATING_COLUMNS) for name in _TEXT_COLUMNS}
     for name in MANDATORY:
         if not values[name]:
             raise InvalidRecord(f"{name} is empty", name)
@@ -298,8 +298,6 @@ def _apply_ext(record: RegistrationRecord, row: dict, problems: list[str]) -> No
 
 _TEXT_COLUMNS = ("l_uuid", "l_username", "l_domain", "r_username", "r_domain", "realm", "auth_username",
                  "auth_password", "auth_ha1", "auth_proxy", "contact_addr", "socket", "contact_user")
-# Domains, realms, proxies and addresses repeat across thousands of rows: one copy each.
-_SHARED_COLUMNS = frozenset(("l_domain", "r_domain", "realm", "auth_proxy", "contact_addr", "socket"))
 
 
 def _text(value, shared: bool = False) -> str:

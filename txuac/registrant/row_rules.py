@@ -32,8 +32,9 @@ MAX_INTEGER = 2**31 - 1
 INTEGER_COLUMNS = ("expires", "flags", "reg_delay")
 _BREAKS = frozenset("\r\n\0")
 # Domains, realms, proxies and sockets repeat across thousands of rows: a value found
-# valid is not checked again (a bounded set: a table of distinct values only costs time).
-_REPEATING = frozenset(("l_domain", "r_domain", "realm", "auth_proxy", "contact_addr", "socket"))
+# valid is not checked again (a bounded set: a table of distinct values only costs time),
+# and records keep one copy of each (record_from_row).
+REPEATING_COLUMNS = frozenset(("l_domain", "r_domain", "realm", "auth_proxy", "contact_addr", "socket"))
 _VALID_KEPT = 4096
 _valid: set[tuple[str, str]] = set()
 
@@ -47,7 +48,7 @@ def check_text(field: str, value: str) -> None:
     """Size and line breaks of any text column, then the syntax of the columns that have one."""
     if not value:
         return
-    if field in _REPEATING:
+    if field in REPEATING_COLUMNS:
         key = (field, value)
         if key in _valid:
             return
