@@ -83,6 +83,11 @@ class CheckRequestTests(SynchronousTestCase):
         invite = message(ALICE_INVITE.replace("INVITE sip:bob@biloxi.com", "INVITE tel:+16505552222"))
         self.assertIsNone(check_request(invite))
 
+    def test_routed_schemes_given_compare_case_insensitively(self):
+        tel = message(ALICE_INVITE.replace("INVITE sip:bob@biloxi.com", "INVITE tel:+16505552222"))
+        self.assertEqual(check_request(tel, routed_schemes=("SIP",)), 416)
+        self.assertIsNone(check_request(message(ALICE_INVITE), routed_schemes=("SIP",)))
+
     def test_missing_header_fields_get_400(self):
         # RFC 4475 3.3.1.
         request = rfc4475("insuf")

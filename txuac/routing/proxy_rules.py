@@ -94,7 +94,8 @@ def check_request(request: Request, supported_proxy_extensions: Iterable[str] = 
     except SIPParseError as error:
         return error.status
     # 16.3 item 2: the Request-URI scheme.
-    if request.uri.scheme.lower() not in {scheme.lower() for scheme in routed_schemes}:
+    known = ROUTED_SCHEMES if routed_schemes is ROUTED_SCHEMES else {scheme.lower() for scheme in routed_schemes}
+    if request.uri.scheme.lower() not in known:  # ROUTED_SCHEMES is lower case already
         return 416
     # 16.3 item 3: Max-Forwards.
     if max_forwards == 0:

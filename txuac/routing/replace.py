@@ -98,11 +98,14 @@ def address_layout(value: str, element: str = "From") -> AddressLayout:
     return AddressLayout(display_start, display_end, uri_start, uri_end, True)
 
 
+@functools.lru_cache(maxsize=4096)
 def address_span(value: str, element: str = "From") -> str:
     """The value from its start through the ``>`` after the URI, params left out.
 
     Kamailio's ``restore_*_avp`` content and the part of a reply's From/To that reply
     fixing replaces (K:replace.c: URI end, whitespace, then ``>`` if there is one).
+    Remembered like ``address_layout``: each reply sent upstream asks for the spans of
+    its own and its request's From/To.
     """
     layout = address_layout(value, element)
     end = layout.uri_end

@@ -37,6 +37,7 @@ is refused too (else stripping the tag would bypass it).
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import hmac
 from base64 import b64decode, b64encode, urlsafe_b64encode
@@ -102,11 +103,14 @@ def _unbase64_dash(value: str) -> bytearray | None:
     return out[:length]
 
 
+@functools.lru_cache(maxsize=1024)
 def encode_restore(old_uri: str, new_uri: str, password: str = "") -> str:
     """The ``vsf``/``vst`` value Kamailio writes for a URI replaced by another.
 
     Raises AddressReplaceError when the longer URI exceeds MAX_URI_SIZE bytes (Kamailio
-    refuses the replacement then).
+    refuses the replacement then). Remembered: a replace checks the value can be made,
+    the relay makes it again for the Record-Route, and a signed value is re-encoded at
+    each decoding.
     """
     old, new = _wire_bytes(old_uri), _wire_bytes(new_uri)
     longer, shorter = (old, new) if len(old) > len(new) else (new, old)
@@ -118,11 +122,14 @@ def encode_restore(old_uri: str, new_uri: str, password: str = "") -> str:
     return _base64_dash(bytes(buf))
 
 
+@functools.lru_cache(maxsize=1024)
 def decode_restore(value: str, current_uri: str, password: str = "") -> str | None:
     """The other URI of the pair ``value`` encodes, given the one now in the header.
 
     None where Kamailio's ``restore_uri`` gives up (invalid base64, decoded value shorter
     than the current URI, empty result, non-printable byte); never raises on any input.
+    Remembered: every later request of a dialog (ACK, BYE, re-INVITE) carries the same
+    value and URI.
     """
     decoded = _unbase64_dash(value)
     if decoded is None:
@@ -138,6 +145,12 @@ def decode_restore(value: str, current_uri: str, password: str = "") -> str | No
     if not result or not result.isascii() or not result.decode("ascii").isprintable():
         return None
     return result.decode("ascii")
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_base64_dash(value: str) -> bool:
+    """Whether ``_unbase64_dash`` decodes ``value`` (remembered with ``decode_restore``)."""
+    return _unbase64_dash(value) is not None
 
 
 def _tag(key: bytes, first: bytes, second: bytes) -> str:
@@ -202,8 +215,8 @@ class RestoreCodec:
         its Record-Route whether or not it then restores)."""
         if self.sign:
             body, separator, tag = value.rpartition(_SIGN_SEPARATOR)
-            return bool(separator) and len(tag) == _TAG_CHARS and _unbase64_dash(body) is not None
-        return _unbase64_dash(value) is not None
+            return bool(separator) and len(tag) == _TAG_CHARS and _is_base64_dash(body)
+        return _is_base64_dash(value)
 
     def decode(self, value: str, current_uri: str) -> str | None:
         """The other URI of the pair, or None when the value cannot be trusted."""
