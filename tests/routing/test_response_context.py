@@ -19,6 +19,7 @@ from txuac.routing.response_context import (
     response_for_upstream,
 )
 from txuac.sip import Request, Response, make_response, parse_message
+from txuac.sip.message import _TOP_VIA
 from txuac.sip.via import Address, make_via
 
 _HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -276,6 +277,30 @@ Content-Length: 0
 
     def test_malformed_next_via_is_dropped(self):
         self.assertIsNone(response_for_upstream(message(self.RESPONSE.replace("SIP/2.0/UDP pc33", "SIP/2.0/UDP pc33 x y"))))
+
+    def received_request(self, top_via: str) -> Request:
+        return message(ALICE_INVITE.replace("Via: ", f"Via: {top_via}\nVia: ", 1))
+
+    def test_next_via_as_the_request_received_it_is_not_parsed_again(self):
+        response = message(self.RESPONSE.replace("z9hG4bKours, SIP", "z9hG4bKours\nVia: SIP"))
+        request = self.received_request("SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds8")
+        upstream = response_for_upstream(response, request=request)
+        self.assertEqual(upstream.headers, response_for_upstream(response).headers)
+        self.assertFalse(upstream.headers.has_view(_TOP_VIA))  # the request's parsed Via was checked
+        self.assertTrue(response_for_upstream(response).headers.has_view(_TOP_VIA))
+
+    def test_broadcast_next_via_as_the_request_received_it_is_dropped(self):
+        # RFC 4475 3.3.10, the Via text found parsed in the request.
+        bcast = rfc4475("bcast")
+        next_via = bcast.headers.get_all("Via")[1]
+        self.assertNotIn(",", next_via)
+        self.assertIsNone(response_for_upstream(bcast, request=self.received_request(next_via)))
+
+    def test_next_via_line_of_several_via_parms_is_parsed(self):
+        response = message(self.RESPONSE)  # the next via-parm shares the removed one's line
+        request = self.received_request("SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds8")
+        upstream = response_for_upstream(response, request=request)
+        self.assertEqual([v.host for v in upstream.via], ["pc33.atlanta.com", "first.example.com"])
 
 
 class BranchTests(SynchronousTestCase):

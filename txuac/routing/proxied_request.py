@@ -81,7 +81,7 @@ class _Upstream:
     def forward_late(self, response: Response) -> None:
         """A 2xx retransmitted after the transaction's final went upstream (16.7 item 5)."""
         if 200 <= response.status < 300:
-            upstream = response_for_upstream(response)
+            upstream = response_for_upstream(response, request=self.incoming.request)
             if upstream is not None:
                 self.incoming.send(self.prepare(upstream))
 

@@ -157,7 +157,7 @@ class ResponseContext:
         """A response from downstream on ``branch``, as received (our Via on top)."""
         state = self.branches[branch]
         state.heard = True
-        upstream = response_for_upstream(response)
+        upstream = response_for_upstream(response, request=self.request)
         if upstream is None:
             return ContextUpdate()  # 16.7 item 3: nothing to send it to; ignored
         update = ContextUpdate()
@@ -324,10 +324,12 @@ def _challenge_key(value: str) -> str:
     return " ".join(split_lws(value))
 
 
-def response_for_upstream(response: Response, is_our_via: Callable[[Via], bool] | None = None) -> Response | None:
+def response_for_upstream(response: Response, is_our_via: Callable[[Via], bool] | None = None,
+                          request: Request | None = None) -> Response | None:
     """A copy of ``response`` without its top Via (RFC 3261 16.7 item 3), or None when it
     must not be forwarded: no Via left, a top Via that ``is_our_via`` refuses, or a Via
-    that does not parse (18.1.2: dropped, nobody to answer)."""
+    that does not parse (18.1.2: dropped, nobody to answer). ``request``, the request as
+    received: a next Via line that is its top Via line word for word is not parsed again."""
     try:
         top = response.top_via
         if top is None or (is_our_via is not None and not is_our_via(top)):
@@ -338,12 +340,23 @@ def response_for_upstream(response: Response, is_our_via: Callable[[Via], bool] 
             values = split_list(first_line, "Via")
             if len(values) > 1:
                 upstream.headers.prepend("Via", ", ".join(values[1:]))
-        next_via = upstream.top_via
+        next_via = _same_top_via(upstream, request) or upstream.top_via
         if next_via is None or _unroutable(next_via):
             return None
     except SIPParseError:
         return None
     return upstream
+
+
+def _same_top_via(message: Response, request: Request | None) -> Via | None:
+    """``request``'s parsed top Via when ``message``'s first Via line is the same single
+    via-parm, else None (``message``'s own is to be parsed)."""
+    if request is None:
+        return None
+    lines, received = message.headers.values("via"), request.headers.values("via")
+    if not lines or not received or lines[0] != received[0] or "," in lines[0]:
+        return None
+    return request.top_via
 
 
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
