@@ -25,6 +25,7 @@ from txuac.net.resolver import TargetResolver
 from txuac.sip import make_response, parse_message
 from txuac.sip.uri import parse_uri
 from txuac.sip.address import Address
+from txuac.sip.transaction import TimerSettings
 
 
 @implementer(IReadDescriptor)
@@ -209,6 +210,27 @@ class ClientTransactionTests(StackTestCase):
         self.reactor.advance(64 * T1)
         self.failureResultOf(own, TransactionTimeout)
         self.failureResultOf(other, TransactionTimeout)
+        self.finish()
+
+    def test_requests_with_different_t2_each_keep_their_own(self):
+        """The lowered timers are made once per T2 asked, and a request asking another T2
+        (or the stack's timers replaced) gets timers of its own, not the last ones made."""
+        first = self.stack.send_request(outgoing(call_id="first"), Address("udp", *PEER), t2=T1)
+        second = self.stack.send_request(outgoing(call_id="second"), Address("udp", *PEER), t2=2 * T1)
+        self.stack.timers = TimerSettings(t1=T1 / 2)
+        third = self.stack.send_request(outgoing(call_id="third"), Address("udp", *PEER), t2=T1)
+        self.assertEqual(len(self.sent()), 3)
+        times: dict[str, list[float]] = {"first": [], "second": [], "third": []}
+        for _ in range(16):
+            self.reactor.advance(0.25)
+            for request, _ in self.sent():
+                times[request.call_id].append(self.reactor.seconds())
+        self.assertEqual(times["first"], [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0])
+        self.assertEqual(times["second"], [0.5, 1.5, 2.5, 3.5])
+        self.assertEqual(times["third"], [0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.25, 3.75])
+        self.reactor.advance(64 * T1)
+        for d in (first, second, third):
+            self.failureResultOf(d, TransactionTimeout)
         self.finish()
 
     def test_request_t2_not_retransmitted_once_answered(self):

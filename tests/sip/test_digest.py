@@ -457,6 +457,10 @@ class ParseTests(SynchronousTestCase):
         challenge = one_challenge('Digest realm="a", nonce="n", algorithm=" sha-256\t", qop=" auth ", stale="TRUE "')
         self.assertEqual((challenge.algorithm, challenge.qop, challenge.stale), ("SHA-256", ("auth",), True))
 
+    def test_a_repeated_parameter_counts_once_its_first_value(self):
+        challenge = one_challenge('Digest realm="a", Realm="b", nonce="n1", NONCE="n2", opaque="o1", opaque="o2"')
+        self.assertEqual((challenge.realm, challenge.nonce, challenge.opaque), ("a", "n1", "o1"))
+
     def test_unknown_parameters_ignored(self):
         challenge = one_challenge('Digest realm="a", foo=bar, nonce="n", domain="sip:a sip:b", baz="x, y=z", '
                                   'charset=UTF-8')

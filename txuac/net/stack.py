@@ -203,6 +203,9 @@ class SIPStack:
                  tls_client_options=None, user_agent: str = "txuac", keepalive_interval: float = 0.0):
         self.reactor = reactor
         self.timers = timers
+        # The timers with_t2 last made, and from what: a registrant asks for the same T2 on
+        # every REGISTER, and making them again each time was a share of its cycle.
+        self._lowered: tuple[TimerSettings, float, TimerSettings] | None = None
         self.limits = limits
         self.resolver = resolver if resolver is not None else TargetResolver(reactor)
         self.server_header = SERVER_HEADER if user_agent == "txuac" else user_agent
@@ -444,7 +447,7 @@ class SIPStack:
             request.push_via(via)
         if handle is not None:
             handle.sent, handle.sent_to, handle.origin = request, target, None
-        timers = self.timers if t2 is None else self.timers.with_t2(t2)
+        timers = self.timers if t2 is None else self._timers_with_t2(t2)
         transaction = ClientTransaction(request, reliable=target.reliable, timers=timers)
         d = defer.Deferred()
         call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method), target,  # 17.1.3
@@ -455,6 +458,12 @@ class SIPStack:
             d.addBoth(_cancelling(expiry))
         self._apply_client(call, transaction.start(self.reactor.seconds()))
         return d
+
+    def _timers_with_t2(self, t2: float) -> TimerSettings:
+        lowered = self._lowered
+        if lowered is None or lowered[0] is not self.timers or lowered[1] != t2:
+            lowered = self._lowered = (self.timers, t2, self.timers.with_t2(t2))
+        return lowered[2]
 
     def _final_response_timeout(self, call: _ClientCall, timeout: float) -> None:
         """The caller's timeout ran out before Timer B/F (ClientTransaction.abandon)."""

@@ -14,7 +14,7 @@ from typing import Callable
 
 from txuac.errors import AuthenticationError, SIPParseError
 from txuac.sip.fields import AuthParams, parse_auth_list
-from txuac.sip.grammar import ascii_lower, ascii_upper, quote, strip_lws
+from txuac.sip.grammar import ascii_lower, ascii_upper, quote, strip_lws, unquote
 from txuac.sip.message import Response
 from txuac.sip.tokens import token_hex
 
@@ -77,19 +77,27 @@ class Challenge:
 
 def challenge_from(params: AuthParams, proxy: bool) -> Challenge:
     """A Challenge from one parsed auth-params list; AuthenticationError names what is missing."""
-    realm = params.get("realm")
-    nonce = params.get("nonce")
+    found: dict[str, str] = {}  # the first value of each parameter a challenge has, unquoted
+    for key, value in params.params:
+        name = key.lower()
+        if name in _CHALLENGE_PARAMS and name not in found:
+            found[name] = unquote(value)
+    realm = found.get("realm")
+    nonce = found.get("nonce")
     if realm is None:
         raise AuthenticationError("Digest challenge without realm")
     if nonce is None:
         raise AuthenticationError(f"Digest challenge for realm {realm!r} without nonce")
-    token = params.get("algorithm") or "MD5"
-    qop_text = params.get("qop")
+    token = found.get("algorithm") or "MD5"
+    qop_text = found.get("qop")
     qop = tuple(ascii_lower(v) for v in map(strip_lws, qop_text.split(",")) if v) if qop_text else ()
-    stale = _is_true(params.get("stale"))
-    userhash = _is_true(params.get("userhash"))
-    return Challenge(realm, nonce, canonical_algorithm(token), strip_lws(token), qop, params.get("opaque"), stale,
-                     userhash, proxy)
+    stale = _is_true(found.get("stale"))
+    userhash = _is_true(found.get("userhash"))
+    algorithm = token if token in ALGORITHMS else canonical_algorithm(token)
+    return Challenge(realm, nonce, algorithm, strip_lws(token), qop, found.get("opaque"), stale, userhash, proxy)
+
+
+_CHALLENGE_PARAMS = frozenset({"realm", "nonce", "algorithm", "qop", "opaque", "stale", "userhash"})
 
 
 def _is_true(value: str | None) -> bool:
