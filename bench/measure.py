@@ -108,6 +108,16 @@ def group_pss_kib(pgid: int | None) -> int:
     return sum(pss_kib(pid) for pid in group_pids(pgid))
 
 
+def machine_busy_cpu() -> float:
+    """CPU seconds every core of the machine spent busy since boot (/proc/stat: all but
+    idle and iowait), whoever spent them."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def udp_errors() -> dict[str, int]:
     """Udp: RcvbufErrors and InErrors of the host (Linux; zeros elsewhere)."""
     try:
