@@ -17,8 +17,10 @@ from txuac.routing.proxy_rules import (
     prepare_forward,
     preprocess_route,
     stateless_branch,
+    top_via_parsed_in,
 )
 from txuac.sip import Headers, Request, Via, parse_message, parse_uri
+from txuac.sip.message import _TOP_VIA
 from txuac.sip.transaction import has_magic_cookie
 from txuac.sip.via import make_via
 
@@ -463,6 +465,26 @@ Content-Length: 0
 
     def test_only_acks(self):
         self.assertRaises(SIPParseError, prepare_ack_forward, message(ALICE_INVITE), make_via("udp", "10.0.0.1", 5060))
+
+    def test_ack_branch_from_the_received_acks_parsed_via(self):
+        received = message(self.ACK)
+        ack = preprocess_route(received, local_hosts("10.0.0.1")).request  # a copy: its views dropped
+        ours = make_via("udp", "10.0.0.1", 5060)
+        self.assertIs(top_via_parsed_in(ack, received), received.top_via)
+        stateless_branch(ack, received)
+        self.assertFalse(ack.headers.has_view(_TOP_VIA))  # the received ACK's parsed Via was read
+        self.assertEqual(prepare_ack_forward(ack, ours, received=received).request.top_via.branch,
+                         prepare_ack_forward(ack, ours).request.top_via.branch)
+
+    def test_top_via_parsed_again_when_its_line_differs(self):
+        received = message(self.ACK)
+        changed = message(self.ACK.replace("z9hG4bKnashds9", "z9hG4bKnashds10"))
+        self.assertEqual(top_via_parsed_in(changed, received).branch, "z9hG4bKnashds10")
+        several = message(self.ACK.replace("z9hG4bKnashds9", "z9hG4bKnashds9, SIP/2.0/UDP 192.0.2.9"))
+        received_alike = several.copy()
+        self.assertIsNot(top_via_parsed_in(several, received_alike), received_alike.top_via)
+        self.assertEqual(top_via_parsed_in(several, received_alike).host, "pc33.atlanta.com")
+        self.assertIs(top_via_parsed_in(received, None), received.top_via)
 
 
 # --- property tests --------------------------------------------------------------------

@@ -441,7 +441,8 @@ class ProxiedRequest:
         transport = self.incoming.source.transport
         local = self.proxy.local_address(transport)
         try:
-            forward = prepare_ack_forward(self.msg, make_via(local.transport, local.host, local.port), target)
+            forward = prepare_ack_forward(self.msg, make_via(local.transport, local.host, local.port), target,
+                                          self.incoming.request)
         except SIPParseError as e:
             log.info("ACK not forwarded: {error}", error=str(e))
             return -1

@@ -333,11 +333,23 @@ def make_branch_cancel(forwarded_invite: Request) -> Request:
     return Request("CANCEL", _copy_uri(forwarded_invite.uri), headers)
 
 
-def stateless_branch(request: Request) -> str:
+def top_via_parsed_in(message: Request | Response, received: Request | None) -> Via | None:
+    """``message.top_via``, taken from ``received`` (a request whose top Via is parsed
+    already: the request as the stack received it) when ``message``'s first Via line is
+    ``received``'s word for word and holds one via-parm, instead of parsing the same text
+    again."""
+    if received is not None:
+        lines, received_lines = message.headers.values("via"), received.headers.values("via")
+        if lines and received_lines and lines[0] == received_lines[0] and "," not in lines[0]:
+            return received.top_via
+    return message.top_via
+
+
+def stateless_branch(request: Request, received: Request | None = None) -> str:
     """A branch that is the same for every retransmission of ``request`` (RFC 3261
     16.11): a hash of its top Via branch, or of the 17.2.3 matching fields when the
-    top Via has no RFC 3261 branch."""
-    top = request.top_via
+    top Via has no RFC 3261 branch. ``received``: as for ``top_via_parsed_in``."""
+    top = top_via_parsed_in(request, received)
     if top is not None and has_magic_cookie(top.branch):
         material = ["3261", top.branch or "", str(top.host).lower(), str(top.port)]
     else:
@@ -350,13 +362,15 @@ def stateless_branch(request: Request) -> str:
     return MAGIC_COOKIE + "sl" + digest[:24]
 
 
-def prepare_ack_forward(ack: Request, our_via: Via, target_uri: URI | str | None = None) -> Forward:
+def prepare_ack_forward(ack: Request, our_via: Via, target_uri: URI | str | None = None,
+                        received: Request | None = None) -> Forward:
     """The stateless forward of an ACK for a 2xx (RFC 3261 16.11): as ``prepare_forward``
-    without Record-Route, with ``stateless_branch`` as our branch."""
+    without Record-Route, with ``stateless_branch`` as our branch (``received``: the ACK as
+    the stack received it, its top Via parsed)."""
     if ack.method != "ACK":
         raise SIPParseError(f"{ack.method} is not an ACK", element="request line")
     via = our_via.copy()
-    via.params.set("branch", stateless_branch(ack))
+    via.params.set("branch", stateless_branch(ack, received))
     return prepare_forward(ack, target_uri, via, None)
 
 

@@ -33,7 +33,7 @@ from typing import Callable, Protocol
 
 from txuac.errors import SIPParseError, TxuacError
 from txuac.net.interfaces import ResponseOrigin
-from txuac.routing.proxy_rules import make_branch_cancel
+from txuac.routing.proxy_rules import make_branch_cancel, top_via_parsed_in
 from txuac.sip.fields import Via
 from txuac.sip.grammar import split_list, split_lws
 from txuac.sip.message import Request, Response, make_response
@@ -340,23 +340,12 @@ def response_for_upstream(response: Response, is_our_via: Callable[[Via], bool] 
             values = split_list(first_line, "Via")
             if len(values) > 1:
                 upstream.headers.prepend("Via", ", ".join(values[1:]))
-        next_via = _same_top_via(upstream, request) or upstream.top_via
+        next_via = top_via_parsed_in(upstream, request)
         if next_via is None or _unroutable(next_via):
             return None
     except SIPParseError:
         return None
     return upstream
-
-
-def _same_top_via(message: Response, request: Request | None) -> Via | None:
-    """``request``'s parsed top Via when ``message``'s first Via line is the same single
-    via-parm, else None (``message``'s own is to be parsed)."""
-    if request is None:
-        return None
-    lines, received = message.headers.values("via"), request.headers.values("via")
-    if not lines or not received or lines[0] != received[0] or "," in lines[0]:
-        return None
-    return request.top_via
 
 
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
