@@ -2,7 +2,10 @@
 
 (a) a 200 OK to REGISTER with three Vias and two Contacts, reading what a
     registrant needs: status, top Via branch, CSeq, Call-ID, each Contact's expires;
-(b) an INVITE with SDP parsed through every typed view and serialised again.
+(b) an INVITE with SDP parsed through every typed view and serialised again;
+(c) Kamailio's 401 to a REGISTER: the transaction key (top Via branch, CSeq method),
+    then the challenge;
+(d) an INVITE as a proxy sees it: the stack's transaction key, then validate().
 
 Usage: python bench/parse.py [seconds-per-case]
 """
@@ -67,6 +70,21 @@ INVITE = (
 )
 
 
+CHALLENGE = (
+    b"SIP/2.0 401 Unauthorized\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5070;rport=5070;branch=z9hG4bK.4f7a9c1e2d3b\r\n"
+    b"From: <sip:1000@127.0.0.1>;tag=8a1f0c77\r\n"
+    b"To: <sip:1000@127.0.0.1>;tag=4b0f9a2c1d8e7f60a5b4c3d2e1f0a9b8-1f2e\r\n"
+    b"Call-ID: 5c2a8e0f-1b3d-4c6e-9f8a-7b6c5d4e3f2a@127.0.0.1\r\n"
+    b"CSeq: 1 REGISTER\r\n"
+    b"WWW-Authenticate: Digest realm=\"127.0.0.1\", "
+    b"nonce=\"ZXYxOWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYwMTIzNDU2Nzg5\", qop=\"auth\"\r\n"
+    b"Server: kamailio (5.7.4 (x86_64/linux))\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
+
+
 def registrant_read(data: bytes) -> None:
     message = parse_message(data)
     message.status
@@ -96,6 +114,20 @@ def full_round_trip(data: bytes) -> None:
     bytes(message)
 
 
+def challenge_read(data: bytes) -> None:
+    message = parse_message(data)
+    message.top_via.branch
+    message.cseq.method
+    message.www_authenticate[0].get("nonce")
+
+
+def proxy_validate(data: bytes) -> None:
+    message = parse_message(data)
+    message.top_via.branch
+    message.cseq.method
+    message.validate()
+
+
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
     print(f"SIP core: {'compiled (mypyc)' if COMPILED else 'pure Python'}, Python {sys.version.split()[0]}")
@@ -103,6 +135,9 @@ def main() -> None:
                  seconds)
     b = per_core("(b) INVITE with SDP, every view + serialise", "messages", lambda _: full_round_trip(INVITE),
                  seconds)
+    per_core("(c) 401 to REGISTER, transaction key + challenge", "messages",
+             lambda _: challenge_read(CHALLENGE), seconds)
+    per_core("(d) INVITE, transaction key + validate()", "messages", lambda _: proxy_validate(INVITE), seconds)
     print(f"targets: (a) >= 50,000/s {'met' if a >= 50000 else 'MISSED'}; (b) >= 15,000/s {'met' if b >= 15000 else 'MISSED'}")
 
 

@@ -265,6 +265,29 @@ class ViewCacheTests(SynchronousTestCase):
         self.assertEqual(self.message.headers.items()[0], ("Via", str(via)))
         self.assertEqual(parse_message(bytes(self.message)).top_via, via)
 
+    def test_top_via_read_first_is_the_first_of_every_via(self):
+        top = self.message.top_via
+        self.assertIs(self.message.via[0], top)
+        self.assertEqual([v.branch for v in self.message.via], ["z9hG4bK776asdhds", "z9hG4bK2"])
+
+    def test_every_via_read_first_holds_the_top_via(self):
+        vias = self.message.via
+        self.assertIs(self.message.top_via, vias[0])
+
+    def test_pushed_via_is_the_first_of_every_via(self):
+        via = make_via("udp", "192.0.2.9", 5070)
+        self.message.push_via(via)
+        self.assertIs(self.message.via[0], via)
+        self.assertEqual(len(self.message.via), 3)
+
+    def test_top_via_line_of_two_via_params(self):
+        self.message.headers.prepend(
+            "Via", "SIP/2.0/UDP a.example.com;branch=z9hG4bKa, SIP/2.0/UDP b.example.com;branch=z9hG4bKb"
+        )
+        self.assertEqual(self.message.top_via.branch, "z9hG4bKa")
+        self.assertEqual([v.branch for v in self.message.via],
+                         ["z9hG4bKa", "z9hG4bKb", "z9hG4bK776asdhds", "z9hG4bK2"])
+
     def test_remove_first_via(self):
         self.assertEqual(len(self.message.via), 2)
         self.message.headers.remove_first("Via")

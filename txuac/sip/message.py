@@ -89,14 +89,30 @@ class Message:
 
     @property
     def via(self) -> list[Via]:
-        """Every via-parm of every Via line, top first."""
-        return self.headers.list_view("via", "Via", fields.parse_via_list)
+        """Every via-parm of every Via line, top first; a top_via already read is the
+        first item, not parsed again (a proxy validates what its stack matched)."""
+        headers = self.headers
+
+        def build() -> list[Via]:
+            values = headers.values("via")
+            top = self.top_via if values and headers.has_view(_TOP_VIA) and "," not in values[0] else None
+            if top is not None:
+                vias = [top]
+                for value in values[1:]:
+                    vias.extend(fields.parse_via_list(value, "Via"))
+                return vias
+            return [via for value in values for via in fields.parse_via_list(value, "Via")]
+
+        return headers.view("via", build)
 
     @property
     def top_via(self) -> Via | None:
-        """The topmost via-parm, parsing only that one."""
+        """The topmost via-parm, parsing only that one (or the first of ``via`` when read)."""
 
         def build() -> Via | None:
+            if self.headers.has_view("via"):
+                vias = self.via
+                return vias[0] if vias else None
             values = self.headers.values("via")
             first = values[0] if values else None
             if first is None:
