@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from txuac.errors import AddressReplaceError, ConfigError, SIPParseError
 from txuac.sip.grammar import match_quoted
@@ -54,9 +55,9 @@ class RestoreMode(enum.Enum):
             raise ConfigError(f"[routing] restore_mode: {text!r} is not none, manual or auto") from None
 
 
-@dataclass(frozen=True)
-class AddressLayout:
-    """Where the parts of a From/To value (name-addr or addr-spec, with params) lie."""
+class AddressLayout(NamedTuple):
+    """Where the parts of a From/To value (name-addr or addr-spec, with params) lie (a
+    named tuple: made for each new From/To value, several times a call)."""
 
     display_start: int
     display_end: int  # display_start == display_end: no display

@@ -35,6 +35,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from txuac.errors import SIPParseError
 from txuac.routing.replace import (
@@ -82,9 +83,9 @@ class StoreParamNames:
         return self.from_param if header == FROM else self.to_param
 
 
-@dataclass(frozen=True)
-class HeaderRewrite:
-    """Set ``header`` of a message to ``value`` (the whole header value)."""
+class HeaderRewrite(NamedTuple):
+    """Set ``header`` of a message to ``value`` (the whole header value; a named tuple:
+    several are made for each call)."""
 
     header: str
     value: str
