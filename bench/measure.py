@@ -1,9 +1,13 @@
-"""What the benchmarks share: calls per CPU second on one core, the resident and proportional memory, the CPU
-of other processes (/proc/<pid>/stat) and the host's UDP receive errors."""
+"""What the benchmarks share: calls per CPU second on one core, the CPU of a piece of work
+(optionally profiled), the resident and proportional memory, the CPU of other processes
+(/proc/<pid>/stat), the machine's busy CPU and the host's UDP receive errors."""
 
 from __future__ import annotations
 
+import cProfile
+import io
 import os
+import pstats
 import time
 from typing import Callable
 
@@ -22,6 +26,36 @@ def per_core(label: str, unit: str, call: Callable[[int], object], seconds: floa
     rate = count / cpu
     print(f"{label}: {rate:,.0f} {unit}/s per core ({cpu / count * 1e6:.2f} us CPU each, {count} {unit})")
     return rate
+
+
+class TimedWork:
+    """The CPU seconds of the work run through ``run`` (``cpu``), under ``profile`` when
+    one is given: the in-process benchmarks time txuac's work and not their peers'."""
+
+    def __init__(self, profile: cProfile.Profile | None = None):
+        self.profile = profile
+        self.cpu = 0.0
+
+    def run(self, work: Callable[..., object], *args) -> float:
+        """``work(*args)``, timed; its CPU seconds."""
+        if self.profile is not None:
+            self.profile.enable()
+        started = time.process_time()
+        work(*args)
+        spent = time.process_time() - started
+        if self.profile is not None:
+            self.profile.disable()
+        self.cpu += spent
+        return spent
+
+
+def print_profile(profile: cProfile.Profile, units: int, unit: str, top: int) -> None:
+    """The function calls per ``unit`` and the ``top`` functions by own time."""
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    print(f"function calls per {unit}: {stats.total_calls / units:,.0f}")
+    stats.sort_stats("tottime").print_stats(top)
+    print(out.getvalue())
 
 
 def rss_kib(pid: int | str = "self") -> int:

@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import os
-import pstats
 import statistics
 import sys
-import time
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
+
+from measure import TimedWork, print_profile  # noqa: E402
 
 import txuac.sip  # noqa: E402
 from tests.support.accounts import make_row  # noqa: E402
@@ -82,7 +81,7 @@ class Registrant:
     """txuac's registrant on a fake socket and clock, and the time it spent."""
 
     def __init__(self, accounts: int, profile: cProfile.Profile | None = None):
-        self.profile = profile
+        self.work = TimedWork(profile)  # txuac's work: the start, clock advances, datagrams read
         self.reactor = MemoryReactorClock()
         self.stack = SIPStack(self.reactor, resolver=TargetResolver(self.reactor))
         self.listener = UDPListener(LOCAL[0], LOCAL[1], self.stack)
@@ -95,24 +94,11 @@ class Registrant:
         self.service = RegistrantService(settings, self.stack, FakeStore(rows), self.reactor)
         self.bringup = BringUpReport(self.service, self.reactor)
         self.registrar = Registrar()
-        self.cpu = 0.0
         self.sent = 0
-
-    def _timed(self, work, *args) -> float:
-        """``work(*args)``: txuac's own work, timed (and profiled with --profile); its CPU."""
-        if self.profile is not None:
-            self.profile.enable()
-        started = time.process_time()
-        work(*args)
-        spent = time.process_time() - started
-        if self.profile is not None:
-            self.profile.disable()
-        self.cpu += spent
-        return spent
 
     def start(self) -> float:
         """Start the services (the rows are loaded); the CPU it took."""
-        return self._timed(self._start)
+        return self.work.run(self._start)
 
     def _start(self) -> None:
         self.bringup.startService()
@@ -123,7 +109,7 @@ class Registrant:
         while self.service.counters()["regactive"] < accounts:
             if self.reactor.seconds() > limit:
                 raise SystemExit(f"not all {accounts} accounts online after {limit:g} s of the fake clock")
-            self._timed(self.reactor.advance, RegistrantService.TICK)
+            self.work.run(self.reactor.advance, RegistrantService.TICK)
             while self.udp.written:
                 written = list(self.udp.written)
                 del self.udp.written[:]
@@ -131,7 +117,7 @@ class Registrant:
                 for data, address in written:
                     if address == PEER:
                         answer = self.registrar.answer(data)
-                        self._timed(self.listener.datagramReceived, answer, PEER)
+                        self.work.run(self.listener.datagramReceived, answer, PEER)
 
     def stop(self) -> None:
         self.service.stopService()
@@ -147,7 +133,7 @@ def run_round(accounts: int, profile: cProfile.Profile | None = None) -> tuple[f
     registrant.run(accounts)
     sent = registrant.sent / accounts
     registrant.stop()
-    return registrant.cpu / accounts * 1e6, load / accounts * 1e6, sent
+    return registrant.work.cpu / accounts * 1e6, load / accounts * 1e6, sent
 
 
 def main() -> int:
@@ -166,11 +152,7 @@ def main() -> int:
     if args.profile:
         profile = cProfile.Profile()
         run_round(args.accounts, profile)
-        out = io.StringIO()
-        stats = pstats.Stats(profile, stream=out)
-        print(f"function calls per registration: {stats.total_calls / args.accounts:,.0f}")
-        stats.sort_stats("tottime").print_stats(args.top)
-        print(out.getvalue())
+        print_profile(profile, args.accounts, "registration", args.top)
         return 0
     figures = [run_round(args.accounts) for _ in range(args.rounds)]
     best = min(figures)
