@@ -28,18 +28,17 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import os
-import pstats
 import statistics
 import sys
 import tempfile
-import time
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
+
+from measure import TimedWork, print_profile  # noqa: E402
 
 import txuac.sip  # noqa: E402
 from tests.support.proxy_harness import CALLEE  # noqa: E402
@@ -85,7 +84,7 @@ class Proxy:
     """txuac's proxy on a fake socket and clock, and the time it spent."""
 
     def __init__(self, script: str, profile: cProfile.Profile | None = None):
-        self.profile = profile
+        self.work = TimedWork(profile)  # txuac's work: the datagrams it reads, the clock advances
         self.reactor = MemoryReactorClock()
         self.stack = SIPStack(self.reactor, resolver=TargetResolver(self.reactor))
         self.listener = UDPListener(LOCAL[0], 0, self.stack)
@@ -95,24 +94,13 @@ class Proxy:
         settings = RoutingSettings(script=script, restore_mode="auto", restore_passwd="bench-secret")
         self.proxy = ProxyService(self.stack, load_script(script), settings, [Address("udp", *LOCAL)])
         self.proxy.start()
-        self.cpu = 0.0
         self.sent = 0
 
     def feed(self, data: bytes, source: tuple[str, int]) -> None:
-        self._timed(self.listener.datagramReceived, data, source)
+        self.work.run(self.listener.datagramReceived, data, source)
 
     def advance(self, seconds: float) -> None:
-        self._timed(self.reactor.advance, seconds)
-
-    def _timed(self, work, *args) -> None:
-        """``work(*args)``: txuac's own work, timed (and profiled with --profile)."""
-        if self.profile is not None:
-            self.profile.enable()
-        started = time.process_time()
-        work(*args)
-        self.cpu += time.process_time() - started
-        if self.profile is not None:
-            self.profile.disable()
+        self.work.run(self.reactor.advance, seconds)
 
     def take(self, to: tuple[str, int]):
         """The messages sent to ``to`` since the last call (parsed: the peers' work)."""
@@ -153,7 +141,7 @@ def run_round(script: str, calls: int, profile: cProfile.Profile | None = None) 
     proxy.advance(64 * 0.5 + 1)  # every transaction ends at its timer
     proxy.take(PEER)  # counted: a retransmission would show in the datagrams per call
     proxy.proxy.stop()
-    return proxy.cpu / calls * 1e6, proxy.sent / calls
+    return proxy.work.cpu / calls * 1e6, proxy.sent / calls
 
 
 def main() -> int:
@@ -175,11 +163,7 @@ def main() -> int:
         if args.profile:
             profile = cProfile.Profile()
             run_round(script, args.calls, profile)
-            out = io.StringIO()
-            stats = pstats.Stats(profile, stream=out)
-            print(f"function calls per call: {stats.total_calls / args.calls:,.0f}")
-            stats.sort_stats("tottime").print_stats(args.top)
-            print(out.getvalue())
+            print_profile(profile, args.calls, "call", args.top)
             return 0
         figures = [run_round(script, args.calls) for _ in range(args.rounds)]
     per_call = sorted(cpu for cpu, _ in figures)
