@@ -71,12 +71,14 @@ class OneShotStack:
         self.responses = list(responses)
         self.requests = []
 
-    def start_request(self, request, target=None, on_provisional=None, source=None, t2=None):
+    def start_request(self, request, target=None, on_provisional=None, source=None, t2=None, on_final=None):
         self.requests.append(request)
         response, origin = self.responses.pop(0)(request)
         handle = ClientRequest()
         handle.origin = origin
         handle.deferred = defer.succeed(response)
+        if on_final is not None:
+            handle.deferred.addBoth(on_final, handle)
         return handle
 
 

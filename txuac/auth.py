@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from txuac.errors import AuthenticationError, ChallengeOriginError, ConfigError, SIPParseError
@@ -263,7 +264,7 @@ class ChallengeRounds:
     REGISTER, and a generator-based loop cost more than the digest itself."""
 
     __slots__ = ("authenticator", "request", "target", "on_provisional", "on_challenge", "source", "check_origin",
-                 "on_retry", "t2", "rounds", "answering", "answered", "stale_retries", "deferred", "origin")
+                 "on_retry", "t2", "rounds", "answering", "answered", "stale_retries", "deferred", "origin", "current")
 
     def __init__(self, authenticator: Authenticator, request: Request, target, on_provisional, on_challenge,
                  source, check_origin=None, on_retry=None, t2: float | None = None):
@@ -286,11 +287,22 @@ class ChallengeRounds:
         # it: cheaper than returning one Deferred from another's callback).
         self.deferred = defer.Deferred()
         self.origin: ResponseOrigin | None = None
+        self.current = request  # the request of this round (each retry is a new one)
 
     def send(self, current: Request) -> None:
-        sending = self.authenticator.stack.start_request(current, self.target, self.on_provisional, self.source,
-                                                         t2=self.t2)
-        sending.deferred.addCallback(self._responded, current, sending).addErrback(self.deferred.errback)
+        self.current = current
+        self.authenticator.stack.start_request(current, self.target, self.on_provisional, self.source, t2=self.t2,
+                                               on_final=self._final)
+
+    def _final(self, outcome: Response | Failure, sending) -> None:
+        """The stack's outcome of this round: a response, or the failure that ends the request."""
+        if isinstance(outcome, Failure):
+            self.deferred.errback(outcome)
+            return
+        try:
+            self._responded(outcome, self.current, sending)
+        except Exception:
+            self.deferred.errback(Failure())
 
     def _responded(self, response: Response, current: Request, sending) -> None:
         self.origin = sending.origin

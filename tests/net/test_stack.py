@@ -437,6 +437,98 @@ class FailoverTests(StackTestCase):
         self.failureResultOf(self.stack.send_request(outgoing()), TransportError)
 
 
+class OnFinalTests(StackTestCase):
+    """``start_request(on_final=...)``: the outcome as one plain call instead of a Deferred."""
+
+    def start(self, target=None, **kwargs):
+        outcomes = []
+        handle = self.stack.start_request(outgoing(), target if target is not None else Address("udp", *PEER),
+                                          on_final=lambda outcome, request: outcomes.append((outcome, request)),
+                                          **kwargs)
+        return handle, outcomes
+
+    def test_final_response_and_the_handle(self):
+        handle, outcomes = self.start(t2=T1)
+        self.assertIsNone(handle.deferred)
+        [(request, _)] = self.sent()
+        self.assertEqual(handle.sent.top_via.branch, request.top_via.branch)
+        self.receive(bytes(make_response(request, 100)))
+        self.assertEqual(outcomes, [])
+        self.answer(request, 200)
+        [(response, given)] = outcomes
+        self.assertEqual(response.status, 200)
+        self.assertIs(given, handle)
+        self.assertEqual(handle.origin.source, Address("udp", *PEER))
+        self.answer(request, 200)  # a retransmission: absorbed, not told again
+        self.assertEqual(len(outcomes), 1)
+        self.assertEqual(self.stack.client_outcomes[("OPTIONS", "2xx")], 1)
+        self.finish()
+
+    def test_timeout_is_a_failure(self):
+        handle, outcomes = self.start()
+        self.reactor.advance(64 * T1)
+        [(failure, given)] = outcomes
+        self.assertIsInstance(failure, Failure)
+        failure.trap(TransactionTimeout)
+        self.assertIs(given, handle)
+        self.finish()
+
+    def test_unknown_source_socket_fails_at_once(self):
+        _, outcomes = self.start(source=Address("udp", "192.0.2.99", 5060))
+        [(failure, _)] = outcomes
+        failure.trap(TransportError)
+        self.assertEqual(self.sent(), [])
+        self.finish()
+
+    def test_a_resolved_next_hop_is_told_the_same_way(self):
+        self.resolver.targets = [Address("udp", *PEER)]
+        outcomes = []
+        handle = self.stack.start_request(outgoing(), on_final=lambda outcome, request: outcomes.append(
+            (outcome, request)))
+        self.assertIsNone(handle.deferred)
+        [(request, _)] = self.sent()
+        self.answer(request, 486)
+        [(response, given)] = outcomes
+        self.assertEqual((response.status, given), (486, handle))
+        self.finish()
+
+    def test_a_raising_on_final_is_logged_and_the_stack_goes_on(self):
+        def broken(outcome, request):
+            raise RuntimeError("consumer bug")
+
+        self.stack.start_request(outgoing(call_id="broken"), Address("udp", *PEER), on_final=broken)
+        _, outcomes = self.start()
+        [first, second] = [request for request, _ in self.sent()]
+        with capturedLogs() as events:
+            self.answer(first, 200)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(any("on_final" in (event.get("log_format") or "") for event in events))
+        self.answer(second, 200)
+        self.assertEqual(outcomes[0][0].status, 200)
+        self.finish()
+
+    def test_stop_waits_for_it_then_fails_it(self):
+        _, outcomes = self.start()
+        stopped = self.stack.stop(grace=2.0)
+        self.assertNoResult(stopped)
+        _, refused = self.start()
+        refused[0][0].trap(TransportError)
+        self.reactor.advance(2.0)
+        [(failure, _)] = outcomes
+        self.assertIn("stopped", str(failure.trap(TransportError) and failure.value))
+        self.successResultOf(stopped)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_stop_ends_when_it_is_answered(self):
+        _, outcomes = self.start()
+        [(request, _)] = self.sent()
+        stopped = self.stack.stop()
+        self.assertNoResult(stopped)
+        self.answer(request, 200)
+        self.assertEqual(outcomes[0][0].status, 200)
+        self.successResultOf(stopped)
+
+
 class StopTests(StackTestCase):
     def test_stop_waits_for_in_flight_transactions_then_fails_the_rest(self):
         answered = self.stack.send_request(outgoing(call_id="a"), Address("udp", *PEER))

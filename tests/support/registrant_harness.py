@@ -71,11 +71,13 @@ class FakeStack:
     def set_keepalive_interval(self, peer, seconds):
         pass
 
-    def start_request(self, request, target=None, on_provisional=None, source=None, t2=None):
+    def start_request(self, request, target=None, on_provisional=None, source=None, t2=None, on_final=None):
         handle = ClientRequest()
         # What goes on the wire: the request must survive serialization.
         parse_message(bytes(request))
         self.sent.append(Sent(request, target, handle, self.clock.seconds(), t2))
+        if on_final is not None:  # as SIPStack: the outcome and the handle, once
+            handle.deferred.addBoth(on_final, handle)
         return handle
 
     def send_request(self, request, target=None, on_provisional=None, source=None, t2=None):

@@ -42,10 +42,12 @@ class ISIPStack(Interface):
         ``t2``: the request's own cap on its retransmission interval (seconds)."""
 
     def start_request(request, target=None, on_provisional=None, source=None, timeout=None,  # noqa: N805
-                      keep_via=False, t2=None):
+                      keep_via=False, t2=None, on_final=None):
         """``send_request`` returning a ClientRequest: its ``deferred``, the request as
         sent (``sent``, our Via and so the branch on top), where (``sent_to``), and the
-        ResponseOrigin of the final response ``deferred`` fired with (``origin``)."""
+        ResponseOrigin of the final response ``deferred`` fired with (``origin``).
+        ``on_final``: called once with the final Response or the Failure, and the
+        ClientRequest, instead of a ``deferred`` (then None)."""
 
     def send_stateless(request, target, source=None):  # noqa: N805
         """Send ``request`` as it is, without a transaction: a Deferred that fires with None."""

@@ -35,6 +35,7 @@ from typing import Callable
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txuac import __version__
@@ -145,7 +146,7 @@ class IncomingRequest:
 
 class ClientRequest:
     """A request ``SIPStack.start_request`` sends: ``deferred`` fires with the final response
-    (as ``send_request``'s does); ``sent`` is the request as the current client transaction
+    (as ``send_request``'s does; None when ``on_final`` was given); ``sent`` is the request as the current client transaction
     sent it (our Via on top) and ``sent_to`` where, both None until a transaction starts
     (after resolution or connecting) and replaced when the next target is tried;
     ``origin`` says where the final response of the current transaction came from, None
@@ -155,7 +156,7 @@ class ClientRequest:
 
     def __init__(self, deferred: bool = True) -> None:
         if deferred:  # start_request sets the one its transaction fires: a Deferred less per request
-            self.deferred: defer.Deferred = defer.Deferred()
+            self.deferred: defer.Deferred | None = defer.Deferred()
         self.sent: Request | None = None
         self.sent_to: Address | None = None
         self.origin: ResponseOrigin | None = None
@@ -167,13 +168,54 @@ class ClientRequest:
         return via.branch if via is not None else None
 
 
+class _Outcome:
+    """A client transaction's final outcome for ``start_request``'s ``on_final``: what the
+    stack asks of a Deferred (``called``, ``callback``, ``errback``), as one plain call."""
+
+    __slots__ = ("on_final", "handle", "called", "_waiting")
+
+    def __init__(self, on_final: "Callable[[Response | Failure, ClientRequest], None]", handle: "ClientRequest"):
+        self.on_final = on_final
+        self.handle = handle
+        self.called = False
+        self._waiting: list[defer.Deferred] | None = None
+
+    def callback(self, response: Response) -> None:
+        self._fire(response)
+
+    def errback(self, error: "Exception | Failure") -> None:
+        self._fire(error if isinstance(error, Failure) else Failure(error))
+
+    def fired(self) -> defer.Deferred:
+        """A Deferred that fires with None once the outcome is given (``stop`` waits on it)."""
+        d: defer.Deferred = defer.Deferred()
+        if self.called:
+            d.callback(None)
+        else:
+            if self._waiting is None:
+                self._waiting = []
+            self._waiting.append(d)
+        return d
+
+    def _fire(self, result: "Response | Failure") -> None:
+        self.called = True
+        try:
+            self.on_final(result, self.handle)
+        except Exception:
+            log.failure("on_final callback for {method} failed", method=self.handle.sent.method
+                        if self.handle.sent is not None else None)
+        waiting, self._waiting = self._waiting, None
+        for d in waiting or ():
+            d.callback(None)
+
+
 class _ClientCall:
     """What the stack keeps for one client transaction (``key``: its entry in ``SIPStack._client``;
     ``target``: where its request is sent; ``handle``: the ClientRequest told of it, if any)."""
 
     __slots__ = ("transaction", "channel", "deferred", "on_provisional", "key", "target", "handle")
 
-    def __init__(self, transaction: ClientTransaction, channel: Channel, deferred: defer.Deferred,
+    def __init__(self, transaction: ClientTransaction, channel: Channel, deferred: "defer.Deferred | _Outcome",
                  on_provisional: Callable[[Response], None] | None, key: tuple[str, str], target: Address,
                  handle: "ClientRequest | None"):
         self.transaction = transaction
@@ -278,12 +320,30 @@ class SIPStack:
     def start_request(self, request: Request, target: Address | SipURI | None = None,
                       on_provisional: Callable[[Response], None] | None = None,
                       source: Address | None = None, timeout: float | None = None,
-                      keep_via: bool = False, t2: float | None = None) -> "ClientRequest":
+                      keep_via: bool = False, t2: float | None = None,
+                      on_final: "Callable[[Response | Failure, ClientRequest], None] | None" = None) -> "ClientRequest":
         """``send_request`` that returns a ClientRequest: its ``deferred`` is what
         send_request returns, and it tells the branch and target of the transaction
-        carrying the request (a proxy's CANCEL of the branch needs both, RFC 3261 9.1)."""
+        carrying the request (a proxy's CANCEL of the branch needs both, RFC 3261 9.1).
+
+        With ``on_final``, the outcome goes to ``on_final(response or Failure, the
+        ClientRequest)`` instead, once, and ``deferred`` is None: a Deferred and its
+        callbacks were a share of a REGISTER cycle at thousands a second."""
         handle = ClientRequest(deferred=False)
-        handle.deferred = self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2)
+        if on_final is None:
+            handle.deferred = self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2)
+            return handle
+        handle.deferred = None
+        if timeout is None and isinstance(target, Address) and target.transport == "udp" and not self._stopping:
+            outcome = _Outcome(on_final, handle)
+            try:
+                channel = UDPChannel(self._udp_listener_for(target, source), target)
+            except TransportError:
+                outcome.errback(Failure())
+                return handle
+            self._start_client(channel, request.copy(), target, on_provisional, None, keep_via, handle, t2, outcome)
+            return handle
+        self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2).addBoth(on_final, handle)
         return handle
 
     def send_request(self, request: Request, target: Address | SipURI | None = None,
@@ -433,7 +493,9 @@ class SIPStack:
 
     def _start_client(self, channel: Channel, request: Request, target: Address, on_provisional,
                       timeout: float | None = None, keep_via: bool = False,
-                      handle: "ClientRequest | None" = None, t2: float | None = None) -> defer.Deferred:
+                      handle: "ClientRequest | None" = None, t2: float | None = None,
+                      outcome: "_Outcome | None" = None) -> "defer.Deferred | _Outcome":
+        """Start the client transaction; what it fires: a new Deferred, or ``outcome``."""
         if self._stopped:
             raise TransportError("the SIP stack stopped")  # a connection completed after stop()
         _ensure_content_length(request)
@@ -449,13 +511,13 @@ class SIPStack:
             handle.sent, handle.sent_to, handle.origin = request, target, None
         timers = self.timers if t2 is None else self._timers_with_t2(t2)
         transaction = ClientTransaction(request, reliable=target.reliable, timers=timers)
-        d = defer.Deferred()
+        d = outcome if outcome is not None else defer.Deferred()
         call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method), target,  # 17.1.3
                            handle)
         self._client[call.key] = call
-        if timeout is not None:
+        if timeout is not None:  # never with an outcome (start_request)
             expiry = self.reactor.callLater(timeout, self._final_response_timeout, call, timeout)
-            d.addBoth(_cancelling(expiry))
+            d.addBoth(_cancelling(expiry))  # type: ignore[union-attr]
         self._apply_client(call, transaction.start(self.reactor.seconds()))
         return d
 
@@ -772,7 +834,7 @@ class SIPStack:
         cancel every timer and close the connections."""
         self._stopping = True
         pending = [call.deferred for call in self._client.values() if not call.deferred.called]
-        waits = [_quietly(d) for d in pending]
+        waits = [d.fired() if isinstance(d, _Outcome) else _quietly(d) for d in pending]
         done = defer.DeferredList(waits, consumeErrors=True)
         timeout = self.timers.timeout if grace is None else grace
         done.addTimeout(timeout, self.reactor, onTimeoutCancel=lambda *_: None)
