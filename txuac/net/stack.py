@@ -335,13 +335,8 @@ class SIPStack:
             return handle
         handle.deferred = None
         if timeout is None and isinstance(target, Address) and target.transport == "udp" and not self._stopping:
-            outcome = _Outcome(on_final, handle)
-            try:
-                channel = UDPChannel(self._udp_listener_for(target, source), target)
-            except TransportError:
-                outcome.errback(Failure())
-                return handle
-            self._start_client(channel, request.copy(), target, on_provisional, None, keep_via, handle, t2, outcome)
+            self._send_once(request.copy(), target, on_provisional, source, keep_via=keep_via, handle=handle, t2=t2,
+                            outcome=_Outcome(on_final, handle))
             return handle
         self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2).addBoth(on_final, handle)
         return handle
@@ -428,15 +423,20 @@ class SIPStack:
     def _send_once(self, request: Request, target: Address, on_provisional,
                    source: Address | None = None, timeout: float | None = None,
                    keep_via: bool = False, server_name: str | None = None,
-                   handle: "ClientRequest | None" = None, t2: float | None = None) -> defer.Deferred:
+                   handle: "ClientRequest | None" = None, t2: float | None = None,
+                   outcome: "_Outcome | None" = None) -> "defer.Deferred | _Outcome":
         """One client transaction to ``target`` (``request`` is ours to add the Via to);
-        ``server_name``: what a TLS certificate must name, by default the request's next hop."""
+        ``server_name``: what a TLS certificate must name, by default the request's next hop.
+        ``outcome`` (UDP only): what the transaction fires instead of a Deferred."""
         if target.transport == "udp":
             try:
                 return self._start_client(UDPChannel(self._udp_listener_for(target, source), target), request,
-                                          target, on_provisional, timeout, keep_via, handle, t2)
+                                          target, on_provisional, timeout, keep_via, handle, t2, outcome)
             except TransportError:
-                return defer.fail()
+                if outcome is None:
+                    return defer.fail()
+                outcome.errback(Failure())
+                return outcome
         try:
             if target.transport != "tls":
                 server_name = None
