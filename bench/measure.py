@@ -49,6 +49,13 @@ class TimedWork:
         return spent
 
 
+def add_round_options(parser) -> None:
+    """--rounds, --profile and --top, as the in-process benchmarks take them."""
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; the best is the figure (5)")
+    parser.add_argument("--profile", action="store_true", help="one round under cProfile: top functions")
+    parser.add_argument("--top", type=int, default=25, help="with --profile: functions listed (25)")
+
+
 def print_profile(profile: cProfile.Profile, units: int, unit: str, top: int) -> None:
     """The function calls per ``unit`` and the ``top`` functions by own time."""
     out = io.StringIO()

@@ -38,7 +38,7 @@ sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
-from measure import TimedWork, print_profile  # noqa: E402
+from measure import TimedWork, add_round_options, print_profile  # noqa: E402
 
 import txuac.sip  # noqa: E402
 from tests.support.proxy_harness import CALLEE  # noqa: E402
@@ -147,9 +147,7 @@ def run_round(script: str, calls: int, profile: cProfile.Profile | None = None) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls per round (2000)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds; the best is the figure (5)")
-    parser.add_argument("--profile", action="store_true", help="one round under cProfile: top functions")
-    parser.add_argument("--top", type=int, default=25, help="with --profile: functions listed (25)")
+    add_round_options(parser)
     args = parser.parse_args()
     if args.calls <= 0 or args.rounds <= 0:
         parser.error("--calls and --rounds must be positive")

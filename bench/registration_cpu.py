@@ -37,7 +37,7 @@ sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
-from measure import TimedWork, print_profile  # noqa: E402
+from measure import TimedWork, add_round_options, print_profile  # noqa: E402
 
 import txuac.sip  # noqa: E402
 from tests.support.accounts import make_row  # noqa: E402
@@ -139,9 +139,7 @@ def run_round(accounts: int, profile: cProfile.Profile | None = None) -> tuple[f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("accounts", type=int, nargs="?", default=10000, help="accounts (10,000)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds; the best is the figure (5)")
-    parser.add_argument("--profile", action="store_true", help="one round under cProfile: top functions")
-    parser.add_argument("--top", type=int, default=25, help="with --profile: functions listed (25)")
+    add_round_options(parser)
     args = parser.parse_args()
     if args.accounts <= 0 or args.rounds <= 0:
         parser.error("accounts and --rounds must be positive")

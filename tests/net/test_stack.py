@@ -515,7 +515,8 @@ class OnFinalTests(StackTestCase):
         refused[0][0].trap(TransportError)
         self.reactor.advance(2.0)
         [(failure, _)] = outcomes
-        self.assertIn("stopped", str(failure.trap(TransportError) and failure.value))
+        failure.trap(TransportError)
+        self.assertIn("stopped", str(failure.value))
         self.successResultOf(stopped)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
