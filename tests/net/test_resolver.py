@@ -344,6 +344,15 @@ class AddressFallbackTests(LiveZoneTestCase):
         self.assertEqual((yield self.resolve("sip:u@[2001:db8::1]:5070;transport=tcp")), [("tcp", "2001:db8::1", 5070)])
         self.assertEqual(self.zone.queries, [])
 
+    def test_literal_target_without_a_deferred(self):
+        literal = self.resolver.literal_target
+        self.assertEqual(literal(parse_uri("sip:192.0.2.50")), Address("udp", "192.0.2.50", 5060))
+        self.assertEqual(literal(parse_uri("sips:192.0.2.50")), Address("tls", "192.0.2.50", 5061))
+        self.assertEqual(literal(parse_uri("sip:u@[2001:db8::1]:5070;transport=tcp")), Address("tcp", "2001:db8::1", 5070))
+        self.assertIsNone(literal(parse_uri("sip:plain.test.example")), "a name is looked up by resolve_uri")
+        self.assertRaises(ResolutionError, literal, parse_uri("sips:192.0.2.50;transport=udp"))
+        self.assertEqual(self.zone.queries, [])
+
     @defer.inlineCallbacks
     def test_maddr_replaces_host(self):
         targets = yield self.resolve("sip:x@unknown.invalid;maddr=srv.test.example;transport=tcp")

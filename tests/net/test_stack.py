@@ -9,6 +9,7 @@ for a txuac component is the target resolver of the failover tests.
 from __future__ import annotations
 
 import types
+import weakref
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError
@@ -490,6 +491,68 @@ class OnFinalTests(StackTestCase):
         self.answer(request, 486)
         [(response, given)] = outcomes
         self.assertEqual((response.status, given), (486, handle))
+        self.finish()
+
+    def test_an_ip_address_next_hop_is_sent_to_at_once(self):
+        self.stack.resolver = TargetResolver(self.reactor, dns_resolver=object())  # any lookup would fail
+        outcomes = []
+        handle = self.stack.start_request(outgoing(), parse_uri(f"sip:{PEER[0]}:{PEER[1]}"),
+                                          on_final=lambda outcome, request: outcomes.append(outcome))
+        [(request, address)] = self.sent()
+        self.assertEqual((address, handle.sent_to), (PEER, Address("udp", *PEER)))
+        self.answer(request, 200)
+        self.assertEqual([outcome.status for outcome in outcomes], [200])
+        self.finish()
+
+    def test_an_unreachable_ip_address_next_hop_fails_and_is_logged(self):
+        self.stack.resolver = TargetResolver(self.reactor, dns_resolver=object())
+        self.udp.unreachable.add("203.0.113.9")
+        outcomes = []
+        with capturedLogs() as events:
+            self.stack.start_request(outgoing(), parse_uri("sip:203.0.113.9"),
+                                     on_final=lambda outcome, request: outcomes.append(outcome))
+        [failure] = outcomes
+        failure.trap(TransportError)
+        self.assertTrue(any("failed" in (event.get("log_format") or "") and event.get("method") == "OPTIONS"
+                            for event in events))
+        self.finish()
+
+    def test_its_own_timeout(self):
+        _, outcomes = self.start(timeout=2.0)
+        self.reactor.advance(1.9)
+        self.assertEqual(outcomes, [])
+        self.reactor.advance(0.1)
+        [(failure, _)] = outcomes
+        failure.trap(TransactionTimeout)
+        self.assertIn("within 2 s", str(failure.value))
+        self.finish()
+
+    def test_its_timeout_goes_with_the_final_response(self):
+        def timeouts():
+            return [call for call in self.reactor.getDelayedCalls() if call.func == self.stack._final_response_timeout]
+
+        _, outcomes = self.start(timeout=2.0)
+        self.assertEqual(len(timeouts()), 1)
+        [(request, _)] = self.sent()
+        self.answer(request, 200)
+        self.assertEqual(timeouts(), [])
+        self.reactor.advance(2.0)
+        self.assertEqual([outcome.status for outcome, _ in outcomes], [200])
+        self.finish()
+
+    def test_on_final_is_let_go_once_told(self):
+        class Consumer:
+            def __call__(self, outcome, request):
+                pass
+
+        consumer = Consumer()
+        gone = weakref.ref(consumer)
+        self.stack.start_request(outgoing(), Address("udp", *PEER), on_final=consumer)
+        del consumer
+        self.assertIsNotNone(gone())
+        [(request, _)] = self.sent()
+        self.answer(request, 200)
+        self.assertIsNone(gone(), "what on_final holds (a proxied request) is freed without the collector")
         self.finish()
 
     def test_a_raising_on_final_is_logged_and_the_stack_goes_on(self):
@@ -1013,6 +1076,17 @@ class ProxyHookTests(StackTestCase):
         self.failureResultOf(self.stack.send_stateless(request, Address("udp", "203.0.113.9", 5060)), TransportError)
         self.stack.stop(grace=0)
         self.failureResultOf(self.stack.send_stateless(request, Address("udp", *PEER)), TransportError)
+
+    def test_send_stateless_udp_raises_at_once(self):
+        request = parse_message(request_bytes(method="ACK", cseq="1 ACK").replace(b"Content-Length: 0\r\n", b""))
+        self.stack.send_stateless_udp(request, Address("udp", *PEER))
+        [(sent, address)] = self.sent()
+        self.assertEqual((sent.method, sent.headers.get("Content-Length"), address), ("ACK", "0", PEER))
+        self.assertNotIn("Content-Length", request.headers)
+        self.udp.unreachable.add("203.0.113.9")
+        self.assertRaises(TransportError, self.stack.send_stateless_udp, request, Address("udp", "203.0.113.9", 5060))
+        self.stack.stop(grace=0)
+        self.assertRaises(TransportError, self.stack.send_stateless_udp, request, Address("udp", *PEER))
 
     def test_send_stateless_on_a_stream(self):
         """Over TCP the request waits for the connection; Content-Length added on a copy."""

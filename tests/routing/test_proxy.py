@@ -177,6 +177,9 @@ class ResolvedTargets:
     def resolve_uri(self, uri):
         return defer.succeed(list(self.targets))
 
+    def literal_target(self, uri):
+        return None  # every next hop is looked up, an IP address too
+
     def server_name(self, request):
         return None
 

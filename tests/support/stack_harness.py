@@ -50,6 +50,9 @@ class FakeResolver:
     def resolve_request(self, request):
         return defer.succeed(list(self.targets))
 
+    def literal_target(self, uri):
+        return None  # every next hop is looked up, an IP address too
+
     def server_name(self, request):
         return "example.com"
 

@@ -132,11 +132,16 @@ class TargetResolver:
         except ResolutionError:
             return defer.fail()
         if is_ip_address(host):
-            # RFC 3263 4.1/4.2: an IP address needs no lookup (nor a generator: every
-            # request a proxy relays to an address comes here).
-            transport = transport or ("tls" if uri.secure else "udp")
-            return defer.succeed([Address(transport, host, uri.port or DEFAULT_PORTS[transport])])
+            return defer.succeed([_literal_address(uri, host, transport)])
         return self._resolve_uri(uri, host, transport).addCallback(_unique)
+
+    def literal_target(self, uri: SipURI) -> Address | None:
+        """The one Address of a ``uri`` whose host is an IP address, found without a Deferred
+        (every request a proxy relays to an address needs it); None when the host is a name
+        to look up (``resolve_uri``). ResolutionError when the transport it asks for is not
+        available."""
+        host, transport = self._host_and_transport(uri)
+        return _literal_address(uri, host, transport) if is_ip_address(host) else None
 
     def _host_and_transport(self, uri: SipURI) -> tuple[str, str | None]:
         """The host to resolve and the transport ``uri`` asks for (None: any), or a
@@ -329,3 +334,9 @@ def _unique(addresses: list[Address]) -> list[Address]:
 def _ipv6_text(record) -> str:
     return str(ipaddress.IPv6Address(record.address))
 
+
+def _literal_address(uri: SipURI, host: str, transport: str | None) -> Address:
+    """RFC 3263 4.1/4.2: an IP address needs no lookup; the transport the URI names, or
+    UDP (TLS for sips), and its port or the transport's default."""
+    transport = transport or ("tls" if uri.secure else "udp")
+    return Address(transport, host, uri.port or DEFAULT_PORTS[transport])

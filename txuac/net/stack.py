@@ -41,7 +41,7 @@ from zope.interface import implementer
 from txuac import __version__
 from txuac.errors import ResolutionError, SIPParseError, TransactionTimeout, TransportError
 from txuac.net.interfaces import ISIPStack, ResponseOrigin
-from txuac.net.resolver import TargetResolver
+from txuac.net.resolver import TargetResolver, next_hop_uri
 from txuac.net.timers import DeadlineTimer, ExpiringKeys
 from txuac.ratelimitedlog import RateLimitedLog
 from txuac.net.transports import (
@@ -172,12 +172,15 @@ class _Outcome:
     """A client transaction's final outcome for ``start_request``'s ``on_final``: what the
     stack asks of a Deferred (``called``, ``callback``, ``errback``), as one plain call."""
 
-    __slots__ = ("on_final", "handle", "called", "_waiting")
+    __slots__ = ("on_final", "handle", "called", "expiry", "target", "_waiting")
 
-    def __init__(self, on_final: "Callable[[Response | Failure, ClientRequest], None]", handle: "ClientRequest"):
-        self.on_final = on_final
+    def __init__(self, on_final: "Callable[[Response | Failure, ClientRequest], None]", handle: "ClientRequest",
+                 target: Address | None = None):
+        self.on_final: "Callable[[Response | Failure, ClientRequest], None] | None" = on_final
         self.handle = handle
         self.called = False
+        self.expiry: IDelayedCall | None = None  # the caller's timeout, cancelled by the outcome
+        self.target = target  # a next hop resolved here: its timeout or transport error is logged
         self._waiting: list[defer.Deferred] | None = None
 
     def callback(self, response: Response) -> None:
@@ -199,8 +202,15 @@ class _Outcome:
 
     def _fire(self, result: "Response | Failure") -> None:
         self.called = True
+        expiry = self.expiry
+        if expiry is not None and expiry.active():
+            expiry.cancel()
+        if self.target is not None and isinstance(result, Failure) and result.check(TransactionTimeout, TransportError):
+            _log_target_failed(self.handle.sent.method if self.handle.sent is not None else None, self.target,
+                               result.value)
+        on_final, self.on_final = self.on_final, None  # what it holds goes once told, as a Deferred's callbacks
         try:
-            self.on_final(result, self.handle)
+            on_final(result, self.handle)  # type: ignore[misc]
         except Exception:
             log.failure("on_final callback for {method} failed", method=self.handle.sent.method
                         if self.handle.sent is not None else None)
@@ -334,12 +344,29 @@ class SIPStack:
             handle.deferred = self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2)
             return handle
         handle.deferred = None
-        if timeout is None and isinstance(target, Address) and target.transport == "udp" and not self._stopping:
-            self._send_once(request.copy(), target, on_provisional, source, keep_via=keep_via, handle=handle, t2=t2,
-                            outcome=_Outcome(on_final, handle))
+        address = None if self._stopping else self._udp_target_now(request, target, keep_via)
+        if address is not None:
+            outcome = _Outcome(on_final, handle, None if isinstance(target, Address) else address)
+            self._send_once(request.copy(), address, on_provisional, source, timeout, keep_via, handle=handle, t2=t2,
+                            outcome=outcome)
             return handle
         self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2).addBoth(on_final, handle)
         return handle
+
+    def _udp_target_now(self, request: Request, target: Address | SipURI | None, keep_via: bool) -> Address | None:
+        """Where ``request`` goes when that is known without a Deferred and is a UDP
+        Address: ``target`` itself, or the next hop's IP address (one target, so there is
+        nothing to fail over to); None when it must be resolved or connected to first
+        (or refused: ``keep_via`` without an Address)."""
+        if isinstance(target, Address):
+            return target if target.transport == "udp" else None
+        if keep_via:
+            return None
+        try:
+            address = self.resolver.literal_target(target if target is not None else next_hop_uri(request))
+        except ResolutionError:
+            return None  # the resolving path fails the request with it
+        return address if address is not None and address.transport == "udp" else None
 
     def send_request(self, request: Request, target: Address | SipURI | None = None,
                      on_provisional: Callable[[Response], None] | None = None,
@@ -412,7 +439,7 @@ class SIPStack:
         def failed(failure):
             failure.trap(TransactionTimeout, TransportError)
             error = failure.value
-            log.info("{method} to {target} failed: {error}", method=request.method, target=target, error=str(error))
+            _log_target_failed(request.method, target, error)
             return self._try_targets(targets, request, on_provisional, source, timeout, server_name, handle, t2,
                                      index + 1, error)
 
@@ -457,21 +484,25 @@ class SIPStack:
         """
         if self._stopping:
             return defer.fail(TransportError("the SIP stack is stopping"))
-        if "Content-Length" not in request.headers:
-            request = request.copy()  # the caller's request untouched, as in send_request
-            _ensure_content_length(request)
-        data = bytes(request)
         if target.transport == "udp":
             try:
-                UDPChannel(self._udp_listener_for(target, source), target).send(data)
+                self.send_stateless_udp(request, target, source)
             except TransportError:
                 return defer.fail()
             return defer.succeed(None)
+        data = _stateless_bytes(request)
         try:
             server_name = self.resolver.server_name(request) if target.transport == "tls" else None
         except ResolutionError:
             return defer.fail()
         return self.pool.connect(target, server_name=server_name).addCallback(lambda channel: channel.send(data))
+
+    def send_stateless_udp(self, request: Request, target: Address, source: Address | None = None) -> None:
+        """``send_stateless`` to a UDP ``target`` without a Deferred (a proxy forwards an
+        ACK for every call): TransportError, raised, when it cannot be sent."""
+        if self._stopping:
+            raise TransportError("the SIP stack is stopping")
+        UDPChannel(self._udp_listener_for(target, source), target).send(_stateless_bytes(request))
 
     def _udp_listener_for(self, target: Address, source: Address | None = None) -> UDPListener:
         """The socket a request goes out from: ``source``'s, or the first of the target's
@@ -515,9 +546,12 @@ class SIPStack:
         call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method), target,  # 17.1.3
                            handle)
         self._client[call.key] = call
-        if timeout is not None:  # never with an outcome (start_request)
+        if timeout is not None:
             expiry = self.reactor.callLater(timeout, self._final_response_timeout, call, timeout)
-            d.addBoth(_cancelling(expiry))  # type: ignore[union-attr]
+            if outcome is not None:
+                outcome.expiry = expiry
+            else:
+                d.addBoth(_cancelling(expiry))  # type: ignore[union-attr]
         self._apply_client(call, transaction.start(self.reactor.seconds()))
         return d
 
@@ -875,6 +909,19 @@ def _quietly(d: defer.Deferred) -> defer.Deferred:
 
     d.addBoth(both)
     return mirror
+
+
+def _log_target_failed(method: str | None, target: Address, error: BaseException) -> None:
+    log.info("{method} to {target} failed: {error}", method=method, target=target, error=str(error))
+
+
+def _stateless_bytes(request: Request) -> bytes:
+    """``request`` as sent without a transaction: with a Content-Length (RFC 3261 18.3),
+    added to a copy when missing (the caller's request untouched, as in send_request)."""
+    if "Content-Length" not in request.headers:
+        request = request.copy()
+        _ensure_content_length(request)
+    return bytes(request)
 
 
 def _cancelling(delayed: IDelayedCall) -> Callable:

@@ -11,13 +11,15 @@ CANCELs, the failure route when every branch failed.
 from __future__ import annotations
 
 import weakref
+from functools import partial
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from txuac.auth import add_credentials, challenge_origin
-from txuac.errors import AuthenticationError, SIPParseError, TransactionTimeout
-from txuac.net.stack import IncomingRequest
+from txuac.errors import AuthenticationError, ResolutionError, SIPParseError, TransactionTimeout, TransportError
+from txuac.net.stack import ClientRequest, IncomingRequest
 from txuac.routing.dialog_functions import DialogFunctions
 from txuac.routing.dialogs import DialogError, shift_cseq
 from txuac.routing.proxy_rules import Forward, prepare_ack_forward, prepare_forward
@@ -195,12 +197,19 @@ class ProxiedRequest:
         # handle tells the branch's CANCEL what was sent and where, failover included.
         timeout = self.proxy.settings.fr_inv_timeout if self.msg.method == "INVITE" else None
         branch.carrier = self.proxy.stack.start_request(forward.request, next_hop, on_provisional=provisional,
-                                                        timeout=timeout)
-        d = branch.carrier.deferred
-        d.addCallback(self._final, number, branch)
-        d.addErrback(self._failed, number)
-        d.addErrback(lambda f: log.failure("response handling failed", f))
+                                                        timeout=timeout, on_final=partial(self._outcome, number, branch))
         return 1
+
+    def _outcome(self, number: int, branch: Branch, outcome: "Response | Failure", carrier: ClientRequest) -> None:
+        """Branch ``number``'s final response, or its failure: a response whose handling
+        raised ends the branch as a failed one (the stack logs what ``_failed`` raises)."""
+        if isinstance(outcome, Failure):
+            self._failed(outcome, number)
+            return
+        try:
+            self._final(outcome, number, branch)
+        except Exception:
+            self._failed(Failure(), number)
 
     def _prepare(self, target: URI | str | None) -> Forward | None:
         """``msg`` made ready for a branch to ``target`` (16.6; our Via is the stack's), or
@@ -451,6 +460,14 @@ class ProxiedRequest:
         if not isinstance(next_hop, SipURI):
             return -1
         stack = self.proxy.stack
+        try:
+            target = stack.resolver.literal_target(next_hop)
+            if target is not None and target.transport == "udp":
+                stack.send_stateless_udp(forward.request, target)
+                return 1
+        except (ResolutionError, TransportError) as e:
+            log.info("ACK not forwarded: {error}", error=str(e))
+            return 1
         d = stack.resolver.resolve_uri(next_hop)
         d.addCallback(lambda targets: stack.send_stateless(forward.request, targets[0]))
         d.addErrback(lambda f: log.info("ACK not forwarded: {error}", error=f.getErrorMessage()))
