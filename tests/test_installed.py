@@ -5,6 +5,7 @@ wheel-installed venv; in an editable checkout they are skipped."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.resources
 import os
 import subprocess
@@ -14,6 +15,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support.services import load_printed_config
 import txuac
+import txuac.sip
 from txuac.admin import ctl
 
 SCHEMAS = ("sqlite.sql", "postgres.sql", "mysql.sql", "sqlite-txuac.sql", "postgres-txuac.sql", "mysql-txuac.sql")
@@ -39,6 +41,13 @@ class InstalledCopyTests(TestCase):
         with open(path, encoding="utf-8") as f:
             self.assertEqual(out, f.read())
         self.assertEqual(load_printed_config(self, out).rpc.listen, "tcp:5064:interface=127.0.0.1")
+
+    def test_the_sans_io_modules_are_compiled(self):
+        if not txuac.sip.COMPILED:
+            raise SkipTest("a pure-Python install (TXUAC_COMPILE=0)")
+        for name in ("txuac.sip.parser", "txuac.routing.proxy_rules", "txuac.routing.response_context",
+                     "txuac.routing.replace", "txuac.routing.restore", "txuac.routing.restore_codec"):
+            self.assertFalse(importlib.import_module(name).__file__.endswith(".py"), name)
 
     def test_schemas_are_in_the_package(self):
         schema = importlib.resources.files("txuac.registrant.store").joinpath("schema")

@@ -219,7 +219,7 @@ class ResponseContext:
             return make_response(self.request, 408, to_tag=self.to_tag)
         best = self.branches[number].final
         assert best is not None
-        candidates = [self.branches[n].final for n in self._failed_branches()]
+        candidates = [final for n in self._failed_branches() if (final := self.branches[n].final) is not None]
         if best.status == 503:
             # 16.7 item 6: a 503 would say this proxy cannot serve anything.
             best = best.copy()
