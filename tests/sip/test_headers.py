@@ -6,6 +6,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.sip_messages import wire
 from txuac.sip import Headers, SIPParseError, make_response, parse_message
+from txuac.sip.headers import _INDEX, _dependent_view_keys
+from txuac.sip.message import TOKEN_LIST_HEADERS, TYPED_VIEWS
 from txuac.sip.via import make_via
 
 # RFC 3261 7.3.3 and the IANA registry of compact forms.
@@ -236,7 +238,7 @@ class HeaderLineParsingTests(SynchronousTestCase):
 
 
 class ViewCacheTests(SynchronousTestCase):
-    """Typed views are cached and dropped on every change of the headers."""
+    """Typed views are cached and dropped when the lines they read change."""
 
     def setUp(self):
         self.message = parse_message(
@@ -323,3 +325,155 @@ class ViewCacheTests(SynchronousTestCase):
         self.assertRaises(SIPParseError, getattr, self.message, "max_forwards")
         self.message.headers.add("From", "<sip:mallory@example.com>")
         self.assertRaises(SIPParseError, getattr, self.message, "from_")
+
+
+# Edits of each kind, as a proxy makes them on the copy it forwards.
+EDITS = (
+    ("set", "Max-Forwards", "69"),
+    ("prepend", "Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp1"),
+    ("insert_before_first", "Record-Route", "<sip:proxy.example.com;lr>"),
+    ("set", "f", "<sip:anonymous@anonymous.invalid>;tag=x1"),
+    ("remove", "Route", None),
+    ("add", "k", "100rel"),
+    ("remove_first", "Via", None),
+    ("set", "Supported", "timer, path"),
+    ("add", "Route", "<sip:second.example.com;lr>"),
+    ("insert_before_first", "Route", "<sip:first.example.com;lr>"),
+    ("remove_first", "v", None),
+    ("remove_first", "Via", None),
+    ("add", "v", "SIP/2.0/TCP last.example.com;branch=z9hG4bKl"),
+    ("remove", "Record-Route", None),
+    ("set", "Content-Length", "0"),
+)
+
+
+def edit(message, kind: str, name: str, value: str | None) -> None:
+    method = getattr(message.headers, kind)
+    if value is None:
+        method(name)
+    else:
+        method(name, value)
+
+
+class EditViewTests(SynchronousTestCase):
+    """An edit drops the views that read the edited lines (the header's own, those derived
+    from it, validate()'s mark) and keeps the others; the per-name index follows it."""
+
+    def setUp(self):
+        self.message = parse_message(wire(
+            "Via: SIP/2.0/TCP second.example.com;branch=z9hG4bK2",
+            "Route: <sip:p1.example.com;lr>",
+            "Record-Route: <sip:rr.example.com;lr>",
+            "Contact: <sip:alice@192.0.2.1>",
+            "Max-Forwards: 70",
+            "Supported: timer",
+            "Require: 100rel",
+        ))
+
+    def views(self, message) -> dict:
+        """Every view of ``message`` as text, and the index as get_all and ``in`` see it."""
+        seen: dict = {}
+        for attribute in ("via", "top_via", "from_", "to", "call_id", "cseq", "max_forwards", "contacts",
+                          "route", "record_route", "content_length"):
+            value = getattr(message, attribute)
+            seen[attribute] = [str(v) for v in value] if isinstance(value, list) else str(value)
+        for name in ("Supported", "k", "Require"):
+            seen["tokens " + name] = message.tokens(name)
+        for name in ("Via", "v", "From", "Route", "Record-Route", "Max-Forwards", "Supported", "Content-Length"):
+            seen["lines " + name] = (message.headers.get_all(name), name in message.headers,
+                                     list(message.headers.values(name.lower())))
+        return seen
+
+    def test_views_after_each_edit_are_those_of_the_edited_text(self):
+        message = self.message
+        for kind, name, value in EDITS:
+            self.views(message)  # every view cached before the edit
+            edit(message, kind, name, value)
+            self.assertEqual(self.views(message), self.views(parse_message(bytes(message))), (kind, name))
+
+    def test_a_view_of_another_header_is_kept(self):
+        message = self.message
+        from_, contacts, max_forwards = message.from_, message.contacts, message.max_forwards
+        for kind, name, value in EDITS:
+            if name in ("f", "Max-Forwards"):
+                continue
+            edit(message, kind, name, value)
+            self.assertIs(message.from_, from_, (kind, name))
+            self.assertIs(message.contacts, contacts, (kind, name))
+            self.assertEqual(message.max_forwards, max_forwards)
+        message.headers.set("Max-Forwards", "69")
+        self.assertIs(message.from_, from_)
+        self.assertEqual(message.max_forwards, 69)
+        message.headers.set("From", "<sip:anonymous@anonymous.invalid>;tag=x1")
+        self.assertIsNot(message.from_, from_)
+        self.assertEqual(message.from_.tag, "x1")
+        self.assertIs(message.contacts, contacts)
+
+    def test_top_via_is_kept_by_other_edits_and_rebuilt_by_via_edits(self):
+        message = self.message
+        top = message.top_via
+        message.headers.set("Max-Forwards", "69")
+        message.headers.insert_before_first("Record-Route", "<sip:proxy.example.com;lr>")
+        self.assertIs(message.top_via, top)
+        message.headers.prepend("Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp1")
+        self.assertEqual(message.top_via.branch, "z9hG4bKp1")
+        self.assertEqual([v.branch for v in message.via], ["z9hG4bKp1", "z9hG4bK776asdhds", "z9hG4bK2"])
+        message.headers.remove_first("v")
+        self.assertEqual(message.top_via, top)
+        self.assertEqual([v.branch for v in message.via], ["z9hG4bK776asdhds", "z9hG4bK2"])
+
+    def test_pushed_via_goes_with_its_line(self):
+        via = make_via("udp", "192.0.2.9", 5070)
+        self.message.push_via(via)
+        self.message.headers.set("Max-Forwards", "69")
+        self.assertIs(self.message.top_via, via)
+        self.assertIs(self.message.via[0], via)
+        self.message.headers.remove_first("Via")
+        self.assertEqual(self.message.top_via.branch, "z9hG4bK776asdhds")
+        self.assertEqual([v.branch for v in self.message.via], ["z9hG4bK776asdhds", "z9hG4bK2"])
+
+    def test_tokens_follow_their_header_under_either_name(self):
+        message = self.message
+        self.assertEqual((message.tokens("Supported"), message.tokens("k")), (["timer"], ["timer"]))
+        require = message.tokens("Require")
+        message.headers.set("k", "100rel")
+        self.assertEqual((message.tokens("Supported"), message.tokens("k")), (["100rel"], ["100rel"]))
+        message.headers.add("Supported", "path")
+        self.assertEqual((message.tokens("Supported"), message.tokens("k")), (["100rel", "path"], ["100rel", "path"]))
+        self.assertIs(message.tokens("Require"), require)
+
+    def test_every_cached_view_is_one_an_edit_drops(self):
+        """A view cached under a key that no edit of the lines it reads drops would go
+        stale: each is a header's own view or one _dependent_view_keys names."""
+        message = self.message.validate()
+        for name in dir(message):
+            if not name.startswith("_"):
+                getattr(message, name)  # every property: the typed views, top_via, ...
+        for key in TOKEN_LIST_HEADERS:
+            message.tokens(key)
+        header_keys = {*TYPED_VIEWS, *TOKEN_LIST_HEADERS, *message.headers.keys()}
+        dropped = {view for key in header_keys for view in _dependent_view_keys(key)}
+        self.assertEqual([key for key in message.headers._views if key not in dropped and key != _INDEX], [])
+
+    def test_every_edit_kind_drops_validated(self):
+        for kind, name, value in EDITS:
+            message = parse_message(bytes(self.message)).validate()
+            edit(message, kind, name, value)
+            self.assertFalse(message.validated, (kind, name))
+
+    def test_removing_nothing_is_no_edit(self):
+        message = self.message.validate()
+        from_ = message.from_
+        self.assertEqual(message.headers.remove("Path"), 0)
+        self.assertIsNone(message.headers.remove_first("Path"))
+        self.assertTrue(message.validated)
+        self.assertIs(message.from_, from_)
+
+    def test_index_lists_handed_out_are_not_changed_by_edits(self):
+        headers = self.message.headers
+        routes = headers.values("route")
+        headers.add("Route", "<sip:p2.example.com;lr>")
+        headers.prepend("Route", "<sip:p0.example.com;lr>")
+        headers.remove_first("Route")
+        self.assertEqual(routes, ["<sip:p1.example.com;lr>"])
+        self.assertEqual(headers.values("route"), ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"])

@@ -81,10 +81,30 @@ def header_key(name: str) -> str:
 
 
 _INDEX = "\0index"  # the key of the per-name index inside the views cache
+# The views-cache keys of views that are not one header's own view (whose key is the
+# header's lookup key). _dependent_view_keys says which edits make each one stale.
+TOP_VIA_VIEW = "top_via"  # Message.top_via: the first via-parm of the Via lines
+TOKENS_VIEW = "tokens:"  # "tokens:" + key: Message.tokens of the key's lines
+VALIDATED_MARK = "\0validated"  # Message.validate() passed: it reads every header
+# Header key -> the views read from its lines besides its own and its tokens.
+_DERIVED_VIEWS: dict[str, tuple[str, ...]] = {"via": (TOP_VIA_VIEW,)}
+_DEPENDENT_CACHE: dict[str, tuple[str, ...]] = {}  # key -> _dependent_view_keys(key)
 _NO_VALUES: list[str] = []
 # A view not built yet (a cached view may be None). Looked up with get(), not caught as a
 # KeyError: every view misses once per message, and a raised KeyError costs ~4x a get().
 _NOT_CACHED = object()
+
+
+def _dependent_view_keys(key: str) -> tuple[str, ...]:
+    """The views-cache keys an edit of the ``key`` lines makes stale: the key's own view,
+    the views derived from its lines and the mark of validate(). The views of the other
+    headers stay; the per-name index is updated by the edit itself."""
+    keys = _DEPENDENT_CACHE.get(key)
+    if keys is None:
+        keys = (key, TOKENS_VIEW + key, *_DERIVED_VIEWS.get(key, ()), VALIDATED_MARK)
+        if len(_DEPENDENT_CACHE) < _NAME_CACHE_LIMIT:
+            _DEPENDENT_CACHE[key] = keys
+    return keys
 
 
 class Headers:
@@ -92,7 +112,8 @@ class Headers:
 
     Each field is ``(key, name, value)``: the lookup key, the canonical name
     used on output, and the value with folding replaced by a space. Typed
-    views of a header are cached here and dropped on every change.
+    views of a header are cached here; an edit drops those that read the edited lines
+    (see _dependent_view_keys) and keeps the others.
     """
 
     __slots__ = ("_fields", "_views")
@@ -135,33 +156,47 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
         key, output_name = header_names(name)
-        self._fields.append((key, output_name, _check_value(value, name)))
-        self._views.clear()
+        value = _check_value(value, name)
+        self._fields.append((key, output_name, value))
+        if self._views:  # no views while a message is built or a copy not read yet
+            index = self._lines_changed(key)
+            if index is not None:
+                index[key] = [*index.get(key, _NO_VALUES), value]
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line before every other (a new top Via, a new Route)."""
         key, output_name = header_names(name)
-        self._fields.insert(0, (key, output_name, _check_value(value, name)))
-        self._views.clear()
+        value = _check_value(value, name)
+        self._fields.insert(0, (key, output_name, value))
+        if self._views:
+            self._first_line_added(key, value)
 
     def insert_before_first(self, name: str, value: str) -> None:
         """Insert a header line before the first ``name`` line, or before every other line
         when there is none (a proxy's Record-Route, RFC 3261 16.6 item 4)."""
         key, output_name = header_names(name)
-        field = (key, output_name, _check_value(value, name))
+        value = _check_value(value, name)
         fields = self._fields
         position = 0
         for index, existing in enumerate(fields):
             if existing[0] == key:
                 position = index
                 break
-        fields.insert(position, field)
-        self._views.clear()
+        fields.insert(position, (key, output_name, value))
+        if self._views:
+            self._first_line_added(key, value)
+
+    def _first_line_added(self, key: str, value: str) -> None:
+        """After a ``key`` line went before the other ``key`` lines."""
+        index = self._lines_changed(key)
+        if index is not None:
+            index[key] = [value, *index.get(key, _NO_VALUES)]
 
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` line by one, kept where the first one was."""
         key, output_name = header_names(name)
-        field = (key, output_name, _check_value(value, name))
+        value = _check_value(value, name)
+        field = (key, output_name, value)
         fields = []
         placed = False
         for existing in self._fields:
@@ -174,25 +209,48 @@ class Headers:
         if not placed:
             fields.append(field)
         self._fields = fields
-        self._views.clear()
+        if self._views:
+            index = self._lines_changed(key)
+            if index is not None:
+                index[key] = [value]
 
     def remove(self, name: str) -> int:
         """Remove every ``name`` line; return how many were removed."""
         key = header_key(name)
         before = len(self._fields)
         self._fields = [f for f in self._fields if f[0] != key]
-        self._views.clear()
-        return before - len(self._fields)
+        removed = before - len(self._fields)
+        if removed and self._views:
+            index = self._lines_changed(key)
+            if index is not None:
+                del index[key]
+        return removed
 
     def remove_first(self, name: str) -> str | None:
         """Remove and return the first ``name`` line's value (popping a Via line)."""
         key = header_key(name)
-        for index, field in enumerate(self._fields):
+        for position, field in enumerate(self._fields):
             if field[0] == key:
-                del self._fields[index]
-                self._views.clear()
+                del self._fields[position]
+                index = self._lines_changed(key) if self._views else None
+                if index is not None:
+                    rest = index[key][1:]
+                    if rest:
+                        index[key] = rest
+                    else:
+                        del index[key]
                 return field[2]
         return None
+
+    def _lines_changed(self, key: str) -> dict | None:
+        """Drop the views the ``key`` lines' change made stale (the edits call it only when
+        some view is cached); return the per-name index, when built, for the caller to
+        update (its lists are replaced, never changed in place: values() hands them out)."""
+        views = self._views
+        for view_key in _DEPENDENT_CACHE.get(key) or _dependent_view_keys(key):  # a call less when known
+            if view_key in views:
+                del views[view_key]
+        return views.get(_INDEX)
 
     def drop_views(self) -> None:
         """Forget the typed views and the per-name index (rebuilt on the next lookup): for
@@ -204,7 +262,7 @@ class Headers:
         views = self._views
         index = views.get(_INDEX)
         if index is None:
-            # Built on first lookup and dropped with the views on any change,
+            # Built on first lookup and kept up to date by the edits,
             # so every later lookup is one dict access.
             index = {}
             for field_key, _, value in self._fields:
@@ -245,7 +303,7 @@ class Headers:
         self._views[cache_key] = value
 
     def has_view(self, cache_key: str) -> bool:
-        """Whether the view ``cache_key`` is cached (dropped with the others on any change)."""
+        """Whether the view ``cache_key`` is cached (dropped by an edit it depends on)."""
         return cache_key in self._views
 
     def view(self, cache_key: str, build: Callable[[], T]) -> T:

@@ -8,7 +8,7 @@ from txuac.errors import SIPParseError
 from txuac.sip import fields
 from txuac.sip.fields import AuthParams, CSeq, NameAddress, RetryAfter, Via
 from txuac.sip.grammar import parse_digits, split_list, strip_lws
-from txuac.sip.headers import Headers
+from txuac.sip.headers import TOKENS_VIEW, TOP_VIA_VIEW, VALIDATED_MARK, Headers, header_key
 from txuac.sip.uri import URI, SipURI, parse_uri
 from txuac.sip.tokens import token_hex
 
@@ -69,9 +69,7 @@ TYPED_VIEWS = {
     "authorization": "authorization",
     "proxy-authorization": "proxy_authorization",
 }
-_TOP_VIA = "top_via"  # the views-cache key of Message.top_via
-# The views-cache key that marks headers validate() found sound (any change drops it).
-_VALIDATED = "\0validated"
+_TOP_VIA = TOP_VIA_VIEW  # the views-cache key of Message.top_via
 TOKEN_LIST_HEADERS = frozenset({"require", "proxy-require", "supported", "unsupported", "allow"})
 
 
@@ -216,7 +214,7 @@ class Message:
     def tokens(self, name: str) -> list[str]:
         """The tokens of a list header such as Require, Supported or Allow."""
         return self.headers.view(
-            "tokens:" + name.lower(),
+            TOKENS_VIEW + header_key(name),  # the key edits drop it by ("k" is "supported")
             lambda: [t for line in self.headers.get_all(name) for t in fields.parse_token_list(line, name)],
         )
 
@@ -248,13 +246,13 @@ class Message:
         for address in (self.from_, self.to, *self.route, *self.record_route, *self.path):
             if address is not None:
                 address.uri  # noqa: B018
-        self.headers.cache_view(_VALIDATED, True)
+        self.headers.cache_view(VALIDATED_MARK, True)
         return self
 
     @property
     def validated(self) -> bool:
-        """Whether validate() passed on the headers as they are (any change clears it)."""
-        return self.headers.has_view(_VALIDATED)
+        """Whether validate() passed on the headers as they are (any edit clears it)."""
+        return self.headers.has_view(VALIDATED_MARK)
 
     def _validate_start_line(self) -> None:
         pass
