@@ -477,3 +477,32 @@ class EditViewTests(SynchronousTestCase):
         headers.remove_first("Route")
         self.assertEqual(routes, ["<sip:p1.example.com;lr>"])
         self.assertEqual(headers.values("route"), ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"])
+
+
+class CopyTests(SynchronousTestCase):
+    """A copy takes the lines and the per-name index, not the typed views."""
+
+    def setUp(self):
+        self.message = parse_message(wire("Max-Forwards: 70", "Supported: timer"))
+
+    def test_the_index_goes_along_and_each_side_edits_its_own(self):
+        original = self.message.headers
+        copy = original.copy()
+        self.assertIn(_INDEX, copy._views, "not rebuilt on the copy's first lookup")
+        copy.set("Max-Forwards", "69")
+        copy.add("Supported", "path")
+        copy.prepend("Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKcopy")
+        original.remove("Supported")
+        self.assertEqual((copy.get_all("Max-Forwards"), copy.get_all("Supported")), (["69"], ["timer", "path"]))
+        self.assertEqual(len(copy.get_all("Via")), len(original.get_all("Via")) + 1)
+        self.assertEqual((original.get_all("Max-Forwards"), original.get_all("Supported")), (["70"], []))
+        for headers in (original, copy):
+            for key in {key for key, _, _ in headers.fields()} | {"supported"}:
+                self.assertEqual(headers.values(key), [v for k, _, v in headers.fields() if k == key], key)
+
+    def test_the_views_stay_with_the_original(self):
+        via = self.message.top_via
+        copy = self.message.copy()
+        self.assertIsNot(copy.top_via, via)
+        copy.top_via.params.set("received", "192.0.2.9")
+        self.assertIsNone(via.received)

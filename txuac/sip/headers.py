@@ -315,7 +315,11 @@ class Headers:
         return value
 
     def copy(self) -> "Headers":
-        return Headers._from_parsed(list(self._fields))
+        """The same lines, and the per-name index (an edit replaces a key's list, never
+        changes one: the copies share the lists safely); not the typed views, which are
+        objects a caller may change in place (a Via's received)."""
+        index = self._views.get(_INDEX)
+        return Headers._from_parsed(list(self._fields), dict(index) if index is not None else None)
 
     def items(self) -> list[tuple[str, str]]:
         """(canonical name, value) pairs in order."""
