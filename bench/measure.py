@@ -102,13 +102,18 @@ def process_cpu(pid: int) -> float:
 
 def group_cpu(pgid: int | None) -> float:
     """utime + stime (s) of the live processes of process group ``pgid`` (Kamailio's)."""
-    total = 0.0
+    return sum(group_cpu_each(pgid).values())
+
+
+def group_cpu_each(pgid: int | None) -> dict[int, float]:
+    """utime + stime (s) of each live process of process group ``pgid`` (txuac's workers)."""
+    each = {}
     for pid in group_pids(pgid):
         try:
-            total += process_cpu(pid)
+            each[pid] = process_cpu(pid)
         except OSError:
             continue
-    return total
+    return each
 
 
 def family_cpu(pid: int | None) -> float:

@@ -45,7 +45,7 @@ sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 from twisted.trial.unittest import SkipTest  # noqa: E402
 
 import txuac  # noqa: E402
-from measure import group_cpu, machine_busy_cpu, udp_errors  # noqa: E402
+from measure import group_cpu, group_cpu_each, machine_busy_cpu, udp_errors  # noqa: E402
 from tests.support.accounts import account_rows  # noqa: E402
 from tests.support.kamailio import KamailioRegistrar  # noqa: E402
 from tests.support.peers import PeerProcess, free_port, require_program, wait_for  # noqa: E402
@@ -133,7 +133,7 @@ def proxy_run(harness: Harness, args, workers: int) -> dict:
     if not wait_for(lambda: udp_bound(uas_port) or not uas.running(), 20):
         raise SystemExit(f"SIPp UAS did not start: {uas.output()[-2000:]}")
     errors_before = udp_errors()
-    cpu_before = group_cpu(txuac_process.pid)
+    cpu_before = group_cpu_each(txuac_process.pid)
     busy_before = machine_busy_cpu()
     started = time.monotonic()
     callers = []
@@ -147,7 +147,9 @@ def proxy_run(harness: Harness, args, workers: int) -> dict:
         callers.append((harness.spawn(argv, f"uac.{label}.{caller}.out"), stats))
     statuses = [uac.wait(args.call_timeout + 30) for uac, _ in callers]
     wall = time.monotonic() - started
-    cpu = group_cpu(txuac_process.pid) - cpu_before
+    cpu_after = group_cpu_each(txuac_process.pid)
+    each = [cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in sorted(cpu_after)]
+    cpu = sum(each)
     others = machine_busy_cpu() - busy_before - cpu
     errors_after = udp_errors()
     totals = {"SuccessfulCall(C)": 0, "FailedCall(C)": 0, "TotalCallCreated": 0, "Retransmissions(C)": 0}
@@ -166,7 +168,9 @@ def proxy_run(harness: Harness, args, workers: int) -> dict:
           f"{failed:,} failed (SIPp UAC exit status {status}), SIPp retransmissions {figures['retransmissions']:,}; "
           f"{wall:.1f} s: {figures['cps']:,.0f} calls/s; txuac CPU {cpu:.1f} s "
           f"({cpu / wall * 100:.0f}% of one core), {figures['cpu_per_call']:,.0f} us per call; the rest of the machine "
-          f"(SIPp, other load) {others:.1f} s; UDP RcvbufErrors +{figures['rcvbuf_errors']}", flush=True)
+          f"(SIPp, other load) {others:.1f} s; UDP RcvbufErrors +{figures['rcvbuf_errors']}; CPU of each txuac "
+          f"process (the kernel hashes each SIPp caller's source port to one worker): "
+          f"{', '.join(f'{seconds:.1f} s' for seconds in each)}", flush=True)
     for peer in (*(uac for uac, _ in callers), uas):
         peer.stop()
     txuac_process.stop(timeout=40)  # its transactions end within 64*T1; worker 0 then removes its files
