@@ -555,6 +555,32 @@ class OnFinalTests(StackTestCase):
         self.assertIsNone(gone(), "what on_final holds (a proxied request) is freed without the collector")
         self.finish()
 
+    def test_a_raising_on_final_of_a_resolved_next_hop_is_logged_too(self):
+        self.resolver.targets = [Address("udp", *PEER)]
+
+        def broken(outcome, request):
+            raise RuntimeError("consumer bug")
+
+        self.stack.start_request(outgoing(), on_final=broken)
+        [(request, _)] = self.sent()
+        with capturedLogs() as events:
+            self.answer(request, 200)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(any("on_final" in (event.get("log_format") or "") for event in events))
+        self.finish()
+
+    def test_udp_target_now(self):
+        self.stack.resolver = TargetResolver(self.reactor, dns_resolver=object())  # any lookup would fail
+        now = self.stack.udp_target_now
+        self.assertEqual(now(outgoing(), Address("udp", *PEER)), Address("udp", *PEER))
+        self.assertIsNone(now(outgoing(), Address("tcp", *PEER)))
+        self.assertEqual(now(outgoing(), parse_uri("sip:192.0.2.7:5070")), Address("udp", "192.0.2.7", 5070))
+        self.assertEqual(now(outgoing("sip:uas@198.51.100.7:5062")), Address("udp", "198.51.100.7", 5062))
+        self.assertIsNone(now(outgoing(), parse_uri("sip:192.0.2.7;transport=tcp")))
+        self.assertIsNone(now(outgoing(), parse_uri("sip:proxy.example.com")), "a name is resolved")
+        self.assertIsNone(now(outgoing(), parse_uri("sips:192.0.2.7;transport=udp")), "refused where resolved")
+        self.assertIsNone(now(outgoing("tel:+15551234")), "refused where resolved")
+
     def test_a_raising_on_final_is_logged_and_the_stack_goes_on(self):
         def broken(outcome, request):
             raise RuntimeError("consumer bug")

@@ -20,7 +20,7 @@ from txuac.routing.proxy_rules import (
     top_via_parsed_in,
 )
 from txuac.sip import Headers, Request, Via, parse_message, parse_uri
-from txuac.sip.message import _TOP_VIA
+from txuac.sip.headers import TOP_VIA_VIEW
 from txuac.sip.transaction import has_magic_cookie
 from txuac.sip.via import make_via
 
@@ -472,7 +472,7 @@ Content-Length: 0
         ours = make_via("udp", "10.0.0.1", 5060)
         self.assertIs(top_via_parsed_in(ack, received), received.top_via)
         stateless_branch(ack, received)
-        self.assertFalse(ack.headers.has_view(_TOP_VIA))  # the received ACK's parsed Via was read
+        self.assertFalse(ack.headers.has_view(TOP_VIA_VIEW))  # the received ACK's parsed Via was read
         self.assertEqual(prepare_ack_forward(ack, ours, received=received).request.top_via.branch,
                          prepare_ack_forward(ack, ours).request.top_via.branch)
 

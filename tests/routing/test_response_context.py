@@ -19,7 +19,7 @@ from txuac.routing.response_context import (
     response_for_upstream,
 )
 from txuac.sip import Request, Response, make_response, parse_message
-from txuac.sip.message import _TOP_VIA
+from txuac.sip.headers import TOP_VIA_VIEW
 from txuac.sip.via import Address, make_via
 
 _HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -286,8 +286,8 @@ Content-Length: 0
         request = self.received_request("SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds8")
         upstream = response_for_upstream(response, request=request)
         self.assertEqual(upstream.headers, response_for_upstream(response).headers)
-        self.assertFalse(upstream.headers.has_view(_TOP_VIA))  # the request's parsed Via was checked
-        self.assertTrue(response_for_upstream(response).headers.has_view(_TOP_VIA))
+        self.assertFalse(upstream.headers.has_view(TOP_VIA_VIEW))  # the request's parsed Via was checked
+        self.assertTrue(response_for_upstream(response).headers.has_view(TOP_VIA_VIEW))
 
     def test_broadcast_next_via_as_the_request_received_it_is_dropped(self):
         # RFC 4475 3.3.10, the Via text found parsed in the request.

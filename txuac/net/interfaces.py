@@ -52,6 +52,13 @@ class ISIPStack(Interface):
     def send_stateless(request, target, source=None):  # noqa: N805
         """Send ``request`` as it is, without a transaction: a Deferred that fires with None."""
 
+    def send_stateless_udp(request, target, source=None):  # noqa: N805
+        """``send_stateless`` to a UDP Address at once: None, or TransportError raised."""
+
+    def udp_target_now(request, target=None):  # noqa: N805
+        """The UDP Address ``request`` goes to when known without resolving (``target``
+        itself, or the IP address of ``target`` or of the next hop), else None."""
+
     def set_handler(method, handler):  # noqa: N805
         """Hand incoming ``method`` requests to ``handler(IncomingRequest)`` (None: the default)."""
 

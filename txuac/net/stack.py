@@ -344,24 +344,28 @@ class SIPStack:
             handle.deferred = self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2)
             return handle
         handle.deferred = None
-        address = None if self._stopping else self._udp_target_now(request, target, keep_via)
+        address = None if self._stopping or (keep_via and not isinstance(target, Address)) else \
+            self.udp_target_now(request, target)
         if address is not None:
             outcome = _Outcome(on_final, handle, None if isinstance(target, Address) else address)
             self._send_once(request.copy(), address, on_provisional, source, timeout, keep_via, handle=handle, t2=t2,
                             outcome=outcome)
             return handle
-        self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2).addBoth(on_final, handle)
+        # Resolved or connected first: the same outcome (a raising on_final logged, not left
+        # in a Deferred), fired by the Deferred of that path.
+        outcome = _Outcome(on_final, handle)
+        self._send(request, target, on_provisional, source, timeout, keep_via, handle, t2).addCallbacks(
+            outcome.callback, outcome.errback)
         return handle
 
-    def _udp_target_now(self, request: Request, target: Address | SipURI | None, keep_via: bool) -> Address | None:
+    def udp_target_now(self, request: Request, target: Address | SipURI | None = None) -> Address | None:
         """Where ``request`` goes when that is known without a Deferred and is a UDP
-        Address: ``target`` itself, or the next hop's IP address (one target, so there is
-        nothing to fail over to); None when it must be resolved or connected to first
-        (or refused: ``keep_via`` without an Address)."""
+        Address: ``target`` itself, or the IP address of ``target`` or of the request's
+        next hop (one target, so there is nothing to fail over to); None when it must be
+        resolved or connected to first (``resolver.resolve_uri``, which also says why a
+        URI cannot be used)."""
         if isinstance(target, Address):
             return target if target.transport == "udp" else None
-        if keep_via:
-            return None
         try:
             address = self.resolver.literal_target(target if target is not None else next_hop_uri(request))
         except ResolutionError:

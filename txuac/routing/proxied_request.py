@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txuac.auth import add_credentials, challenge_origin
-from txuac.errors import AuthenticationError, ResolutionError, SIPParseError, TransactionTimeout, TransportError
+from txuac.errors import AuthenticationError, SIPParseError, TransactionTimeout, TransportError
 from txuac.net.stack import ClientRequest, IncomingRequest
 from txuac.routing.dialog_functions import DialogFunctions
 from txuac.routing.dialogs import DialogError, shift_cseq
@@ -460,13 +460,12 @@ class ProxiedRequest:
         if not isinstance(next_hop, SipURI):
             return -1
         stack = self.proxy.stack
-        try:
-            target = stack.resolver.literal_target(next_hop)
-            if target is not None and target.transport == "udp":
+        target = stack.udp_target_now(forward.request, next_hop)
+        if target is not None:
+            try:
                 stack.send_stateless_udp(forward.request, target)
-                return 1
-        except (ResolutionError, TransportError) as e:
-            log.info("ACK not forwarded: {error}", error=str(e))
+            except TransportError as e:
+                log.info("ACK not forwarded: {error}", error=str(e))
             return 1
         d = stack.resolver.resolve_uri(next_hop)
         d.addCallback(lambda targets: stack.send_stateless(forward.request, targets[0]))

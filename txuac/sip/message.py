@@ -69,7 +69,6 @@ TYPED_VIEWS = {
     "authorization": "authorization",
     "proxy-authorization": "proxy_authorization",
 }
-_TOP_VIA = TOP_VIA_VIEW  # the views-cache key of Message.top_via
 TOKEN_LIST_HEADERS = frozenset({"require", "proxy-require", "supported", "unsupported", "allow"})
 
 
@@ -93,7 +92,7 @@ class Message:
 
         def build() -> list[Via]:
             values = headers.values("via")
-            top = self.top_via if values and headers.has_view(_TOP_VIA) and "," not in values[0] else None
+            top = self.top_via if values and headers.has_view(TOP_VIA_VIEW) and "," not in values[0] else None
             if top is not None:
                 vias = [top]
                 for value in values[1:]:
@@ -120,13 +119,13 @@ class Message:
                 raise SIPParseError("empty list element", element="Via")
             return fields.parse_via(item)
 
-        return self.headers.view(_TOP_VIA, build)
+        return self.headers.view(TOP_VIA_VIEW, build)
 
     def push_via(self, via: Via) -> None:
         """Put ``via`` on top as a Via line of its own; ``top_via`` is then ``via`` itself,
         not parsed again."""
         self.headers.prepend("Via", str(via))
-        self.headers.cache_view(_TOP_VIA, via)
+        self.headers.cache_view(TOP_VIA_VIEW, via)
 
     @property
     def from_(self) -> NameAddress | None:
