@@ -17,6 +17,7 @@ from txuac.admin.web import AdminWebService
 from txuac.auth import Authenticator, CredentialList
 from txuac.config import ListenSpec, Settings
 from txuac.errors import ConfigError, StoreError, TxuacError
+from txuac.net.handoff import Handoff
 from txuac.net.resolver import TargetResolver
 from txuac.net.shared_sockets import listen_stream_shared, listen_udp_shared
 from txuac.net.stack import SIPStack
@@ -49,12 +50,15 @@ class SIPService(service.Service):
     port the system picks, which the requests it sends go out from (docs/workers.rst).
     """
 
-    def __init__(self, settings: Settings, reactor=None):
+    def __init__(self, settings: Settings, reactor=None, worker_index: int = 0, worker_dir: str | None = None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.settings = settings
         core = settings.core
+        # With workers, and the directory they share: each call's datagrams to its worker.
+        self.handoff = Handoff(reactor, worker_dir, worker_index, core.workers) \
+            if core.workers > 1 and worker_dir is not None else None
         with _naming_file(settings):
             self._tls_server_options = server_options(settings.tls) if _listens_on_tls(settings) else None
             # Always built: without ca_file the platform's trust store verifies servers.
@@ -95,6 +99,8 @@ class SIPService(service.Service):
     def startService(self) -> None:
         self.privilegedStartService()  # not called first when embedded with plain startService()
         super().startService()
+        if self.handoff is not None:
+            self.handoff.start()
 
     def _listen(self, spec: ListenSpec):
         reactor = self.reactor
@@ -105,6 +111,8 @@ class SIPService(service.Service):
                 if shared:
                     port = listen_udp_shared(reactor, spec.host, spec.port, listener)
                     listener.requests_from = self._worker_socket(spec.host)
+                    if self.handoff is not None:
+                        self.handoff.add_listener(listener)
                 else:
                     port = reactor.listenUDP(spec.port, listener, interface=spec.host)
                 self.stack.add_udp_listener(listener)
@@ -165,6 +173,8 @@ class SIPService(service.Service):
         for port in stream_ports:
             yield port.stopListening()
         yield stopped
+        if self.handoff is not None:
+            yield self.handoff.stop()
         for port in udp_ports:
             yield port.stopListening()
         log.info("txuac stopped")
@@ -245,7 +255,12 @@ class UACService(service.MultiService):
         self._on_startup_error = on_startup_error
         self._registrant_outcome: Failure | None | bool = False  # False: not known yet
         self._ready_waiters: list[defer.Deferred] = []
-        self.sip = SIPService(settings, reactor)
+        # Worker 0 makes the workers' directory (their RPC and handoff sockets) first.
+        self.workers: WorkerSupervisor | None = None
+        if worker_index == 0 and workers > 1:
+            self.workers = WorkerSupervisor(settings.path, workers, reactor)
+            worker_dir = self.workers.directory
+        self.sip = SIPService(settings, reactor, worker_index, worker_dir)
         self.sip.setServiceParent(self)
         self.credentials = CredentialList(settings.uac.credential)
         self.authenticator = Authenticator(self.sip.stack, self.credentials, settings.uac.auth_algorithms,
@@ -281,7 +296,6 @@ class UACService(service.MultiService):
         self.rpc: AdminWebService | None = None
         self.control: list[service.Service] = []
         self.manhole = None
-        self.workers: WorkerSupervisor | None = None
         self._peers = None  # worker 0's way to the other workers' account methods
         if worker_index > 0:
             ParentWatch(reactor).setServiceParent(self)
@@ -291,8 +305,7 @@ class UACService(service.MultiService):
                 path = worker_socket_path(worker_dir, worker_index)
                 WorkerRPCService(build_dispatcher(self, reactor), path, reactor).setServiceParent(self)
             return  # the admin interfaces are worker 0's
-        if workers > 1:
-            self.workers = WorkerSupervisor(settings.path, workers, reactor)
+        if self.workers is not None:
             if self.registrant is not None:
                 from txuac.admin.worker_rpc import WorkerPeers
                 self._peers = WorkerPeers(self.workers.directory, workers, reactor)

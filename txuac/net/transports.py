@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
-from typing import Callable, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Callable, Protocol as TypingProtocol
 
 from twisted.internet import defer, endpoints, error, protocol
 from twisted.internet.interfaces import IReactorTime
@@ -21,6 +21,9 @@ from txuac.ratelimitedlog import RateLimitedLog
 from txuac.sip.framing import PING_BYTES, PONG_BYTES, KeepAlive, StreamFramer
 from txuac.sip.parser import ParserLimits
 from txuac.sip.address import Address
+
+if TYPE_CHECKING:
+    from txuac.net.handoff import Handoff
 
 log = Logger()
 
@@ -87,6 +90,8 @@ class UDPListener(protocol.DatagramProtocol):
         # worker's own socket beside a shared one (docs/workers.rst), so that their
         # responses come back to this process.
         self.requests_from: UDPListener | None = None
+        # With workers: what it reads of another worker's call goes there (txuac.net.handoff).
+        self.handoff: Handoff | None = None
 
     def stopProtocol(self) -> None:
         self._socket = None
@@ -116,6 +121,13 @@ class UDPListener(protocol.DatagramProtocol):
     def datagramReceived(self, data: bytes, addr: tuple) -> None:
         if not data or (data[0] in _BLANK and not data.strip(_BLANK)):
             return  # keep-alive datagrams (CRLF, NUL) carry nothing to answer
+        handoff = self.handoff
+        if handoff is not None and handoff.hand_off(self, data, addr):
+            return
+        self.receive(data, addr)
+
+    def receive(self, data: bytes, addr: tuple) -> None:
+        """A datagram from ``addr`` for the sink, read here or handed over by another worker."""
         source = Address("udp", addr[0], addr[1])
         self.sink.message_received(data, source, UDPChannel(self, source))
 
