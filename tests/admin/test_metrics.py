@@ -29,6 +29,7 @@ from txuac.admin import metrics as metrics_module
 from txuac.admin.metrics import LATENCY_BUCKETS, Metrics
 from txuac.admin.status_model import StatusTracker
 from txuac.config import settings_from_dict
+from txuac.net.handoff import Handoff
 from txuac.registrant.health import State as PingState
 from txuac.registrant.record import Flag, State, record_from_row
 from txuac.registrant.service import RegistrationEvent
@@ -202,6 +203,17 @@ class StackMetricsTests(MetricsTestMixin, TestCase):
         send_udp(port, b"NOT SIP AT ALL\r\n\r\n")
         yield wait_until(lambda: service.stack.parse_errors == 1, 5)
         self.assertEqual(value(self.scrape(metrics), "txuac_parse_errors_total"), 1)
+
+    def test_worker_handoff(self):
+        """With workers: the datagrams handed between them, by outcome; none without."""
+        service, metrics = self.start({"core": {"listen": [f"udp:127.0.0.1:{free_port()}"]}, "rpc": NO_RPC})
+        self.assertFalse([key for key in self.scrape(metrics) if key[0] == "txuac_worker_handoff_total"])
+        service.sip.handoff = handoff = Handoff(reactor, self.mktemp(), 0, 2)
+        handoff.handed_off, handoff.taken, handoff.kept, handoff.dropped = 7, 5, 2, 1
+        scraped = self.scrape(metrics)
+        self.assertEqual({outcome: value(scraped, "txuac_worker_handoff_total", outcome=outcome)
+                          for outcome in ("handed_off", "taken", "kept", "dropped")},
+                         {"handed_off": 7, "taken": 5, "kept": 2, "dropped": 1})
 
     def test_services_do_not_share_metrics(self):
         """Each Metrics has its own registry: two services in one process scrape apart."""

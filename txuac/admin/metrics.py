@@ -108,6 +108,7 @@ class UACCollector:
         yield from self._transactions()
         yield from self._proxy()
         yield from self._cluster()
+        yield from self._handoff()
 
     def _registrations(self) -> Iterator[Metric]:
         registrant = self.uac.registrant
@@ -216,6 +217,18 @@ class UACCollector:
                                 value=len(proxy.dialogs))
         yield CounterMetricFamily("txuac_proxy_script_failures", "Routing script calls that raised an exception.",
                                   value=proxy.script_failures)
+
+    def _handoff(self) -> Iterator[Metric]:
+        handoff = getattr(getattr(self.uac, "sip", None), "handoff", None)
+        if handoff is None:
+            return
+        moved = CounterMetricFamily(
+            "txuac_worker_handoff", "Datagrams of a call another worker owns (workers > 1): handed_off to it, "
+            "taken from another worker, kept here while the owner was out of reach, dropped while its "
+            "connection was full.", labels=["outcome"])
+        for outcome in ("handed_off", "taken", "kept", "dropped"):
+            moved.add_metric([outcome], getattr(handoff, outcome))
+        yield moved
 
     def _transactions(self) -> Iterator[Metric]:
         stack = self.uac.stack
