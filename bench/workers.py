@@ -7,8 +7,9 @@ txuac runs as its own process tree (``python -m twisted uac --config <tmp toml>`
 From replaced in auto mode, loose-route); a SIPp UAS (uas_call.xml, one socket) and a SIPp
 UACs (``--callers``, 4; uac_call.xml: INVITE, 100/180/200, ACK, 200 ms pause, BYE, 200)
 sharing the calls, each from its own socket: several sources, which the kernel's
-SO_REUSEPORT hash spreads over the workers, as many phones would (one source reaches one
-worker only; with 4 sources the spread can be uneven). The UACs are closed-loop: at most
+SO_REUSEPORT hash gives to the workers by their address and port; the workers then hand
+each call to the worker that owns its Call-ID (txuac.net.handoff), so even one source
+(``--callers 1``, an SBC) spreads over them. The UACs are closed-loop: at most
 ``--limit`` calls at once in all, new ones as fast as ``--rate`` allows, so the calls per
 second show what the proxy carries. Printed per run: calls attempted, successful, failed; SIPp's retransmissions; wall
 time and successful calls per second; txuac's CPU (its whole process group) per call.
@@ -169,7 +170,7 @@ def proxy_run(harness: Harness, args, workers: int) -> dict:
           f"{wall:.1f} s: {figures['cps']:,.0f} calls/s; txuac CPU {cpu:.1f} s "
           f"({cpu / wall * 100:.0f}% of one core), {figures['cpu_per_call']:,.0f} us per call; the rest of the machine "
           f"(SIPp, other load) {others:.1f} s; UDP RcvbufErrors +{figures['rcvbuf_errors']}; CPU of each txuac "
-          f"process (the kernel hashes each SIPp caller's source port to one worker): "
+          f"process (each call handled by the worker that owns its Call-ID): "
           f"{', '.join(f'{seconds:.1f} s' for seconds in each)}", flush=True)
     for peer in (*(uac for uac, _ in callers), uas):
         peer.stop()
