@@ -1,5 +1,5 @@
-"""Build script: setup.cfg holds the metadata; this compiles the sans-IO SIP core and the
-proxy's sans-IO rules.
+"""Build script: setup.cfg holds the metadata; this compiles the sans-IO SIP core, the
+proxy's sans-IO rules and the registrant's REGISTER rules and row checks.
 
 The modules below are compiled to C extensions with mypyc (they are plain,
 fully typed Python: the same files run interpreted). A module a routing script calls
@@ -30,6 +30,9 @@ COMPILED_MODULES = [
     "txuac/sip/server_rules.py",
     "txuac/sip/tokens.py",
     "txuac/sip/digest.py",
+    "txuac/sip/affinity.py",
+    "txuac/registrant/protocol.py",
+    "txuac/registrant/row_rules.py",
     "txuac/routing/replace.py",
     "txuac/routing/restore_codec.py",
     "txuac/routing/restore.py",

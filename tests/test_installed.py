@@ -46,7 +46,8 @@ class InstalledCopyTests(TestCase):
         if not txuac.sip.COMPILED:
             raise SkipTest("a pure-Python install (TXUAC_COMPILE=0)")
         for name in ("txuac.sip.parser", "txuac.routing.proxy_rules", "txuac.routing.response_context",
-                     "txuac.routing.replace", "txuac.routing.restore", "txuac.routing.restore_codec"):
+                     "txuac.routing.replace", "txuac.routing.restore", "txuac.routing.restore_codec",
+                     "txuac.sip.affinity", "txuac.registrant.protocol", "txuac.registrant.row_rules"):
             self.assertFalse(importlib.import_module(name).__file__.endswith(".py"), name)
 
     def test_schemas_are_in_the_package(self):

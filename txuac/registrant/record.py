@@ -182,7 +182,8 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
         reg_delay = (rng or random).randrange(reg_random_delay)
     # Only the DISABLED bit of the stored flags is an initial state; the others are runtime.
     flags = numbers["flags"] & Flag.DISABLED
-    record = RegistrationRecord(**values, source=source_address(values["socket"]), expires=numbers["expires"],
+    record = RegistrationRecord(**values,  # type: ignore[arg-type]  # the text columns, by name
+                                source=source_address(values["socket"]), expires=numbers["expires"],
                                 table_expires=numbers["expires"], flags=flags, table_disabled=bool(flags),
                                 reg_delay=reg_delay,
                                 loaded_at=now, due_at=now + reg_delay)
