@@ -13,6 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.peers import free_port
 from tests.support.sipp import until
+from txuac.net import handoff as handoff_module
 from txuac.net.handoff import MAX_FRAME, MAX_PENDING, Handoff, decode_frame, encode_frame, handoff_socket_path
 from txuac.net.shared_sockets import listen_udp_shared
 from txuac.net.transports import UDPListener
@@ -147,6 +148,29 @@ class HandoffTests(TestCase):
         got = [data.split(b"Call-ID: ")[1].split(b"\r\n")[0].decode() for data, _, _ in sink.received]
         self.assertEqual(got, calls[:MAX_PENDING])
         self.assertEqual((handoff.handed_off, workers[1][0].taken), (MAX_PENDING, MAX_PENDING))
+
+    @defer.inlineCallbacks
+    def test_an_owner_that_starts_again_is_reached_again(self):
+        """Worker 1 stops (its connections close with it) and starts again: worker 0
+        handles its calls meanwhile, then hands them to it again."""
+        self.patch(handoff_module, "RETRY_AFTER", 0.2)
+        workers = [self.worker(0), self.worker(1)]
+        yield self.connect_both([h for h, _, _ in workers])
+        first, listener, _ = workers[0]
+        second = workers[1][0]
+        call = next(f"r{n}" for n in range(100) if call_owner(invite(f"r{n}"), 2) == 1)
+        yield second.stop()
+        lost = yield until(lambda: first._links[1].sender is None, timeout=10)
+        self.assertTrue(lost)
+        kept = first.kept
+        self.assertFalse(first.hand_off(listener, invite(call), ("127.0.0.1", 7)))  # for this worker to handle
+        self.assertEqual(first.kept, kept + 1)
+        second.start()
+        yield until(lambda: first._links[1].retry_at <= reactor.seconds(), timeout=10)
+        taken = second.taken
+        self.assertTrue(first.hand_off(listener, invite(call), ("127.0.0.1", 7)))  # waits for the connection
+        reached = yield until(lambda: second.taken == taken + 1, timeout=10)
+        self.assertTrue(reached)
 
     def test_its_own_calls_and_calls_without_call_id_stay(self):
         handoff, listener, sink = self.worker(0)

@@ -70,6 +70,7 @@ class Handoff:
         self.workers = workers
         self.listeners: dict[tuple[str, int], UDPListener] = {}
         self._links: dict[int, _Link] = {}
+        self._taking: set[_Taking] = set()  # the other workers' connections to this one
         self._port = None
         self._warnings = RateLimitedLog(log, reactor)
         self.handed_off = 0  # datagrams written to another worker
@@ -93,10 +94,13 @@ class Handoff:
         self._port = self.reactor.listenUNIX(path, factory, mode=0o600)
 
     def stop(self):
-        """Stops listening and closes the connections to the others (a Deferred, or None)."""
+        """Stops listening and closes the connections to and from the others (a Deferred,
+        or None): they hand this worker's calls to nobody until it is back."""
         for link in self._links.values():
             link.close()
         self._links.clear()
+        for taking in list(self._taking):
+            taking.transport.loseConnection()
         self._warnings.flush()
         port, self._port = self._port, None
         return port.stopListening() if port is not None else None
@@ -257,6 +261,12 @@ class _Taking(Int32StringReceiver):
     """Another worker's connection to this one: datagrams it hands over."""
 
     MAX_LENGTH = MAX_FRAME
+
+    def connectionMade(self) -> None:
+        self.factory.handoff._taking.add(self)
+
+    def connectionLost(self, reason=protocol.connectionDone) -> None:
+        self.factory.handoff._taking.discard(self)
 
     def stringReceived(self, frame: bytes) -> None:
         self.factory.handoff.take(frame)
