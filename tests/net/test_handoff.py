@@ -9,6 +9,7 @@ import socket
 import struct
 
 from twisted.internet import defer, reactor
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import TestCase
 
 from tests.support.peers import free_port
@@ -222,6 +223,16 @@ class HandoffTests(TestCase):
             except BlockingIOError:
                 return False
         self.assertTrue((yield until(closed, timeout=10)))
+
+    def test_a_directory_it_cannot_listen_in_is_logged_not_fatal(self):
+        """The other workers then handle its calls themselves (they cannot connect)."""
+        events: list[dict] = []
+        self.patch(handoff_module, "log", Logger(observer=events.append))
+        handoff = Handoff(reactor, os.path.join(self.directory, "gone"), 0, 2)
+        handoff.start()
+        self.assertEqual([event["log_level"] for event in events], [LogLevel.error])
+        self.assertIn("gone/handoff-0.sock", formatEvent(events[0]))
+        self.assertIsNone(handoff.stop())
 
     def test_the_socket_is_the_service_users_alone(self):
         self.worker(0)

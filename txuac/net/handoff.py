@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from twisted.internet import protocol
+from twisted.internet import error, protocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import Int32StringReceiver
@@ -85,13 +85,20 @@ class Handoff:
         listener.handoff = self
 
     def start(self) -> None:
+        """Listen for the other workers. When that fails (the directory cannot be written
+        to), this worker logs why and handles its own share only of what the kernel gives
+        it: the others, unable to reach it, handle its calls themselves."""
         path = handoff_socket_path(self.directory, self.index)
-        if os.path.exists(path):
-            os.unlink(path)  # left by this worker's previous run
         factory = protocol.Factory.forProtocol(_Taking)
         factory.noisy = False
         factory.handoff = self  # type: ignore[attr-defined]
-        self._port = self.reactor.listenUNIX(path, factory, mode=0o600)
+        try:
+            if os.path.exists(path):
+                os.unlink(path)  # left by this worker's previous run
+            self._port = self.reactor.listenUNIX(path, factory, mode=0o600)
+        except (OSError, error.CannotListenError) as e:
+            log.error("workers cannot hand calls to this one ({path}: {error}): each call is handled by the "
+                      "worker that reads it", path=path, error=str(e))
 
     def stop(self):
         """Stops listening and closes the connections to and from the others (a Deferred,
