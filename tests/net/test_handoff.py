@@ -158,7 +158,7 @@ class HandoffTests(TestCase):
         workers = [self.worker(0), self.worker(1)]
         yield self.connect_both([h for h, _, _ in workers])
         first, listener, _ = workers[0]
-        second = workers[1][0]
+        second, second_listener, _ = workers[1]
         call = next(f"r{n}" for n in range(100) if call_owner(invite(f"r{n}"), 2) == 1)
         yield second.stop()
         lost = yield until(lambda: first._links[1].sender is None, timeout=10)
@@ -166,12 +166,21 @@ class HandoffTests(TestCase):
         kept = first.kept
         self.assertFalse(first.hand_off(listener, invite(call), ("127.0.0.1", 7)))  # for this worker to handle
         self.assertEqual(first.kept, kept + 1)
-        second.start()
+        again = Handoff(reactor, self.directory, 1, 2)  # worker 1 started again: the same path
+        again.add_listener(second_listener)
+        again.start()
+        self.addCleanup(again.stop)
         yield until(lambda: first._links[1].retry_at <= reactor.seconds(), timeout=10)
-        taken = second.taken
         self.assertTrue(first.hand_off(listener, invite(call), ("127.0.0.1", 7)))  # waits for the connection
-        reached = yield until(lambda: second.taken == taken + 1, timeout=10)
+        reached = yield until(lambda: again.taken == 1, timeout=10)
         self.assertTrue(reached)
+
+    def test_a_stopped_worker_hands_nothing_over(self):
+        handoff, listener, _ = self.worker(0)
+        call = next(f"s{n}" for n in range(100) if call_owner(invite(f"s{n}"), 2) == 1)
+        handoff.stop()
+        self.assertFalse(handoff.hand_off(listener, invite(call), ("127.0.0.1", 7)))
+        self.assertEqual(handoff._links, {})
 
     def test_its_own_calls_and_calls_without_call_id_stay(self):
         handoff, listener, sink = self.worker(0)

@@ -71,6 +71,7 @@ class Handoff:
         self.listeners: dict[tuple[str, int], UDPListener] = {}
         self._links: dict[int, _Link] = {}
         self._taking: set[_Taking] = set()  # the other workers' connections to this one
+        self._stopped = False
         self._port = None
         self._warnings = RateLimitedLog(log, reactor)
         self.handed_off = 0  # datagrams written to another worker
@@ -102,7 +103,9 @@ class Handoff:
 
     def stop(self):
         """Stops listening and closes the connections to and from the others (a Deferred,
-        or None): they hand this worker's calls to nobody until it is back."""
+        or None): they hand this worker's calls to nobody until it is back, and it hands
+        nothing any more."""
+        self._stopped = True
         for link in self._links.values():
             link.close()
         self._links.clear()
@@ -116,7 +119,7 @@ class Handoff:
         """True when ``data`` (read by ``listener`` from ``addr``) is another worker's to
         handle: handed to it, or dropped when its connection is full."""
         owner = call_owner(data, self.workers)
-        if owner is None or owner == self.index:
+        if owner is None or owner == self.index or self._stopped:
             return False
         link = self._links.get(owner)
         if link is None:
