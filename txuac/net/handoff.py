@@ -117,7 +117,8 @@ class Handoff:
 
     def hand_off(self, listener: "UDPListener", data: bytes, addr: tuple) -> bool:
         """True when ``data`` (read by ``listener`` from ``addr``) is another worker's to
-        handle: handed to it, or dropped when its connection is full."""
+        handle: handed to it, waiting for its connection, or dropped (its connection full,
+        or MAX_PENDING waiting); False when this worker handles it."""
         owner = call_owner(data, self.workers)
         if owner is None or owner == self.index or self._stopped:
             return False
