@@ -6,8 +6,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.sip_messages import wire
 from txuac.sip import Headers, SIPParseError, make_response, parse_message
-from txuac.sip.headers import _INDEX, _dependent_view_keys
-from txuac.sip.message import TOKEN_LIST_HEADERS, TYPED_VIEWS
+from txuac.sip.headers import _INDEX, TOP_VIA_VIEW, _dependent_view_keys
+from txuac.sip.message import SHARED_VIEWS, TOKEN_LIST_HEADERS, TYPED_VIEWS
 from txuac.sip.via import make_via
 
 # RFC 3261 7.3.3 and the IANA registry of compact forms.
@@ -480,7 +480,8 @@ class EditViewTests(SynchronousTestCase):
 
 
 class CopyTests(SynchronousTestCase):
-    """A copy takes the lines and the per-name index, not the typed views."""
+    """A copy takes the lines, the per-name index, the mark of validate() and the immutable
+    views of SHARED_VIEWS; the others are parsed again."""
 
     def setUp(self):
         self.message = parse_message(wire("Max-Forwards: 70", "Supported: timer"))
@@ -506,3 +507,114 @@ class CopyTests(SynchronousTestCase):
         self.assertIsNot(copy.top_via, via)
         copy.top_via.params.set("received", "192.0.2.9")
         self.assertIsNone(via.received)
+
+    def test_shared_views_are_not_parsed_again_and_equal_a_fresh_parse(self):
+        message = parse_message(wire("Max-Forwards: 70", "Expires: 60", "Min-Expires: 30",
+                                     "Date: Sat, 13 Nov 2010 23:29:00 GMT")).validate()
+        message.date  # noqa: B018 - not read by validate()
+        copy = message.copy()
+        fresh = parse_message(bytes(message))
+        for key in SHARED_VIEWS:
+            self.assertTrue(copy.headers.has_view(key), key)
+        for name in ("call_id", "max_forwards", "content_length", "expires", "min_expires", "date"):
+            self.assertIs(getattr(copy, name), getattr(message, name), name)
+            self.assertEqual(getattr(copy, name), getattr(fresh, name), name)
+
+    def test_views_not_read_are_not_shared(self):
+        copy = self.message.copy()
+        # The parser reads CSeq and Content-Length; the latter is shared.
+        self.assertEqual([key for key in copy.headers._views if key != _INDEX], ["content-length"])
+
+    def test_the_mutable_views_are_parsed_again(self):
+        message = self.message.validate()
+        copy = message.copy()
+        for key in ("from", "to", "via", TOP_VIA_VIEW, "cseq", "contact", "route", "tokens:supported"):
+            self.assertFalse(copy.headers.has_view(key), key)
+        for name in ("from_", "to", "via", "top_via", "cseq", "contacts", "route"):
+            self.assertEqual(getattr(copy, name), getattr(message, name), name)
+
+    def test_editing_a_copys_from_and_to_in_place_leaves_the_original_alone(self):
+        from_, to = self.message.from_, self.message.to
+        from_.uri  # noqa: B018 - parsed
+        copy = self.message.copy()
+        self.assertIsNot(copy.from_, from_)
+        self.assertIsNot(copy.from_.uri, from_.uri)
+        copy.from_.params.set("tag", "copy")
+        copy.from_.uri.params.set("user", "phone")
+        copy.to.params.set("tag", "to-copy")
+        self.assertEqual((from_.tag, to.tag), ("1928301774", None))
+        self.assertNotIn("user", from_.uri.params)
+        self.assertIs(self.message.from_, from_)
+
+    def test_editing_the_originals_views_after_a_copy_leaves_the_copy_alone(self):
+        message = self.message
+        from_, via = message.from_, message.top_via
+        copy = message.copy()
+        from_.params.set("tag", "original")
+        from_.uri.params.set("transport", "tcp")
+        via.params.set("received", "192.0.2.9")
+        message.to.params.set("tag", "original")
+        self.assertEqual((copy.from_.tag, copy.to.tag), ("1928301774", None))
+        self.assertNotIn("transport", copy.from_.uri.params)
+        self.assertIsNone(copy.top_via.received)
+
+    def test_an_edit_on_either_side_drops_only_its_own_shared_view(self):
+        message = self.message
+        message.max_forwards  # noqa: B018 - read: shared
+        copy = message.copy()
+        copy.headers.set("Max-Forwards", "69")
+        self.assertEqual((copy.max_forwards, message.max_forwards), (69, 70))
+        copy = message.copy()
+        message.headers.set("Max-Forwards", "68")
+        self.assertEqual((copy.max_forwards, message.max_forwards), (70, 68))
+
+    def test_a_copy_of_a_validated_message_is_validated_until_its_lines_change(self):
+        message = self.message.validate()
+        copy = message.copy()
+        self.assertTrue(copy.validated)
+        copy.headers.set("Max-Forwards", "69")
+        self.assertFalse(copy.validated)
+        self.assertTrue(message.validated)
+        self.assertTrue(message.copy().validated)
+        self.assertFalse(parse_message(bytes(message)).copy().validated)
+
+    def test_a_copy_of_a_malformed_message_still_fails_validation(self):
+        message = parse_message(wire("Max-Forwards: 70", "Contact: <sip:a@example.com>;expires=x"))
+        message.max_forwards  # noqa: B018 - a view to share
+        with self.assertRaises(SIPParseError):
+            message.copy().validate()
+        with self.assertRaises(SIPParseError):
+            message.validate()
+
+
+class AddLinesOfTests(SynchronousTestCase):
+    """add_lines_of: another header list's lines appended as they are there."""
+
+    def setUp(self):
+        self.request = parse_message(wire("v: SIP/2.0/UDP p2.example.com;branch=z9hG4bK2", "Route: <sip:p1;lr>"))
+
+    def test_every_line_of_the_name_in_order_with_its_canonical_name(self):
+        headers = Headers([("Max-Forwards", "70")])
+        headers.add_lines_of(self.request.headers, "Via")
+        headers.add_lines_of(self.request.headers, "Path")
+        self.assertEqual(headers.items(), [
+            ("Max-Forwards", "70"),
+            ("Via", "SIP/2.0/UDP pc33.example.com;branch=z9hG4bK776asdhds"),
+            ("Via", "SIP/2.0/UDP p2.example.com;branch=z9hG4bK2"),
+        ])
+        self.assertEqual(headers, Headers([("Max-Forwards", "70"), *[("Via", v) for v in self.request.headers.get_all("v")]]))
+
+    def test_the_index_and_the_views_follow(self):
+        headers = Headers([("Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp")])
+        message = make_response(self.request, 200)
+        message.headers = headers
+        self.assertEqual(message.top_via.branch, "z9hG4bKp")
+        headers.add_lines_of(self.request.headers, "Via")
+        self.assertEqual(headers.values("via")[1:], self.request.headers.get_all("Via"))
+        self.assertEqual([via.branch for via in message.via], ["z9hG4bKp", "z9hG4bK776asdhds", "z9hG4bK2"])
+
+    def test_the_source_is_left_as_it_was(self):
+        headers = Headers()
+        headers.add_lines_of(self.request.headers, "Route")
+        headers.set("Route", "<sip:other;lr>")
+        self.assertEqual(self.request.headers.get_all("Route"), ["<sip:p1;lr>"])

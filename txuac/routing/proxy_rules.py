@@ -320,14 +320,12 @@ def make_branch_cancel(forwarded_invite: Request) -> Request:
         raise SIPParseError("no Via to cancel", element="Via")
     headers.add("Via", str(top_via))
     for name in ("From", "To", "Call-ID"):
-        for value in forwarded_invite.headers.get_all(name):
-            headers.add(name, value)
+        headers.add_lines_of(forwarded_invite.headers, name)
     cseq = forwarded_invite.cseq
     if cseq is None:
         raise SIPParseError("no CSeq to cancel", element="CSeq")
     headers.add("CSeq", f"{cseq.number} CANCEL")
-    for value in forwarded_invite.headers.get_all("Route"):
-        headers.add("Route", value)
+    headers.add_lines_of(forwarded_invite.headers, "Route")
     headers.add("Max-Forwards", str(DEFAULT_MAX_FORWARDS))
     headers.add("Content-Length", "0")
     return Request("CANCEL", _copy_uri(forwarded_invite.uri), headers)

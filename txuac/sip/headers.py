@@ -186,6 +186,20 @@ class Headers:
         if self._views:
             self._first_line_added(key, value)
 
+    def add_lines_of(self, other: "Headers", name: str) -> None:
+        """Append every ``name`` line of ``other``, in order, as it is there: it was checked
+        when it went in (by the parser or an edit), so it is not checked again (a response
+        copies its request's Via, From, Call-ID and CSeq, RFC 3261 8.2.6.2)."""
+        key = header_key(name)
+        added = [field for field in other._fields if field[0] == key]
+        if not added:
+            return
+        self._fields.extend(added)
+        if self._views:
+            index = self._lines_changed(key)
+            if index is not None:
+                index[key] = [*index.get(key, _NO_VALUES), *[field[2] for field in added]]
+
     def _first_line_added(self, key: str, value: str) -> None:
         """After a ``key`` line went before the other ``key`` lines."""
         index = self._lines_changed(key)
@@ -314,12 +328,24 @@ class Headers:
         value = self._views[cache_key] = build()
         return value
 
-    def copy(self) -> "Headers":
-        """The same lines, and the per-name index (an edit replaces a key's list, never
-        changes one: the copies share the lists safely); not the typed views, which are
+    def copy(self, shared_views: tuple[str, ...] = ()) -> "Headers":
+        """The same lines, the per-name index (an edit replaces a key's list, never
+        changes one: the copies share the lists safely), the mark of validate() (the lines
+        are the same) and the cached views named in ``shared_views``, which must be
+        immutable (an int, a str). The other views are parsed again when read: they are
         objects a caller may change in place (a Via's received)."""
-        index = self._views.get(_INDEX)
-        return Headers._from_parsed(list(self._fields), dict(index) if index is not None else None)
+        views = self._views
+        index = views.get(_INDEX)
+        headers = Headers._from_parsed(list(self._fields), dict(index) if index is not None else None)
+        if len(views) > (0 if index is None else 1):  # more than the index: something to take along
+            copied = headers._views
+            if VALIDATED_MARK in views:
+                copied[VALIDATED_MARK] = True
+            for key in shared_views:
+                view = views.get(key, _NOT_CACHED)
+                if view is not _NOT_CACHED:
+                    copied[key] = view
+        return headers
 
     def items(self) -> list[tuple[str, str]]:
         """(canonical name, value) pairs in order."""

@@ -72,6 +72,13 @@ TYPED_VIEWS = {
 TOKEN_LIST_HEADERS = frozenset({"require", "proxy-require", "supported", "unsupported", "allow"})
 
 
+# The views a message's copy shares instead of parsing its lines again (a proxy copies each
+# request three to five times on its way through): immutable ones only. From, To, Via and
+# the lists are objects a caller may change in place; copying a From with its parsed URI
+# costs more than parsing again the name-addr of a copy that reads its tag only.
+SHARED_VIEWS = ("call-id", "max-forwards", "content-length", "expires", "min-expires", "date")
+
+
 class Message:
     """What requests and responses share: headers, body and the typed views."""
 
@@ -290,9 +297,10 @@ class Request(Message):
         return f"{self.method} {self.uri} {SIP_VERSION}"
 
     def copy(self) -> "Request":
-        """An independent copy (headers and URI copied, body shared: bytes are immutable)."""
+        """An independent copy (headers and URI copied, body shared: bytes are immutable;
+        the views of SHARED_VIEWS shared)."""
         uri = self.uri.copy() if isinstance(self.uri, SipURI) else self.uri
-        return Request(self.method, uri, self.headers.copy(), self.body)
+        return Request(self.method, uri, self.headers.copy(SHARED_VIEWS), self.body)
 
     def _validate_start_line(self) -> None:
         cseq = self.cseq
@@ -320,7 +328,7 @@ class Response(Message):
         return f"{SIP_VERSION} {self.status} {self.reason}"
 
     def copy(self) -> "Response":
-        return Response(self.status, self.reason, self.headers.copy(), self.body)
+        return Response(self.status, self.reason, self.headers.copy(SHARED_VIEWS), self.body)
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
@@ -380,11 +388,13 @@ def make_response(request: Request, status: int, reason: str | None = None, to_t
     """
     headers = Headers()
     for name in _COPIED_TO_RESPONSE:
+        if name != "To" or to_tag is None or status == 100:
+            headers.add_lines_of(request.headers, name)
+            continue
         for value in request.headers.get_all(name):
-            if name == "To" and to_tag is not None and status != 100:
-                to = request.to
-                if to is not None and to.tag is None:
-                    value = f"{value};tag={to_tag}"
+            to = request.to
+            if to is not None and to.tag is None:
+                value = f"{value};tag={to_tag}"
             headers.add(name, value)
     for name, value in extra_headers:
         headers.add(name, value)
