@@ -46,25 +46,32 @@ class WorkersUnderSIPpLoadTests(TestCase):
         return peer
 
     @defer.inlineCallbacks
-    def calls_and_cancels(self, sockets: str):
-        """CALLS calls and CANCELS cancelled calls through two workers, the callers sending
-        from ``sockets`` (SIPp ``-t``: ``un`` a socket per call, ``u1`` one socket); all
-        must succeed. The CPU each worker spent on them."""
+    def start_txuac(self, script_text: str, routing: str = ""):
+        """txuac with two workers running ``script_text`` (``routing``: more [routing]
+        lines); its port and its processes' pids once both workers started."""
         script = os.path.join(self.workdir, "routing.py")
         with open(script, "w") as f:
-            f.write(ANONYMISING_SCRIPT)
+            f.write(script_text)
         port = free_port()
         txuac = start_workers(self.workdir, (
             "[core]\n"
             f'listen = ["udp:{HOST}:{port}"]\n'
             "workers = 2\n"
             "[rpc]\nenabled = false\n"
-            f'[routing]\nscript = "{script}"\n'), workers=2)
+            f'[routing]\nscript = "{script}"\n{routing}'), workers=2)
         self.addCleanup(txuac.stop)
         started = yield until(lambda: all_started(txuac, 2) or not txuac.running(), START_TIMEOUT)
         self.assertTrue(started and txuac.running(), txuac.output()[-3000:])
         pids = worker_pids(txuac.pid)
         self.assertEqual(len(pids), 2, pids)
+        return txuac, port, pids
+
+    @defer.inlineCallbacks
+    def calls_and_cancels(self, sockets: str):
+        """CALLS calls and CANCELS cancelled calls through two workers, the callers sending
+        from ``sockets`` (SIPp ``-t``: ``un`` a socket per call, ``u1`` one socket); all
+        must succeed. The CPU each worker spent on them."""
+        txuac, port, pids = yield self.start_txuac(ANONYMISING_SCRIPT)
         cpu_before = [cpu_seconds(pid) for pid in pids]
 
         uas_port, cancelled_port = free_port(), free_port()
@@ -108,3 +115,39 @@ class WorkersUnderSIPpLoadTests(TestCase):
         and in-dialog requests follow their call. Both workers carry a fair share."""
         spent = yield self.calls_and_cancels("u1")
         self.assertTrue(all(seconds >= 0.25 * sum(spent) for seconds in spent), spent)
+
+    @defer.inlineCallbacks
+    def test_the_callees_bye_reaches_the_worker_with_the_dialog(self):
+        """dialog.dlg_manage() and From/To restored from the dialog (restore_dlg): the
+        callee's answers and BYE come to the listen address from another source than the
+        caller's INVITE, which the kernel may give to the other worker; by its Call-ID
+        each reaches the worker that has the INVITE's transaction and the dialog. The
+        script answers an in-dialog BYE without a dialog 481, which fails the call."""
+        txuac, port, _ = yield self.start_txuac(DIALOG_SCRIPT, "restore_dlg = true\n")
+        uas_port = free_port()
+        # -rsa: the callee sends everything to our listen address, as a UA routing by the
+        # route set does (SIPp would answer the worker's own port the INVITE came from).
+        uas = self.sipp_peer("uas_bye.xml", "uas_bye", uas_port, "-t", "u1", "-m", str(DIALOG_CALLS),
+                             "-rsa", f"{HOST}:{port}")
+        up = yield until(lambda: udp_bound(uas_port), 20)
+        self.assertTrue(up, uas.output()[-2000:])
+        caller = self.sipp_peer("uac_callee_bye.xml", "uac_callee_bye", free_port(), f"{HOST}:{port}", "-t", "un",
+                                "-key", "uas", f"{HOST}:{uas_port}", "-m", str(DIALOG_CALLS), "-r", "10",
+                                "-timeout", "60", "-timeout_error")
+        ended = yield until(lambda: not caller.running() and not uas.running(), 90, 0.1)
+        self.assertTrue(ended, caller.output()[-2000:] + uas.output()[-2000:])
+        for name, peer in (("uac_callee_bye", caller), ("uas_bye", uas)):
+            stats = last_stats(os.path.join(self.workdir, f"{name}.stats"))
+            self.assertEqual((stats["SuccessfulCall(C)"], stats["FailedCall(C)"]), (str(DIALOG_CALLS), "0"),
+                             f"{name}: {peer.output()[-3000:]}\n{txuac.output()[-3000:]}")
+        self.assertNotIn("Traceback", txuac.output())
+
+
+DIALOG_CALLS = 40
+DIALOG_SCRIPT = ANONYMISING_SCRIPT.replace(
+    "        rr.record_route()\n", "        dialog.dlg_manage()\n        rr.record_route()\n").replace(
+    "        tm.t_relay()\n        return\n",
+    "        if msg.method == \"BYE\" and dialog.is_in_dialog() < 0:\n"
+    "            sl.sl_send_reply(481, \"No dialog in this worker\")\n"
+    "            return\n"
+    "        tm.t_relay()\n        return\n", 1)
