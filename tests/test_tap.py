@@ -382,3 +382,20 @@ class OptionsTests(SynchronousTestCase):
         except ValueError:
             sys.excepthook(*sys.exc_info())
         self.assertEqual([info[0] for info in seen], [ValueError])  # anything else: the usual traceback
+
+
+class RunAsTests(SynchronousTestCase):
+    """tap.run_as: the user twistd switches to, for the workers' directory."""
+
+    def test_twistd_uid_and_gid(self):
+        from twisted.scripts._twistd_unix import ServerOptions
+        options = ServerOptions()
+        options.parseOptions(["--uid", "65534", "--gid", "65533", "uac", "--config", SHIPPED])
+        self.assertEqual(tap.run_as(options.subOptions.parent), (65534, 65533))
+
+    def test_none_without_uid_or_under_twist(self):
+        from twisted.scripts._twistd_unix import ServerOptions
+        options = ServerOptions()
+        options.parseOptions(["uac", "--config", SHIPPED])
+        self.assertIsNone(tap.run_as(options))
+        self.assertIsNone(tap.run_as(None))

@@ -9,7 +9,7 @@ import sys
 from twisted.internet import defer, reactor
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support.sipp import until
 from txuac import workers
@@ -85,6 +85,24 @@ class SupervisorTests(TestCase):
         self.assertEqual(supervisor.processes, {})
         self.assertEqual(supervisor.restarts, 0)
         self.assertFalse(os.path.exists(supervisor.directory))  # the workers' sockets go with them
+
+    def test_directory_given_to_the_user_twistd_runs_as(self):
+        """twistd --uid: the directory made as root goes to that user, who binds the
+        workers' sockets in it once root is shed."""
+        if os.geteuid() != 0:
+            raise SkipTest("only root can give a directory away")
+        supervisor = WorkerSupervisor("uac.toml", 2, reactor, owner=(65534, None))
+        self.addCleanup(os.rmdir, supervisor.directory)
+        status = os.stat(supervisor.directory)
+        self.assertEqual((status.st_uid, status.st_gid, status.st_mode & 0o777), (65534, 0, 0o700))
+
+    def test_directory_that_cannot_be_given_away_is_logged(self):
+        self.patch(workers.os, "chown", lambda *args: (_ for _ in ()).throw(PermissionError(1, "not permitted")))
+        supervisor = WorkerSupervisor("uac.toml", 2, reactor, owner=(65534, 65534))
+        self.addCleanup(os.rmdir, supervisor.directory)
+        [warning] = self.texts(LogLevel.warn)
+        self.assertIn("cannot give", warning)
+        self.assertIn("uid 65534", warning)
 
     @defer.inlineCallbacks
     def test_restarts_a_worker_that_ended(self):

@@ -242,12 +242,13 @@ class UACService(service.MultiService):
 
     ``worker_index``: which of ``[core] workers`` processes this is (docs/workers.rst).
     Worker 0 starts the others and serves the admin interfaces; every worker registers
-    its share of the accounts.
+    its share of the accounts. ``run_as``: the uid and gid twistd switches to after
+    building this service (``--uid``/``--gid``), who must own the workers' directory.
     """
 
     def __init__(self, settings: Settings, reactor=None,
                  on_startup_error: Callable[[TxuacError], None] | None = None, worker_index: int = 0,
-                 worker_dir: str | None = None):
+                 worker_dir: str | None = None, run_as: tuple[int, int | None] | None = None):
         super().__init__()
         self.settings = settings
         self.worker_index = worker_index
@@ -258,7 +259,7 @@ class UACService(service.MultiService):
         # Worker 0 makes the workers' directory (their RPC and handoff sockets) first.
         self.workers: WorkerSupervisor | None = None
         if worker_index == 0 and workers > 1:
-            self.workers = WorkerSupervisor(settings.path, workers, reactor)
+            self.workers = WorkerSupervisor(settings.path, workers, reactor, owner=run_as)
             worker_dir = self.workers.directory
         self.sip = SIPService(settings, reactor, worker_index, worker_dir)
         self.sip.setServiceParent(self)

@@ -100,7 +100,15 @@ def makeService(options: Options) -> service.IService:
     tune_garbage_collector()
     _install_excepthook()
     settings = options["settings"]
+    # options.parent: twistd's or twist's own options, which decide where logs go and the
+    # user twistd runs as once it has bound its sockets.
+    parent = getattr(options, "parent", None)
     uac = UACService(settings, on_startup_error=_stop_on_startup_error, worker_index=options["worker-index"],
-                     worker_dir=options["worker-dir"])
-    # options.parent: twistd's or twist's own options, which decide where logs go.
-    return with_configured_logs(uac, settings.log, getattr(options, "parent", None))
+                     worker_dir=options["worker-dir"], run_as=run_as(parent))
+    return with_configured_logs(uac, settings.log, parent)
+
+
+def run_as(parent) -> tuple[int, int | None] | None:
+    """twistd's ``--uid`` and ``--gid`` (None without ``--uid``, and under ``twist``)."""
+    uid = parent.get("uid") if isinstance(parent, dict) else None
+    return (uid, parent.get("gid")) if isinstance(uid, int) else None

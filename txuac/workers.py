@@ -92,12 +92,21 @@ class WorkerSupervisor(service.Service):
     """Runs workers 1..``count``-1 as child processes of this one (worker 0)."""
 
     def __init__(self, config_path: str, count: int, reactor=None,
-                 argv: Callable[[str, int, str], list[str]] = worker_argv):
+                 argv: Callable[[str, int, str], list[str]] = worker_argv,
+                 owner: tuple[int, int | None] | None = None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        # The workers' RPC sockets (txuac.admin.worker_rpc): ours alone (mode 0700).
+        # The workers' RPC and handoff sockets (txuac.admin.worker_rpc, txuac.net.handoff):
+        # ours alone (mode 0700). Made before twistd sheds root (``owner``: the uid and gid
+        # it switches to), so it is given to that user, who binds the sockets.
         self.directory = tempfile.mkdtemp(prefix="txuac-workers-")
+        if owner is not None:
+            try:
+                os.chown(self.directory, owner[0], owner[1] if owner[1] is not None else -1)
+            except OSError as e:
+                log.warn("cannot give {directory} to uid {uid}: {error}", directory=self.directory, uid=owner[0],
+                         error=str(e))
         self.config_path = config_path
         self.count = count
         self._argv = argv
