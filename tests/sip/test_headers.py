@@ -181,6 +181,20 @@ class InjectionTests(SynchronousTestCase):
     def test_constructor_refuses(self):
         self.assertRaises(SIPParseError, Headers, [("Subject", "a\r\nX: b")])
 
+    def test_every_control_character_but_htab_is_refused_outside_a_quoted_pair(self):
+        """RFC 3261 25.1, whichever way the value is checked: plain ASCII, with HTAB,
+        with UTF-8 text."""
+        for code in range(128):
+            char = chr(code)
+            for value in (f"a{char}b", f"a{char}b \u00e9", f"a{char}b\tc", f'"a\\{char}" <sip:b>'):
+                headers = Headers()
+                if code in (9, 32) or 32 < code < 127 or (value.startswith('"') and code not in (10, 13)):
+                    headers.add("Subject", value)
+                    self.assertEqual(headers.get("Subject"), value, repr(value))
+                else:
+                    self.assertRaises(SIPParseError, headers.add, "Subject", value)
+        self.assertEqual(Headers([("Subject", "  padded\t ")]).get("Subject"), "padded")
+
     def test_make_response_refuses_injected_tag(self):
         request = parse_message(wire())
         self.assertRaises(SIPParseError, make_response, request, 200, to_tag="x\r\nContact: <sip:evil>")
