@@ -219,6 +219,7 @@ class CallRouteTests(ScriptFiles, SynchronousTestCase):
         self.assertIsInstance(failure, ScriptFailure)
         self.assertIsInstance(failure.exception, KeyError)
         self.assertIs(failure.route, table.request)
+        self.assertIsNone(current_route())  # a route that raised leaves no context behind
         text = str(failure)
         self.assertIn("request_route", text)
         self.assertIn(f'File "{path}", line 8, in route', text)

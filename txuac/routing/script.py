@@ -90,6 +90,11 @@ class Route:
         """Kamailio's spelling: ``failure_route[TRUNKAUTH]``, ``request_route``."""
         return f"{self.kind.value}[{self.name}]" if self.name is not None else self.kind.value
 
+    @functools.cached_property
+    def context(self) -> "RouteContext":
+        """What ``current_route()`` says while this route runs (one, immutable, per route)."""
+        return RouteContext(self.kind, self.name)
+
 
 @dataclass(frozen=True)
 class RouteTable:
@@ -372,11 +377,13 @@ class ScriptFailure:
 def call_route(route: Route, *args: Any) -> Any:
     """Run ``route`` with the route context set; its result, or a ScriptFailure when it
     raised (the proxy answers 500 and logs the failure once)."""
-    with running_route(route.kind, route.name):
-        try:
-            return route.function(*args)
-        except (Exception, SystemExit) as e:  # a script's sys.exit() must not stop txuac
-            return ScriptFailure(route, e, _script_traceback(route, e))
+    token = _current.set(route.context)  # running_route's work, without a generator per request
+    try:
+        return route.function(*args)
+    except (Exception, SystemExit) as e:  # a script's sys.exit() must not stop txuac
+        return ScriptFailure(route, e, _script_traceback(route, e))
+    finally:
+        _current.reset(token)
 
 
 def _script_traceback(route: Route, exception: BaseException) -> str:
