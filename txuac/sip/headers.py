@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Final, Iterable, Iterator, TypeVar
 
 from txuac.errors import SIPParseError
 from txuac.sip.grammar import check_controls, is_token, strip_lws
@@ -49,8 +49,8 @@ _KNOWN_NAMES = [
 CANONICAL_NAMES = {name.lower(): name for name in _KNOWN_NAMES}
 
 # Raw header name as received (trailing whitespace included) -> (key, canonical name).
-_NAME_CACHE: dict[str, tuple[str, str]] = {}
-_NAME_CACHE_LIMIT = 4096
+_NAME_CACHE: Final[dict[str, tuple[str, str]]] = {}
+_NAME_CACHE_LIMIT: Final = 4096
 
 
 def header_names(raw_name: str) -> tuple[str, str]:
@@ -80,19 +80,21 @@ def header_key(name: str) -> str:
     return entry[0] if entry is not None else header_names(name)[0]
 
 
-_INDEX = "\0index"  # the key of the per-name index inside the views cache
+# Final: mypyc reads a final module-level name as a C static, not from the module's dict
+# at each use (the hot paths read these on every view and every copy).
+_INDEX: Final = "\0index"  # the key of the per-name index inside the views cache
 # The views-cache keys of views that are not one header's own view (whose key is the
 # header's lookup key). _dependent_view_keys says which edits make each one stale.
-TOP_VIA_VIEW = "top_via"  # Message.top_via: the first via-parm of the Via lines
-TOKENS_VIEW = "tokens:"  # "tokens:" + key: Message.tokens of the key's lines
-VALIDATED_MARK = "\0validated"  # Message.validate() passed: it reads every header
+TOP_VIA_VIEW: Final = "top_via"  # Message.top_via: the first via-parm of the Via lines
+TOKENS_VIEW: Final = "tokens:"  # "tokens:" + key: Message.tokens of the key's lines
+VALIDATED_MARK: Final = "\0validated"  # Message.validate() passed: it reads every header
 # Header key -> the views read from its lines besides its own and its tokens.
-_DERIVED_VIEWS: dict[str, tuple[str, ...]] = {"via": (TOP_VIA_VIEW,)}
-_DEPENDENT_CACHE: dict[str, tuple[str, ...]] = {}  # key -> _dependent_view_keys(key)
-_NO_VALUES: list[str] = []
+_DERIVED_VIEWS: Final[dict[str, tuple[str, ...]]] = {"via": (TOP_VIA_VIEW,)}
+_DEPENDENT_CACHE: Final[dict[str, tuple[str, ...]]] = {}  # key -> _dependent_view_keys(key)
+_NO_VALUES: Final[list[str]] = []
 # A view not built yet (a cached view may be None). Looked up with get(), not caught as a
 # KeyError: every view misses once per message, and a raised KeyError costs ~4x a get().
-_NOT_CACHED = object()
+_NOT_CACHED: Final = object()
 
 
 def _dependent_view_keys(key: str) -> tuple[str, ...]:
