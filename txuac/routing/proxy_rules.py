@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Final, Iterable
 
 from txuac.errors import SIPParseError
 from txuac.sip.fields import NameAddress, Via, parse_name_addr
@@ -70,9 +70,9 @@ from txuac.sip.uri import URI, AbsoluteURI, SipURI, parse_uri
 from txuac.sip.via import new_branch
 
 #: RFC 3261 16.6 item 3: the Max-Forwards a proxy adds when the request has none.
-DEFAULT_MAX_FORWARDS = 70
+DEFAULT_MAX_FORWARDS: Final = 70
 #: Request-URI schemes we route; others get 416 (RFC 3261 16.3 item 2).
-ROUTED_SCHEMES = frozenset({"sip", "sips", "tel"})
+ROUTED_SCHEMES: Final = frozenset({"sip", "sips", "tel"})
 LocalURIPredicate = Callable[[SipURI], bool]
 
 

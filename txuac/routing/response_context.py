@@ -29,7 +29,7 @@ import enum
 import functools
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Final, Protocol
 
 from txuac.errors import SIPParseError, TxuacError
 from txuac.net.interfaces import ResponseOrigin
@@ -348,7 +348,7 @@ def response_for_upstream(response: Response, is_our_via: Callable[[Via], bool] 
     return upstream
 
 
-_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_BROADCAST: Final = ipaddress.IPv4Address("255.255.255.255")
 
 
 def _unroutable(via: Via) -> bool:

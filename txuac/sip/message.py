@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Final
 
 from txuac.errors import SIPParseError
 from txuac.sip import fields
@@ -12,13 +13,13 @@ from txuac.sip.headers import TOKENS_VIEW, TOP_VIA_VIEW, VALIDATED_MARK, Headers
 from txuac.sip.uri import URI, SipURI, parse_uri
 from txuac.sip.tokens import token_hex
 
-SIP_VERSION = "SIP/2.0"
+SIP_VERSION: Final = "SIP/2.0"
 
 # RFC 3261 8.1.1: the header fields every request and response must carry.
 # Max-Forwards is left out so RFC 2543 requests are accepted (RFC 4475 3.4.1).
-REQUIRED_HEADERS = ("To", "From", "CSeq", "Call-ID", "Via")
+REQUIRED_HEADERS: Final = ("To", "From", "CSeq", "Call-ID", "Via")
 
-REASON_PHRASES = {
+REASON_PHRASES: Final = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
     301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy",
@@ -47,7 +48,7 @@ def _name_addr_list(value: str, name: str) -> list:
 
 
 # Header key -> the Message property that parses it; validate() reads these.
-TYPED_VIEWS = {
+TYPED_VIEWS: Final = {
     "via": "via",
     "from": "from_",
     "to": "to",
@@ -69,14 +70,14 @@ TYPED_VIEWS = {
     "authorization": "authorization",
     "proxy-authorization": "proxy_authorization",
 }
-TOKEN_LIST_HEADERS = frozenset({"require", "proxy-require", "supported", "unsupported", "allow"})
+TOKEN_LIST_HEADERS: Final = frozenset({"require", "proxy-require", "supported", "unsupported", "allow"})
 
 
 # The views a message's copy shares instead of parsing its lines again (a proxy copies each
 # request three to five times on its way through): immutable ones only. From, To, Via and
 # the lists are objects a caller may change in place; copying a From with its parsed URI
 # costs more than parsing again the name-addr of a copy that reads its tag only.
-SHARED_VIEWS = ("call-id", "max-forwards", "content-length", "expires", "min-expires", "date")
+SHARED_VIEWS: Final = ("call-id", "max-forwards", "content-length", "expires", "min-expires", "date")
 
 
 class Message:
@@ -376,7 +377,7 @@ def _bracketed(address: str) -> str:
 
 
 # Headers a response copies from its request (RFC 3261 8.2.6.2).
-_COPIED_TO_RESPONSE = ("Via", "From", "To", "Call-ID", "CSeq")
+_COPIED_TO_RESPONSE: Final = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
 def make_response(request: Request, status: int, reason: str | None = None, to_tag: str | None = None,
