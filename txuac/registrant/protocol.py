@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import random
 import uuid
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from txuac.errors import SIPParseError
 from txuac.registrant.record import RegistrationRecord
@@ -21,7 +21,7 @@ from txuac.sip.uri import SipURI
 
 # Failures whose Retry-After we honour when it is longer than the retry interval
 # (RFC 3261 21.4.18, 21.4.21, 21.5.4: 404, 480 and 5xx may carry one).
-RETRY_AFTER_STATUSES = frozenset({404, 480, 500, 503, 504})
+RETRY_AFTER_STATUSES: Final = frozenset({404, 480, 500, 503, 504})
 
 
 def contact_uri(record: RegistrationRecord, default_contact_addr: str) -> str:

@@ -14,6 +14,8 @@ Sans-IO: plain functions of plain values.
 
 from __future__ import annotations
 
+from typing import Final
+
 from txuac.errors import InvalidListenSpec, InvalidRecord, SIPParseError
 from txuac.sip.grammar import has_control
 from txuac.sip.listen import parse_listen
@@ -21,21 +23,21 @@ from txuac.sip.uri import SipURI, is_paramchars, is_user, parse_uri
 
 # VARCHAR sizes of Kamailio's uacreg (utils/kamctl/*/uac-create.sql, the same for every
 # database; schema/sqlite.sql and schema/postgres.sql hold the same table).
-COLUMN_SIZES = {
+COLUMN_SIZES: Final = {
     "l_uuid": 64, "l_username": 64, "l_domain": 64, "r_username": 64, "r_domain": 64, "realm": 64,
     "auth_username": 64, "auth_password": 64, "auth_ha1": 128, "auth_proxy": 255, "contact_addr": 255,
     "socket": 128, "contact_user": 255,
 }
 # expires, flags and reg_delay are INTEGER columns: 0 to 2**31 - 1 (expires 0 keeps its
 # Kamailio meaning: the account does not register).
-MAX_INTEGER = 2**31 - 1
-INTEGER_COLUMNS = ("expires", "flags", "reg_delay")
-_BREAKS = frozenset("\r\n\0")
+MAX_INTEGER: Final = 2**31 - 1
+INTEGER_COLUMNS: Final = ("expires", "flags", "reg_delay")
+_BREAKS: Final = frozenset("\r\n\0")
 # Domains, realms, proxies and sockets repeat across thousands of rows: a value found
 # valid is not checked again (a bounded set: a table of distinct values only costs time),
 # and records keep one copy of each (record_from_row).
-REPEATING_COLUMNS = frozenset(("l_domain", "r_domain", "realm", "auth_proxy", "contact_addr", "socket"))
-_VALID_KEPT = 4096
+REPEATING_COLUMNS: Final = frozenset(("l_domain", "r_domain", "realm", "auth_proxy", "contact_addr", "socket"))
+_VALID_KEPT: Final = 4096
 _valid: set[tuple[str, str]] = set()
 
 
@@ -144,7 +146,7 @@ def _in_quotes(value: str) -> str | None:
     return None
 
 
-_SYNTAX = {
+_SYNTAX: Final = {
     "l_uuid": _l_uuid,
     "l_username": _user,
     "l_domain": _domain,

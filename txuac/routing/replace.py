@@ -29,14 +29,14 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from txuac.errors import AddressReplaceError, ConfigError, SIPParseError
 from txuac.sip.grammar import match_quoted
 from txuac.sip.message import Message, Request
 
-FROM = "From"
-TO = "To"
+FROM: Final = "From"
+TO: Final = "To"
 
 
 class RestoreMode(enum.Enum):

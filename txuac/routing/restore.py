@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from txuac.errors import SIPParseError
 from txuac.routing.replace import (
@@ -51,7 +51,7 @@ from txuac.routing.restore_codec import RestoreCodec
 from txuac.sip.message import Message, Request, Response
 
 # K:replace.c from_dlgvar/to_dlgvar: original URI, new URI, original display, new display.
-DIALOG_VARIABLES = {
+DIALOG_VARIABLES: Final = {
     FROM: ("_uac_fu", "_uac_funew", "_uac_fdp", "_uac_fdpnew"),
     TO: ("_uac_to", "_uac_tonew", "_uac_tdp", "_uac_tdpnew"),
 }

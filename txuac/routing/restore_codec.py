@@ -42,18 +42,19 @@ import hashlib
 import hmac
 from base64 import b64decode, b64encode, urlsafe_b64encode
 from dataclasses import dataclass
+from typing import Final
 
 from txuac.errors import AddressReplaceError, ConfigError
 
 # K:src/core/parser/msg_parser.h MAX_URI_SIZE: the longest XOR buffer Kamailio encodes.
-MAX_URI_SIZE = 1024
+MAX_URI_SIZE: Final = 1024
 
-_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_DECODE = {char: index for index, char in enumerate(_ALPHABET)}
-_SIGN_SEPARATOR = "."
-_SIGN_CONTEXT = b"txuac-restore-sign-v1\x00"
-_TAG_BYTES = 12
-_TAG_CHARS = 16  # base64url of 12 bytes, no padding
+_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_DECODE: Final = {char: index for index, char in enumerate(_ALPHABET)}
+_SIGN_SEPARATOR: Final = "."
+_SIGN_CONTEXT: Final = b"txuac-restore-sign-v1\x00"
+_TAG_BYTES: Final = 12
+_TAG_CHARS: Final = 16  # base64url of 12 bytes, no padding
 
 
 def _wire_bytes(text: str) -> bytes:

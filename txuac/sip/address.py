@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Final
 
 #: RFC 3261 19.1.2: 5060 for UDP and TCP, 5061 for TLS.
-DEFAULT_PORTS: dict[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061}
+DEFAULT_PORTS: Final[dict[str, int]] = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 def default_port(transport: str) -> int:
@@ -41,8 +42,8 @@ def bare_host(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
-_IP_ADDRESSES: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None] = {}
-_IP_ADDRESSES_KEPT = 4096
+_IP_ADDRESSES: Final[dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None]] = {}
+_IP_ADDRESSES_KEPT: Final = 4096
 
 
 def ip_address_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 import zlib
+from typing import Final
 
 # The first Call-ID line of the header section; folded values (obsolete) are read up to
 # the end of their first line, as every message of the call is.
-_CALL_ID_LINE = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_CALL_ID_LINE: Final = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 
 
 def call_id_of(data: bytes) -> bytes | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Final
 
 from txuac.errors import AuthenticationError, SIPParseError
 from txuac.sip.fields import AuthParams, parse_auth_list
@@ -33,7 +33,7 @@ def _sha512_256(data: bytes) -> str:
 
 # RFC 7616 3.3 and RFC 8760 2: algorithm -> (hash, session variant, HA1 hex length).
 # Listed strongest first: the order choose_challenge prefers.
-ALGORITHMS: dict[str, tuple[Callable[[bytes], str], bool, int]] = {
+ALGORITHMS: Final[dict[str, tuple[Callable[[bytes], str], bool, int]]] = {
     "SHA-512-256": (_sha512_256, False, 64),
     "SHA-512-256-SESS": (_sha512_256, True, 64),
     "SHA-256": (_sha256, False, 64),
@@ -41,9 +41,9 @@ ALGORITHMS: dict[str, tuple[Callable[[bytes], str], bool, int]] = {
     "MD5": (_md5, False, 32),
     "MD5-SESS": (_md5, True, 32),
 }
-ALL_ALGORITHMS = tuple(ALGORITHMS)
-_STRENGTH = {name: rank for rank, name in enumerate(ALGORITHMS)}
-_HEX = frozenset("0123456789abcdefABCDEF")
+ALL_ALGORITHMS: Final = tuple(ALGORITHMS)
+_STRENGTH: Final = {name: rank for rank, name in enumerate(ALGORITHMS)}
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
 
 
 def canonical_algorithm(name: str) -> str:
@@ -97,7 +97,7 @@ def challenge_from(params: AuthParams, proxy: bool) -> Challenge:
     return Challenge(realm, nonce, algorithm, strip_lws(token), qop, found.get("opaque"), stale, userhash, proxy)
 
 
-_CHALLENGE_PARAMS = frozenset({"realm", "nonce", "algorithm", "qop", "opaque", "stale", "userhash"})
+_CHALLENGE_PARAMS: Final = frozenset({"realm", "nonce", "algorithm", "qop", "opaque", "stale", "userhash"})
 
 
 def _is_true(value: str | None) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime, timezone
-from typing import Callable, TypeVar
+from typing import Callable, Final, TypeVar
 
 from txuac.errors import SIPParseError
 from txuac.sip.grammar import (
@@ -34,8 +34,8 @@ from txuac.sip.methods import KNOWN_METHODS
 from txuac.sip.uri import URI, parse_port, parse_uri, split_host_port
 
 T = TypeVar("T")
-MAX_DELTA_SECONDS = 2**32 - 1
-_WHITESPACE_RE = re.compile(r"\s")
+MAX_DELTA_SECONDS: Final = 2**32 - 1
+_WHITESPACE_RE: Final = re.compile(r"\s")
 
 
 class NameAddress:
@@ -128,21 +128,21 @@ class Wildcard:
         return "WILDCARD"
 
 
-WILDCARD = Wildcard()
+WILDCARD: Final = Wildcard()
 
 
 # The common shapes, matched in one go: ["display" | token display] <uri> [;params]
 # and addr-spec [;params]. Anything else takes the slow path, which names the error.
-_NAME_ADDR_RE = re.compile(
+_NAME_ADDR_RE: Final = re.compile(
     r'[ \t]*(?:"(' + QUOTED_INNER + r')"|((?:' + TOKEN + r"[ \t]+)*" + TOKEN + r"))?"
     r"[ \t]*<([^\s<>]+)>[ \t]*(?:;(.*))?\Z",
     re.S,
 )
-_ADDR_SPEC_RE = re.compile(r"[ \t]*([^\s;<>\"?,]+)[ \t]*(?:;(.*))?\Z", re.S)
-_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+_ADDR_SPEC_RE: Final = re.compile(r"[ \t]*([^\s;<>\"?,]+)[ \t]*(?:;(.*))?\Z", re.S)
+_QUOTED_PAIR_RE: Final = re.compile(r"\\(.)", re.S)
 
 
-_BRACKETED_RE = re.compile(r"<([^\s<>]+)>[ \t]*(?:;(.*))?\Z", re.S)
+_BRACKETED_RE: Final = re.compile(r"<([^\s<>]+)>[ \t]*(?:;(.*))?\Z", re.S)
 
 
 def parse_name_addr(text: str, element: str) -> NameAddress:
@@ -310,14 +310,14 @@ class Via:
         return f"Via({str(self)!r})"
 
 
-_VIA_RE = re.compile(
+_VIA_RE: Final = re.compile(
     r"([^\s/]+)[ \t]*/[ \t]*([^\s/]+)[ \t]*/[ \t]*([^\s/;]+)[ \t]+([^;]+?)[ \t]*(?:;(.*))?\Z", re.S
 )
-_SENT_BY_COLON_RE = re.compile(r"[ \t]*:[ \t]*(?=[0-9]+\Z)")
+_SENT_BY_COLON_RE: Final = re.compile(r"[ \t]*:[ \t]*(?=[0-9]+\Z)")
 
 
-_HOST = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?"
-_VIA_FAST_RE = re.compile(
+_HOST: Final = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?"
+_VIA_FAST_RE: Final = re.compile(
     r"[ \t]*(" + TOKEN + r")[ \t]*/[ \t]*(" + TOKEN + r")[ \t]*/[ \t]*(" + TOKEN + r")[ \t]+"
     r"(" + _HOST + r")(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(?:;(.*))?\Z",
     re.S,
@@ -366,7 +366,7 @@ def _check_ipv6(value: str, key: str, element: str) -> None:
         raise SIPParseError(f"invalid {key} {value[:48]!r}", element=element) from None
 
 
-_CHECKED_VIA_PARAMS = frozenset({"rport", "ttl", "received", "maddr", "branch"})
+_CHECKED_VIA_PARAMS: Final = frozenset({"rport", "ttl", "received", "maddr", "branch"})
 
 
 def _check_via_params(params: Parameters, element: str) -> None:
@@ -433,7 +433,7 @@ def parse_cseq(text: str, element: str = "CSeq") -> CSeq:
     return CSeq(value, method)
 
 
-_COMMON_METHODS = KNOWN_METHODS
+_COMMON_METHODS: Final = KNOWN_METHODS
 
 
 def parse_delta_seconds(text: str, element: str) -> int:
@@ -484,7 +484,7 @@ class RetryAfter:
         return f"RetryAfter({str(self)!r})"
 
 
-_RETRY_AFTER_RE = re.compile(r"[ \t]*([0-9]+)[ \t]*")
+_RETRY_AFTER_RE: Final = re.compile(r"[ \t]*([0-9]+)[ \t]*")
 
 
 def parse_retry_after(text: str, element: str = "Retry-After") -> RetryAfter:
@@ -574,19 +574,19 @@ class AuthParams:
 
 # auth-param = token EQUAL ( token / quoted-string ); some stacks send unquoted
 # URIs (uri=sip:...), so any run without quotes, spaces or commas is accepted too.
-_AUTH_PARAM_RE = re.compile(r"(" + TOKEN + r")[ \t]*=[ \t]*(" + QUOTED_STRING + r'|[^\s",=][^\s",]*)\Z')
-_SCHEME_START_RE = re.compile(r"(" + TOKEN + r")(?:[ \t]+(.*))?\Z", re.S)
-_TOKEN68_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
+_AUTH_PARAM_RE: Final = re.compile(r"(" + TOKEN + r")[ \t]*=[ \t]*(" + QUOTED_STRING + r'|[^\s",=][^\s",]*)\Z')
+_SCHEME_START_RE: Final = re.compile(r"(" + TOKEN + r")(?:[ \t]+(.*))?\Z", re.S)
+_TOKEN68_RE: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
 
 
-_AUTH_VALUE = QUOTED_STRING + r'|[^\s",=][^\s",]*'
-_AUTH_PAIR = r"(" + TOKEN + r")[ \t]*=[ \t]*(" + _AUTH_VALUE + r")"
+_AUTH_VALUE: Final = QUOTED_STRING + r'|[^\s",=][^\s",]*'
+_AUTH_PAIR: Final = r"(" + TOKEN + r")[ \t]*=[ \t]*(" + _AUTH_VALUE + r")"
 # One scheme with one or more auth-params: the usual shape, parsed in one go.
-_SINGLE_AUTH_RE = re.compile(
+_SINGLE_AUTH_RE: Final = re.compile(
     r"[ \t]*(" + TOKEN + r")[ \t]+((?:" + TOKEN + r"[ \t]*=[ \t]*(?:" + _AUTH_VALUE + r")[ \t]*,[ \t]*)*"
     + TOKEN + r"[ \t]*=[ \t]*(?:" + _AUTH_VALUE + r"))[ \t]*\Z"
 )
-_AUTH_PAIRS_RE = re.compile(_AUTH_PAIR)
+_AUTH_PAIRS_RE: Final = re.compile(_AUTH_PAIR)
 
 
 def parse_auth_list(value: str, element: str) -> list[AuthParams]:
@@ -633,10 +633,10 @@ def _starts_second_challenge(params_text: str) -> bool:
     return _SECOND_SCHEME_RE.search(params_text) is not None
 
 
-_SECOND_SCHEME_RE = re.compile(r",[ \t]*" + TOKEN + r"[ \t]+" + TOKEN + r"[ \t]*=")
+_SECOND_SCHEME_RE: Final = re.compile(r",[ \t]*" + TOKEN + r"[ \t]+" + TOKEN + r"[ \t]*=")
 
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
-_DATE_RE = re.compile(
+_MONTHS: Final = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_DATE_RE: Final = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) ([A-Z][a-z]{2}) ([0-9]{4}) "
     r"([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT\Z"
 )
@@ -670,11 +670,11 @@ def parse_call_id(text: str, element: str = "Call-ID") -> str:
     return text
 
 
-_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
-_CALL_ID_RE = re.compile(_WORD + r"(?:@" + _WORD + r")?\Z")
+_WORD: Final = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
+_CALL_ID_RE: Final = re.compile(_WORD + r"(?:@" + _WORD + r")?\Z")
 
 
-_TOKEN_LIST_RE = re.compile(r"[ \t]*" + TOKEN + r"(?:[ \t]*,[ \t]*" + TOKEN + r")*[ \t]*\Z")
+_TOKEN_LIST_RE: Final = re.compile(r"[ \t]*" + TOKEN + r"(?:[ \t]*,[ \t]*" + TOKEN + r")*[ \t]*\Z")
 
 
 def parse_token_list(value: str, element: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import Final
 
 from txuac.errors import SIPParseError
 from txuac.sip.message import parse_content_length
@@ -11,7 +12,7 @@ from txuac.sip.parser import DEFAULT_LIMITS, ParserLimits
 
 # Content-Length (or its compact form "l") at the start of a header line; the
 # value may follow a folded line break.
-_CONTENT_LENGTH_RE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(?:\r\n[ \t]+)?([^\r\n]*)", re.IGNORECASE)
+_CONTENT_LENGTH_RE: Final = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(?:\r\n[ \t]+)?([^\r\n]*)", re.IGNORECASE)
 
 
 class KeepAlive(enum.Enum):
@@ -21,8 +22,8 @@ class KeepAlive(enum.Enum):
     PONG = "pong"  # a single CRLF: the answer to our ping
 
 
-PONG_BYTES = b"\r\n"
-PING_BYTES = b"\r\n\r\n"
+PONG_BYTES: Final = b"\r\n"
+PING_BYTES: Final = b"\r\n\r\n"
 
 
 class StreamFramer:

@@ -7,39 +7,39 @@ Everything here works on ``str`` values decoded from the wire with
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import Final, Iterator
 
 from txuac.errors import SIPParseError
 
 # RFC 3261 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
-TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+TOKEN_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 # Regex building blocks, shared with the header views.
-TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+TOKEN: Final = r"[A-Za-z0-9\-.!%*_+`'~]+"
 # quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE; quoted-pair excludes CR and LF.
 # Written as an unrolled loop so that long strings match without per-character alternation.
-QUOTED_INNER = r'[^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*'
-QUOTED_STRING = '"' + QUOTED_INNER + '"'
+QUOTED_INNER: Final = r'[^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*'
+QUOTED_STRING: Final = '"' + QUOTED_INNER + '"'
 # gen-value = token / host / quoted-string; host adds "[", "]" and ":" (IPv6 references).
-GEN_VALUE = r"[A-Za-z0-9\-.!%*_+`'~\[\]:]+"
+GEN_VALUE: Final = r"[A-Za-z0-9\-.!%*_+`'~\[\]:]+"
 
-_TOKEN_RE = re.compile(TOKEN + r"\Z")
-_GEN_VALUE_RE = re.compile(GEN_VALUE + r"\Z")
-_QUOTED_RE = re.compile(QUOTED_STRING)
-_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+_TOKEN_RE: Final = re.compile(TOKEN + r"\Z")
+_GEN_VALUE_RE: Final = re.compile(GEN_VALUE + r"\Z")
+_QUOTED_RE: Final = re.compile(QUOTED_STRING)
+_QUOTED_PAIR_RE: Final = re.compile(r"\\(.)", re.S)
 # Control characters are escaped too: RFC 3261 25.1 allows them in a quoted-pair only.
-_NEEDS_QUOTING_RE = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+_NEEDS_QUOTING_RE: Final = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
 # One element of a comma list: runs of plain text, quoted strings, <...> and (...).
-_LIST_ITEM_RE = re.compile(r'(?:[^,"<]+|' + QUOTED_STRING + r"|<[^>]*>)*")
-_PARAM = r"[ \t]*(" + TOKEN + r")[ \t]*(?:(=)[ \t]*(" + GEN_VALUE + "|" + QUOTED_STRING + r")[ \t]*)?"
-_PARAM_NO_GROUPS = _PARAM.replace("(" + TOKEN + ")", TOKEN).replace("(=)", "=").replace("(" + GEN_VALUE, "(?:" + GEN_VALUE)
+_LIST_ITEM_RE: Final = re.compile(r'(?:[^,"<]+|' + QUOTED_STRING + r"|<[^>]*>)*")
+_PARAM: Final = r"[ \t]*(" + TOKEN + r")[ \t]*(?:(=)[ \t]*(" + GEN_VALUE + "|" + QUOTED_STRING + r")[ \t]*)?"
+_PARAM_NO_GROUPS: Final = _PARAM.replace("(" + TOKEN + ")", TOKEN).replace("(=)", "=").replace("(" + GEN_VALUE, "(?:" + GEN_VALUE)
 # A whole parameter list after its first ';': validated in one match, then split.
-_PARAM_LIST_RE = re.compile(_PARAM_NO_GROUPS + "(?:;" + _PARAM_NO_GROUPS + r")*\Z")
-_PARAM_PAIR_RE = re.compile(_PARAM + r"(?:;|\Z)")
+_PARAM_LIST_RE: Final = re.compile(_PARAM_NO_GROUPS + "(?:;" + _PARAM_NO_GROUPS + r")*\Z")
+_PARAM_PAIR_RE: Final = re.compile(_PARAM + r"(?:;|\Z)")
 # The usual shape, without whitespace and with quoted values free of ';' and '\\'
 # (+sip.instance="<urn:...>"): one cheap match, then a plain split on ';'.
-SIMPLE_PARAM = TOKEN + "(?:=(?:" + GEN_VALUE + r'|"[^"\\\r\n;]*"))?'
-_SIMPLE_PARAM = SIMPLE_PARAM
-_SIMPLE_PARAM_LIST_RE = re.compile(_SIMPLE_PARAM + "(?:;" + _SIMPLE_PARAM + r")*\Z")
+SIMPLE_PARAM: Final = TOKEN + "(?:=(?:" + GEN_VALUE + r'|"[^"\\\r\n;]*"))?'
+_SIMPLE_PARAM: Final = SIMPLE_PARAM
+_SIMPLE_PARAM_LIST_RE: Final = re.compile(_SIMPLE_PARAM + "(?:;" + _SIMPLE_PARAM + r")*\Z")
 
 
 # RFC 3261 25.1: LWS and SWS are made of SP and HTAB only. str.strip() and str.split()
@@ -47,13 +47,13 @@ _SIMPLE_PARAM_LIST_RE = re.compile(_SIMPLE_PARAM + "(?:;" + _SIMPLE_PARAM + r")*
 # space, str.isdigit() and int() take non-ASCII digits, str.upper() turns U+017F into
 # "S": a parser that reads a header differently from the next hop's is how request
 # smuggling starts. The helpers below are the only way txuac.sip reads those.
-LWS_CHARS = " \t"
+LWS_CHARS: Final = " \t"
 # CTL (%x00-1F / %x7F) but HTAB, CR and LF, which the line structure handles.
-CONTROL_OCTETS = bytes(range(0x00, 0x09)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20)) + b"\x7f"
-_CONTROL_CHARS = frozenset(CONTROL_OCTETS.decode("ascii"))
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_ASCII_UPPER = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
-_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+CONTROL_OCTETS: Final = bytes(range(0x00, 0x09)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20)) + b"\x7f"
+_CONTROL_CHARS: Final = frozenset(CONTROL_OCTETS.decode("ascii"))
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ASCII_UPPER: Final = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
+_ASCII_LOWER: Final = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
 def strip_lws(text: str) -> str:

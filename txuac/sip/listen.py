@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Final
 
 from txuac.errors import InvalidListenSpec
 from txuac.sip.address import DEFAULT_PORTS, Address, ip_address_of
 
-TRANSPORTS = ("udp", "tcp", "tls")
+TRANSPORTS: Final = ("udp", "tcp", "tls")
 
 
 @dataclass(frozen=True)

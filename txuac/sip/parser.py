@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from txuac.errors import SIPParseError
 from txuac.sip.headers import _NAME_CACHE, Headers, header_names
@@ -27,11 +28,11 @@ class ParserLimits:
     max_line_length: int = 8192
 
 
-DEFAULT_LIMITS = ParserLimits()
+DEFAULT_LIMITS: Final = ParserLimits()
 
-_METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_METHOD_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 # ASCII: with IGNORECASE alone, "S" also matches U+017F and a "ſIP/2.0" line would pass.
-_VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)\Z", re.IGNORECASE | re.ASCII)
+_VERSION_RE: Final = re.compile(r"SIP/([0-9]+)\.([0-9]+)\Z", re.IGNORECASE | re.ASCII)
 
 
 def parse_message(data: bytes | bytearray | memoryview, limits: ParserLimits = DEFAULT_LIMITS) -> Message:

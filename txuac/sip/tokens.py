@@ -9,8 +9,9 @@ the CPU (bench/registrations.py).
 from __future__ import annotations
 
 import os
+from typing import Final
 
-_PAGE = 4096
+_PAGE: Final = 4096
 
 
 class TokenSource:
@@ -36,7 +37,7 @@ class TokenSource:
         self._position = 0
 
 
-_SOURCE = TokenSource()
+_SOURCE: Final = TokenSource()
 os.register_at_fork(after_in_child=_SOURCE.forget)
 
 

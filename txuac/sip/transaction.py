@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 from txuac.sip.headers import Headers
 from txuac.sip.message import Request, Response
@@ -24,7 +25,7 @@ from txuac.sip.via import MAGIC_COOKIE, has_magic_cookie
 
 # Retransmissions at a T2 lowered by TimerSettings.with_t2 (4 s of them at 500 ms): under
 # 10% loss each way eight lost tries in a row happen to one transaction in 600,000.
-LOWERED_T2_RESENDS = 8
+LOWERED_T2_RESENDS: Final = 8
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class TimerSettings:
         return TimerSettings(self.t1, max(self.t1, t2), self.t4, resends, self.t2)
 
 
-DEFAULT_TIMERS = TimerSettings()
+DEFAULT_TIMERS: Final = TimerSettings()
 
 
 class State(enum.Enum):

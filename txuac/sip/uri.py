@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import re
 from urllib.parse import unquote_to_bytes
+from typing import Final
 
 from txuac.errors import SIPParseError
 from txuac.sip.grammar import Parameters, parse_digits
 
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
-_ESCAPED = r"%[0-9A-Fa-f]{2}"
+_SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
+_ESCAPED: Final = r"%[0-9A-Fa-f]{2}"
 # user = 1*( unreserved / escaped / user-unreserved )
-_USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|" + _ESCAPED + r")+\Z")
+_USER_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|" + _ESCAPED + r")+\Z")
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
-_PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|" + _ESCAPED + r")*\Z")
+_PASSWORD_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|" + _ESCAPED + r")*\Z")
 # hostname / IPv4address (also matched by the hostname rule) / IPv6reference.
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?\Z")
-_IPV6_REFERENCE_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]\Z")
+_HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?\Z")
+_IPV6_REFERENCE_RE: Final = re.compile(r"\[[0-9A-Fa-f:.]+\]\Z")
 # paramchar = param-unreserved / unreserved / escaped
-_PARAMCHARS_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|" + _ESCAPED + r")+\Z")
+_PARAMCHARS_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|" + _ESCAPED + r")+\Z")
 # hname / hvalue chars = hnv-unreserved / unreserved / escaped
-_HNVCHARS_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|" + _ESCAPED + r")*\Z")
+_HNVCHARS_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|" + _ESCAPED + r")*\Z")
 # Anything printable but the delimiters that would end a URI inside a header.
-_OPAQUE_RE = re.compile(r"[^\x00-\x20<>\"\x7f]+\Z")
+_OPAQUE_RE: Final = re.compile(r"[^\x00-\x20<>\"\x7f]+\Z")
 
 
 def is_user(text: str) -> bool:
@@ -196,17 +197,17 @@ def _unrolled(chars: str, at_least_one: bool) -> str:
     return f"(?:{chars}+(?:{_ESCAPED}{chars}*)*|(?:{_ESCAPED}{chars}*)+)"
 
 
-_USER_CHARS = _unrolled(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]", True)
-_PASSWORD_CHARS = _unrolled(r"[A-Za-z0-9\-_.!~*'()&=+$,]", False)
-_PARAM_CHARS = _unrolled(r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]", True)
+_USER_CHARS: Final = _unrolled(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]", True)
+_PASSWORD_CHARS: Final = _unrolled(r"[A-Za-z0-9\-_.!~*'()&=+$,]", False)
+_PARAM_CHARS: Final = _unrolled(r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]", True)
 # The common shapes in one match (with and without userinfo); anything else
 # goes through the step-by-step parser below, which names the offending part.
-_HOSTPORT_PARAMS = (
+_HOSTPORT_PARAMS: Final = (
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)(?::([0-9]{1,5}))?"
     r"((?:;" + _PARAM_CHARS + r"(?:=" + _PARAM_CHARS + r")?)*)\Z"
 )
-_SIP_URI_WITH_USER_RE = re.compile(r"(" + _USER_CHARS + r")(?::(" + _PASSWORD_CHARS + r"))?@" + _HOSTPORT_PARAMS)
-_SIP_URI_HOST_ONLY_RE = re.compile(_HOSTPORT_PARAMS)
+_SIP_URI_WITH_USER_RE: Final = re.compile(r"(" + _USER_CHARS + r")(?::(" + _PASSWORD_CHARS + r"))?@" + _HOSTPORT_PARAMS)
+_SIP_URI_HOST_ONLY_RE: Final = re.compile(_HOSTPORT_PARAMS)
 
 
 def _parse_sip_uri(scheme: str, rest: str, element: str) -> SipURI:

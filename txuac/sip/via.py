@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from txuac.sip.address import DEFAULT_PORTS, Address, bare_host, ip_address_of, via_host
 from txuac.sip.fields import Via
 from txuac.sip.grammar import split_list
 from txuac.sip.message import Request
 from txuac.sip.tokens import token_hex
 
-MAGIC_COOKIE = "z9hG4bK"
+MAGIC_COOKIE: Final = "z9hG4bK"
 
 
 def has_magic_cookie(branch: str | None) -> bool:
