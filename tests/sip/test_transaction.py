@@ -35,6 +35,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import corpus
 from txuac.sip import Request, Response, make_response, parse_message
+from txuac.sip.headers import TOP_VIA_VIEW
 from txuac.sip.transaction import (
     ClientTransaction,
     Deliver,
@@ -617,6 +618,18 @@ SERVER_CASES: dict[str, tuple[Request, bool, TimerSettings, list[tuple]]] = {
 class ServerTransactionTests(TransactionTableMixin, SynchronousTestCase):
     def test_key(self) -> None:
         self.assertEqual(ServerTransaction(INVITE, UDP).key, server_key(INVITE))
+
+    def test_key_kept_when_the_requests_views_are_dropped(self) -> None:
+        """Made once: the stack drops an answered request's parsed views, and the key is
+        read again when the transaction ends (no Via parsed again for it)."""
+        request = parse_message(bytes(INVITE))
+        transaction = ServerTransaction(request, UDP)
+        request.headers.drop_views()
+        self.assertIs(transaction.key, transaction.key)
+        self.assertEqual(transaction.key, server_key(INVITE))
+        self.assertFalse(request.headers.has_view(TOP_VIA_VIEW))
+        given = ("3261", "z9hG4bKgiven", "host", 5060, "INVITE")
+        self.assertIs(ServerTransaction(request, UDP, key=given).key, given)
 
 
 install_tables(ServerTransactionTests, SERVER_CASES, ServerTransaction)

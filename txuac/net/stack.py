@@ -755,7 +755,7 @@ class SIPStack:
             transaction, first_channel, _ = existing
             self._apply_server(transaction, first_channel, transaction.receive(request, self.reactor.seconds()))
             return
-        transaction = ServerTransaction(request, reliable=source.reliable, timers=self.timers)
+        transaction = ServerTransaction(request, reliable=source.reliable, timers=self.timers, key=key)
         incoming = IncomingRequest(self, request, source, transaction)
         self._server[transaction.key] = (transaction, channel, incoming)
         if request.method == "CANCEL":

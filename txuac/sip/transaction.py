@@ -293,18 +293,19 @@ class ServerTransaction(_Transaction):
     sends the TU's responses through ``send_response``.
     """
 
-    def __init__(self, request: Request, reliable: bool, timers: TimerSettings = DEFAULT_TIMERS):
+    def __init__(self, request: Request, reliable: bool, timers: TimerSettings = DEFAULT_TIMERS,
+                 key: tuple | None = None):
         super().__init__(reliable, timers)
         self.request = request
+        # Its server_key (given by an owner that looked the request up by it), kept: the
+        # request's parsed views are dropped once it is answered, and the key is needed
+        # until the transaction ends.
+        self.key: tuple = key if key is not None else server_key(request)
         self.is_invite = request.method == "INVITE"
         self.state = State.PROCEEDING if self.is_invite else State.TRYING
         self.last_response: Response | None = None
         self._response_bytes: bytes | None = None
         self._interval = timers.t1
-
-    @property
-    def key(self) -> tuple:
-        return server_key(self.request)
 
     def send_response(self, response: Response, now: float) -> list[Effect]:
         """Send a response from the TU; returns nothing when the state does not allow it."""
