@@ -48,6 +48,8 @@ class SIPService(service.Service):
     With ``[core] workers`` above 1 every listen socket is shared with the other workers
     (SO_REUSEPORT) and each UDP one gets a socket of this worker's own beside it, on a
     port the system picks, which the requests it sends go out from (docs/workers.rst).
+    Given the workers' directory (``worker_dir``), what a shared UDP socket reads of a call
+    another worker owns goes to that worker (txuac.net.handoff).
     """
 
     def __init__(self, settings: Settings, reactor=None, worker_index: int = 0, worker_dir: str | None = None):
