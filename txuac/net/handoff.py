@@ -126,16 +126,16 @@ class Handoff:
         if link is None:
             link = self._links[owner] = _Link(self, owner)
         sender = link.sender
-        if sender is None:
-            if not link.connecting and not link.connect():
-                self.kept += 1  # out of reach, tried again after RETRY_AFTER
-                return False
-            if len(link.pending) < MAX_PENDING:
-                link.pending.append(encode_frame(listener.host, listener.port, addr[0], addr[1], data))
-                return True
-        elif not sender.paused:
-            sender.sendString(encode_frame(listener.host, listener.port, addr[0], addr[1], data))
+        if sender is None and not link.connecting and not link.connect():
+            self.kept += 1  # out of reach, tried again after RETRY_AFTER
+            return False
+        frame = encode_frame(listener.host, listener.port, addr[0], addr[1], data)
+        if sender is not None and not sender.paused:
+            sender.sendString(frame)
             self.handed_off += 1
+            return True
+        if sender is None and len(link.pending) < MAX_PENDING:
+            link.pending.append(frame)  # the connection is being made
             return True
         self.dropped += 1
         self._warnings.emit("full", "worker {worker} takes fewer messages than it is handed: dropping some",
