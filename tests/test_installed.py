@@ -47,7 +47,9 @@ class InstalledCopyTests(TestCase):
             raise SkipTest("a pure-Python install (TXUAC_COMPILE=0)")
         for name in ("txuac.sip.parser", "txuac.routing.proxy_rules", "txuac.routing.response_context",
                      "txuac.routing.replace", "txuac.routing.restore", "txuac.routing.restore_codec",
-                     "txuac.sip.affinity", "txuac.registrant.protocol", "txuac.registrant.row_rules"):
+                     "txuac.sip.affinity", "txuac.registrant.protocol", "txuac.registrant.row_rules",
+                     "txuac.registrant.record", "txuac.registrant.account", "txuac.registrant.retry",
+                     "txuac.registrant.budget", "txuac.net.stack", "txuac.net.timers", "txuac.auth"):
             self.assertFalse(importlib.import_module(name).__file__.endswith(".py"), name)
 
     def test_schemas_are_in_the_package(self):

@@ -10,14 +10,14 @@ non-stale challenge for a realm already answered is an AuthenticationError.
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable, Iterable
+from typing import Any, Callable
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
 
-from txuac.errors import AuthenticationError, ChallengeOriginError, ConfigError, SIPParseError
+from txuac.credentials import CredentialList, FixedCredentials, ICredentialSource  # noqa: F401 - re-exported
+from txuac.errors import AuthenticationError, ChallengeOriginError, SIPParseError
 from txuac.net.interfaces import ISIPStack, ResponseOrigin
 from txuac.sip.digest import (
     ALL_ALGORITHMS,
@@ -32,65 +32,10 @@ from txuac.sip.fields import parse_auth_list
 from txuac.sip.message import Request, Response
 from txuac.sip.address import Address, bare_host, ip_address_of
 
-log = Logger()
+log = Logger(namespace=__name__)  # named: a compiled module has no frame to infer it from
 
 MAX_STALE_RETRIES = 2  # per realm: a server repeating stale=true must not loop us
 MAX_ROUNDS = 5  # challenges in a row for one request, whatever their realms
-
-
-class ICredentialSource(Interface):
-    """Where credentials for a challenge come from."""
-
-    def credentials_for(challenge: Challenge) -> Credentials | None:  # noqa: N805 - zope signature
-        """Credentials able to answer ``challenge``, or None."""
-
-
-@implementer(ICredentialSource)
-class CredentialList:
-    """Kamailio's ``credential`` parameter: ``user:realm:password`` entries.
-
-    For the same realm the last entry wins, as in Kamailio (its list is
-    built by prepending).
-    """
-
-    def __init__(self, entries: Iterable[str] = ()):
-        self._by_realm: dict[str, Credentials] = {}
-        for entry in entries:
-            username, sep1, rest = entry.partition(":")
-            realm, sep2, password = rest.partition(":")
-            if not (sep1 and sep2 and username and realm):
-                raise ConfigError(f"credential {_redacted(entry)!r} is not 'user:realm:password'")
-            self._by_realm[realm] = Credentials(username, password=password, realm=realm)
-
-    def credentials_for(self, challenge: Challenge) -> Credentials | None:
-        return self._by_realm.get(challenge.realm)
-
-    def __len__(self) -> int:
-        return len(self._by_realm)
-
-
-@implementer(ICredentialSource)
-class FixedCredentials:
-    """One set of credentials: a request's own, or a registration account's.
-
-    With ``realm`` None they answer any realm ("any realm" of Kamailio's
-    auth_realm_avp left empty).
-    """
-
-    def __init__(self, credentials: Credentials):
-        self.credentials = credentials
-
-    def credentials_for(self, challenge: Challenge) -> Credentials | None:
-        return self.credentials if self.credentials.fits(challenge) else None
-
-
-def _redacted(entry: str) -> str:
-    """An entry as it may be logged: user and realm at most, never what could be a password."""
-    user, sep1, rest = entry.partition(":")
-    realm, sep2, _ = rest.partition(":")
-    if sep2:
-        return f"{user}:{realm}:***"
-    return f"{user}:***" if sep1 else "***"
 
 
 def challenge_origin(origin: ResponseOrigin | None, target: str = "the request's target") -> str | None:
@@ -184,7 +129,7 @@ class Authenticator:
                  nonces: NonceCounter | None = None, log_retries: bool = True):
         self.stack = stack
         self.log_retries = log_retries
-        self.credentials = credentials
+        self.credentials: Any = credentials  # an ICredentialSource (zope interfaces carry no method types)
         self.algorithms = algorithms
         self.prefer_auth_int = prefer_auth_int
         # Shared by every Authenticator of a service: a nonce reused by the server must
@@ -285,7 +230,7 @@ class ChallengeRounds:
         self.stale_retries: dict[tuple[bool, str], int] = {}
         # Fired once, with the final response or the error (each round's Deferred feeds
         # it: cheaper than returning one Deferred from another's callback).
-        self.deferred = defer.Deferred()
+        self.deferred: defer.Deferred = defer.Deferred()
         self.origin: ResponseOrigin | None = None
         self.current = request  # the request of this round (each retry is a new one)
 
@@ -331,7 +276,10 @@ class ChallengeRounds:
                    for challenge, credentials in self.answering.values()]
         # From the original request: every answer is recomputed above, so the previous
         # attempt's credentials need not be read back.
-        cseq = current.cseq.number + 1
+        sent_cseq = current.cseq
+        if sent_cseq is None:
+            raise SIPParseError(f"{request.method}: the request has no CSeq to raise for the retry")
+        cseq = sent_cseq.number + 1
         if authenticator.log_retries:
             log.debug("{method} to {uri}: {status} from realm(s) {realms}, retrying with CSeq {cseq}",
                       method=request.method, uri=uri, status=response.status,

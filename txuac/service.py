@@ -14,7 +14,8 @@ from twisted.python.failure import Failure
 
 from txuac import __version__
 from txuac.admin.web import AdminWebService
-from txuac.auth import Authenticator, CredentialList
+from txuac.auth import Authenticator
+from txuac.credentials import CredentialList
 from txuac.config import ListenSpec, Settings
 from txuac.errors import ConfigError, StoreError, TxuacError
 from txuac.net.handoff import Handoff

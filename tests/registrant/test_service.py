@@ -1002,7 +1002,7 @@ class FailureSummaryTests(ServiceTestCase):
     def test_a_thousand_accounts_failing_at_one_registrar(self):
         rows = [make_row(f"acc{n}") for n in range(1000)]
         with capturedLogs() as events:
-            self.start(rows, reg_retry_interval=30, reg_retry_jitter=0.0)
+            self.start(rows, reg_retry_interval=30, reg_retry_jitter=0)
             for _ in range(2):  # two retry rounds
                 self.clock.advance(0)
                 while len(self.stack.pending()) < 1000:

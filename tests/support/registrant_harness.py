@@ -61,6 +61,7 @@ class FakeStack:
     def __init__(self, clock):
         self.clock = clock
         self.sent: list[Sent] = []
+        self.sources: list = []  # the ``source`` of each request, in order
 
     def add_connection_lost_observer(self, observer):
         pass  # no connections here
@@ -76,6 +77,7 @@ class FakeStack:
         # What goes on the wire: the request must survive serialization.
         parse_message(bytes(request))
         self.sent.append(Sent(request, target, handle, self.clock.seconds(), t2))
+        self.sources.append(source)
         if on_final is not None:  # as SIPStack: the outcome and the handle, once
             handle.deferred.addBoth(on_final, handle)
         return handle

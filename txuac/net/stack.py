@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable, Sequence, cast
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import classImplements
 
 from txuac import __version__
 from txuac.errors import ResolutionError, SIPParseError, TransactionTimeout, TransportError
@@ -79,7 +79,7 @@ from txuac.sip.transaction import (
 from txuac.sip.address import Address, bare_host
 from txuac.sip.via import make_via, response_address, stamp_received
 
-log = Logger()
+log = Logger(namespace=__name__)  # named: a compiled module has no frame to infer it from
 
 SERVER_HEADER = f"txuac/{__version__}"
 
@@ -104,6 +104,7 @@ class IncomingRequest:
         self.cancelled = False
         self.send_trying = True  # the stack's automatic 100 for an INVITE (17.2.1)
         self._to_tag: str | None = None
+        self.proxied: Any = None  # a weakref to the proxy's ProxiedRequest relaying it (txuac.routing)
 
     def suppress_trying(self) -> None:
         """No automatic 100 Trying for this INVITE: the handler sends its own, or none.
@@ -125,7 +126,7 @@ class IncomingRequest:
             self._to_tag = secrets.token_hex(8)
         return self._to_tag
 
-    def respond(self, status: int, reason: str | None = None, headers: list[tuple[str, str]] = (),
+    def respond(self, status: int, reason: str | None = None, headers: Sequence[tuple[str, str]] = (),
                 body: bytes = b"", to_tag: str | None = None) -> Response:
         """Build a response (RFC 3261 8.2.6), add ``headers``, and send it.
 
@@ -179,7 +180,7 @@ class _Outcome:
         self.on_final: "Callable[[Response | Failure, ClientRequest], None] | None" = on_final
         self.handle = handle
         self.called = False
-        self.expiry: IDelayedCall | None = None  # the caller's timeout, cancelled by the outcome
+        self.expiry: Any = None  # an IDelayedCall: the caller's timeout, cancelled by the outcome
         self.target = target  # a next hop resolved here: its timeout or transport error is logged
         self._waiting: list[defer.Deferred] | None = None
 
@@ -246,7 +247,6 @@ def _notify(call: "_ClientCall", response: Response) -> None:
         except Exception:
             log.failure("on_provisional callback for {method} failed", method=call.transaction.method)
 
-@implementer(ISIPStack)
 class SIPStack:
     """Transactions, transports and dispatch. Create, ``listen()``, use, ``stop()``."""
 
@@ -304,7 +304,7 @@ class SIPStack:
         for listener in self.udp_listeners:
             for socket in (listener, listener.requests_from):
                 port = socket.transport if socket is not None else None
-                if IReadDescriptor.providedBy(port):
+                if port is not None and IReadDescriptor.providedBy(port):
                     port.doRead()
 
     def add_stream_listener(self, address: Address) -> None:
@@ -406,8 +406,8 @@ class SIPStack:
         if self._stopping:
             return defer.fail(TransportError("the SIP stack is stopping"))
         if isinstance(target, Address):
-            return self._send_once(request.copy(), target, on_provisional, source, timeout, keep_via,
-                                   handle=handle, t2=t2)
+            return cast(defer.Deferred, self._send_once(request.copy(), target, on_provisional, source, timeout,
+                                                        keep_via, handle=handle, t2=t2))
         if keep_via:
             raise ValueError("keep_via needs the Address the request goes to")
         server_name = None
@@ -447,8 +447,8 @@ class SIPStack:
             return self._try_targets(targets, request, on_provisional, source, timeout, server_name, handle, t2,
                                      index + 1, error)
 
-        d = self._send_once(attempt, target, on_provisional, source, timeout, server_name=server_name, handle=handle,
-                            t2=t2)
+        d = cast(defer.Deferred, self._send_once(attempt, target, on_provisional, source, timeout,
+                                                 server_name=server_name, handle=handle, t2=t2))
         return d.addCallbacks(answered, failed)
 
     def _send_once(self, request: Request, target: Address, on_provisional,
@@ -546,8 +546,8 @@ class SIPStack:
             handle.sent, handle.sent_to, handle.origin = request, target, None
         timers = self.timers if t2 is None else self._timers_with_t2(t2)
         transaction = ClientTransaction(request, reliable=target.reliable, timers=timers)
-        d = outcome if outcome is not None else defer.Deferred()
-        call = _ClientCall(transaction, channel, d, on_provisional, (via.branch, request.method), target,  # 17.1.3
+        d: "defer.Deferred | _Outcome" = outcome if outcome is not None else defer.Deferred()
+        call = _ClientCall(transaction, channel, d, on_provisional, (via.branch or "", request.method), target,  # 17.1.3
                            handle)
         self._client[call.key] = call
         if timeout is not None:
@@ -683,6 +683,8 @@ class SIPStack:
         """RFC 3261 18.2.2: the same connection for streams; for UDP, received with rport
         (RFC 3581 4) or else the sent-by port."""
         via = transaction.request.top_via
+        if via is None:
+            return channel  # not a request the stack accepted: validated requests have one
         if isinstance(channel, StreamConnection) and not channel.connected:
             entry = self._server.get(transaction.key)
             if entry is not None and isinstance(entry[1], PendingConnection):
@@ -715,7 +717,7 @@ class SIPStack:
         if isinstance(message, Response):
             self._response_received(message, source)
         else:
-            self._request_received(message, source, channel)
+            self._request_received(cast(Request, message), source, channel)
 
     def _response_received(self, response: Response, source: Address) -> None:
         try:
@@ -829,8 +831,9 @@ class SIPStack:
             if response is None:
                 return
             target = channel
-            if isinstance(channel, UDPChannel):
-                target = UDPChannel(channel.listener, response_address(response.top_via, "udp"))
+            via = response.top_via
+            if isinstance(channel, UDPChannel) and via is not None:
+                target = UDPChannel(channel.listener, response_address(via, "udp"))
             target.send(bytes(response))
         except (SIPParseError, TransportError) as e:
             self.input_log.emit("unanswerable malformed requests", "no {status} sent to {source}: {error}",
@@ -892,6 +895,11 @@ class SIPStack:
         self.pool.close_all()
 
 
+# Declared here rather than with @implementer: a class decorator would keep mypyc from
+# compiling SIPStack as a native class.
+classImplements(SIPStack, ISIPStack)
+
+
 def _method_label(method: str) -> str:
     """A method as the transaction counters key it: one txuac knows, or "other", since a
     peer can make up any number of names."""
@@ -904,7 +912,7 @@ def _status_class(status: int) -> str:
 
 def _quietly(d: defer.Deferred) -> defer.Deferred:
     """A Deferred that fires when ``d`` does, without consuming its result."""
-    mirror = defer.Deferred()
+    mirror: defer.Deferred = defer.Deferred()
 
     def both(result):
         if not mirror.called:
@@ -928,7 +936,7 @@ def _stateless_bytes(request: Request) -> bytes:
     return bytes(request)
 
 
-def _cancelling(delayed: IDelayedCall) -> Callable:
+def _cancelling(delayed: Any) -> Callable:
     """A callback that cancels ``delayed`` if still pending and passes the result on."""
     def cancel(result):
         if delayed.active():

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import Callable, Generic, Hashable, TypeVar
+from typing import Any, Callable, Generic, Hashable, TypeVar
 
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-log = Logger()
+log = Logger(namespace=__name__)  # named: a compiled module has no frame to infer it from
 
 K = TypeVar("K", bound=Hashable)
 
@@ -35,7 +34,7 @@ class DeadlineTimer:
         self._armed: dict[object, tuple[float, Callable[..., None], tuple]] = {}
         self._deadlines: list[tuple[float, int, object]] = []
         self._sequence = 0
-        self._wakeup: IDelayedCall | None = None
+        self._wakeup: Any = None  # an IDelayedCall (zope interfaces carry no method types)
         self._wakeup_at = 0.0
         self._stopped = False
 
@@ -126,7 +125,7 @@ class ExpiringKeys(Generic[K]):
         self.reactor = reactor
         self._deadlines: dict[K, float] = {}
         self._queue: deque[tuple[float, K]] = deque()
-        self._sweep: IDelayedCall | None = None
+        self._sweep: Any = None  # an IDelayedCall
         self._stopped = False
 
     @property

@@ -38,7 +38,8 @@ ConnectionLostObserver = Callable[[Address], None]
 class Channel(TypingProtocol):
     """Something a message can be sent on: a UDP socket with a peer, or a connection."""
 
-    local: Address
+    @property
+    def local(self) -> Address: ...
 
     def send(self, data: bytes) -> None: ...
 

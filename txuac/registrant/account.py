@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import random
-from typing import NamedTuple, Sequence, Union
+from typing import Any, Callable, NamedTuple, Sequence, Union
 
 from txuac.errors import TxuacError
 from txuac.registrant import protocol
@@ -152,7 +152,8 @@ class AccountMachine:
         self.timer_interval = timer_interval
         self.keep_callid = keep_callid
         self.user_agent = user_agent
-        self.owns = (ownership if ownership is not None else AllAccounts()).owns
+        owner: Any = ownership if ownership is not None else AllAccounts()  # zope interfaces are untyped
+        self.owns: Callable[[str, float], bool] = owner.owns
 
     # --- the REGISTER cycle -----------------------------------------------------------
     def due(self, record: RegistrationRecord, now: float) -> list[Effect]:

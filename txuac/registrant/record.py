@@ -9,6 +9,7 @@ import enum
 import random
 import sys
 from dataclasses import dataclass, field
+from typing import Final
 
 from txuac.errors import InvalidListenSpec, SIPParseError
 from txuac.registrant.row_rules import REPEATING_COLUMNS, InvalidRecord, check_integer, check_text, invalid
@@ -27,11 +28,11 @@ class Flag:
     arithmetic was a measurable share of the registrant's CPU.
     """
 
-    DISABLED = 1
-    ONGOING = 2
-    ONLINE = 4
-    AUTHSENT = 8
-    INIT = 16
+    DISABLED: Final = 1
+    ONGOING: Final = 2
+    ONLINE: Final = 4
+    AUTHSENT: Final = 8
+    INIT: Final = 16
 
 
 _DISABLED, _ONGOING, _ONLINE = Flag.DISABLED, Flag.ONGOING, Flag.ONLINE

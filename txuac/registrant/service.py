@@ -20,7 +20,8 @@ from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
-from txuac.auth import Authenticator, ChallengeRounds, FixedCredentials, challenge_origin
+from txuac.auth import Authenticator, ChallengeRounds, challenge_origin
+from txuac.credentials import FixedCredentials
 from txuac.errors import (
     AuthenticationError,
     ResolutionError,

@@ -127,7 +127,7 @@ class ProxiedRequest:
                        authenticate=lambda *args, **kwargs: me.authenticate(*args, **kwargs),
                        requests=proxy.requests, registrant=proxy.parts.registrant,
                        targets=self.targets, warn_no_registrant=proxy.warn_no_registrant)
-        incoming.proxied = weakref.ref(self)  # type: ignore[attr-defined] - found again by the cancel handler
+        incoming.proxied = weakref.ref(self)  # found again by the cancel handler
 
     @property
     def is_ack(self) -> bool:

@@ -14,7 +14,7 @@ from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
 
-from txuac.auth import CredentialList, ICredentialSource
+from txuac.credentials import CredentialList, ICredentialSource
 from txuac.net.stack import IncomingRequest, SIPStack
 from txuac.routing.dialogs import DialogTable
 from txuac.routing.proxied_request import ProxiedRequest, answered

@@ -56,7 +56,8 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from txuac.auth import FixedCredentials, authorized_retry, challenge_origin
+from txuac.auth import authorized_retry, challenge_origin
+from txuac.credentials import FixedCredentials
 from txuac.errors import (
     AuthenticationError,
     ConfigError,
