@@ -1,6 +1,7 @@
 """Build script: setup.cfg holds the metadata; this compiles the sans-IO SIP core, the
-proxy's sans-IO rules, the registrant's account rules and row checks, the stack that drives
-the transactions (txuac/net/stack.py, timers.py) and the digest client (txuac/auth.py).
+proxy's sans-IO rules, the registrant (its account rules, row checks and service), the
+stack that drives the transactions (txuac/net/stack.py, timers.py) and the digest client
+(txuac/auth.py).
 
 The modules below are compiled to C extensions with mypyc (they are plain,
 fully typed Python: the same files run interpreted). A module a routing script calls
@@ -41,6 +42,7 @@ COMPILED_MODULES = [
     "txuac/net/timers.py",
     "txuac/net/stack.py",
     "txuac/auth.py",
+    "txuac/registrant/service.py",
     "txuac/routing/replace.py",
     "txuac/routing/restore_codec.py",
     "txuac/routing/restore.py",

@@ -49,7 +49,8 @@ class InstalledCopyTests(TestCase):
                      "txuac.routing.replace", "txuac.routing.restore", "txuac.routing.restore_codec",
                      "txuac.sip.affinity", "txuac.registrant.protocol", "txuac.registrant.row_rules",
                      "txuac.registrant.record", "txuac.registrant.account", "txuac.registrant.retry",
-                     "txuac.registrant.budget", "txuac.net.stack", "txuac.net.timers", "txuac.auth"):
+                     "txuac.registrant.budget", "txuac.net.stack", "txuac.net.timers", "txuac.auth",
+                     "txuac.registrant.service"):
             self.assertFalse(importlib.import_module(name).__file__.endswith(".py"), name)
 
     def test_schemas_are_in_the_package(self):

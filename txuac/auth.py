@@ -10,13 +10,13 @@ non-stale challenge for a realm already answered is an AuthenticationError.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from txuac.credentials import CredentialList, FixedCredentials, ICredentialSource  # noqa: F401 - re-exported
+from txuac.credentials import CredentialList, CredentialSource, FixedCredentials, ICredentialSource  # noqa: F401 - re-exported
 from txuac.errors import AuthenticationError, ChallengeOriginError, SIPParseError
 from txuac.net.interfaces import ISIPStack, ResponseOrigin
 from txuac.sip.digest import (
@@ -124,12 +124,12 @@ class Authenticator:
     a tenth of a cycle's CPU.
     """
 
-    def __init__(self, stack: ISIPStack, credentials: ICredentialSource,
+    def __init__(self, stack: ISIPStack, credentials: CredentialSource,
                  algorithms: tuple[str, ...] = ALL_ALGORITHMS, prefer_auth_int: bool = False,
                  nonces: NonceCounter | None = None, log_retries: bool = True):
         self.stack = stack
         self.log_retries = log_retries
-        self.credentials: Any = credentials  # an ICredentialSource (zope interfaces carry no method types)
+        self.credentials = credentials
         self.algorithms = algorithms
         self.prefer_auth_int = prefer_auth_int
         # Shared by every Authenticator of a service: a nonce reused by the server must

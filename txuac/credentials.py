@@ -3,12 +3,18 @@ list, or one account's own (txuac.auth answers the challenges with them)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Protocol
 
 from zope.interface import Interface, implementer
 
 from txuac.errors import ConfigError
 from txuac.sip.digest import Challenge, Credentials
+
+
+class CredentialSource(Protocol):
+    """ICredentialSource as the type checker reads it (zope interfaces carry no method types)."""
+
+    def credentials_for(self, challenge: Challenge) -> Credentials | None: ...
 
 
 class ICredentialSource(Interface):

@@ -145,7 +145,7 @@ class AccountMachine:
 
     def __init__(self, retry: RetryPolicy, rng: random.Random, contact_addr: str, timer_interval: int,
                  keep_callid: bool = True, user_agent: str | None = None,
-                 ownership: IAccountOwnership | None = None):
+                 ownership: IAccountOwnership | AllAccounts | None = None):
         self.retry = retry
         self.rng = rng
         self.contact_addr = contact_addr

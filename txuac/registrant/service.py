@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 import random
-from typing import Callable, NamedTuple
+from typing import AbstractSet, Any, Callable, ClassVar, NamedTuple, Sequence, cast
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -31,6 +31,7 @@ from txuac.errors import (
     TransportError,
     UnknownFilterAttribute,
 )
+from txuac.inline import inline_callbacks
 from txuac.net.interfaces import ResponseOrigin
 from txuac.registrant import protocol
 from txuac.registrant.account import AccountMachine, Arm, Effect, Emit, Persist, Send
@@ -55,7 +56,7 @@ from txuac.sip.digest import Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
 from txuac.sip.address import Address, bare_host, is_ip_address
 
-log = Logger()
+log = Logger(namespace=__name__)  # named: a compiled module has no frame to infer it from
 
 _UNSET = object()
 STOP_FLUSH_TIMEOUT = 5.0  # seconds a clean stop waits for the last account states to be written
@@ -115,12 +116,13 @@ Observer = Callable[[RegistrationEvent], None]
 class RegistrantService(service.Service):
     """The registrations of every account of a store, on a SIP stack."""
 
-    TICK = 0.05  # seconds between scheduler ticks
+    TICK: ClassVar[float] = 0.05  # seconds between scheduler ticks
 
     def __init__(self, settings: RegistrantSettings, stack, store, reactor=None, rng: random.Random | None = None,
                  ownership: IAccountOwnership | None = None, changes: IChangeFeed | None = None):
         if reactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as default_reactor  # compiled, an import binds no local
+            reactor = default_reactor
         self.settings = settings
         self.stack = stack
         self.store = store
@@ -131,7 +133,8 @@ class RegistrantService(service.Service):
                                  settings.reg_forbidden_retry_interval, settings.reg_fatal_retry_interval,
                                  settings.reg_retry_jitter)
         # Which accounts are this process's to register (a cluster's leases; all of them alone).
-        self.ownership: IAccountOwnership = ownership if ownership is not None else AllAccounts()
+        # An IAccountOwnership (zope interfaces carry no method types).
+        self.ownership: Any = ownership if ownership is not None else AllAccounts()
         self.machine = AccountMachine(self.retry, self.rng, settings.reg_contact_addr, settings.reg_timer_interval,
                                       settings.reg_keep_callid, settings.user_agent, self.ownership)
         # Partitions gained whose accounts are being read, each with the change that gained it.
@@ -178,7 +181,7 @@ class RegistrantService(service.Service):
                                           user_agent=settings.user_agent)
 
     # --- lifecycle ---------------------------------------------------------------
-    @defer.inlineCallbacks
+    @inline_callbacks
     def startService(self):
         super().startService()
         self._store_open = False
@@ -210,7 +213,7 @@ class RegistrantService(service.Service):
             waiting.callback(None)
         return result
 
-    @defer.inlineCallbacks
+    @inline_callbacks
     def _stop(self):
         self.flows.stop()
         if self.pinger is not None:
@@ -236,7 +239,7 @@ class RegistrantService(service.Service):
         releases its leases only after the un-REGISTERs and the last state writes."""
         if not self._stopping:
             return defer.succeed(None)
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         self._stopped.append(d)
         return d
 
@@ -264,7 +267,7 @@ class RegistrantService(service.Service):
                      problems="; ".join(problems))
         return record
 
-    @defer.inlineCallbacks
+    @inline_callbacks
     def reload(self, force: bool = False):
         """Kamailio's uac.reg_reload: the whole table again; 1, or -1 when refused by reload_delta.
 
@@ -307,7 +310,7 @@ class RegistrantService(service.Service):
                  url=getattr(self.store, "url", "the store"), **counts)
         return 1
 
-    @defer.inlineCallbacks
+    @inline_callbacks
     def _owned_rows(self, now: float):
         """The rows of the accounts this process registers at ``now``, and the l_uuids of the
         table's other accounts. Alone every row is ours: one read. Otherwise the l_uuids come
@@ -322,7 +325,7 @@ class RegistrantService(service.Service):
         rows = (yield self.store.load_many(mine)) if mine else []
         return rows, others
 
-    @defer.inlineCallbacks
+    @inline_callbacks
     def refresh(self, l_uuid: str):
         """Kamailio's uac.reg_refresh: reload one row (as reload() does for each row); 1, or -1
         when the row is not in the store or is invalid (the account is then left as it is)."""
@@ -348,8 +351,8 @@ class RegistrantService(service.Service):
         self._reconcile(record, now)
         return 1
 
-    @defer.inlineCallbacks
-    def follow_changes(self, l_uuids: frozenset[str] | None):
+    @inline_callbacks
+    def follow_changes(self, l_uuids: AbstractSet[str] | None):
         """A batch of the store's change feed: these accounts read again, each as refresh()
         takes it; one no longer in the table is unregistered and forgotten as by a reload.
         None (changes may have been missed): a forced reload. A StoreError fails the batch
@@ -487,7 +490,7 @@ class RegistrantService(service.Service):
         d.addErrback(self._gained_failed, change)
         return d
 
-    def _gained(self, keys: list[str], change: OwnershipChange) -> None:
+    def _gained(self, keys: Sequence[str], change: OwnershipChange) -> None:
         """Register the accounts of the partitions ``change`` gained that are still ours, at
         once (paced by the send limits), going on from the Call-ID and CSeq the store holds."""
         wanted = self._still_gaining(change)
@@ -495,7 +498,7 @@ class RegistrantService(service.Service):
         mine = sorted(l_uuid for l_uuid in keys if partition_of(l_uuid, count_of) in wanted)
         self._read_gained(mine, 0, len(wanted), change, 0)
 
-    def _read_gained(self, l_uuids: list[str], start: int, partitions: int, change: OwnershipChange,
+    def _read_gained(self, l_uuids: Sequence[str], start: int, partitions: int, change: OwnershipChange,
                      count: int) -> None:
         """The rows of ``l_uuids[start:start + GAIN_CHUNK]`` whose partitions are still being
         gained (one lost meanwhile is not read further), then taken."""
@@ -506,7 +509,7 @@ class RegistrantService(service.Service):
         d.addCallback(self._take_gained, l_uuids, start, partitions, change, count)
         d.addErrback(self._gained_failed, change)
 
-    def _take_gained(self, rows: list[dict], l_uuids: list[str], start: int, partitions: int,
+    def _take_gained(self, rows: Sequence[dict], l_uuids: Sequence[str], start: int, partitions: int,
                      change: OwnershipChange, count: int) -> None:
         """Gained accounts, GAIN_CHUNK per reactor turn: a takeover of tens of thousands never
         holds the reactor past the lease renewals that keep them ours."""
@@ -515,7 +518,7 @@ class RegistrantService(service.Service):
         fresh, count_of = change.fresh, self.ownership.partitions
         reserved: list[RegistrationRecord] = []
         marks: list[AccountState] = []
-        save = getattr(self.store, "save_states", None)  # an embedder's store may have none
+        save: Any = getattr(self.store, "save_states", None)  # an embedder's store may have none
         for row in rows:
             l_uuid = str(row.get("l_uuid") or "")
             if l_uuid in self.records or not owns(l_uuid, now):
@@ -530,7 +533,7 @@ class RegistrantService(service.Service):
             reservation = self.machine.gained(record, others, bound_contacts.get(l_uuid, ""))
             self.records[l_uuid] = record
             if reservation and save is not None:
-                marks.extend(persist.state for persist in reservation)
+                marks.extend(effect.state for effect in reservation if isinstance(effect, Persist))
                 reserved.append(record)
             else:
                 self._schedule(record, now)
@@ -646,7 +649,7 @@ class RegistrantService(service.Service):
             elif kind is Emit:
                 self._emit(effect)  # type: ignore[arg-type]
             elif kind is Persist:
-                self.states.put(effect.state)  # type: ignore[union-attr]
+                self.states.put(cast(Persist, effect).state)
             else:
                 sent = self._start(effect)  # type: ignore[arg-type]
         return sent
@@ -706,7 +709,7 @@ class RegistrantService(service.Service):
         """
         cached = self._next_hops.get(record.auth_proxy, _UNSET)
         if cached is not _UNSET:
-            return cached
+            return cast("SipURI | Address | None", cached)
         try:
             uri = parse_uri(record.auth_proxy, "auth_proxy")
         except SIPParseError:
@@ -752,9 +755,10 @@ class RegistrantService(service.Service):
     def _replied(self, response, record: RegistrationRecord, expires: int, too_brief: int,
                  d: defer.Deferred, rounds: ChallengeRounds) -> None:
         self._done(record.l_uuid, d)
-        record = self._current(record)
-        if record is None:
+        current = self._current(record)
+        if current is None:
             return
+        record = current
         outcome = protocol.interpret(record, response, expires)
         self._learn(record, outcome)
         origin = rounds.origin
@@ -773,9 +777,10 @@ class RegistrantService(service.Service):
             reason = "no answer (timeout)"
         else:
             reason = str(failure.value)
-        record = self._current(record)
-        if record is None:
+        current = self._current(record)
+        if current is None:
             return
+        record = current
         challenge = failure.value.response if error is AuthenticationError else None
         status = challenge.status if challenge is not None else None
         if self.prober is not None and (error is TransactionTimeout or error is TransportError):
@@ -984,7 +989,7 @@ class RegistrantService(service.Service):
         local socket they leave from; TransportError for an unusable socket."""
         hop = self._next_hop(record)
         if hop is None:
-            hop = parse_uri(f"sip:{record.r_domain}", "r_domain")  # valid: checked when loaded
+            hop = cast(SipURI, parse_uri(f"sip:{record.r_domain}", "r_domain"))  # valid: checked when loaded
         return hop, self._source(record)
 
     def send_register(self, attribute: str, value: str) -> defer.Deferred | None:
