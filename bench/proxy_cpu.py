@@ -12,7 +12,7 @@ callee's 100, 180 and 200, the caller's ACK and BYE along the route set, the cal
 to the BYE. Only txuac's work is timed (``time.process_time`` around each datagram it
 reads and each clock advance that fires its timers); making the peers' messages is not.
 The clock moves 5 ms a call (200 calls/s), so transactions end at their timers as in a
-real run.
+real run. The garbage collector is tuned as ``twistd uac`` tunes it.
 
 Printed: the best and the median of ``--rounds`` rounds of ``--calls`` calls (the best is
 the figure: what the load did not add), microseconds of CPU per call, and the datagrams
@@ -52,6 +52,7 @@ from txuac.routing.proxy import ProxyService  # noqa: E402
 from txuac.routing.script import load_script  # noqa: E402
 from txuac.sip import make_response, parse_message  # noqa: E402
 from txuac.sip.address import Address  # noqa: E402
+from txuac.service import tune_garbage_collector  # noqa: E402
 
 CALL_INTERVAL = 0.005  # seconds of the fake clock between two calls: 200 calls/s
 SENT_PER_CALL = 7
@@ -151,6 +152,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.calls <= 0 or args.rounds <= 0:
         parser.error("--calls and --rounds must be positive")
+    tune_garbage_collector()  # as `twistd uac` does
     with tempfile.TemporaryDirectory(prefix="txuac-bench-proxy-cpu-") as workdir:
         script = os.path.join(workdir, "routing.py")
         with open(script, "w") as f:
