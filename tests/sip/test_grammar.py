@@ -73,6 +73,12 @@ class ControlTests(SynchronousTestCase):
             self.assertTrue(has_control(f"a{char}b"), repr(char))
         self.assertFalse(has_control("a\tb \xa0\x85\u3000é"))
 
+    def test_no_other_character_is_one(self):
+        """Printable text skips the search; every character gives the grammar's answer."""
+        for code in [*range(0x0, 0x3000), 0xFEFF, 0x1F600]:
+            char = chr(code)
+            self.assertEqual(has_control(f"a{char}b"), char in CONTROLS, repr(char))
+
     def test_refused_outside_a_quoted_pair(self):
         for char in CONTROLS:
             for value in (f"55{char}", f"{char}0", f'"a"{char}', f"a\\{char}", f'"a{char}"'):
@@ -95,3 +101,12 @@ class ControlTests(SynchronousTestCase):
         self.assertEqual(quoted, '"BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f \\\\ \\""')
         check_controls(quoted, "To")
         self.assertEqual(unquote(quoted), text)
+
+    def test_quote_escapes_exactly_what_the_grammar_needs_for_every_character(self):
+        """Printable text is quoted without a scan for what to escape; every other
+        character still takes the full path, so both give the same quoted-string."""
+        for code in [*range(0x0, 0x3000), 0xFEFF, 0x1F600]:
+            for text in (chr(code), f"a{chr(code)}b", f"{chr(code)}{chr(code)}"):
+                expected = '"' + "".join("\\" + c if c in '"\\' or (ord(c) < 0x20 and c not in "\t\r\n")
+                                         or c == "\x7f" else c for c in text) + '"'
+                self.assertEqual(quote(text), expected, repr(text))

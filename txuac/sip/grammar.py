@@ -100,6 +100,8 @@ def ascii_lower(text: str) -> str:
 
 def has_control(text: str) -> bool:
     """True when ``text`` holds a CTL other than HTAB, CR and LF."""
+    if text.isprintable():
+        return False  # no CTL is printable: the usual case, without a search
     return _CONTROL_RE.search(text) is not None
 
 
@@ -164,6 +166,8 @@ def unquote(text: str) -> str:
 
 def quote(text: str) -> str:
     """Make a quoted-string of ``text``, escaping backslash, double quote and control characters."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return '"' + text + '"'  # nothing to escape (no control character is printable): the usual case
     return '"' + _NEEDS_QUOTING_RE.sub(lambda m: "\\" + m.group(0), text) + '"'
 
 
