@@ -96,13 +96,32 @@ def _stat_fields(pid: int | str) -> list[str]:
 
 def process_cpu(pid: int) -> float:
     """utime + stime (s) of process ``pid`` so far (its threads included, not its children)."""
+    return sum(process_times(pid))
+
+
+def process_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) (s) of process ``pid`` so far: the CPU in its own code and in the kernel."""
     fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def group_cpu(pgid: int | None) -> float:
     """utime + stime (s) of the live processes of process group ``pgid`` (Kamailio's)."""
-    return sum(group_cpu_each(pgid).values())
+    return sum(group_times(pgid))
+
+
+def group_times(pgid: int | None) -> tuple[float, float]:
+    """(utime, stime) (s) summed over the live processes of process group ``pgid``."""
+    user = system = 0.0
+    for pid in group_pids(pgid):
+        try:
+            times = process_times(pid)
+        except OSError:
+            continue
+        user += times[0]
+        system += times[1]
+    return user, system
 
 
 def group_cpu_each(pgid: int | None) -> dict[int, float]:

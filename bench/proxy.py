@@ -66,7 +66,7 @@ from twisted.trial.unittest import SkipTest  # noqa: E402
 
 import txuac  # noqa: E402
 import txuac.sip  # noqa: E402
-from measure import group_cpu, group_pss_kib, process_cpu, rss_kib, udp_errors  # noqa: E402
+from measure import group_pss_kib, group_times, process_times, rss_kib, udp_errors  # noqa: E402
 from tests.support.kamailio import PROXY_CONFIG, KamailioRegistrar  # noqa: E402
 from tests.support.peers import PeerProcess, free_port, require_program, wait_for  # noqa: E402
 from tests.support.sipp import udp_bound  # noqa: E402
@@ -137,6 +137,7 @@ class CallFigures:
     status: int | None
     wall: float
     cpu: float  # seconds, the proxy's processes
+    kernel: float  # seconds of cpu in the kernel (stime)
     memory_before: int  # KiB
     memory_after: int
     memory_samples: list[tuple[float, int]]
@@ -147,12 +148,18 @@ class CallFigures:
         """Microseconds of the proxy's CPU per successful call."""
         return self.cpu / max(self.successful, 1) * 1e6
 
+    @property
+    def kernel_per_call(self) -> float:
+        """Microseconds of it in the kernel (sending, receiving, waking up, page faults)."""
+        return self.kernel / max(self.successful, 1) * 1e6
+
     def report(self, name: str, memory: str) -> None:
         print(f"{name}: calls: {self.created:,} attempted, {self.successful:,} successful, {self.failed:,} failed "
               f"(SIPp UAC exit status {self.status}); SIPp UAC retransmissions {self.retransmissions:,}")
         print(f"{name}: wall time {self.wall:.2f} s, {self.successful / self.wall:,.0f} calls/s")
         print(f"{name}: CPU {self.cpu:.2f} s = {self.cpu / self.wall * 100:.0f}% of one core; "
-              f"{self.cpu_per_call:,.0f} us per successful call (INVITE, ACK, BYE and 3 responses relayed, a 100 sent)")
+              f"{self.cpu_per_call:,.0f} us per successful call (INVITE, ACK, BYE and 3 responses relayed, a 100 sent; "
+              f"{self.cpu_per_call - self.kernel_per_call:,.0f} in its code, {self.kernel_per_call:,.0f} in the kernel)")
         print(f"{name}: memory ({memory}): {self.memory_before / 1024:.0f} MiB before the calls, "
               f"{self.memory_after / 1024:.0f} MiB after "
               f"({(self.memory_after - self.memory_before) / max(self.successful, 1):.1f} KiB per call); "
@@ -208,10 +215,10 @@ class Bench:
         return [self.sipp, "-sf", os.path.join(SCENARIOS, scenario), "-i", HOST, "-p", str(port), "-t", "u1",
                 "-trace_stat", "-stf", self.path(stats or f"{scenario}.stats"), "-fd", "1", "-nostdin", *args]
 
-    def calls_through(self, label: str, port: int, uas_port: int, cpu: Callable[[], float],
+    def calls_through(self, label: str, port: int, uas_port: int, cpu: Callable[[], tuple[float, float]],
                       memory: Callable[[], int]) -> CallFigures:
         """A SIPp UAC making --calls calls at --rate through the proxy on ``port`` to the UAS on
-        ``uas_port``; ``cpu()`` (seconds) and ``memory()`` (KiB) are the proxy's, read before,
+        ``uas_port``; ``cpu()`` (user and system seconds) and ``memory()`` (KiB) are the proxy's, read before,
         every RSS_INTERVAL during and after the calls."""
         args = self.args
         uac_argv = self.sipp_argv("uac_call.xml", free_port(), f"{HOST}:{port}", "-key", "uas",
@@ -230,14 +237,15 @@ class Bench:
                 memory_samples.append((time.monotonic() - started, memory()))
         status = uac.wait(5)
         wall = time.monotonic() - started
-        used = cpu() - cpu_before
+        cpu_after = cpu()
+        used, kernel = sum(cpu_after) - sum(cpu_before), cpu_after[1] - cpu_before[1]
         memory_after = memory()
         errors = {name: count - errors_before[name] for name, count in udp_errors().items()}
         stats = last_stats(self.path(f"uac_call.{label}.stats"))
         return CallFigures(
             label=label, created=int(stats.get("TotalCallCreated", 0)),
             successful=int(stats.get("SuccessfulCall(C)", 0)), failed=int(stats.get("FailedCall(C)", 0)),
-            retransmissions=int(stats.get("Retransmissions(C)", 0)), status=status, wall=wall, cpu=used,
+            retransmissions=int(stats.get("Retransmissions(C)", 0)), status=status, wall=wall, cpu=used, kernel=kernel,
             memory_before=memory_before, memory_after=memory_after, memory_samples=memory_samples, errors=errors)
 
     def start_uas(self) -> int:
@@ -259,7 +267,7 @@ class Bench:
             raise SystemExit(f"cannot run Kamailio: {e}")
         print(f"Kamailio proxy (reference) on udp:{HOST}:{kamailio.port}: {self.args.kamailio_children} workers, "
               f"-m 1024 -M 32")
-        figures = self.calls_through("kamailio", kamailio.port, uas_port, lambda: group_cpu(kamailio.pid),
+        figures = self.calls_through("kamailio", kamailio.port, uas_port, lambda: group_times(kamailio.pid),
                                      lambda: group_pss_kib(kamailio.pid))
         kamailio.stop()
         figures.report("Kamailio", "PSS of all its processes")
@@ -274,7 +282,7 @@ class Bench:
         uas_port = self.start_uas()
         reference = self.kamailio_reference(uas_port) if args.compare_kamailio else None
         txuac_process = self.start_txuac()
-        figures = self.calls_through("txuac", self.port, uas_port, lambda: process_cpu(txuac_process.pid),
+        figures = self.calls_through("txuac", self.port, uas_port, lambda: process_times(txuac_process.pid),
                                      lambda: rss_kib(txuac_process.pid))
         figures.report("txuac", "VmRSS; transactions linger 64*T1 = 32 s")
         per_core = figures.successful / figures.cpu if figures.cpu else float("inf")
@@ -305,6 +313,7 @@ class Bench:
             print(f"  {'':28} {'Kamailio':>10} {'txuac':>10} {'txuac/Kamailio':>15}")
             for name, theirs, ours in (
                     ("CPU per successful call (us)", reference.cpu_per_call, figures.cpu_per_call),
+                    ("  of which in the kernel (us)", reference.kernel_per_call, figures.kernel_per_call),
                     ("successful calls", reference.successful, figures.successful),
                     ("failed calls", reference.failed, figures.failed)):
                 ratio = f"{ours / theirs:.2f}x" if theirs else "-"
