@@ -465,6 +465,27 @@ class OnFinalTests(StackTestCase):
         self.assertEqual(self.stack.client_outcomes[("OPTIONS", "2xx")], 1)
         self.finish()
 
+    def test_an_accepted_invite_does_not_keep_the_handle(self):
+        """RFC 6026 7.2: the INVITE transaction stays 64*T1 after its 2xx (Timer M), for
+        retransmitted 2xx; the handle (and the request sent, a proxy's copy of the INVITE)
+        is the caller's from the final response on, so thousands of calls ending at once do
+        not keep theirs."""
+        outcomes = []
+        handle = self.stack.start_request(outgoing(method="INVITE"), Address("udp", *PEER),
+                                          on_provisional=outcomes.append,
+                                          on_final=lambda outcome, request: outcomes.append((outcome, request)))
+        [(request, _)] = self.sent()
+        self.answer(request, 200)
+        [(response, given)] = outcomes
+        self.assertEqual((response.status, given), (200, handle))
+        [call] = self.stack._client.values()
+        self.assertIsNone(call.handle)
+        self.assertIsNone(call.deferred.handle)
+        self.answer(request, 200)  # retransmitted: still the caller's, through on_provisional
+        self.assertEqual([r.status for r in outcomes[1:]], [200])
+        self.reactor.advance(64 * T1)
+        self.assertEqual(self.stack._client, {})
+
     def test_timeout_is_a_failure(self):
         handle, outcomes = self.start()
         self.reactor.advance(64 * T1)
@@ -885,6 +906,23 @@ class ServerSideTests(StackTestCase):
                                    via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKinv2"))
         self.assertEqual([(r.status, r.cseq.method) for r, _ in self.sent()], [(200, "CANCEL")])
         self.assertFalse(invites[0].cancelled)
+
+    def test_an_answered_transaction_keeps_the_bytes_of_its_response(self):
+        """Until Timer H, J or L (32 s) a transaction only resends its final response: it
+        keeps its bytes and status, not the Response."""
+        self.capture("INVITE", respond=486)
+        self.receive(request_bytes(method="INVITE", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKinv3"))
+        [(final, _)] = self.sent()
+        [(transaction, _, incoming)] = self.stack._server.values()
+        self.assertEqual((transaction.last_response, transaction.last_status, transaction.answered),
+                         (None, 486, True))
+        self.receive(request_bytes(method="INVITE", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKinv3"))
+        [(again, _)] = self.sent()
+        self.assertEqual(bytes(again), bytes(final))
+        self.receive(request_bytes(method="CANCEL", cseq="1 CANCEL",
+                                   via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKinv3"))
+        self.assertEqual([(r.status, r.cseq.method) for r, _ in self.sent()], [(200, "CANCEL")])
+        self.assertFalse(incoming.cancelled)
 
     def test_cancel_without_a_match_481(self):
         self.receive(request_bytes(method="CANCEL", cseq="1 CANCEL",

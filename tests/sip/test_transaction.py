@@ -632,6 +632,22 @@ class ServerTransactionTests(TransactionTableMixin, SynchronousTestCase):
         self.assertIs(ServerTransaction(request, UDP, key=given).key, given)
 
 
+    def test_released_response_still_answers_retransmissions(self) -> None:
+        """release_response() lets the Response go; its bytes are resent (17.2.1 Timer G,
+        a retransmitted INVITE) and its status answers ``answered``."""
+        transaction = ServerTransaction(INVITE, UDP)
+        self.assertEqual((transaction.last_status, transaction.answered), (None, False))
+        busy = make_response(INVITE, 486, to_tag="t1")
+        [sent] = transaction.send_response(busy, 0.0)
+        transaction.release_response()
+        self.assertEqual((transaction.last_response, transaction.last_status, transaction.answered),
+                         (None, 486, True))
+        [again] = transaction.receive(INVITE, 0.1)
+        self.assertEqual((again.data, again.retransmission), (sent.data, True))
+        [timer_g] = transaction.handle_timer(0.5)  # T1
+        self.assertEqual(timer_g.data, sent.data)
+
+
 install_tables(ServerTransactionTests, SERVER_CASES, ServerTransaction)
 
 

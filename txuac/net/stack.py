@@ -178,7 +178,7 @@ class _Outcome:
     def __init__(self, on_final: "Callable[[Response | Failure, ClientRequest], None]", handle: "ClientRequest",
                  target: Address | None = None):
         self.on_final: "Callable[[Response | Failure, ClientRequest], None] | None" = on_final
-        self.handle = handle
+        self.handle: "ClientRequest | None" = handle  # let go once told
         self.called = False
         self.expiry: Any = None  # an IDelayedCall: the caller's timeout, cancelled by the outcome
         self.target = target  # a next hop resolved here: its timeout or transport error is logged
@@ -206,15 +206,15 @@ class _Outcome:
         expiry = self.expiry
         if expiry is not None and expiry.active():
             expiry.cancel()
-        if self.target is not None and isinstance(result, Failure) and result.check(TransactionTimeout, TransportError):
-            _log_target_failed(self.handle.sent.method if self.handle.sent is not None else None, self.target,
-                               result.value)
         on_final, self.on_final = self.on_final, None  # what it holds goes once told, as a Deferred's callbacks
+        handle, self.handle = self.handle, None
+        method = handle.sent.method if handle is not None and handle.sent is not None else None
+        if self.target is not None and isinstance(result, Failure) and result.check(TransactionTimeout, TransportError):
+            _log_target_failed(method, self.target, result.value)
         try:
-            on_final(result, self.handle)  # type: ignore[misc]
+            on_final(result, handle)  # type: ignore[misc, arg-type]  # both set until this one call
         except Exception:
-            log.failure("on_final callback for {method} failed", method=self.handle.sent.method
-                        if self.handle.sent is not None else None)
+            log.failure("on_final callback for {method} failed", method=method)
         waiting, self._waiting = self._waiting, None
         for d in waiting or ():
             d.callback(None)
@@ -591,6 +591,9 @@ class SIPStack:
                     self.client_outcomes[(_method_label(transaction.method), _status_class(response.status))] += 1
                     if call.handle is not None and source is not None:
                         call.handle.origin = ResponseOrigin(source, call.target)
+                    # The caller has the handle (and the request it sent) from now on: an
+                    # INVITE transaction kept 32 s for retransmitted 2xx (Timer M) does not hold it.
+                    call.handle = None
                     call.deferred.callback(response)
                 else:
                     _notify(call, response)  # RFC 6026 7.2: a 2xx after the first, for the TU
@@ -645,13 +648,15 @@ class SIPStack:
             log.debug("response {status} for a finished transaction dropped", status=response.status)
             return
         _ensure_content_length(response)
-        if response.status >= 200 and (transaction.last_response is None or transaction.last_response.status < 200):
+        if response.status >= 200 and not transaction.answered:
             self.server_outcomes[(_method_label(transaction.request.method), _status_class(response.status))] += 1
         self._apply_server(transaction, entry[1], transaction.send_response(response, self.reactor.seconds()))
         if response.status >= 200:
-            # Kept until Timer J/L/H for retransmissions, which need no parsed views.
+            # Kept until Timer J/L/H for retransmissions, which need the response's bytes
+            # only, and no parsed views of the request (thousands wait at once).
             transaction.request.headers.drop_views()
             response.headers.drop_views()
+            transaction.release_response()
 
     def _apply_server(self, transaction: ServerTransaction, channel: Channel, effects) -> None:
         for effect in effects:
@@ -779,7 +784,7 @@ class SIPStack:
                     incoming.respond(answer[0], headers=answer[1])
         except Exception:
             log.failure("handler for {method} failed", method=method)
-            if incoming.transaction is not None and incoming.transaction.last_response is None:
+            if incoming.transaction is not None and incoming.transaction.last_status is None:
                 incoming.respond(500)
 
     def _cancel(self, incoming: IncomingRequest) -> None:
@@ -802,7 +807,7 @@ class SIPStack:
                     kept = handler(incoming, None) is True
                 except Exception:
                     log.failure("CANCEL handler failed")
-            if not kept and incoming.transaction is not None and incoming.transaction.last_response is None:
+            if not kept and incoming.transaction is not None and incoming.transaction.last_status is None:
                 incoming.respond(481)
             return
         invite_transaction, _, invite = entry
@@ -816,7 +821,7 @@ class SIPStack:
                     return
                 except Exception:
                     log.failure("CANCEL handler failed")
-                    if invite_transaction.last_response is not None and invite_transaction.last_response.status >= 200:
+                    if invite_transaction.answered:
                         return
             invite.respond(487)
 

@@ -55,8 +55,7 @@ DIALOG_METHODS = ("INVITE", "SUBSCRIBE", "REFER")
 
 def answered(incoming: IncomingRequest) -> bool:
     """Whether a final response went out on ``incoming``'s server transaction."""
-    last = incoming.transaction.last_response if incoming.transaction is not None else None
-    return last is not None and last.status >= 200
+    return incoming.transaction is not None and incoming.transaction.answered
 
 
 class _Upstream:

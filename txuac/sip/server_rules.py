@@ -38,8 +38,7 @@ def match_cancel(invite: ServerTransaction | None) -> CancelMatch:
     """How to answer a CANCEL whose INVITE server transaction is ``invite`` (None: none found)."""
     if invite is None or invite.terminated:
         return CancelMatch.NO_TRANSACTION
-    last = invite.last_response
-    if last is None or last.status < 200:
+    if not invite.answered:
         return CancelMatch.PENDING
     return CancelMatch.ANSWERED
 
@@ -47,7 +46,7 @@ def match_cancel(invite: ServerTransaction | None) -> CancelMatch:
 def needs_automatic_trying(transaction: ServerTransaction, wanted: bool) -> bool:
     """RFC 3261 17.2.1: an INVITE gets a 100 unless the TU answered it (within 200 ms: a TU
     that did not answer at once is presumed slower) or turned it off (``wanted`` False)."""
-    return (wanted and transaction.is_invite and transaction.last_response is None
+    return (wanted and transaction.is_invite and transaction.last_status is None
             and not transaction.terminated)
 
 

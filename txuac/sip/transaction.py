@@ -303,9 +303,22 @@ class ServerTransaction(_Transaction):
         self.key: tuple = key if key is not None else server_key(request)
         self.is_invite = request.method == "INVITE"
         self.state = State.PROCEEDING if self.is_invite else State.TRYING
+        # The last response sent (None once released) and its status (kept).
         self.last_response: Response | None = None
+        self.last_status: int | None = None
         self._response_bytes: bytes | None = None
         self._interval = timers.t1
+
+    @property
+    def answered(self) -> bool:
+        """Whether a final response was sent."""
+        return self.last_status is not None and self.last_status >= 200
+
+    def release_response(self) -> None:
+        """Let the last response go; its bytes stay for retransmissions and its status for
+        ``answered``. An owner keeping thousands of answered transactions until Timers
+        J, L or H (32 s each) calls it once the response is sent."""
+        self.last_response = None
 
     def send_response(self, response: Response, now: float) -> list[Effect]:
         """Send a response from the TU; returns nothing when the state does not allow it."""
@@ -314,6 +327,7 @@ class ServerTransaction(_Transaction):
         if self.state is State.ACCEPTED and not 200 <= response.status < 300:
             return []
         self.last_response = response
+        self.last_status = response.status
         self._response_bytes = data = bytes(response)
         effects: list[Effect] = [Transmit(data)]
         status = response.status
