@@ -924,6 +924,33 @@ class ServerSideTests(StackTestCase):
         self.assertEqual([(r.status, r.cseq.method) for r, _ in self.sent()], [(200, "CANCEL")])
         self.assertFalse(incoming.cancelled)
 
+    def test_an_answered_non_invite_keeps_where_its_answer_goes_not_its_request(self):
+        """RFC 3261 17.2.2: until Timer J a non-INVITE transaction resends its final response
+        to retransmitted requests; it keeps the channel to the address the answer went to
+        (rport, RFC 3581 4) and lets the request and the IncomingRequest go."""
+        seen = self.capture("MESSAGE", respond=200)
+        message = request_bytes(method="MESSAGE", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKmsg1;rport")
+        self.receive(message, source=("203.0.113.20", 40000))  # behind a NAT: rport and received
+        [(answer, to)] = self.sent()
+        self.assertEqual(to, ("203.0.113.20", 40000))
+        [(transaction, channel, incoming)] = self.stack._server.values()
+        self.assertEqual((transaction.request, incoming, transaction.method), (None, None, "MESSAGE"))
+        self.assertEqual(channel.peer, Address("udp", "203.0.113.20", 40000))
+        self.receive(message, source=("203.0.113.20", 40000))
+        [(again, to)] = self.sent()
+        self.assertEqual((bytes(again), to), (bytes(answer), ("203.0.113.20", 40000)))
+        self.assertEqual(len(seen), 1)
+        self.reactor.advance(64 * T1)  # Timer J
+        self.assertEqual(self.stack._server, {})
+
+    def test_an_answered_invite_keeps_its_request(self):
+        """A CANCEL or an ACK still finds the INVITE (and its To tag) until Timer H or L."""
+        self.capture("INVITE", respond=486)
+        self.receive(request_bytes(method="INVITE", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKinv4"))
+        self.sent()
+        [(transaction, _, incoming)] = self.stack._server.values()
+        self.assertIs(transaction.request, incoming.request)
+
     def test_cancel_without_a_match_481(self):
         self.receive(request_bytes(method="CANCEL", cseq="1 CANCEL",
                                    via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKnone"))

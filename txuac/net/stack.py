@@ -269,7 +269,8 @@ class SIPStack:
         self.handlers: dict[str, RequestHandler] = {}
         self.cancel_handler: CancelHandler | None = None
         self._client: dict[tuple[str, str], _ClientCall] = {}
-        self._server: dict[tuple, tuple[ServerTransaction, Channel, IncomingRequest]] = {}
+        # IncomingRequest None: a non-INVITE answered finally (_keep_answer_only).
+        self._server: dict[tuple, tuple[ServerTransaction, Channel, IncomingRequest | None]] = {}
         # Transaction timers: one reactor timer for all of them (see _schedule).
         self._timers = DeadlineTimer(reactor, before_fire=self._read_udp)
         # Completed non-INVITE client transactions waiting out Timer K: only their keys
@@ -649,14 +650,28 @@ class SIPStack:
             return
         _ensure_content_length(response)
         if response.status >= 200 and not transaction.answered:
-            self.server_outcomes[(_method_label(transaction.request.method), _status_class(response.status))] += 1
+            self.server_outcomes[(_method_label(transaction.method), _status_class(response.status))] += 1
         self._apply_server(transaction, entry[1], transaction.send_response(response, self.reactor.seconds()))
         if response.status >= 200:
             # Kept until Timer J/L/H for retransmissions, which need the response's bytes
             # only, and no parsed views of the request (thousands wait at once).
-            transaction.request.headers.drop_views()
             response.headers.drop_views()
             transaction.release_response()
+            if transaction.request is not None:
+                transaction.request.headers.drop_views()
+            if not transaction.is_invite:
+                self._keep_answer_only(transaction)
+
+    def _keep_answer_only(self, transaction: ServerTransaction) -> None:
+        """A non-INVITE transaction answered finally resends its answer to retransmitted
+        requests until Timer J (RFC 3261 17.2.2): it keeps where to, not the request (nor
+        the IncomingRequest, which its CANCEL would need: a non-INVITE has none)."""
+        entry = self._server.get(transaction.key)
+        if entry is None:
+            return  # ended at its final response (a reliable transport)
+        channel = self._response_channel(transaction, entry[1])
+        self._server[transaction.key] = (transaction, channel, None)
+        transaction.release_request()
 
     def _apply_server(self, transaction: ServerTransaction, channel: Channel, effects) -> None:
         for effect in effects:
@@ -665,12 +680,13 @@ class SIPStack:
                 try:
                     self._response_channel(transaction, channel).send(effect.data)
                 except TransportError as e:
-                    log.info("response for {method} could not be sent: {error}", method=transaction.request.method,
+                    log.info("response for {method} could not be sent: {error}", method=transaction.method,
                              error=str(e))
                     self._apply_server(transaction, channel, transaction.transport_failed(self.reactor.seconds()))
                     return
             elif isinstance(effect, TimedOut):
-                log.info("no ACK for the final response to INVITE {call_id}", call_id=transaction.request.call_id)
+                log.info("no ACK for the final response to INVITE {call_id}",
+                         call_id=transaction.request.call_id if transaction.request is not None else None)
             elif isinstance(effect, Ended):
                 self._server.pop(transaction.key, None)
         self._schedule(transaction, self._server_timer, transaction, channel)
@@ -678,7 +694,7 @@ class SIPStack:
     def _server_transport_failed(self, transaction: ServerTransaction) -> None:
         entry = self._server.get(transaction.key)
         if entry is not None:
-            log.info("no connection for the response to {method}", method=transaction.request.method)
+            log.info("no connection for the response to {method}", method=transaction.method)
             self._apply_server(transaction, entry[1], transaction.transport_failed(self.reactor.seconds()))
 
     def _server_timer(self, transaction: ServerTransaction, channel: Channel) -> None:
@@ -687,9 +703,12 @@ class SIPStack:
     def _response_channel(self, transaction: ServerTransaction, channel: Channel) -> Channel:
         """RFC 3261 18.2.2: the same connection for streams; for UDP, received with rport
         (RFC 3581 4) or else the sent-by port."""
-        via = transaction.request.top_via
+        request = transaction.request
+        via = request.top_via if request is not None else None
         if via is None:
-            return channel  # not a request the stack accepted: validated requests have one
+            # Not a request the stack accepted (validated requests have one), or one that
+            # was let go once answered: ``channel`` is the one its answer went on.
+            return channel
         if isinstance(channel, StreamConnection) and not channel.connected:
             entry = self._server.get(transaction.key)
             if entry is not None and isinstance(entry[1], PendingConnection):
@@ -798,9 +817,10 @@ class SIPStack:
         answered finally only gets its 200. A failing handler: the default (487, 481).
         """
         entry = self._server.get(invite_key_for_cancel(incoming.request))
-        match = match_cancel(entry[0] if entry is not None else None)
+        invite = entry[2] if entry is not None else None  # an INVITE's entry always has it
+        match = match_cancel(entry[0] if entry is not None and invite is not None else None)
         handler = self.cancel_handler
-        if entry is None or match is CancelMatch.NO_TRANSACTION:
+        if entry is None or invite is None or match is CancelMatch.NO_TRANSACTION:
             kept = False
             if handler is not None:
                 try:
@@ -810,7 +830,7 @@ class SIPStack:
             if not kept and incoming.transaction is not None and incoming.transaction.last_status is None:
                 incoming.respond(481)
             return
-        invite_transaction, _, invite = entry
+        invite_transaction = entry[0]
         # RFC 3261 9.2: the To tag of the 200 for the CANCEL should be the INVITE's.
         incoming.respond(200, to_tag=invite.to_tag)
         if match is CancelMatch.PENDING:

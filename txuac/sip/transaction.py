@@ -296,7 +296,8 @@ class ServerTransaction(_Transaction):
     def __init__(self, request: Request, reliable: bool, timers: TimerSettings = DEFAULT_TIMERS,
                  key: tuple | None = None):
         super().__init__(reliable, timers)
-        self.request = request
+        self.request: Request | None = request  # None once released (release_request)
+        self.method = request.method
         # Its server_key (given by an owner that looked the request up by it), kept: the
         # request's parsed views are dropped once it is answered, and the key is needed
         # until the transaction ends.
@@ -319,6 +320,11 @@ class ServerTransaction(_Transaction):
         ``answered``. An owner keeping thousands of answered transactions until Timers
         J, L or H (32 s each) calls it once the response is sent."""
         self.last_response = None
+
+    def release_request(self) -> None:
+        """Let the request go: a non-INVITE transaction answered finally only resends that
+        answer until Timer J (17.2.2), and needs no more of its request than its key."""
+        self.request = None
 
     def send_response(self, response: Response, now: float) -> list[Effect]:
         """Send a response from the TU; returns nothing when the state does not allow it."""
