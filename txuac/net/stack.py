@@ -657,10 +657,10 @@ class SIPStack:
             # only, and no parsed views of the request (thousands wait at once).
             response.headers.drop_views()
             transaction.release_response()
-            if transaction.request is not None:
-                transaction.request.headers.drop_views()
             if not transaction.is_invite:
-                self._keep_answer_only(transaction)
+                self._keep_answer_only(transaction)  # reads the request's top Via a last time
+            elif transaction.request is not None:
+                transaction.request.headers.drop_views()
 
     def _keep_answer_only(self, transaction: ServerTransaction) -> None:
         """A non-INVITE transaction answered finally resends its answer to retransmitted
