@@ -16,8 +16,9 @@ A SIPp UAC (tests/routing/sipp/uac_call.xml: INVITE, 100/180/200, ACK, 200 ms pa
 * wall time of the UAC and calls per second (successful calls / wall time: about the rate
   when txuac keeps up);
 * txuac's CPU over that window (utime + stime from /proc/<pid>/stat, before and after),
-  the CPU per call (us) and "one core" = successful calls / txuac CPU seconds: what one
-  core fully spent on txuac would carry;
+  the CPU per call (us), split into its own code (utime) and the kernel (stime), and
+  "one core" = successful calls / txuac CPU seconds: what one core fully spent on txuac
+  would carry;
 * txuac's resident memory before and after the calls (VmRSS) and per call: the
   transactions of a call linger 64*T1 = 32 s after it (Timers J, L, M), with all they hold;
 * the host's UDP receive errors (/proc/net/snmp) over the window.
