@@ -651,27 +651,29 @@ class SIPStack:
         _ensure_content_length(response)
         if response.status >= 200 and not transaction.answered:
             self.server_outcomes[(_method_label(transaction.method), _status_class(response.status))] += 1
-        self._apply_server(transaction, entry[1], transaction.send_response(response, self.reactor.seconds()))
-        if response.status >= 200:
+        effects = transaction.send_response(response, self.reactor.seconds())
+        final = response.status >= 200
+        channel = entry[1]
+        if final and not transaction.is_invite:
+            channel = self._keep_answer_only(transaction, channel)
+        self._apply_server(transaction, channel, effects)
+        if final:
             # Kept until Timer J/L/H for retransmissions, which need the response's bytes
             # only, and no parsed views of the request (thousands wait at once).
             response.headers.drop_views()
             transaction.release_response()
-            if not transaction.is_invite:
-                self._keep_answer_only(transaction)  # reads the request's top Via a last time
-            elif transaction.request is not None:
+            if transaction.request is not None:
                 transaction.request.headers.drop_views()
 
-    def _keep_answer_only(self, transaction: ServerTransaction) -> None:
+    def _keep_answer_only(self, transaction: ServerTransaction, channel: Channel) -> Channel:
         """A non-INVITE transaction answered finally resends its answer to retransmitted
-        requests until Timer J (RFC 3261 17.2.2): it keeps where to, not the request (nor
-        the IncomingRequest, which its CANCEL would need: a non-INVITE has none)."""
-        entry = self._server.get(transaction.key)
-        if entry is None:
-            return  # ended at its final response (a reliable transport)
-        channel = self._response_channel(transaction, entry[1])
+        requests until Timer J (RFC 3261 17.2.2): it keeps the channel to where the answer
+        goes (returned, for the answer itself), not the request, nor the IncomingRequest
+        (which its CANCEL would need: a non-INVITE has none)."""
+        channel = self._response_channel(transaction, channel)
         self._server[transaction.key] = (transaction, channel, None)
         transaction.release_request()
+        return channel
 
     def _apply_server(self, transaction: ServerTransaction, channel: Channel, effects) -> None:
         for effect in effects:
