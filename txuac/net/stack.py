@@ -649,10 +649,10 @@ class SIPStack:
             log.debug("response {status} for a finished transaction dropped", status=response.status)
             return
         _ensure_content_length(response)
-        if response.status >= 200 and not transaction.answered:
+        final = response.status >= 200
+        if final and not transaction.answered:
             self.server_outcomes[(_method_label(transaction.method), _status_class(response.status))] += 1
         effects = transaction.send_response(response, self.reactor.seconds())
-        final = response.status >= 200
         channel = entry[1]
         if final and not transaction.is_invite:
             channel = self._keep_answer_only(transaction, channel)
@@ -819,10 +819,11 @@ class SIPStack:
         answered finally only gets its 200. A failing handler: the default (487, 481).
         """
         entry = self._server.get(invite_key_for_cancel(incoming.request))
-        invite = entry[2] if entry is not None else None  # an INVITE's entry always has it
-        match = match_cancel(entry[0] if entry is not None and invite is not None else None)
+        # An INVITE's entry always has its IncomingRequest (only a non-INVITE's lets it go).
+        invite_transaction, invite = (entry[0], entry[2]) if entry is not None else (None, None)
+        match = match_cancel(invite_transaction if invite is not None else None)
         handler = self.cancel_handler
-        if entry is None or invite is None or match is CancelMatch.NO_TRANSACTION:
+        if invite_transaction is None or invite is None or match is CancelMatch.NO_TRANSACTION:
             kept = False
             if handler is not None:
                 try:
@@ -832,7 +833,6 @@ class SIPStack:
             if not kept and incoming.transaction is not None and incoming.transaction.last_status is None:
                 incoming.respond(481)
             return
-        invite_transaction = entry[0]
         # RFC 3261 9.2: the To tag of the 200 for the CANCEL should be the INVITE's.
         incoming.respond(200, to_tag=invite.to_tag)
         if match is CancelMatch.PENDING:

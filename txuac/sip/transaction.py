@@ -302,7 +302,7 @@ class ServerTransaction(_Transaction):
         # request's parsed views are dropped once it is answered, and the key is needed
         # until the transaction ends.
         self.key: tuple = key if key is not None else server_key(request)
-        self.is_invite = request.method == "INVITE"
+        self.is_invite = self.method == "INVITE"
         self.state = State.PROCEEDING if self.is_invite else State.TRYING
         # The last response sent (None once released) and its status (kept).
         self.last_response: Response | None = None
