@@ -30,6 +30,21 @@ log = Logger()
 SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sipp")
 # Timer E on the wire must match the schedule within this (observed: about 1 ms).
 TIMER_TOLERANCE = 0.020
+# One copy may be this late: a process among three on two cores (the test's SIPp and the
+# suite's other job) is sometimes scheduled late once (seen: 49 ms). Each deadline follows
+# the schedule, not the late copy, so a wrong interval still moves every copy after it.
+LATE_ONCE = 0.100
+
+
+def assert_on_schedule(case, times: list[float], expected: list[float]) -> float:
+    """Every copy within TIMER_TOLERANCE of ``expected`` but at most one, and that one within
+    LATE_ONCE; the largest deviation."""
+    case.assertEqual(len(times), len(expected), f"copies at {times}")
+    deviations = [abs(t - e) for t, e in zip(times, expected)]
+    late = [d for d in deviations if d >= TIMER_TOLERANCE]
+    case.assertLessEqual(len(late), 1, f"copies at {times}, expected {expected}")
+    case.assertLess(max(deviations), LATE_ONCE, f"copies at {times}, expected {expected}")
+    return max(deviations)
 
 
 def scenario(name: str) -> str:
@@ -317,9 +332,7 @@ class TxuacToSIPpUDPTests(SIPpTestCase):
         self.assertEqual(status, 0, peer.output()[-2000:])
         times = [t - relay.arrivals[0][0] for t, _ in relay.arrivals]
         expected = [0.0, T1, 3 * T1, 7 * T1, 7 * T1 + T2]
-        self.assertEqual(len(times), len(expected), f"copies at {times}")
-        deviation = max(abs(t - e) for t, e in zip(times, expected))
-        self.assertLess(deviation, TIMER_TOLERANCE, f"copies at {times}, expected {expected}")
+        deviation = assert_on_schedule(self, times, expected)
         self.assertEqual(len({data for _, data in relay.arrivals}), 1, "retransmissions repeat the request")
         log.info("Timer E: copies at {times} s, max deviation {deviation:.4f} s", times=[round(t, 4) for t in times],
                  deviation=deviation)
@@ -343,9 +356,7 @@ class TxuacToSIPpUDPTests(SIPpTestCase):
         expected = [0.0, T1, 3 * T1, 7 * T1]
         while expected[-1] + T2 < 64 * T1:
             expected.append(expected[-1] + T2)
-        self.assertEqual(len(times), len(expected), f"copies at {times}")
-        deviation = max(abs(t - e) for t, e in zip(times, expected))
-        self.assertLess(deviation, TIMER_TOLERANCE, f"copies at {times}, expected {expected}")
+        deviation = assert_on_schedule(self, times, expected)
         log.info("Timer E until F: {count} copies, max deviation {deviation:.4f} s", count=len(times),
                  deviation=deviation)
 
