@@ -9,7 +9,9 @@ import io
 import os
 import pstats
 import time
-from typing import Callable
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 def per_core(label: str, unit: str, call: Callable[[int], object], seconds: float, batch: int = 500) -> float:
@@ -113,23 +115,22 @@ def group_cpu(pgid: int | None) -> float:
 
 def group_times(pgid: int | None) -> tuple[float, float]:
     """(utime, stime) (s) summed over the live processes of process group ``pgid``."""
-    user = system = 0.0
-    for pid in group_pids(pgid):
-        try:
-            times = process_times(pid)
-        except OSError:
-            continue
-        user += times[0]
-        system += times[1]
-    return user, system
+    each = _each_in_group(pgid, process_times).values()
+    return sum(user for user, _ in each), sum(system for _, system in each)
 
 
 def group_cpu_each(pgid: int | None) -> dict[int, float]:
     """utime + stime (s) of each live process of process group ``pgid`` (txuac's workers)."""
+    return _each_in_group(pgid, process_cpu)
+
+
+def _each_in_group(pgid: int | None, read: Callable[[int], T]) -> dict[int, T]:
+    """``read(pid)`` of each live process of process group ``pgid`` (one that ended meanwhile
+    is left out)."""
     each = {}
     for pid in group_pids(pgid):
         try:
-            each[pid] = process_cpu(pid)
+            each[pid] = read(pid)
         except OSError:
             continue
     return each

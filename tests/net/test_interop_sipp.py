@@ -36,17 +36,6 @@ TIMER_TOLERANCE = 0.020
 LATE_ONCE = 0.100
 
 
-def assert_on_schedule(case, times: list[float], expected: list[float]) -> float:
-    """Every copy within TIMER_TOLERANCE of ``expected`` but at most one, and that one within
-    LATE_ONCE; the largest deviation."""
-    case.assertEqual(len(times), len(expected), f"copies at {times}")
-    deviations = [abs(t - e) for t, e in zip(times, expected)]
-    late = [d for d in deviations if d >= TIMER_TOLERANCE]
-    case.assertLessEqual(len(late), 1, f"copies at {times}, expected {expected}")
-    case.assertLess(max(deviations), LATE_ONCE, f"copies at {times}, expected {expected}")
-    return max(deviations)
-
-
 def scenario(name: str) -> str:
     return os.path.join(SCENARIOS, name)
 
@@ -319,6 +308,16 @@ class TxuacToSIPpUDPTests(SIPpTestCase):
         self.addCleanup(relay.stop)
         return relay
 
+    def assert_on_schedule(self, times: list[float], expected: list[float]) -> float:
+        """Every copy within TIMER_TOLERANCE of ``expected`` but at most one, and that one
+        within LATE_ONCE; the largest deviation."""
+        self.assertEqual(len(times), len(expected), f"copies at {times}")
+        deviations = [abs(t - e) for t, e in zip(times, expected)]
+        late = [d for d in deviations if d >= TIMER_TOLERANCE]
+        self.assertLessEqual(len(late), 1, f"copies at {times}, expected {expected}")
+        self.assertLess(max(deviations), LATE_ONCE, f"copies at {times}, expected {expected}")
+        return max(deviations)
+
     @defer.inlineCallbacks
     def test_retransmissions_follow_timer_e(self):
         """SIPp answers 650 ms after the first copy: copies at 0, T1, 3T1, 7T1, 7T1+T2 go unanswered."""
@@ -332,7 +331,7 @@ class TxuacToSIPpUDPTests(SIPpTestCase):
         self.assertEqual(status, 0, peer.output()[-2000:])
         times = [t - relay.arrivals[0][0] for t, _ in relay.arrivals]
         expected = [0.0, T1, 3 * T1, 7 * T1, 7 * T1 + T2]
-        deviation = assert_on_schedule(self, times, expected)
+        deviation = self.assert_on_schedule(times, expected)
         self.assertEqual(len({data for _, data in relay.arrivals}), 1, "retransmissions repeat the request")
         log.info("Timer E: copies at {times} s, max deviation {deviation:.4f} s", times=[round(t, 4) for t in times],
                  deviation=deviation)
@@ -356,7 +355,7 @@ class TxuacToSIPpUDPTests(SIPpTestCase):
         expected = [0.0, T1, 3 * T1, 7 * T1]
         while expected[-1] + T2 < 64 * T1:
             expected.append(expected[-1] + T2)
-        deviation = assert_on_schedule(self, times, expected)
+        deviation = self.assert_on_schedule(times, expected)
         log.info("Timer E until F: {count} copies, max deviation {deviation:.4f} s", count=len(times),
                  deviation=deviation)
 
