@@ -75,8 +75,9 @@ class _Upstream:
         if addresses.fixed_headers:
             apply_rewrites(response, reply_rewrites(response, addresses.fixed_headers, self.incoming.request,
                                                     addresses.saved_spans))
-        if self.cseq_shifted:
-            response.headers.set("CSeq", self.incoming.request.headers.get("CSeq"))
+        cseq = self.incoming.request.headers.get("CSeq") if self.cseq_shifted else None
+        if cseq is not None:
+            response.headers.set("CSeq", cseq)
         return response
 
     def forward_late(self, response: Response) -> None:
@@ -123,7 +124,7 @@ class ProxiedRequest:
         # rare full collections (bench/proxy.py: ~45 KiB per call otherwise, never freed).
         dialog, me = self.dialog, weakref.proxy(self)
         self.uac = UAC(self.msg, proxy.restore, self.addresses, self.route_params, lambda: dialog.dialog,
-                       authenticate=lambda *args, **kwargs: me.authenticate(*args, **kwargs),
+                       authenticate=lambda mode: me.authenticate(mode),
                        requests=proxy.requests, registrant=proxy.parts.registrant,
                        targets=self.targets, warn_no_registrant=proxy.warn_no_registrant)
         incoming.proxied = weakref.ref(self)  # found again by the cancel handler
@@ -170,11 +171,11 @@ class ProxiedRequest:
         self._shift_cseq(forward.request)
         branch.request = forward.request
         # Kamailio's $du (tm.setdsturi, uac_reg_request_to): the next hop, Request-URI and Route kept.
-        next_hop = destination or forward.next_hop
-        next_hop = next_hop if isinstance(next_hop, SipURI) else None
-        if next_hop is None:
+        chosen = destination or forward.next_hop
+        if not isinstance(chosen, SipURI):
             self.apply(self.context.transport_failed(number))
             return -1
+        next_hop: SipURI = chosen
 
         # The INVITE client transaction stays Accepted 64*T1 after its 2xx (RFC 6026):
         # this callback lives that long, so it holds the request weakly and, once the
@@ -185,11 +186,10 @@ class ProxiedRequest:
             proxied = me()
             if proxied is None:
                 up.forward_late(response)
-            elif response.status >= 200:  # a 2xx after the first: upstream too (RFC 6026 7.2)
-                proxied.apply(proxied.context.receive(number, response))
-            else:
+                return
+            if response.status < 200:  # a 2xx after the first goes upstream too (RFC 6026 7.2)
                 proxied.run_onreply_route(response)
-                proxied.apply(proxied.context.receive(number, response))
+            proxied.apply(proxied.response_context().receive(number, response))
 
         # Timer C (16.6 item 11) as Kamailio's fr_inv_timer: a final by then, or a 408.
         # The stack puts our Via on (16.6 item 8, the client transaction's branch); its
@@ -209,6 +209,13 @@ class ProxiedRequest:
             self._final(outcome, number, branch)
         except Exception:
             self._failed(Failure(), number)
+
+    def response_context(self) -> ResponseContext:
+        """The response context of the branches, there once a branch is relayed (a
+        branch's response or failure, the routes run for them)."""
+        context = self.context
+        assert context is not None, "no branch relayed"
+        return context
 
     def _prepare(self, target: URI | str | None) -> Forward | None:
         """``msg`` made ready for a branch to ``target`` (16.6; our Via is the stack's), or
@@ -241,9 +248,13 @@ class ProxiedRequest:
         branch_route): the branch's forward and destination URI."""
         saved, saved_destination = self.msg.copy(), self.targets.destination
         try:
-            if target is not None:
-                self.msg.uri = parse_uri(target, "target URI") if isinstance(target, str) else target.copy()
-            result = call_route(self.branch_route, self.msg, self.uac, self.tm, self.rr, self.dialog, self.sl)
+            if isinstance(target, str):
+                self.msg.uri = parse_uri(target, "target URI")
+            elif target is not None:
+                self.msg.uri = target.copy() if isinstance(target, SipURI) else target
+            route = self.branch_route
+            assert route is not None  # only called when tm.t_on_branch armed one
+            result = call_route(route, self.msg, self.uac, self.tm, self.rr, self.dialog, self.sl)
             if isinstance(result, ScriptFailure):
                 self.proxy.note_script_failure(result, self.msg)
                 return None, None
@@ -365,37 +376,38 @@ class ProxiedRequest:
     def _final(self, response: Response, number: int, branch: Branch) -> None:
         self.run_onreply_route(response)
         done = branch.state is BranchState.COMPLETED
-        self._branch_final(number, self.context.receive(number, response), done)
+        self._branch_final(number, self.response_context().receive(number, response), done)
 
     def _failed(self, failure, number: int) -> None:
-        branch = self.context.branches[number]
+        branch = self.response_context().branches[number]
         done = branch.state is BranchState.COMPLETED
         if failure.check(TransactionTimeout):
             if self.msg.method == "INVITE" and branch.heard:
                 self._cancel_branch(branch)  # it rang: 16.6 item 11 cancels it
-            self._branch_final(number, self.context.timed_out(number), done)
+            self._branch_final(number, self.response_context().timed_out(number), done)
         else:
             log.info("branch {number} of {method} failed: {error}", number=number, method=self.msg.method,
                      error=failure.getErrorMessage())
-            self._branch_final(number, self.context.transport_failed(number), done)
+            self._branch_final(number, self.response_context().transport_failed(number), done)
 
     def _branch_final(self, number: int, update: ContextUpdate, done_before: bool) -> None:
         """A branch's final is in: a failure (>= 300, received or a local 408/503) runs the
         armed ``event_route[tm:branch-failure:NAME]`` before the transaction decides
         (Kamailio's tm); a branch it relays keeps the transaction going."""
-        final = self.context.branches[number].final
+        context = self.response_context()
+        final = context.branches[number].final
         route = self.branch_failure_route
         if (route is not None and not done_before and final is not None and final.status >= 300
-                and self.context.final_sent is None):
+                and context.final_sent is None):
             self._run_branch_failure_route(route, number)
-            if self.context.pending or self.replied or answered(self.incoming):
+            if context.pending or self.replied or answered(self.incoming):
                 update.completed = False
         self.apply(update)
 
     def _run_branch_failure_route(self, route: Route, number: int) -> None:
         """The route runs on the request with the failed branch's Request-URI: ``uac_auth``
         answers that branch's challenge, ``tm.t_relay()`` adds a branch to it."""
-        branch = self.context.branches[number]
+        branch = self.response_context().branches[number]
         if branch.request is not None:
             self.last_target = branch.request.uri
         self.failed_branch = number
@@ -410,27 +422,31 @@ class ProxiedRequest:
         """Do what the response context said: responses upstream, CANCELs, the final."""
         for response in update.forward:
             self.incoming.send(self.upstream(response))
+        if not (update.cancel or update.completed):
+            return
+        context = self.response_context()
         for number in update.cancel:
-            self._cancel_branch(self.context.branches[number])
+            self._cancel_branch(context.branches[number])
         if update.completed:
             if self.failure_route is not None:
                 self._run_failure_route()
-                if self.context.pending or self.replied or answered(self.incoming):
+                if context.pending or self.replied or answered(self.incoming):
                     return  # a new branch (serial forking) or the route replied
-            self.incoming.send(self.upstream(self.context.finish()))
+            self.incoming.send(self.upstream(context.finish()))
 
     def _run_failure_route(self) -> None:
         """Every branch failed: the failure route armed by ``tm.t_on_failure`` runs, once
         (Kamailio: re-arm it in the route for the next failure). ``tm.t_relay()`` there
         adds a branch to the same response context (serial forking, 16.7 item 5)."""
         route, self.failure_route = self.failure_route, None
+        assert route is not None  # only called when tm.t_on_failure armed one
         self.in_failure_route = True
         try:
             result = call_route(route, self.msg, self.uac, self.tm, self.rr, self.dialog, self.sl)
         finally:
             self.in_failure_route = False
-        self.branch_failure_route: Route | None = None  # armed by tm.t_on_branch_failure
-        self.failed_branch: int | None = None  # the branch its event_route[tm:branch-failure:NAME] runs for
+        self.branch_failure_route = None
+        self.failed_branch = None
         if isinstance(result, ScriptFailure):
             self.proxy.note_script_failure(result, self.msg)
 
@@ -459,10 +475,10 @@ class ProxiedRequest:
         if not isinstance(next_hop, SipURI):
             return -1
         stack = self.proxy.stack
-        target = stack.udp_target_now(forward.request, next_hop)
-        if target is not None:
+        address = stack.udp_target_now(forward.request, next_hop)
+        if address is not None:
             try:
-                stack.send_stateless_udp(forward.request, target)
+                stack.send_stateless_udp(forward.request, address)
             except TransportError as e:
                 log.info("ACK not forwarded: {error}", error=str(e))
             return 1
