@@ -72,6 +72,8 @@ class ProxyService:
         self.settings = settings
         self.parts = parts if parts is not None else ServiceParts()
         self.local_addresses = list(local_addresses)
+        # is_local_uri asks for every request routed: (host as compared, port) of each socket.
+        self._local_keys = frozenset((bare_host(a.host).lower(), a.port) for a in self.local_addresses)
         self.restore = RestoreSettings.from_settings(settings)
         self.dialogs = DialogTable(dialog_timeout=settings.dialog_timeout, max_dialogs=settings.max_dialogs)
         self._expiry = task.LoopingCall(self.expire_dialogs)
@@ -122,7 +124,7 @@ class ProxyService:
         host = bare_host(uri.host).lower()
         transport = "tls" if uri.secure else (uri.transport or "udp")
         port = uri.port or default_port(transport)
-        return any(bare_host(a.host).lower() == host and a.port == port for a in self.local_addresses)
+        return (host, port) in self._local_keys
 
     def local_address(self, transport: str) -> Address:
         """Our socket for ``transport`` (the first one when none matches)."""
