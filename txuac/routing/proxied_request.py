@@ -379,16 +379,17 @@ class ProxiedRequest:
         self._branch_final(number, self.response_context().receive(number, response), done)
 
     def _failed(self, failure, number: int) -> None:
-        branch = self.response_context().branches[number]
+        context = self.response_context()
+        branch = context.branches[number]
         done = branch.state is BranchState.COMPLETED
         if failure.check(TransactionTimeout):
             if self.msg.method == "INVITE" and branch.heard:
                 self._cancel_branch(branch)  # it rang: 16.6 item 11 cancels it
-            self._branch_final(number, self.response_context().timed_out(number), done)
+            self._branch_final(number, context.timed_out(number), done)
         else:
             log.info("branch {number} of {method} failed: {error}", number=number, method=self.msg.method,
                      error=failure.getErrorMessage())
-            self._branch_final(number, self.response_context().transport_failed(number), done)
+            self._branch_final(number, context.transport_failed(number), done)
 
     def _branch_final(self, number: int, update: ContextUpdate, done_before: bool) -> None:
         """A branch's final is in: a failure (>= 300, received or a local 408/503) runs the
