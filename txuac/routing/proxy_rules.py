@@ -56,7 +56,7 @@ Every error raised for a hostile message is a ``txuac.errors.SIPParseError`` who
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Final, Iterable
 
 from txuac.errors import SIPParseError
@@ -138,15 +138,23 @@ def make_rejection(request: Request, status: int, supported_proxy_extensions: It
 
 # --- 16.4 route information preprocessing --------------------------------------------
 
-@dataclass
+@dataclass(init=False)
 class RouteProcessing:
     """What ``preprocess_route`` did: the request to go on with and what was ours."""
 
     request: Request
-    strict_route_compat: bool = False  # the Request-URI was ours, replaced by the last Route
-    loose_routed: bool = False  # the top Route value (or two with r2) was ours and removed
-    maddr_stripped: bool = False
-    own_uris: list[SipURI] = field(default_factory=list)  # ours, in the order they were found
+    strict_route_compat: bool  # the Request-URI was ours, replaced by the last Route
+    loose_routed: bool  # the top Route value (or two with r2) was ours and removed
+    maddr_stripped: bool
+    own_uris: list[SipURI]  # ours, in the order they were found
+
+    # __init__ written out: mypyc runs a dataclass's generated one interpreted.
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.strict_route_compat = False
+        self.loose_routed = False
+        self.maddr_stripped = False
+        self.own_uris = []
 
     @property
     def params(self) -> Parameters:
@@ -214,13 +222,19 @@ def preprocess_route(request: Request, is_local_uri: LocalURIPredicate) -> Route
 
 # --- 16.6 request forwarding ---------------------------------------------------------
 
-@dataclass
+@dataclass(init=False)
 class Forward:
     """A request ready for a new client transaction and the URI to resolve (RFC 3263)."""
 
     request: Request
     next_hop: URI
-    strict_next_hop: bool = False  # 16.6 item 6: the next hop is a strict router
+    strict_next_hop: bool  # 16.6 item 6: the next hop is a strict router
+
+    # __init__ written out: mypyc runs a dataclass's generated one interpreted.
+    def __init__(self, request: Request, next_hop: URI, strict_next_hop: bool = False) -> None:
+        self.request = request
+        self.next_hop = next_hop
+        self.strict_next_hop = strict_next_hop
 
 
 def prepare_forward(request: Request, target_uri: URI | str | None, our_via: Via | None,

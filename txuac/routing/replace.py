@@ -155,7 +155,7 @@ def rewrite_address(value: str, display: str | None, uri: str | None, element: s
     return before + uri_text + after
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)
 class Replacement:
     """What replacing a request's From or To changed, for the proxy to store.
 
@@ -165,12 +165,22 @@ class Replacement:
     ``restore_from_avp``/``restore_to_avp`` value for fixing replies.
     """
 
-    header: str  # FROM or TO
-    original_uri: str
-    original_display: str  # raw, quotes included; "" when there was none
-    original_span: str
-    new_uri: str | None  # None: the URI was not replaced (display only)
-    new_display: str | None  # None: the display was not given (one-argument form)
+    header: Final[str]  # FROM or TO
+    original_uri: Final[str]
+    original_display: Final[str]  # raw, quotes included; "" when there was none
+    original_span: Final[str]
+    new_uri: Final[str | None]  # None: the URI was not replaced (display only)
+    new_display: Final[str | None]  # None: the display was not given (one-argument form)
+
+    # __init__ written out (fields Final): mypyc runs a dataclass's generated one interpreted.
+    def __init__(self, header: str, original_uri: str, original_display: str, original_span: str,
+                 new_uri: str | None, new_display: str | None) -> None:
+        self.header = header
+        self.original_uri = original_uri
+        self.original_display = original_display
+        self.original_span = original_span
+        self.new_uri = new_uri
+        self.new_display = new_display
 
     @property
     def uri_replaced(self) -> bool:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Final, Protocol
 
 from txuac.errors import SIPParseError, TxuacError
@@ -72,21 +72,34 @@ class SentRequest(Protocol):
     def origin(self) -> ResponseOrigin | None: ...
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, init=False)
 class Branch:
     """One forwarded copy of the request: what was sent and where (for its CANCEL), what
     came back, and where it stands. The one record of a branch; the client transaction
     that carries it is the stack's, known through ``carrier``."""
 
-    request: Request | None = None  # as forwarded, before the stack puts our Via on; None until prepared
-    carrier: SentRequest | None = None  # the stack's handle of the request as sent; None until sent
-    heard: bool = False  # a response came on this branch: it may be cancelled (9.1)
-    state: BranchState = BranchState.CALLING
-    final: Response | None = None  # upstream form (our Via removed) or synthesized
-    received: Response | None = None  # the final as received (uac_auth answers its challenge)
-    cancel_pending: bool = False  # CANCEL it at its first provisional response (9.1)
-    cancelled: bool = False
-    local: bool = False  # final synthesized here (timeout, transport failure), not received
+    request: Request | None  # as forwarded, before the stack puts our Via on; None until prepared
+    carrier: SentRequest | None  # the stack's handle of the request as sent; None until sent
+    heard: bool  # a response came on this branch: it may be cancelled (9.1)
+    state: BranchState
+    final: Response | None  # upstream form (our Via removed) or synthesized
+    received: Response | None  # the final as received (uac_auth answers its challenge)
+    cancel_pending: bool  # CANCEL it at its first provisional response (9.1)
+    cancelled: bool
+    local: bool  # final synthesized here (timeout, transport failure), not received
+
+    # __init__ written out: mypyc runs a dataclass's generated one interpreted.
+    def __init__(self, request: Request | None = None, carrier: SentRequest | None = None,
+                 heard: bool = False) -> None:
+        self.request = request
+        self.carrier = carrier
+        self.heard = heard
+        self.state = BranchState.CALLING
+        self.final = None
+        self.received = None
+        self.cancel_pending = False
+        self.cancelled = False
+        self.local = False
 
     @property
     def sent_to(self) -> Address | None:
@@ -109,15 +122,22 @@ class Branch:
         return make_branch_cancel(sent)
 
 
-@dataclass
+@dataclass(init=False)
 class ContextUpdate:
     """What to do after an event: responses to send upstream now, in order, branches to
     CANCEL now, and whether every branch is done with no final sent (the failure
     route's turn; then ``ResponseContext.finish``)."""
 
-    forward: list[Response] = field(default_factory=list)
-    cancel: list[int] = field(default_factory=list)
-    completed: bool = False
+    forward: list[Response]
+    cancel: list[int]
+    completed: bool
+
+    # __init__ written out: mypyc runs a dataclass's generated one interpreted.
+    def __init__(self, forward: list[Response] | None = None, cancel: list[int] | None = None,
+                 completed: bool = False) -> None:
+        self.forward = forward if forward is not None else []
+        self.cancel = cancel if cancel is not None else []
+        self.completed = completed
 
 
 class ResponseContext:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from txuac.errors import SIPParseError
@@ -91,16 +91,24 @@ class HeaderRewrite(NamedTuple):
     value: str
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)
 class RequestRestore:
     """What restoring decided for one in-dialog request."""
 
-    rewrites: tuple[HeaderRewrite, ...] = ()
+    # __init__ written out (fields Final): mypyc runs a dataclass's generated one interpreted.
+    rewrites: Final[tuple[HeaderRewrite, ...]]
     # Parameters to put on our Record-Route again (a re-INVITE we record-route keeps them).
-    rr_params: tuple[tuple[str, str], ...] = ()
+    rr_params: Final[tuple[tuple[str, str], ...]]
     # restore_from_avp / restore_to_avp: each rewritten header's span before the rewrite.
-    saved_spans: Mapping[str, str] = field(default_factory=dict)
-    fix_replies: bool = False
+    saved_spans: Final[Mapping[str, str]]
+    fix_replies: Final[bool]
+
+    def __init__(self, rewrites: tuple[HeaderRewrite, ...] = (), rr_params: tuple[tuple[str, str], ...] = (),
+                 saved_spans: Mapping[str, str] | None = None, fix_replies: bool = False) -> None:
+        self.rewrites = rewrites
+        self.rr_params = rr_params
+        self.saved_spans = saved_spans if saved_spans is not None else {}
+        self.fix_replies = fix_replies
 
     @property
     def fixed_headers(self) -> frozenset[str]:

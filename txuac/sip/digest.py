@@ -51,19 +51,33 @@ def canonical_algorithm(name: str) -> str:
     return ascii_upper(strip_lws(name))
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)
 class Challenge:
     """One Digest challenge from a 401 (WWW-Authenticate) or 407 (Proxy-Authenticate)."""
 
-    realm: str
-    nonce: str
-    algorithm: str = "MD5"  # as canonical_algorithm gives it; absent means MD5 (RFC 7616 3.3)
-    algorithm_token: str = "MD5"  # as the server wrote it, echoed back
-    qop: tuple[str, ...] = ()  # offered qop values, lower case; empty: RFC 2069 form
-    opaque: str | None = None
-    stale: bool = False
-    userhash: bool = False
-    proxy: bool = False  # True for Proxy-Authenticate (answered with Proxy-Authorization)
+    # __init__ written out (fields Final): mypyc runs a dataclass's generated one interpreted.
+    realm: Final[str]
+    nonce: Final[str]
+    algorithm: Final[str]  # as canonical_algorithm gives it; absent means MD5 (RFC 7616 3.3)
+    algorithm_token: Final[str]  # as the server wrote it, echoed back
+    qop: Final[tuple[str, ...]]  # offered qop values, lower case; empty: RFC 2069 form
+    opaque: Final[str | None]
+    stale: Final[bool]
+    userhash: Final[bool]
+    proxy: Final[bool]  # True for Proxy-Authenticate (answered with Proxy-Authorization)
+
+    def __init__(self, realm: str, nonce: str, algorithm: str = "MD5", algorithm_token: str = "MD5",
+                 qop: tuple[str, ...] = (), opaque: str | None = None, stale: bool = False, userhash: bool = False,
+                 proxy: bool = False) -> None:
+        self.realm = realm
+        self.nonce = nonce
+        self.algorithm = algorithm
+        self.algorithm_token = algorithm_token
+        self.qop = qop
+        self.opaque = opaque
+        self.stale = stale
+        self.userhash = userhash
+        self.proxy = proxy
 
     @property
     def supported(self) -> bool:
@@ -134,7 +148,7 @@ def parse_challenges(response: Response) -> list[Challenge]:
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)
 class Credentials:
     """A user name and a password or an HA1 (hex of H(user:realm:password)).
 
@@ -142,12 +156,18 @@ class Credentials:
     32 hex digits for MD5, 64 for SHA-256 and SHA-512-256.
     """
 
-    username: str
-    password: str | None = None
-    ha1: str | None = None
-    realm: str | None = None
+    username: Final[str]
+    password: Final[str | None]
+    ha1: Final[str | None]
+    realm: Final[str | None]
 
-    def __post_init__(self) -> None:
+    # __init__ written out (fields Final): mypyc runs a dataclass's generated one interpreted.
+    def __init__(self, username: str, password: str | None = None, ha1: str | None = None,
+                 realm: str | None = None) -> None:
+        self.username = username
+        self.password = password
+        self.ha1 = ha1
+        self.realm = realm
         if (self.password is None) == (self.ha1 is None):
             raise AuthenticationError(f"credentials for {self.username!r} need a password or an HA1, not both")
         if self.ha1 is not None and (len(self.ha1) not in (32, 64) or not _HEX.issuperset(self.ha1)):

@@ -70,28 +70,40 @@ class State(enum.Enum):
 
 
 # --- effects --------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)
 class Transmit:
     """Send these bytes to the transaction's peer (a first send or a retransmission)."""
 
-    data: bytes
-    retransmission: bool = False
+    # __init__ written out (fields Final): mypyc runs a dataclass's generated one interpreted.
+    data: Final[bytes]
+    retransmission: Final[bool]
+
+    def __init__(self, data: bytes, retransmission: bool = False) -> None:
+        self.data = data
+        self.retransmission = retransmission
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)
 class Deliver:
     """Pass this response up to the transaction user (client side)."""
 
-    response: Response
+    response: Final[Response]
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)
 class TimedOut:
     """The transaction gave up: Timer B or F (no final response) or H (no ACK); or, with
     ``after`` (seconds), the TU's own timeout for a final response (``abandon``)."""
 
-    timer: str
-    after: float | None = None
+    timer: Final[str]
+    after: Final[float | None]
+
+    def __init__(self, timer: str, after: float | None = None) -> None:
+        self.timer = timer
+        self.after = after
 
 
 @dataclass(frozen=True)
