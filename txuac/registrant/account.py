@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 import random
-from typing import Any, Callable, NamedTuple, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Final, NamedTuple, Sequence, Union
 
 from txuac.errors import TxuacError
 from txuac.registrant import protocol
@@ -93,42 +94,78 @@ def apply(record: RegistrationRecord, step: Step) -> None:
 
 
 # --- effects -------------------------------------------------------------------------
-class Send(NamedTuple):
+@dataclass(init=False, unsafe_hash=True)
+class Send:
     """Send ``request`` (the account's REGISTER asking for ``expires``) through the Authenticator."""
 
-    record: RegistrationRecord
-    request: Request
-    expires: int
-    too_brief: int  # 423s answered in a row before this one
-    call_id: str | None  # the account's kept Call-ID the request carries (None: a fresh one)
+    record: Final[RegistrationRecord]
+    request: Final[Request]
+    expires: Final[int]
+    too_brief: Final[int]  # 423s answered in a row before this one
+    call_id: Final[str | None]  # the account's kept Call-ID the request carries (None: a fresh one)
+
+    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
+    def __init__(self, record: RegistrationRecord, request: Request, expires: int, too_brief: int,
+                 call_id: str | None) -> None:
+        self.record = record
+        self.request = request
+        self.expires = expires
+        self.too_brief = too_brief
+        self.call_id = call_id
 
 
-class Arm(NamedTuple):
+@dataclass(init=False, unsafe_hash=True)
+class Arm:
     """The account is due at ``at`` (record.due_at is set): put it in the scheduler's queue."""
 
-    record: RegistrationRecord
-    at: float
+    record: Final[RegistrationRecord]
+    at: Final[float]
+
+    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
+    def __init__(self, record: RegistrationRecord, at: float) -> None:
+        self.record = record
+        self.at = at
 
 
-class Persist(NamedTuple):
+@dataclass(init=False, unsafe_hash=True)
+class Persist:
     """Hand this state (Call-ID, CSeq mark, instance ID) to the store."""
 
-    state: AccountState
+    state: Final[AccountState]
+
+    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
+    def __init__(self, state: AccountState) -> None:
+        self.state = state
 
 
-class Emit(NamedTuple):
+@dataclass(init=False, unsafe_hash=True)
+class Emit:
     """The account changed state: log it and tell the observers."""
 
-    record: RegistrationRecord
-    state: State
-    previous: State
-    reason: str
-    status: int | None
-    at: float
+    record: Final[RegistrationRecord]
+    state: Final[State]
+    previous: Final[State]
+    reason: Final[str]
+    status: Final[int | None]
+    at: Final[float]
     # Seconds from the first REGISTER of the cycle to the answer that ended it, or None.
-    latency: float | None = None
-    alert: bool = False
-    kind: FailureKind | None = None
+    latency: Final[float | None]
+    alert: Final[bool]
+    kind: Final[FailureKind | None]
+
+    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
+    def __init__(self, record: RegistrationRecord, state: State, previous: State, reason: str, status: int | None,
+                 at: float, latency: float | None = None, alert: bool = False,
+                 kind: FailureKind | None = None) -> None:
+        self.record = record
+        self.state = state
+        self.previous = previous
+        self.reason = reason
+        self.status = status
+        self.at = at
+        self.latency = latency
+        self.alert = alert
+        self.kind = kind
 
 
 Effect = Union[Send, Arm, Persist, Emit]

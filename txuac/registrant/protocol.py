@@ -10,7 +10,8 @@ from __future__ import annotations
 import enum
 import random
 import uuid
-from typing import Final, NamedTuple
+from dataclasses import dataclass
+from typing import Final
 
 from txuac.errors import SIPParseError
 from txuac.registrant.record import RegistrationRecord
@@ -89,7 +90,8 @@ def build_register(record: RegistrationRecord, default_contact_addr: str, expire
                         extra_headers=headers)
 
 
-class Learned(NamedTuple):
+@dataclass(init=False, unsafe_hash=True)
+class Learned:
     """What a 2xx to REGISTER teaches about the account's registration (empty: forget it).
 
     ``path`` and ``service_route`` are the entries of the Path (RFC 3327 5) and
@@ -98,12 +100,23 @@ class Learned(NamedTuple):
     4.2.1), without which there is no flow and ``flow_timer`` stays None.
     """
 
-    path: tuple[str, ...] = ()
-    service_route: tuple[str, ...] = ()
-    pub_gruu: str | None = None
-    temp_gruu: str | None = None
-    outbound: bool = False
-    flow_timer: int | None = None
+    path: Final[tuple[str, ...]]
+    service_route: Final[tuple[str, ...]]
+    pub_gruu: Final[str | None]
+    temp_gruu: Final[str | None]
+    outbound: Final[bool]
+    flow_timer: Final[int | None]
+
+    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
+    def __init__(self, path: tuple[str, ...] = (), service_route: tuple[str, ...] = (),
+                 pub_gruu: str | None = None, temp_gruu: str | None = None, outbound: bool = False,
+                 flow_timer: int | None = None) -> None:
+        self.path = path
+        self.service_route = service_route
+        self.pub_gruu = pub_gruu
+        self.temp_gruu = temp_gruu
+        self.outbound = outbound
+        self.flow_timer = flow_timer
 
 
 class OutcomeKind(enum.Enum):
@@ -116,7 +129,8 @@ class OutcomeKind(enum.Enum):
     FAILED = "failed"  # ``reason``; ``retry_after`` when the server asked for a delay
 
 
-class Outcome(NamedTuple):
+@dataclass(init=False, unsafe_hash=True)
+class Outcome:
     """What a final reply means for the account.
 
     ``reason`` of an ONLINE outcome says when our binding was recognised as the only
@@ -124,12 +138,22 @@ class Outcome(NamedTuple):
     unregistered 2xx teaches (None otherwise).
     """
 
-    kind: OutcomeKind
-    granted: int = 0
-    expires: int = 0
-    reason: str = ""
-    retry_after: int | None = None
-    learned: Learned | None = None
+    kind: Final[OutcomeKind]
+    granted: Final[int]
+    expires: Final[int]
+    reason: Final[str]
+    retry_after: Final[int | None]
+    learned: Final[Learned | None]
+
+    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
+    def __init__(self, kind: OutcomeKind, granted: int = 0, expires: int = 0, reason: str = "",
+                 retry_after: int | None = None, learned: Learned | None = None) -> None:
+        self.kind = kind
+        self.granted = granted
+        self.expires = expires
+        self.reason = reason
+        self.retry_after = retry_after
+        self.learned = learned
 
 
 def interpret(record: RegistrationRecord, response: Response, requested_expires: int) -> Outcome:
