@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from txuac.credentials import CredentialList, CredentialSource, FixedCredentials, ICredentialSource  # noqa: F401 - re-exported
 from txuac.errors import AuthenticationError, ChallengeOriginError, SIPParseError
-from txuac.net.interfaces import ISIPStack, ResponseOrigin
+from txuac.net.interfaces import ISIPStack
 from txuac.sip.digest import (
     ALL_ALGORITHMS,
     Challenge,
@@ -30,7 +30,7 @@ from txuac.sip.digest import (
 )
 from txuac.sip.fields import parse_auth_list
 from txuac.sip.message import Request, Response
-from txuac.sip.address import Address, bare_host, ip_address_of
+from txuac.sip.address import Address, ResponseOrigin, bare_host, ip_address_of
 
 log = Logger(namespace=__name__)  # named: a compiled module has no frame to infer it from
 

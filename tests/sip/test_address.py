@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txuac.sip.address import DEFAULT_PORTS, Address, bare_host, default_port, is_ip_address, via_host
+from txuac.sip.address import (
+    DEFAULT_PORTS,
+    Address,
+    ResponseOrigin,
+    bare_host,
+    default_port,
+    is_ip_address,
+    via_host,
+)
 
 
 class AddressTests(SynchronousTestCase):
@@ -30,3 +38,18 @@ class AddressTests(SynchronousTestCase):
         self.assertEqual(str(Address("tls", "::1", 5061)), "tls:[::1]:5061")
         self.assertFalse(Address("udp", "127.0.0.1", 5060).reliable)
         self.assertTrue(Address("tcp", "127.0.0.1", 5060).reliable)
+
+    def test_addresses_are_values(self) -> None:
+        """Equal and hashed alike when transport, host and port are (dict keys, sets); a
+        ResponseOrigin likewise by its two addresses."""
+        a, b = Address("udp", "127.0.0.1", 5060), Address("udp", "127.0.0.1", 5060)
+        self.assertEqual(a, b)
+        self.assertEqual(hash(a), hash(b))
+        self.assertEqual(len({a, b, Address("tcp", "127.0.0.1", 5060), Address("udp", "127.0.0.2", 5060),
+                              Address("udp", "127.0.0.1", 5061)}), 4)
+        self.assertNotEqual(a, ("udp", "127.0.0.1", 5060))
+        self.assertEqual(repr(a), "Address(transport='udp', host='127.0.0.1', port=5060)")
+        other = Address("udp", "192.0.2.1", 5060)
+        self.assertEqual(ResponseOrigin(a, other), ResponseOrigin(b, other))
+        self.assertEqual(hash(ResponseOrigin(a, other)), hash(ResponseOrigin(b, other)))
+        self.assertNotEqual(ResponseOrigin(a, other), ResponseOrigin(other, a))

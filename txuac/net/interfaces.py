@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from zope.interface import Attribute, Interface
 
-from txuac.sip.address import Address
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseOrigin:
-    """Where a final response came from (``source``) and where the request it answers went
-    (``sent_to``): network facts the stack knows and a core Response does not carry.
-
-    RFC 3261 17.1.3 matches a response to its transaction by branch alone, wherever it came
-    from: a consumer answering a challenge compares the two (``txuac.auth.challenge_origin``).
-    """
-
-    source: Address
-    sent_to: Address
+from txuac.sip.address import ResponseOrigin
 
 
 class ISIPStack(Interface):
@@ -76,3 +61,6 @@ class ISIPStack(Interface):
 
     def stop(grace=None):  # noqa: N805
         """Refuse new requests, wait for pending ones, close everything: a Deferred."""
+
+
+__all__ = ["ISIPStack", "ResponseOrigin"]  # ResponseOrigin lives with Address; the stack names it

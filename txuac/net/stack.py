@@ -28,7 +28,6 @@ Hooks for a proxy (RFC 3261 16):
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
 from typing import Any, Callable, Sequence, cast
 
@@ -40,7 +39,7 @@ from zope.interface import classImplements
 
 from txuac import __version__
 from txuac.errors import ResolutionError, SIPParseError, TransactionTimeout, TransportError
-from txuac.net.interfaces import ISIPStack, ResponseOrigin
+from txuac.net.interfaces import ISIPStack
 from txuac.net.resolver import TargetResolver, next_hop_uri
 from txuac.net.timers import DeadlineTimer, ExpiringKeys
 from txuac.ratelimitedlog import RateLimitedLog
@@ -63,6 +62,7 @@ from txuac.sip.server_rules import (
     match_cancel,
     needs_automatic_trying,
 )
+from txuac.sip.tokens import token_hex
 from txuac.sip.uri import SipURI
 from txuac.sip.transaction import (
     ClientTransaction,
@@ -76,7 +76,7 @@ from txuac.sip.transaction import (
     client_key_for_response,
     server_key,
 )
-from txuac.sip.address import Address, bare_host
+from txuac.sip.address import Address, ResponseOrigin, bare_host
 from txuac.sip.via import make_via, response_address, stamp_received
 
 log = Logger(namespace=__name__)  # named: a compiled module has no frame to infer it from
@@ -123,7 +123,7 @@ class IncomingRequest:
     def to_tag(self) -> str:
         """The To tag of every response to this request (RFC 3261 8.2.6.2), made on first use."""
         if self._to_tag is None:
-            self._to_tag = secrets.token_hex(8)
+            self._to_tag = token_hex(8)
         return self._to_tag
 
     def respond(self, status: int, reason: str | None = None, headers: Sequence[tuple[str, str]] = (),

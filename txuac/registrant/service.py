@@ -32,7 +32,6 @@ from txuac.errors import (
     UnknownFilterAttribute,
 )
 from txuac.inline import inline_callbacks
-from txuac.net.interfaces import ResponseOrigin
 from txuac.registrant import protocol
 from txuac.registrant.account import AccountMachine, Arm, Effect, Emit, Persist, Send
 from txuac.registrant.budget import DestinationBudget
@@ -54,7 +53,7 @@ from txuac.registrant.store import AccountState, IChangeFeed
 from txuac.registrant.store.writer import AccountStateWriter
 from txuac.sip.digest import Credentials, NonceCounter
 from txuac.sip.uri import SipURI, parse_uri
-from txuac.sip.address import Address, bare_host, is_ip_address
+from txuac.sip.address import Address, ResponseOrigin, bare_host, is_ip_address
 
 log = Logger(namespace=__name__)  # named: a compiled module has no frame to infer it from
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final
 
 from txuac.errors import AddressReplaceError, ConfigError, SIPParseError
 from txuac.sip.grammar import match_quoted
@@ -55,19 +55,28 @@ class RestoreMode(enum.Enum):
             raise ConfigError(f"[routing] restore_mode: {text!r} is not none, manual or auto") from None
 
 
-class AddressLayout(NamedTuple):
-    """Where the parts of a From/To value (name-addr or addr-spec, with params) lie (a
-    named tuple: made for each new From/To value, several times a call)."""
+@dataclass(init=False, unsafe_hash=True)
+class AddressLayout:
+    """Where the parts of a From/To value (name-addr or addr-spec, with params) lie (made
+    for each new From/To value, several times a call)."""
 
-    display_start: int
-    display_end: int  # display_start == display_end: no display
-    uri_start: int
-    uri_end: int
-    enclosed: bool  # the URI is in <...>
+    display_start: Final[int]
+    display_end: Final[int]  # display_start == display_end: no display
+    uri_start: Final[int]
+    uri_end: Final[int]
+    enclosed: Final[bool]  # the URI is in <...>
 
     @property
     def has_display(self) -> bool:
         return self.display_end > self.display_start
+
+    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
+    def __init__(self, display_start: int, display_end: int, uri_start: int, uri_end: int, enclosed: bool) -> None:
+        self.display_start = display_start
+        self.display_end = display_end
+        self.uri_start = uri_start
+        self.uri_end = uri_end
+        self.enclosed = enclosed
 
 
 @functools.lru_cache(maxsize=4096)

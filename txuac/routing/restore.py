@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final
 
 from txuac.errors import SIPParseError
 from txuac.routing.replace import (
@@ -83,12 +83,18 @@ class StoreParamNames:
         return self.from_param if header == FROM else self.to_param
 
 
-class HeaderRewrite(NamedTuple):
-    """Set ``header`` of a message to ``value`` (the whole header value; a named tuple:
+@dataclass(init=False, unsafe_hash=True)
+class HeaderRewrite:
+    """Set ``header`` of a message to ``value`` (the whole header value;
     several are made for each call)."""
 
-    header: str
-    value: str
+    header: Final[str]
+    value: Final[str]
+
+    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
+    def __init__(self, header: str, value: str) -> None:
+        self.header = header
+        self.value = value
 
 
 @dataclass(init=False, unsafe_hash=True)

@@ -49,6 +49,32 @@ class Address:
         return f"{self.transport}:{via_host(self.host)}:{self.port}"
 
 
+@dataclass(init=False, eq=False)
+class ResponseOrigin:
+    """Where a final response came from (``source``) and where the request it answers went
+    (``sent_to``): network facts the stack knows and a core Response does not carry.
+
+    RFC 3261 17.1.3 matches a response to its transaction by branch alone, wherever it came
+    from: a consumer answering a challenge compares the two (``txuac.auth.challenge_origin``).
+    Read-only, compared and hashed by value, methods written out as Address's.
+    """
+
+    source: Final[Address]
+    sent_to: Final[Address]
+
+    def __init__(self, source: Address, sent_to: Address) -> None:
+        self.source = source
+        self.sent_to = sent_to
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ResponseOrigin):
+            return NotImplemented
+        return self.source == other.source and self.sent_to == other.sent_to
+
+    def __hash__(self) -> int:
+        return hash((self.source, self.sent_to))
+
+
 def via_host(host: str) -> str:
     """An IP address as it is written in a Via sent-by: IPv6 in brackets."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
