@@ -94,6 +94,9 @@ def apply(record: RegistrationRecord, step: Step) -> None:
 
 
 # --- effects -------------------------------------------------------------------------
+# The value classes below are dataclasses with __init__ written out (the frozen ones with
+# Final fields) rather than generated __init__s or NamedTuples: mypyc builds those
+# through interpreted code, about 0.8 us an object (docs/benchmarks.rst).
 @dataclass(init=False, unsafe_hash=True)
 class Send:
     """Send ``request`` (the account's REGISTER asking for ``expires``) through the Authenticator."""
@@ -104,7 +107,6 @@ class Send:
     too_brief: Final[int]  # 423s answered in a row before this one
     call_id: Final[str | None]  # the account's kept Call-ID the request carries (None: a fresh one)
 
-    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
     def __init__(self, record: RegistrationRecord, request: Request, expires: int, too_brief: int,
                  call_id: str | None) -> None:
         self.record = record
@@ -121,7 +123,6 @@ class Arm:
     record: Final[RegistrationRecord]
     at: Final[float]
 
-    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
     def __init__(self, record: RegistrationRecord, at: float) -> None:
         self.record = record
         self.at = at
@@ -133,7 +134,6 @@ class Persist:
 
     state: Final[AccountState]
 
-    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
     def __init__(self, state: AccountState) -> None:
         self.state = state
 
@@ -153,7 +153,6 @@ class Emit:
     alert: Final[bool]
     kind: Final[FailureKind | None]
 
-    # A dataclass, __init__ written out: mypyc runs a NamedTuple's __new__ interpreted.
     def __init__(self, record: RegistrationRecord, state: State, previous: State, reason: str, status: int | None,
                  at: float, latency: float | None = None, alert: bool = False,
                  kind: FailureKind | None = None) -> None:
