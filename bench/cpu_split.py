@@ -92,9 +92,12 @@ def read_samples(lines) -> Split:
 
 def record(pid: int, seconds: float, frequency: int, workdir: str) -> Split:
     data = os.path.join(workdir, "perf.data")
-    subprocess.run(["perf", "record", "--call-graph", "dwarf,16384", "-F", str(frequency), "-p", str(pid),
-                    "-o", data, "--", "sleep", str(seconds)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    recorded = subprocess.run(["perf", "record", "--call-graph", "dwarf,16384", "-F", str(frequency), "-p", str(pid),
+                               "-o", data, "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    if recorded.returncode != 0:
+        raise SystemExit(f"perf record failed (no such process, or not allowed to trace it: root, or "
+                         f"kernel.perf_event_paranoid <= 1):\n{recorded.stderr.strip()[-2000:]}")
     script = subprocess.Popen(["perf", "script", "-i", data, "-F", "ip,sym"], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
     assert script.stdout is not None
