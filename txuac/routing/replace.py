@@ -69,16 +69,16 @@ class AddressLayout:
     uri_end: Final[int]
     enclosed: Final[bool]  # the URI is in <...>
 
-    @property
-    def has_display(self) -> bool:
-        return self.display_end > self.display_start
-
     def __init__(self, display_start: int, display_end: int, uri_start: int, uri_end: int, enclosed: bool) -> None:
         self.display_start = display_start
         self.display_end = display_end
         self.uri_start = uri_start
         self.uri_end = uri_end
         self.enclosed = enclosed
+
+    @property
+    def has_display(self) -> bool:
+        return self.display_end > self.display_start
 
 
 @functools.lru_cache(maxsize=4096)

@@ -33,12 +33,11 @@ from typing import Callable, Final, Protocol
 
 from txuac.errors import SIPParseError, TxuacError
 from txuac.routing.proxy_rules import make_branch_cancel, top_via_parsed_in
+from txuac.sip.address import Address, ResponseOrigin, bare_host, ip_address_of
 from txuac.sip.fields import Via
 from txuac.sip.grammar import split_list, split_lws
 from txuac.sip.message import Request, Response, make_response
 from txuac.sip.tokens import token_hex
-from txuac.sip.address import ResponseOrigin
-from txuac.sip.via import Address, bare_host, ip_address_of
 
 #: 4xx codes that tell the client how to retry, preferred in that order (16.7 item 6).
 PREFERRED_4XX = (401, 407, 415, 420, 484)
