@@ -82,7 +82,15 @@ from tests.support.mariadb import MariaDBServer  # noqa: E402
 from tests.support.peers import free_port  # noqa: E402
 from tests.support.postgres import PostgresCluster  # noqa: E402
 from tests.support.stores import insert_rows  # noqa: E402
-from measure import group_cpu, group_pss_kib, group_times, pss_kib, rss_kib, udp_errors  # noqa: E402
+from measure import (  # noqa: E402
+    group_cpu,
+    group_pss_kib,
+    group_times,
+    pss_kib,
+    registrar_shm_mb,
+    rss_kib,
+    udp_errors,
+)
 from txuac.config import settings_from_dict  # noqa: E402
 from txuac.registrant.record import State  # noqa: E402
 from txuac.registrant.store import open_store  # noqa: E402
@@ -258,14 +266,10 @@ SCHEMA_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir
 STORES = ("sqlite", "postgres", "mysql")
 
 
-def registrar_shm_mb(args) -> int:
-    """The registrar's shared memory, MiB: its tm keeps each REGISTER transaction (the 401'd
-    and the 200'd one) a while after its reply, beside the bindings, so it grows with the
-    accounts, twice over with ``--compare-kamailio`` (Kamailio's uac registers them all
-    before txuac does). 512 MiB ran out at 10,000 compared accounts: save() answered 500
-    "No error (2/SL)", E_OUT_OF_MEM, and those accounts came online only at their retry."""
-    parties = 2 if args.compare_kamailio else 1
-    return max(args.shm_mb, args.accounts * parties * 64 // 1024)
+def registrar_shm(args) -> int:
+    """The registrar's shared memory: twice the accounts' share with ``--compare-kamailio``
+    (Kamailio's uac registers them all before txuac does)."""
+    return registrar_shm_mb(args.accounts, 2 if args.compare_kamailio else 1, args.shm_mb)
 
 
 @defer.inlineCallbacks
@@ -499,13 +503,13 @@ def run(reactor, args, harness: Harness, store_kind: str = "sqlite"):
           f"(txuac.sip.COMPILED={compiled}), Python {sys.version.split()[0]}, reactor {type(reactor).__module__}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     try:
-        registrar = KamailioRegistrar(harness, children=args.children, shm_mb=registrar_shm_mb(args),
+        registrar = KamailioRegistrar(harness, children=args.children, shm_mb=registrar_shm(args),
                                       pkg_mb=args.pkg_mb, udp_maxbuffer=4 * 1024 * 1024)
     except SkipTest as e:
         raise SystemExit(f"cannot run Kamailio: {e}")
     db_url = yield fill_store(registrar, store_kind, n, reactor, harness)
     print(f"Kamailio registrar on udp:{registrar.host}:{registrar.port} (pid {registrar.pid}, "
-          f"{args.children} workers, -m {registrar_shm_mb(args)} -M {args.pkg_mb}); {n:,} accounts in "
+          f"{args.children} workers, -m {registrar_shm(args)} -M {args.pkg_mb}); {n:,} accounts in "
           f"{parse_store_url(db_url).masked}")
     reference = None
     if args.compare_kamailio:

@@ -46,7 +46,7 @@ sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 from twisted.trial.unittest import SkipTest  # noqa: E402
 
 import txuac  # noqa: E402
-from measure import group_cpu, group_cpu_each, machine_busy_cpu, udp_errors  # noqa: E402
+from measure import group_cpu, group_cpu_each, machine_busy_cpu, registrar_shm_mb, udp_errors  # noqa: E402
 from tests.support.accounts import account_rows  # noqa: E402
 from tests.support.kamailio import KamailioRegistrar  # noqa: E402
 from tests.support.peers import PeerProcess, free_port, require_program, wait_for  # noqa: E402
@@ -272,7 +272,8 @@ def main() -> int:
                       f"beside the rest of {counts[0]} worker's run", flush=True)
         if args.what in ("registrations", "both"):
             try:
-                registrar = KamailioRegistrar(harness, children=4, shm_mb=512, udp_maxbuffer=4 * 1024 * 1024)
+                registrar = KamailioRegistrar(harness, children=4, shm_mb=registrar_shm_mb(args.accounts),
+                                              udp_maxbuffer=4 * 1024 * 1024)
             except SkipTest as e:
                 raise SystemExit(f"cannot run Kamailio: {e}")
             rows = account_rows(registrar, args.accounts)
