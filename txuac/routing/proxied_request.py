@@ -92,6 +92,11 @@ class ProxiedRequest:
     """One request going through the script: the namespaces and, once relayed, the
     response context of its branches."""
 
+    __slots__ = ("proxy", "incoming", "msg", "record_route", "replied", "context", "addresses", "route_params",
+                 "tm", "sl", "rr", "failure_route", "in_failure_route", "branch_failure_route", "failed_branch",
+                 "branch_route", "reply_route", "current_reply", "last_target", "tracked", "cseq_raise", "up",
+                 "in_dialog", "dialog", "targets", "uac", "__weakref__")
+
     def __init__(self, proxy: ProxyService, incoming: IncomingRequest):
         self.proxy = proxy
         self.incoming = incoming
