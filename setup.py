@@ -40,6 +40,7 @@ COMPILED_MODULES = [
     "txuac/registrant/retry.py",
     "txuac/registrant/budget.py",
     "txuac/net/timers.py",
+    "txuac/net/datagrams.py",
     "txuac/net/stack.py",
     "txuac/auth.py",
     "txuac/registrant/service.py",

@@ -39,6 +39,7 @@ from zope.interface import classImplements
 
 from txuac import __version__
 from txuac.errors import ResolutionError, SIPParseError, TransactionTimeout, TransportError
+from txuac.net.datagrams import UDPChannel
 from txuac.net.interfaces import ISIPStack
 from txuac.net.resolver import TargetResolver, next_hop_uri
 from txuac.net.timers import DeadlineTimer, ExpiringKeys
@@ -48,7 +49,6 @@ from txuac.net.transports import (
     ConnectionPool,
     PendingConnection,
     StreamConnection,
-    UDPChannel,
     UDPListener,
 )
 from txuac.sip.message import Message, Request, Response, make_response

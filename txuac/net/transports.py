@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from txuac.errors import SIPParseError, TransportError
+from txuac.net.datagrams import UDPChannel
 from txuac.ratelimitedlog import RateLimitedLog
 from txuac.sip.framing import PING_BYTES, PONG_BYTES, KeepAlive, StreamFramer
 from txuac.sip.parser import ParserLimits
@@ -48,23 +49,6 @@ class MessageSink(TypingProtocol):
     def message_received(self, data: bytes, source: Address, channel: Channel) -> None: ...
 
     def connection_lost(self, connection: "StreamConnection") -> None: ...
-
-
-class UDPChannel:
-    """A UDP listener bound to one peer address."""
-
-    __slots__ = ("listener", "peer")
-
-    def __init__(self, listener: "UDPListener", peer: Address):
-        self.listener = listener
-        self.peer = peer
-
-    @property
-    def local(self) -> Address:
-        return self.listener.local
-
-    def send(self, data: bytes) -> None:
-        self.listener.send(data, self.peer)
 
 
 class UDPListener(protocol.DatagramProtocol):
