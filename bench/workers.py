@@ -59,6 +59,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
 SPEEDUP_TARGET = 1.7
 SATURATED = 0.9  # a core's share a worker uses when txuac, not the offered load, sets the pace
+CALL_HOLD = 0.2  # seconds a call lasts at least: uac_call.xml's pause between ACK and BYE
 TIME_TARGET = 0.60
 SCHEMA = os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir, "conf", "schema", "sqlite.sql")
 
@@ -271,11 +272,14 @@ def main() -> int:
                       f"(target >= {SPEEDUP_TARGET}x, no failed call): {'met' if met else 'MISSED'}; "
                       f"{ceiling(runs[0], 'wall', counts[1]):.2f}x at most on {os.cpu_count()} cores "
                       f"beside the rest of {counts[0]} worker's run", flush=True)
-                busy = runs[0]["cpu"] / runs[0]["wall"] / counts[0]
-                if busy < SATURATED:
-                    print(f"proxy: {counts[0]} worker(s) used {busy * 100:.0f}% of a core each: SIPp's load "
-                          f"(--rate {args.rate}, --limit {args.limit}) set the pace, not txuac; raise both for "
-                          f"this machine", flush=True)
+                offered = min(args.rate, args.limit / CALL_HOLD)
+                for run in runs:
+                    busy = run["cpu"] / run["wall"] / run["workers"]
+                    if busy < SATURATED:
+                        print(f"proxy: SIPp's load set the pace of the {run['workers']}-worker run, not txuac "
+                              f"({run['cps']:,.0f} calls/s where --rate {args.rate} and --limit {args.limit} "
+                              f"calls of {CALL_HOLD:.1f} s or more allow {offered:,.0f}; {busy * 100:.0f}% of a "
+                              f"core a worker): raise both for this machine", flush=True)
         if args.what in ("registrations", "both"):
             try:
                 registrar = KamailioRegistrar(harness, children=4, shm_mb=registrar_shm_mb(args.accounts),
