@@ -94,9 +94,7 @@ def apply(record: RegistrationRecord, step: Step) -> None:
 
 
 # --- effects -------------------------------------------------------------------------
-# The value classes below are dataclasses with __init__ written out (the frozen ones with
-# Final fields) rather than generated __init__s or NamedTuples: mypyc builds those
-# through interpreted code, about 0.8 us an object (docs/benchmarks.rst).
+# Value classes with __init__ written out, as setup.py says of the compiled modules.
 @dataclass(init=False, unsafe_hash=True)
 class Send:
     """Send ``request`` (the account's REGISTER asking for ``expires``) through the Authenticator."""

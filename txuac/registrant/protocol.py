@@ -90,9 +90,7 @@ def build_register(record: RegistrationRecord, default_contact_addr: str, expire
                         extra_headers=headers)
 
 
-# The value classes below are dataclasses with __init__ written out (the frozen ones with
-# Final fields) rather than generated __init__s or NamedTuples: mypyc builds those
-# through interpreted code, about 0.8 us an object (docs/benchmarks.rst).
+# Value classes with __init__ written out, as setup.py says of the compiled modules.
 @dataclass(init=False, unsafe_hash=True)
 class Learned:
     """What a 2xx to REGISTER teaches about the account's registration (empty: forget it).

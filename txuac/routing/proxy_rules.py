@@ -138,9 +138,7 @@ def make_rejection(request: Request, status: int, supported_proxy_extensions: It
 
 # --- 16.4 route information preprocessing --------------------------------------------
 
-# The value classes below are dataclasses with __init__ written out (the frozen ones with
-# Final fields) rather than generated __init__s or NamedTuples: mypyc builds those
-# through interpreted code, about 0.8 us an object (docs/benchmarks.rst).
+# Value classes with __init__ written out, as setup.py says of the compiled modules.
 @dataclass(init=False)
 class RouteProcessing:
     """What ``preprocess_route`` did: the request to go on with and what was ours."""

@@ -55,9 +55,7 @@ class RestoreMode(enum.Enum):
             raise ConfigError(f"[routing] restore_mode: {text!r} is not none, manual or auto") from None
 
 
-# The value classes below are dataclasses with __init__ written out (the frozen ones with
-# Final fields) rather than generated __init__s or NamedTuples: mypyc builds those
-# through interpreted code, about 0.8 us an object (docs/benchmarks.rst).
+# Value classes with __init__ written out, as setup.py says of the compiled modules.
 @dataclass(init=False, unsafe_hash=True)
 class AddressLayout:
     """Where the parts of a From/To value (name-addr or addr-spec, with params) lie (made

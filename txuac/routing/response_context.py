@@ -71,9 +71,7 @@ class SentRequest(Protocol):
     def origin(self) -> ResponseOrigin | None: ...
 
 
-# The value classes below are dataclasses with __init__ written out (the frozen ones with
-# Final fields) rather than generated __init__s or NamedTuples: mypyc builds those
-# through interpreted code, about 0.8 us an object (docs/benchmarks.rst).
+# Value classes with __init__ written out, as setup.py says of the compiled modules.
 @dataclass(eq=False, slots=True, init=False)
 class Branch:
     """One forwarded copy of the request: what was sent and where (for its CANCEL), what

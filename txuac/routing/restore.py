@@ -83,9 +83,7 @@ class StoreParamNames:
         return self.from_param if header == FROM else self.to_param
 
 
-# The value classes below are dataclasses with __init__ written out (the frozen ones with
-# Final fields) rather than generated __init__s or NamedTuples: mypyc builds those
-# through interpreted code, about 0.8 us an object (docs/benchmarks.rst).
+# Value classes with __init__ written out, as setup.py says of the compiled modules.
 @dataclass(init=False, unsafe_hash=True)
 class HeaderRewrite:
     """Set ``header`` of a message to ``value`` (the whole header value;

@@ -51,9 +51,7 @@ def canonical_algorithm(name: str) -> str:
     return ascii_upper(strip_lws(name))
 
 
-# The value classes below are dataclasses with __init__ written out (the frozen ones with
-# Final fields) rather than generated __init__s or NamedTuples: mypyc builds those
-# through interpreted code, about 0.8 us an object (docs/benchmarks.rst).
+# Value classes with __init__ written out, as setup.py says of the compiled modules.
 @dataclass(init=False, unsafe_hash=True)
 class Challenge:
     """One Digest challenge from a 401 (WWW-Authenticate) or 407 (Proxy-Authenticate)."""

@@ -70,9 +70,7 @@ class State(enum.Enum):
 
 
 # --- effects --------------------------------------------------------------------
-# The value classes below are dataclasses with __init__ written out (the frozen ones with
-# Final fields) rather than generated __init__s or NamedTuples: mypyc builds those
-# through interpreted code, about 0.8 us an object (docs/benchmarks.rst).
+# Value classes with __init__ written out, as setup.py says of the compiled modules.
 @dataclass(init=False, unsafe_hash=True)
 class Transmit:
     """Send these bytes to the transaction's peer (a first send or a retransmission)."""
