@@ -37,6 +37,7 @@ COMPILED_MODULES = [
     "txuac/sip/via.py",
     "txuac/sip/server_rules.py",
     "txuac/sip/tokens.py",
+    "txuac/sip/memo.py",
     "txuac/sip/digest.py",
     "txuac/sip/affinity.py",
     "txuac/registrant/protocol.py",

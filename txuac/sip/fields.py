@@ -30,6 +30,7 @@ from txuac.sip.grammar import (
     strip_lws,
     unquote,
 )
+from txuac.sip.memo import ParseMemo
 from txuac.sip.methods import KNOWN_METHODS
 from txuac.sip.uri import URI, parse_port, parse_uri, split_host_port
 
@@ -93,9 +94,10 @@ class NameAddress:
             return None
         return parse_delta_seconds(value, self._element)
 
-    def copy(self) -> "NameAddress":
+    def copy(self, element: str | None = None) -> "NameAddress":
+        """An independent copy; ``element`` names the header its URI's errors are reported in."""
         uri = self._uri.copy() if self._uri is not None and hasattr(self._uri, "copy") else self.uri_text
-        return NameAddress(uri, self.display_name, self.params.copy(), element=self._element)
+        return NameAddress(uri, self.display_name, self.params.copy(), element=element or self._element)
 
     def __str__(self) -> str:
         text = f"<{self.uri_text}>{self.params}"
@@ -145,8 +147,22 @@ _QUOTED_PAIR_RE: Final = re.compile(r"\\(.)", re.S)
 _BRACKETED_RE: Final = re.compile(r"<([^\s<>]+)>[ \t]*(?:;(.*))?\Z", re.S)
 
 
+# The name-addrs parsed recently (txuac.sip.memo): a dialog's messages repeat them.
+_NAME_ADDRS: Final[ParseMemo[NameAddress]] = ParseMemo()
+
+
 def parse_name_addr(text: str, element: str) -> NameAddress:
     """Parse one name-addr or addr-spec with its header parameters."""
+    prototype = _NAME_ADDRS.recall(text)
+    if prototype is not None:
+        return prototype.copy(element)
+    address = _parse_name_addr(text, element)
+    if _NAME_ADDRS.parsed_before(text):
+        _NAME_ADDRS.keep(text, address.copy(element))
+    return address
+
+
+def _parse_name_addr(text: str, element: str) -> NameAddress:
     if text[:1] == "<":
         m = _BRACKETED_RE.match(text)
         if m is not None:

@@ -13,6 +13,7 @@ from typing import Final
 
 from txuac.errors import SIPParseError
 from txuac.sip.grammar import Parameters, parse_digits
+from txuac.sip.memo import ParseMemo
 
 _SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 _ESCAPED: Final = r"%[0-9A-Fa-f]{2}"
@@ -172,8 +173,22 @@ class AbsoluteURI:
 URI = SipURI | AbsoluteURI
 
 
+# The SIP URIs parsed recently (txuac.sip.memo): a dialog's messages repeat them.
+_SIP_URIS: Final[ParseMemo[SipURI]] = ParseMemo()
+
+
 def parse_uri(text: str, element: str = "URI") -> URI:
     """Parse an absolute URI; ``sip``/``sips`` get a SipURI, others an AbsoluteURI."""
+    prototype = _SIP_URIS.recall(text)
+    if prototype is not None:
+        return prototype.copy()
+    uri = _parse_uri(text, element)
+    if isinstance(uri, SipURI) and _SIP_URIS.parsed_before(text):
+        _SIP_URIS.keep(text, uri.copy())
+    return uri
+
+
+def _parse_uri(text: str, element: str) -> URI:
     if text.startswith("sip:"):
         return _parse_sip_uri("sip", text[4:], element)
     scheme, colon, rest = text.partition(":")
