@@ -13,7 +13,7 @@ from typing import Final, Generic, TypeVar
 T = TypeVar("T")
 
 #: Texts a memo holds before it forgets them all.
-DEFAULT_CAPACITY: Final = 512
+DEFAULT_CAPACITY: Final = 256
 #: Longer texts are parsed every time: they are rare, and kept they would weigh the most.
 DEFAULT_LONGEST: Final = 256
 
