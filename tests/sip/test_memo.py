@@ -47,6 +47,12 @@ class ParseMemoTests(SynchronousTestCase):
         self.assertEqual(len(memo), 2)
         self.assertEqual(memo.recall("a"), 1)
 
+    def test_only_a_noted_text_is_kept(self):
+        memo: ParseMemo[int] = ParseMemo(capacity=2)
+        memo.keep("never parsed", 1)
+        self.assertEqual(len(memo), 0)
+        self.assertIsNone(memo.recall("never parsed"))
+
 
 class MemoizedParsersTests(SynchronousTestCase):
     def setUp(self):

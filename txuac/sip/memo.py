@@ -2,8 +2,8 @@
 of a dialog is copied instead of parsed again.
 
 A proxied call carries the same From, To, Contact, Route and Request-URI texts in up to
-seven messages and in the copies the proxy makes of each; a registration's 401 and 200
-repeat its REGISTER's. Copying a parsed value costs a tenth of parsing it again.
+seven messages and in the copies the proxy makes of each; the REGISTERs sent to one
+registrar share their Request-URI. Copying a parsed value costs a tenth of parsing it again.
 """
 
 from __future__ import annotations
@@ -52,13 +52,11 @@ class ParseMemo(Generic[T]):
         return False
 
     def keep(self, text: str, prototype: T) -> None:
-        """Remember ``prototype`` (a value no caller holds) as what ``text`` parses to."""
-        if len(text) > self.longest:
-            return
+        """Remember ``prototype`` (a value no caller holds) as what ``text`` parses to, when
+        ``text`` is noted (parsed_before() said so): only parsed_before() adds a text."""
         entries = self._entries
-        if len(entries) >= self.capacity and text not in entries:
-            entries.clear()
-        entries[text] = prototype
+        if text in entries:
+            entries[text] = prototype
 
     def __len__(self) -> int:
         return len(self._entries)
