@@ -41,14 +41,26 @@ def per_core(label: str, unit: str, call: Callable[[int], object], seconds: floa
 
 class TimedWork:
     """The CPU seconds of the work run through ``run`` (``cpu``), under ``profile`` when
-    one is given: the in-process benchmarks time txuac's work and not their peers'."""
+    one is given: the in-process benchmarks time txuac's work and not their peers'.
 
-    def __init__(self, profile: cProfile.Profile | None = None):
+    With ``pause`` seconds, an untimed sleep comes before every ``pause_every``-th unit of
+    work: the process then wakes for its work as in a real run at a low rate, and the same
+    instructions cost more (docs/benchmarks.rst: about twice as much on the 2-core machine
+    with a 0.7 ms pause before every datagram).
+    """
+
+    def __init__(self, profile: cProfile.Profile | None = None, pause: float = 0.0, pause_every: int = 1):
         self.profile = profile
+        self.pause = pause
+        self.pause_every = pause_every
+        self.units = 0
         self.cpu = 0.0
 
     def run(self, work: Callable[..., object], *args) -> float:
         """``work(*args)``, timed; its CPU seconds."""
+        self.units += 1
+        if self.pause and self.units % self.pause_every == 0:
+            time.sleep(self.pause)
         if self.profile is not None:
             self.profile.enable()
         started = time.process_time()
@@ -61,10 +73,30 @@ class TimedWork:
 
 
 def add_round_options(parser) -> None:
-    """--rounds, --profile and --top, as the in-process benchmarks take them."""
+    """--rounds, --profile, --top, --pause and --pause-every, as the in-process benchmarks
+    take them (timed_work() reads the last two)."""
     parser.add_argument("--rounds", type=int, default=5, help="rounds; the best is the figure (5)")
     parser.add_argument("--profile", action="store_true", help="one round under cProfile: top functions")
     parser.add_argument("--top", type=int, default=25, help="with --profile: functions listed (25)")
+    parser.add_argument("--pause", type=float, default=0.0, metavar="MS",
+                        help="an untimed sleep of MS milliseconds before each unit of txuac's work (0: none)")
+    parser.add_argument("--pause-every", type=int, default=1, metavar="N",
+                        help="with --pause: sleep before every Nth unit only (1)")
+
+
+def timed_work(args, profile: cProfile.Profile | None = None) -> TimedWork:
+    """A TimedWork for one round, with the --pause options of add_round_options()."""
+    if args.pause < 0 or args.pause_every <= 0:
+        raise SystemExit("--pause must be at least 0 and --pause-every positive")
+    return TimedWork(profile, args.pause / 1000, args.pause_every)
+
+
+def pause_note(args) -> str:
+    """How the --pause options changed the figures, for a bench's first line ("" without)."""
+    if not args.pause:
+        return ""
+    every = "every unit" if args.pause_every == 1 else f"every {args.pause_every} units"
+    return f"; an untimed {args.pause:g} ms sleep before {every} of txuac's work"
 
 
 def print_profile(profile: cProfile.Profile, units: int, unit: str, top: int) -> None:

@@ -20,7 +20,13 @@ txuac sent per call (7: 100, INVITE, 180, 200, ACK, BYE, 200; none retransmitted
 round with txuac's work (as timed) under cProfile and prints the top functions by tottime
 and the function calls per call (a count no load changes).
 
+``--pause MS`` sleeps MS milliseconds, untimed, before each unit of txuac's work (each
+datagram it reads, each clock advance; ``--pause-every N``: before every Nth only): the
+process then wakes for its work as in a real run at a low rate, which on the 2-core
+machine about doubles what the same instructions cost (docs/benchmarks.rst).
+
 Usage: python bench/proxy_cpu.py [--calls 2000] [--rounds 5] [--profile [--top 25]]
+    [--pause MS [--pause-every N]]
 (``./dev bench proxy_cpu`` runs the compiled build).
 """
 
@@ -38,7 +44,7 @@ sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
-from measure import TimedWork, add_round_options, print_profile  # noqa: E402
+from measure import TimedWork, add_round_options, pause_note, print_profile, timed_work  # noqa: E402
 
 import txuac.sip  # noqa: E402
 from tests.support.proxy_harness import CALLEE  # noqa: E402
@@ -84,8 +90,8 @@ def caller_request(method: str, uri: str, n: int, cseq: int, to_tag: str | None 
 class Proxy:
     """txuac's proxy on a fake socket and clock, and the time it spent."""
 
-    def __init__(self, script: str, profile: cProfile.Profile | None = None):
-        self.work = TimedWork(profile)  # txuac's work: the datagrams it reads, the clock advances
+    def __init__(self, script: str, work: TimedWork):
+        self.work = work  # txuac's work: the datagrams it reads, the clock advances
         self.reactor = MemoryReactorClock()
         self.stack = SIPStack(self.reactor, resolver=TargetResolver(self.reactor))
         self.listener = UDPListener(LOCAL[0], 0, self.stack)
@@ -134,9 +140,9 @@ def one_call(proxy: Proxy, n: int) -> None:
     proxy.advance(CALL_INTERVAL)
 
 
-def run_round(script: str, calls: int, profile: cProfile.Profile | None = None) -> tuple[float, float]:
-    """(CPU microseconds per call, datagrams sent per call) of one round."""
-    proxy = Proxy(script, profile)
+def run_round(script: str, calls: int, work: TimedWork) -> tuple[float, float]:
+    """(CPU microseconds per call, datagrams sent per call) of one round, timed by ``work``."""
+    proxy = Proxy(script, work)
     for n in range(calls):
         one_call(proxy, n)
     proxy.advance(64 * 0.5 + 1)  # every transaction ends at its timer
@@ -159,13 +165,13 @@ def main() -> int:
             f.write(ANONYMISING_SCRIPT)
         print(f"txuac proxy CPU bench: {args.calls:,} calls a round, SIP core "
               f"{'COMPILED (mypyc)' if txuac.sip.COMPILED else 'pure Python'}, Python {sys.version.split()[0]}, "
-              f"load average {os.getloadavg()[0]:.2f}")
+              f"load average {os.getloadavg()[0]:.2f}{pause_note(args)}")
         if args.profile:
             profile = cProfile.Profile()
-            run_round(script, args.calls, profile)
+            run_round(script, args.calls, timed_work(args, profile))
             print_profile(profile, args.calls, "call", args.top)
             return 0
-        figures = [run_round(script, args.calls) for _ in range(args.rounds)]
+        figures = [run_round(script, args.calls, timed_work(args)) for _ in range(args.rounds)]
     per_call = sorted(cpu for cpu, _ in figures)
     sent = {round(count, 2) for _, count in figures}
     print(f"CPU per call (us): best {per_call[0]:,.0f}, median {statistics.median(per_call):,.0f}, "

@@ -20,7 +20,11 @@ txuac sent per account (2; a retransmission would show). ``--profile`` runs one 
 txuac's work under cProfile and prints the top functions by tottime and the function calls
 per registration (a count no load changes).
 
+``--pause MS [--pause-every N]``: an untimed sleep before each (Nth) unit of txuac's work,
+as in ``proxy_cpu``.
+
 Usage: python bench/registration_cpu.py [accounts=10000] [--rounds 5] [--profile [--top 25]]
+    [--pause MS [--pause-every N]]
 (``./dev bench registration_cpu`` runs the compiled build).
 """
 
@@ -37,7 +41,7 @@ sys.path.append(REPO)  # an installed (compiled) txuac wins over the checkout
 
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
-from measure import TimedWork, add_round_options, print_profile  # noqa: E402
+from measure import TimedWork, add_round_options, pause_note, print_profile, timed_work  # noqa: E402
 
 import txuac.sip  # noqa: E402
 from tests.support.accounts import make_row  # noqa: E402
@@ -80,8 +84,8 @@ class Registrar:
 class Registrant:
     """txuac's registrant on a fake socket and clock, and the time it spent."""
 
-    def __init__(self, accounts: int, profile: cProfile.Profile | None = None):
-        self.work = TimedWork(profile)  # txuac's work: the start, clock advances, datagrams read
+    def __init__(self, accounts: int, work: TimedWork):
+        self.work = work  # txuac's work: the start, clock advances, datagrams read
         self.reactor = MemoryReactorClock()
         self.stack = SIPStack(self.reactor, resolver=TargetResolver(self.reactor))
         self.listener = UDPListener(LOCAL[0], LOCAL[1], self.stack)
@@ -125,10 +129,10 @@ class Registrant:
         del self.udp.written[:]
 
 
-def run_round(accounts: int, profile: cProfile.Profile | None = None) -> tuple[float, float, float]:
+def run_round(accounts: int, work: TimedWork) -> tuple[float, float, float]:
     """(CPU microseconds per registration in all and for loading the rows, datagrams sent
-    per account) of one round."""
-    registrant = Registrant(accounts, profile)
+    per account) of one round, timed by ``work``."""
+    registrant = Registrant(accounts, work)
     load = registrant.start()
     registrant.run(accounts)
     sent = registrant.sent / accounts
@@ -146,13 +150,13 @@ def main() -> int:
     tune_garbage_collector()  # as `twistd uac` does
     print(f"txuac registration CPU bench: {args.accounts:,} accounts a round, SIP core "
           f"{'COMPILED (mypyc)' if txuac.sip.COMPILED else 'pure Python'}, Python {sys.version.split()[0]}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"load average {os.getloadavg()[0]:.2f}{pause_note(args)}")
     if args.profile:
         profile = cProfile.Profile()
-        run_round(args.accounts, profile)
+        run_round(args.accounts, timed_work(args, profile))
         print_profile(profile, args.accounts, "registration", args.top)
         return 0
-    figures = [run_round(args.accounts) for _ in range(args.rounds)]
+    figures = [run_round(args.accounts, timed_work(args)) for _ in range(args.rounds)]
     best = min(figures)
     per_account = sorted(cpu for cpu, _, _ in figures)
     sent = {round(count, 2) for _, _, count in figures}
