@@ -503,13 +503,14 @@ def run(reactor, args, harness: Harness, store_kind: str = "sqlite"):
           f"(txuac.sip.COMPILED={compiled}), Python {sys.version.split()[0]}, reactor {type(reactor).__module__}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     try:
-        registrar = KamailioRegistrar(harness, children=args.children, shm_mb=registrar_shm(args),
+        shm_mb = registrar_shm(args)
+        registrar = KamailioRegistrar(harness, children=args.children, shm_mb=shm_mb,
                                       pkg_mb=args.pkg_mb, udp_maxbuffer=4 * 1024 * 1024)
     except SkipTest as e:
         raise SystemExit(f"cannot run Kamailio: {e}")
     db_url = yield fill_store(registrar, store_kind, n, reactor, harness)
     print(f"Kamailio registrar on udp:{registrar.host}:{registrar.port} (pid {registrar.pid}, "
-          f"{args.children} workers, -m {registrar_shm(args)} -M {args.pkg_mb}); {n:,} accounts in "
+          f"{args.children} workers, -m {shm_mb} -M {args.pkg_mb}); {n:,} accounts in "
           f"{parse_store_url(db_url).masked}")
     reference = None
     if args.compare_kamailio:

@@ -21,7 +21,10 @@ class DatagramListener(Protocol):
 
 
 class UDPChannel:
-    """A UDP listener bound to one peer address."""
+    """A UDP listener bound to one peer address (kept by each server transaction until it
+    ends: slots, no instance dict, in the pure-Python build too)."""
+
+    __slots__ = ("listener", "peer")
 
     def __init__(self, listener: DatagramListener, peer: Address) -> None:
         self.listener = listener
