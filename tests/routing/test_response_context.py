@@ -63,6 +63,19 @@ class ResponseTests(SynchronousTestCase):
         self.assertEqual(update.forward[0].headers.get_all("Via"), self.invite.headers.get_all("Via"))
         self.assertFalse(update.completed)
 
+    def test_a_100_is_not_copied_for_upstream(self):
+        """16.7 item 5: a 100 only tells that the branch proceeds (a CANCEL waiting for it
+        goes); no copy without our Via is made, so a 100 that could not go up anyway (no
+        Via left below ours) counts too."""
+        b = self.branch()
+        self.context.cancel()
+        trying = self.response(b, 100)
+        trying.headers.remove_first("Via")
+        trying.headers.set("Via", str(self.forwarded[b].top_via))
+        update = self.context.receive(b, trying)
+        self.assertEqual((update.forward, update.cancel), ([], [b]))
+        self.assertIsNone(response_for_upstream(trying), "nothing below our Via")
+
     def test_2xx_goes_up_at_once_and_cancels_the_other_branches(self):
         first, second, third = self.branch(), self.branch(), self.branch()
         self.receive(second, 180)

@@ -105,6 +105,50 @@ class ViaTests(SynchronousTestCase):
         self.assertRaises(SIPParseError, getattr, message, "via")
 
 
+class PlainTopBranchTests(SynchronousTestCase):
+    """fields.plain_top_branch: a response's branch read without parsing its Via."""
+
+    PLAIN = [
+        ("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1f2e;rport=5060;received=127.0.0.1", "z9hG4bK1f2e"),
+        ("SIP/2.0/UDP h;rport;branch=z9hG4bK.a-b_c!d%e*f+g`h'i~j", "z9hG4bK.a-b_c!d%e*f+g`h'i~j"),
+        ("SIP/2.0/TCP h;branch=z9hG4bKx , SIP/2.0/UDP g;branch=z9hG4bKy", "z9hG4bKx"),
+        ("SIP/2.0/UDP h;branch=z9hG4bKx\t;rport", "z9hG4bKx"),
+        ("SIP/2.0/UDP h;branch=z9hG4bKx;Branch=z9hG4bKy", "z9hG4bKx"),  # the first, as Via.branch
+    ]
+    NOT_PLAIN = [
+        "SIP/2.0/UDP h;Branch=z9hG4bKx",  # parameter names are case-insensitive: the parser decides
+        "SIP/2.0/UDP h ; branch = z9hG4bKx",
+        "SIP/2.0/UDP h;branch=abc",  # no magic cookie
+        "SIP/2.0/UDP h;branch=z9hG4bKa:b",
+        "SIP/2.0/UDP h;branch=z9hG4bK[1]",
+        'SIP/2.0/UDP h;branch="z9hG4bKx"',
+        "SIP/2.0/UDP a, SIP/2.0/UDP b;branch=z9hG4bKx",  # the branch of the second via-parm
+        'SIP/2.0/UDP h;x="q;branch=z9hG4bKfake";branch=z9hG4bKreal',
+        "SIP/2.0/UDP h;branch=z9hG4bKa:b;branch=z9hG4bKc",  # the parser refuses the first
+        "SIP/2.0/UDP h;Branch=x;branch=z9hG4bKy",  # the parser's branch is the first
+        "SIP/2.0/UDP h;rport",
+        "",
+    ]
+
+    def test_plain_lines(self):
+        self.assertEqual([fields.plain_top_branch(line) for line, _ in self.PLAIN], [b for _, b in self.PLAIN])
+
+    def test_anything_else_is_left_to_the_parser(self):
+        self.assertEqual([line for line in self.NOT_PLAIN if fields.plain_top_branch(line) is not None], [])
+
+    def test_agrees_with_the_parser(self):
+        """Where it reads a branch, it is the one parse_via finds in the first via-parm."""
+        lines = [line for line, _ in self.PLAIN] + [
+            "SIP/2.0/UDP [2001:db8::1]:5061;branch=z9hG4bKv6;received=[2001:db8::2]",
+            "SIP/2.0/UDP h;received=branch.example.com;branch=z9hG4bKq",
+            "SIP/2.0/UDP h;branch=z9hG4bKq;x-v=\"a,b\"",
+        ]
+        for line in lines:
+            branch = fields.plain_top_branch(line)
+            if branch is not None:
+                self.assertEqual(branch, fields.parse_via(grammar.split_list(line, "Via")[0]).branch, line)
+
+
 class NameAddressTests(SynchronousTestCase):
     """From, To, Contact, Route values (RFC 3261 20.10)."""
 

@@ -193,3 +193,39 @@ class ContentLengthTextTests(SynchronousTestCase):
             with self.assertRaises(SIPParseError, msg=text) as raised:
                 parse_content_length(text, "l")
             self.assertEqual(raised.exception.element, "l")
+
+
+class TopViaBranchTests(SynchronousTestCase):
+    """Message.top_via_branch: what a response needs to find its client transaction."""
+
+    @staticmethod
+    def response(via: str) -> Response:
+        return parse_message(
+            f"SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@example.com>;tag=1\r\n"
+            "To: <sip:a@example.com>;tag=2\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n".encode())
+
+    def test_plain_via_is_not_parsed(self):
+        response = self.response("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKab12;rport=5060;received=127.0.0.1")
+        self.assertEqual(response.top_via_branch(), "z9hG4bKab12")
+        self.assertFalse(response.headers.has_view("top_via"))
+        self.assertEqual(response.top_via.branch, "z9hG4bKab12")
+
+    def test_other_forms_are_parsed(self):
+        response = self.response("SIP/2.0/UDP h ; Branch = z9hG4bKab12")
+        self.assertEqual(response.top_via_branch(), "z9hG4bKab12")
+        self.assertTrue(response.headers.has_view("top_via"))
+
+    def test_a_parsed_via_is_used(self):
+        response = self.response("SIP/2.0/UDP h;branch=z9hG4bKab12")
+        response.top_via.params.set("branch", "z9hG4bKother")
+        self.assertEqual(response.top_via_branch(), "z9hG4bKother")
+
+    def test_malformed_via(self):
+        """A malformed Via fails as top_via does, unless its branch is written plainly: a
+        response carrying one of our branches is matched by it (RFC 3261 17.1.3)."""
+        self.assertRaises(SIPParseError, self.response("SIP/2.0/UDP ho st;branch=abc").top_via_branch)
+        self.assertEqual(self.response("SIP/2.0/UDP ho st;branch=z9hG4bKab12").top_via_branch(), "z9hG4bKab12")
+
+    def test_no_via(self):
+        response = parse_message(b"SIP/2.0 200 OK\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n")
+        self.assertIsNone(response.top_via_branch())

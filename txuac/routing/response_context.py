@@ -171,24 +171,35 @@ class ResponseContext:
         self.branches.append(Branch())
         return len(self.branches) - 1
 
+    @staticmethod
+    def _proceeding(branch: int, state: Branch, update: ContextUpdate) -> None:
+        """A provisional response on ``branch``: it proceeds, and a CANCEL waiting for it goes."""
+        if state.state is BranchState.CALLING:
+            state.state = BranchState.PROCEEDING
+            if state.cancel_pending:  # 9.1: the CANCEL waited for this
+                state.cancel_pending = False
+                state.cancelled = True
+                update.cancel.append(branch)
+
     def receive(self, branch: int, response: Response) -> ContextUpdate:
         """A response from downstream on ``branch``, as received (our Via on top)."""
         state = self.branches[branch]
         state.heard = True
+        status = response.status
+        if status == 100:
+            # 16.7 item 5: a 100 is never forwarded, so no copy is made for upstream; it
+            # only tells that the branch proceeds.
+            update = ContextUpdate()
+            self._proceeding(branch, state, update)
+            return update
         upstream = response_for_upstream(response, request=self.request)
         if upstream is None:
             return ContextUpdate()  # 16.7 item 3: nothing to send it to; ignored
         update = ContextUpdate()
-        status = response.status
         if status < 200:
-            if state.state is BranchState.CALLING:
-                state.state = BranchState.PROCEEDING
-                if state.cancel_pending:  # 9.1: the CANCEL waited for this
-                    state.cancel_pending = False
-                    state.cancelled = True
-                    update.cancel.append(branch)
+            self._proceeding(branch, state, update)
             # 16.7 item 5: provisional responses but 100 go up at once, before a final.
-            if status != 100 and self.final_sent is None and state.state is BranchState.PROCEEDING:
+            if self.final_sent is None and state.state is BranchState.PROCEEDING:
                 update.forward.append(upstream)
             return update
         if 200 <= status < 300:

@@ -358,6 +358,24 @@ def parse_via(text: str, element: str = "Via") -> Via:
     return Via(transport, host, port, params, "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}")
 
 
+_BRANCH_VALUE_RE: Final = re.compile(r"z9hG4bK" + TOKEN + r"(?=[;, \t]|\Z)")
+
+
+def plain_top_branch(line: str) -> str | None:
+    """The branch of the first via-parm of Via line ``line`` when it is written plainly
+    (``;branch=z9hG4bK`` and a token, with no comma, quote or other branch parameter before
+    it), else None: the caller parses the Via. This is all RFC 3261 17.1.3 needs to match a
+    response to a client transaction. A later branch parameter changes nothing: the first
+    is the one the parser's ``Via.branch`` returns too."""
+    start = line.find(";branch=z9hG4bK")
+    if start < 0 or line.find(",", 0, start) >= 0 or line.find('"', 0, start) >= 0:
+        return None
+    if "branch" in line[:start].lower():
+        return None
+    found = _BRANCH_VALUE_RE.match(line, start + 8)
+    return found.group() if found is not None else None
+
+
 def _parse_via_slowly(text: str, element: str) -> Via:
     text = strip_lws(text)
     m = _VIA_RE.match(text)

@@ -129,6 +129,21 @@ class Message:
 
         return self.headers.view(TOP_VIA_VIEW, build)
 
+    def top_via_branch(self) -> str | None:
+        """The branch of the topmost via-parm: ``top_via``'s when it is parsed already,
+        else read from the Via line without parsing it when written plainly
+        (``fields.plain_top_branch``): a response to our request needs no more to find its
+        transaction, and most are never forwarded, so their Via is never parsed."""
+        if not self.headers.has_view(TOP_VIA_VIEW):
+            values = self.headers.values("via")
+            if not values:
+                return None
+            branch = fields.plain_top_branch(values[0])
+            if branch is not None:
+                return branch
+        via = self.top_via
+        return via.branch if via is not None else None
+
     def push_via(self, via: Via) -> None:
         """Put ``via`` on top as a Via line of its own; ``top_via`` is then ``via`` itself,
         not parsed again."""

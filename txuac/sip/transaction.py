@@ -406,11 +406,11 @@ def client_key_for_request(request: Request) -> tuple[str, str]:
 
 def client_key_for_response(response: Response) -> tuple[str, str] | None:
     """RFC 3261 17.1.3: a response matches by top Via branch and CSeq method."""
-    via = response.top_via
+    branch = response.top_via_branch()
     cseq = response.cseq
-    if via is None or cseq is None or not via.branch:
+    if not branch or cseq is None:
         return None
-    return via.branch, cseq.method
+    return branch, cseq.method
 
 
 def server_key(request: Request) -> tuple:
