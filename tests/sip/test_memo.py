@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txuac.errors import SIPParseError
-from txuac.sip import fields, uri
+from txuac.errors import AuthenticationError, SIPParseError
+from txuac.sip import Response, digest, fields, uri
 from txuac.sip.fields import parse_name_addr
 from txuac.sip.memo import ParseMemo
 from txuac.sip.uri import SipURI, parse_uri
@@ -58,6 +58,8 @@ class MemoizedParsersTests(SynchronousTestCase):
     def setUp(self):
         uri._SIP_URIS.clear()
         fields._NAME_ADDRS.clear()
+        digest._WWW_CHALLENGES.clear()
+        digest._PROXY_CHALLENGES.clear()
 
     def test_a_uri_parsed_again_is_a_fresh_copy(self):
         text = "sip:alice@example.com:05060;transport=udp;lr?subject=x"
@@ -96,3 +98,32 @@ class MemoizedParsersTests(SynchronousTestCase):
                 parse_uri("sip:alice@exa mple.com")
             with self.assertRaises(SIPParseError):
                 parse_name_addr('"unclosed <sip:a@b>', "From")
+
+    def test_a_challenge_text_seen_again_is_not_parsed_again(self):
+        """A registrar's burst of 401s with one nonce (Kamailio's, within a second)."""
+        text = 'Digest realm="example.org", nonce="axaqz2sWqaN3", qop="auth"'
+        challenges = [digest.parse_challenges(_challenged(401, text)) for _ in range(5)]
+        first = [c[0] for c in challenges]
+        self.assertIsNot(first[0], first[1], "a text seen once is not kept")
+        self.assertTrue(first[1] is first[2] is first[3] is first[4],
+                        "kept from the second parse and shared: a Challenge is immutable")
+        self.assertEqual({(c[0].realm, c[0].nonce, c[0].qop, c[0].proxy) for c in challenges},
+                         {("example.org", "axaqz2sWqaN3", ("auth",), False)})
+        proxied = digest.parse_challenges(_challenged(407, text))
+        self.assertTrue(proxied[0].proxy, "a 407's challenges are the proxy's, whatever a 401 held")
+
+    def test_a_challenge_text_with_a_problem_is_named_every_time(self):
+        text = 'Digest realm="example.org", Digest nonce="n1", Digest realm="r", nonce="n2"'
+        for _ in range(3):
+            self.assertEqual([c.nonce for c in digest.parse_challenges(_challenged(401, text))], ["n2"])
+        for _ in range(3):
+            with self.assertRaises(AuthenticationError) as caught:
+                digest.parse_challenges(_challenged(401, 'Digest realm="example.org"'))
+            self.assertIn("without nonce", str(caught.exception))
+        self.assertEqual(len(digest._WWW_CHALLENGES), 0)
+
+
+def _challenged(status: int, text: str) -> Response:
+    response = Response(status)
+    response.headers.add("Proxy-Authenticate" if status == 407 else "WWW-Authenticate", text)
+    return response

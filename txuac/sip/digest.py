@@ -15,6 +15,7 @@ from typing import Callable, Final
 from txuac.errors import AuthenticationError, SIPParseError
 from txuac.sip.fields import AuthParams, parse_auth_list
 from txuac.sip.grammar import ascii_lower, ascii_upper, quote, strip_lws, unquote
+from txuac.sip.memo import ParseMemo
 from txuac.sip.message import Response
 from txuac.sip.tokens import token_hex
 
@@ -119,6 +120,13 @@ def _is_true(value: str | None) -> bool:
     return value is not None and ascii_lower(strip_lws(value)) == "true"
 
 
+# The challenge texts parsed recently (txuac.sip.memo). A registrar whose nonce is made
+# from the time and a secret (Kamailio's auth module by default) challenges every REGISTER
+# of the same second with the same text: a burst of registrations parses it once.
+_WWW_CHALLENGES: Final = ParseMemo[tuple[Challenge, ...]]()
+_PROXY_CHALLENGES: Final = ParseMemo[tuple[Challenge, ...]]()
+
+
 def parse_challenges(response: Response) -> list[Challenge]:
     """Every Digest challenge of a 401 or 407, in order; other schemes are skipped.
 
@@ -127,24 +135,40 @@ def parse_challenges(response: Response) -> list[Challenge]:
     """
     proxy = response.status == 407
     name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+    memo = _PROXY_CHALLENGES if proxy else _WWW_CHALLENGES
     found: list[Challenge] = []
     problems: list[str] = []
     for value in response.headers.get_all(name):
-        try:
-            entries = parse_auth_list(value, name)
-        except SIPParseError as e:
-            problems.append(str(e))
+        kept = memo.recall(value)
+        if kept is not None:
+            found.extend(kept)  # a Challenge is immutable: shared, not copied
             continue
-        for entry in entries:
-            if entry.scheme.lower() != "digest":
-                continue  # Basic, Bearer, ...: not ours to answer
-            try:
-                found.append(challenge_from(entry, proxy))
-            except AuthenticationError as e:
-                problems.append(str(e))
+        before = len(problems)
+        in_value = _challenges_in(value, name, proxy, problems)
+        found.extend(in_value)
+        if len(problems) == before and memo.parsed_before(value):
+            memo.keep(value, tuple(in_value))  # only a text without problems: they are named every time
     if not found:
         reason = "; ".join(problems) if problems else f"no Digest challenge in {name}"
         raise AuthenticationError(f"{response.status} {response.reason}: {reason}", response)
+    return found
+
+
+def _challenges_in(value: str, name: str, proxy: bool, problems: list[str]) -> list[Challenge]:
+    """The Digest challenges of one header value; what is wrong goes to ``problems``."""
+    try:
+        entries = parse_auth_list(value, name)
+    except SIPParseError as e:
+        problems.append(str(e))
+        return []
+    found: list[Challenge] = []
+    for entry in entries:
+        if entry.scheme.lower() != "digest":
+            continue  # Basic, Bearer, ...: not ours to answer
+        try:
+            found.append(challenge_from(entry, proxy))
+        except AuthenticationError as e:
+            problems.append(str(e))
     return found
 
 

@@ -3,7 +3,9 @@ of a dialog is copied instead of parsed again.
 
 A proxied call carries the same From, To, Contact, Route and Request-URI texts in up to
 seven messages and in the copies the proxy makes of each; the REGISTERs sent to one
-registrar share their Request-URI. Copying a parsed value costs a tenth of parsing it again.
+registrar share their Request-URI, and a registrar that makes its nonce from the time
+challenges a whole second of them with one text. Copying a parsed value costs a tenth of
+parsing it again; an immutable one (a digest challenge) is shared.
 """
 
 from __future__ import annotations
