@@ -59,6 +59,18 @@ class KamcmdTests(TestCase):
             "RPC_FIFO": f'"{directory}/kamailio_rpc.fifo"',
         })
         self.kamailio_socket = f"unix:{self.kamailio.ctl_path}"
+        yield self.kamailio_loaded()
+
+    @defer.inlineCallbacks
+    def kamailio_loaded(self, seconds: float = 10.0):
+        """Wait until Kamailio's uac lists the rows: its ctl process may answer before the
+        table is loaded (seen once on a busy machine: an empty uac.reg_dump)."""
+        deadline = reactor.seconds() + seconds
+        while True:
+            dump = yield kamcmd(self.kamailio_socket, "uac.reg_dump")
+            if len(printed_structs(dump)) == len(ROWS) or reactor.seconds() > deadline:
+                return
+            yield task.deferLater(reactor, 0.1, lambda: None)
 
     @defer.inlineCallbacks
     def both(self, *args: str):
