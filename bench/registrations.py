@@ -239,7 +239,9 @@ class LogCounter:
 def make_settings(port: int, db_url: str, rate: int | None):
     uac = {"reg_db_url": db_url, "reg_contact_addr": f"{HOST}:{port}", "reg_retry_interval": RETRY_INTERVAL}
     if rate is not None:
-        uac["reg_send_rate"] = rate
+        # One registrar: its own budget (reg_dest_rate, 3,000/s by default) would hold a
+        # higher rate to the default.
+        uac["reg_send_rate"] = uac["reg_dest_rate"] = rate
     return settings_from_dict({"core": {"listen": [f"udp:{HOST}:{port}"]}, "uac": uac, "rpc": {"enabled": False}})
 
 
@@ -728,7 +730,8 @@ if __name__ == "__main__":
     parser.add_argument("--store", action="append", choices=STORES,
                         help="where the uacreg table is: sqlite (default), postgres or mysql; repeat to compare")
     parser.add_argument("--rate", type=int, default=None,
-                        help="reg_send_rate (REGISTERs per second); default: the service's default")
+                        help="reg_send_rate and reg_dest_rate (REGISTERs per second, to the one registrar); "
+                             "default: the service's defaults")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (120)")
     parser.add_argument("--settle", type=float, default=6.0,
                         help="seconds after all are online before the steady-state figures (6: Timer K is 5 s)")
