@@ -132,8 +132,9 @@ class Message:
     def top_via_branch(self) -> str | None:
         """The branch of the topmost via-parm: ``top_via``'s when it is parsed already,
         else read from the Via line without parsing it when written plainly
-        (``fields.plain_top_branch``): a response to our request needs no more to find its
-        transaction, and most are never forwarded, so their Via is never parsed."""
+        (``fields.plain_top_branch``). A response needs no more to find its client
+        transaction, and one to a request of our own (a REGISTER's) is never forwarded: its
+        Via is never parsed."""
         if not self.headers.has_view(TOP_VIA_VIEW):
             values = self.headers.values("via")
             if not values:
