@@ -195,6 +195,15 @@ class InjectionTests(SynchronousTestCase):
                     self.assertRaises(SIPParseError, headers.add, "Subject", value)
         self.assertEqual(Headers([("Subject", "  padded\t ")]).get("Subject"), "padded")
 
+    def test_other_characters_are_kept_as_given(self):
+        """UTF-8 text is no CTL, printable or not (NBSP, U+2028, a BOM): kept, with only SP
+        and HTAB stripped at its ends, whichever way the value is checked."""
+        for char in ("\u00e9", "\u00a0", "\u2028", "\u2029", "\ufeff", "\u200b", "\U0001f600"):
+            value = f" a{char}b{char} "
+            headers = Headers()
+            headers.add("Subject", value)
+            self.assertEqual(headers.get("Subject"), value.strip(" "), repr(value))
+
     def test_make_response_refuses_injected_tag(self):
         request = parse_message(wire())
         self.assertRaises(SIPParseError, make_response, request, 200, to_tag="x\r\nContact: <sip:evil>")

@@ -385,9 +385,9 @@ class Headers:
 
 def _check_value(value: str, name: str) -> str:
     """A value to add: one line, control characters only in quoted-pairs (as the parser wants)."""
-    if value.isascii() and value.isprintable():
+    if value.isprintable():
         # No CR, LF or other CTL (none is printable): the common case, at half the cost
-        # of check_controls' search.
+        # of check_controls' search, which would accept it as it is.
         return strip_lws(value)
     if "\r" in value or "\n" in value:
         raise SIPParseError("CR or LF in a header value", element=name)
