@@ -71,12 +71,10 @@ class Registrar:
 
     def __init__(self, clock):
         self.clock = clock
-        self.challenged = 0
 
     def answer(self, data: bytes) -> bytes:
         request = parse_message(data)
         if not request.headers.get("Authorization"):
-            self.challenged += 1
             nonce = hashlib.md5(f"{int(self.clock())}:registrar secret".encode()).hexdigest()
             challenge = (f'Digest realm="{REALM}", nonce="{nonce}", '
                          'qop="auth"')

@@ -143,25 +143,26 @@ def parse_challenges(response: Response) -> list[Challenge]:
         if kept is not None:
             found.extend(kept)  # a Challenge is immutable: shared, not copied
             continue
-        before = len(problems)
-        in_value = _challenges_in(value, name, proxy, problems)
+        in_value, wrong = _challenges_in(value, name, proxy)
         found.extend(in_value)
-        if len(problems) == before and memo.parsed_before(value):
-            memo.keep(value, tuple(in_value))  # only a text without problems: they are named every time
+        if wrong:
+            problems.extend(wrong)  # such a text is not kept: what is wrong is named every time
+        elif memo.parsed_before(value):
+            memo.keep(value, tuple(in_value))
     if not found:
         reason = "; ".join(problems) if problems else f"no Digest challenge in {name}"
         raise AuthenticationError(f"{response.status} {response.reason}: {reason}", response)
     return found
 
 
-def _challenges_in(value: str, name: str, proxy: bool, problems: list[str]) -> list[Challenge]:
-    """The Digest challenges of one header value; what is wrong goes to ``problems``."""
+def _challenges_in(value: str, name: str, proxy: bool) -> tuple[list[Challenge], list[str]]:
+    """The Digest challenges of one header value, and what is wrong in it."""
     try:
         entries = parse_auth_list(value, name)
     except SIPParseError as e:
-        problems.append(str(e))
-        return []
+        return [], [str(e)]
     found: list[Challenge] = []
+    problems: list[str] = []
     for entry in entries:
         if entry.scheme.lower() != "digest":
             continue  # Basic, Bearer, ...: not ours to answer
@@ -169,7 +170,7 @@ def _challenges_in(value: str, name: str, proxy: bool, problems: list[str]) -> l
             found.append(challenge_from(entry, proxy))
         except AuthenticationError as e:
             problems.append(str(e))
-    return found
+    return found, problems
 
 
 @dataclass(init=False, unsafe_hash=True)
