@@ -54,9 +54,14 @@ MANDATORY = ("l_uuid", "l_username", "l_domain", "r_username", "r_domain", "auth
 _HEX = frozenset("0123456789abcdef")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class RegistrationRecord:
-    """A registration account: the uacreg columns, then the runtime state."""
+    """A registration account: the uacreg columns, then the runtime state.
+
+    Made from its row (record_from_row): the columns and when it is due; every other field
+    starts at its default. ``__init__`` is written out, not generated: mypyc builds a
+    dataclass through the generated one, which runs interpreted (a sixth of loading a row).
+    """
 
     l_uuid: str
     l_username: str
@@ -108,6 +113,56 @@ class RegistrationRecord:
     # Contact URIs other nodes may have registered for the account (a cluster takeover):
     # removed with expires=0 in our REGISTERs until one is answered with a 2xx (RFC 3261 10.2.2).
     stale_contacts: tuple[str, ...] = ()
+
+    def __init__(self, l_uuid: str, l_username: str, l_domain: str, r_username: str, r_domain: str,
+                 realm: str, auth_username: str, auth_password: str, auth_ha1: str, auth_proxy: str,
+                 expires: int, flags: int, reg_delay: int, contact_addr: str, socket: str,
+                 contact_user: str, *, source: Address | None = None, table_disabled: bool = False,
+                 loaded_at: float = 0.0, due_at: float = 0.0) -> None:
+        self.l_uuid = l_uuid
+        self.l_username = l_username
+        self.l_domain = l_domain
+        self.r_username = r_username
+        self.r_domain = r_domain
+        self.realm = realm
+        self.auth_username = auth_username
+        self.auth_password = auth_password
+        self.auth_ha1 = auth_ha1
+        self.auth_proxy = auth_proxy
+        self.expires = expires
+        self.table_expires = expires
+        self.flags = flags
+        self.reg_delay = reg_delay
+        self.contact_addr = contact_addr
+        self.socket = socket
+        self.contact_user = contact_user
+        self.source = source
+        self.user_agent = ""
+        self.extra_headers = ()
+        self.from_username = ""
+        self.outbound = False
+        self.instance_id = ""
+        self.reg_id = 1
+        self.options_ping = False
+        self.table_disabled = table_disabled
+        self.loaded_at = loaded_at
+        self.due_at = due_at
+        self.sent_at = None
+        self.expires_at = None
+        self.call_id = None
+        self.cseq = 0
+        self.saved_call_id = ""
+        self.saved_cseq = 0
+        self.saved_instance_id = ""
+        self.last_status = None
+        self.last_failure = None
+        self.failures = 0
+        self.path = ()
+        self.service_route = ()
+        self.pub_gruu = None
+        self.temp_gruu = None
+        self.flow_timer = None
+        self.stale_contacts = ()
 
     @property
     def aor(self) -> str:
@@ -176,18 +231,17 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
         raise InvalidRecord("auth_ha1 is not 32 hex digits", "auth_ha1")
     if not ha1 and not values["auth_password"]:
         raise InvalidRecord("neither auth_password nor auth_ha1 is set", "auth_password")
-    values["auth_ha1"] = ha1
     numbers = {name: check_integer(name, _integer(row.get(name), name)) for name in ("expires", "flags", "reg_delay")}
     reg_delay = numbers["reg_delay"]
     if reg_delay == 0 and reg_random_delay > 0:
         reg_delay = (rng or random).randrange(reg_random_delay)
     # Only the DISABLED bit of the stored flags is an initial state; the others are runtime.
     flags = numbers["flags"] & Flag.DISABLED
-    record = RegistrationRecord(**values,  # type: ignore[arg-type]  # the text columns, by name
-                                source=source_address(values["socket"]), expires=numbers["expires"],
-                                table_expires=numbers["expires"], flags=flags, table_disabled=bool(flags),
-                                reg_delay=reg_delay,
-                                loaded_at=now, due_at=now + reg_delay)
+    record = RegistrationRecord(
+        values["l_uuid"], values["l_username"], values["l_domain"], values["r_username"], values["r_domain"],
+        values["realm"], values["auth_username"], values["auth_password"], ha1, values["auth_proxy"],
+        numbers["expires"], flags, reg_delay, values["contact_addr"], values["socket"], values["contact_user"],
+        source=source_address(values["socket"]), table_disabled=bool(flags), loaded_at=now, due_at=now + reg_delay)
     if "call_id" in row:
         _apply_ext(record, row, problems if problems is not None else [])
         record.saved_call_id = record.call_id or ""
