@@ -259,6 +259,20 @@ class HeaderLineParsingTests(SynchronousTestCase):
             error = self.assertRaises(SIPParseError, parse_message, wire(line))
             self.assertEqual(error.element, "header")
 
+    def test_bare_cr_or_lf_names_its_line(self):
+        """A CR or LF that is not part of a line separator is refused wherever it is, in a
+        value, a continuation line or the start line, and the header holding it named."""
+        for line, element in (("Subject: a\rb", "Subject"), ("Subject: a\nb", "Subject"),
+                              ("Subject: a\r", "Subject"), ("Subject: a\r\n \rb", "Subject"),
+                              ("X-Never-Seen-Before: \nb", "header")):
+            error = self.assertRaises(SIPParseError, parse_message, wire(line))
+            self.assertEqual(error.element, element, repr(line))
+        for data in (b"OPTIONS sip:a@b\r SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n",
+                     b"OPTIONS sip:a@b SIP/2.0\nCSeq: 1 OPTIONS\rX: y\n\n"):
+            self.assertRaises(SIPParseError, parse_message, data)
+        lf_only = parse_message(b"OPTIONS sip:a@b SIP/2.0\nCSeq: 1 OPTIONS\nSubject: a\n\n")
+        self.assertEqual(lf_only.headers.get("Subject"), "a")
+
 
 class ViewCacheTests(SynchronousTestCase):
     """Typed views are cached and dropped when the lines they read change."""
