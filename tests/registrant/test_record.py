@@ -107,6 +107,21 @@ class NumberTests(SynchronousTestCase):
         self.assertEqual(record.expires, 0)
         self.assertEqual(record.state(0.0), State.UNREGISTERED)
 
+    def test_a_loaded_record_starts_with_no_state(self):
+        """Every field is set by the written-out __init__ (repr reads them all) and the
+        state is that of an account never sent: nothing learnt, nothing failed."""
+        record = record_from_row(make_row(expires=600, flags=Flag.DISABLED | Flag.ONLINE), 7.0)
+        self.assertIn("stale_contacts=()", repr(record))
+        self.assertEqual((record.expires, record.table_expires, record.flags, record.table_disabled),
+                         (600, 600, Flag.DISABLED, True))
+        self.assertEqual((record.sent_at, record.expires_at, record.call_id, record.cseq, record.failures,
+                          record.last_status, record.last_failure), (None, None, None, 0, 0, None, None))
+        self.assertEqual((record.path, record.service_route, record.pub_gruu, record.temp_gruu,
+                          record.flow_timer), ((), (), None, None, None))
+        self.assertEqual((record.user_agent, record.extra_headers, record.from_username, record.outbound,
+                          record.instance_id, record.reg_id, record.options_ping), ("", (), "", False, "", 1, False))
+        self.assertEqual(record, record_from_row(make_row(expires=600, flags=Flag.DISABLED | Flag.ONLINE), 7.0))
+
 
 class DelayTests(SynchronousTestCase):
     def test_reg_delay_sets_due_time(self):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from txuac.errors import InvalidListenSpec, SIPParseError
@@ -58,9 +58,10 @@ _HEX = frozenset("0123456789abcdef")
 class RegistrationRecord:
     """A registration account: the uacreg columns, then the runtime state.
 
-    Made from its row (record_from_row): the columns and when it is due; every other field
-    starts at its default. ``__init__`` is written out, not generated: mypyc builds a
-    dataclass through the generated one, which runs interpreted (a sixth of loading a row).
+    Made from its row (record_from_row): the columns and when it is due; ``__init__`` sets
+    every other field to its starting value (our table's columns are applied after it).
+    ``__init__`` is written out, not generated: mypyc builds a dataclass through the
+    generated one, which runs interpreted (a sixth of loading a row).
     """
 
     l_uuid: str
@@ -80,39 +81,39 @@ class RegistrationRecord:
     contact_addr: str
     socket: str
     contact_user: str
-    source: Address | None = None  # ``socket`` parsed when loaded: the local socket REGISTERs leave from
+    source: Address | None  # ``socket`` parsed when loaded: the local socket REGISTERs leave from
     # --- ours, from the account's row in our own table beside uacreg ---
-    user_agent: str = ""  # "": the service's user_agent
-    extra_headers: tuple[tuple[str, str], ...] = ()  # added to every REGISTER
-    from_username: str = ""  # "": r_username (From user different from the auth user)
-    outbound: bool = False  # RFC 5626: +sip.instance, reg-id, flow keep-alives
-    instance_id: str = ""  # "urn:uuid:...", made once and kept
-    reg_id: int = 1
-    options_ping: bool = False  # OPTIONS pings to the registrar, with up/down hysteresis
-    table_disabled: bool = False  # the row's DISABLED bit, as loaded (flags change at run time)
+    user_agent: str  # "": the service's user_agent
+    extra_headers: tuple[tuple[str, str], ...]  # added to every REGISTER
+    from_username: str  # "": r_username (From user different from the auth user)
+    outbound: bool  # RFC 5626: +sip.instance, reg-id, flow keep-alives
+    instance_id: str  # "urn:uuid:...", made once and kept
+    reg_id: int
+    options_ping: bool  # OPTIONS pings to the registrar, with up/down hysteresis
+    table_disabled: bool  # the row's DISABLED bit, as loaded (flags change at run time)
     # --- state ----------------------------------------------------------------
-    loaded_at: float = 0.0  # Kamailio's reg_init
-    due_at: float = 0.0  # when the scheduler next sends a REGISTER for it
-    sent_at: float | None = None
-    expires_at: float | None = None  # send time + granted expiry of the last 200
-    call_id: str | None = None  # kept between refreshes with reg_keep_callid
-    cseq: int = 0
+    loaded_at: float  # Kamailio's reg_init
+    due_at: float  # when the scheduler next sends a REGISTER for it
+    sent_at: float | None
+    expires_at: float | None  # send time + granted expiry of the last 200
+    call_id: str | None  # kept between refreshes with reg_keep_callid
+    cseq: int
     # What our table holds for the account (the last state handed to the store).
-    saved_call_id: str = ""
-    saved_cseq: int = 0
-    saved_instance_id: str = ""
-    last_status: int | None = None
-    last_failure: str | None = None
-    failures: int = field(default=0)
+    saved_call_id: str
+    saved_cseq: int
+    saved_instance_id: str
+    last_status: int | None
+    last_failure: str | None
+    failures: int
     # Learnt from the last 200 OK (RFC 3327, RFC 3608, RFC 5627, RFC 5626).
-    path: tuple[str, ...] = ()
-    service_route: tuple[str, ...] = ()
-    pub_gruu: str | None = None
-    temp_gruu: str | None = None
-    flow_timer: int | None = None
+    path: tuple[str, ...]
+    service_route: tuple[str, ...]
+    pub_gruu: str | None
+    temp_gruu: str | None
+    flow_timer: int | None
     # Contact URIs other nodes may have registered for the account (a cluster takeover):
     # removed with expires=0 in our REGISTERs until one is answered with a 2xx (RFC 3261 10.2.2).
-    stale_contacts: tuple[str, ...] = ()
+    stale_contacts: tuple[str, ...]
 
     def __init__(self, l_uuid: str, l_username: str, l_domain: str, r_username: str, r_domain: str,
                  realm: str, auth_username: str, auth_password: str, auth_ha1: str, auth_proxy: str,
