@@ -118,8 +118,7 @@ class RegistrationRecord:
     def __init__(self, l_uuid: str, l_username: str, l_domain: str, r_username: str, r_domain: str,
                  realm: str, auth_username: str, auth_password: str, auth_ha1: str, auth_proxy: str,
                  expires: int, flags: int, reg_delay: int, contact_addr: str, socket: str,
-                 contact_user: str, *, source: Address | None = None, table_disabled: bool = False,
-                 loaded_at: float = 0.0, due_at: float = 0.0) -> None:
+                 contact_user: str, *, source: Address | None, loaded_at: float, due_at: float) -> None:
         self.l_uuid = l_uuid
         self.l_username = l_username
         self.l_domain = l_domain
@@ -145,7 +144,7 @@ class RegistrationRecord:
         self.instance_id = ""
         self.reg_id = 1
         self.options_ping = False
-        self.table_disabled = table_disabled
+        self.table_disabled = bool(flags & _DISABLED)
         self.loaded_at = loaded_at
         self.due_at = due_at
         self.sent_at = None
@@ -242,7 +241,7 @@ def record_from_row(row: dict, now: float, reg_random_delay: int = 0,
         values["l_uuid"], values["l_username"], values["l_domain"], values["r_username"], values["r_domain"],
         values["realm"], values["auth_username"], values["auth_password"], ha1, values["auth_proxy"],
         numbers["expires"], flags, reg_delay, values["contact_addr"], values["socket"], values["contact_user"],
-        source=source_address(values["socket"]), table_disabled=bool(flags), loaded_at=now, due_at=now + reg_delay)
+        source=source_address(values["socket"]), loaded_at=now, due_at=now + reg_delay)
     if "call_id" in row:
         _apply_ext(record, row, problems if problems is not None else [])
         record.saved_call_id = record.call_id or ""
