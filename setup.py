@@ -19,8 +19,13 @@ builds those through interpreted code, about 0.8 us an object against 0.05
 """
 
 import os
+import shutil
+import subprocess
+import sys
+import sysconfig
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 COMPILED_MODULES = [
     "txuac/sip/address.py",
@@ -70,4 +75,85 @@ def ext_modules():
     return mypycify(["--ignore-missing-imports", "--follow-imports=silent", *COMPILED_MODULES], opt_level="3")
 
 
-setup(ext_modules=ext_modules())
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# What the instrumented build runs to learn which paths are hot: the two in-process
+# benchmarks (a REGISTER cycle per account, a proxied call), small. Paths they never
+# take are still optimised as usual (-fprofile-partial-training).
+TRAINING = (
+    ("bench/registration_cpu.py", "2000", "--rounds", "1"),
+    ("bench/proxy_cpu.py", "--calls", "1000", "--rounds", "1"),
+)
+# The core's functions call each other across its modules; as exported symbols of a shared
+# object each such call went through the PLT and none could be inlined. Nothing replaces
+# them at run time, so GCC may bind them at build time.
+GCC_FLAGS = ("-fno-semantic-interposition",)
+PROFILE_GENERATE = ("-fprofile-update=single",)
+PROFILE_USE = ("-fprofile-correction", "-fprofile-partial-training", "-Wno-missing-profile",
+               "-Wno-coverage-mismatch")
+
+
+class ProfileGuidedBuildExt(build_ext):
+    """With GCC, the compiled core built for speed: its calls bound within it
+    (GCC_FLAGS), and profile-guided: built instrumented, TRAINING run on that build, then
+    built again with the profile (hot paths laid out together, cold error branches moved
+    out of them). docs/benchmarks.rst has the figures. With TXUAC_PGO=0, or without the
+    training files (an sdist without bench/ and tests/), one build; with another compiler,
+    one plain build."""
+
+    def run(self) -> None:
+        if not self.extensions or not self._is_gcc():
+            super().run()
+            return
+        # Each build below is a whole build_ext run with the flags added to the mypyc ones.
+        self._compiler_choice = self.compiler  # run() replaces it by the compiler it made
+        self._mypyc_args = [(extension, list(extension.extra_compile_args or []),
+                             list(extension.extra_link_args or [])) for extension in self.extensions]
+        if os.environ.get("TXUAC_PGO", "1") == "0" or not all(
+                os.path.exists(os.path.join(HERE, script)) for script, *_ in TRAINING):
+            self._build_with(GCC_FLAGS)
+            return
+        profile_dir = os.path.abspath(os.path.join(self.build_temp, "pgo"))
+        shutil.rmtree(profile_dir, ignore_errors=True)  # gcov adds to the counts it finds
+        os.makedirs(profile_dir)
+        self._build_with((*GCC_FLAGS, f"-fprofile-generate={profile_dir}", *PROFILE_GENERATE))
+        failure = self._train()
+        if failure is None:
+            self._build_with((*GCC_FLAGS, f"-fprofile-use={profile_dir}", *PROFILE_USE))
+        else:
+            print(f"txuac: profile-guided build skipped ({failure}); building without it", file=sys.stderr)
+            self._build_with(GCC_FLAGS)
+
+    @staticmethod
+    def _is_gcc() -> bool:
+        compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+        try:
+            version = subprocess.run([*compiler.split(), "--version"], capture_output=True, text=True,
+                                     timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return "Free Software Foundation" in version  # GCC's flags and .gcda files
+
+    def _build_with(self, flags: tuple[str, ...]) -> None:
+        for extension, compile_args, link_args in self._mypyc_args:
+            extension.extra_compile_args = [*compile_args, *flags]
+            extension.extra_link_args = [*link_args, *flags]
+        self.compiler = self._compiler_choice
+        self.force = True  # every object again: make skips objects newer than their source
+        super().run()
+
+    def _train(self) -> str | None:
+        """None when every training run passed on the instrumented build, else why not."""
+        built = HERE if self.inplace else os.path.abspath(self.build_lib)
+        path = [built, *filter(None, [os.environ.get("PYTHONPATH")])]
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONDONTWRITEBYTECODE="1")
+        for script, *arguments in TRAINING:
+            run = subprocess.run([sys.executable, os.path.join(HERE, script), *arguments], cwd=HERE, env=environment,
+                                 capture_output=True, text=True)
+            if run.returncode != 0:
+                last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+                return f"{script} exited {run.returncode}: {last}"
+        return None
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": ProfileGuidedBuildExt})
