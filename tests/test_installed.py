@@ -26,6 +26,29 @@ def _from_checkout() -> bool:
                                        "setup.cfg"))
 
 
+def _core_library() -> str:
+    """The shared object that holds the whole compiled core (each compiled module's own
+    extension only points into it): the ``*__mypyc`` module the compiled modules loaded."""
+    importlib.import_module("txuac.sip.parser")
+    found = [module.__file__ for name, module in sys.modules.items()
+             if name.endswith("__mypyc") and getattr(module, "__file__", None)]
+    if len(found) != 1:
+        raise SkipTest(f"expected one compiled core library loaded, found {found}")
+    return found[0]
+
+
+def _tool_output(command: list[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
+    except FileNotFoundError:
+        raise SkipTest(f"{command[0]} (binutils) is not installed")
+
+
+def _built_by_gcc() -> bool:
+    comment = _tool_output(["readelf", "-p", ".comment", _core_library()])
+    return "GCC:" in comment and "clang" not in comment
+
+
 class InstalledCopyTests(TestCase):
     def setUp(self):
         if _from_checkout():
@@ -52,6 +75,22 @@ class InstalledCopyTests(TestCase):
                      "txuac.registrant.budget", "txuac.net.stack", "txuac.net.timers", "txuac.auth",
                      "txuac.registrant.service"):
             self.assertFalse(importlib.import_module(name).__file__.endswith(".py"), name)
+
+    def test_the_compiled_core_is_built_for_speed_and_not_left_instrumented(self):
+        """setup.py's GCC build: the core's own calls bound within it (no PLT call from one
+        of its functions to another), and the profile-guided build's final pass installed,
+        not its instrumented one (which would write .gcda files at every exit)."""
+        if not txuac.sip.COMPILED:
+            raise SkipTest("a pure-Python install (TXUAC_COMPILE=0)")
+        library = _core_library()
+        symbols = _tool_output(["nm", library])
+        self.assertNotIn("__gcov_", symbols)
+        if not _built_by_gcc():
+            raise SkipTest("not built by GCC: built without its flags")
+        calls = [line for line in _tool_output(["objdump", "-d", "--no-show-raw-insn", library]).splitlines()
+                 if "call" in line and "<CPyDef_" in line]
+        self.assertTrue(calls, "no call between the core's functions found to check")
+        self.assertEqual([line for line in calls if "@plt>" in line][:3], [])
 
     def test_schemas_are_in_the_package(self):
         schema = importlib.resources.files("txuac.registrant.store").joinpath("schema")
