@@ -4,7 +4,8 @@ stack that drives the transactions (txuac/net/stack.py, timers.py) and the diges
 (txuac/auth.py).
 
 The modules below are compiled to C extensions with mypyc (they are plain,
-fully typed Python: the same files run interpreted). A module a routing script calls
+fully typed Python: the same files run interpreted). With GCC the build is profile-guided
+(ProfileGuidedBuildExt below; TXUAC_PGO=0 builds once). A module a routing script calls
 directly with values of its own (txuac/routing/dialogs.py: ``$dlg_var``) stays
 interpreted: compiled, a value of the wrong type would raise TypeError at the call
 instead of the module's own error. Set TXUAC_COMPILE=0 to
@@ -89,8 +90,10 @@ TRAINING = (
 # them at run time, so GCC may bind them at build time.
 GCC_FLAGS = ("-fno-semantic-interposition",)
 PROFILE_GENERATE = ("-fprofile-update=single",)
+# A function the profile does not match is built as without it: a warning, not mypyc's -Werror.
 PROFILE_USE = ("-fprofile-correction", "-fprofile-partial-training", "-Wno-missing-profile",
                "-Wno-coverage-mismatch")
+TRAINING_TIMEOUT = 600  # seconds for each run; a few are enough
 
 
 class ProfileGuidedBuildExt(build_ext):
@@ -148,8 +151,12 @@ class ProfileGuidedBuildExt(build_ext):
         path = [built, *filter(None, [os.environ.get("PYTHONPATH")])]
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONDONTWRITEBYTECODE="1")
         for script, *arguments in TRAINING:
-            run = subprocess.run([sys.executable, os.path.join(HERE, script), *arguments], cwd=HERE, env=environment,
-                                 capture_output=True, text=True)
+            try:
+                run = subprocess.run([sys.executable, os.path.join(HERE, script), *arguments], cwd=HERE,
+                                     env=environment, capture_output=True, text=True, errors="replace",
+                                     timeout=TRAINING_TIMEOUT)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                return f"{script}: {e}"
             if run.returncode != 0:
                 last = (run.stderr.strip().splitlines() or ["no output"])[-1]
                 return f"{script} exited {run.returncode}: {last}"
