@@ -26,15 +26,12 @@ def _from_checkout() -> bool:
                                        "setup.cfg"))
 
 
-def _core_library() -> str:
-    """The shared object that holds the whole compiled core (each compiled module's own
-    extension only points into it): the ``*__mypyc`` module the compiled modules loaded."""
+def _core_libraries() -> list[str]:
+    """The shared objects of the compiled core loaded (each compiled module's own extension
+    only points into one): the ``*__mypyc`` modules. setup.py builds one."""
     importlib.import_module("txuac.sip.parser")
-    found = [module.__file__ for name, module in sys.modules.items()
-             if name.endswith("__mypyc") and getattr(module, "__file__", None)]
-    if len(found) != 1:
-        raise SkipTest(f"expected one compiled core library loaded, found {found}")
-    return found[0]
+    return [module.__file__ for name, module in sys.modules.items()
+            if name.endswith("__mypyc") and getattr(module, "__file__", None)]
 
 
 def _tool_output(command: list[str]) -> str:
@@ -83,7 +80,9 @@ class InstalledCopyTests(TestCase):
         their names, stripped or not)."""
         if not txuac.sip.COMPILED:
             raise SkipTest("a pure-Python install (TXUAC_COMPILE=0)")
-        library = _core_library()
+        libraries = _core_libraries()
+        self.assertEqual(len(libraries), 1, f"expected the one compiled core library loaded, found {libraries}")
+        library = libraries[0]
         with open(library, "rb") as f:
             self.assertNotIn(b".gcda", f.read())
         if not _built_by_gcc(library):
